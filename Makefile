@@ -1,0 +1,29 @@
+# Two entry points (see README.md): `make quickstart` runs the main job, `make test` the tests.
+# Both create .venv and install everything on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Only the tests default to the PACS copy beside the checkout; the product never assumes a path.
+TEST_DATA_ROOT ?= $(abspath ../shared/PACS)
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+quickstart: $(VENV)/.installed
+	@test -n "$$ASHA_TUNE_DATA_ROOT" || { echo "set ASHA_TUNE_DATA_ROOT to your PACS folder"; exit 2; }
+	$(VENV)/bin/asha-tune trial --mode random --convs 1 --p0 0.7 --target cartoon \
+		--image-size 64 --limit-per-domain 210 --epochs 3 --batch-size 32 --weights none --device cpu
+
+test: $(VENV)/.installed
+	ASHA_TUNE_DATA_ROOT=$${ASHA_TUNE_DATA_ROOT:-$(TEST_DATA_ROOT)} RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 \
+		$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check asha_tune tests benchmarks
+
+.PHONY: install quickstart test lint

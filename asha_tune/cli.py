@@ -1,0 +1,166 @@
+"""The `asha-tune` command: argument parsing only; the work happens in the modules it calls.
+
+Every user error ends as one line on stderr and a non-zero exit (2 for bad values), never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from .config import DATA_ROOT_ENV, Runtime, trial_config
+from .errors import AshaTuneError, ConfigError
+
+# `asha-tune trial` flags and the TrialConfig field each one sets.
+TRIAL_FLAGS = {
+    "--mode": "shaping.mode",
+    "--convs": "shaping.convs",
+    "--p0": "shaping.p0",
+    "--shape-fn": "shaping.shape_fn",
+    "--topk-fraction": "shaping.topk_fraction",
+    "--shape-at-eval": "shaping.shape_at_eval",
+    "--target-updates-bn": "shaping.target_updates_bn",
+    "--source": "data.source",
+    "--target": "data.targets",
+    "--image-size": "data.image_size",
+    "--limit-per-domain": "data.limit_per_domain",
+    "--epochs": "train.epochs",
+    "--batch-size": "train.batch_size",
+    "--eval-batch-size": "train.eval_batch_size",
+    "--lr": "train.lr",
+    "--weights": "train.weights",
+    "--seed": "train.seed",
+    "--precision": "train.precision",
+}
+BOOLEAN_FLAGS = {"--shape-at-eval", "--target-updates-bn"}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def fail(prog: str, err: AshaTuneError) -> int:
+    for line in str(err).splitlines() or [type(err).__name__]:
+        print(f"{prog}: error: {line}", file=sys.stderr)
+    return err.exit_code
+
+
+def nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """{"a.b": 1} -> {"a": {"b": 1}}."""
+    tree: dict[str, Any] = {}
+    for path, value in flat.items():
+        node = tree
+        *parents, leaf = path.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return tree
+
+
+def add_runtime_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", help=f"PACS folder <domain>/<class>/<file> (default ${DATA_ROOT_ENV})")
+    p.add_argument("--cache-dir", help="decoded-image cache (default $ASHA_TUNE_CACHE_DIR or "
+                                       "~/.cache/asha-tune)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///./mlflow.db)")
+
+
+def runtime_from(args: argparse.Namespace, device: str = "auto") -> Runtime:
+    """The Runtime, with the data root checked now so a typo fails before anything is recorded."""
+    runtime = Runtime(data_root=args.data_root, cache_dir=args.cache_dir, device=device)
+    root = runtime.resolved_data_root()
+    if not root.is_dir():
+        source = "--data-root" if args.data_root else f"${DATA_ROOT_ENV}"
+        raise ConfigError(f"{source} {root}: no such folder (it should hold PACS' domain folders)")
+    return runtime
+
+
+# --- asha-tune trial -------------------------------------------------------------------------
+
+
+def add_trial_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("trial", help="run one trial without Ray, logged to MLflow")
+    help_text = {
+        "--mode": "baseline | random | target | bn_only (default baseline)",
+        "--convs": "convs to shape by the paper's numbers, e.g. 1,7",
+        "--p0": "zero probability: 0.7 | 0.7,0.5 (one per conv) | 0.7:0.1 (geometric schedule)",
+        "--shape-fn": "binarize_a | raw | binarize_both | topk (default by mode)",
+        "--target": "target domain(s), e.g. cartoon or cartoon,sketch,photo",
+        "--limit-per-domain": "class-stratified subset size per domain (small runs)",
+        "--weights": "imagenet | none | PATH to a state dict (default imagenet)",
+        "--precision": "auto | fp32 | fp16 | bf16 (auto: fp16 on CUDA, fp32 on CPU)",
+    }
+    for flag in TRIAL_FLAGS:
+        dest = flag[2:].replace("-", "_")
+        if flag in BOOLEAN_FLAGS:
+            p.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            p.add_argument(flag, dest=dest, metavar=dest.upper(), help=help_text.get(flag))
+    add_runtime_flags(p)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--experiment", default=None, help="MLflow experiment (default asha-tune-trials)")
+    p.add_argument("--checkpoint", type=Path,
+                   help="checkpoint file (default checkpoints/trial-<config hash>.pt)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint if there is one")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=cmd_trial)
+
+
+def cmd_trial(args: argparse.Namespace) -> int:
+    from .runner import DEFAULT_EXPERIMENT, run_logged_trial
+
+    flat = {field: getattr(args, flag[2:].replace("-", "_")) for flag, field in TRIAL_FLAGS.items()}
+    config = trial_config(nest({k: v for k, v in flat.items() if v is not None}),
+                          names={field: flag for flag, field in TRIAL_FLAGS.items()})
+    runtime = runtime_from(args, args.device)
+    logged = run_logged_trial(
+        config, runtime, tracking_uri=args.tracking_uri,
+        experiment=args.experiment or DEFAULT_EXPERIMENT, checkpoint=args.checkpoint,
+        resume=args.resume, progress=not args.no_progress,
+    )
+    final = logged.result.final
+    accs = ", ".join(f"{k[4:]} {v:.2f}%" for k, v in final.items() if k.startswith("acc_"))
+    print(f"done: {len(logged.result.history)} epochs, target accuracy {accs}")
+    print(f"MLflow run {logged.run_id}; checkpoint {logged.checkpoint}")
+    return 0
+
+
+# --- entry point -----------------------------------------------------------------------------
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_trial_parser]
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="asha-tune", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    prog = f"asha-tune {args.command}"
+    if extra:
+        parser.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(extra)}\n")
+    try:
+        return args.handler(args)
+    except AshaTuneError as err:
+        return fail(prog, err)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; what was recorded is kept (resume with --resume)",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""The typed configuration of one trial, validated once at the edge.
+
+`TrialConfig` holds everything that changes a trial's result (domains, shaping, recipe, seed).
+Where the data lives and which device runs it are `Runtime` settings, kept apart so that a
+configuration means the same experiment on any machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+DOMAINS = ("art_painting", "cartoon", "photo", "sketch")
+CLASSES = ("dog", "elephant", "giraffe", "guitar", "horse", "house", "person")
+
+# The paper's conv numbering (NOTES.md): the order in which torchvision's resnet18 yields Conv2d.
+CONV_NAMES = (
+    "conv1",
+    "layer1.0.conv1", "layer1.0.conv2", "layer1.1.conv1", "layer1.1.conv2",
+    "layer2.0.conv1", "layer2.0.conv2", "layer2.0.downsample.0", "layer2.1.conv1", "layer2.1.conv2",
+    "layer3.0.conv1", "layer3.0.conv2", "layer3.0.downsample.0", "layer3.1.conv1", "layer3.1.conv2",
+    "layer4.0.conv1", "layer4.0.conv2", "layer4.0.downsample.0", "layer4.1.conv1", "layer4.1.conv2",
+)  # fmt: skip
+DOWNSAMPLING_CONVS = (8, 13, 18)
+SHAPEABLE_CONVS = tuple(n for n in range(1, len(CONV_NAMES) + 1) if n not in DOWNSAMPLING_CONVS)
+
+Mode = Literal["baseline", "random", "target", "bn_only"]
+ShapeFn = Literal["binarize_a", "raw", "binarize_both", "topk"]
+Domain = Literal["art_painting", "cartoon", "photo", "sketch"]
+
+# The authors' choices (NOTES.md): binarized A for random maps, raw A*M_t for target maps;
+# random maps stay on at evaluation, target maps do not.
+DEFAULT_SHAPE_FN = {"random": "binarize_a", "target": "raw"}
+DEFAULT_SHAPE_AT_EVAL = {"random": True, "target": False}
+DATA_ROOT_ENV = "ASHA_TUNE_DATA_ROOT"
+CACHE_DIR_ENV = "ASHA_TUNE_CACHE_DIR"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class P0Schedule(Strict):
+    """p0 decreasing geometrically with depth from `first` (shallowest conv) to `last` (deepest)."""
+
+    first: float = Field(ge=0, lt=1)
+    last: float = Field(ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _positive(self) -> P0Schedule:
+        if self.first != self.last and (self.first == 0 or self.last == 0):
+            raise ValueError("a geometric p0 schedule needs both endpoints above 0")
+        return self
+
+    def __str__(self) -> str:
+        return f"{self.first}:{self.last}"
+
+
+P0 = float | list[float] | P0Schedule
+
+
+def parse_p0(value: Any) -> Any:
+    """Accept the CLI forms `0.7`, `0.7,0.5` and `0.7:0.1` as well as typed values."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if ":" in text:
+                first, last = text.split(":")
+                value = {"first": float(first), "last": float(last)}
+            elif "," in text:
+                return [float(v) for v in text.split(",")]
+            else:
+                return float(text)
+        except ValueError:
+            raise ValueError(f"cannot read p0 {value!r}: use 0.7, 0.7,0.5 or 0.7:0.1") from None
+    if isinstance(value, dict):  # a schedule: build it here so a bad one gives one message
+        try:
+            return P0Schedule.model_validate(value)
+        except ValidationError as err:
+            raise ValueError("; ".join(format_validation_error(err))) from None
+    return value
+
+
+def geometric_schedule(first: float, last: float, convs: list[int]) -> list[float]:
+    """Interpolate p0 geometrically over conv depth: `0.7:0.1` on convs 1..7 gives Table 8."""
+    lo, hi = min(convs), max(convs)
+    if hi == lo:
+        return [first] * len(convs)
+    return [first * (last / first) ** ((c - lo) / (hi - lo)) for c in convs]
+
+
+class ShapingConfig(Strict):
+    mode: Mode = "baseline"
+    convs: list[int] = []
+    p0: P0 | None = None
+    shape_fn: ShapeFn | None = None
+    topk_fraction: float | None = Field(default=None, gt=0, le=1)
+    shape_at_eval: bool | None = None
+    target_updates_bn: bool = True
+
+    @field_validator("p0", mode="before")
+    @classmethod
+    def _parse_p0(cls, value: Any) -> Any:
+        return parse_p0(value)
+
+    @field_validator("convs", mode="before")
+    @classmethod
+    def _parse_convs(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return [int(v) for v in value.split(",") if v.strip()]
+            except ValueError:
+                raise ValueError(f"cannot read conv list {value!r}: use e.g. 1,7") from None
+        if isinstance(value, int):
+            return [value]
+        return value
+
+    @field_validator("convs")
+    @classmethod
+    def _check_convs(cls, convs: list[int]) -> list[int]:
+        bad = [c for c in convs if c not in SHAPEABLE_CONVS]
+        if bad:
+            allowed = ",".join(map(str, SHAPEABLE_CONVS))
+            why = "downsampling conv" if all(c in DOWNSAMPLING_CONVS for c in bad) else "unknown conv"
+            raise ValueError(
+                f"{why} {','.join(map(str, bad))}: allowed convs are {allowed} "
+                f"(1..20 without the downsampling convs 8, 13, 18)"
+            )
+        if len(set(convs)) != len(convs):
+            raise ValueError(f"conv listed twice in {convs}")
+        return sorted(convs)
+
+    @field_validator("p0")
+    @classmethod
+    def _check_p0(cls, p0: Any) -> Any:
+        values = p0 if isinstance(p0, list) else [p0] if isinstance(p0, float) else []
+        for v in values:
+            if not 0 <= v < 1:
+                raise ValueError(f"p0 {v} is outside [0, 1) (p0=1 would zero the whole map)")
+        return p0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ShapingConfig:
+        mode = self.mode
+        if mode in ("baseline", "bn_only"):
+            for name in ("convs", "p0", "shape_fn", "topk_fraction"):
+                if getattr(self, name) not in (None, []):
+                    raise ValueError(f"{name} does not apply to mode {mode} (nothing is shaped)")
+            if self.shape_at_eval:
+                raise ValueError(f"shape_at_eval does not apply to mode {mode}")
+            return self
+        if not self.convs:
+            raise ValueError(f"mode {mode} needs at least one conv to shape")
+        if mode == "random":
+            if self.p0 is None:
+                raise ValueError("mode random needs p0")
+            if isinstance(self.p0, list) and len(self.p0) != len(self.convs):
+                raise ValueError(
+                    f"p0 lists {len(self.p0)} values for {len(self.convs)} convs: give one per conv"
+                )
+        elif self.p0 is not None:
+            raise ValueError("p0 does not apply to mode target (masks come from target maps)")
+        fn = self.shape_fn or DEFAULT_SHAPE_FN[mode]
+        if fn == "topk" and self.topk_fraction is None:
+            raise ValueError("shape_fn topk needs topk_fraction in (0, 1]")
+        if fn != "topk" and self.topk_fraction is not None:
+            raise ValueError("topk_fraction only applies to shape_fn topk")
+        return self
+
+    @property
+    def resolved_shape_fn(self) -> str | None:
+        return self.shape_fn or DEFAULT_SHAPE_FN.get(self.mode)
+
+    @property
+    def resolved_shape_at_eval(self) -> bool:
+        if self.shape_at_eval is None:
+            return DEFAULT_SHAPE_AT_EVAL.get(self.mode, False)
+        return self.shape_at_eval
+
+    def p0_per_conv(self) -> dict[int, float]:
+        """p0 for every shaped conv, resolving a scalar, a list or a schedule."""
+        if self.p0 is None:
+            return {}
+        if isinstance(self.p0, P0Schedule):
+            values = geometric_schedule(self.p0.first, self.p0.last, self.convs)
+        elif isinstance(self.p0, list):
+            values = self.p0
+        else:
+            values = [self.p0] * len(self.convs)
+        return dict(zip(self.convs, values, strict=True))
+
+
+class DataConfig(Strict):
+    source: Domain = "art_painting"
+    targets: list[Domain] = ["cartoon"]
+    image_size: int = Field(default=224, ge=32, le=512)
+    limit_per_domain: int | None = Field(default=None, ge=len(CLASSES))
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, targets: list[str]) -> list[str]:
+        if not targets:
+            raise ValueError("at least one target domain is needed")
+        if len(set(targets)) != len(targets):
+            raise ValueError(f"target domain listed twice in {targets}")
+        return targets
+
+
+class TrainConfig(Strict):
+    """The paper's recipe by default (NOTES.md)."""
+
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    eval_batch_size: int = Field(default=512, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(default=5e-4, ge=0)
+    lr_step_fraction: float = Field(default=0.8, gt=0, le=1)
+    lr_gamma: float = Field(default=0.1, gt=0, le=1)
+    weights: str = "imagenet"
+    seed: int = 0
+    # auto: fp16 autocast + grad scaler on CUDA (as the authors), fp32 on the CPU.
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+
+
+class TrialConfig(Strict):
+    data: DataConfig = DataConfig()
+    shaping: ShapingConfig = ShapingConfig()
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _domains(self) -> TrialConfig:
+        if self.data.source in self.data.targets:
+            raise ValueError(f"source {self.data.source} is also a target")
+        if self.shaping.mode in ("target", "bn_only") and len(self.data.targets) != 1:
+            raise ValueError(
+                f"mode {self.shaping.mode} adapts to one target domain per trial, "
+                f"got {','.join(self.data.targets)}"
+            )
+        return self
+
+    def fingerprint(self) -> str:
+        """A short stable hash, so a trial's files can be named by what it computes."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+class Runtime(Strict):
+    """Where a trial runs: not part of what it computes."""
+
+    data_root: Path | None = None
+    cache_dir: Path | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def resolved_data_root(self) -> Path:
+        from .errors import DataError
+
+        root = self.data_root or os.environ.get(DATA_ROOT_ENV)
+        if not root:
+            raise DataError(f"no data root: pass --data-root or set {DATA_ROOT_ENV} to the PACS folder")
+        return Path(root).expanduser()
+
+    def resolved_cache_dir(self) -> Path:
+        cache = self.cache_dir or os.environ.get(CACHE_DIR_ENV)
+        if cache:
+            return Path(cache).expanduser()
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        return Path(base) / "asha-tune"
+
+
+def format_validation_error(err: ValidationError, names: dict[str, str] | None = None) -> list[str]:
+    """One line per problem, naming the field (or the flag that set it), the value and the rule."""
+    lines = []
+    for problem in err.errors():
+        # Pydantic adds list indices and the union member it tried to the location; drop them.
+        parts = [str(p) for p in problem["loc"]
+                 if not isinstance(p, int) and str(p) not in _UNION_MEMBERS]
+        path = ".".join(parts)
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "value_error" and path in _MODELS:
+            lines.append(message)  # a cross-field rule: the message names its fields
+            continue
+        label = (names or {}).get(path, path)
+        value = problem.get("input")
+        if problem["type"] != "value_error" and not isinstance(value, dict):
+            message += f" (got {value!r})"
+        lines.append(f"{label}: {message}" if label else message)
+    return list(dict.fromkeys(lines))
+
+
+_UNION_MEMBERS = {"float", "list[float]", "P0Schedule", "int", "str",
+                  "function-after[_positive(), P0Schedule]"}
+_MODELS = {"", "data", "shaping", "train"}
+
+
+def trial_config(data: dict[str, Any], names: dict[str, str] | None = None) -> TrialConfig:
+    """Validate a nested dict into a TrialConfig, turning pydantic's report into ConfigError."""
+    try:
+        return TrialConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, names)) from None

@@ -1,0 +1,35 @@
+"""Errors a user can act on.
+
+Everything raised as an `AshaTuneError` is the user's input or environment being wrong, not a bug:
+the CLI prints it as one line (no traceback) and exits non-zero.
+"""
+
+from __future__ import annotations
+
+
+class AshaTuneError(Exception):
+    """A problem the user can fix; `str(err)` is the one-line message."""
+
+    exit_code = 1
+
+
+class ConfigError(AshaTuneError, ValueError):
+    """An invalid configuration value (flag, YAML field, override)."""
+
+    exit_code = 2
+
+    def __init__(self, problems: str | list[str]):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class DataError(AshaTuneError):
+    """The data root, a domain folder or an image cannot be used."""
+
+
+class WeightsError(AshaTuneError):
+    """Pretrained weights cannot be found, fetched or loaded."""
+
+
+class DivergedError(AshaTuneError):
+    """Training produced a non-finite loss; the trial cannot continue."""

@@ -1,0 +1,65 @@
+"""The network: torchvision's ResNet-18 with a 7-way head, and where its weights come from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import ResNet18_Weights, resnet18
+
+from .config import CLASSES
+from .errors import WeightsError
+
+IMAGENET = ResNet18_Weights.IMAGENET1K_V1  # the authors' weights
+
+
+def imagenet_state_dict() -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet weights, downloaded once into torch.hub's cache ($TORCH_HOME)."""
+    try:
+        return IMAGENET.get_state_dict(
+            progress=False, check_hash=True, map_location="cpu", weights_only=True
+        )
+    except Exception as err:  # URLError, HTTPError, timeouts, a corrupt partial file
+        cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(IMAGENET.url).name
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise WeightsError(
+            f"cannot fetch ImageNet weights from {IMAGENET.url} ({reason}); put that file at "
+            f"{cache}, or pass --weights PATH to a local state dict, or --weights none"
+        ) from None
+
+
+def file_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist (use imagenet, none or a path)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise WeightsError(f"cannot load weights file {path}: {str(err).splitlines()[0]}") from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]  # an asha-tune checkpoint
+    if not isinstance(state, dict):
+        raise WeightsError(f"weights file {path} does not hold a state dict")
+    return state
+
+
+def build_model(weights: str = "imagenet", num_classes: int = len(CLASSES)) -> nn.Module:
+    """ResNet-18 with `fc` 512 -> num_classes; `weights` is imagenet, none or a state-dict path."""
+    model = resnet18(weights=None, num_classes=num_classes)
+    if weights == "none":
+        return model
+    state = imagenet_state_dict() if weights == "imagenet" else file_state_dict(Path(weights))
+    head = {k for k in ("fc.weight", "fc.bias") if k in state}
+    if head and state["fc.weight"].shape != model.fc.weight.shape:
+        state = {k: v for k, v in state.items() if k not in head}  # an ImageNet head: new fc
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        detail = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
+        raise WeightsError(f"weights {weights} do not fit resnet18: {detail}") from None
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing or unexpected:
+        raise WeightsError(
+            f"weights {weights} do not fit resnet18: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    return model

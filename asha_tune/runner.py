@@ -1,0 +1,85 @@
+"""One trial outside Ray (`asha-tune trial`): a checkpoint file, an MLflow run, resume.
+
+A trial's checkpoint is named by its configuration's fingerprint, and a sidecar file remembers
+its MLflow run, so `--resume` continues both the training and the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import Runtime, TrialConfig
+from .tracking import Tracker, version_tags
+from .training import TrialResult, load_checkpoint, run_trial, save_checkpoint
+
+DEFAULT_EXPERIMENT = "asha-tune-trials"
+
+
+@dataclass
+class LoggedTrial:
+    result: TrialResult
+    run_id: str
+    checkpoint: Path
+
+
+def default_checkpoint(config: TrialConfig, directory: Path | None = None) -> Path:
+    return (directory or Path.cwd()) / "checkpoints" / f"trial-{config.fingerprint()}.pt"
+
+
+def run_logged_trial(
+    config: TrialConfig,
+    runtime: Runtime,
+    tracking_uri: str | None = None,
+    experiment: str = DEFAULT_EXPERIMENT,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+    progress: bool = False,
+) -> LoggedTrial:
+    """Run one trial, checkpointing every epoch and logging it as one MLflow run."""
+    checkpoint = checkpoint or default_checkpoint(config)
+    sidecar = checkpoint.with_suffix(".json")
+    state = load_checkpoint(checkpoint) if resume and checkpoint.exists() else None
+    tracker = Tracker(tracking_uri)
+    if state is not None and sidecar.exists():
+        run_id = json.loads(sidecar.read_text())["mlflow_run_id"]
+        tracker.reopen(run_id)
+        # The checkpoint is the record: log epochs it holds that a kill kept out of MLflow.
+        logged = tracker.logged_steps(run_id, "target_acc")
+        for metrics in state["history"]:
+            if metrics["epoch"] not in logged:
+                tracker.log_metrics(run_id, metrics, step=int(metrics["epoch"]))
+    else:
+        run_id = tracker.start_run(
+            tracker.experiment(experiment),
+            name=f"{config.shaping.mode}-{config.fingerprint()}",
+            params=config.model_dump(mode="json"),
+            tags={**version_tags(), "asha_tune.mode": config.shaping.mode,
+                  "asha_tune.fingerprint": config.fingerprint()},
+        )
+        tracker.log_dict(run_id, config.model_dump(mode="json"), "trial_config.json")
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        sidecar.write_text(json.dumps({"mlflow_run_id": run_id}))
+    started = time.perf_counter()
+
+    def report(metrics: dict[str, float], trial_state: dict[str, Any]) -> None:
+        save_checkpoint(trial_state, checkpoint)
+        tracker.log_metrics(run_id, metrics, step=int(metrics["epoch"]))
+
+    try:
+        result = run_trial(config, runtime, report=report, resume=state, progress=progress)
+    except KeyboardInterrupt:
+        tracker.finish(run_id, "interrupted")
+        raise
+    except Exception as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        tracker.finish(run_id, "failed", {"asha_tune.failure": reason[:5000]})
+        raise
+    final = {f"final_{k}": v for k, v in result.final.items() if not k.startswith("time_")}
+    tracker.log_metrics(run_id, final, step=config.train.epochs)
+    tracker.finish(run_id, "completed", {"asha_tune.duration_s": round(time.perf_counter() - started, 2),
+                                         "asha_tune.checkpoint": str(checkpoint)})
+    return LoggedTrial(result, run_id, checkpoint)

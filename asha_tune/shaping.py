@@ -1,0 +1,264 @@
+"""Activation shaping: forward hooks on numbered convs, the shaping functions and the modes.
+
+A hook replaces a conv's output A (before its BatchNorm) by f(A, M). What M is depends on the
+mode: a fresh Bernoulli mask (`random`), the same conv's output recorded on a target batch
+(`target`), or nothing at all (`baseline`, `bn_only`). See NOTES.md for what the authors did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from .config import CONV_NAMES, ShapingConfig
+from .errors import ConfigError
+
+
+def numbered_convs(model: nn.Module) -> dict[int, nn.Conv2d]:
+    """The model's convs by the paper's numbers 1..20 (named_modules order)."""
+    convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    names = tuple(name for name, _ in convs)
+    if names != CONV_NAMES:
+        raise ValueError(f"not a torchvision resnet18 conv layout: {names}")
+    return {i + 1: m for i, (_, m) in enumerate(convs)}
+
+
+# --- shaping functions f(A, M) -------------------------------------------------------------
+
+
+def binarize_a(a: Tensor, m: Tensor, k: float | None = None) -> Tensor:
+    """(A > 0) * M: the authors' random maps. No gradient reaches the shaped conv."""
+    return (a > 0).to(a.dtype) * m
+
+
+def raw(a: Tensor, m: Tensor, k: float | None = None) -> Tensor:
+    """A * M: the authors' domain adaptation with target maps."""
+    return a * m
+
+
+def binarize_both(a: Tensor, m: Tensor, k: float | None = None) -> Tensor:
+    """(A > 0) * (M > 0): the assignment's definition."""
+    return ((a > 0) & (m > 0)).to(a.dtype)
+
+
+def topk(a: Tensor, m: Tensor, k: float | None = None) -> Tensor:
+    """Keep the largest fraction k of A in each sample, times binarized M."""
+    if k is None:
+        raise ValueError("topk needs a fraction k")
+    flat = a.flatten(1)
+    keep = max(1, round(k * flat.shape[1]))
+    threshold = flat.float().topk(keep, dim=1, sorted=False).values.min(dim=1).values
+    kept = a >= threshold.to(a.dtype).view(-1, *([1] * (a.dim() - 1)))
+    return a * (kept & (m > 0)).to(a.dtype)
+
+
+ShapeFunction = Callable[[Tensor, Tensor, "float | None"], Tensor]
+SHAPE_FUNCTIONS: dict[str, ShapeFunction] = {
+    "binarize_a": binarize_a,
+    "raw": raw,
+    "binarize_both": binarize_both,
+    "topk": topk,
+}
+
+
+def shape_function(name: str) -> ShapeFunction:
+    try:
+        return SHAPE_FUNCTIONS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown shaping function {name!r}: choose one of {', '.join(SHAPE_FUNCTIONS)}"
+        ) from None
+
+
+def bernoulli_mask(like: Tensor, p0: float, generator: torch.Generator | None) -> Tensor:
+    """A {0,1} mask shaped like `like` with P(0) = p0, drawn on like's device."""
+    return torch.empty_like(like).bernoulli_(1.0 - p0, generator=generator)
+
+
+# --- hooks ---------------------------------------------------------------------------------
+
+Action = Literal["off", "random", "record", "apply"]
+
+
+class ActivationShaper:
+    """Forward hooks on the chosen convs whose behaviour is switched per forward pass.
+
+    `off` leaves outputs alone; `random` multiplies in fresh Bernoulli masks; `record` stores
+    the outputs (detached) as masks; `apply` shapes with the recorded masks.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        convs: list[int],
+        shape_fn: str,
+        p0: dict[int, float] | None = None,
+        topk_fraction: float | None = None,
+        generator: torch.Generator | None = None,
+    ):
+        self.fn = shape_function(shape_fn)
+        self.p0 = p0 or {}
+        self.k = topk_fraction
+        self.generator = generator
+        self.action: Action = "off"
+        self.recorded: dict[int, Tensor] = {}
+        modules = numbered_convs(model)
+        self._handles = [modules[n].register_forward_hook(self._hook(n)) for n in convs]
+
+    def _hook(self, n: int) -> Callable:
+        def hook(module: nn.Module, inputs: tuple, output: Tensor) -> Tensor | None:
+            if self.action == "off":
+                return None
+            if self.action == "record":
+                self.recorded[n] = output.detach()
+                return None
+            if self.action == "random":
+                mask = bernoulli_mask(output, self.p0[n], self.generator)
+            else:
+                mask = self.recorded[n]
+                if mask.shape != output.shape:
+                    raise RuntimeError(f"target map {tuple(mask.shape)} at conv {n} does not "
+                                       f"match the source activation {tuple(output.shape)}")
+            return self.fn(output, mask, self.k)
+
+        return hook
+
+    @contextmanager
+    def acting(self, action: Action) -> Iterator[None]:
+        previous, self.action = self.action, action
+        try:
+            yield
+        finally:
+            self.action = previous
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+_BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+@contextmanager
+def frozen_bn_stats(model: nn.Module, frozen: bool = True) -> Iterator[None]:
+    """Let a train-mode forward normalise with batch statistics without updating running ones."""
+    if not frozen:
+        yield
+        return
+    saved = [
+        (m, {b: getattr(m, b).clone() for b in _BN_BUFFERS if getattr(m, b, None) is not None})
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, buffers in saved:
+                for name, value in buffers.items():
+                    getattr(m, name).copy_(value)
+
+
+# --- modes ---------------------------------------------------------------------------------
+
+
+class ShapingMode:
+    """How a mode forwards a training batch and an evaluation batch."""
+
+    uses_target_batches = False
+
+    def __init__(self, config: ShapingConfig):
+        self.config = config
+
+    def train_logits(
+        self, model: nn.Module, shaper: ActivationShaper | None, x: Tensor, x_target: Tensor | None
+    ) -> Tensor:
+        return model(x)
+
+    def eval_logits(self, model: nn.Module, shaper: ActivationShaper | None, x: Tensor) -> Tensor:
+        return model(x)
+
+
+class Baseline(ShapingMode):
+    pass
+
+
+class RandomMaps(ShapingMode):
+    def train_logits(self, model, shaper, x, x_target):
+        with shaper.acting("random"):
+            return model(x)
+
+    def eval_logits(self, model, shaper, x):
+        with shaper.acting("random" if self.config.resolved_shape_at_eval else "off"):
+            return model(x)
+
+
+class TargetMaps(ShapingMode):
+    """The authors' domain adaptation: record target maps in train mode, shape the source."""
+
+    uses_target_batches = True
+
+    def train_logits(self, model, shaper, x, x_target):
+        with torch.no_grad(), frozen_bn_stats(model, not self.config.target_updates_bn):
+            with shaper.acting("record"):
+                model(x_target)
+        with shaper.acting("apply"):
+            return model(x)
+
+    def eval_logits(self, model, shaper, x):
+        if not self.config.resolved_shape_at_eval:
+            return model(x)
+        # At test time the batch is itself target data: its own maps are the masks.
+        with shaper.acting("record"):
+            model(x)
+        with shaper.acting("apply"):
+            return model(x)
+
+
+class TargetBatchNormOnly(ShapingMode):
+    """Control for `target`: the same target forward, nothing shaped (isolates BatchNorm)."""
+
+    uses_target_batches = True
+
+    def train_logits(self, model, shaper, x, x_target):
+        with torch.no_grad(), frozen_bn_stats(model, not self.config.target_updates_bn):
+            model(x_target)
+        return model(x)
+
+
+MODES: dict[str, type[ShapingMode]] = {
+    "baseline": Baseline,
+    "random": RandomMaps,
+    "target": TargetMaps,
+    "bn_only": TargetBatchNormOnly,
+}
+
+
+def shaping_mode(config: ShapingConfig) -> ShapingMode:
+    try:
+        return MODES[config.mode](config)
+    except KeyError:
+        raise ConfigError(f"unknown mode {config.mode!r}: choose one of {', '.join(MODES)}") from None
+
+
+def attach(
+    model: nn.Module, config: ShapingConfig, generator: torch.Generator | None = None
+) -> tuple[ShapingMode, ActivationShaper | None]:
+    """The mode object and, where the mode shapes anything, the hooks on `model`."""
+    mode = shaping_mode(config)
+    if not config.convs:
+        return mode, None
+    shaper = ActivationShaper(
+        model,
+        config.convs,
+        config.resolved_shape_fn,
+        p0=config.p0_per_conv(),
+        topk_fraction=config.topk_fraction,
+        generator=generator,
+    )
+    return mode, shaper

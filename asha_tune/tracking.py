@@ -1,0 +1,152 @@
+"""MLflow: every trial a run, every sweep a parent run with one child per trial.
+
+All writes go through one `MlflowClient` (no global active run), so the sweep driver can keep
+many child runs open at once. This is the only module that imports mlflow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import AshaTuneError
+
+DEFAULT_DB = "mlflow.db"
+STATUS_TAG = "asha_tune.status"  # completed | pruned | failed | running | interrupted
+MLFLOW_STATUS = {"completed": "FINISHED", "pruned": "FINISHED", "failed": "FAILED",
+                 "interrupted": "KILLED"}
+
+
+def default_tracking_uri(directory: Path | None = None) -> str:
+    """The embedded store: a sqlite file in the working directory."""
+    return f"sqlite:///{(directory or Path.cwd()).resolve() / DEFAULT_DB}"
+
+
+def local_store(uri: str) -> Path | None:
+    """The sqlite file behind `uri`, or None for a tracking server."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}: MLflow params are flat."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def version_tags() -> dict[str, str]:
+    """Versions that decide a result, read from package metadata (no heavy imports)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    tags = {"asha_tune.version": __version__}
+    for package in ("torch", "torchvision", "ray", "optuna", "mlflow"):
+        try:
+            tags[f"{package}.version"] = version(package)
+        except PackageNotFoundError:
+            pass
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+class Tracker:
+    """A handle on one MLflow tracking store."""
+
+    def __init__(self, uri: str | None = None):
+        # Quiet MLflow's alembic banner and its telemetry before it is imported.
+        os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        import logging
+
+        from mlflow.tracking import MlflowClient
+
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+
+        self.uri = uri or default_tracking_uri()
+        db = local_store(self.uri)
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.client = MlflowClient(tracking_uri=self.uri)
+        except Exception as err:
+            raise AshaTuneError(f"cannot open MLflow store {self.uri}: {err}") from None
+
+    def experiment(self, name: str) -> str:
+        """The experiment's id, created on first use (artifacts beside a sqlite store)."""
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        db = local_store(self.uri)
+        location = (db.parent / "mlartifacts" / name).as_uri() if db else None
+        return self.client.create_experiment(name, artifact_location=location)
+
+    def start_run(self, experiment_id: str, name: str, params: dict[str, Any] | None = None,
+                  tags: dict[str, str] | None = None, parent_run_id: str | None = None) -> str:
+        tags = dict(tags or {})
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
+        tags.setdefault(STATUS_TAG, "running")
+        run = self.client.create_run(experiment_id, run_name=name, tags=tags)
+        if params:
+            self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        flat = flatten(params)
+        items = [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v))
+                 for k, v in sorted(flat.items())]
+        for begin in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[begin:begin + 100])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()
+                 if isinstance(v, (int, float))]
+        self.client.log_batch(run_id, metrics=items)
+
+    def logged_steps(self, run_id: str, metric: str) -> set[int]:
+        return {m.step for m in self.client.get_metric_history(run_id, metric)}
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_dict(self, run_id: str, obj: Any, artifact_file: str) -> None:
+        self.client.log_dict(run_id, obj, artifact_file)
+
+    def finish(self, run_id: str, status: str, tags: dict[str, Any] | None = None) -> None:
+        """End a run with asha-tune's status (completed, pruned, failed, interrupted)."""
+        self.set_tags(run_id, {STATUS_TAG: status, **(tags or {})})
+        self.client.set_terminated(run_id, status=MLFLOW_STATUS[status])
+
+    def reopen(self, run_id: str) -> None:
+        """Mark a run running again (a resumed trial or sweep keeps its run)."""
+        self.client.update_run(run_id, status="RUNNING")
+        self.set_tags(run_id, {STATUS_TAG: "running"})

@@ -1,0 +1,285 @@
+"""One trial: train the shaped ResNet-18 on the source, evaluate every target after each epoch.
+
+`run_trial` knows nothing of Ray or MLflow. After every epoch it calls `report(metrics, state)`;
+`state` is a complete checkpoint (model, optimiser, scheduler, scaler, every generator), so the
+caller decides where to keep it, and `run_trial(..., resume=state)` continues bit-for-bit.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from . import data as pacs
+from .config import Runtime, TrialConfig
+from .errors import AshaTuneError, ConfigError, DivergedError
+from .model import build_model
+from .shaping import attach
+
+Metrics = dict[str, float]
+Report = Callable[[Metrics, dict[str, Any]], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available (use auto or cpu)")
+    return torch.device(name)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for plain float32. auto = fp16 on CUDA as the authors did."""
+    if precision == "auto":
+        precision = "fp16" if device.type == "cuda" else "fp32"
+    if precision == "fp32":
+        return None
+    if device.type == "cpu" and precision == "fp16":
+        raise ConfigError("precision fp16 needs CUDA; use fp32 or bf16 on the CPU")
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+@dataclass
+class TrialData:
+    """Everything a trial reads, already on its device."""
+
+    source: pacs.DomainImages
+    targets: dict[str, pacs.DomainImages]
+    load_seconds: float
+
+
+def load_trial_data(config: TrialConfig, runtime: Runtime, device: torch.device,
+                    need_target_train: bool) -> TrialData:
+    start = time.perf_counter()
+    root, cache = runtime.resolved_data_root(), runtime.resolved_cache_dir()
+    d = config.data
+
+    def domain(name: str, parts: tuple[str, ...]) -> pacs.DomainImages:
+        images = pacs.load_domain(root, name, d.image_size, cache)
+        images = images.subset(pacs.stratified_subset(images.labels, d.limit_per_domain))
+        return images.to(device, parts)
+
+    source = domain(d.source, ("train",))
+    target_parts = ("train", "test") if need_target_train else ("test",)
+    targets = {t: domain(t, target_parts) for t in d.targets}
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return TrialData(source, targets, time.perf_counter() - start)
+
+
+@dataclass
+class Generators:
+    """Every random stream of a trial, seeded from the trial seed, saved in every checkpoint."""
+
+    order: torch.Generator  # epoch shuffles (CPU, so the order is the same on any device)
+    augment: torch.Generator  # crops and flips (trial device)
+    mask: torch.Generator  # Bernoulli masks (trial device)
+
+    @classmethod
+    def seeded(cls, seed: int, device: torch.device) -> Generators:
+        def gen(offset: int, dev: torch.device) -> torch.Generator:
+            return torch.Generator(device=dev).manual_seed(seed * 1000 + offset)
+
+        return cls(gen(1, torch.device("cpu")), gen(2, device), gen(3, device))
+
+    def state(self) -> dict[str, Tensor]:
+        return {name: g.get_state() for name, g in vars(self).items()}
+
+    def load(self, state: dict[str, Tensor]) -> None:
+        for name, g in vars(self).items():
+            g.set_state(state[name])
+
+
+@dataclass
+class TrialResult:
+    config: TrialConfig
+    history: list[Metrics] = field(default_factory=list)
+
+    @property
+    def final(self) -> Metrics:
+        return self.history[-1] if self.history else {}
+
+
+class Trial:
+    """The objects of one trial; `run_trial` is the entry point."""
+
+    def __init__(self, config: TrialConfig, runtime: Runtime):
+        self.config = config
+        self.device = resolve_device(runtime.device)
+        self.amp = autocast_dtype(config.train.precision, self.device)
+        self.channels_last = self.device.type == "cuda"
+        train = config.train
+        torch.manual_seed(train.seed)
+        self.gens = Generators.seeded(train.seed, self.device)
+        model = build_model(train.weights)
+        self.mode, self.shaper = attach(model, config.shaping, self.gens.mask)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=memory_format)
+        self.data = load_trial_data(config, runtime, self.device, self.mode.uses_target_batches)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=train.lr, momentum=train.momentum,
+            nesterov=train.nesterov, weight_decay=train.weight_decay,
+        )
+        step_at = max(1, int(train.lr_step_fraction * train.epochs))  # StepLR at int(0.8*epochs)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, [step_at], train.lr_gamma)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.epoch = 0
+        self.history: list[Metrics] = []
+
+    # -- checkpoints --
+
+    def state(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state(), **self.gens.state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "config": self.config.model_dump(mode="json"),
+            "epoch": self.epoch,
+            "history": self.history,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng,
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        if state.get("config") != self.config.model_dump(mode="json"):
+            raise AshaTuneError("checkpoint was written by a different configuration; not resuming")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.gens.load(state["rng"])
+        self.epoch = int(state["epoch"])
+        self.history = list(state["history"])
+
+    # -- one epoch --
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp or torch.float32,
+                              enabled=self.amp is not None)
+
+    def _input(self, x: Tensor) -> Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def train_epoch(self, progress: Callable[[int], None] | None = None) -> Metrics:
+        train, d = self.config.train, self.config.data
+        source = self.data.source
+        target = next(iter(self.data.targets.values())) if self.mode.uses_target_batches else None
+        self.model.train()
+        lr = self.optimizer.param_groups[0]["lr"]
+        order = torch.randperm(len(source), generator=self.gens.order).to(self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        for begin in range(0, len(order), train.batch_size):
+            idx = order[begin:begin + train.batch_size]
+            x = self._input(pacs.augment(source.train[idx], d.image_size, self.gens.augment))
+            y = source.labels[idx]
+            x_target = None
+            if target is not None:  # the authors pair target images with source ones by index
+                t_idx = idx % len(target)
+                x_target = self._input(pacs.augment(target.train[t_idx], d.image_size, self.gens.augment))
+            with self._autocast():
+                logits = self.mode.train_logits(self.model, self.shaper, x, x_target)
+                loss = self.loss_fn(logits, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            loss_sum += loss.detach().float() * len(idx)
+            correct += (logits.argmax(1) == y).sum()
+            if progress:
+                progress(len(idx))
+        self.scheduler.step()
+        train_loss = loss_sum.item() / len(source)
+        if not math.isfinite(train_loss):
+            raise DivergedError(f"training loss became {train_loss} in epoch {self.epoch + 1}")
+        return {"train_loss": train_loss, "source_acc": 100.0 * correct.item() / len(source), "lr": lr}
+
+    @torch.no_grad()
+    def evaluate(self, images: pacs.DomainImages) -> float:
+        self.model.eval()
+        correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        step = self.config.train.eval_batch_size
+        for begin in range(0, len(images), step):
+            x = self._input(pacs.normalize(images.test[begin:begin + step]))
+            with self._autocast():
+                logits = self.mode.eval_logits(self.model, self.shaper, x)
+            correct += (logits.argmax(1) == images.labels[begin:begin + step]).sum()
+        return 100.0 * correct.item() / len(images)
+
+    def _sync(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def run_epoch(self, progress: Callable[[int], None] | None = None) -> Metrics:
+        start = self._sync()
+        metrics: Metrics = {"epoch": self.epoch + 1, **self.train_epoch(progress)}
+        trained = self._sync()
+        accs = {name: self.evaluate(images) for name, images in self.data.targets.items()}
+        evaluated = self._sync()
+        metrics.update({f"acc_{name}": acc for name, acc in accs.items()})
+        metrics["target_acc"] = sum(accs.values()) / len(accs)
+        metrics["time_train"] = trained - start
+        metrics["time_eval"] = evaluated - trained
+        self.epoch += 1
+        self.history.append(metrics)
+        return metrics
+
+
+def run_trial(
+    config: TrialConfig,
+    runtime: Runtime | None = None,
+    report: Report | None = None,
+    resume: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> TrialResult:
+    """Train and evaluate one configuration; `report(metrics, state)` after every epoch."""
+    trial = Trial(config, runtime or Runtime())
+    if resume is not None:
+        trial.load(resume)
+    bar = None
+    first_epoch = trial.epoch
+    for epoch in range(trial.epoch, config.train.epochs):
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(trial.data.source), unit="img", leave=True,
+                       desc=f"epoch {epoch + 1}/{config.train.epochs}")
+        metrics = trial.run_epoch(bar.update if bar else None)
+        # Loading (and on a cold cache, decoding) counts once, in this process's first epoch.
+        metrics["time_data"] = trial.data.load_seconds if epoch == first_epoch else 0.0
+        if bar:
+            bar.set_postfix(loss=f"{metrics['train_loss']:.3f}", acc=f"{metrics['target_acc']:.2f}")
+            bar.close()
+        if report:
+            report(metrics, trial.state())
+    return TrialResult(config, trial.history)
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write atomically, so a kill mid-write leaves the previous checkpoint intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise AshaTuneError(f"cannot read checkpoint {path}: {str(err).splitlines()[0]}") from None
