@@ -79,7 +79,8 @@ def runtime_from(args: argparse.Namespace, device: str = "auto") -> Runtime:
     if not root.is_dir():
         source = "--data-root" if args.data_root else f"${DATA_ROOT_ENV}"
         raise ConfigError(f"{source} {root}: no such folder (it should hold PACS' domain folders)")
-    return runtime
+    # Absolute paths, so Ray workers and a later `resume` need no environment of their own.
+    return Runtime(data_root=root.resolve(), cache_dir=runtime.resolved_cache_dir().resolve(), device=device)
 
 
 # --- asha-tune trial -------------------------------------------------------------------------
@@ -132,9 +133,125 @@ def cmd_trial(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- sweeps ----------------------------------------------------------------------------------
+
+
+def add_launch_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("launch", help="start a sweep on Ray Tune (ASHA + Optuna, tracked in MLflow)")
+    p.add_argument("--space", required=True, help="a space in search_spaces/ by name, or a YAML path")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a field of the space, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="validate and print the space; start nothing")
+    p.add_argument("--name", help="sweep name (default <space>-<date>-<time>)")
+    add_sweep_flags(p)
+    add_runtime_flags(p)
+    p.add_argument("--study-storage", help="Optuna storage URL (default sqlite:///./optuna.db)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--num-cpus", type=float, help="CPUs of a local Ray instance (default: all)")
+    p.add_argument("--num-gpus", type=float, help="GPUs of a local Ray instance (logical ones allowed)")
+    p.set_defaults(handler=cmd_launch)
+
+
+def add_sweep_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", help="join this Ray cluster (default $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--storage", type=Path, help="where Ray keeps results and checkpoints "
+                                                "(default ./asha-tune-results; shared storage on clusters)")
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    from .spaces import describe, load_space
+    from .study import default_storage
+    from .sweep import SweepSettings, default_results_dir, sweep_name
+    from .sweep.settings import check_name
+    from .tracking import default_tracking_uri
+
+    space = load_space(args.space, args.overrides)
+    if args.dry_run:
+        print(describe(space))
+        return 0
+    settings = SweepSettings(
+        name=check_name(args.name) if args.name else sweep_name(space),
+        space=space,
+        storage_dir=(args.storage or default_results_dir()).resolve(),
+        tracking_uri=args.tracking_uri or default_tracking_uri(),
+        study_storage=args.study_storage or default_storage(),
+        runtime=runtime_from(args, args.device),
+        address=args.address,
+        num_cpus=args.num_cpus,
+        num_gpus=args.num_gpus,
+    )
+    from .sweep.run import launch
+
+    return 0 if launch(settings).finished else 130
+
+
+def add_resume_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("resume", help="continue an interrupted sweep")
+    p.add_argument("name", help="the sweep's name (printed at launch)")
+    add_sweep_flags(p)
+    p.set_defaults(handler=cmd_resume)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from .sweep import SweepSettings, default_results_dir
+    from .sweep.run import resume
+
+    settings = SweepSettings.load(args.name, (args.storage or default_results_dir()).resolve())
+    if args.address:
+        settings.address = args.address
+    return 0 if resume(settings).finished else 130
+
+
+def add_spaces_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("spaces", help="list the search spaces")
+    p.set_defaults(handler=cmd_spaces)
+
+
+def cmd_spaces(args: argparse.Namespace) -> int:
+    from .spaces import list_spaces, read_yaml
+
+    for name, path in list_spaces().items():
+        description = str(read_yaml(path).get("description", "")).strip().splitlines()
+        print(f"{name:18s} {description[0] if description else ''}")
+    return 0
+
+
+def add_ui_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ui", help="open the MLflow UI on the store a sweep used")
+    p.add_argument("name", nargs="?", help="a sweep (default: the store in this folder)")
+    p.add_argument("--storage", type=Path, help="where the sweep's results are (default ./asha-tune-results)")
+    p.add_argument("--tracking-uri", help="an MLflow store instead of a sweep's")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(handler=cmd_ui)
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from .sweep import SweepSettings, default_results_dir
+    from .tracking import default_tracking_uri
+
+    uri = args.tracking_uri
+    if uri is None and args.name:
+        uri = SweepSettings.load(args.name, (args.storage or default_results_dir()).resolve()).tracking_uri
+    uri = uri or default_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        print(f"the sweep tracks to an MLflow server: open {uri}")
+        return 0
+    print(f"MLflow UI for {uri} at http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+               "--host", "127.0.0.1", "--port", str(args.port)]
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 0
+
+
 # --- entry point -----------------------------------------------------------------------------
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_trial_parser]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_trial_parser, add_launch_parser, add_resume_parser, add_spaces_parser, add_ui_parser,
+]
 
 
 def build_parser() -> Parser:

@@ -96,6 +96,21 @@ def geometric_schedule(first: float, last: float, convs: list[int]) -> list[floa
     return [first * (last / first) ** ((c - lo) / (hi - lo)) for c in convs]
 
 
+def check_convs(convs: list[int]) -> list[int]:
+    """Sorted conv numbers, or a ValueError listing the allowed ones."""
+    bad = [c for c in convs if c not in SHAPEABLE_CONVS]
+    if bad:
+        allowed = ",".join(map(str, SHAPEABLE_CONVS))
+        why = "downsampling conv" if all(c in DOWNSAMPLING_CONVS for c in bad) else "unknown conv"
+        raise ValueError(
+            f"{why} {','.join(map(str, bad))}: allowed convs are {allowed} "
+            f"(1..20 without the downsampling convs 8, 13, 18)"
+        )
+    if len(set(convs)) != len(convs):
+        raise ValueError(f"conv listed twice in {convs}")
+    return sorted(convs)
+
+
 class ShapingConfig(Strict):
     mode: Mode = "baseline"
     convs: list[int] = []
@@ -125,17 +140,7 @@ class ShapingConfig(Strict):
     @field_validator("convs")
     @classmethod
     def _check_convs(cls, convs: list[int]) -> list[int]:
-        bad = [c for c in convs if c not in SHAPEABLE_CONVS]
-        if bad:
-            allowed = ",".join(map(str, SHAPEABLE_CONVS))
-            why = "downsampling conv" if all(c in DOWNSAMPLING_CONVS for c in bad) else "unknown conv"
-            raise ValueError(
-                f"{why} {','.join(map(str, bad))}: allowed convs are {allowed} "
-                f"(1..20 without the downsampling convs 8, 13, 18)"
-            )
-        if len(set(convs)) != len(convs):
-            raise ValueError(f"conv listed twice in {convs}")
-        return sorted(convs)
+        return check_convs(convs)
 
     @field_validator("p0")
     @classmethod
@@ -281,23 +286,36 @@ class Runtime(Strict):
         return Path(base) / "asha-tune"
 
 
-def format_validation_error(err: ValidationError, names: dict[str, str] | None = None) -> list[str]:
-    """One line per problem, naming the field (or the flag that set it), the value and the rule."""
-    lines = []
+def validation_problems(err: ValidationError) -> list[tuple[str, str]]:
+    """(field path, message) per problem; the path is "" or a section for cross-field rules."""
+    problems = []
     for problem in err.errors():
         # Pydantic adds list indices and the union member it tried to the location; drop them.
         parts = [str(p) for p in problem["loc"]
                  if not isinstance(p, int) and str(p) not in _UNION_MEMBERS]
-        path = ".".join(parts)
         message = problem["msg"].removeprefix("Value error, ")
-        if problem["type"] == "value_error" and path in _MODELS:
-            lines.append(message)  # a cross-field rule: the message names its fields
-            continue
-        label = (names or {}).get(path, path)
         value = problem.get("input")
         if problem["type"] != "value_error" and not isinstance(value, dict):
             message += f" (got {value!r})"
-        lines.append(f"{label}: {message}" if label else message)
+        problems.append((".".join(parts), message))
+    return problems
+
+
+def is_cross_field(path: str) -> bool:
+    return path in _MODELS
+
+
+def format_validation_error(err: ValidationError, names: dict[str, str] | None = None,
+                            section_prefix: bool = False) -> list[str]:
+    """One line per problem, naming the field (or the flag that set it), the value and the rule."""
+    lines = []
+    for path, message in validation_problems(err):
+        if is_cross_field(path):
+            # A cross-field rule: the message names its fields; a space file also gets the section.
+            lines.append(f"{path}: {message}" if section_prefix and path else message)
+        else:
+            label = (names or {}).get(path, path)
+            lines.append(f"{label}: {message}")
     return list(dict.fromkeys(lines))
 
 

@@ -33,3 +33,7 @@ class WeightsError(AshaTuneError):
 
 class DivergedError(AshaTuneError):
     """Training produced a non-finite loss; the trial cannot continue."""
+
+    def __init__(self, message: str, epoch: int):
+        super().__init__(message)
+        self.epoch = epoch

@@ -130,6 +130,10 @@ class Tracker:
                  if isinstance(v, (int, float))]
         self.client.log_batch(run_id, metrics=items)
 
+    def find_runs(self, experiment_id: str, filter_string: str) -> list[Any]:
+        return list(self.client.search_runs([experiment_id], filter_string=filter_string,
+                                            max_results=5000))
+
     def logged_steps(self, run_id: str, metric: str) -> set[int]:
         return {m.step for m in self.client.get_metric_history(run_id, metric)}
 

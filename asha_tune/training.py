@@ -205,7 +205,8 @@ class Trial:
         self.scheduler.step()
         train_loss = loss_sum.item() / len(source)
         if not math.isfinite(train_loss):
-            raise DivergedError(f"training loss became {train_loss} in epoch {self.epoch + 1}")
+            raise DivergedError(f"training loss became {train_loss} in epoch {self.epoch + 1}",
+                                self.epoch + 1)
         return {"train_loss": train_loss, "source_acc": 100.0 * correct.item() / len(source), "lr": lr}
 
     @torch.no_grad()
@@ -262,6 +263,9 @@ def run_trial(
         metrics = trial.run_epoch(bar.update if bar else None)
         # Loading (and on a cold cache, decoding) counts once, in this process's first epoch.
         metrics["time_data"] = trial.data.load_seconds if epoch == first_epoch else 0.0
+        # Compute time spent on this trial so far (all processes): the cost axis of reports.
+        metrics["time_total"] = sum(m["time_train"] + m["time_eval"] + m.get("time_data", 0.0)
+                                    for m in trial.history)
         if bar:
             bar.set_postfix(loss=f"{metrics['train_loss']:.3f}", acc=f"{metrics['target_acc']:.2f}")
             bar.close()

@@ -1,0 +1,14 @@
+"""Sweeps on Ray Tune: the only place that imports Ray.
+
+- settings     where a sweep runs and records (sweep.json), no Ray needed
+- trainable    the foundation trial inside a Tune trial
+- searcher     an Optuna-study searcher (PRUNED/FAIL/COMPLETE) and a resumable ASHA
+- callbacks    MLflow child runs and live progress, from the driver
+- run          launch and resume
+"""
+
+from __future__ import annotations
+
+from .settings import SweepSettings, default_results_dir, sweep_name
+
+__all__ = ["SweepSettings", "default_results_dir", "sweep_name"]

@@ -1,0 +1,201 @@
+"""Driver-side Tune callbacks: MLflow child runs, and a live progress line in the terminal.
+
+Logging happens on the driver, so trial workers need no access to the tracking store. Child
+runs are keyed by the Optuna trial number, which a trial keeps across retries and resumes, so
+a resumed sweep finds its runs again instead of duplicating them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from ..spaces import SearchSpace
+from ..tracking import STATUS_TAG, Tracker
+
+FINAL_STATUSES = {"completed", "pruned", "failed"}
+TRIAL_NUMBER_TAG = "asha_tune.trial_number"
+
+
+def trial_status(result: dict[str, Any], max_epochs: int) -> str:
+    """How a trial that ended without a crash ended: diverged, stopped early, or ran through."""
+    if result.get("diverged"):
+        return "failed"
+    return "pruned" if result.get("epoch", 0) < max_epochs else "completed"
+
+
+def error_reason(trial: Any) -> str:
+    """The last line of the trial's error file, e.g. 'DataError: cannot read image ...'."""
+    path = trial.error_file
+    if path and Path(path).is_file():
+        lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
+        if lines:
+            return lines[-1].strip()[:2000]
+    return "the trial raised an error (no error file)"
+
+
+class TrackingCallback(Callback):
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, space: SearchSpace):
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.space = space
+        self._reset()
+
+    def _reset(self) -> None:
+        self._tracker: Tracker | None = None
+        self._runs: dict[int, str] = {}  # trial number -> child run id
+        self._logged: dict[str, set[int]] = {}  # child run id -> epochs already logged
+        self._final: set[str] = set()  # child runs that already ended
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    @property
+    def tracker(self) -> Tracker:
+        if self._tracker is None:
+            self._tracker = Tracker(self.tracking_uri)
+        return self._tracker
+
+    def child_run(self, trial: Any) -> str:
+        number = int(trial.config["trial_number"])
+        if number in self._runs:
+            return self._runs[number]
+        existing = self.tracker.find_runs(
+            self.experiment_id,
+            f"tags.mlflow.parentRunId = '{self.parent_run_id}' and tags.`{TRIAL_NUMBER_TAG}` = '{number}'",
+        )
+        if existing:
+            run = existing[0]
+            run_id = run.info.run_id
+            self._logged[run_id] = self.tracker.logged_steps(run_id, self.space.scheduler.metric)
+            if run.data.tags.get(STATUS_TAG) in FINAL_STATUSES:
+                self._final.add(run_id)
+        else:
+            values = trial.config["values"]
+            config = self.space.trial_config(values)
+            run_id = self.tracker.start_run(
+                self.experiment_id, name=f"trial-{number:03d}", parent_run_id=self.parent_run_id,
+                params={**config.model_dump(mode="json"), "search": json.dumps(values)},
+                tags={TRIAL_NUMBER_TAG: str(number), "asha_tune.started_at": f"{time.time():.0f}",
+                      "asha_tune.mode": config.shaping.mode},
+            )
+            self._logged[run_id] = set()
+        self._runs[number] = run_id
+        return run_id
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run_id = self.child_run(trial)
+        if run_id not in self._final:
+            self.tracker.set_tags(run_id, {"ray.trial_id": trial.trial_id, STATUS_TAG: "running"})
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        run_id = self.child_run(trial)
+        epoch = int(result.get("epoch", 0))
+        if run_id in self._final or epoch in self._logged[run_id] or result.get("diverged"):
+            return  # an epoch replayed after a resume keeps its first record
+        metrics = {k: v for k, v in result.items() if k in _EPOCH_METRICS or k.startswith(("acc_", "time_"))}
+        self.tracker.log_metrics(run_id, metrics, step=epoch)
+        self._logged[run_id].add(epoch)
+
+    def _finish(self, trial: Any, status: str, tags: dict[str, Any]) -> None:
+        run_id = self.child_run(trial)
+        if run_id in self._final:
+            return
+        result = trial.last_result or {}
+        final = {f"final_{k}": v for k, v in result.items()
+                 if k in _EPOCH_METRICS or k.startswith("acc_") or k == "time_total"}
+        if status != "failed" and final:
+            self.tracker.log_metrics(run_id, final, step=int(result.get("epoch", 0)))
+        tags_now = self.tracker.client.get_run(run_id).data.tags
+        started = float(tags_now.get("asha_tune.started_at", time.time()))
+        tags = {**tags, "asha_tune.epochs_run": int(result.get("epoch", 0)),
+                "asha_tune.duration_s": round(time.time() - started, 1)}
+        self.tracker.finish(run_id, status, tags)
+        self._final.add(run_id)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        result = trial.last_result or {}
+        status = trial_status(result, self.space.train.epochs)
+        tags = {"asha_tune.failure": result["failure"]} if status == "failed" else {}
+        self._finish(trial, status, tags)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, "failed", {"asha_tune.failure": error_reason(trial)})
+
+
+_EPOCH_METRICS = {"epoch", "target_acc", "train_loss", "source_acc", "lr"}
+
+
+class ProgressCallback(Callback):
+    """One line whenever the sweep's picture changes: counts by state and the best so far."""
+
+    def __init__(self, metric: str, mode: str, num_trials: int, max_epochs: int):
+        self.metric, self.mode = metric, mode
+        self.num_trials, self.max_epochs = num_trials, max_epochs
+        self._reset()
+
+    def _reset(self) -> None:
+        self._start = time.time()
+        self._best: tuple[float, int, int] | None = None
+        self._last_line = ""
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    def _better(self, value: float) -> bool:
+        if self._best is None:
+            return True
+        return value > self._best[0] if self.mode == "max" else value < self._best[0]
+
+    def _state(self, trial: Any, ending: Any, failed: bool, starting: Any) -> str:
+        """A trial's state; Tune updates a trial's status only after it tells callbacks."""
+        if trial is starting:
+            return "running"
+        if trial is ending:
+            return "failed" if failed else trial_status(trial.last_result or {}, self.max_epochs)
+        if trial.status == "TERMINATED":
+            return trial_status(trial.last_result or {}, self.max_epochs)
+        return {"ERROR": "failed", "RUNNING": "running"}.get(trial.status, "pending")
+
+    def _print(self, trials: list, ending: Any = None, failed: bool = False, starting: Any = None) -> None:
+        states = [self._state(t, ending, failed, starting) for t in trials]
+        count = {s: states.count(s) for s in ("running", "pruned", "completed", "failed")}
+        best = ""
+        if self._best:
+            value, number, epoch = self._best
+            best = f" · best {self.metric} {value:.2f} (trial {number}, epoch {epoch})"
+        line = (f"trials {len(trials)}/{self.num_trials} · running {count['running']} · "
+                f"stopped early {count['pruned']} · finished {count['completed']} · "
+                f"failed {count['failed']}{best}")
+        if line != self._last_line:
+            print(f"[{time.time() - self._start:6.0f}s] {line}", file=sys.stdout, flush=True)
+            self._last_line = line
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._print(trials, starting=trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        value = result.get(self.metric)
+        if isinstance(value, (int, float)) and value == value and self._better(value):
+            self._best = (float(value), int(trial.config["trial_number"]), int(result.get("epoch", 0)))
+        self._print(trials)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._print(trials, ending=trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._print(trials, ending=trial, failed=True)

@@ -1,0 +1,63 @@
+"""Where a sweep runs and records: everything `asha-tune resume NAME` needs, kept in sweep.json."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from ..config import Runtime
+from ..errors import AshaTuneError, ConfigError
+from ..spaces import SearchSpace
+
+SWEEP_FILE = "sweep.json"
+
+
+def default_results_dir() -> Path:
+    return Path.cwd() / "asha-tune-results"
+
+
+def sweep_name(space: SearchSpace) -> str:
+    return f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+class SweepSettings(BaseModel):
+    """A sweep's identity and infrastructure; the science is in `space`."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    space: SearchSpace
+    storage_dir: Path  # Ray's results and checkpoints: storage_dir/name
+    tracking_uri: str
+    study_storage: str
+    runtime: Runtime
+    address: str | None = None  # an existing Ray cluster; None starts a local one
+    num_cpus: float | None = None  # local Ray only
+    num_gpus: float | None = None  # local Ray only (logical GPUs allowed)
+    parent_run_id: str | None = None
+
+    @property
+    def sweep_dir(self) -> Path:
+        return self.storage_dir / self.name
+
+    def save(self) -> None:
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        (self.sweep_dir / SWEEP_FILE).write_text(self.model_dump_json(indent=2))
+
+    @classmethod
+    def load(cls, name: str, storage_dir: Path) -> SweepSettings:
+        path = storage_dir / name / SWEEP_FILE
+        if not path.is_file():
+            known = sorted(p.parent.name for p in storage_dir.glob(f"*/{SWEEP_FILE}"))
+            hint = f" (sweeps there: {', '.join(known)})" if known else ""
+            raise AshaTuneError(f"no sweep {name} in {storage_dir}{hint}")
+        return cls.model_validate(json.loads(path.read_text()))
+
+
+def check_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ConfigError(f"--name {name!r}: use letters, digits, '.', '_' and '-'")
+    return name

@@ -1,0 +1,249 @@
+"""Sweeps on a real local Ray, with real MLflow and Optuna sqlite stores and real PACS (small)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from asha_tune.config import Runtime
+from asha_tune.reports import best_trial, sweep_trials
+from asha_tune.spaces import load_space
+from asha_tune.sweep import SweepSettings
+from asha_tune.sweep.run import launch
+from asha_tune.tracking import Tracker
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+SMALL = {
+    "data": {"source": "art_painting", "targets": ["cartoon"], "image_size": 32, "limit_per_domain": 35},
+    "train": {"epochs": 4, "batch_size": 16, "weights": "none", "seed": 0},
+}
+
+
+def space_file(tmp_path: Path, name: str, **sections) -> Path:
+    tree = {"name": name, **yaml.safe_load(yaml.safe_dump(SMALL)), **sections}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def settings_for(tmp_path: Path, space_path: Path, name: str, runtime: Runtime, **extra) -> SweepSettings:
+    return SweepSettings(
+        name=name, space=load_space(space_path), storage_dir=tmp_path / "results",
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        study_storage=f"sqlite:///{tmp_path / 'optuna.db'}", runtime=runtime, num_cpus=2, **extra,
+    )
+
+
+def mlflow_children(tmp_path: Path, experiment: str, parent: str) -> list:
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+
+
+def study_trials(tmp_path: Path, name: str) -> list:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials
+
+
+@pytest.fixture
+def pacs_runtime(pacs_root, shared_cache) -> Runtime:
+    return Runtime(data_root=pacs_root, cache_dir=shared_cache, device="cpu")
+
+
+def test_sweep_end_to_end_with_asha_pruning(tmp_path, pacs_runtime, capsys):
+    # train_loss is continuous (no ties), one trial at a time makes ASHA's decisions deterministic,
+    # and reduction factor 4 prunes every trial below the best quarter at epochs 1.
+    path = space_file(
+        tmp_path, "e2e",
+        shaping={"mode": "random"},
+        search={"algorithm": "optuna", "num_trials": 6, "max_concurrent": 1, "seed": 0},
+        scheduler={"kind": "asha", "grace_period": 1, "reduction_factor": 4, "metric": "train_loss",
+                   "mode": "min"},
+        resources={"cpu": 1},
+        parameters={"shaping.convs": {"type": "conv_subset", "allowed": [1, 2, 3, 4, 5, 6, 7],
+                                      "min_size": 1, "max_size": 2},
+                    "shaping.p0": {"type": "float", "low": 0.0, "high": 0.9}},
+    )
+    outcome = launch(settings_for(tmp_path, path, "e2e", pacs_runtime))
+    assert outcome.finished
+    out = capsys.readouterr().out
+
+    parent = outcome.settings.parent_run_id
+    children = mlflow_children(tmp_path, "e2e", parent)
+    assert len(children) == 6  # exactly the trials requested, all under one parent
+    numbers = sorted(int(r.data.tags["asha_tune.trial_number"]) for r in children)
+    assert numbers == list(range(6))
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    status_by_number = {}
+    for run in children:
+        status = run.data.tags["asha_tune.status"]
+        epochs = int(run.data.tags["asha_tune.epochs_run"])
+        history = client.get_metric_history(run.info.run_id, "target_acc")
+        assert sorted(m.step for m in history) == list(range(1, epochs + 1))  # every epoch, once
+        assert (status == "pruned") == (epochs < 4) and status in ("pruned", "completed")
+        assert float(run.data.tags["asha_tune.duration_s"]) > 0
+        assert run.data.params["shaping.mode"] == "random"
+        status_by_number[int(run.data.tags["asha_tune.trial_number"])] = status
+
+    trials = study_trials(tmp_path, "e2e")
+    assert len(trials) == 6
+    pruned = {t.number for t in trials if t.state == TrialState.PRUNED}
+    assert pruned, "ASHA stopped no trial"
+    assert pruned == {n for n, s in status_by_number.items() if s == "pruned"}
+    assert {t.number for t in trials if t.state == TrialState.COMPLETE} == \
+        {n for n, s in status_by_number.items() if s == "completed"}
+    for t in trials:
+        if t.state == TrialState.PRUNED:
+            assert len(t.intermediate_values) < 4 and t.value == t.intermediate_values[max(t.intermediate_values)]
+
+    # The reported best is the best in MLflow (full-budget trials, lowest final train_loss).
+    finals = {int(r.data.tags["asha_tune.trial_number"]): r.data.metrics["train_loss"]
+              for r in children if r.data.tags["asha_tune.status"] == "completed"}
+    best_number = min(finals, key=finals.get)
+    assert outcome.best.number == best_number
+    assert f"best trial {best_number}: train_loss {finals[best_number]:.2f} after 4 epochs" in out
+    assert outcome.best.run_id in out
+    parent_run = client.get_run(parent)
+    assert parent_run.data.tags["asha_tune.status"] == "completed"
+    assert parent_run.data.tags["asha_tune.best_run_id"] == outcome.best.run_id
+    assert "Ray dashboard: http://127.0.0.1:" in out
+    assert re.search(r"stopped early \d+ · finished \d+ · failed 0 · best train_loss", out)
+
+
+def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(tmp_path, tiny_runtime):
+    path = space_file(
+        tmp_path, "failing",
+        data={"targets": ["cartoon"], "image_size": 32},
+        train={"epochs": 2, "batch_size": 8, "weights": "none"},
+        search={"algorithm": "grid", "max_concurrent": 2, "max_failures": 1},
+        scheduler={"kind": "fifo"},
+        resources={"cpu": 1},
+        parameters={"train.lr": {"type": "grid", "values": [0.001, 1.0e12]},
+                    "train.weights": {"type": "grid", "values": ["none", str(tmp_path / "missing.pth")]}},
+    )
+    outcome = launch(settings_for(tmp_path, path, "failing", tiny_runtime))
+    assert outcome.finished
+    by_values = {json.dumps(t.values, sort_keys=True): t for t in outcome.trials}
+    assert len(by_values) == 4
+    children = {r.info.run_id: r for r in mlflow_children(tmp_path, "failing", outcome.settings.parent_run_id)}
+    statuses = sorted(t.status for t in outcome.trials)
+    assert statuses == ["completed", "failed", "failed", "failed"]
+    for record in outcome.trials:
+        run = children[record.run_id]
+        if record.values["train.weights"] != "none":
+            assert run.info.status == "FAILED"
+            assert "WeightsError: weights file" in run.data.tags["asha_tune.failure"]
+            assert "missing.pth does not exist" in run.data.tags["asha_tune.failure"]
+        elif record.values["train.lr"] > 1:
+            assert run.info.status == "FAILED"
+            assert run.data.tags["asha_tune.failure"] == "training loss became nan in epoch 1"
+    states = sorted(t.state.name for t in study_trials(tmp_path, "failing"))
+    assert states == ["COMPLETE", "FAIL", "FAIL", "FAIL"]
+
+
+def test_fractional_gpus_run_four_trials_at_once(tmp_path, tiny_runtime):
+    path = space_file(
+        tmp_path, "shared_gpu",
+        data={"targets": ["cartoon"], "image_size": 32},
+        train={"epochs": 6, "batch_size": 4, "weights": "none"},
+        shaping={"mode": "random", "convs": [1]},
+        search={"algorithm": "random", "num_trials": 4, "max_concurrent": 4},
+        scheduler={"kind": "fifo"},
+        resources={"cpu": 0.5, "gpu": 0.25},
+        parameters={"shaping.p0": {"type": "float", "low": 0.1, "high": 0.5}},
+    )
+    outcome = launch(settings_for(tmp_path, path, "shared_gpu", tiny_runtime, num_gpus=1))
+    assert outcome.finished and len(outcome.trials) == 4
+    runs = mlflow_children(tmp_path, "shared_gpu", outcome.settings.parent_run_id)
+    spans = [(r.info.start_time, r.info.end_time) for r in runs]
+    # Every trial started before any ended: all four shared the one logical GPU at once.
+    assert max(start for start, _ in spans) < min(end for _, end in spans)
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_resume_after_sigkill_keeps_every_trial_once(tmp_path, pacs_root, shared_cache):
+    path = space_file(
+        tmp_path, "resumable",
+        shaping={"mode": "random"},
+        search={"algorithm": "optuna", "num_trials": 6, "max_concurrent": 2, "seed": 1},
+        scheduler={"kind": "asha", "grace_period": 2, "reduction_factor": 2},
+        resources={"cpu": 1},
+        parameters={"shaping.convs": {"type": "conv_subset", "allowed": [1, 4, 7], "min_size": 1,
+                                      "max_size": 1},
+                    "shaping.p0": {"type": "float", "low": 0.1, "high": 0.8}},
+    )
+    env = {**os.environ, "ASHA_TUNE_DATA_ROOT": str(pacs_root), "ASHA_TUNE_CACHE_DIR": str(shared_cache),
+           "PYTHONUNBUFFERED": "1"}
+    log = tmp_path / "launch.log"
+    cli = [sys.executable, "-m", "asha_tune.cli"]
+    with open(log, "w") as out:
+        driver = subprocess.Popen(cli + ["launch", "--space", str(path), "--name", "rs", "--num-cpus", "2",
+                                         "--device", "cpu"], cwd=tmp_path, env=env, stdout=out,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        dashboard = wait_for(lambda: re.search(r"Ray dashboard: (http://\S+)", log.read_text()), 120,
+                             "the dashboard address")
+        # The dashboard the sweep printed answers while the sweep runs.
+        with urllib.request.urlopen(dashboard.group(1), timeout=10) as response:
+            assert response.status == 200
+        wait_for(lambda: re.search(r"(stopped early|finished) [1-9]", log.read_text()), 300,
+                 "a finished trial")
+    finally:
+        os.kill(driver.pid, signal.SIGKILL)  # the driver only; Ray's processes are orphaned
+        driver.wait()
+    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    settings = SweepSettings.load("rs", tmp_path / "asha-tune-results")
+    experiment = tracker.experiment("resumable")
+    before = {t.number: t for t in sweep_trials(tracker, experiment, settings.parent_run_id)
+              if t.status in ("completed", "pruned")}
+    assert before, "no trial had finished before the kill"
+    histories = {n: [(m.step, m.value) for m in tracker.client.get_metric_history(t.run_id, "target_acc")]
+                 for n, t in before.items()}
+
+    done = subprocess.run(cli + ["resume", "rs"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "resuming" in done.stdout
+
+    after = sweep_trials(tracker, experiment, settings.parent_run_id)
+    assert sorted(t.number for t in after) == list(range(6))  # exactly the trials requested, once
+    assert all(t.status in ("completed", "pruned") for t in after)
+    for number, record in before.items():
+        kept = next(t for t in after if t.number == number)
+        assert kept.run_id == record.run_id and kept.status == record.status
+        history = [(m.step, m.value) for m in tracker.client.get_metric_history(kept.run_id, "target_acc")]
+        assert history == histories[number]
+    for record in after:
+        steps = [m.step for m in tracker.client.get_metric_history(record.run_id, "target_acc")]
+        assert sorted(steps) == list(range(1, record.epochs + 1))  # no epoch logged twice
+    trials = study_trials(tmp_path, "rs")
+    assert len(trials) == 6
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    parent = tracker.client.get_run(settings.parent_run_id)
+    assert parent.data.tags["asha_tune.status"] == "completed"
+    best = best_trial(after, "target_acc", "max")
+    assert f"MLflow run {best.run_id}" in done.stdout
