@@ -16,8 +16,7 @@ install: $(VENV)/.installed
 
 quickstart: $(VENV)/.installed
 	@test -n "$$ASHA_TUNE_DATA_ROOT" || { echo "set ASHA_TUNE_DATA_ROOT to your PACS folder"; exit 2; }
-	$(VENV)/bin/asha-tune trial --mode random --convs 1 --p0 0.7 --target cartoon \
-		--image-size 64 --limit-per-domain 210 --epochs 3 --batch-size 32 --weights none --device cpu
+	$(VENV)/bin/asha-tune launch --space quickstart
 
 test: $(VENV)/.installed
 	ASHA_TUNE_DATA_ROOT=$${ASHA_TUNE_DATA_ROOT:-$(TEST_DATA_ROOT)} RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 \
