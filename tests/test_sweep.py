@@ -154,18 +154,18 @@ def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(tmp_path,
     assert states == ["COMPLETE", "FAIL", "FAIL", "FAIL"]
 
 
-def test_fractional_gpus_run_four_trials_at_once(tmp_path, tiny_runtime):
+def test_fractional_gpus_run_four_trials_at_once(tmp_path, pacs_runtime):
     path = space_file(
         tmp_path, "shared_gpu",
-        data={"targets": ["cartoon"], "image_size": 32},
-        train={"epochs": 6, "batch_size": 4, "weights": "none"},
+        data={"targets": ["cartoon"], "image_size": 32, "limit_per_domain": 140},
+        train={"epochs": 10, "batch_size": 8, "weights": "none"},
         shaping={"mode": "random", "convs": [1]},
         search={"algorithm": "random", "num_trials": 4, "max_concurrent": 4},
         scheduler={"kind": "fifo"},
         resources={"cpu": 0.5, "gpu": 0.25},
         parameters={"shaping.p0": {"type": "float", "low": 0.1, "high": 0.5}},
     )
-    outcome = launch(settings_for(tmp_path, path, "shared_gpu", tiny_runtime, num_gpus=1))
+    outcome = launch(settings_for(tmp_path, path, "shared_gpu", pacs_runtime, num_gpus=1))
     assert outcome.finished and len(outcome.trials) == 4
     runs = mlflow_children(tmp_path, "shared_gpu", outcome.settings.parent_run_id)
     spans = [(r.info.start_time, r.info.end_time) for r in runs]
@@ -247,3 +247,125 @@ def test_resume_after_sigkill_keeps_every_trial_once(tmp_path, pacs_root, shared
     assert parent.data.tags["asha_tune.status"] == "completed"
     best = best_trial(after, "target_acc", "max")
     assert f"MLflow run {best.run_id}" in done.stdout
+
+
+def ray_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ray.scripts.scripts", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=120)
+
+
+def processes_named(fragment: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and fragment in (entry / "cmdline").read_bytes().decode(errors="ignore"):
+                pids.append(int(entry.name))
+        except OSError:
+            pass
+    return pids
+
+
+def test_a_crashed_trial_is_retried_from_its_last_checkpoint(tmp_path, pacs_runtime):
+    import threading
+
+    path = space_file(
+        tmp_path, "retry",
+        train={"epochs": 8, "batch_size": 16, "weights": "none"},
+        shaping={"mode": "random", "convs": [1], "p0": 0.5},
+        search={"algorithm": "random", "num_trials": 1, "max_concurrent": 1, "max_failures": 2},
+        scheduler={"kind": "fifo"},
+        resources={"cpu": 1},
+        parameters={"train.seed": {"type": "grid", "values": [3]}},
+    )
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    killed = []
+
+    def kill_worker_after_two_epochs():
+        deadline = time.time() + 180
+        while time.time() < deadline and not killed:
+            time.sleep(0.3)
+            try:
+                client = MlflowClient(db)
+                exp = client.get_experiment_by_name("retry")
+                runs = client.search_runs([exp.experiment_id], "tags.`asha_tune.trial_number` = '0'")
+                steps = {m.step for m in client.get_metric_history(runs[0].info.run_id, "target_acc")}
+            except Exception:
+                continue
+            if len(steps) >= 2:
+                for pid in processes_named("ImplicitFunc"):
+                    os.kill(pid, signal.SIGKILL)  # the trial's worker dies as on an OOM kill
+                    killed.append(pid)
+
+    watcher = threading.Thread(target=kill_worker_after_two_epochs, daemon=True)
+    watcher.start()
+    outcome = launch(settings_for(tmp_path, path, "retry", pacs_runtime))
+    watcher.join(timeout=5)
+    assert killed, "no trial worker was found to kill"
+    (record,) = outcome.trials
+    assert record.status == "completed" and record.epochs == 8
+    run = MlflowClient(db).get_run(record.run_id)
+    assert int(run.data.tags["asha_tune.retries"]) == 1
+    assert int(run.data.tags["asha_tune.resumed_from_epoch"]) >= 2  # not restarted from scratch
+    steps = [m.step for m in MlflowClient(db).get_metric_history(record.run_id, "target_acc")]
+    assert sorted(steps) == list(range(1, 9))
+
+    # The retried trial ends exactly where an uninterrupted one does (CPU determinism; with one
+    # thread, as Ray gives a 1-CPU trial, since thread count changes float summation order).
+    import torch
+
+    from asha_tune.training import run_trial
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        plain = run_trial(outcome.settings.space.trial_config(record.values), pacs_runtime)
+    finally:
+        torch.set_num_threads(threads)
+    assert record.metrics["target_acc"] == plain.final["target_acc"]
+    assert record.metrics["train_loss"] == pytest.approx(plain.final["train_loss"], rel=0, abs=1e-9)
+
+
+def test_launch_joins_an_existing_cluster_by_address(tmp_path, tiny_runtime):
+    port = 6391
+    env = {"RAY_AUTH_MODE": "token"}
+    ray_cli("get-auth-token", "--generate")  # no-op where a token already exists
+    started = ray_cli("start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+                      "--num-gpus=1", "--include-dashboard=false", "--disable-usage-stats", env=env)
+    assert started.returncode == 0, started.stderr[-2000:]
+    try:
+        path = space_file(
+            tmp_path, "joined",
+            data={"targets": ["cartoon"], "image_size": 32},
+            train={"epochs": 2, "batch_size": 8, "weights": "none"},
+            search={"algorithm": "random", "num_trials": 2, "max_concurrent": 2},
+            scheduler={"kind": "fifo"},
+            # Only the started cluster has a GPU (a logical one): a local Ray could not run these.
+            resources={"cpu": 1, "gpu": 0.5},
+            parameters={"train.seed": {"type": "int", "low": 0, "high": 9}},
+        )
+        settings = settings_for(tmp_path, path, "joined", tiny_runtime, address=f"127.0.0.1:{port}")
+        settings.num_cpus = None
+        outcome = launch(settings)
+    finally:
+        ray_cli("stop", "--force")
+    assert outcome.finished and [t.status for t in outcome.trials] == ["completed", "completed"]
+
+
+def test_ui_serves_the_sweeps_store(tmp_path):
+    Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}").experiment("x")
+    port = 5391
+    ui = subprocess.Popen([sys.executable, "-m", "asha_tune.cli", "ui", "--tracking-uri",
+                           f"sqlite:///{tmp_path / 'mlflow.db'}", "--port", str(port)], cwd=tmp_path,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def answers():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                    return response.status == 200
+            except OSError:
+                return False
+
+        assert wait_for(answers, 120, "the MLflow UI")
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)

@@ -52,6 +52,7 @@ class TrackingCallback(Callback):
         self._runs: dict[int, str] = {}  # trial number -> child run id
         self._logged: dict[str, set[int]] = {}  # child run id -> epochs already logged
         self._final: set[str] = set()  # child runs that already ended
+        self._restarted: set[str] = set()  # child runs whose trial (re)started, no result yet
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
@@ -97,10 +98,15 @@ class TrackingCallback(Callback):
         run_id = self.child_run(trial)
         if run_id not in self._final:
             self.tracker.set_tags(run_id, {"ray.trial_id": trial.trial_id, STATUS_TAG: "running"})
+            self._restarted.add(run_id)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         run_id = self.child_run(trial)
         epoch = int(result.get("epoch", 0))
+        if run_id in self._restarted:
+            self._restarted.discard(run_id)
+            if epoch > 1:  # a retried or resumed trial went on from its checkpoint
+                self.tracker.set_tags(run_id, {"asha_tune.resumed_from_epoch": epoch - 1})
         if run_id in self._final or epoch in self._logged[run_id] or result.get("diverged"):
             return  # an epoch replayed after a resume keeps its first record
         metrics = {k: v for k, v in result.items() if k in _EPOCH_METRICS or k.startswith(("acc_", "time_"))}
@@ -119,7 +125,8 @@ class TrackingCallback(Callback):
         tags_now = self.tracker.client.get_run(run_id).data.tags
         started = float(tags_now.get("asha_tune.started_at", time.time()))
         tags = {**tags, "asha_tune.epochs_run": int(result.get("epoch", 0)),
-                "asha_tune.duration_s": round(time.time() - started, 1)}
+                "asha_tune.duration_s": round(time.time() - started, 1),
+                "asha_tune.retries": trial.num_failures}
         self.tracker.finish(run_id, status, tags)
         self._final.add(run_id)
 

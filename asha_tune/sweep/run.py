@@ -65,6 +65,8 @@ def start_ray(settings: SweepSettings) -> str:
     except Exception as err:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise AshaTuneError(f"cannot start or join {where}: {str(err).splitlines()[0]}") from None
+    if address:
+        say(f"joined the Ray cluster at {address}")
     url = context.dashboard_url or ""
     return f"http://{url}" if url and not url.startswith("http") else url
 
