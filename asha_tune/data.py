@@ -7,6 +7,7 @@ there: RandomResizedCrop (one box per image, `roi_align`), horizontal flip and n
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -189,7 +190,9 @@ def stratified_subset(labels: Tensor, limit: int | None) -> Tensor:
 # --- on-device augmentation ---------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=8)
 def _normalizer(device: torch.device) -> tuple[Tensor, Tensor]:
+    """Per-device constants, made once: a host-to-GPU copy per batch would stall the stream."""
     mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
     return 1 / (255 * std), mean / std
@@ -216,11 +219,10 @@ def random_crop_boxes(n: int, size: int, generator: torch.Generator, device: tor
     w, h = w.gather(1, first).squeeze(1), h.gather(1, first).squeeze(1)
     top = torch.floor(u[2].gather(1, first).squeeze(1) * (size - h + 1))
     left = torch.floor(u[3].gather(1, first).squeeze(1) * (size - w + 1))
-    full = torch.tensor(float(size), device=device)
-    zero = torch.zeros((), device=device)
     # No valid try: torchvision falls back to a centre crop, the whole image for a square.
-    w, h = torch.where(found, w, full), torch.where(found, h, full)
-    top, left = torch.where(found, top, zero), torch.where(found, left, zero)
+    # (Python scalars, not new device tensors: nothing here waits for the GPU.)
+    w, h = torch.where(found, w, float(size)), torch.where(found, h, float(size))
+    top, left = torch.where(found, top, 0.0), torch.where(found, left, 0.0)
     index = torch.arange(n, device=device, dtype=torch.float32)
     return torch.stack([index, left, top, left + w, top + h], dim=1)
 

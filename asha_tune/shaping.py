@@ -32,6 +32,8 @@ def numbered_convs(model: nn.Module) -> dict[int, nn.Conv2d]:
 
 def binarize_a(a: Tensor, m: Tensor, k: float | None = None) -> Tensor:
     """(A > 0) * M: the authors' random maps. No gradient reaches the shaped conv."""
+    if m.dtype == torch.bool:  # a random mask: one fused logical op
+        return ((a > 0) & m).to(a.dtype)
     return (a > 0).to(a.dtype) * m
 
 
@@ -75,8 +77,13 @@ def shape_function(name: str) -> ShapeFunction:
 
 
 def bernoulli_mask(like: Tensor, p0: float, generator: torch.Generator | None) -> Tensor:
-    """A {0,1} mask shaped like `like` with P(0) = p0, drawn on like's device."""
-    return torch.empty_like(like).bernoulli_(1.0 - p0, generator=generator)
+    """A boolean mask shaped like `like` with P(False) = p0, drawn on like's device.
+
+    `rand >= p0` is the same Bernoulli draw as `bernoulli_(1 - p0)` and about twice as fast on
+    the CPU; a boolean mask also saves memory traffic on the GPU.
+    """
+    uniform = torch.empty_like(like, dtype=torch.float32)  # keeps channels_last
+    return uniform.uniform_(generator=generator) >= p0
 
 
 # --- hooks ---------------------------------------------------------------------------------
