@@ -110,19 +110,22 @@ class StudyHandle:
     # -- the sweep's calls --
 
     def ask(self, ray_trial_id: str, known: set[int]) -> tuple[int, dict[str, Any]]:
-        """A trial for Ray: an orphan (asked, never handed out, e.g. before a kill) or a new one."""
-        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if frozen.number not in known and VALUES_ATTR in frozen.user_attrs:
-                self._set_attr(frozen.number, RAY_TRIAL_ATTR, ray_trial_id)
-                return frozen.number, frozen.user_attrs[VALUES_ATTR]
-        trial = self.study.ask()
+        """A trial for Ray: an orphan (asked but never handed to Ray, e.g. when the driver was
+        killed mid-ask) or a new one, so a resumed sweep never grows the study past its size.
+
+        Suggesting again on an orphan returns the values it already has and samples only those
+        a kill left unsampled.
+        """
+        orphans = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                   if t.number not in known]
+        if orphans:
+            trial = optuna.trial.Trial(self.study, self._trial_id(orphans[0].number))
+        else:
+            trial = self.study.ask()
         values = self.space.suggest(trial)
         trial.set_user_attr(VALUES_ATTR, values)
         trial.set_user_attr(RAY_TRIAL_ATTR, ray_trial_id)
         return trial.number, values
-
-    def _set_attr(self, number: int, key: str, value: Any) -> None:
-        self.storage.set_trial_user_attr(self._trial_id(number), key, value)
 
     def report(self, number: int, step: int, value: float) -> None:
         """An intermediate value; a no-op on a trial that already ended (replayed after resume)."""

@@ -73,6 +73,19 @@ def test_orphaned_trials_are_handed_out_again_after_a_restore(handle, tmp_path):
     assert reload(handle).trials[1].user_attrs["ray_trial_id"] == "c"
 
 
+def test_a_trial_half_asked_when_the_driver_died_is_completed_not_duplicated(handle):
+    study = reload(handle)
+    partial = study.ask()  # killed after ask, before any value or attribute was stored
+    partial.suggest_int("shaping.convs.size", 1, 2)
+    searcher = StudySearcher(handle, "target_acc", "max", max_epochs=4)
+    config = searcher.suggest("ray-1")
+    assert config["trial_number"] == partial.number
+    assert len(config["values"]["shaping.convs"]) == partial.params["shaping.convs.size"]
+    assert "shaping.p0" in config["values"]
+    handle.space.trial_config(config["values"])
+    assert len(reload(handle).trials) == 1
+
+
 def test_a_resumed_study_samples_anew(handle):
     first = StudySearcher(handle, "target_acc", "max", 4)
     a = first.suggest("a")

@@ -75,18 +75,21 @@ class TrackingCallback(Callback):
             self.experiment_id,
             f"tags.mlflow.parentRunId = '{self.parent_run_id}' and tags.`{TRIAL_NUMBER_TAG}` = '{number}'",
         )
-        if existing:
+        values = trial.config["values"]
+        config = self.space.trial_config(values)
+        params = {**config.model_dump(mode="json"), "search": json.dumps(values)}
+        if existing:  # a resumed sweep: the trial's run is continued, never duplicated
             run = existing[0]
             run_id = run.info.run_id
+            if "search" not in run.data.params:  # the driver died between creating and filling it
+                self.tracker.log_params(run_id, params)
             self._logged[run_id] = self.tracker.logged_steps(run_id, self.space.scheduler.metric)
             if run.data.tags.get(STATUS_TAG) in FINAL_STATUSES:
                 self._final.add(run_id)
         else:
-            values = trial.config["values"]
-            config = self.space.trial_config(values)
             run_id = self.tracker.start_run(
                 self.experiment_id, name=f"trial-{number:03d}", parent_run_id=self.parent_run_id,
-                params={**config.model_dump(mode="json"), "search": json.dumps(values)},
+                params=params,
                 tags={TRIAL_NUMBER_TAG: str(number), "asha_tune.started_at": f"{time.time():.0f}",
                       "asha_tune.mode": config.shaping.mode},
             )
