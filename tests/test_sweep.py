@@ -369,3 +369,48 @@ def test_ui_serves_the_sweeps_store(tmp_path):
     finally:
         os.killpg(ui.pid, signal.SIGTERM)
         ui.wait(timeout=30)
+
+
+def test_sweep_tracks_to_an_mlflow_tracking_server(tmp_path, tiny_runtime):
+    port = 5392
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1",
+         "--port", str(port)], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        def answers():
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                    return response.status == 200
+            except OSError:
+                return False
+
+        wait_for(answers, 120, "the MLflow tracking server")
+        path = space_file(
+            tmp_path, "served",
+            data={"targets": ["cartoon"], "image_size": 32},
+            train={"epochs": 2, "batch_size": 8, "weights": "none"},
+            search={"algorithm": "random", "num_trials": 2, "max_concurrent": 2},
+            scheduler={"kind": "fifo"},
+            resources={"cpu": 1},
+            parameters={"train.seed": {"type": "int", "low": 0, "high": 9}},
+        )
+        settings = settings_for(tmp_path, path, "served", tiny_runtime)
+        settings.tracking_uri = uri
+        outcome = launch(settings)
+        assert outcome.finished
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name("served")
+        children = client.search_runs([experiment.experiment_id],
+                                      f"tags.mlflow.parentRunId = '{outcome.settings.parent_run_id}'")
+        assert len(children) == 2
+        assert all(len(client.get_metric_history(r.info.run_id, "target_acc")) == 2 for r in children)
+        space = json.loads(Path(client.download_artifacts(outcome.settings.parent_run_id, "space.json",
+                                                           str(tmp_path))).read_text())
+        assert space["name"] == "served"
+        assert not (tmp_path / "mlflow.db").exists()  # nothing went to the embedded default
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
