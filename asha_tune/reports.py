@@ -36,12 +36,12 @@ def sweep_trials(tracker: Tracker, experiment_id: str, parent_run_id: str) -> li
 
 
 def best_trial(records: list[TrialRecord], metric: str, mode: str) -> TrialRecord | None:
-    """The best last-epoch value among trials that ran every epoch; else among all that reported.
+    """The best last-epoch value among trials that ran every epoch; else among all that ended.
 
     Trials that ASHA stopped after a few epochs are scored on fewer epochs, so they only
     compete when no trial ran the full budget.
     """
-    scored = [r for r in records if r.status != "failed" and metric in r.metrics]
+    scored = [r for r in records if r.status in ("completed", "pruned") and metric in r.metrics]
     full = [r for r in scored if r.status == "completed"]
     pool = full or scored
     if not pool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -67,13 +67,16 @@ SHAPE_FUNCTIONS: dict[str, ShapeFunction] = {
 }
 
 
-def shape_function(name: str) -> ShapeFunction:
+def lookup(registry: dict[str, Any], name: str, kind: str) -> Any:
+    """A registry entry, or a ConfigError that lists the valid names."""
     try:
-        return SHAPE_FUNCTIONS[name]
+        return registry[name]
     except KeyError:
-        raise ConfigError(
-            f"unknown shaping function {name!r}: choose one of {', '.join(SHAPE_FUNCTIONS)}"
-        ) from None
+        raise ConfigError(f"unknown {kind} {name!r}: choose one of {', '.join(registry)}") from None
+
+
+def shape_function(name: str) -> ShapeFunction:
+    return lookup(SHAPE_FUNCTIONS, name, "shaping function")
 
 
 def bernoulli_mask(like: Tensor, p0: float, generator: torch.Generator | None) -> Tensor:
@@ -247,10 +250,7 @@ MODES: dict[str, type[ShapingMode]] = {
 
 
 def shaping_mode(config: ShapingConfig) -> ShapingMode:
-    try:
-        return MODES[config.mode](config)
-    except KeyError:
-        raise ConfigError(f"unknown mode {config.mode!r}: choose one of {', '.join(MODES)}") from None
+    return lookup(MODES, config.mode, "mode")(config)
 
 
 def attach(

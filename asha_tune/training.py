@@ -134,6 +134,7 @@ class Trial:
         self.loss_fn = nn.CrossEntropyLoss()
         self.epoch = 0
         self.history: list[Metrics] = []
+        self._data_reported = False
 
     # -- checkpoints --
 
@@ -237,8 +238,13 @@ class Trial:
         metrics["target_acc"] = sum(accs.values()) / len(accs)
         metrics["time_train"] = trained - start
         metrics["time_eval"] = evaluated - trained
+        # Loading (and on a cold cache, decoding) counts once, in this process's first epoch.
+        metrics["time_data"] = 0.0 if self._data_reported else self.data.load_seconds
+        self._data_reported = True
         self.epoch += 1
         self.history.append(metrics)
+        # Compute spent on the trial so far, across processes: the cost axis of reports.
+        metrics["time_total"] = sum(m["time_train"] + m["time_eval"] + m["time_data"] for m in self.history)
         return metrics
 
 
@@ -254,7 +260,6 @@ def run_trial(
     if resume is not None:
         trial.load(resume)
     bar = None
-    first_epoch = trial.epoch
     for epoch in range(trial.epoch, config.train.epochs):
         if progress:
             from tqdm import tqdm
@@ -262,11 +267,6 @@ def run_trial(
             bar = tqdm(total=len(trial.data.source), unit="img", leave=True,
                        desc=f"epoch {epoch + 1}/{config.train.epochs}")
         metrics = trial.run_epoch(bar.update if bar else None)
-        # Loading (and on a cold cache, decoding) counts once, in this process's first epoch.
-        metrics["time_data"] = trial.data.load_seconds if epoch == first_epoch else 0.0
-        # Compute time spent on this trial so far (all processes): the cost axis of reports.
-        metrics["time_total"] = sum(m["time_train"] + m["time_eval"] + m.get("time_data", 0.0)
-                                    for m in trial.history)
         if bar:
             bar.set_postfix(loss=f"{metrics['train_loss']:.3f}", acc=f"{metrics['target_acc']:.2f}")
             bar.close()

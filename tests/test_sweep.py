@@ -173,6 +173,14 @@ def test_fractional_gpus_run_four_trials_at_once(tmp_path, pacs_runtime):
     assert max(start for start, _ in spans) < min(end for _, end in spans)
 
 
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 def wait_for(predicate, timeout: float, what: str):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -206,8 +214,7 @@ def test_resume_after_sigkill_keeps_every_trial_once(tmp_path, pacs_root, shared
         dashboard = wait_for(lambda: re.search(r"Ray dashboard: (http://\S+)", log.read_text()), 120,
                              "the dashboard address")
         # The dashboard the sweep printed answers while the sweep runs.
-        with urllib.request.urlopen(dashboard.group(1), timeout=10) as response:
-            assert response.status == 200
+        assert http_ok(dashboard.group(1))
         wait_for(lambda: re.search(r"(stopped early|finished) [1-9]", log.read_text()), 300,
                  "a finished trial")
     finally:
@@ -358,14 +365,7 @@ def test_ui_serves_the_sweeps_store(tmp_path):
                            f"sqlite:///{tmp_path / 'mlflow.db'}", "--port", str(port)], cwd=tmp_path,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        def answers():
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
-                    return response.status == 200
-            except OSError:
-                return False
-
-        assert wait_for(answers, 120, "the MLflow UI")
+        assert wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/"), 120, "the MLflow UI")
     finally:
         os.killpg(ui.pid, signal.SIGTERM)
         ui.wait(timeout=30)
@@ -380,14 +380,7 @@ def test_sweep_tracks_to_an_mlflow_tracking_server(tmp_path, tiny_runtime):
         start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     try:
-        def answers():
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                    return response.status == 200
-            except OSError:
-                return False
-
-        wait_for(answers, 120, "the MLflow tracking server")
+        wait_for(lambda: http_ok(f"{uri}/health"), 120, "the MLflow tracking server")
         path = space_file(
             tmp_path, "served",
             data={"targets": ["cartoon"], "image_size": 32},

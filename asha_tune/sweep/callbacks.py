@@ -100,7 +100,8 @@ class TrackingCallback(Callback):
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self.child_run(trial)
         if run_id not in self._final:
-            self.tracker.set_tags(run_id, {"ray.trial_id": trial.trial_id, STATUS_TAG: "running"})
+            self.tracker.reopen(run_id)
+            self.tracker.set_tags(run_id, {"ray.trial_id": trial.trial_id})
             self._restarted.add(run_id)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:

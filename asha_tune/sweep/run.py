@@ -141,6 +141,10 @@ def _fit(tuner: Any, settings: SweepSettings, tracker: Tracker, experiment_id: s
         raise AshaTuneError(f"the sweep stopped: {str(err).splitlines()[0]}") from None
     finally:
         ray.shutdown()
+    if not finished:  # trials cut short stay resumable; MLflow shows them as killed meanwhile
+        for record in trials:
+            if record.status == "running":
+                tracker.finish(record.run_id, "interrupted")
     space = settings.space
     best = best_trial(trials, space.scheduler.metric, space.scheduler.mode)
     summary = {"asha_tune.trials": len(trials)}
