@@ -182,7 +182,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     )
     from .sweep.run import launch
 
-    return 0 if launch(settings).finished else 130
+    return sweep_exit(launch(settings))
 
 
 def add_resume_parser(sub: argparse._SubParsersAction) -> None:
@@ -199,7 +199,18 @@ def cmd_resume(args: argparse.Namespace) -> int:
     settings = SweepSettings.load(args.name, (args.storage or default_results_dir()).resolve())
     if args.address:
         settings.address = args.address
-    return 0 if resume(settings).finished else 130
+    return sweep_exit(resume(settings))
+
+
+def sweep_exit(outcome: Any) -> int:
+    """0 when the sweep ran through, 130 when it was interrupted, 1 when every trial failed."""
+    if not outcome.finished:
+        return 130
+    if outcome.trials and all(t.status == "failed" for t in outcome.trials):
+        print(f"asha-tune: error: all {len(outcome.trials)} trials failed (see their failure reasons "
+              f"in MLflow, tag asha_tune.failure)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def add_spaces_parser(sub: argparse._SubParsersAction) -> None:

@@ -59,9 +59,6 @@ class P0Schedule(Strict):
             raise ValueError("a geometric p0 schedule needs both endpoints above 0")
         return self
 
-    def __str__(self) -> str:
-        return f"{self.first}:{self.last}"
-
 
 P0 = float | list[float] | P0Schedule
 

@@ -1,4 +1,4 @@
-"""`asha-tune trial`: flag errors, and real trials through the installed command."""
+"""The CLI: `asha-tune trial` flag errors and real trials through the command; sweep exit codes."""
 
 from __future__ import annotations
 
@@ -141,3 +141,15 @@ def test_cli_resume_after_sigkill_continues_the_same_run(synthetic_pacs, tmp_pat
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "target_acc")]
     assert sorted(steps) == [1, 2, 3, 4, 5, 6]  # one run, every epoch once
     assert run.info.status == "FINISHED"
+
+
+def test_sweep_exit_status(capsys):
+    from types import SimpleNamespace
+
+    from asha_tune.cli import sweep_exit
+
+    trial = lambda status: SimpleNamespace(status=status)  # noqa: E731
+    assert sweep_exit(SimpleNamespace(finished=True, trials=[trial("failed"), trial("pruned")])) == 0
+    assert sweep_exit(SimpleNamespace(finished=False, trials=[trial("completed")])) == 130
+    assert sweep_exit(SimpleNamespace(finished=True, trials=[trial("failed"), trial("failed")])) == 1
+    assert "all 2 trials failed" in capsys.readouterr().err
