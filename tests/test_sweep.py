@@ -33,8 +33,17 @@ SMALL = {
 }
 
 
-def space_file(tmp_path: Path, name: str, **sections) -> Path:
-    tree = {"name": name, **yaml.safe_load(yaml.safe_dump(SMALL)), **sections}
+# Synthetic PACS (the tiny_runtime fixture): for tests about orchestration, not learning.
+TINY = {
+    "data": {"targets": ["cartoon"], "image_size": 32},
+    "train": {"epochs": 2, "batch_size": 8, "weights": "none"},
+    "scheduler": {"kind": "fifo"},
+    "resources": {"cpu": 1},
+}
+
+
+def space_file(tmp_path: Path, name: str, base: dict = SMALL, **sections) -> Path:
+    tree = {"name": name, **yaml.safe_load(yaml.safe_dump(base)), **sections}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(tree))
     return path
@@ -125,12 +134,8 @@ def test_sweep_end_to_end_with_asha_pruning(tmp_path, pacs_runtime, capsys):
 
 def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(tmp_path, tiny_runtime):
     path = space_file(
-        tmp_path, "failing",
-        data={"targets": ["cartoon"], "image_size": 32},
-        train={"epochs": 2, "batch_size": 8, "weights": "none"},
+        tmp_path, "failing", TINY,
         search={"algorithm": "grid", "max_concurrent": 2, "max_failures": 1},
-        scheduler={"kind": "fifo"},
-        resources={"cpu": 1},
         parameters={"train.lr": {"type": "grid", "values": [0.001, 1.0e12]},
                     "train.weights": {"type": "grid", "values": ["none", str(tmp_path / "missing.pth")]}},
     )
@@ -341,11 +346,8 @@ def test_launch_joins_an_existing_cluster_by_address(tmp_path, tiny_runtime):
     assert started.returncode == 0, started.stderr[-2000:]
     try:
         path = space_file(
-            tmp_path, "joined",
-            data={"targets": ["cartoon"], "image_size": 32},
-            train={"epochs": 2, "batch_size": 8, "weights": "none"},
+            tmp_path, "joined", TINY,
             search={"algorithm": "random", "num_trials": 2, "max_concurrent": 2},
-            scheduler={"kind": "fifo"},
             # Only the started cluster has a GPU (a logical one): a local Ray could not run these.
             resources={"cpu": 1, "gpu": 0.5},
             parameters={"train.seed": {"type": "int", "low": 0, "high": 9}},
@@ -382,12 +384,8 @@ def test_sweep_tracks_to_an_mlflow_tracking_server(tmp_path, tiny_runtime):
     try:
         wait_for(lambda: http_ok(f"{uri}/health"), 120, "the MLflow tracking server")
         path = space_file(
-            tmp_path, "served",
-            data={"targets": ["cartoon"], "image_size": 32},
-            train={"epochs": 2, "batch_size": 8, "weights": "none"},
+            tmp_path, "served", TINY,
             search={"algorithm": "random", "num_trials": 2, "max_concurrent": 2},
-            scheduler={"kind": "fifo"},
-            resources={"cpu": 1},
             parameters={"train.seed": {"type": "int", "low": 0, "high": 9}},
         )
         settings = settings_for(tmp_path, path, "served", tiny_runtime)
