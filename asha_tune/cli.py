@@ -158,10 +158,16 @@ def add_sweep_flags(p: argparse.ArgumentParser) -> None:
                                                 "(default ./asha-tune-results; shared storage on clusters)")
 
 
+def results_dir(args: argparse.Namespace) -> Path:
+    from .sweep import default_results_dir
+
+    return (args.storage or default_results_dir()).resolve()
+
+
 def cmd_launch(args: argparse.Namespace) -> int:
     from .spaces import describe, load_space
     from .study import default_storage
-    from .sweep import SweepSettings, default_results_dir, sweep_name
+    from .sweep import SweepSettings, sweep_name
     from .sweep.settings import check_name
     from .tracking import default_tracking_uri
 
@@ -172,7 +178,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     settings = SweepSettings(
         name=check_name(args.name) if args.name else sweep_name(space),
         space=space,
-        storage_dir=(args.storage or default_results_dir()).resolve(),
+        storage_dir=results_dir(args),
         tracking_uri=args.tracking_uri or default_tracking_uri(),
         study_storage=args.study_storage or default_storage(),
         runtime=runtime_from(args, args.device),
@@ -193,10 +199,10 @@ def add_resume_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from .sweep import SweepSettings, default_results_dir
+    from .sweep import SweepSettings
     from .sweep.run import resume
 
-    settings = SweepSettings.load(args.name, (args.storage or default_results_dir()).resolve())
+    settings = SweepSettings.load(args.name, results_dir(args))
     if args.address:
         settings.address = args.address
     return sweep_exit(resume(settings))
@@ -239,12 +245,12 @@ def add_ui_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
-    from .sweep import SweepSettings, default_results_dir
+    from .sweep import SweepSettings
     from .tracking import default_tracking_uri
 
     uri = args.tracking_uri
     if uri is None and args.name:
-        uri = SweepSettings.load(args.name, (args.storage or default_results_dir()).resolve()).tracking_uri
+        uri = SweepSettings.load(args.name, results_dir(args)).tracking_uri
     uri = uri or default_tracking_uri()
     if uri.startswith(("http://", "https://")):
         print(f"the sweep tracks to an MLflow server: open {uri}")

@@ -8,6 +8,8 @@ from typing import Any
 
 from .tracking import STATUS_TAG, Tracker
 
+FINAL_STATUSES = frozenset({"completed", "pruned", "failed"})  # how a trial can end
+
 
 @dataclass(frozen=True)
 class TrialRecord:

@@ -82,8 +82,8 @@ def shape_function(name: str) -> ShapeFunction:
 def bernoulli_mask(like: Tensor, p0: float, generator: torch.Generator | None) -> Tensor:
     """A boolean mask shaped like `like` with P(False) = p0, drawn on like's device.
 
-    `rand >= p0` is the same Bernoulli draw as `bernoulli_(1 - p0)` and about twice as fast on
-    the CPU; a boolean mask also saves memory traffic on the GPU.
+    `uniform >= p0` is the same Bernoulli draw as `bernoulli_(1 - p0)` and about three times as
+    fast on the CPU (benchmarks/RESULTS.md); a boolean mask also saves memory traffic on the GPU.
     """
     uniform = torch.empty_like(like, dtype=torch.float32)  # keeps channels_last
     return uniform.uniform_(generator=generator) >= p0

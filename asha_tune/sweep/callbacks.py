@@ -15,10 +15,10 @@ from typing import Any
 
 from ray.tune import Callback
 
+from ..reports import FINAL_STATUSES
 from ..spaces import SearchSpace
 from ..tracking import STATUS_TAG, Tracker
 
-FINAL_STATUSES = {"completed", "pruned", "failed"}
 TRIAL_NUMBER_TAG = "asha_tune.trial_number"
 
 
@@ -126,8 +126,7 @@ class TrackingCallback(Callback):
                  if k in _EPOCH_METRICS or k.startswith("acc_") or k == "time_total"}
         if status != "failed" and final:
             self.tracker.log_metrics(run_id, final, step=int(result.get("epoch", 0)))
-        tags_now = self.tracker.client.get_run(run_id).data.tags
-        started = float(tags_now.get("asha_tune.started_at", time.time()))
+        started = float(self.tracker.tags(run_id).get("asha_tune.started_at", time.time()))
         tags = {**tags, "asha_tune.epochs_run": int(result.get("epoch", 0)),
                 "asha_tune.duration_s": round(time.time() - started, 1),
                 "asha_tune.retries": trial.num_failures}

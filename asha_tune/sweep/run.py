@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AshaTuneError
-from ..reports import TrialRecord, best_trial, describe_best, sweep_trials
+from ..reports import FINAL_STATUSES, TrialRecord, best_trial, describe_best, sweep_trials
 from ..study import StudyHandle, create_study
 from ..tracking import Tracker, version_tags
 from .settings import SweepSettings
@@ -126,14 +126,9 @@ def _fit(tuner: Any, settings: SweepSettings, tracker: Tracker, experiment_id: s
     import ray
 
     try:
-        results = tuner.fit()
-        unfinished = [r for r in results if r.metrics is None] if results is not None else []
-        trials = sweep_trials(tracker, experiment_id, settings.parent_run_id)
-        finished = len(trials) >= settings.space.num_trials and all(
-            t.status in ("completed", "pruned", "failed") for t in trials) and not unfinished
+        tuner.fit()
     except KeyboardInterrupt:
-        finished = False
-        trials = sweep_trials(tracker, experiment_id, settings.parent_run_id)
+        pass  # Tune saved its state; the records below say what is left to do
     except AshaTuneError:
         raise
     except Exception as err:
@@ -141,6 +136,8 @@ def _fit(tuner: Any, settings: SweepSettings, tracker: Tracker, experiment_id: s
         raise AshaTuneError(f"the sweep stopped: {str(err).splitlines()[0]}") from None
     finally:
         ray.shutdown()
+    trials = sweep_trials(tracker, experiment_id, settings.parent_run_id)
+    finished = len(trials) >= settings.space.num_trials and all(t.status in FINAL_STATUSES for t in trials)
     if not finished:  # trials cut short stay resumable; MLflow shows them as killed meanwhile
         for record in trials:
             if record.status == "running":
