@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +74,52 @@ def tiny_config(**sections: dict) -> TrialConfig:
     for key, values in sections.items():
         base[key] = {**base.get(key, {}), **values}
     return TrialConfig.model_validate(base)
+
+
+# --- processes a test started --------------------------------------------------------------
+# Ray's processes (raylet, GCS, workers) inherit the environment of whoever started them, so a
+# per-test marker variable finds exactly this test's processes: other Ray instances on the same
+# machine (another test run, a user's cluster) are never touched, unlike `ray stop --force`.
+PROCESS_TAG_ENV = "ASHA_TUNE_TEST_PROCESS_TAG"
+
+
+def tagged_processes(tag: str, fragment: str = "") -> list[int]:
+    """Pids whose environment carries `tag` (and whose command line contains `fragment`)."""
+    marker = f"{PROCESS_TAG_ENV}={tag}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            if fragment and fragment not in (entry / "cmdline").read_bytes().decode(errors="ignore"):
+                continue
+        except OSError:
+            continue
+        pids.append(int(entry.name))
+    return pids
+
+
+def kill_tagged(tag: str) -> None:
+    for pid in tagged_processes(tag):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture
+def process_tag(monkeypatch: pytest.MonkeyPatch):
+    """A marker set in this test's environment; whatever it started is killed at the end."""
+    tag = uuid.uuid4().hex
+    monkeypatch.setenv(PROCESS_TAG_ENV, tag)
+    yield tag
+    kill_tagged(tag)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (fixed ports collide with parallel test runs)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -25,6 +25,8 @@ from asha_tune.sweep import SweepSettings
 from asha_tune.sweep.run import launch
 from asha_tune.tracking import Tracker
 
+from .conftest import free_port, kill_tagged, tagged_processes
+
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 SMALL = {
@@ -196,7 +198,7 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_resume_after_sigkill_keeps_every_trial_once(tmp_path, pacs_root, shared_cache):
+def test_resume_after_sigkill_keeps_every_trial_once(tmp_path, pacs_root, shared_cache, process_tag):
     path = space_file(
         tmp_path, "resumable",
         shaping={"mode": "random"},
@@ -225,7 +227,7 @@ def test_resume_after_sigkill_keeps_every_trial_once(tmp_path, pacs_root, shared
     finally:
         os.kill(driver.pid, signal.SIGKILL)  # the driver only; Ray's processes are orphaned
         driver.wait()
-    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
+    kill_tagged(process_tag)  # then the orphans, as a reboot would
 
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
     settings = SweepSettings.load("rs", tmp_path / "asha-tune-results")
@@ -266,18 +268,7 @@ def ray_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           text=True, env={**os.environ, **(env or {})}, timeout=120)
 
 
-def processes_named(fragment: str) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and fragment in (entry / "cmdline").read_bytes().decode(errors="ignore"):
-                pids.append(int(entry.name))
-        except OSError:
-            pass
-    return pids
-
-
-def test_a_crashed_trial_is_retried_from_its_last_checkpoint(tmp_path, pacs_runtime):
+def test_a_crashed_trial_is_retried_from_its_last_checkpoint(tmp_path, pacs_runtime, process_tag):
     import threading
 
     path = space_file(
@@ -304,7 +295,7 @@ def test_a_crashed_trial_is_retried_from_its_last_checkpoint(tmp_path, pacs_runt
             except Exception:
                 continue
             if len(steps) >= 2:
-                for pid in processes_named("ImplicitFunc"):
+                for pid in tagged_processes(process_tag, "ImplicitFunc"):
                     os.kill(pid, signal.SIGKILL)  # the trial's worker dies as on an OOM kill
                     killed.append(pid)
 
@@ -337,8 +328,8 @@ def test_a_crashed_trial_is_retried_from_its_last_checkpoint(tmp_path, pacs_runt
     assert record.metrics["train_loss"] == pytest.approx(plain.final["train_loss"], rel=0, abs=1e-9)
 
 
-def test_launch_joins_an_existing_cluster_by_address(tmp_path, tiny_runtime):
-    port = 6391
+def test_launch_joins_an_existing_cluster_by_address(tmp_path, tiny_runtime, process_tag):
+    port = free_port()
     env = {"RAY_AUTH_MODE": "token"}
     ray_cli("get-auth-token", "--generate")  # no-op where a token already exists
     started = ray_cli("start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
@@ -356,13 +347,13 @@ def test_launch_joins_an_existing_cluster_by_address(tmp_path, tiny_runtime):
         settings.num_cpus = None
         outcome = launch(settings)
     finally:
-        ray_cli("stop", "--force")
+        kill_tagged(process_tag)  # only the cluster this test started, never `ray stop --force`
     assert outcome.finished and [t.status for t in outcome.trials] == ["completed", "completed"]
 
 
 def test_ui_serves_the_sweeps_store(tmp_path):
     Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}").experiment("x")
-    port = 5391
+    port = free_port()
     ui = subprocess.Popen([sys.executable, "-m", "asha_tune.cli", "ui", "--tracking-uri",
                            f"sqlite:///{tmp_path / 'mlflow.db'}", "--port", str(port)], cwd=tmp_path,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -374,7 +365,7 @@ def test_ui_serves_the_sweeps_store(tmp_path):
 
 
 def test_sweep_tracks_to_an_mlflow_tracking_server(tmp_path, tiny_runtime):
-    port = 5392
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
          "--artifacts-destination", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1",

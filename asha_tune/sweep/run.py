@@ -52,14 +52,16 @@ def start_ray(settings: SweepSettings) -> str:
     address = settings.address or os.environ.get("RAY_ADDRESS")
     if not address:  # a local instance is a single node: keep it on loopback
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    _auth_for(address)  # before Ray is imported: it reads RAY_AUTH_MODE once, at import
     import ray
 
-    _auth_for(address)
     try:
         if address:
             context = ray.init(address=address, logging_level=logging.WARNING)
         else:
-            context = ray.init(num_cpus=settings.num_cpus, num_gpus=settings.num_gpus,
+            # "local": always a new instance, never the cluster a past `ray start` left in
+            # /tmp/ray/ray_current_cluster (which a plain ray.init() would join).
+            context = ray.init(address="local", num_cpus=settings.num_cpus, num_gpus=settings.num_gpus,
                                include_dashboard=True, dashboard_host="127.0.0.1",
                                logging_level=logging.WARNING)
     except Exception as err:
