@@ -556,6 +556,8 @@ def describe_selection(space: SearchSpace) -> str:
 def describe(space: SearchSpace) -> str:
     """The dry run's text: the resolved space, then what would run."""
     fixed = space.model_dump(mode="json", exclude={"parameters"})
+    if fixed["train"]["batch_size"] is None:
+        fixed["train"]["batch_size"] = "by mode (256 for mode target, else 128)"
     lines = [yaml.safe_dump(fixed, sort_keys=False, width=1000).rstrip()]
     lines.append("parameters:")
     for name, param in space.parameters.items():

@@ -77,6 +77,7 @@ def _take(images: pacs.DomainImages, positions: tuple[int, ...], parts: tuple[st
 
 def load_trial_data(config: TrialConfig, runtime: Runtime, device: torch.device,
                     need_target_train: bool) -> TrialData:
+    """Load the trial's domains and split them into training, selection and reported images."""
     start = time.perf_counter()
     root, cache = runtime.resolved_data_root(), runtime.resolved_cache_dir()
     d = config.data
@@ -226,7 +227,7 @@ class Trial:
             x = self._input(pacs.augment(source.train[idx], d.image_size, self.gens.augment))
             y = source.labels[idx]
             x_target = None
-            if target is not None and paired is not None:
+            if target is not None and paired is not None:  # paired exactly when target is
                 t_idx = paired[begin:begin + train.batch_size]
                 x_target = self._input(pacs.augment(target.train[t_idx], d.image_size, self.gens.augment))
             with self._autocast():
