@@ -5,6 +5,8 @@ The modules, one concern each:
 - shaping    forward hooks, shaping functions and the shaping modes
 - model      ResNet-18 and its weights
 - data       PACS discovery, the decode-once cache, on-device augmentation
+- selection  selection protocols (oracle, source_val, target_val), splits, standard errors
+- pairing    which target images go with each source batch (index, shuffled)
 - training   one trial (`run_trial`), with per-epoch reports and exact checkpoints
 - tracking   MLflow runs
 - cli        the `asha-tune` command, a thin layer over the modules above

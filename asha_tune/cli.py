@@ -25,6 +25,7 @@ TRIAL_FLAGS = {
     "--topk-fraction": "shaping.topk_fraction",
     "--shape-at-eval": "shaping.shape_at_eval",
     "--target-updates-bn": "shaping.target_updates_bn",
+    "--target-pairing": "shaping.target_pairing",
     "--source": "data.source",
     "--target": "data.targets",
     "--image-size": "data.image_size",
@@ -36,6 +37,9 @@ TRIAL_FLAGS = {
     "--weights": "train.weights",
     "--seed": "train.seed",
     "--precision": "train.precision",
+    "--selection": "selection.protocol",
+    "--val-fraction": "selection.val_fraction",
+    "--split-seed": "selection.split_seed",
 }
 BOOLEAN_FLAGS = {"--shape-at-eval", "--target-updates-bn"}
 
@@ -97,6 +101,11 @@ def add_trial_parser(sub: argparse._SubParsersAction) -> None:
         "--limit-per-domain": "class-stratified subset size per domain (small runs)",
         "--weights": "imagenet | none | PATH to a state dict (default imagenet)",
         "--precision": "auto | fp32 | fp16 | bf16 (auto: fp16 on CUDA, fp32 on CPU)",
+        "--batch-size": "training batch (default the paper's: 256 for mode target, else 128)",
+        "--target-pairing": "index (the authors': source i with target i %% len) | shuffled",
+        "--selection": "oracle (default: the target selects, as the paper) | source_val | target_val",
+        "--val-fraction": "held-out fraction per class for source_val and target_val (default 0.2)",
+        "--split-seed": "seed of the validation split, independent of --seed (default 0)",
     }
     for flag in TRIAL_FLAGS:
         dest = flag[2:].replace("-", "_")
@@ -116,6 +125,7 @@ def add_trial_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_trial(args: argparse.Namespace) -> int:
     from .runner import DEFAULT_EXPERIMENT, run_logged_trial
+    from .selection import VAL_ACC, domain_acc
 
     flat = {field: getattr(args, flag[2:].replace("-", "_")) for flag, field in TRIAL_FLAGS.items()}
     config = trial_config(nest({k: v for k, v in flat.items() if v is not None}),
@@ -127,8 +137,9 @@ def cmd_trial(args: argparse.Namespace) -> int:
         resume=args.resume, progress=not args.no_progress,
     )
     final = logged.result.final
-    accs = ", ".join(f"{k[4:]} {v:.2f}%" for k, v in final.items() if k.startswith("acc_"))
-    print(f"done: {len(logged.result.history)} epochs, target accuracy {accs}")
+    accs = ", ".join(f"{name} {final[domain_acc(name)]:.2f}%" for name in config.data.targets)
+    print(f"done: {len(logged.result.history)} epochs, {VAL_ACC} {final[VAL_ACC]:.2f}% "
+          f"(selection {config.selection.protocol}), target accuracy {accs}")
     print(f"MLflow run {logged.run_id}; checkpoint {logged.checkpoint}")
     return 0
 

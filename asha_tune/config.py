@@ -34,11 +34,17 @@ SHAPEABLE_CONVS = tuple(n for n in range(1, len(CONV_NAMES) + 1) if n not in DOW
 Mode = Literal["baseline", "random", "target", "bn_only"]
 ShapeFn = Literal["binarize_a", "raw", "binarize_both", "topk"]
 Domain = Literal["art_painting", "cartoon", "photo", "sketch"]
+Protocol = Literal["oracle", "source_val", "target_val"]  # see selection.py
+TargetPairing = Literal["index", "shuffled"]  # see pairing.py
+TARGET_MODES = ("target", "bn_only")  # the modes that forward unlabelled target batches
 
 # The authors' choices (NOTES.md): binarized A for random maps, raw A*M_t for target maps;
 # random maps stay on at evaluation, target maps do not.
 DEFAULT_SHAPE_FN = {"random": "binarize_a", "target": "raw"}
 DEFAULT_SHAPE_AT_EVAL = {"random": True, "target": False}
+# The authors' batch sizes (NOTES.md): 256 in their domain-adaptation runs, 128 in the others.
+DEFAULT_BATCH_SIZE = 128
+MODE_BATCH_SIZE = {"target": 256}
 DATA_ROOT_ENV = "ASHA_TUNE_DATA_ROOT"
 CACHE_DIR_ENV = "ASHA_TUNE_CACHE_DIR"
 
@@ -116,6 +122,8 @@ class ShapingConfig(Strict):
     topk_fraction: float | None = Field(default=None, gt=0, le=1)
     shape_at_eval: bool | None = None
     target_updates_bn: bool = True
+    # index: the authors' pairing of source image i with target image i % len(target).
+    target_pairing: TargetPairing = "index"
 
     @field_validator("p0", mode="before")
     @classmethod
@@ -151,6 +159,9 @@ class ShapingConfig(Strict):
     @model_validator(mode="after")
     def _consistent(self) -> ShapingConfig:
         mode = self.mode
+        if self.target_pairing != "index" and mode not in TARGET_MODES:
+            raise ValueError(f"target_pairing applies to the modes that use target batches "
+                             f"({', '.join(TARGET_MODES)}), not to mode {mode}")
         if mode in ("baseline", "bn_only"):
             for name in ("convs", "p0", "shape_fn", "topk_fraction"):
                 if getattr(self, name) not in (None, []):
@@ -224,7 +235,9 @@ class TrainConfig(Strict):
     """The paper's recipe by default (NOTES.md)."""
 
     epochs: int = Field(default=30, ge=1)
-    batch_size: int = Field(default=128, ge=1)
+    # None: the paper's batch size for the trial's mode (MODE_BATCH_SIZE, else DEFAULT_BATCH_SIZE),
+    # filled in by TrialConfig, so a trial's config always holds the number it trains with.
+    batch_size: int | None = Field(default=None, ge=1)
     eval_batch_size: int = Field(default=512, ge=1)
     lr: float = Field(default=1e-3, gt=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)
@@ -238,10 +251,39 @@ class TrainConfig(Strict):
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
 
 
+class SelectionConfig(Strict):
+    """How a configuration is selected (selection.py). Fixed for a whole sweep, never searched."""
+
+    protocol: Protocol = "oracle"
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)  # held out, per class (not for oracle)
+    split_seed: int = 0  # its own seed: the split never follows the trial seed
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        """`selection: source_val` means the protocol with the default fraction and seed."""
+        return {"protocol": value} if isinstance(value, str) else value
+
+
 class TrialConfig(Strict):
     data: DataConfig = DataConfig()
     shaping: ShapingConfig = ShapingConfig()
     train: TrainConfig = TrainConfig()
+    selection: SelectionConfig = SelectionConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mode_batch_size(cls, data: Any) -> Any:
+        """The paper's batch size for the mode (256 for target maps) unless one is given."""
+        if not isinstance(data, dict):
+            return data
+        shaping, train = data.get("shaping") or {}, data.get("train") or {}
+        if isinstance(train, TrainConfig):
+            train = train.model_dump()
+        if not isinstance(train, dict) or train.get("batch_size") is not None:
+            return data
+        mode = shaping.get("mode") if isinstance(shaping, dict) else getattr(shaping, "mode", None)
+        return {**data, "train": {**train, "batch_size": MODE_BATCH_SIZE.get(mode, DEFAULT_BATCH_SIZE)}}
 
     @model_validator(mode="after")
     def _domains(self) -> TrialConfig:
@@ -318,7 +360,7 @@ def format_validation_error(err: ValidationError, names: dict[str, str] | None =
 
 _UNION_MEMBERS = {"float", "list[float]", "P0Schedule", "int", "str",
                   "function-after[_positive(), P0Schedule]"}
-_MODELS = {"", "data", "shaping", "train"}
+_MODELS = {"", "data", "shaping", "train", "selection"}
 
 
 def trial_config(data: dict[str, Any], names: dict[str, str] | None = None) -> TrialConfig:

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import Runtime, TrialConfig
-from .tracking import Tracker, version_tags
+from . import selection
+from .config import TARGET_MODES, Runtime, TrialConfig
+from .tracking import ADAPTATION_TAG, Tracker, version_tags
 from .training import TrialResult, load_checkpoint, run_trial, save_checkpoint
 
 DEFAULT_EXPERIMENT = "asha-tune-trials"
@@ -28,6 +29,28 @@ class LoggedTrial:
 
 def default_checkpoint(config: TrialConfig, directory: Path | None = None) -> Path:
     return (directory or Path.cwd()) / "checkpoints" / f"trial-{config.fingerprint()}.pt"
+
+
+def trial_tags(config: TrialConfig) -> dict[str, str]:
+    """Tags that say what a trial's numbers mean beyond its params."""
+    if config.shaping.mode not in TARGET_MODES:
+        return {}
+    d = config.data
+    return {ADAPTATION_TAG: selection.adaptation_images(config.selection.protocol, d.targets[0],
+                                                        d.limit_per_domain)}
+
+
+def log_epoch(tracker: Tracker, run_id: str, metrics: dict[str, Any]) -> None:
+    """An epoch's metrics; the trial's constants (sizes, chance levels, split hash) as params.
+
+    Params cannot change, so logging the same constants again (every epoch, after a resume)
+    is a no-op, and a different value would be an error: the split never changes within a run.
+    """
+    constants = selection.constants_of(metrics)
+    if constants:
+        tracker.log_params(run_id, constants)
+    per_epoch = {k: v for k, v in metrics.items() if k not in constants}
+    tracker.log_metrics(run_id, per_epoch, step=int(metrics["epoch"]))
 
 
 def run_logged_trial(
@@ -51,13 +74,13 @@ def run_logged_trial(
         logged = tracker.logged_steps(run_id, "target_acc")
         for metrics in state["history"]:
             if metrics["epoch"] not in logged:
-                tracker.log_metrics(run_id, metrics, step=int(metrics["epoch"]))
+                log_epoch(tracker, run_id, metrics)
     else:
         run_id = tracker.start_run(
             tracker.experiment(experiment),
             name=f"{config.shaping.mode}-{config.fingerprint()}",
             params=config.model_dump(mode="json"),
-            tags={**version_tags(), "asha_tune.mode": config.shaping.mode,
+            tags={**version_tags(), **trial_tags(config), "asha_tune.mode": config.shaping.mode,
                   "asha_tune.fingerprint": config.fingerprint()},
         )
         tracker.log_dict(run_id, config.model_dump(mode="json"), "trial_config.json")
@@ -65,9 +88,9 @@ def run_logged_trial(
         sidecar.write_text(json.dumps({"mlflow_run_id": run_id}))
     started = time.perf_counter()
 
-    def report(metrics: dict[str, float], trial_state: dict[str, Any]) -> None:
+    def report(metrics: dict[str, Any], trial_state: dict[str, Any]) -> None:
         save_checkpoint(trial_state, checkpoint)
-        tracker.log_metrics(run_id, metrics, step=int(metrics["epoch"]))
+        log_epoch(tracker, run_id, metrics)
 
     try:
         result = run_trial(config, runtime, report=report, resume=state, progress=progress)
@@ -78,7 +101,8 @@ def run_logged_trial(
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         tracker.finish(run_id, "failed", {"asha_tune.failure": reason[:5000]})
         raise
-    final = {f"final_{k}": v for k, v in result.final.items() if not k.startswith("time_")}
+    final = {f"final_{k}": v for k, v in result.final.items()
+             if not k.startswith("time_") and not selection.is_constant(k)}
     tracker.log_metrics(run_id, final, step=config.train.epochs)
     tracker.finish(run_id, "completed", {"asha_tune.duration_s": round(time.perf_counter() - started, 2),
                                          "asha_tune.checkpoint": str(checkpoint)})

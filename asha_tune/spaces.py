@@ -18,8 +18,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .config import (
+    DOMAINS,
     SHAPEABLE_CONVS,
     DataConfig,
+    SelectionConfig,
     ShapingConfig,
     TrainConfig,
     TrialConfig,
@@ -232,12 +234,16 @@ class SearchSettings(BaseModel):
     max_failures: int = Field(default=1, ge=0)  # retries of a crashed trial, from its checkpoint
 
 
+# What a protocol other than oracle never lets the scheduler or the search optimise.
+REPORTED_TARGET_METRICS = frozenset({"target_acc", *(f"acc_{d}" for d in DOMAINS)})
+
+
 class SchedulerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: Literal["asha", "fifo"] = "asha"
     grace_period: int = Field(default=1, ge=1)
     reduction_factor: float = Field(default=3, gt=1)
-    metric: str = "target_acc"
+    metric: str = "val_acc"  # the selection metric (selection.py); also what the search optimises
     mode: Literal["max", "min"] = "max"
 
 
@@ -261,6 +267,7 @@ class SearchSpace(BaseModel):
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     shaping: dict[str, Any] = {}  # fixed shaping fields; checked with the parameters below
+    selection: SelectionConfig = SelectionConfig()  # one split for every trial: never searched
     search: SearchSettings = SearchSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     resources: Resources = Resources()
@@ -276,6 +283,9 @@ class SearchSpace(BaseModel):
     def _known_paths(cls, params: dict[str, Any]) -> dict[str, Any]:
         known = trial_paths()
         for name, param in params.items():
+            if name.split(".")[0] == "selection":
+                raise ValueError(f"{name}: selection is fixed for a whole sweep (every trial selects "
+                                 f"on the same split); set it in the selection section")
             if name not in known:
                 raise ValueError(f"{name}: not a trial setting (known: {', '.join(sorted(known))})")
             for key in param.when:
@@ -288,10 +298,16 @@ class SearchSpace(BaseModel):
         s, epochs = self.scheduler, self.train.epochs
         if s.kind == "asha" and s.grace_period > epochs:
             raise ValueError(f"scheduler.grace_period {s.grace_period} is above train.epochs {epochs}")
-        metrics = {"target_acc", "train_loss", "source_acc"} | {f"acc_{t}" for t in self.data.targets}
+        metrics = {"val_acc", "target_acc", "train_loss", "source_acc"}
+        metrics |= {f"acc_{t}" for t in self.data.targets}
         if s.metric not in metrics:
             raise ValueError(f"scheduler.metric {s.metric!r} is not reported; choose one of "
                              f"{', '.join(sorted(metrics))}")
+        protocol = self.selection.protocol
+        if protocol != "oracle" and s.metric in REPORTED_TARGET_METRICS:
+            raise ValueError(f"scheduler.metric: {s.metric} is a reported target accuracy, which selection "
+                             f"{protocol} keeps from the scheduler and the search; use val_acc (or "
+                             f"selection: oracle to select on the target domain, as the paper)")
         if self.search.algorithm != "grid" and self.search.num_trials is None:
             raise ValueError(f"search.num_trials is needed for algorithm {self.search.algorithm}")
         return self
@@ -337,6 +353,7 @@ class SearchSpace(BaseModel):
             "data": self.data.model_dump(mode="json"),
             "train": self.train.model_dump(mode="json"),
             "shaping": dict(self.shaping),
+            "selection": self.selection.model_dump(mode="json"),
         }
         for path, value in values.items():
             set_path(tree, path, value)
@@ -522,9 +539,25 @@ def _check_grid(space: SearchSpace) -> list[str]:
     return problems
 
 
+def describe_selection(space: SearchSpace) -> str:
+    """One line: which images select the sweep's configurations, and what the scheduler optimises."""
+    s, d = space.selection, space.data
+    held = f"{s.val_fraction:.0%} per class, split seed {s.split_seed}"
+    where = {
+        "oracle": f"the whole target domain ({', '.join(d.targets)}) selects and is reported, as the paper "
+                  "(optimistic: selected on the test data)",
+        "source_val": f"held-out {d.source} images ({held}, never trained on) select; the targets are "
+                      "only reported",
+        "target_val": f"held-out target images ({held}) select; the targets are reported on the rest",
+    }[s.protocol]
+    return f"{s.protocol}: {where}; the scheduler and the search optimise {space.scheduler.metric}"
+
+
 def describe(space: SearchSpace) -> str:
     """The dry run's text: the resolved space, then what would run."""
     fixed = space.model_dump(mode="json", exclude={"parameters"})
+    if fixed["train"]["batch_size"] is None:
+        fixed["train"]["batch_size"] = "by mode (256 for mode target, else 128)"
     lines = [yaml.safe_dump(fixed, sort_keys=False, width=1000).rstrip()]
     lines.append("parameters:")
     for name, param in space.parameters.items():

@@ -17,6 +17,8 @@ from .errors import AshaTuneError
 
 DEFAULT_DB = "mlflow.db"
 STATUS_TAG = "asha_tune.status"  # completed | pruned | failed | running | interrupted
+# Modes target and bn_only: which target images the adaptation saw (selection.adaptation_images).
+ADAPTATION_TAG = "asha_tune.adaptation_images"
 MLFLOW_STATUS = {"completed": "FINISHED", "pruned": "FINISHED", "failed": "FAILED",
                  "interrupted": "KILLED"}
 

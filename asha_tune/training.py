@@ -18,12 +18,14 @@ import torch
 from torch import Tensor, nn
 
 from . import data as pacs
+from . import selection
 from .config import Runtime, TrialConfig
 from .errors import AshaTuneError, ConfigError, DivergedError
 from .model import build_model
+from .pairing import epoch_pairing
 from .shaping import attach
 
-Metrics = dict[str, float]
+Metrics = dict[str, Any]  # numbers, and the split hash (selection.SPLIT_HASH)
 Report = Callable[[Metrics, dict[str, Any]], None]
 
 
@@ -48,30 +50,59 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 @dataclass
 class TrialData:
-    """Everything a trial reads, already on its device."""
+    """Everything a trial reads, already on its device, split as its selection protocol says."""
 
-    source: pacs.DomainImages
-    targets: dict[str, pacs.DomainImages]
+    source: pacs.DomainImages  # the images trained on (source_val: without the held-out ones)
+    source_positions: Tensor  # their positions in the (limited) source domain, on the CPU
+    targets: dict[str, pacs.DomainImages]  # reported (target_val: without the validation images)
+    val: dict[str, pacs.DomainImages]  # the selection sets (oracle: the reported sets themselves)
+    adaptation: pacs.DomainImages | None  # unlabelled target images for target batches
+    constants: dict[str, float | str]  # sizes, chance levels, split hash (selection.py)
     load_seconds: float
+
+
+def _take(images: pacs.DomainImages, positions: tuple[int, ...], parts: tuple[str, ...],
+          device: torch.device) -> pacs.DomainImages:
+    """The images at `positions`, only the parts needed, on the device (no copy for all of them)."""
+    index = None if positions == tuple(range(len(images))) else torch.tensor(positions, dtype=torch.long)
+
+    def pick(t: Tensor, needed: bool = True) -> Tensor:
+        if not needed:
+            return t[:0].to(device)
+        return (t if index is None else t[index]).to(device, non_blocking=True)
+
+    return pacs.DomainImages(pick(images.train, "train" in parts), pick(images.test, "test" in parts),
+                             pick(images.labels))
 
 
 def load_trial_data(config: TrialConfig, runtime: Runtime, device: torch.device,
                     need_target_train: bool) -> TrialData:
+    """Load the trial's domains and split them into training, selection and reported images."""
     start = time.perf_counter()
     root, cache = runtime.resolved_data_root(), runtime.resolved_cache_dir()
     d = config.data
-
-    def domain(name: str, parts: tuple[str, ...]) -> pacs.DomainImages:
-        images = pacs.load_domain(root, name, d.image_size, cache)
-        images = images.subset(pacs.stratified_subset(images.labels, d.limit_per_domain))
-        return images.to(device, parts)
-
-    source = domain(d.source, ("train",))
-    target_parts = ("train", "test") if need_target_train else ("test",)
-    targets = {t: domain(t, target_parts) for t in d.targets}
+    images: dict[str, pacs.DomainImages] = {}
+    domains: dict[str, selection.Domain] = {}
+    for name in (d.source, *d.targets):
+        whole = pacs.load_domain(root, name, d.image_size, cache)
+        keep = pacs.stratified_subset(whole.labels, d.limit_per_domain)
+        images[name] = whole if len(keep) == len(whole) else whole.subset(keep)
+        keys = [p.relative_to(root).as_posix() for p in pacs.list_domain(root, name).paths]
+        domains[name] = selection.Domain(name, tuple(keys[i] for i in keep.tolist()),
+                                         tuple(images[name].labels.tolist()))
+    plan = selection.plan_selection(config.selection, domains[d.source], [domains[t] for t in d.targets])
+    targets = {t: _take(images[t], plan.reported[t], ("test",), device) for t in d.targets}
+    val = targets if plan.selects_on_reported else {
+        name: _take(images[name], positions, ("test",), device) for name, positions in plan.val.items()}
+    adaptation = None
+    if need_target_train:  # every target image, unlabelled (transductive, as the paper)
+        target = d.targets[0]
+        adaptation = _take(images[target], domains[target].everything, ("train",), device)
+    source = _take(images[d.source], plan.train, ("train",), device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return TrialData(source, targets, time.perf_counter() - start)
+    return TrialData(source, torch.tensor(plan.train, dtype=torch.long), targets, val, adaptation,
+                     plan.constants(domains), time.perf_counter() - start)
 
 
 @dataclass
@@ -81,13 +112,15 @@ class Generators:
     order: torch.Generator  # epoch shuffles (CPU, so the order is the same on any device)
     augment: torch.Generator  # crops and flips (trial device)
     mask: torch.Generator  # Bernoulli masks (trial device)
+    pair: torch.Generator  # target images for source batches, target_pairing shuffled (CPU)
 
     @classmethod
     def seeded(cls, seed: int, device: torch.device) -> Generators:
         def gen(offset: int, dev: torch.device) -> torch.Generator:
             return torch.Generator(device=dev).manual_seed(seed * 1000 + offset)
 
-        return cls(gen(1, torch.device("cpu")), gen(2, device), gen(3, device))
+        cpu = torch.device("cpu")
+        return cls(gen(1, cpu), gen(2, device), gen(3, device), gen(4, cpu))
 
     def state(self) -> dict[str, Tensor]:
         return {name: g.get_state() for name, g in vars(self).items()}
@@ -178,11 +211,15 @@ class Trial:
 
     def train_epoch(self, progress: Callable[[int], None] | None = None) -> Metrics:
         train, d = self.config.train, self.config.data
-        source = self.data.source
-        target = next(iter(self.data.targets.values())) if self.mode.uses_target_batches else None
+        source, target = self.data.source, self.data.adaptation
         self.model.train()
         lr = self.optimizer.param_groups[0]["lr"]
-        order = torch.randperm(len(source), generator=self.gens.order).to(self.device)
+        cpu_order = torch.randperm(len(source), generator=self.gens.order)
+        order = cpu_order.to(self.device)
+        paired = None
+        if target is not None:  # the target image of each source image, this epoch
+            paired = epoch_pairing(self.config.shaping.target_pairing, self.data.source_positions,
+                                   cpu_order, len(target), self.gens.pair).to(self.device)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         for begin in range(0, len(order), train.batch_size):
@@ -190,8 +227,8 @@ class Trial:
             x = self._input(pacs.augment(source.train[idx], d.image_size, self.gens.augment))
             y = source.labels[idx]
             x_target = None
-            if target is not None:  # the authors pair target images with source ones by index
-                t_idx = idx % len(target)
+            if target is not None and paired is not None:  # paired exactly when target is
+                t_idx = paired[begin:begin + train.batch_size]
                 x_target = self._input(pacs.augment(target.train[t_idx], d.image_size, self.gens.augment))
             with self._autocast():
                 logits = self.mode.train_logits(self.model, self.shaper, x, x_target)
@@ -232,10 +269,12 @@ class Trial:
         start = self._sync()
         metrics: Metrics = {"epoch": self.epoch + 1, **self.train_epoch(progress)}
         trained = self._sync()
-        accs = {name: self.evaluate(images) for name, images in self.data.targets.items()}
+        reported = {name: (self.evaluate(images), len(images)) for name, images in self.data.targets.items()}
+        val = reported if self.data.val is self.data.targets else {
+            name: (self.evaluate(images), len(images)) for name, images in self.data.val.items()}
         evaluated = self._sync()
-        metrics.update({f"acc_{name}": acc for name, acc in accs.items()})
-        metrics["target_acc"] = sum(accs.values()) / len(accs)
+        metrics.update(selection.epoch_metrics(reported, val))
+        metrics.update(self.data.constants)
         metrics["time_train"] = trained - start
         metrics["time_eval"] = evaluated - trained
         # Loading (and on a cold cache, decoding) counts once, in this process's first epoch.
@@ -268,7 +307,8 @@ def run_trial(
                        desc=f"epoch {epoch + 1}/{config.train.epochs}")
         metrics = trial.run_epoch(bar.update if bar else None)
         if bar:
-            bar.set_postfix(loss=f"{metrics['train_loss']:.3f}", acc=f"{metrics['target_acc']:.2f}")
+            bar.set_postfix(loss=f"{metrics['train_loss']:.3f}", val=f"{metrics[selection.VAL_ACC]:.2f}",
+                            target=f"{metrics[selection.TARGET_ACC]:.2f}")
             bar.close()
         if report:
             report(metrics, trial.state())

@@ -111,9 +111,14 @@ def tiled(images: DomainImages, n: int) -> DomainImages:
 def make_trial(config: TrialConfig, runtime: Runtime, tile: bool) -> Trial:
     trial = Trial(config, runtime)
     if tile:
-        d = config.data
-        trial.data.source = tiled(trial.data.source, FULL_SIZES[d.source])
-        trial.data.targets = {t: tiled(v, FULL_SIZES[t]) for t, v in trial.data.targets.items()}
+        d, data = config.data, trial.data
+        oracle = data.val is data.targets  # the reported sets select: keep them one object
+        data.source = tiled(data.source, FULL_SIZES[d.source])
+        data.source_positions = torch.arange(FULL_SIZES[d.source])  # index pairing as on full PACS
+        data.targets = {t: tiled(v, FULL_SIZES[t]) for t, v in data.targets.items()}
+        data.val = data.targets if oracle else data.val
+        if data.adaptation is not None:
+            data.adaptation = tiled(data.adaptation, FULL_SIZES[d.targets[0]])
     return trial
 
 

@@ -85,3 +85,29 @@ def test_fingerprint_changes_with_the_experiment():
     a = TrialConfig()
     b = TrialConfig.model_validate({"train": {"seed": 1}})
     assert a.fingerprint() == TrialConfig().fingerprint() != b.fingerprint()
+
+
+def test_the_paper_batch_size_is_the_default_of_each_mode(tmp_path):
+    """256 for target maps (the authors' DA runs), 128 otherwise; an explicit size always wins."""
+    from asha_tune.spaces import load_space
+    from asha_tune.sweep.settings import SweepSettings
+
+    assert TrialConfig.model_validate({"shaping": {"mode": "target", "convs": [4]}}).train.batch_size == 256
+    for mode in ({"mode": "baseline"}, {"mode": "bn_only"}, {"mode": "random", "convs": [1], "p0": 0.5}):
+        assert TrialConfig.model_validate({"shaping": mode}).train.batch_size == 128
+    explicit = {"shaping": {"mode": "target", "convs": [4]}, "train": {"batch_size": 64}}
+    assert TrialConfig.model_validate(explicit).train.batch_size == 64
+    # In a space whose mode is searched, each trial gets its mode's size, also after a resume
+    # reads the space back from sweep.json.
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nsearch: {algorithm: grid}\nscheduler: {kind: fifo}\n"
+                    "parameters:\n  shaping.mode: {type: grid, values: [bn_only, target]}\n"
+                    "  shaping.convs: {type: fixed, value: [4], when: {shaping.mode: target}}\n")
+    space = load_space(path)
+    settings = SweepSettings(name="s", space=space, storage_dir=tmp_path, tracking_uri="x", study_storage="y",
+                             runtime={})
+    settings.save()
+    reread = SweepSettings.load("s", tmp_path).space
+    for s in (space, reread):
+        sizes = [s.trial_config(v).train.batch_size for v in s.grid()]
+        assert sizes == [128, 256]

@@ -23,6 +23,7 @@ def states_equal(a: dict, b: dict) -> bool:
     [
         {"mode": "random", "convs": [1, 7], "p0": "0.7:0.1"},
         {"mode": "target", "convs": [4]},
+        {"mode": "target", "convs": [4], "target_pairing": "shuffled"},
     ],
 )
 def test_killed_and_resumed_trial_ends_bit_for_bit_like_an_uninterrupted_one(

@@ -15,7 +15,9 @@ from typing import Any
 
 from ray.tune import Callback
 
+from .. import selection
 from ..reports import FINAL_STATUSES
+from ..runner import trial_tags
 from ..spaces import SearchSpace
 from ..tracking import STATUS_TAG, Tracker
 
@@ -53,6 +55,7 @@ class TrackingCallback(Callback):
         self._logged: dict[str, set[int]] = {}  # child run id -> epochs already logged
         self._final: set[str] = set()  # child runs that already ended
         self._restarted: set[str] = set()  # child runs whose trial (re)started, no result yet
+        self._described: set[str] = set()  # child runs whose constants (sizes, split) are logged
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
@@ -91,7 +94,7 @@ class TrackingCallback(Callback):
                 self.experiment_id, name=f"trial-{number:03d}", parent_run_id=self.parent_run_id,
                 params=params,
                 tags={TRIAL_NUMBER_TAG: str(number), "asha_tune.started_at": f"{time.time():.0f}",
-                      "asha_tune.mode": config.shaping.mode},
+                      "asha_tune.mode": config.shaping.mode, **trial_tags(config)},
             )
             self._logged[run_id] = set()
         self._runs[number] = run_id
@@ -113,6 +116,10 @@ class TrackingCallback(Callback):
                 self.tracker.set_tags(run_id, {"asha_tune.resumed_from_epoch": epoch - 1})
         if run_id in self._final or epoch in self._logged[run_id] or result.get("diverged"):
             return  # an epoch replayed after a resume keeps its first record
+        constants = selection.constants_of(result)
+        if constants and run_id not in self._described:  # once, as params (same values on resume)
+            self.tracker.log_params(run_id, constants)
+            self._described.add(run_id)
         metrics = {k: v for k, v in result.items() if k in _EPOCH_METRICS or k.startswith(("acc_", "time_"))}
         self.tracker.log_metrics(run_id, metrics, step=epoch)
         self._logged[run_id].add(epoch)
@@ -143,7 +150,8 @@ class TrackingCallback(Callback):
         self._finish(trial, "failed", {"asha_tune.failure": error_reason(trial)})
 
 
-_EPOCH_METRICS = {"epoch", "target_acc", "train_loss", "source_acc", "lr"}
+_EPOCH_METRICS = {"epoch", "target_acc", "train_loss", "source_acc", "lr", selection.VAL_ACC,
+                  selection.se_key(selection.VAL_ACC), selection.se_key(selection.TARGET_ACC)}
 
 
 class ProgressCallback(Callback):

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import AshaTuneError
 from ..reports import FINAL_STATUSES, TrialRecord, best_trial, describe_best, sweep_trials
+from ..spaces import describe_selection
 from ..study import StudyHandle, create_study
 from ..tracking import Tracker, version_tags
 from .settings import SweepSettings
@@ -158,6 +159,7 @@ def _fit(tuner: Any, settings: SweepSettings, tracker: Tracker, experiment_id: s
 def _announce(settings: SweepSettings, dashboard: str) -> None:
     say(f"sweep {settings.name}: {settings.space.num_trials} trials of space {settings.space.name}, "
         f"{settings.space.search.algorithm} search, {settings.space.scheduler.kind} scheduler")
+    say(f"selection: {describe_selection(settings.space)}")
     say(f"Ray dashboard: {dashboard or 'not available on this cluster'}")
     say(f"results and checkpoints: {settings.sweep_dir}")
     say(f"MLflow: {settings.tracking_uri} (parent run {settings.parent_run_id})")
@@ -184,6 +186,7 @@ def launch(settings: SweepSettings) -> SweepOutcome:
     settings.parent_run_id = tracker.start_run(
         experiment_id, name=settings.name,
         params={"search": space.search.model_dump(mode="json"),
+                "selection": space.selection.model_dump(mode="json"),
                 "scheduler": space.scheduler.model_dump(mode="json"),
                 "resources": space.resources.model_dump(mode="json")},
         tags={**version_tags(), "asha_tune.sweep": settings.name, "asha_tune.space": space.name,

@@ -1,0 +1,226 @@
+"""Model selection: which images choose a configuration, which are only reported, and their noise.
+
+Three protocols (DomainBed's terms):
+- `oracle`: the whole target domain selects and is reported (the paper's protocol). The
+  selection metric then equals the reported one, so a sweep's best is biased upward.
+- `source_val`: a class-stratified fraction of the source domain is held out, never trained on;
+  its accuracy selects, the targets are only reported.
+- `target_val`: a class-stratified fraction of each target selects; the target accuracies are
+  reported on the remaining images only.
+
+A split is a pure function of the file names, the fraction and the split seed (never the trial
+seed): every trial of a sweep, in any process on any machine, holds out the same images.
+Every accuracy comes with its binomial standard error, and every evaluation set with its size
+and chance level (the majority-class rate), so a reader can tell signal from noise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from .config import SelectionConfig
+from .shaping import lookup
+
+# Metric names reported by a trial every epoch.
+VAL_ACC = "val_acc"  # the selection metric (oracle: equal to target_acc)
+TARGET_ACC = "target_acc"  # mean accuracy over the reported target sets
+SE_SUFFIX = "_se"  # binomial standard error of an accuracy, in percentage points
+# Constants of a trial, reported with every epoch too: log them once (as params), not per step.
+SIZE_PREFIX = "n_"  # n_val, n_<domain>, n_target: images in an evaluation set
+CHANCE_PREFIX = "chance_"  # chance_val, ...: majority-class rate of that set, in %
+SPLIT_HASH = "split_hash"  # a short hash of the selection images (their file names)
+VAL_SET = "val"
+TARGET_SET = "target"  # all reported target images together (the set behind target_acc)
+
+
+def domain_acc(domain: str) -> str:
+    return f"acc_{domain}"
+
+
+def se_key(metric: str) -> str:
+    return metric + SE_SUFFIX
+
+
+def size_key(evaluation_set: str) -> str:
+    return SIZE_PREFIX + evaluation_set
+
+
+def chance_key(evaluation_set: str) -> str:
+    return CHANCE_PREFIX + evaluation_set
+
+
+def is_constant(key: str) -> bool:
+    """True for the per-trial constants (sizes, chance levels, split hash) in a trial's report."""
+    return key == SPLIT_HASH or key.startswith((SIZE_PREFIX, CHANCE_PREFIX))
+
+
+def constants_of(report: dict) -> dict:
+    return {k: v for k, v in report.items() if is_constant(k)}
+
+
+# --- noise -----------------------------------------------------------------------------------
+
+
+def binomial_se(acc: float, n: int) -> float:
+    """Standard error of an accuracy `acc` (in %) measured on n images, in percentage points."""
+    p = acc / 100
+    return 100 * math.sqrt(p * (1 - p) / n) if n > 0 else math.nan
+
+
+def mean_with_se(measures: Sequence[tuple[float, int]]) -> tuple[float, float]:
+    """The mean of accuracies measured on independent sets, and its standard error."""
+    k = len(measures)
+    mean = sum(acc for acc, _ in measures) / k
+    return mean, math.sqrt(sum(binomial_se(acc, n) ** 2 for acc, n in measures)) / k
+
+
+def chance_level(label_sets: Sequence[Sequence[int]]) -> float:
+    """The score (in %) of the best constant prediction: the majority-class rate of one set, or of
+    the mean accuracy over several sets (max over classes of the mean class rate)."""
+    classes = sorted({c for labels in label_sets for c in labels})
+    return max(sum(100 * list(labels).count(c) / len(labels) for labels in label_sets) / len(label_sets)
+               for c in classes)
+
+
+def epoch_metrics(reported: dict[str, tuple[float, int]],
+                  val: dict[str, tuple[float, int]]) -> dict[str, float]:
+    """val_acc, acc_<domain>, target_acc and the standard error of each, from (accuracy, n) pairs."""
+    metrics: dict[str, float] = {}
+    metrics[VAL_ACC], metrics[se_key(VAL_ACC)] = mean_with_se(list(val.values()))
+    for name, (acc, n) in reported.items():
+        metrics[domain_acc(name)] = acc
+        metrics[se_key(domain_acc(name))] = binomial_se(acc, n)
+    metrics[TARGET_ACC], metrics[se_key(TARGET_ACC)] = mean_with_se(list(reported.values()))
+    return metrics
+
+
+# --- splits ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A loaded domain as the split sees it, in load order."""
+
+    name: str
+    keys: tuple[str, ...]  # file paths relative to the data root, e.g. cartoon/dog/pic_001.jpg
+    labels: tuple[int, ...]
+
+    @property
+    def everything(self) -> tuple[int, ...]:
+        return tuple(range(len(self.keys)))
+
+
+def _quotas(counts: dict[int, int], fraction: float) -> dict[int, int]:
+    """Held-out images per class: fraction·count, rounded so the total is round(fraction·N)
+    (largest remainder), leaving at least one image of each class on either side."""
+    exact = {c: fraction * n for c, n in counts.items()}
+    quota = {c: math.floor(x) for c, x in exact.items()}
+    total = round(fraction * sum(counts.values()))
+    for c in sorted(counts, key=lambda c: (exact[c] - quota[c], -c), reverse=True):
+        if sum(quota.values()) >= total:
+            break
+        quota[c] += 1
+    return {c: min(max(q, 1), counts[c] - 1) if counts[c] > 1 else 0 for c, q in quota.items()}
+
+
+def _rank(seed: int, key: str) -> str:
+    return hashlib.sha256(f"{seed}\0{key}".encode()).hexdigest()
+
+
+def stratified_split(domain: Domain, fraction: float, seed: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(kept, held out) positions: per class, the `quota` images whose seeded hash of their file
+    name ranks first. Depends on nothing but the names, the fraction and the seed."""
+    members: dict[int, list[int]] = {}
+    for position, label in enumerate(domain.labels):
+        members.setdefault(label, []).append(position)
+    quota = _quotas({c: len(m) for c, m in members.items()}, fraction)
+    held: set[int] = set()
+    for c, positions in members.items():
+        held.update(sorted(positions, key=lambda p: _rank(seed, domain.keys[p]))[:quota[c]])
+    kept = tuple(p for p in domain.everything if p not in held)
+    return kept, tuple(sorted(held))
+
+
+def split_hash(val_keys: Sequence[str]) -> str:
+    """A short name for a set of selection images: equal hashes, equal images."""
+    return hashlib.sha256("\n".join(sorted(val_keys)).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class SelectionPlan:
+    """Which positions of each loaded domain a trial trains on, selects on and reports."""
+
+    protocol: str
+    train: tuple[int, ...]  # source positions trained on
+    val: dict[str, tuple[int, ...]]  # domain -> positions that select
+    reported: dict[str, tuple[int, ...]]  # target -> positions reported
+    split_hash: str
+
+    @property
+    def selects_on_reported(self) -> bool:
+        """oracle: the selection sets are the reported ones (evaluate them once)."""
+        return self.val == self.reported
+
+    def constants(self, domains: dict[str, Domain]) -> dict[str, float | str]:
+        """n_ and chance_ of every evaluation set, and the split hash."""
+        def labels(name: str, positions: tuple[int, ...]) -> list[int]:
+            return [domains[name].labels[p] for p in positions]
+
+        val = [labels(n, p) for n, p in self.val.items()]
+        reported = {n: labels(n, p) for n, p in self.reported.items()}
+        out: dict[str, float | str] = {size_key(VAL_SET): sum(map(len, val)),
+                                       chance_key(VAL_SET): chance_level(val)}
+        for name, ls in reported.items():
+            out[size_key(name)] = len(ls)
+            out[chance_key(name)] = chance_level([ls])
+        out[size_key(TARGET_SET)] = sum(map(len, reported.values()))
+        out[chance_key(TARGET_SET)] = chance_level(list(reported.values()))
+        out[SPLIT_HASH] = self.split_hash
+        return out
+
+
+Sets = tuple[tuple[int, ...], dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]
+
+
+def _oracle(selection: SelectionConfig, source: Domain, targets: list[Domain]) -> Sets:
+    whole = {t.name: t.everything for t in targets}
+    return source.everything, whole, dict(whole)
+
+
+def _source_val(selection: SelectionConfig, source: Domain, targets: list[Domain]) -> Sets:
+    kept, held = stratified_split(source, selection.val_fraction, selection.split_seed)
+    return kept, {source.name: held}, {t.name: t.everything for t in targets}
+
+
+def _target_val(selection: SelectionConfig, source: Domain, targets: list[Domain]) -> Sets:
+    splits = {t.name: stratified_split(t, selection.val_fraction, selection.split_seed) for t in targets}
+    return (source.everything, {n: held for n, (_, held) in splits.items()},
+            {n: kept for n, (kept, _) in splits.items()})
+
+
+PROTOCOLS: dict[str, Callable[[SelectionConfig, Domain, list[Domain]], Sets]] = {
+    "oracle": _oracle,
+    "source_val": _source_val,
+    "target_val": _target_val,
+}
+
+
+def plan_selection(selection: SelectionConfig, source: Domain, targets: list[Domain]) -> SelectionPlan:
+    split = lookup(PROTOCOLS, selection.protocol, "selection protocol")
+    train, val, reported = split(selection, source, targets)
+    domains = {d.name: d for d in (source, *targets)}
+    keys = [domains[name].keys[p] for name, positions in val.items() for p in positions]
+    return SelectionPlan(selection.protocol, train, val, reported, split_hash(keys))
+
+
+def adaptation_images(protocol: str, target: str, limit_per_domain: int | None) -> str:
+    """What the unlabelled target batches of `target`/`bn_only` come from: every image of the
+    target (transductive, as the paper), including the ones that are evaluated."""
+    scope = (f"the {limit_per_domain}-image subset of {target}" if limit_per_domain
+             else f"all images of {target}")
+    included = ("validation and reported images alike" if protocol == "target_val"
+                else "the reported images included")
+    return f"transductive: {scope}, unlabelled, {included} (as the paper)"

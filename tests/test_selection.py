@@ -1,0 +1,365 @@
+"""Model selection: splits, validation metrics and their noise, refused spaces, and a real sweep
+under source_val (local Ray, sqlite MLflow and Optuna, real PACS) whose scheduler and sampler
+only ever see the validation accuracy."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+from PIL import Image
+
+from asha_tune import data as pacs
+from asha_tune import selection
+from asha_tune.cli import main
+from asha_tune.config import CLASSES, Runtime, SelectionConfig, TrialConfig
+from asha_tune.model import build_model
+from asha_tune.runner import run_logged_trial
+from asha_tune.spaces import load_space
+from asha_tune.sweep import SweepSettings
+from asha_tune.sweep.searcher import ResumableASHA, StudySearcher
+from asha_tune.tracking import ADAPTATION_TAG
+from asha_tune.training import Trial, run_trial
+
+from .conftest import tiny_config
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def real_domain(root: Path, name: str) -> selection.Domain:
+    files = pacs.list_domain(root, name)
+    return selection.Domain(name, tuple(p.relative_to(root).as_posix() for p in files.paths), files.labels)
+
+
+# --- the split -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["art_painting", "sketch"])
+def test_split_is_stratified_and_disjoint_on_real_pacs(pacs_root, name):
+    domain = real_domain(pacs_root, name)
+    kept, held = selection.stratified_split(domain, 0.2, seed=0)
+    assert not set(kept) & set(held)
+    assert sorted(kept + held) == list(range(len(domain.labels)))
+    assert len(held) == round(0.2 * len(domain.labels))
+    counts, held_counts = Counter(domain.labels), Counter(domain.labels[p] for p in held)
+    for c, n in counts.items():
+        assert abs(held_counts[c] - 0.2 * n) <= 1, (CLASSES[c], held_counts[c], n)
+
+
+def test_split_follows_its_own_seed_not_the_trial(pacs_root):
+    source, target = real_domain(pacs_root, "art_painting"), real_domain(pacs_root, "cartoon")
+    plans = [selection.plan_selection(c.selection, source, [target]) for c in (
+        TrialConfig.model_validate({"selection": "source_val", "train": {"seed": 0}}),
+        TrialConfig.model_validate({"selection": "source_val", "train": {"seed": 7},
+                                    "shaping": {"mode": "random", "convs": [1], "p0": 0.5}}),
+    )]
+    assert plans[0] == plans[1]
+    other = selection.plan_selection(SelectionConfig(protocol="source_val", split_seed=1), source, [target])
+    assert set(other.val["art_painting"]) != set(plans[0].val["art_painting"])
+    assert other.split_hash != plans[0].split_hash
+    # The hash names the held-out images themselves.
+    keys = [source.keys[p] for p in plans[0].val["art_painting"]]
+    assert plans[0].split_hash == selection.split_hash(list(reversed(keys)))
+
+
+SPLIT_IN_ANOTHER_PROCESS = """
+import json, sys
+from pathlib import Path
+from asha_tune import data as pacs, selection
+root = Path(sys.argv[1])
+files = pacs.list_domain(root, "sketch")
+domain = selection.Domain("sketch", tuple(p.relative_to(root).as_posix() for p in files.paths), files.labels)
+print(json.dumps(selection.stratified_split(domain, 0.2, 3)[1]))
+"""
+
+
+def test_split_is_identical_in_another_process(pacs_root):
+    out = subprocess.run([sys.executable, "-c", SPLIT_IN_ANOTHER_PROCESS, str(pacs_root)], capture_output=True,
+                         text=True, env={**os.environ, "PYTHONHASHSEED": "12345"}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    here = selection.stratified_split(real_domain(pacs_root, "sketch"), 0.2, 3)[1]
+    assert json.loads(out.stdout) == list(here)
+
+
+def test_source_val_never_trains_on_held_out_images(tiny_runtime):
+    config = tiny_config(selection={"protocol": "source_val", "val_fraction": 0.34})
+    trial = Trial(config, tiny_runtime)
+    whole = pacs.load_domain(tiny_runtime.data_root, "art_painting", 32, tiny_runtime.cache_dir)
+    held = torch.tensor([p for p in range(len(whole)) if p not in trial.data.source_positions.tolist()])
+    assert len(held) == 7 and len(trial.data.source) == len(whole) - 7  # one per class (3 each)
+    trained = {bytes(x.numpy()) for x in trial.data.source.train}
+    assert not any(bytes(x.numpy()) in trained for x in whole.train[held])  # never trained on
+    (val,) = trial.data.val.values()
+    assert torch.equal(val.test, whole.test[held]) and torch.equal(val.labels, whole.labels[held])
+    assert trial.data.targets["cartoon"].test.shape[0] == 21  # the target is reported whole
+
+
+def test_target_val_reports_on_the_rest_and_adapts_on_every_target_image(tiny_runtime):
+    config = tiny_config(shaping={"mode": "bn_only"}, selection={"protocol": "target_val", "val_fraction": 0.34})
+    trial = Trial(config, tiny_runtime)
+    whole = pacs.load_domain(tiny_runtime.data_root, "cartoon", 32, tiny_runtime.cache_dir)
+    val, reported = trial.data.val["cartoon"], trial.data.targets["cartoon"]
+    assert len(val) == 7 and len(reported) == 14 and len(trial.data.source) == 21
+    rows = lambda t: {bytes(x.numpy()) for x in t}  # noqa: E731
+    assert not rows(val.test) & rows(reported.test)
+    assert rows(val.test) | rows(reported.test) == rows(whole.test)
+    assert torch.equal(trial.data.adaptation.train, whole.train)  # transductive: all of them
+
+
+# --- metrics and their noise -----------------------------------------------------------------
+
+
+def test_standard_errors_and_chance_levels_by_hand():
+    assert selection.binomial_se(50.0, 100) == pytest.approx(5.0)
+    assert selection.binomial_se(61.2, 2344) == pytest.approx(1.0064, abs=1e-4)  # "61.2 ± 1.0"
+    assert selection.binomial_se(100.0, 7) == 0.0
+    mean, se = selection.mean_with_se([(60.0, 100), (40.0, 100)])
+    assert mean == 50.0 and se == pytest.approx(math.sqrt(24 + 24) / 2)
+    assert selection.chance_level([[0, 0, 1]]) == pytest.approx(200 / 3)
+    # Two sets: a constant guess of class 1 scores (1/3 + 3/4) / 2, better than class 0.
+    assert selection.chance_level([[0, 0, 1], [1, 1, 1, 0]]) == pytest.approx(100 * (1 / 3 + 3 / 4) / 2)
+    metrics = selection.epoch_metrics({"cartoon": (25.0, 4), "sketch": (50.0, 2)}, {"art_painting": (80.0, 25)})
+    assert metrics == pytest.approx({
+        "val_acc": 80.0, "val_acc_se": 8.0,
+        "acc_cartoon": 25.0, "acc_cartoon_se": 100 * math.sqrt(0.25 * 0.75 / 4),
+        "acc_sketch": 50.0, "acc_sketch_se": 100 * math.sqrt(0.25 / 2),
+        "target_acc": 37.5, "target_acc_se": math.sqrt(100 * 0.1875 / 4 + 100 * 0.25 / 2) * 10 / 2,
+    })
+
+
+def uneven_pacs(root: Path) -> Path:
+    """Random-noise images, 20 dogs and 5 of every other class per domain (chance 40 %)."""
+    rng = np.random.default_rng(1)
+    for domain in ("art_painting", "cartoon"):
+        for c, name in enumerate(CLASSES):
+            (root / domain / name).mkdir(parents=True)
+            for i in range(20 if c == 0 else 5):
+                pixels = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / domain / name / f"{name}_{i}.png")
+    return root
+
+
+def test_val_acc_is_the_accuracy_on_the_held_out_images(tmp_path):
+    runtime = Runtime(data_root=uneven_pacs(tmp_path / "pacs"), cache_dir=tmp_path / "cache", device="cpu")
+    config = tiny_config(train={"epochs": 1}, selection={"protocol": "source_val", "split_seed": 4})
+    states = []
+    (metrics,) = run_trial(config, runtime, report=lambda m, s: states.append(s)).history
+    # Independently: the held-out images by the split's rule, the trained model in eval mode.
+    source = real_domain(runtime.data_root, "art_painting")
+    _, held = selection.stratified_split(source, 0.2, seed=4)
+    images = pacs.load_domain(runtime.data_root, "art_painting", 32, runtime.cache_dir)
+    model = build_model("none")
+    model.load_state_dict(states[-1]["model"])
+    model.eval()
+    with torch.no_grad():
+        predicted = model(pacs.normalize(images.test[list(held)])).argmax(1)
+    labels = images.labels[list(held)]
+    n, correct = len(held), int((predicted == labels).sum())
+    assert n == 10 and Counter(labels.tolist())[0] == 4  # 20 % of 20 dogs, 1 of each 5
+    assert metrics["val_acc"] == pytest.approx(100 * correct / n)
+    p = correct / n
+    assert metrics["val_acc_se"] == pytest.approx(100 * math.sqrt(p * (1 - p) / n))
+    assert metrics["n_val"] == 10 and metrics["chance_val"] == pytest.approx(40.0)
+    assert metrics["n_cartoon"] == 50 and metrics["chance_cartoon"] == pytest.approx(40.0)
+    assert metrics["n_target"] == 50 and metrics["split_hash"] == selection.split_hash(
+        [source.keys[p] for p in held])
+
+
+def test_oracle_selects_on_the_whole_target(tiny_runtime):
+    (metrics,) = run_trial(tiny_config(train={"epochs": 1}), tiny_runtime).history
+    assert metrics["val_acc"] == metrics["target_acc"] == metrics["acc_cartoon"]
+    assert metrics["n_val"] == metrics["n_cartoon"] == 21
+
+
+def test_logged_trial_records_the_split_and_what_the_adaptation_saw(tiny_runtime, tmp_path):
+    config = tiny_config(shaping={"mode": "bn_only"}, selection={"protocol": "target_val"})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    logged = run_logged_trial(config, tiny_runtime, tracking_uri=uri, checkpoint=tmp_path / "ck.pt")
+    run = MlflowClient(uri).get_run(logged.run_id)
+    final = logged.result.final
+    assert run.data.params["selection.protocol"] == "target_val"
+    assert run.data.params["split_hash"] == final["split_hash"]
+    assert run.data.params["n_val"] == str(final["n_val"]) and "n_val" not in run.data.metrics
+    assert run.data.params["chance_cartoon"] == str(final["chance_cartoon"])
+    assert {"val_acc", "val_acc_se", "acc_cartoon_se", "target_acc_se"} <= run.data.metrics.keys()
+    assert run.data.tags[ADAPTATION_TAG] == ("transductive: all images of cartoon, unlabelled, validation "
+                                             "and reported images alike (as the paper)")
+
+
+# --- refused and accepted spaces -------------------------------------------------------------
+
+SPACE = {
+    "name": "sel",
+    "data": {"targets": ["cartoon"], "image_size": 32},
+    "train": {"epochs": 2, "weights": "none"},
+    "shaping": {"mode": "random"},
+    "selection": {"protocol": "source_val"},
+    "search": {"algorithm": "optuna", "num_trials": 2},
+    "parameters": {"shaping.convs": {"type": "conv_subset", "allowed": [1, 2]},
+                   "shaping.p0": {"type": "float", "low": 0.1, "high": 0.5}},
+}
+REFUSAL = ("scheduler.metric: {metric} is a reported target accuracy, which selection {protocol} keeps "
+           "from the scheduler and the search; use val_acc (or selection: oracle to select on the "
+           "target domain, as the paper)")
+
+
+@pytest.mark.parametrize(
+    ("change", "overrides", "line"),
+    [
+        ({"scheduler": {"metric": "target_acc"}}, [],
+         REFUSAL.format(metric="target_acc", protocol="source_val")),
+        ({"selection": {"protocol": "target_val"}, "scheduler": {"metric": "acc_cartoon"}}, [],
+         REFUSAL.format(metric="acc_cartoon", protocol="target_val")),
+        ({"selection": {"protocol": "oracle"}, "scheduler": {"metric": "target_acc", "kind": "fifo"}},
+         ["selection.protocol=target_val"], REFUSAL.format(metric="target_acc", protocol="target_val")),
+        ({}, ["scheduler.metric=acc_cartoon"], REFUSAL.format(metric="acc_cartoon", protocol="source_val")),
+        ({"parameters": {**SPACE["parameters"], "selection.split_seed": {"type": "int", "low": 0, "high": 3}}},
+         [], "parameters.selection.split_seed: selection is fixed for a whole sweep (every trial selects "
+             "on the same split); set it in the selection section"),
+        ({"selection": {"protocol": "holdout"}}, [],
+         "selection.protocol: Input should be 'oracle', 'source_val' or 'target_val' (got 'holdout')"),
+        ({"selection": {"protocol": "source_val", "val_fraction": 1.5}}, [],
+         "selection.val_fraction: Input should be less than 1 (got 1.5)"),
+    ],
+)
+def test_a_space_that_selects_on_a_reported_target_is_refused(change, overrides, line, tmp_path, capsys,
+                                                              monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "sel.yaml"
+    path.write_text(yaml.safe_dump({**SPACE, **change}))
+    args = ["launch", "--space", str(path), "--dry-run"]
+    for item in overrides:
+        args += ["--set", item]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == [f"asha-tune launch: error: {line}"]
+    assert not captured.out  # refused before anything, even the dry run's description
+
+
+@pytest.mark.parametrize(("protocol", "metric"), [("oracle", "target_acc"), ("oracle", "acc_cartoon"),
+                                                  ("source_val", "val_acc"), ("target_val", "source_acc")])
+def test_selection_metrics_that_are_allowed(tmp_path, protocol, metric):
+    path = tmp_path / "ok.yaml"
+    path.write_text(yaml.safe_dump({**SPACE, "selection": protocol, "scheduler": {"metric": metric}}))
+    space = load_space(path)
+    assert space.selection.protocol == protocol
+    assert space.trial_config({"shaping.convs": [1], "shaping.p0": 0.2}).selection.protocol == protocol
+
+
+def test_the_default_scheduler_metric_is_val_acc_and_shipped_searches_use_source_val():
+    from asha_tune.spaces import SchedulerSettings, list_spaces
+
+    assert SchedulerSettings().metric == "val_acc"
+    shipped = {name: load_space(name) for name in list_spaces()}
+    for name, space in shipped.items():
+        expected = "oracle" if name == "baseline" else "source_val"  # baseline: the paper's runs
+        assert space.selection.protocol == expected, name
+        if expected != "oracle":
+            assert space.scheduler.metric == "val_acc", name
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--selection", "holdout"], "--selection: Input should be 'oracle', 'source_val' or 'target_val'"),
+        (["--selection", "source_val", "--val-fraction", "0"], "--val-fraction: Input should be greater than 0"),
+        (["--mode", "random", "--convs", "1", "--p0", "0.5", "--target-pairing", "shuffled"],
+         "target_pairing applies to the modes that use target batches (target, bn_only), not to mode random"),
+        (["--mode", "target", "--convs", "4", "--target-pairing", "cyclic"],
+         "--target-pairing: Input should be 'index' or 'shuffled' (got 'cyclic')"),
+    ],
+)
+def test_bad_selection_flags_exit_2(args, line, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["trial", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and line in err[0], err
+
+
+# --- a real sweep under source_val -----------------------------------------------------------
+
+
+def test_source_val_sweep_never_shows_a_target_accuracy_to_the_scheduler_or_the_sampler(
+        tmp_path, pacs_root, shared_cache, monkeypatch, process_tag):
+    received: dict[str, list] = {"asha": [], "searcher": []}
+    asha_result, searcher_result = ResumableASHA.on_trial_result, StudySearcher.on_trial_result
+
+    def asha_spy(self, controller, trial, result):  # records what ASHA decides on, then decides
+        received["asha"].append((trial.config["trial_number"], result["epoch"], self.metric, result[self.metric]))
+        return asha_result(self, controller, trial, result)
+
+    def searcher_spy(self, trial_id, result):
+        received["searcher"].append((self.numbers.get(trial_id), self.metric))
+        return searcher_result(self, trial_id, result)
+
+    monkeypatch.setattr(ResumableASHA, "on_trial_result", asha_spy, raising=False)
+    monkeypatch.setattr(StudySearcher, "on_trial_result", searcher_spy)
+    # 49 images per domain: 10 held-out source images against 49 target ones, so val_acc and
+    # target_acc can only coincide at 0 or 100 %.
+    path = tmp_path / "honest.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "honest",
+        "data": {"source": "art_painting", "targets": ["cartoon"], "image_size": 32, "limit_per_domain": 49},
+        "train": {"epochs": 3, "batch_size": 16, "weights": "none", "seed": 0},
+        "shaping": {"mode": "random"},
+        "selection": {"protocol": "source_val", "val_fraction": 0.2, "split_seed": 0},
+        "search": {"algorithm": "optuna", "num_trials": 4, "max_concurrent": 1, "seed": 0},
+        "scheduler": {"kind": "asha", "grace_period": 1, "reduction_factor": 2},
+        "resources": {"cpu": 1},
+        "parameters": {"shaping.convs": {"type": "conv_subset", "allowed": [1, 2, 3, 4, 5, 6, 7]},
+                       "shaping.p0": {"type": "float", "low": 0.0, "high": 0.9}},
+    }))
+    from asha_tune.sweep.run import launch
+
+    settings = SweepSettings(
+        name="honest", space=load_space(path), storage_dir=tmp_path / "results",
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", study_storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+        runtime=Runtime(data_root=pacs_root, cache_dir=shared_cache, device="cpu"), num_cpus=2)
+    outcome = launch(settings)
+    assert outcome.finished and len(outcome.trials) == 4
+
+    client = MlflowClient(settings.tracking_uri)
+    study = optuna.load_study(study_name="honest", storage=settings.study_storage)
+    val_history, target_history = {}, {}
+    for record in outcome.trials:
+        run = client.get_run(record.run_id)
+        assert run.data.params["selection.protocol"] == "source_val"
+        val_history[record.number] = {m.step: m.value for m in client.get_metric_history(record.run_id, "val_acc")}
+        target_history[record.number] = {m.step: m.value for m in client.get_metric_history(record.run_id, "target_acc")}
+        assert sorted(val_history[record.number]) == list(range(1, record.epochs + 1))
+    # Every trial held out the same images (one split, across Ray worker processes).
+    params = [client.get_run(r.run_id).data.params for r in outcome.trials]
+    assert len({p["split_hash"] for p in params}) == 1 and {p["n_val"] for p in params} == {"10"}
+    assert {p["n_cartoon"] for p in params} == {"49"}
+
+    # What the sampler received: Optuna's intermediate values are the validation accuracies.
+    for trial in study.trials:
+        assert trial.intermediate_values == val_history[trial.number]
+        if trial.state == TrialState.COMPLETE:
+            assert trial.value == val_history[trial.number][3]
+    assert {metric for _, metric in received["searcher"]} == {"val_acc"}
+    # What ASHA decided on: the validation accuracy of each epoch, never a target accuracy.
+    assert received["asha"] and all(metric == "val_acc" for _, _, metric, _ in received["asha"])
+    for number, epoch, _, value in received["asha"]:
+        assert value == val_history[number][epoch]
+    assert val_history != target_history  # the two differ, so the checks above tell them apart
+
+    # The best trial is the best full-budget trial by val_acc.
+    completed = {t.number: val_history[t.number][3] for t in outcome.trials if t.status == "completed"}
+    assert outcome.best.metrics["val_acc"] == max(completed.values())
+    assert outcome.best.number in {n for n, v in completed.items() if v == max(completed.values())}
+    parent = client.get_run(settings.parent_run_id)
+    assert parent.data.metrics["best_val_acc"] == max(completed.values())
+    assert parent.data.params["selection.protocol"] == "source_val"
