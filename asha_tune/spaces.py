@@ -267,7 +267,9 @@ class SearchSpace(BaseModel):
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     shaping: dict[str, Any] = {}  # fixed shaping fields; checked with the parameters below
-    selection: SelectionConfig = SelectionConfig()  # one split for every trial: never searched
+    # One split for every trial, never searched. Honest by default: a held-out part of the
+    # source selects; a space that reproduces the paper says `selection: oracle`.
+    selection: SelectionConfig = SelectionConfig(protocol="source_val")
     search: SearchSettings = SearchSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     resources: Resources = Resources()
