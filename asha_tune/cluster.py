@@ -49,6 +49,7 @@ HOST = "127.0.0.1"
 PG_USER = "asha"
 DATABASES = ("mlflow", "mlflow_auth", "optuna")
 START_TIMEOUT_S = 240.0  # a loaded machine: MLflow's server takes a while to import
+POSTGRES_ROOT = Path("/usr/lib/postgresql")  # Debian's versioned installs: <version>/bin
 
 
 class ClusterError(AshaTuneError):
@@ -190,7 +191,7 @@ def postgres_bin() -> Path:
     found = shutil.which("postgres")
     if found and shutil.which("initdb", path=str(Path(found).resolve().parent)):
         return Path(found).resolve().parent
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+    versions = sorted(POSTGRES_ROOT.glob("*/bin/postgres"),
                       key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
     if versions:
         return versions[-1].parent

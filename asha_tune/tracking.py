@@ -127,6 +127,7 @@ class Tracker:
         # Quiet MLflow's alembic banner and its telemetry before it is imported.
         os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no line per ended run
         import logging
 
         from mlflow.tracking import MlflowClient
