@@ -333,12 +333,10 @@ def mlflow_request(state: ClusterState, path: str, auth: tuple[str, str] | None)
 
 
 def _ray_env() -> dict[str, str]:
+    """The nodes' environment: token auth with the user's token (a set $RAY_AUTH_TOKEN wins)."""
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(ray_token_file()),
            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0", "RAY_USAGE_STATS_ENABLED": "0"}
-    for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN"):
-        env.pop(name, None)
-    if os.environ.get("RAY_AUTH_TOKEN"):
-        env["RAY_AUTH_TOKEN"] = os.environ["RAY_AUTH_TOKEN"]
+    env.pop("RAY_ADDRESS", None)
     return env
 
 
