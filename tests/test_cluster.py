@@ -437,6 +437,8 @@ def outage_test(harness, name: str, service: str) -> None:
     before = progress(harness, name, name)
     checkpointed = checkpoints(harness, name)
     stopped_at = time.time()
+    server_log = harness.directory / "logs" / "mlflow.log"
+    errors_before = server_log.read_text().count('" 500')
     local.stop_service(harness.state, service)
     # Results keep coming while it is down: trials checkpoint epochs the driver cannot record yet.
     during = wait_for(lambda: checkpoints(harness, name) - checkpointed, 120, "an epoch during the outage")
@@ -451,7 +453,9 @@ def outage_test(harness, name: str, service: str) -> None:
             retried=sum(int(r.data.tags["asha_tune.retries"]) > 0 for r in runs.values()),
             lost=4 - len(runs), outage_s=round(outage), epochs_checkpointed_during_outage=during,
             metric_points_before=sum(map(len, before.values())), kept=kept,
-            metric_points_after=sum(map(len, after.values())))
+            metric_points_after=sum(map(len, after.values())),
+            optuna_retry_warnings=out.count("unreachable; retrying"),
+            mlflow_server_500s=server_log.read_text().count('" 500') - errors_before)
     assert kept == sum(map(len, before.values()))
     assert not re.search(r"asha-tune [a-z]+: error", out)
 
