@@ -184,20 +184,26 @@ def sweep_parent(h: Harness, name: str) -> str:
     return json.loads((h.state.results_dir / name / "sweep.json").read_text())["parent_run_id"]
 
 
+def sweep_metric(h: Harness, name: str) -> str:
+    """What the search optimises (the value Optuna is told), as the sweep recorded it."""
+    return json.loads((h.state.results_dir / name / "sweep.json").read_text())["space"]["scheduler"]["metric"]
+
+
 def assert_mlflow_and_optuna_agree(h: Harness, experiment: str, name: str, trials: int, epochs: int) -> dict:
     """Every requested trial exactly once in both, completed, every epoch once, same values."""
     runs = child_runs(h, experiment, sweep_parent(h, name))
     assert sorted(runs) == list(range(trials)), f"MLflow has trials {sorted(runs)}, wanted {trials}"
     study = h.study(name)
     assert sorted(t.number for t in study.trials) == list(range(trials))
-    history = histories(h, runs)
+    metric = sweep_metric(h, name)
+    history = histories(h, runs, metric)
     for trial in study.trials:
         run = runs[trial.number]
         steps = [step for step, _ in history[trial.number]]
         assert steps == list(range(1, epochs + 1)), f"trial {trial.number}: epochs {steps}"
         assert run.data.tags["asha_tune.status"] == "completed" and trial.state == TrialState.COMPLETE
         assert trial.user_attrs["values"] == json.loads(run.data.params["search"])
-        assert trial.value == pytest.approx(run.data.metrics["target_acc"])
+        assert trial.value == pytest.approx(run.data.metrics[metric])
         assert trial.intermediate_values == pytest.approx(dict(history[trial.number]))
     return runs
 
