@@ -277,7 +277,7 @@ def add_cluster_parser(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--dir", type=Path, help="the cluster's folder (default $ASHA_TUNE_CLUSTER_DIR "
                                                 "or ./asha-tune-cluster)")
         if name == "up":
-            q.add_argument("--workers", type=int, default=2, help="Ray worker nodes (default 2)")
+            q.add_argument("--workers", type=int, help="Ray worker nodes of a new cluster (default 2)")
             q.add_argument("--worker-cpus", type=int, help="CPUs per worker (default: CPU count / workers)")
             q.add_argument("--worker-gpus", type=int, default=0, help="GPUs per worker (default 0)")
             q.add_argument("--head-cpus", type=int, default=0, help="CPUs of the head for trials (default 0)")

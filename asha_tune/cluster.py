@@ -425,21 +425,24 @@ def _postgres_ready(state: ClusterState) -> bool:
         return False
 
 
-def up(directory: Path, workers: int = 2, worker_cpus: int | None = None, worker_gpus: int = 0,
+def up(directory: Path, workers: int | None = None, worker_cpus: int | None = None, worker_gpus: int = 0,
        head_cpus: int = 0, say=print) -> ClusterState:
-    """Start the cluster, or whatever of it is not running, and record what was started."""
+    """Start the cluster, or whatever of it is not running, and record what was started.
+
+    A new cluster gets `workers` worker nodes (default 2); an existing one keeps its own.
+    """
     directory = directory.resolve()
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise ClusterError(f"--workers {workers}: a cluster needs at least one worker node")
     postgres_bin()  # fail before anything starts when PostgreSQL is missing
     if (directory / STATE_FILE).is_file():
         state = load(directory)
-        if workers != state.workers:
+        if workers is not None and workers != state.workers:
             raise ClusterError(f"the cluster in {directory} has {state.workers} workers: "
                                f"asha-tune cluster down first to change that")
     else:
         directory.mkdir(parents=True, exist_ok=True)
-        state = _new_state(directory, workers, worker_cpus, worker_gpus, head_cpus)
+        state = _new_state(directory, workers or 2, worker_cpus, worker_gpus, head_cpus)
     logs = directory / "logs"
     started: list[str] = []
 
@@ -461,6 +464,8 @@ def up(directory: Path, workers: int = 2, worker_cpus: int | None = None, worker
         if not state.services["mlflow"].running:
             start("mlflow", _start_mlflow)
         for node in state.nodes:  # the head first: workers join it
+            if node.name != "head" and "head" in started and node.running:
+                stop_service(state, node.name)  # it belonged to the head that is gone
             if not node.running:
                 start(node.name, lambda s, n=node.name: _start_node(s, n))
                 if node.name == "head":
