@@ -47,7 +47,7 @@ def test_stop_ends_the_leader_its_session_and_descendants_that_left_it_and_nothi
             time.sleep(0.1)
         family = processes.family(leader)
         assert len(family) == 3 and processes.alive(leader)
-        assert processes.stop(leader, timeout=2) == 3  # the children ignore the leader's end: killed
+        assert processes.stop(leader, timeout=2) == 3  # only the leader gets SIGTERM: the rest is killed
         assert not any(processes.alive(p) for p in family)
         assert bystander.poll() is None
     finally:
