@@ -275,10 +275,48 @@ def cmd_ui(args: argparse.Namespace) -> int:
         return 0
 
 
+# --- asha-tune cluster -----------------------------------------------------------------------
+
+
+def add_cluster_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cluster", help="a local cluster: Ray head + worker nodes, PostgreSQL, MLflow server")
+    actions = p.add_subparsers(dest="action", required=True, parser_class=Parser)
+    for name, text in (("up", "start it (or restart what is down), all on 127.0.0.1"),
+                       ("status", "list its nodes and services"),
+                       ("down", "stop exactly the processes `up` started; keep the data")):
+        q = actions.add_parser(name, help=text)
+        q.add_argument("--dir", type=Path, help="the cluster's folder (default $ASHA_TUNE_CLUSTER_DIR "
+                                                "or ./asha-tune-cluster)")
+        if name == "up":
+            q.add_argument("--workers", type=int, help="Ray worker nodes of a new cluster (default 2)")
+            q.add_argument("--worker-cpus", type=int, help="CPUs per worker (default: CPU count / workers)")
+            q.add_argument("--worker-gpus", type=int, default=0, help="GPUs per worker (default 0)")
+            q.add_argument("--head-cpus", type=int, default=0, help="CPUs of the head for trials (default 0)")
+    p.set_defaults(handler=cmd_cluster)
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from . import cluster
+
+    directory = (args.dir or cluster.default_dir()).resolve()
+    if args.action == "down":
+        cluster.down(directory)
+        return 0
+    if args.action == "up":
+        state = cluster.up(directory, workers=args.workers, worker_cpus=args.worker_cpus,
+                           worker_gpus=args.worker_gpus, head_cpus=args.head_cpus)
+        print("\n".join(cluster.describe(state) + cluster.launch_hint(state)))
+        return 0
+    state = cluster.load(directory)
+    print("\n".join(cluster.describe(state) + cluster.launch_hint(state)))
+    return 0 if all(s.running for s in state.services.values()) else 1
+
+
 # --- entry point -----------------------------------------------------------------------------
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_trial_parser, add_launch_parser, add_resume_parser, add_spaces_parser, add_ui_parser,
+    add_cluster_parser,
 ]
 
 

@@ -32,7 +32,10 @@ from .config import (
 from .errors import ConfigError
 
 SPACES_ENV = "ASHA_TUNE_SPACES"
-PACKAGE_SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+# The shipped spaces: asha_tune/search_spaces in an installed wheel, search_spaces/ in a checkout.
+_HERE = Path(__file__).resolve().parent
+PACKAGE_SPACES = next((p for p in (_HERE / "search_spaces", _HERE.parent / "search_spaces") if p.is_dir()),
+                      _HERE / "search_spaces")
 
 
 class Suggester(Protocol):

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
+import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from .errors import AshaTuneError
@@ -23,8 +27,16 @@ from .spaces import SearchSpace
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
+T = TypeVar("T")
 VALUES_ATTR = "values"  # the decoded trial values, so a trial can be handed out again
 RAY_TRIAL_ATTR = "ray_trial_id"
+# How long a sweep waits for its study's database to come back (a restarted PostgreSQL).
+RETRY_ENV = "ASHA_TUNE_STORAGE_RETRY_S"
+DEFAULT_RETRY_S = 300.0
+
+
+class StudyUnavailable(AshaTuneError):
+    """The study's database stopped answering for longer than the retry window."""
 
 
 def default_storage(directory: Path | None = None) -> str:
@@ -46,10 +58,53 @@ def sampler_for(space: SearchSpace, finished_before: int = 0) -> optuna.samplers
 def _storage(url: str) -> optuna.storages.BaseStorage:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    # A server database may restart under a sweep: test pooled connections before use.
+    engine = {} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
-        return optuna.storages.RDBStorage(url)
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine)
     except Exception as err:
         raise AshaTuneError(f"cannot open Optuna storage {url}: {str(err).splitlines()[0]}") from None
+
+
+def prepare_storage(url: str) -> None:
+    """Create Optuna's tables in a new database now, before two sweeps race to create them."""
+    _storage(url)
+
+
+def _lost_connection(err: BaseException) -> bool:
+    """A dropped or refused database connection (not bad data), anywhere in the error's chain."""
+    while err is not None:
+        if isinstance(err, StudyUnavailable):  # an inner retry already waited its window
+            return False
+        if isinstance(err, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+                            sqlalchemy.exc.DisconnectionError)):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def retrying(url: str, call: Callable[[], T]) -> T:
+    """`call()`, again and again while the database is unreachable, up to the retry window.
+
+    Every call retried here is idempotent (`ask` reuses an orphan trial, `tell` skips a finished
+    one), so a call that reached the database before the connection dropped does no harm.
+    """
+    window = float(os.environ.get(RETRY_ENV, DEFAULT_RETRY_S))
+    deadline, delay, warned = time.monotonic() + window, 0.5, False
+    while True:
+        try:
+            return call()
+        except Exception as err:
+            if not _lost_connection(err):
+                raise
+            if time.monotonic() > deadline:
+                raise StudyUnavailable(f"the Optuna storage {url} did not answer for {window:.0f} s "
+                                       f"({str(err).splitlines()[0][:200]})") from None
+            if not warned:
+                log.warning("Optuna storage %s unreachable; retrying for up to %.0f s", url, window)
+                warned = True
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 def create_study(url: str, name: str, space: SearchSpace) -> optuna.Study:
@@ -88,6 +143,9 @@ class StudyHandle:
 
     @property
     def study(self) -> optuna.Study:
+        return retrying(self.url, self._open)
+
+    def _open(self) -> optuna.Study:
         if self._study is None:
             storage = _storage(self.url)
             try:
@@ -116,6 +174,9 @@ class StudyHandle:
         Suggesting again on an orphan returns the values it already has and samples only those
         a kill left unsampled.
         """
+        return retrying(self.url, lambda: self._ask(ray_trial_id, known))
+
+    def _ask(self, ray_trial_id: str, known: set[int]) -> tuple[int, dict[str, Any]]:
         orphans = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                    if t.number not in known]
         if orphans:
@@ -131,12 +192,18 @@ class StudyHandle:
         """An intermediate value; a no-op on a trial that already ended (replayed after resume)."""
         if not math.isfinite(value):
             return
+        retrying(self.url, lambda: self._report(number, step, value))
+
+    def _report(self, number: int, step: int, value: float) -> None:
         try:
             self.storage.set_trial_intermediate_value(self._trial_id(number), step, value)
         except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
             pass
 
     def tell(self, number: int, state: TrialState, value: float | None = None) -> None:
+        retrying(self.url, lambda: self._tell(number, state, value))
+
+    def _tell(self, number: int, state: TrialState, value: float | None) -> None:
         values = value if state == TrialState.COMPLETE else None
         try:
             self.study.tell(number, values, state=state, skip_if_finished=True)
@@ -144,11 +211,11 @@ class StudyHandle:
             log.warning("Optuna refused trial %s as %s: %s", number, state.name, err)
 
     def state(self, number: int) -> TrialState:
-        return self.storage.get_trial(self._trial_id(number)).state
+        return retrying(self.url, lambda: self.storage.get_trial(self._trial_id(number)).state)
 
     def history(self) -> list[tuple[str, dict[int, float]]]:
         """(Ray trial id, {epoch: value}) of every trial that reported, for rebuilding ASHA."""
-        return [
+        return retrying(self.url, lambda: [
             (t.user_attrs.get(RAY_TRIAL_ATTR, f"optuna-{t.number}"), dict(t.intermediate_values))
             for t in self.study.get_trials(deepcopy=False) if t.intermediate_values
-        ]
+        ])

@@ -6,6 +6,7 @@ many child runs open at once. This is the only module that imports mlflow.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -21,6 +22,55 @@ STATUS_TAG = "asha_tune.status"  # completed | pruned | failed | running | inter
 ADAPTATION_TAG = "asha_tune.adaptation_images"
 MLFLOW_STATUS = {"completed": "FINISHED", "pruned": "FINISHED", "failed": "FAILED",
                  "interrupted": "KILLED"}
+
+
+class TrackingUnavailable(AshaTuneError):
+    """The tracking server did not answer, even after MLflow's own retries (about four minutes)."""
+
+
+def _unreachable(err: Exception) -> str | None:
+    """Why a server did not answer (refused, timed out, kept failing), or None for other errors."""
+    import requests
+
+    chain = [err, err.__cause__, err.__context__]
+    if not any(isinstance(e, requests.exceptions.RequestException) for e in chain):
+        return None
+    text = str(err)
+    if "error responses" in text:
+        return "it kept answering with server errors"
+    if "Connection refused" in text or "NewConnectionError" in text:
+        return "connection refused"
+    return "no answer"
+
+
+class _Guarded:
+    """An MlflowClient whose calls fail with one clear line when the server is gone.
+
+    MLflow's client already retries a server that refuses or fails requests, with backoff, for
+    about four minutes (MLFLOW_HTTP_REQUEST_MAX_RETRIES, _BACKOFF_FACTOR): a restarted server
+    loses nothing. Past that, the sweep stops with `TrackingUnavailable` and can be resumed.
+    """
+
+    def __init__(self, client: Any, uri: str):
+        self._client, self._uri = client, uri
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attr(*args, **kwargs)
+            except Exception as err:
+                reason = _unreachable(err)
+                if reason is None:
+                    raise
+                raise TrackingUnavailable(f"the MLflow tracking server at {self._uri} did not answer "
+                                          f"({reason}); what it recorded is kept") from None
+
+        return call
 
 
 def default_tracking_uri(directory: Path | None = None) -> str:
@@ -79,6 +129,7 @@ class Tracker:
         # Quiet MLflow's alembic banner and its telemetry before it is imported.
         os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no line per ended run
         import logging
 
         from mlflow.tracking import MlflowClient
@@ -91,18 +142,26 @@ class Tracker:
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.client = MlflowClient(tracking_uri=self.uri)
+            self.client = _Guarded(MlflowClient(tracking_uri=self.uri), self.uri)
         except Exception as err:
             raise AshaTuneError(f"cannot open MLflow store {self.uri}: {err}") from None
 
     def experiment(self, name: str) -> str:
         """The experiment's id, created on first use (artifacts beside a sqlite store)."""
+        from mlflow.exceptions import MlflowException
+
         found = self.client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
         db = local_store(self.uri)
         location = (db.parent / "mlartifacts" / name).as_uri() if db else None
-        return self.client.create_experiment(name, artifact_location=location)
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException:  # a sweep starting at the same moment created it first
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
 
     def start_run(self, experiment_id: str, name: str, params: dict[str, Any] | None = None,
                   tags: dict[str, str] | None = None, parent_run_id: str | None = None) -> str:

@@ -53,6 +53,10 @@ def start_ray(settings: SweepSettings) -> str:
     address = settings.address or os.environ.get("RAY_ADDRESS")
     if not address:  # a local instance is a single node: keep it on loopback
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    elif address.split(":")[0] in ("127.0.0.1", "localhost"):
+        # A cluster on this machine's loopback (asha-tune cluster): else Ray swaps 127.0.0.1 for
+        # the machine's network address, where nothing listens.
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     _auth_for(address)  # before Ray is imported: it reads RAY_AUTH_MODE once, at import
     import ray
 
@@ -135,6 +139,9 @@ def _fit(tuner: Any, settings: SweepSettings, tracker: Tracker, experiment_id: s
     except AshaTuneError:
         raise
     except Exception as err:
+        if (cause := _user_error(err)) is not None:  # e.g. a tracking server gone for minutes
+            raise AshaTuneError(f"{cause}; continue the sweep with: "
+                                f"asha-tune resume {settings.name}") from None
         tracker.finish(settings.parent_run_id, "failed", {"asha_tune.failure": str(err)[:2000]})
         raise AshaTuneError(f"the sweep stopped: {str(err).splitlines()[0]}") from None
     finally:
@@ -154,6 +161,17 @@ def _fit(tuner: Any, settings: SweepSettings, tracker: Tracker, experiment_id: s
                                                      best.metrics[space.scheduler.metric]}, step=0)
     tracker.finish(settings.parent_run_id, "completed" if finished else "interrupted", summary)
     return SweepOutcome(settings, trials, best, finished)
+
+
+def _user_error(err: BaseException) -> AshaTuneError | None:
+    """An AshaTuneError that Tune wrapped (raised in a callback or the searcher), if any."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, AshaTuneError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def _announce(settings: SweepSettings, dashboard: str) -> None:
