@@ -25,6 +25,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 VALUES_ATTR = "values"  # the decoded trial values, so a trial can be handed out again
 RAY_TRIAL_ATTR = "ray_trial_id"
+INTERRUPTED_ATTR = "interrupted"  # a trial parked as WAITING by an interrupt, until resume
 
 
 def default_storage(directory: Path | None = None) -> str:
@@ -69,6 +70,14 @@ def create_study(url: str, name: str, space: SearchSpace) -> optuna.Study:
             for values in space.grid()[:space.num_trials]:
                 study.enqueue_trial(space.optuna_params(values), user_attrs={VALUES_ATTR: values})
     return study
+
+
+def archive_study(url: str, name: str, archived_name: str) -> None:
+    """Keep a study under another name (`launch --restart`): copied whole, then the name is freed."""
+    storage = _storage(url)
+    optuna.copy_study(from_study_name=name, from_storage=storage, to_storage=storage,
+                      to_study_name=archived_name)
+    optuna.delete_study(study_name=name, storage=storage)
 
 
 class StudyHandle:
@@ -142,6 +151,23 @@ class StudyHandle:
             self.study.tell(number, values, state=state, skip_if_finished=True)
         except ValueError as err:
             log.warning("Optuna refused trial %s as %s: %s", number, state.name, err)
+
+    def park_running(self) -> int:
+        """After an interrupt: RUNNING trials become WAITING (marked), so no trial shows as running
+        while no driver runs; `unpark` makes them RUNNING again before a resume asks anything."""
+        parked = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        for trial in parked:
+            trial_id = self._trial_id(trial.number)
+            self.storage.set_trial_user_attr(trial_id, INTERRUPTED_ATTR, True)
+            self.storage.set_trial_state_values(trial_id, TrialState.WAITING)
+        return len(parked)
+
+    def unpark(self) -> None:
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            if trial.user_attrs.get(INTERRUPTED_ATTR):
+                trial_id = self._trial_id(trial.number)
+                self.storage.set_trial_state_values(trial_id, TrialState.RUNNING)
+                self.storage.set_trial_user_attr(trial_id, INTERRUPTED_ATTR, False)
 
     def state(self, number: int) -> TrialState:
         return self.storage.get_trial(self._trial_id(number)).state

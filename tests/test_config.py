@@ -85,3 +85,17 @@ def test_fingerprint_changes_with_the_experiment():
     a = TrialConfig()
     b = TrialConfig.model_validate({"train": {"seed": 1}})
     assert a.fingerprint() == TrialConfig().fingerprint() != b.fingerprint()
+
+
+def test_a_p0_list_follows_the_conv_it_was_written_next_to():
+    # Convs are kept sorted; each p0 moves with its conv (conv 7 was given 0.1).
+    shaping = ShapingConfig(mode="random", convs="7,1", p0="0.1,0.7")
+    assert shaping.convs == [1, 7] and shaping.p0 == [0.7, 0.1]
+    assert shaping.p0_per_conv() == {1: 0.7, 7: 0.1}
+    flags = trial_config({"shaping": {"mode": "random", "convs": "7,1,4", "p0": "0.1,0.7,0.4"}})
+    assert flags.shaping.p0_per_conv() == {1: 0.7, 4: 0.4, 7: 0.1}
+
+
+def test_a_constant_schedule_has_no_ratio_to_divide_by():
+    assert ShapingConfig(mode="random", convs="1,7", p0="0:0").p0_per_conv() == {1: 0.0, 7: 0.0}
+    assert ShapingConfig(mode="random", convs="1,7", p0="0.3:0.3").p0_per_conv() == {1: 0.3, 7: 0.3}

@@ -37,6 +37,7 @@ class SweepSettings(BaseModel):
     address: str | None = None  # an existing Ray cluster; None starts a local one
     num_cpus: float | None = None  # local Ray only
     num_gpus: float | None = None  # local Ray only (logical GPUs allowed)
+    resource_wait_s: float = 0  # a cluster: how long to wait for a node that fits a trial
     parent_run_id: str | None = None
 
     @property
