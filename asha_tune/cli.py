@@ -92,7 +92,8 @@ def runtime_from(args: argparse.Namespace, device: str = "auto", base: Runtime |
         raise ConfigError(f"{source} {root}: no such folder (it should hold PACS' domain folders)")
     # Absolute paths, so Ray workers and a later `resume` need no environment of their own.
     # (absolute(), not resolve(): a symlinked data root can be pointed elsewhere before a resume).
-    return Runtime(data_root=root.absolute(), cache_dir=runtime.resolved_cache_dir().absolute(), device=device)
+    cache = runtime.resolved_cache_dir().absolute()
+    return Runtime(data_root=root.absolute(), cache_dir=cache, device=device)
 
 
 # --- asha-tune trial -------------------------------------------------------------------------

@@ -236,22 +236,30 @@ def _tuner(settings: SweepSettings, handle: StudyHandle, experiment_id: str) -> 
 # --- a sweep's life ----------------------------------------------------------------------------
 
 
+def _sigterm_as_sigint(signum: int, frame: Any) -> None:
+    handler = signal.getsignal(signal.SIGINT)  # Tune's while it runs, else KeyboardInterrupt
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
+
+
+def catch_sigterm() -> None:
+    """SIGTERM (`kill`, a batch scheduler) stops a sweep as Ctrl-C does: Tune saves its state and
+    every record is closed as interrupted, so nothing stays RUNNING. Called again after
+    `ray.init`, which installs its own handler (and its core aborts the process on SIGTERM)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _sigterm_as_sigint)
+
+
 @contextmanager
 def sigterm_as_sigint() -> Iterator[None]:
-    """SIGTERM (`kill`, a batch scheduler) stops a sweep as Ctrl-C does: Tune saves its state and
-    every record is closed as interrupted, so nothing stays RUNNING."""
+    """`catch_sigterm` for the life of a launch or resume; the previous handler comes back after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def forward(signum: int, frame: Any) -> None:
-        handler = signal.getsignal(signal.SIGINT)  # Tune's while it runs, else KeyboardInterrupt
-        if callable(handler):
-            handler(signal.SIGINT, frame)
-        else:
-            raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, forward)
+    previous = signal.getsignal(signal.SIGTERM)
+    catch_sigterm()
     try:
         yield
     finally:
@@ -302,6 +310,7 @@ def _run(settings: SweepSettings, tracker: Tracker, experiment_id: str,
     """Start Ray, run the tuner, and close the records however it ends."""
     try:
         info = start_ray(settings)
+        catch_sigterm()
         import ray
 
         try:
