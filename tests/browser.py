@@ -45,6 +45,7 @@ class Browser:
         try:
             self._run(self._connect())
             self.call("Page.enable")
+            self.call("Emulation.setFocusEmulationEnabled", enabled=True)  # a headless page has no focus
             self.call("Emulation.setDeviceMetricsOverride",
                       width=width, height=height, deviceScaleFactor=1, mobile=False)
         except BaseException:
@@ -129,7 +130,7 @@ class Browser:
     def type_into(self, selector: str, text: str, timeout: float = 30) -> None:
         """Focus a field and type, as keystrokes would (frameworks see real input events)."""
         focus = (f"(() => {{ const e = document.querySelector({json.dumps(selector)}); "
-                 "if (e) e.focus(); return !!e && document.activeElement === e; }})()")
+                 "if (e) e.focus(); return !!e && document.activeElement === e; })()")
         deadline = time.time() + timeout
         while not self.evaluate(focus):
             if time.time() > deadline:
@@ -138,9 +139,11 @@ class Browser:
         self.call("Input.insertText", text=text)
 
     def click_button(self, label: str) -> None:
+        """Click the button showing `label` (any case: styles often upper-case labels)."""
         clicked = self.evaluate(
             f"(() => {{ const b = [...document.querySelectorAll('button')]"
-            f".find(b => b.innerText.trim() === {json.dumps(label)}); if (b) b.click(); return !!b; }})()")
+            f".find(b => b.innerText.trim().toLowerCase() === {json.dumps(label.lower())}); "
+            f"if (b) b.click(); return !!b; }})()")
         if not clicked:
             raise AssertionError(f"no button labelled {label!r}")
 
