@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .config import DATA_ROOT_ENV, Runtime, trial_config
+from .display import count
 from .errors import AshaTuneError, ConfigError
 from .spaces import SPACES_ENV
 
@@ -141,7 +142,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
     )
     final = logged.result.final
     accs = ", ".join(f"{k[4:]} {v:.2f}%" for k, v in final.items() if k.startswith("acc_"))
-    print(f"done: {len(logged.result.history)} epochs, target accuracy {accs}")
+    print(f"done: {count(len(logged.result.history), 'epoch')}, target accuracy {accs}")
     print(f"MLflow run {logged.run_id}; checkpoint {logged.checkpoint}")
     return 0
 
