@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -575,7 +576,7 @@ def test_a_reproducible_sweep_gives_the_same_answer_twice(tmp_path, pacs_runtime
     assert first.best.number == second.best.number
     # How: one trial at a time (with 3 at once, arrival order would steer ASHA and TPE).
     runs = sorted(mlflow_children(tmp_path, "repro", first.settings.parent_run_id), key=lambda r: r.info.start_time)
-    assert all(later.info.start_time >= earlier.info.end_time for earlier, later in zip(runs, runs[1:]))
+    assert all(later.info.start_time >= earlier.info.end_time for earlier, later in itertools.pairwise(runs))
 
 
 def test_a_cluster_where_no_node_fits_a_trial_stops_after_the_wait(tmp_path, tiny_runtime, process_tag, capsys):
