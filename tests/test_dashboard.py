@@ -47,7 +47,7 @@ def test_the_printed_dashboard_shows_the_running_trials(tmp_path, pacs_root, sha
             browser.click_button("Submit")
             wait_for(lambda: "Authentication Token Required" not in browser.text(), 60, "the dialog to close")
             browser.open(f"{url}/#/actors")
-            page = browser.wait_for_text("ImplicitFunc", 90)
+            page = browser.wait_for_text("ALIVE x 2", 120)  # the table fills in after its API call
             browser.screenshot(shots / "ray-dashboard-actors.png")
         # The two trials' actors, alive: the running trials, as the user sees them.
         assert "ALIVE x 2" in page and len(re.findall(r"train_trial", page)) == 2
