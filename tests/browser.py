@@ -110,8 +110,17 @@ class Browser:
         self.call("Page.navigate", url=url)
 
     def evaluate(self, expression: str) -> Any:
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        return result.get("result", {}).get("value")
+        """A JavaScript expression's value; retried while the page is navigating (a reload)."""
+        for attempt in range(20):
+            try:
+                result = self.call("Runtime.evaluate", expression=expression, returnByValue=True,
+                                   awaitPromise=True)
+                return result.get("result", {}).get("value")
+            except RuntimeError as err:
+                if "navigated" not in str(err) and "context" not in str(err) or attempt == 19:
+                    raise
+                time.sleep(0.5)
+        return None
 
     def text(self) -> str:
         return self.evaluate("document.body ? document.body.innerText : ''") or ""

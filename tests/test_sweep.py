@@ -477,7 +477,7 @@ def quiet_env(**extra: str) -> dict:
 def test_a_stopped_driver_leaves_nothing_running_and_resumes(signum, tmp_path, pacs_root, shared_cache,
                                                               process_tag):
     path = space_file(
-        tmp_path, "stopped", train={"epochs": 6, "batch_size": 16, "weights": "none"},
+        tmp_path, "stopped", train={"epochs": 4, "batch_size": 16, "weights": "none"},
         shaping={"mode": "random", "convs": [1]},
         search={"algorithm": "random", "num_trials": 3, "max_concurrent": 2, "seed": 0},
         scheduler={"kind": "fifo"}, resources={"cpu": 1},
