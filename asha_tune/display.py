@@ -9,7 +9,8 @@ from typing import Any
 
 
 def is_accuracy(metric: str) -> bool:
-    return metric in ("target_acc", "source_acc") or metric.startswith("acc_")
+    """target_acc, source_acc, acc_cartoon, ... (any *_acc or acc_* metric is a percentage)."""
+    return metric.endswith("_acc") or metric.startswith("acc_")
 
 
 def metric_text(metric: str, value: float) -> str:
