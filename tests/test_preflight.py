@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -66,19 +69,23 @@ def test_more_cpus_per_trial_than_the_machine_has(synthetic_pacs, tmp_path, caps
                          "add --set resources.cpu=2")
 
 
-def test_imagenet_weights_that_cannot_be_fetched(synthetic_pacs, tmp_path, monkeypatch, capsys, in_work):
+def test_imagenet_weights_that_cannot_be_fetched(synthetic_pacs, tmp_path, capsys, in_work):
     # A proxy nobody listens on: the download fails at once, as on a machine without internet.
+    # (In a child process: urllib keeps the proxy of its first request for the process's life.)
     dead = f"http://127.0.0.1:{free_port()}"
-    for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
-        monkeypatch.setenv(var, dead)
-    monkeypatch.delenv("no_proxy", raising=False)
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    line = launch_fails(["--space", "quickstart", "--data-root", str(synthetic_pacs), "--weights", "imagenet"],
-                        tmp_path, capsys)
-    assert "cannot fetch ImageNet weights from https://download.pytorch.org/models/resnet18-f37072fd.pth" in line
+    env = {k: v for k, v in os.environ.items() if k.lower() != "no_proxy"}
+    env.update({var: dead for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY")})
+    env["TORCH_HOME"] = str(tmp_path / "torch")
+    done = subprocess.run([sys.executable, "-m", "asha_tune.cli", "launch", "--space", "quickstart",
+                           "--data-root", str(synthetic_pacs), "--weights", "imagenet"], cwd=Path.cwd(), env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("asha-tune launch: error: cannot fetch ImageNet weights from "
+                           "https://download.pytorch.org/models/resnet18-f37072fd.pth")
     assert f"put that file at {tmp_path / 'torch' / 'hub' / 'checkpoints' / 'resnet18-f37072fd.pth'}" in line
     assert line.endswith("or pass --weights PATH to a local state dict, or --weights none")
+    assert list(Path.cwd().iterdir()) == []
     # ... and the form the message names works on launch.
     assert main(["launch", "--space", "quickstart", "--weights", "none", "--dry-run"]) == 0
 

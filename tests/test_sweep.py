@@ -610,3 +610,18 @@ def test_a_cluster_where_no_node_fits_a_trial_stops_after_the_wait(tmp_path, tin
     parent = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(settings.parent_run_id)
     assert parent.info.status == "KILLED" and parent.data.tags["asha_tune.status"] == "interrupted"
     assert all(t.state != TrialState.RUNNING for t in study_trials(tmp_path, "nofit"))
+
+
+def test_launch_works_where_ray_was_imported_first(tmp_path, tiny_runtime, process_tag):
+    # Ray reads its auth mode at import; asha-tune turns token auth on later and must make an
+    # already imported Ray re-read it (else GCS refuses the driver: "Failed to start GCS").
+    path = space_file(tmp_path, "imported", TINY, search={"algorithm": "random", "num_trials": 1},
+                      train={"epochs": 1, "batch_size": 8, "weights": "none"},
+                      parameters={"train.seed": {"type": "int", "low": 0, "high": 9}})
+    code = ("import sys, ray; from asha_tune.cli import main; "
+            f"sys.exit(main(['launch', '--space', {str(path)!r}, '--name', 'imp', '--data-root', "
+            f"{str(tiny_runtime.data_root)!r}, '--cache-dir', {str(tiny_runtime.cache_dir)!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=quiet_env(), capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "best trial 0: target_acc" in done.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -83,6 +84,17 @@ def _token_source() -> str:
     return str(Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or DEFAULT_TOKEN_FILE))
 
 
+def _refresh_ray_auth() -> None:
+    """Ray reads RAY_AUTH_MODE into its config at import: a process that imported Ray before
+    (a notebook, a test) must re-read it, as ray.init does when it turns token auth on itself."""
+    if "ray" in sys.modules:
+        from ray._private.authentication.authentication_token_setup import _enable_token_auth
+        from ray._raylet import AuthenticationTokenLoader
+
+        _enable_token_auth()
+        AuthenticationTokenLoader.instance().reset_cache()
+
+
 def _local_auth() -> str | None:
     """Token auth for a local Ray, set explicitly (so Ray does not warn at every launch), with a
     token made once per user. Returns where the token is, or None where the user turned auth off.
@@ -102,6 +114,7 @@ def _local_auth() -> str | None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch(mode=0o600)
             path.write_text(secrets.token_hex(32))  # 256 bits, as `ray get-auth-token --generate`
+    _refresh_ray_auth()
     return _token_source()
 
 
@@ -111,7 +124,10 @@ def _cluster_auth(address: str) -> str | None:
         token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or DEFAULT_TOKEN_FILE)
         if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
             os.environ["RAY_AUTH_MODE"] = "token"
-    return _token_source() if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" else None
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        return None
+    _refresh_ray_auth()
+    return _token_source()
 
 
 def start_ray(settings: SweepSettings) -> RayInfo:
