@@ -555,6 +555,7 @@ def sweep_record(tmp_path: Path, name: str) -> dict:
     return {"mlflow": record, "optuna": study}
 
 
+@pytest.mark.slow  # two sweeps of 4 trials, one at a time: about 100 s on 2 shared cores
 def test_a_reproducible_sweep_gives_the_same_answer_twice(tmp_path, pacs_runtime):
     # train_loss is continuous (accuracies on 35 images tie often, and ties decide nothing).
     path = space_file(
