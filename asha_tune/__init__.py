@@ -9,6 +9,8 @@ The modules, one concern each:
 - pairing    which target images go with each source batch (index, shuffled)
 - training   one trial (`run_trial`), with per-epoch reports and exact checkpoints
 - tracking   MLflow runs
+- preflight  checks a sweep passes before anything starts (data, resources, weights)
+- display    how values read on a terminal
 - cli        the `asha-tune` command, a thin layer over the modules above
 """
 

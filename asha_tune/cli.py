@@ -7,6 +7,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -14,7 +15,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .config import DATA_ROOT_ENV, Runtime, trial_config
+from .display import count
 from .errors import AshaTuneError, ConfigError
+from .spaces import SPACES_ENV
 
 # `asha-tune trial` flags and the TrialConfig field each one sets.
 TRIAL_FLAGS = {
@@ -69,22 +72,33 @@ def nest(flat: dict[str, Any]) -> dict[str, Any]:
     return tree
 
 
-def add_runtime_flags(p: argparse.ArgumentParser) -> None:
+def add_runtime_flags(p: argparse.ArgumentParser, tracking: bool = True) -> None:
     p.add_argument("--data-root", help=f"PACS folder <domain>/<class>/<file> (default ${DATA_ROOT_ENV})")
     p.add_argument("--cache-dir", help="decoded-image cache (default $ASHA_TUNE_CACHE_DIR or "
                                        "~/.cache/asha-tune)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///./mlflow.db)")
+    if tracking:
+        p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///./mlflow.db)")
 
 
-def runtime_from(args: argparse.Namespace, device: str = "auto") -> Runtime:
-    """The Runtime, with the data root checked now so a typo fails before anything is recorded."""
-    runtime = Runtime(data_root=args.data_root, cache_dir=args.cache_dir, device=device)
+DEVICE_HELP = "where trials compute: auto (CUDA if present, else CPU) | cpu | cuda (default auto)"
+
+
+def runtime_from(args: argparse.Namespace, device: str = "auto", base: Runtime | None = None) -> Runtime:
+    """The Runtime, with the data root checked now so a typo fails before anything is recorded.
+
+    `base` (a resumed sweep's runtime) fills in what the flags leave out.
+    """
+    base = base or Runtime()
+    runtime = Runtime(data_root=args.data_root or base.data_root, cache_dir=args.cache_dir or base.cache_dir,
+                      device=device)
     root = runtime.resolved_data_root()
     if not root.is_dir():
         source = "--data-root" if args.data_root else f"${DATA_ROOT_ENV}"
         raise ConfigError(f"{source} {root}: no such folder (it should hold PACS' domain folders)")
     # Absolute paths, so Ray workers and a later `resume` need no environment of their own.
-    return Runtime(data_root=root.resolve(), cache_dir=runtime.resolved_cache_dir().resolve(), device=device)
+    # (absolute(), not resolve(): a symlinked data root can be pointed elsewhere before a resume).
+    cache = runtime.resolved_cache_dir().absolute()
+    return Runtime(data_root=root.absolute(), cache_dir=cache, device=device)
 
 
 # --- asha-tune trial -------------------------------------------------------------------------
@@ -114,7 +128,7 @@ def add_trial_parser(sub: argparse._SubParsersAction) -> None:
         else:
             p.add_argument(flag, dest=dest, metavar=dest.upper(), help=help_text.get(flag))
     add_runtime_flags(p)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help=DEVICE_HELP)
     p.add_argument("--experiment", default=None, help="MLflow experiment (default asha-tune-trials)")
     p.add_argument("--checkpoint", type=Path,
                    help="checkpoint file (default checkpoints/trial-<config hash>.pt)")
@@ -138,7 +152,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
     )
     final = logged.result.final
     accs = ", ".join(f"{name} {final[domain_acc(name)]:.2f}%" for name in config.data.targets)
-    print(f"done: {len(logged.result.history)} epochs, {VAL_ACC} {final[VAL_ACC]:.2f}% "
+    print(f"done: {count(len(logged.result.history), 'epoch')}, {VAL_ACC} {final[VAL_ACC]:.2f}% "
           f"(selection {config.selection.protocol}), target accuracy {accs}")
     print(f"MLflow run {logged.run_id}; checkpoint {logged.checkpoint}")
     return 0
@@ -152,14 +166,17 @@ def add_launch_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space", required=True, help="a space in search_spaces/ by name, or a YAML path")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a field of the space, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument("--weights", metavar="WEIGHTS",
+                   help="initial weights of every trial: imagenet | none | PATH "
+                        "(the same as --set train.weights=WEIGHTS)")
     p.add_argument("--dry-run", action="store_true", help="validate and print the space; start nothing")
     p.add_argument("--name", help="sweep name (default <space>-<date>-<time>)")
+    p.add_argument("--restart", action="store_true",
+                   help="start the sweep --name over; its earlier records are kept as NAME.attempt-K")
     add_sweep_flags(p)
     add_runtime_flags(p)
     p.add_argument("--study-storage", help="Optuna storage URL (default sqlite:///./optuna.db)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--num-cpus", type=float, help="CPUs of a local Ray instance (default: all)")
-    p.add_argument("--num-gpus", type=float, help="GPUs of a local Ray instance (logical ones allowed)")
+    add_machine_flags(p)
     p.set_defaults(handler=cmd_launch)
 
 
@@ -167,6 +184,15 @@ def add_sweep_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="join this Ray cluster (default $RAY_ADDRESS, else a local Ray)")
     p.add_argument("--storage", type=Path, help="where Ray keeps results and checkpoints "
                                                 "(default ./asha-tune-results; shared storage on clusters)")
+    p.add_argument("--resource-wait", type=float, metavar="SECONDS",
+                   help="on a cluster where no node fits a trial, wait this long for one (autoscaling "
+                        "clusters), then stop (default 0: check once)")
+
+
+def add_machine_flags(p: argparse.ArgumentParser, default_device: str | None = "auto") -> None:
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=default_device, help=DEVICE_HELP)
+    p.add_argument("--num-cpus", type=float, help="CPUs of a local Ray instance (default: all)")
+    p.add_argument("--num-gpus", type=float, help="GPUs of a local Ray instance (logical ones allowed)")
 
 
 def results_dir(args: argparse.Namespace) -> Path:
@@ -182,7 +208,10 @@ def cmd_launch(args: argparse.Namespace) -> int:
     from .sweep.settings import check_name
     from .tracking import default_tracking_uri
 
-    space = load_space(args.space, args.overrides)
+    overrides = list(args.overrides)
+    if args.weights is not None:
+        overrides.append(f"train.weights={json.dumps(args.weights)}")
+    space = load_space(args.space, overrides)
     if args.dry_run:
         print(describe(space))
         return 0
@@ -196,16 +225,21 @@ def cmd_launch(args: argparse.Namespace) -> int:
         address=args.address,
         num_cpus=args.num_cpus,
         num_gpus=args.num_gpus,
+        resource_wait_s=args.resource_wait or 0,
     )
     from .sweep.run import launch
 
-    return sweep_exit(launch(settings))
+    return sweep_exit(launch(settings, restart=args.restart))
 
 
 def add_resume_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("resume", help="continue an interrupted sweep")
+    p = sub.add_parser("resume", help="continue an interrupted sweep",
+                       description="Continue an interrupted sweep. The runtime options replace the "
+                                   "ones it was launched with (e.g. when PACS moved) and are saved.")
     p.add_argument("name", help="the sweep's name (printed at launch)")
     add_sweep_flags(p)
+    add_runtime_flags(p, tracking=False)
+    add_machine_flags(p, default_device=None)
     p.set_defaults(handler=cmd_resume)
 
 
@@ -216,6 +250,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
     settings = SweepSettings.load(args.name, results_dir(args))
     if args.address:
         settings.address = args.address
+    if args.data_root or args.cache_dir or args.device:
+        settings.runtime = runtime_from(args, args.device or settings.runtime.device, base=settings.runtime)
+    for field in ("num_cpus", "num_gpus"):
+        if getattr(args, field) is not None:
+            setattr(settings, field, getattr(args, field))
+    if args.resource_wait is not None:
+        settings.resource_wait_s = args.resource_wait
     return sweep_exit(resume(settings))
 
 
@@ -224,8 +265,10 @@ def sweep_exit(outcome: Any) -> int:
     if not outcome.finished:
         return 130
     if outcome.trials and all(t.status == "failed" for t in outcome.trials):
-        print(f"asha-tune: error: all {len(outcome.trials)} trials failed (see their failure reasons "
-              f"in MLflow, tag asha_tune.failure)", file=sys.stderr)
+        name = outcome.settings.name
+        print(f"asha-tune: error: all {len(outcome.trials)} trials failed (each reason is printed above "
+              f"and kept in MLflow); once fixed, start it over: asha-tune launch --space "
+              f"{outcome.settings.space.name} --name {name} --restart", file=sys.stderr)
         return 1
     return 0
 
@@ -236,11 +279,17 @@ def add_spaces_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_spaces(args: argparse.Namespace) -> int:
-    from .spaces import list_spaces, read_yaml
+    from .spaces import list_spaces, load_space, needs, read_yaml
 
     for name, path in list_spaces().items():
         description = str(read_yaml(path).get("description", "")).strip().splitlines()
-        print(f"{name:18s} {description[0] if description else ''}")
+        try:
+            need = needs(load_space(path))
+        except ConfigError as err:
+            need = f"invalid: {err.problems[0]}"
+        print(f"{name:16s} {description[0] if description else ''}\n{'':16s} needs {need}")
+    print(f"\nspaces are searched in ${SPACES_ENV}, ./search_spaces and the package's; "
+          "a space runs with asha-tune launch --space NAME")
     return 0
 
 
@@ -340,8 +389,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AshaTuneError as err:
         return fail(prog, err)
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; what was recorded is kept (resume with --resume)",
-              file=sys.stderr)
+        how = {"trial": " (continue with --resume)", "launch": " (continue with asha-tune resume NAME)",
+               "resume": " (continue with asha-tune resume NAME)"}.get(args.command, "")
+        print(f"{prog}: interrupted; what was recorded is kept{how}", file=sys.stderr)
         return 130
 
 

@@ -94,9 +94,21 @@ def parse_p0(value: Any) -> Any:
 def geometric_schedule(first: float, last: float, convs: list[int]) -> list[float]:
     """Interpolate p0 geometrically over conv depth: `0.7:0.1` on convs 1..7 gives Table 8."""
     lo, hi = min(convs), max(convs)
-    if hi == lo:
+    if hi == lo or first == last:  # a constant schedule (0:0 included, which has no ratio)
         return [first] * len(convs)
     return [first * (last / first) ** ((c - lo) / (hi - lo)) for c in convs]
+
+
+def parse_convs(value: Any) -> Any:
+    """Accept the CLI form `1,7` and a single int as well as a list."""
+    if isinstance(value, str):
+        try:
+            return [int(v) for v in value.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"cannot read conv list {value!r}: use e.g. 1,7") from None
+    if isinstance(value, int):
+        return [value]
+    return value
 
 
 def check_convs(convs: list[int]) -> list[int]:
@@ -125,6 +137,22 @@ class ShapingConfig(Strict):
     # index: the authors' pairing of source image i with target image i % len(target).
     target_pairing: TargetPairing = "index"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _p0_follows_its_conv(cls, data: Any) -> Any:
+        """`--convs 7,1 --p0 0.1,0.7` gives conv 7 p0 0.1: a p0 list is sorted with its convs."""
+        if not isinstance(data, dict) or "convs" not in data or "p0" not in data:
+            return data
+        try:
+            convs, p0 = parse_convs(data["convs"]), parse_p0(data["p0"])
+        except ValueError:
+            return data  # the field validators report it
+        if (isinstance(convs, list) and isinstance(p0, list) and len(convs) == len(p0)
+                and all(isinstance(c, int) for c in convs)):
+            pairs = sorted(zip(convs, p0, strict=True), key=lambda pair: pair[0])
+            data = {**data, "convs": [c for c, _ in pairs], "p0": [v for _, v in pairs]}
+        return data
+
     @field_validator("p0", mode="before")
     @classmethod
     def _parse_p0(cls, value: Any) -> Any:
@@ -133,14 +161,7 @@ class ShapingConfig(Strict):
     @field_validator("convs", mode="before")
     @classmethod
     def _parse_convs(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                return [int(v) for v in value.split(",") if v.strip()]
-            except ValueError:
-                raise ValueError(f"cannot read conv list {value!r}: use e.g. 1,7") from None
-        if isinstance(value, int):
-            return [value]
-        return value
+        return parse_convs(value)
 
     @field_validator("convs")
     @classmethod
@@ -310,11 +331,9 @@ class Runtime(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def resolved_data_root(self) -> Path:
-        from .errors import DataError
-
         root = self.data_root or os.environ.get(DATA_ROOT_ENV)
         if not root:
-            raise DataError(f"no data root: pass --data-root or set {DATA_ROOT_ENV} to the PACS folder")
+            raise ConfigError(f"no data root: pass --data-root or set {DATA_ROOT_ENV} to the PACS folder")
         return Path(root).expanduser()
 
     def resolved_cache_dir(self) -> Path:

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from .display import count, metric_text, values_text
 from .tracking import STATUS_TAG, Tracker
 
 FINAL_STATUSES = frozenset({"completed", "pruned", "failed"})  # how a trial can end
@@ -53,8 +54,10 @@ def best_trial(records: list[TrialRecord], metric: str, mode: str) -> TrialRecor
 
 
 def describe_best(best: TrialRecord | None, metric: str) -> str:
+    """The final answer, by `best_trial`'s rule (a trial's last epoch, full-budget trials first)."""
     if best is None:
         return "no trial reported a result"
-    values = ", ".join(f"{k}={v}" for k, v in best.values.items())
-    return (f"best trial {best.number}: {metric} {best.metrics[metric]:.2f} after {best.epochs} "
-            f"epochs ({best.status}); {values}; MLflow run {best.run_id}")
+    rule = ("last epoch, among trials that ran every epoch" if best.status == "completed"
+            else "last epoch; no trial ran every epoch, so among those stopped early")
+    return (f"best trial {best.number}: {metric_text(metric, best.metrics[metric])} after "
+            f"{count(best.epochs, 'epoch')} ({rule}); {values_text(best.values)}; MLflow run {best.run_id}")

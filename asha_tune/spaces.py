@@ -72,6 +72,7 @@ class _Param(BaseModel):
 class Fixed(_Param):
     type: Literal["fixed"]
     value: Any
+    pinned: bool = False  # set by `--set` on a parameter the file searches (shown by --dry-run)
 
     def suggest(self, trial: Suggester, name: str) -> Any:
         return self.value
@@ -85,7 +86,7 @@ class Fixed(_Param):
         return {}
 
     def describe(self) -> str:
-        return f"fixed {self.value!r}"
+        return f"fixed {self.value!r}" + (" (pinned by --set: not searched)" if self.pinned else "")
 
 
 class FloatRange(_Param):
@@ -235,6 +236,13 @@ class SearchSettings(BaseModel):
     max_concurrent: int = Field(default=2, ge=1)
     seed: int = 0
     max_failures: int = Field(default=1, ge=0)  # retries of a crashed trial, from its checkpoint
+    # One trial at a time, so every proposal and every stopping decision sees the same history:
+    # two runs of the sweep then agree exactly (on the same device).
+    reproducible: bool = False
+
+    @property
+    def concurrency(self) -> int:
+        return 1 if self.reproducible else self.max_concurrent
 
 
 # What a protocol other than oracle never lets the scheduler or the search optimise.
@@ -412,16 +420,19 @@ def list_spaces() -> dict[str, Path]:
 
 
 def find_space(name: str) -> Path:
-    """`--space NAME` finds search_spaces/NAME(.yaml); a path works too."""
-    path = Path(name)
-    if path.suffix in (".yaml", ".yml") or os.sep in name:
-        if not path.is_file():
-            raise ConfigError(f"--space {name}: no such file")
+    """`--space NAME` or `NAME.yaml` finds it on the search path; an existing file works too."""
+    path = Path(name).expanduser()
+    if path.is_file():
         return path
+    if os.sep in name:
+        raise ConfigError(f"--space {name}: no such file")
+    stem = name.removesuffix(".yaml").removesuffix(".yml")
     spaces = list_spaces()
-    if name not in spaces:
-        raise ConfigError(f"--space {name}: no space of that name (available: {', '.join(spaces) or 'none'})")
-    return spaces[name]
+    if stem not in spaces:
+        where = ", ".join(dict.fromkeys(str(d) for d in space_dirs()))
+        raise ConfigError(f"--space {name}: no space of that name in {where} "
+                          f"(available: {', '.join(spaces) or 'none'})")
+    return spaces[stem]
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -438,17 +449,61 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return tree
 
 
+def settable_keys() -> list[str]:
+    """What `--set` accepts (read off the schema), for the message that rejects an unknown key."""
+    keys = []
+    for name, field in SearchSpace.model_fields.items():
+        model = field.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            keys += [f"{name}.{sub}" for sub in model.model_fields]
+        elif name not in ("shaping", "parameters"):
+            keys.append(name)
+    keys += sorted(p for p in trial_paths() if p.startswith("shaping."))
+    return keys
+
+
+def _check_key(item: str, key: str) -> None:
+    head = key.split(".")[0]
+    if key in settable_keys() or head == "parameters" and key.count(".") >= 2:
+        return
+    known = settable_keys()
+    sections: dict[str, list[str]] = {}
+    for k in known:
+        section, _, field = k.partition(".")
+        sections.setdefault(section, []).append(field)
+    listing = ", ".join(f"{s}.{'|'.join(f)}" if f[0] else s for s, f in sections.items())
+    raise ConfigError(f"--set {item}: unknown key {key}; valid keys: {listing}, "
+                      f"parameters.NAME.FIELD")
+
+
+def _pin(tree: dict[str, Any], key: str, value: Any) -> bool:
+    """`--set` on a searched parameter fixes it and takes it out of the search."""
+    params = tree.get("parameters")
+    if not isinstance(params, dict):
+        return False
+    searched = [name for name in params if name == key or name.startswith(key + ".")]
+    if not searched:
+        return False
+    for name in searched:
+        del params[name]
+    params[key] = {"type": "fixed", "value": value, "pinned": True}
+    return True
+
+
 def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> None:
     """`--set key.path=value`; the value is read as YAML (3 -> int, [1, 7] -> list)."""
     for item in overrides:
         key, sep, text = item.partition("=")
+        key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--set {item}: expected key.path=value")
+        _check_key(item, key)
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError:
             raise ConfigError(f"--set {item}: cannot read value {text!r}") from None
-        set_path(tree, key.strip(), value)
+        if not _pin(tree, key, value):
+            set_path(tree, key, value)
 
 
 _TAGS = set(PARAM_TYPES) | {"FloatRange", "IntRange", "Categorical", "ConvSubset", "Fixed"}
@@ -575,4 +630,43 @@ def describe(space: SearchSpace) -> str:
     else:
         lines.append(f"{space.search.algorithm} search: {space.num_trials} trials sampled "
                      "from the ranges above")
+    lines.append(f"needs: {needs(space)}")
+    if space.search.reproducible:
+        lines.append("reproducible: one trial at a time, so a second run gives the same trials, "
+                     "stops and metrics")
     return "\n".join(lines)
+
+
+def needs(space: SearchSpace) -> str:
+    """What running a space asks of a machine: `asha-tune spaces` and the dry run print it."""
+    r = space.resources
+    per_trial = f"{r.gpu:g} GPU + {r.cpu:g} CPU per trial" if r.gpu else f"{r.cpu:g} CPU per trial, no GPU"
+    weights = sorted({str(v) for v in weight_choices(space)})
+    budget = f"{space.num_trials} trials x {space.train.epochs} epochs"
+    if space.scheduler.kind == "asha":
+        budget += " (ASHA stops weak ones early)"
+    return (f"{per_trial}, {space.search.concurrency} at once; weights {'/'.join(weights)}; "
+            f"{budget}; {space.data.image_size} px")
+
+
+def _choices(space: SearchSpace, path: str, fixed: Any) -> list[Any]:
+    """Every value a trial setting can take: the fixed one, or an enumerable parameter's."""
+    param = space.parameters.get(path)
+    if param is None:
+        return [fixed]
+    try:
+        return param.choices()
+    except ValueError:
+        return [fixed]
+
+
+def weight_choices(space: SearchSpace) -> list[str]:
+    return [str(w) for w in _choices(space, "train.weights", space.train.weights)]
+
+
+def domain_choices(space: SearchSpace) -> set[str]:
+    """Every PACS domain a trial of this space can read."""
+    domains = set(_choices(space, "data.source", space.data.source))
+    for targets in _choices(space, "data.targets", space.data.targets):
+        domains |= {targets} if isinstance(targets, str) else set(targets)
+    return domains

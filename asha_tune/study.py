@@ -37,6 +37,7 @@ DEFAULT_RETRY_S = 300.0
 
 class StudyUnavailable(AshaTuneError):
     """The study's database stopped answering for longer than the retry window."""
+INTERRUPTED_ATTR = "interrupted"  # a trial parked as WAITING by an interrupt, until resume
 
 
 def default_storage(directory: Path | None = None) -> str:
@@ -126,6 +127,14 @@ def create_study(url: str, name: str, space: SearchSpace) -> optuna.Study:
     return study
 
 
+def archive_study(url: str, name: str, archived_name: str) -> None:
+    """Keep a study under another name (`launch --restart`): copied whole, then the name is freed."""
+    storage = _storage(url)
+    optuna.copy_study(from_study_name=name, from_storage=storage, to_storage=storage,
+                      to_study_name=archived_name)
+    optuna.delete_study(study_name=name, storage=storage)
+
+
 class StudyHandle:
     """A picklable link to a study (URL and name); the connection is opened lazily."""
 
@@ -209,6 +218,23 @@ class StudyHandle:
             self.study.tell(number, values, state=state, skip_if_finished=True)
         except ValueError as err:
             log.warning("Optuna refused trial %s as %s: %s", number, state.name, err)
+
+    def park_running(self) -> int:
+        """After an interrupt: RUNNING trials become WAITING (marked), so no trial shows as running
+        while no driver runs; `unpark` makes them RUNNING again before a resume asks anything."""
+        parked = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        for trial in parked:
+            trial_id = self._trial_id(trial.number)
+            self.storage.set_trial_user_attr(trial_id, INTERRUPTED_ATTR, True)
+            self.storage.set_trial_state_values(trial_id, TrialState.WAITING)
+        return len(parked)
+
+    def unpark(self) -> None:
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            if trial.user_attrs.get(INTERRUPTED_ATTR):
+                trial_id = self._trial_id(trial.number)
+                self.storage.set_trial_state_values(trial_id, TrialState.RUNNING)
+                self.storage.set_trial_user_attr(trial_id, INTERRUPTED_ATTR, False)
 
     def state(self, number: int) -> TrialState:
         return retrying(self.url, lambda: self.storage.get_trial(self._trial_id(number)).state)

@@ -20,6 +20,10 @@ DEFAULT_DB = "mlflow.db"
 STATUS_TAG = "asha_tune.status"  # completed | pruned | failed | running | interrupted
 # Modes target and bn_only: which target images the adaptation saw (selection.adaptation_images).
 ADAPTATION_TAG = "asha_tune.adaptation_images"
+FAILURE_TAG = "asha_tune.failure"  # why a trial or a sweep failed, one line
+SWEEP_TAG = "asha_tune.sweep"  # the sweep name on its parent run
+SPACE_TAG = "asha_tune.space"
+RESTARTED_AS_TAG = "asha_tune.restarted_as"  # on an archived attempt: the name it was started over as
 MLFLOW_STATUS = {"completed": "FINISHED", "pruned": "FINISHED", "failed": "FAILED",
                  "interrupted": "KILLED"}
 
@@ -213,6 +217,13 @@ class Tracker:
         """End a run with asha-tune's status (completed, pruned, failed, interrupted)."""
         self.set_tags(run_id, {STATUS_TAG: status, **(tags or {})})
         self.client.set_terminated(run_id, status=MLFLOW_STATUS[status])
+
+    def rename(self, run_id: str, name: str) -> None:
+        self.client.update_run(run_id, name=name)
+
+    def status(self, run_id: str) -> str:
+        """asha-tune's status of a run (completed, pruned, failed, running, interrupted)."""
+        return self.tags(run_id).get(STATUS_TAG, "unknown")
 
     def reopen(self, run_id: str) -> None:
         """Mark a run running again (a resumed trial or sweep keeps its run)."""

@@ -59,7 +59,7 @@ def test_bad_flags_exit_2_with_one_line(args, message, capsys, tmp_path, monkeyp
 def test_missing_data_root_from_environment(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("ASHA_TUNE_DATA_ROOT", raising=False)
-    assert main(["trial"]) == 1
+    assert main(["trial"]) == 2  # a usage error, as a nonexistent data root is
     assert capsys.readouterr().err.strip() == (
         "asha-tune trial: error: no data root: pass --data-root or set ASHA_TUNE_DATA_ROOT "
         "to the PACS folder")
@@ -149,7 +149,37 @@ def test_sweep_exit_status(capsys):
     from asha_tune.cli import sweep_exit
 
     trial = lambda status: SimpleNamespace(status=status)  # noqa: E731
-    assert sweep_exit(SimpleNamespace(finished=True, trials=[trial("failed"), trial("pruned")])) == 0
-    assert sweep_exit(SimpleNamespace(finished=False, trials=[trial("completed")])) == 130
-    assert sweep_exit(SimpleNamespace(finished=True, trials=[trial("failed"), trial("failed")])) == 1
-    assert "all 2 trials failed" in capsys.readouterr().err
+    settings = SimpleNamespace(name="s1", space=SimpleNamespace(name="quickstart"))
+    outcome = lambda finished, *statuses: SimpleNamespace(  # noqa: E731
+        finished=finished, trials=[trial(s) for s in statuses], settings=settings)
+    assert sweep_exit(outcome(True, "failed", "pruned")) == 0
+    assert sweep_exit(outcome(False, "completed")) == 130
+    assert sweep_exit(outcome(True, "failed", "failed")) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "all 2 trials failed" in err[0]
+    assert "asha-tune launch --space quickstart --name s1 --restart" in err[0]
+
+
+def test_p0_zero_schedule_trains(tiny_runtime):
+    # `--p0 0:0` once crashed with ZeroDivisionError: it is the constant schedule p0 = 0.
+    from asha_tune.training import run_trial
+
+    from .conftest import tiny_config
+
+    config = tiny_config(shaping={"mode": "random", "convs": [1, 7], "p0": "0:0"}, train={"epochs": 1})
+    assert config.shaping.p0_per_conv() == {1: 0.0, 7: 0.0}
+    assert len(run_trial(config, tiny_runtime).history) == 1
+
+
+def test_every_sweep_flag_has_help(capsys):
+    for command in ("launch", "resume", "trial"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        assert "--device {auto,cpu,cuda}" in text
+        assert "where trials compute: auto (CUDA if present, else CPU)" in text
+    with pytest.raises(SystemExit):
+        main(["resume", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--data-root", "--cache-dir", "--num-cpus", "--num-gpus", "--resource-wait"):
+        assert flag in text  # resume takes launch's runtime options

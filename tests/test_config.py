@@ -111,3 +111,17 @@ def test_the_paper_batch_size_is_the_default_of_each_mode(tmp_path):
     for s in (space, reread):
         sizes = [s.trial_config(v).train.batch_size for v in s.grid()]
         assert sizes == [128, 256]
+
+
+def test_a_p0_list_follows_the_conv_it_was_written_next_to():
+    # Convs are kept sorted; each p0 moves with its conv (conv 7 was given 0.1).
+    shaping = ShapingConfig(mode="random", convs="7,1", p0="0.1,0.7")
+    assert shaping.convs == [1, 7] and shaping.p0 == [0.7, 0.1]
+    assert shaping.p0_per_conv() == {1: 0.7, 7: 0.1}
+    flags = trial_config({"shaping": {"mode": "random", "convs": "7,1,4", "p0": "0.1,0.7,0.4"}})
+    assert flags.shaping.p0_per_conv() == {1: 0.7, 4: 0.4, 7: 0.1}
+
+
+def test_a_constant_schedule_has_no_ratio_to_divide_by():
+    assert ShapingConfig(mode="random", convs="1,7", p0="0:0").p0_per_conv() == {1: 0.0, 7: 0.0}
+    assert ShapingConfig(mode="random", convs="1,7", p0="0.3:0.3").p0_per_conv() == {1: 0.3, 7: 0.3}

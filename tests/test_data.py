@@ -8,7 +8,7 @@ import torch
 
 from asha_tune import data
 from asha_tune.config import CLASSES
-from asha_tune.errors import DataError
+from asha_tune.errors import ConfigError, DataError
 
 PACS_COUNTS = {"art_painting": 2048, "cartoon": 2344, "photo": 1670, "sketch": 3929}
 
@@ -168,7 +168,7 @@ def test_root_is_never_assumed(monkeypatch):
     from asha_tune.config import Runtime
 
     monkeypatch.delenv("ASHA_TUNE_DATA_ROOT", raising=False)
-    with pytest.raises(DataError, match="no data root: pass --data-root or set ASHA_TUNE_DATA_ROOT"):
+    with pytest.raises(ConfigError, match="no data root: pass --data-root or set ASHA_TUNE_DATA_ROOT"):
         Runtime().resolved_data_root()
     monkeypatch.setenv("ASHA_TUNE_DATA_ROOT", "/somewhere")
     assert Runtime().resolved_data_root() == Path("/somewhere")

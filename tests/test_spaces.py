@@ -151,7 +151,8 @@ def test_space_by_name_or_unknown_name(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["launch", "--space", "nosuchspace", "--dry-run"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("asha-tune launch: error: --space nosuchspace: no space of that name (available: ")
+    assert err.startswith("asha-tune launch: error: --space nosuchspace: no space of that name in ")
+    assert "(available: baseline, " in err
     assert "quickstart" in err
 
 
@@ -222,3 +223,77 @@ def test_spaces_command_lists_descriptions(capsys):
     for name in SHIPPED:
         assert name in out
     assert "Domain adaptation with target-activation masks" in out
+
+
+@pytest.mark.parametrize("given", ["random_layers", "random_layers.yaml"])
+def test_a_space_name_resolves_with_or_without_yaml(given, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not beside the repository's search_spaces/
+    assert load_space(given).name == "random_layers"
+
+
+def test_spaces_path_comes_first_and_a_miss_lists_the_names(tmp_path, monkeypatch, capsys):
+    own = tmp_path / "mine"
+    own.mkdir()
+    (own / "tiny.yaml").write_text(VALID)
+    monkeypatch.setenv("ASHA_TUNE_SPACES", str(own))
+    monkeypatch.chdir(tmp_path)
+    assert load_space("tiny.yaml").name == "t" and load_space("tiny").name == "t"
+    assert main(["launch", "--space", "tinny.yaml", "--dry-run"]) == 2
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert err.startswith(f"asha-tune launch: error: --space tinny.yaml: no space of that name in {own}, ")
+    assert "available: " in err and "tiny" in err and "quickstart" in err
+
+
+def test_set_on_a_searched_parameter_fixes_it_and_the_dry_run_says_so(tmp_path, monkeypatch, capsys):
+    space = load_space("random_layers", ["shaping.p0=0.5"])
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(5):
+        trial = study.ask()
+        values = space.suggest(trial)
+        assert values["shaping.p0"] == 0.5 and space.trial_config(values).shaping.p0 == 0.5
+        assert not any(name.startswith("shaping.p0") for name in trial.params)  # not searched
+        study.tell(trial, 1.0)
+    # A schedule's searched endpoints give way to the fixed value too.
+    schedule = load_space("decreasing_p0", ["shaping.p0=0.5"])
+    assert "shaping.p0.first" not in schedule.parameters and "shaping.p0.last" not in schedule.parameters
+    monkeypatch.chdir(tmp_path)
+    assert main(["launch", "--space", "random_layers", "--set", "shaping.p0=0.5", "--dry-run"]) == 0
+    assert "  shaping.p0: fixed 0.5 (pinned by --set: not searched)" in capsys.readouterr().out
+
+
+def test_set_with_an_unknown_key_lists_the_valid_ones(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["launch", "--space", "quickstart", "--set", "nosuch.key=1", "--dry-run"]) == 2
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert "--set nosuch.key=1: unknown key nosuch.key; valid keys: name, description, " in err
+    for key in ("train.epochs|", "resources.cpu|gpu", "search.algorithm|", "shaping.convs|", "parameters.NAME.FIELD"):
+        assert key in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_launch_takes_weights_as_trial_does(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["launch", "--space", "random_layers", "--weights", "none", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "  weights: none\n" in out and "weights none;" in out
+
+
+def test_spaces_command_says_what_each_space_needs(capsys):
+    assert main(["spaces"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    need = lines[lines.index(next(line for line in lines if line.startswith("random_layers"))) + 1]
+    assert need.split() == ["needs", "0.25", "GPU", "+", "2", "CPU", "per", "trial,", "4", "at", "once;",
+                            "weights", "imagenet;", "60", "trials", "x", "30", "epochs", "(ASHA", "stops",
+                            "weak", "ones", "early);", "224", "px"]
+    quick = lines[lines.index(next(line for line in lines if line.startswith("quickstart"))) + 1]
+    assert "1 CPU per trial, no GPU, 2 at once; weights none; 8 trials x 4 epochs" in quick
+
+
+def test_reproducible_runs_one_trial_at_a_time(tmp_path, monkeypatch, capsys):
+    space = load_space("quickstart", ["search.reproducible=true"])
+    assert space.search.max_concurrent == 2 and space.search.concurrency == 1
+    monkeypatch.chdir(tmp_path)
+    assert main(["launch", "--space", "quickstart", "--set", "search.reproducible=true", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "1 at once" in out and "reproducible: one trial at a time" in out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -125,21 +126,29 @@ def test_sweep_end_to_end_with_asha_pruning(tmp_path, pacs_runtime, capsys):
               for r in children if r.data.tags["asha_tune.status"] == "completed"}
     best_number = min(finals, key=finals.get)
     assert outcome.best.number == best_number
-    assert f"best trial {best_number}: train_loss {finals[best_number]:.2f} after 4 epochs" in out
+    assert (f"best trial {best_number}: train_loss {finals[best_number]:.4g} after 4 epochs (last epoch, "
+            "among trials that ran every epoch); shaping.convs=") in out
     assert outcome.best.run_id in out
+    assert "look at it in MLflow: asha-tune ui e2e --storage " in out
+    for ray_box in ("Configuration for experiment", "SearchGenerator", "ResumableASHA", "Tuner.restore"):
+        assert ray_box not in out
     parent_run = client.get_run(parent)
     assert parent_run.data.tags["asha_tune.status"] == "completed"
     assert parent_run.data.tags["asha_tune.best_run_id"] == outcome.best.run_id
     assert "Ray dashboard: http://127.0.0.1:" in out
-    assert re.search(r"stopped early \d+ · finished \d+ · failed 0 · best train_loss", out)
+    assert re.search(r"stopped early \d+ · finished \d+ · failed 0 · best epoch so far: train_loss \d", out)
+    # Sampled floats read with 4 significant digits; MLflow keeps them exact.
+    p0 = outcome.best.values["shaping.p0"]
+    assert f"shaping.p0={p0:.4g};" in out and len(repr(p0)) > 8
 
 
-def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(tmp_path, tiny_runtime):
+def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(tmp_path, tiny_runtime, capfd):
+    (tiny_runtime.data_root / "photo" / "dog" / "zz_broken.jpg").write_bytes(b"garbage")
     path = space_file(
         tmp_path, "failing", TINY,
         search={"algorithm": "grid", "max_concurrent": 2, "max_failures": 1},
         parameters={"train.lr": {"type": "grid", "values": [0.001, 1.0e12]},
-                    "train.weights": {"type": "grid", "values": ["none", str(tmp_path / "missing.pth")]}},
+                    "data.targets": {"type": "grid", "values": [["cartoon"], ["photo"]]}},
     )
     outcome = launch(settings_for(tmp_path, path, "failing", tiny_runtime))
     assert outcome.finished
@@ -148,17 +157,25 @@ def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(tmp_path,
     children = {r.info.run_id: r for r in mlflow_children(tmp_path, "failing", outcome.settings.parent_run_id)}
     statuses = sorted(t.status for t in outcome.trials)
     assert statuses == ["completed", "failed", "failed", "failed"]
+    out = capfd.readouterr()
     for record in outcome.trials:
         run = children[record.run_id]
-        if record.values["train.weights"] != "none":
+        if record.values["data.targets"] == ["photo"]:
             assert run.info.status == "FAILED"
-            assert "WeightsError: weights file" in run.data.tags["asha_tune.failure"]
-            assert "missing.pth does not exist" in run.data.tags["asha_tune.failure"]
+            failure = run.data.tags["asha_tune.failure"]
+            assert failure.startswith("DataError: cannot read image ") and "photo/dog/zz_broken.jpg" in failure
+            assert run.data.tags["asha_tune.retries"] == "0"  # a data error is not retried
+            assert f"trial {record.number} failed: {failure} (not retried: it would fail again)" in out.out
         elif record.values["train.lr"] > 1:
             assert run.info.status == "FAILED"
-            assert run.data.tags["asha_tune.failure"] == "training loss became nan in epoch 1"
+            assert run.data.tags["asha_tune.failure"] == "DivergedError: training loss became nan in epoch 1"
+    # One line per failed trial; Ray's tracebacks stay in its log files.
+    assert "Traceback" not in out.out + out.err
+    assert "Ray's logs (trial output, tracebacks): /" in out.out
     states = sorted(t.state.name for t in study_trials(tmp_path, "failing"))
     assert states == ["COMPLETE", "FAIL", "FAIL", "FAIL"]
+    parent = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(outcome.settings.parent_run_id)
+    assert parent.data.tags["asha_tune.status"] == "completed"  # one trial completed
 
 
 def test_fractional_gpus_run_four_trials_at_once(tmp_path, pacs_runtime):
@@ -396,3 +413,216 @@ def test_sweep_tracks_to_an_mlflow_tracking_server(tmp_path, tiny_runtime):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_a_sweep_whose_every_trial_failed_says_so_and_can_be_started_over(tmp_path, tiny_runtime, capsys):
+    from asha_tune.cli import sweep_exit
+    from asha_tune.errors import ConfigError
+
+    broken = tiny_runtime.data_root / "cartoon" / "dog" / "zz_broken.jpg"
+    broken.write_bytes(b"garbage")
+    path = space_file(tmp_path, "allfail", TINY, search={"algorithm": "random", "num_trials": 2, "max_concurrent": 2},
+                      parameters={"train.seed": {"type": "int", "low": 0, "high": 9}})
+    settings = settings_for(tmp_path, path, "allfail", tiny_runtime)
+    outcome = launch(settings)
+    assert outcome.finished and [t.status for t in outcome.trials] == ["failed", "failed"]
+    assert sweep_exit(outcome) == 1
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    first_parent = client.get_run(outcome.settings.parent_run_id)
+    assert first_parent.info.status == "FAILED"
+    assert first_parent.data.tags["asha_tune.status"] == "failed"
+    assert first_parent.data.tags["asha_tune.failure"] == "all 2 trials failed"
+
+    # The name is not burnt: launching it again says how to start over, and --restart does.
+    with pytest.raises(ConfigError, match="ended failed: continue it with asha-tune resume allfail .*--restart"):
+        launch(settings_for(tmp_path, path, "allfail", tiny_runtime))
+    broken.unlink()
+    capsys.readouterr()
+    again = launch(settings_for(tmp_path, path, "allfail", tiny_runtime), restart=True)
+    assert again.finished and [t.status for t in again.trials] == ["completed", "completed"]
+    assert "sweep allfail: the earlier attempt is kept as allfail.attempt-1" in capsys.readouterr().out
+    # Nothing recorded was lost: the first attempt lives on under its new name.
+    archived = client.get_run(first_parent.info.run_id)
+    assert archived.info.run_name == "allfail.attempt-1"
+    assert archived.data.tags["asha_tune.restarted_as"] == "allfail"
+    assert len(mlflow_children(tmp_path, "allfail", first_parent.info.run_id)) == 2
+    assert [t.state.name for t in study_trials(tmp_path, "allfail.attempt-1")] == ["FAIL", "FAIL"]
+    assert [t.state.name for t in study_trials(tmp_path, "allfail")] == ["COMPLETE", "COMPLETE"]
+    assert SweepSettings.load("allfail.attempt-1", tmp_path / "results").name == "allfail.attempt-1"
+    assert SweepSettings.load("allfail", tmp_path / "results").parent_run_id == again.settings.parent_run_id
+
+
+def test_a_trial_that_raised_is_one_line_with_its_traceback_file(tmp_path):
+    from types import SimpleNamespace
+
+    from asha_tune.sweep.callbacks import failure_line
+
+    error_file = tmp_path / "error.txt"
+    error_file.write_text("Traceback (most recent call last):\n  File x\nRuntimeError: CUDA error: out of memory\n")
+    trial = SimpleNamespace(config={"trial_number": 3}, num_failures=2, error_file=str(error_file))
+    assert failure_line(trial, None) == (f"trial 3 failed after 1 retry: RuntimeError: CUDA error: out of memory "
+                                         f"(traceback: {error_file})")
+    result = {"failed": 1.0, "failure": "WeightsError: weights file /x does not exist"}
+    assert failure_line(SimpleNamespace(config={"trial_number": 4}, num_failures=0, error_file=None), result) == \
+        "trial 4 failed: WeightsError: weights file /x does not exist (not retried: it would fail again)"
+
+
+def quiet_env(**extra: str) -> dict:
+    """The environment of a CLI run, without the auth mode earlier in-process launches set."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stopped_driver_leaves_nothing_running_and_resumes(signum, tmp_path, pacs_root, shared_cache,
+                                                              process_tag):
+    path = space_file(
+        tmp_path, "stopped", train={"epochs": 4, "batch_size": 16, "weights": "none"},
+        shaping={"mode": "random", "convs": [1]},
+        search={"algorithm": "random", "num_trials": 3, "max_concurrent": 2, "seed": 0},
+        scheduler={"kind": "fifo"}, resources={"cpu": 1},
+        parameters={"shaping.p0": {"type": "float", "low": 0.1, "high": 0.8}},
+    )
+    link = tmp_path / "pacs-link"  # the data root it was launched with, removed before the resume
+    link.symlink_to(pacs_root)
+    env = quiet_env(ASHA_TUNE_CACHE_DIR=str(shared_cache), RAY_AUTH_TOKEN_PATH=str(tmp_path / "token"))
+    cli = [sys.executable, "-m", "asha_tune.cli"]
+    log = tmp_path / "launch.log"
+    with open(log, "w") as out:
+        driver = subprocess.Popen(cli + ["launch", "--space", str(path), "--name", "st", "--num-cpus", "2",
+                                         "--data-root", str(link)], cwd=tmp_path, env=env, stdout=out,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: "best epoch so far" in log.read_text(), 300, "a first epoch")
+        driver.send_signal(signum)  # the driver only, as `kill` or Ctrl-C would
+        assert driver.wait(timeout=180) == 130
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    text = log.read_text()
+    assert "the sweep did not finish; continue it with: asha-tune resume st" in text
+    for noise in ("Tuner.restore", "Traceback", "Token authentication is enabled", "Configuration for experiment"):
+        assert noise not in text
+    # asha-tune made the token it manages and says where it is.
+    assert (tmp_path / "token").is_file()
+    assert f"paste the one in {tmp_path / 'token'}" in text
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("stopped")
+    runs = client.search_runs([experiment.experiment_id])
+    assert runs and all(r.info.status != "RUNNING" for r in runs)
+    assert all(r.data.tags["asha_tune.status"] != "running" for r in runs)
+    assert "interrupted" in {r.data.tags["asha_tune.status"] for r in runs}
+    trials = study_trials(tmp_path, "st")
+    assert trials and all(t.state != TrialState.RUNNING for t in trials)
+    assert TrialState.WAITING in {t.state for t in trials}  # parked until resume
+    if signum == signal.SIGINT:
+        return
+
+    # Resume needs its data: the folder it was launched with is gone, and --data-root replaces it.
+    link.unlink()
+    lost = subprocess.run(cli + ["resume", "st"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert lost.returncode == 2
+    assert lost.stderr.strip() == f"asha-tune resume: error: data root {link}: no such folder (it should hold PACS' domain folders)"
+    done = subprocess.run(cli + ["resume", "st", "--data-root", str(pacs_root)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert SweepSettings.load("st", tmp_path / "asha-tune-results").runtime.data_root == pacs_root.absolute()
+    final = sweep_trials(Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}"), experiment.experiment_id,
+                         SweepSettings.load("st", tmp_path / "asha-tune-results").parent_run_id)
+    assert [t.status for t in final] == ["completed"] * 3
+    assert sorted(t.state.name for t in study_trials(tmp_path, "st")) == ["COMPLETE"] * 3
+    # A finished sweep: nothing to resume, and no Ray is started to find that out.
+    again = subprocess.run(cli + ["resume", "st"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0
+    assert "sweep st has finished (3 trials): nothing to resume" in again.stdout
+    assert "Ray dashboard" not in again.stdout
+
+
+def sweep_record(tmp_path: Path, name: str) -> dict:
+    """Everything a sweep decided and measured, by trial number (timings left out)."""
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    settings = SweepSettings.load(name, tmp_path / "results")
+    record = {}
+    for run in mlflow_children(tmp_path, settings.space.name, settings.parent_run_id):
+        number = int(run.data.tags["asha_tune.trial_number"])
+        histories = {m: [(x.step, x.value) for x in client.get_metric_history(run.info.run_id, m)]
+                     for m in ("target_acc", "train_loss", "source_acc")}
+        record[number] = (run.data.params["search"], run.data.tags["asha_tune.status"], histories)
+    study = {t.number: (t.params, t.state.name, t.intermediate_values, t.value) for t in study_trials(tmp_path, name)}
+    return {"mlflow": record, "optuna": study}
+
+
+@pytest.mark.slow  # two sweeps of 4 trials, one at a time: about 100 s on 2 shared cores
+def test_a_reproducible_sweep_gives_the_same_answer_twice(tmp_path, pacs_runtime):
+    # train_loss is continuous (accuracies on 35 images tie often, and ties decide nothing).
+    path = space_file(
+        tmp_path, "repro",
+        train={"epochs": 3, "batch_size": 16, "weights": "none", "seed": 0},
+        shaping={"mode": "random"},
+        search={"algorithm": "optuna", "num_trials": 4, "max_concurrent": 3, "seed": 3, "reproducible": True},
+        scheduler={"kind": "asha", "grace_period": 1, "reduction_factor": 2, "metric": "train_loss", "mode": "min"},
+        resources={"cpu": 1},
+        parameters={"shaping.convs": {"type": "conv_subset", "allowed": [1, 4, 7], "min_size": 1, "max_size": 2},
+                    "shaping.p0": {"type": "float", "low": 0.0, "high": 0.9}},
+    )
+    first = launch(settings_for(tmp_path, path, "repro-a", pacs_runtime))
+    second = launch(settings_for(tmp_path, path, "repro-b", pacs_runtime))
+    a, b = sweep_record(tmp_path, "repro-a"), sweep_record(tmp_path, "repro-b")
+    assert len(a["mlflow"]) == 4
+    assert {s for _, s, _ in a["mlflow"].values()} == {"pruned", "completed"}  # ASHA decided something
+    assert a == b  # same configurations, same stops, same metrics, bit for bit
+    assert first.best.number == second.best.number
+    # How: one trial at a time (with 3 at once, arrival order would steer ASHA and TPE).
+    runs = sorted(mlflow_children(tmp_path, "repro", first.settings.parent_run_id), key=lambda r: r.info.start_time)
+    assert all(later.info.start_time >= earlier.info.end_time for earlier, later in itertools.pairwise(runs))
+
+
+def test_a_cluster_where_no_node_fits_a_trial_stops_after_the_wait(tmp_path, tiny_runtime, process_tag, capsys):
+    from asha_tune.errors import ConfigError
+
+    port = free_port()
+    ray_cli("get-auth-token", "--generate")
+    started = ray_cli("start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
+                      "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
+                      env={"RAY_AUTH_MODE": "token"})
+    assert started.returncode == 0, started.stderr[-2000:]
+    try:
+        path = space_file(tmp_path, "nofit", TINY, search={"algorithm": "random", "num_trials": 2},
+                          resources={"cpu": 1, "gpu": 0.5},
+                          parameters={"train.seed": {"type": "int", "low": 0, "high": 9}})
+        settings = settings_for(tmp_path, path, "nofit", tiny_runtime, address=f"127.0.0.1:{port}",
+                                resource_wait_s=3)
+        settings.num_cpus = None
+        begin = time.monotonic()
+        with pytest.raises(ConfigError) as err:
+            launch(settings)
+        waited = time.monotonic() - begin
+    finally:
+        kill_tagged(process_tag)
+    message = str(err.value)
+    assert message.startswith("no node of the Ray cluster can run a trial of space nofit (each needs "
+                              "{'CPU': 1.0, 'GPU': 0.5}; nodes: [{'CPU': 1.0}]), after waiting 3 s")
+    assert "--resource-wait SECONDS" in message and "asha-tune resume nofit" in message
+    assert 3 <= waited < 120
+    assert "waiting up to 3 s" in capsys.readouterr().out
+    parent = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(settings.parent_run_id)
+    assert parent.info.status == "KILLED" and parent.data.tags["asha_tune.status"] == "interrupted"
+    assert all(t.state != TrialState.RUNNING for t in study_trials(tmp_path, "nofit"))
+
+
+def test_launch_works_where_ray_was_imported_first(tmp_path, tiny_runtime, process_tag):
+    # Ray reads its auth mode at import; asha-tune turns token auth on later and must make an
+    # already imported Ray re-read it (else GCS refuses the driver: "Failed to start GCS").
+    path = space_file(tmp_path, "imported", TINY, search={"algorithm": "random", "num_trials": 1},
+                      train={"epochs": 1, "batch_size": 8, "weights": "none"},
+                      parameters={"train.seed": {"type": "int", "low": 0, "high": 9}})
+    code = ("import sys, ray; from asha_tune.cli import main; "
+            f"sys.exit(main(['launch', '--space', {str(path)!r}, '--name', 'imp', '--data-root', "
+            f"{str(tiny_runtime.data_root)!r}, '--cache-dir', {str(tiny_runtime.cache_dir)!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=quiet_env(), capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "best trial 0: target_acc" in done.stdout

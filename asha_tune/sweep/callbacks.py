@@ -16,17 +16,19 @@ from typing import Any
 from ray.tune import Callback
 
 from .. import selection
+from ..display import metric_text
 from ..reports import FINAL_STATUSES
 from ..runner import trial_tags
 from ..spaces import SearchSpace
-from ..tracking import STATUS_TAG, Tracker
+from ..tracking import FAILURE_TAG, STATUS_TAG, Tracker
+from .trainable import FAILED_KEY, FAILURE_KEY
 
 TRIAL_NUMBER_TAG = "asha_tune.trial_number"
 
 
 def trial_status(result: dict[str, Any], max_epochs: int) -> str:
     """How a trial that ended without a crash ended: diverged, stopped early, or ran through."""
-    if result.get("diverged"):
+    if result.get(FAILED_KEY):
         return "failed"
     return "pruned" if result.get("epoch", 0) < max_epochs else "completed"
 
@@ -39,6 +41,17 @@ def error_reason(trial: Any) -> str:
         if lines:
             return lines[-1].strip()[:2000]
     return "the trial raised an error (no error file)"
+
+
+def failure_line(trial: Any, result: dict[str, Any] | None) -> str:
+    """One line per failed trial for the terminal; tracebacks stay in files."""
+    number = int(trial.config["trial_number"])
+    if result and result.get(FAILED_KEY):
+        return f"trial {number} failed: {result.get(FAILURE_KEY)} (not retried: it would fail again)"
+    n = trial.num_failures - 1  # Tune counts the failure that ended it
+    retries = f" after {n} {'retry' if n == 1 else 'retries'}" if n > 0 else ""
+    where = f" (traceback: {trial.error_file})" if trial.error_file else ""
+    return f"trial {number} failed{retries}: {error_reason(trial)}{where}"
 
 
 class TrackingCallback(Callback):
@@ -114,7 +127,7 @@ class TrackingCallback(Callback):
             self._restarted.discard(run_id)
             if epoch > 1:  # a retried or resumed trial went on from its checkpoint
                 self.tracker.set_tags(run_id, {"asha_tune.resumed_from_epoch": epoch - 1})
-        if run_id in self._final or epoch in self._logged[run_id] or result.get("diverged"):
+        if run_id in self._final or epoch in self._logged[run_id] or result.get(FAILED_KEY):
             return  # an epoch replayed after a resume keeps its first record
         constants = selection.constants_of(result)
         if constants and run_id not in self._described:  # once, as params (same values on resume)
@@ -143,11 +156,11 @@ class TrackingCallback(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
         status = trial_status(result, self.space.train.epochs)
-        tags = {"asha_tune.failure": result["failure"]} if status == "failed" else {}
+        tags = {FAILURE_TAG: result[FAILURE_KEY]} if status == "failed" else {}
         self._finish(trial, status, tags)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial, "failed", {"asha_tune.failure": error_reason(trial)})
+        self._finish(trial, "failed", {FAILURE_TAG: error_reason(trial)})
 
 
 _EPOCH_METRICS = {"epoch", "target_acc", "train_loss", "source_acc", "lr", selection.VAL_ACC,
@@ -155,7 +168,11 @@ _EPOCH_METRICS = {"epoch", "target_acc", "train_loss", "source_acc", "lr", selec
 
 
 class ProgressCallback(Callback):
-    """One line whenever the sweep's picture changes: counts by state and the best so far."""
+    """One line whenever the sweep's picture changes: counts by state and the best epoch so far.
+
+    The best *epoch* (any trial, any epoch) is what can be known while trials run; the final
+    answer is the best trial by its last epoch, and says so.
+    """
 
     def __init__(self, metric: str, mode: str, num_trials: int, max_epochs: int):
         self.metric, self.mode = metric, mode
@@ -195,7 +212,7 @@ class ProgressCallback(Callback):
         best = ""
         if self._best:
             value, number, epoch = self._best
-            best = f" · best {self.metric} {value:.2f} (trial {number}, epoch {epoch})"
+            best = f" · best epoch so far: {metric_text(self.metric, value)} (trial {number}, epoch {epoch})"
         line = (f"trials {len(trials)}/{self.num_trials} · running {count['running']} · "
                 f"stopped early {count['pruned']} · finished {count['completed']} · "
                 f"failed {count['failed']}{best}")
@@ -213,7 +230,10 @@ class ProgressCallback(Callback):
         self._print(trials)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if (trial.last_result or {}).get(FAILED_KEY):
+            print(failure_line(trial, trial.last_result), flush=True)
         self._print(trials, ending=trial)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        print(failure_line(trial, None), flush=True)
         self._print(trials, ending=trial, failed=True)

@@ -4,26 +4,43 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import AshaTuneError
+from ..display import count
+from ..errors import AshaTuneError, ConfigError
+from ..preflight import check_data, check_local_resources, check_weights
 from ..reports import FINAL_STATUSES, TrialRecord, best_trial, describe_best, sweep_trials
 from ..spaces import describe_selection
-from ..study import StudyHandle, create_study
-from ..tracking import Tracker, version_tags
-from .settings import SweepSettings
+from ..study import StudyHandle, archive_study, create_study
+from ..tracking import FAILURE_TAG, RESTARTED_AS_TAG, SPACE_TAG, SWEEP_TAG, Tracker, version_tags
+from .settings import SWEEP_FILE, SweepSettings, default_results_dir
 
 # Set before Ray is imported: no TensorBoard files (CSV and JSON loggers are added explicitly),
 # frequent experiment snapshots (a killed driver loses at most a second of bookkeeping), quiet
-# Ray Train migration notices.
+# Ray Train migration notices, and Tune's legacy output engine, which prints nothing at verbose 0
+# (the new one prints a box of internal class names whatever the verbosity).
 _RAY_ENV = {
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
     "TUNE_GLOBAL_CHECKPOINT_S": "1",
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+    "RAY_AIR_NEW_OUTPUT": "0",
 }
+# Tune's own lines that asha-tune replaces: tracebacks of failed trials (one line per trial is
+# printed instead; the traceback stays in the trial's error file) and its `Tuner.restore` hint.
+_TUNE_NOISE = ("Trial task failed", "Trials did not complete", "Stop signal received",
+               "Experiment has been interrupted", "Training has been interrupted")
+_TUNE_LOGGERS = ("ray.tune.tune", "ray.tune.execution.tune_controller")
+DEFAULT_TOKEN_FILE = Path.home() / ".ray" / "auth_token"
+TUNER_FILE = "tuner.pkl"
 
 
 @dataclass
@@ -34,21 +51,88 @@ class SweepOutcome:
     finished: bool  # False when the driver was interrupted (resume to continue)
 
 
+@dataclass
+class RayInfo:
+    dashboard: str
+    logs: Path | None  # a local Ray's log folder (worker output, tracebacks)
+    token: str | None  # where the dashboard's token is, when token auth is on
+
+
 def say(message: str) -> None:
     print(message, flush=True)
 
 
-def _auth_for(address: str | None) -> None:
+class _QuietTune(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_TUNE_NOISE)
+
+
+def is_local(settings: SweepSettings) -> bool:
+    return not (settings.address or os.environ.get("RAY_ADDRESS"))
+
+
+def command_tail(settings: SweepSettings) -> str:
+    """` --storage DIR` where a later command needs it to find this sweep."""
+    return "" if settings.storage_dir == default_results_dir() else f" --storage {settings.storage_dir}"
+
+
+# --- Ray ---------------------------------------------------------------------------------------
+
+
+def _token_source() -> str:
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "$RAY_AUTH_TOKEN"
+    return str(Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or DEFAULT_TOKEN_FILE))
+
+
+def _refresh_ray_auth() -> None:
+    """Ray reads RAY_AUTH_MODE into its config at import: a process that imported Ray before
+    (a notebook, a test) must re-read it, as ray.init does when it turns token auth on itself."""
+    if "ray" in sys.modules:
+        from ray._private.authentication.authentication_token_setup import _enable_token_auth
+        from ray._raylet import AuthenticationTokenLoader
+
+        _enable_token_auth()
+        AuthenticationTokenLoader.instance().reset_cache()
+
+
+def _local_auth() -> str | None:
+    """Token auth for a local Ray, set explicitly (so Ray does not warn at every launch), with a
+    token made once per user. Returns where the token is, or None where the user turned auth off.
+
+    The default token file is Ray's own, so `ray status` and a browser that already holds it
+    (the dashboard keeps it in a cookie) work with every local sweep.
+    """
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode and mode.lower() != "token":
+        return None
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if not os.environ.get("RAY_AUTH_TOKEN"):
+        path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or DEFAULT_TOKEN_FILE)
+        if not path.is_file():
+            import secrets
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_hex(32))  # 256 bits, as `ray get-auth-token --generate`
+    _refresh_ray_auth()
+    return _token_source()
+
+
+def _cluster_auth(address: str) -> str | None:
     """Ray 2.60 token auth: a client joining by address needs RAY_AUTH_MODE=token to send it."""
-    if not address or os.environ.get("RAY_AUTH_MODE"):
-        return
-    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
-    if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
-        os.environ["RAY_AUTH_MODE"] = "token"
+    if not os.environ.get("RAY_AUTH_MODE"):
+        token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or DEFAULT_TOKEN_FILE)
+        if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
+            os.environ["RAY_AUTH_MODE"] = "token"
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        return None
+    _refresh_ray_auth()
+    return _token_source()
 
 
-def start_ray(settings: SweepSettings) -> str:
-    """Join the cluster at `address`, or start a local Ray; returns the dashboard URL."""
+def start_ray(settings: SweepSettings) -> RayInfo:
+    """Join the cluster at `address`, or start a local Ray on loopback."""
     os.environ.update({k: v for k, v in _RAY_ENV.items() if k not in os.environ})
     address = settings.address or os.environ.get("RAY_ADDRESS")
     if not address:  # a local instance is a single node: keep it on loopback
@@ -57,25 +141,66 @@ def start_ray(settings: SweepSettings) -> str:
         # A cluster on this machine's loopback (asha-tune cluster): else Ray swaps 127.0.0.1 for
         # the machine's network address, where nothing listens.
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    _auth_for(address)  # before Ray is imported: it reads RAY_AUTH_MODE once, at import
+    # Before Ray is imported: it reads RAY_AUTH_MODE once, at import.
+    token = _cluster_auth(address) if address else _local_auth()
     import ray
 
     try:
         if address:
-            context = ray.init(address=address, logging_level=logging.WARNING)
+            context = ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         else:
             # "local": always a new instance, never the cluster a past `ray start` left in
             # /tmp/ray/ray_current_cluster (which a plain ray.init() would join).
             context = ray.init(address="local", num_cpus=settings.num_cpus, num_gpus=settings.num_gpus,
                                include_dashboard=True, dashboard_host="127.0.0.1",
-                               logging_level=logging.WARNING)
+                               logging_level=logging.WARNING, log_to_driver=False)
     except Exception as err:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise AshaTuneError(f"cannot start or join {where}: {str(err).splitlines()[0]}") from None
+    for name in _TUNE_LOGGERS:
+        logging.getLogger(name).addFilter(_QuietTune())
     if address:
         say(f"joined the Ray cluster at {address}")
     url = context.dashboard_url or ""
-    return f"http://{url}" if url and not url.startswith("http") else url
+    url = f"http://{url}" if url and not url.startswith("http") else url
+    session = (context.address_info or {}).get("session_dir")
+    logs = Path(session) / "logs" if session and not address else None
+    return RayInfo(url, logs, token)
+
+
+def _fits(node: dict[str, Any], need: dict[str, float]) -> bool:
+    return node.get("Alive", False) and all(node["Resources"].get(k, 0) >= v for k, v in need.items())
+
+
+def wait_for_a_fitting_node(settings: SweepSettings) -> None:
+    """On a cluster, a trial no node can hold would wait forever: check, wait a bounded time
+    (`resource_wait_s`, for autoscaling clusters, which are asked for such a node), then stop."""
+    import ray
+    from ray.autoscaler.sdk import request_resources
+
+    r = settings.space.resources
+    need = {k: v for k, v in (("CPU", r.cpu), ("GPU", r.gpu)) if v}
+    deadline = time.monotonic() + settings.resource_wait_s
+    asked = False
+    try:
+        while not any(_fits(node, need) for node in ray.nodes()):
+            if time.monotonic() >= deadline:
+                largest = [{k: v for k, v in n["Resources"].items() if k in ("CPU", "GPU")}
+                           for n in ray.nodes() if n.get("Alive")]
+                raise ConfigError(
+                    f"no node of the Ray cluster can run a trial of space {settings.space.name} "
+                    f"(each needs {need}; nodes: {largest}), after waiting {settings.resource_wait_s:g} s: "
+                    f"change resources with --set resources.gpu=... / resources.cpu=..., or let an "
+                    f"autoscaling cluster add a node with --resource-wait SECONDS")
+            if not asked:
+                say(f"no node of the cluster fits a trial ({need}) yet: asking the autoscaler and "
+                    f"waiting up to {settings.resource_wait_s:g} s")
+                request_resources(bundles=[need])
+                asked = True
+            time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+    finally:
+        if asked:
+            request_resources(bundles=[])  # the request is persistent until replaced
 
 
 def _trainable(settings: SweepSettings) -> Any:
@@ -116,7 +241,7 @@ def _tuner(settings: SweepSettings, handle: StudyHandle, experiment_id: str) -> 
             search_alg=StudySearcher(handle, s.metric, s.mode, epochs),
             scheduler=scheduler,
             num_samples=space.num_trials,
-            max_concurrent_trials=space.search.max_concurrent,
+            max_concurrent_trials=space.search.concurrency,
         ),
         run_config=tune.RunConfig(
             name=settings.name,
@@ -129,37 +254,75 @@ def _tuner(settings: SweepSettings, handle: StudyHandle, experiment_id: str) -> 
     )
 
 
-def _fit(tuner: Any, settings: SweepSettings, tracker: Tracker, experiment_id: str) -> SweepOutcome:
-    import ray
+# --- a sweep's life ----------------------------------------------------------------------------
 
+
+def _sigterm_as_sigint(signum: int, frame: Any) -> None:
+    handler = signal.getsignal(signal.SIGINT)  # Tune's while it runs, else KeyboardInterrupt
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
+
+
+def catch_sigterm() -> None:
+    """SIGTERM (`kill`, a batch scheduler) stops a sweep as Ctrl-C does: Tune saves its state and
+    every record is closed as interrupted, so nothing stays RUNNING. Called again after
+    `ray.init`, which installs its own handler (and its core aborts the process on SIGTERM)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _sigterm_as_sigint)
+
+
+@contextmanager
+def sigterm_as_sigint() -> Iterator[None]:
+    """`catch_sigterm` for the life of a launch or resume; the previous handler comes back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    catch_sigterm()
     try:
-        tuner.fit()
-    except KeyboardInterrupt:
-        pass  # Tune saved its state; the records below say what is left to do
-    except AshaTuneError:
-        raise
-    except Exception as err:
-        if (cause := _user_error(err)) is not None:  # e.g. a tracking server gone for minutes
-            raise AshaTuneError(f"{cause}; continue the sweep with: "
-                                f"asha-tune resume {settings.name}") from None
-        tracker.finish(settings.parent_run_id, "failed", {"asha_tune.failure": str(err)[:2000]})
-        raise AshaTuneError(f"the sweep stopped: {str(err).splitlines()[0]}") from None
+        yield
     finally:
-        ray.shutdown()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def preflight(settings: SweepSettings) -> None:
+    """What can be checked before anything is written or started (exit 2 on a problem)."""
+    check_data(settings.space, settings.runtime)
+    if is_local(settings):
+        check_local_resources(settings.space, settings.runtime.device, settings.num_cpus, settings.num_gpus)
+        check_weights(settings.space)
+
+
+def _close(settings: SweepSettings, tracker: Tracker, experiment_id: str,
+           failure: str | None = None) -> SweepOutcome:
+    """Read the records back and end the parent run by what they say; an unfinished sweep's
+    running trials become interrupted in MLflow and WAITING in Optuna (resume takes them back)."""
+    space = settings.space
     trials = sweep_trials(tracker, experiment_id, settings.parent_run_id)
-    finished = len(trials) >= settings.space.num_trials and all(t.status in FINAL_STATUSES for t in trials)
-    if not finished:  # trials cut short stay resumable; MLflow shows them as killed meanwhile
+    finished = (failure is None and len(trials) >= space.num_trials
+                and all(t.status in FINAL_STATUSES for t in trials))
+    if not finished:
         for record in trials:
             if record.status == "running":
                 tracker.finish(record.run_id, "interrupted")
-    space = settings.space
+        StudyHandle(settings.study_storage, settings.name, space).park_running()
     best = best_trial(trials, space.scheduler.metric, space.scheduler.mode)
-    summary = {"asha_tune.trials": len(trials)}
+    summary: dict[str, Any] = {"asha_tune.trials": len(trials)}
     if best is not None:
         summary.update({"asha_tune.best_trial": best.number, "asha_tune.best_run_id": best.run_id})
         tracker.log_metrics(settings.parent_run_id, {f"best_{space.scheduler.metric}":
                                                      best.metrics[space.scheduler.metric]}, step=0)
-    tracker.finish(settings.parent_run_id, "completed" if finished else "interrupted", summary)
+    if failure is not None:
+        tracker.finish(settings.parent_run_id, "interrupted", {**summary, FAILURE_TAG: failure[:2000]})
+    elif not finished:
+        tracker.finish(settings.parent_run_id, "interrupted", summary)
+    elif trials and all(t.status == "failed" for t in trials):
+        tracker.finish(settings.parent_run_id, "failed",
+                       {**summary, FAILURE_TAG: f"all {count(len(trials), 'trial')} failed"})
+    else:
+        tracker.finish(settings.parent_run_id, "completed", summary)
     return SweepOutcome(settings, trials, best, finished)
 
 
@@ -174,62 +337,178 @@ def _user_error(err: BaseException) -> AshaTuneError | None:
     return None
 
 
-def _announce(settings: SweepSettings, dashboard: str) -> None:
-    say(f"sweep {settings.name}: {settings.space.num_trials} trials of space {settings.space.name}, "
-        f"{settings.space.search.algorithm} search, {settings.space.scheduler.kind} scheduler")
-    say(f"selection: {describe_selection(settings.space)}")
-    say(f"Ray dashboard: {dashboard or 'not available on this cluster'}")
+def _run(settings: SweepSettings, tracker: Tracker, experiment_id: str,
+         make_tuner: Callable[[], Any]) -> SweepOutcome:
+    """Start Ray, run the tuner, and close the records however it ends."""
+    try:
+        info = start_ray(settings)
+        catch_sigterm()
+        import ray
+
+        try:
+            if not is_local(settings):
+                wait_for_a_fitting_node(settings)
+            _announce(settings, info)
+            make_tuner().fit()
+        finally:
+            ray.shutdown()
+    except KeyboardInterrupt:
+        pass  # Tune saved its state; the records below say what is left to do
+    except Exception as err:
+        if (user := _user_error(err)) is None:  # not one that Tune wrapped (e.g. a lost server)
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            _close(settings, tracker, experiment_id, failure=reason)
+            raise AshaTuneError(f"the sweep stopped: {reason}") from None
+        _close(settings, tracker, experiment_id, failure=str(user))
+        raise _with_resume_hint(user, settings) from None
+    return _conclude(_close(settings, tracker, experiment_id))
+
+
+def _with_resume_hint(err: AshaTuneError, settings: SweepSettings) -> AshaTuneError:
+    """The same error (type and exit status), saying that the sweep is kept and how to go on."""
+    message = f"{err} (the sweep is kept: asha-tune resume {settings.name}{command_tail(settings)})"
+    try:
+        return type(err)(message)
+    except TypeError:  # an error class whose constructor wants more than a message
+        kept = AshaTuneError(message)
+        kept.exit_code = err.exit_code
+        return kept
+
+
+def _announce(settings: SweepSettings, ray_info: RayInfo) -> None:
+    space, name = settings.space, settings.name
+    at_once = "one at a time (reproducible)" if space.search.reproducible else \
+        f"up to {space.search.concurrency} at once"
+    say(f"sweep {name}: {count(space.num_trials, 'trial')} of space {space.name} ({at_once}), "
+        f"{space.search.algorithm} search, {space.scheduler.kind} scheduler")
+    say(f"selection: {describe_selection(space)}")
+    if ray_info.dashboard:
+        live = " (live while the sweep runs; MLflow keeps everything after)" if is_local(settings) else ""
+        say(f"Ray dashboard: {ray_info.dashboard}{live}")
+        if ray_info.token:
+            say(f"  the dashboard asks for a token once per browser: paste the one in {ray_info.token}")
+    else:
+        say("Ray dashboard: not available on this cluster")
+    if ray_info.logs:
+        say(f"Ray's logs (trial output, tracebacks): {ray_info.logs}")
     say(f"results and checkpoints: {settings.sweep_dir}")
     say(f"MLflow: {settings.tracking_uri} (parent run {settings.parent_run_id})")
-    say(f"Optuna study: {settings.name} in {settings.study_storage}")
+    say(f"Optuna study: {name} in {settings.study_storage}")
 
 
 def _conclude(outcome: SweepOutcome) -> SweepOutcome:
-    metric = outcome.settings.space.scheduler.metric
+    settings = outcome.settings
+    metric = settings.space.scheduler.metric
     say(describe_best(outcome.best, metric))
     if not outcome.finished:
-        say(f"the sweep did not finish; continue it with: asha-tune resume {outcome.settings.name}")
+        say(f"the sweep did not finish; continue it with: asha-tune resume {settings.name}"
+            f"{command_tail(settings)}")
+    say(f"look at it in MLflow: asha-tune ui {settings.name}{command_tail(settings)}")
     return outcome
 
 
-def launch(settings: SweepSettings) -> SweepOutcome:
-    """Start a new sweep: create its study and MLflow parent run, then run it on Ray."""
-    if (settings.sweep_dir / "sweep.json").exists():
-        raise AshaTuneError(f"sweep {settings.name} already exists in {settings.storage_dir}: "
-                            f"asha-tune resume {settings.name}, or choose another --name")
-    space = settings.space
-    create_study(settings.study_storage, settings.name, space)
+def _records(settings: SweepSettings) -> tuple[Tracker, str]:
     tracker = Tracker(settings.tracking_uri)
-    experiment_id = tracker.experiment(space.name)
-    settings.parent_run_id = tracker.start_run(
-        experiment_id, name=settings.name,
-        params={"search": space.search.model_dump(mode="json"),
-                "selection": space.selection.model_dump(mode="json"),
-                "scheduler": space.scheduler.model_dump(mode="json"),
-                "resources": space.resources.model_dump(mode="json")},
-        tags={**version_tags(), "asha_tune.sweep": settings.name, "asha_tune.space": space.name,
-              "asha_tune.storage": str(settings.sweep_dir), "asha_tune.study": settings.study_storage},
-    )
-    tracker.log_dict(settings.parent_run_id, space.model_dump(mode="json"), "space.json")
-    settings.save()
-    dashboard = start_ray(settings)
-    _announce(settings, dashboard)
-    handle = StudyHandle(settings.study_storage, settings.name, space)
-    return _conclude(_fit(_tuner(settings, handle, experiment_id), settings, tracker, experiment_id))
+    return tracker, tracker.experiment(settings.space.name)
+
+
+# --- launch, restart, resume -------------------------------------------------------------------
+
+
+def existing_sweep_problem(settings: SweepSettings) -> str:
+    """What to do about a name already taken, by how that sweep ended."""
+    old = SweepSettings.load(settings.name, settings.storage_dir)
+    status = Tracker(old.tracking_uri).status(old.parent_run_id) if old.parent_run_id else "interrupted"
+    name, tail = settings.name, command_tail(settings)
+    if status == "completed":
+        return (f"sweep {name} already exists and finished: choose another --name "
+                f"(look at it: asha-tune ui {name}{tail}), or start it over with --restart")
+    if status == "running":
+        return (f"sweep {name} already exists and is recorded as running: if its driver is gone, "
+                f"asha-tune resume {name}{tail}; or choose another --name")
+    return (f"sweep {name} already exists and ended {status}: continue it with asha-tune resume "
+            f"{name}{tail} (which takes --data-root, --cache-dir, --device), start it over with "
+            f"--restart (its records are kept under another name), or choose another --name")
+
+
+def archive(settings: SweepSettings) -> str:
+    """`launch --restart`: the old attempt's records move to NAME.attempt-K (Ray folder, Optuna
+    study, MLflow parent run renamed), so nothing is lost and the name is free again."""
+    old = SweepSettings.load(settings.name, settings.storage_dir)
+    tracker = Tracker(old.tracking_uri)
+    if old.parent_run_id and tracker.status(old.parent_run_id) == "running":
+        raise ConfigError(existing_sweep_problem(settings))
+    k = 1
+    while (old.storage_dir / f"{old.name}.attempt-{k}").exists():
+        k += 1
+    archived = f"{old.name}.attempt-{k}"
+    try:
+        archive_study(old.study_storage, old.name, archived)
+    except KeyError:
+        pass  # its study was never created
+    if old.parent_run_id:
+        tracker.rename(old.parent_run_id, archived)
+        tracker.set_tags(old.parent_run_id, {SWEEP_TAG: archived, RESTARTED_AS_TAG: old.name})
+    old.sweep_dir.rename(old.storage_dir / archived)
+    old.model_copy(update={"name": archived}).save()
+    say(f"sweep {old.name}: the earlier attempt is kept as {archived}")
+    return archived
+
+
+def launch(settings: SweepSettings, restart: bool = False) -> SweepOutcome:
+    """Start a new sweep: check it can run, create its study and MLflow parent run, run it on Ray."""
+    with sigterm_as_sigint():
+        if (settings.sweep_dir / SWEEP_FILE).exists() and not restart:
+            raise ConfigError(existing_sweep_problem(settings))
+        preflight(settings)
+        if (settings.sweep_dir / SWEEP_FILE).exists():
+            archive(settings)
+        space = settings.space
+        create_study(settings.study_storage, settings.name, space)
+        tracker, experiment_id = _records(settings)
+        settings.parent_run_id = tracker.start_run(
+            experiment_id, name=settings.name,
+            params={"search": space.search.model_dump(mode="json"),
+                    "selection": space.selection.model_dump(mode="json"),
+                    "scheduler": space.scheduler.model_dump(mode="json"),
+                    "resources": space.resources.model_dump(mode="json")},
+            tags={**version_tags(), SWEEP_TAG: settings.name, SPACE_TAG: space.name,
+                  "asha_tune.storage": str(settings.sweep_dir), "asha_tune.study": settings.study_storage},
+        )
+        tracker.log_dict(settings.parent_run_id, space.model_dump(mode="json"), "space.json")
+        settings.save()
+        handle = StudyHandle(settings.study_storage, settings.name, space)
+        return _run(settings, tracker, experiment_id, lambda: _tuner(settings, handle, experiment_id))
 
 
 def resume(settings: SweepSettings) -> SweepOutcome:
-    """Continue an interrupted sweep: same study, same parent run, trials from their checkpoints."""
-    if not (settings.sweep_dir / "tuner.pkl").is_file():
-        raise AshaTuneError(f"sweep {settings.name} has no Ray state in {settings.sweep_dir} to resume")
-    tracker = Tracker(settings.tracking_uri)
-    experiment_id = tracker.experiment(settings.space.name)
-    tracker.reopen(settings.parent_run_id)
-    dashboard = start_ray(settings)
-    _announce(settings, dashboard)
-    from ray import tune
+    """Continue an unfinished sweep: same study, same parent run, trials from their checkpoints.
 
-    say("resuming: finished trials are kept, unfinished ones continue from their checkpoints")
-    tuner = tune.Tuner.restore(str(settings.sweep_dir), _trainable(settings),
-                               resume_unfinished=True, resume_errored=False)
-    return _conclude(_fit(tuner, settings, tracker, experiment_id))
+    `settings` may carry new runtime options (data root, cache, device); they are saved.
+    """
+    tracker, experiment_id = _records(settings)
+    trials = sweep_trials(tracker, experiment_id, settings.parent_run_id)
+    space = settings.space
+    if len(trials) >= space.num_trials and all(t.status in FINAL_STATUSES for t in trials):
+        say(f"sweep {settings.name} has finished ({count(len(trials), 'trial')}): nothing to resume")
+        best = best_trial(trials, space.scheduler.metric, space.scheduler.mode)
+        return _conclude(SweepOutcome(settings, trials, best, True))
+    with sigterm_as_sigint():
+        preflight(settings)
+        settings.save()
+        handle = StudyHandle(settings.study_storage, settings.name, space)
+        handle.unpark()
+        tracker.reopen(settings.parent_run_id)
+        restored = (settings.sweep_dir / TUNER_FILE).is_file()
+        say("resuming: finished trials are kept, unfinished ones continue from their checkpoints")
+
+        def make_tuner() -> Any:
+            if not restored:  # stopped before Tune saved anything: start Tune afresh
+                return _tuner(settings, handle, experiment_id)
+            from ray import tune
+
+            return tune.Tuner.restore(str(settings.sweep_dir), _trainable(settings),
+                                      resume_unfinished=True, resume_errored=False)
+
+        return _run(settings, tracker, experiment_id, make_tuner)
+

@@ -12,6 +12,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher
 
 from ..study import StudyHandle
+from .trainable import FAILED_KEY
 
 
 class StudySearcher(Searcher):
@@ -48,7 +49,7 @@ class StudySearcher(Searcher):
         value = result.get(self.metric)
         if result and value is not None:
             self.on_trial_result(trial_id, result)  # Tune withholds the epoch that triggered a stop
-        if error or value is None or not math.isfinite(value) or result.get("diverged"):
+        if error or value is None or not math.isfinite(value) or result.get(FAILED_KEY):
             self.handle.tell(number, TrialState.FAIL)
         elif result.get("epoch", 0) < self.max_epochs:
             self.handle.tell(number, TrialState.PRUNED)

@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from ..config import Runtime
-from ..errors import AshaTuneError, ConfigError
+from ..errors import ConfigError
 from ..spaces import SearchSpace
 
 SWEEP_FILE = "sweep.json"
@@ -37,6 +37,7 @@ class SweepSettings(BaseModel):
     address: str | None = None  # an existing Ray cluster; None starts a local one
     num_cpus: float | None = None  # local Ray only
     num_gpus: float | None = None  # local Ray only (logical GPUs allowed)
+    resource_wait_s: float = 0  # a cluster: how long to wait for a node that fits a trial
     parent_run_id: str | None = None
 
     @property
@@ -53,7 +54,7 @@ class SweepSettings(BaseModel):
         if not path.is_file():
             known = sorted(p.parent.name for p in storage_dir.glob(f"*/{SWEEP_FILE}"))
             hint = f" (sweeps there: {', '.join(known)})" if known else ""
-            raise AshaTuneError(f"no sweep {name} in {storage_dir}{hint}")
+            raise ConfigError(f"no sweep {name} in {storage_dir}{hint}")
         return cls.model_validate(json.loads(path.read_text()))
 
 

@@ -11,11 +11,12 @@ import torch
 from ray import tune
 
 from ..config import Runtime
-from ..errors import DivergedError
+from ..errors import AshaTuneError
 from ..spaces import SearchSpace
 from ..training import load_checkpoint, run_trial
 
 CHECKPOINT_FILE = "trial.pt"
+FAILED_KEY, FAILURE_KEY = "failed", "failure"  # a result that ends a trial as failed, and why
 
 
 def train_trial(config: dict[str, Any], space: SearchSpace, runtime: Runtime) -> None:
@@ -34,7 +35,8 @@ def train_trial(config: dict[str, Any], space: SearchSpace, runtime: Runtime) ->
 
     try:
         run_trial(trial_config, runtime, report=report, resume=state)
-    except DivergedError as err:
-        # Not an infrastructure failure: report it and end, so Tune does not retry it.
-        tune.report({"epoch": err.epoch, space.scheduler.metric: float("nan"), "diverged": 1.0,
-                     "failure": str(err)})
+    except AshaTuneError as err:
+        # Diverged, or a configuration, data or weights error: a retry would fail the same way,
+        # so report it and end (Tune retries only what raises).
+        tune.report({"epoch": getattr(err, "epoch", 0), space.scheduler.metric: float("nan"),
+                     FAILED_KEY: 1.0, FAILURE_KEY: f"{type(err).__name__}: {err}"})

@@ -1,0 +1,79 @@
+"""Checks a sweep passes before anything starts: no Ray, nothing written.
+
+A request that cannot succeed (a GPU share on a machine without a GPU, a data root without the
+domains, weights that cannot be fetched) otherwise fails inside every trial, or never starts at
+all while Ray waits for resources. Each check raises a ConfigError (exit 2) that says what to change.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .config import DOMAINS, Runtime
+from .errors import ConfigError, DataError, WeightsError
+from .spaces import SearchSpace, domain_choices, weight_choices
+
+# Below this image size a CPU trial takes minutes (the quickstart's 64 px); at 224 px, hours.
+CPU_SIZED_PX = 128
+
+
+def check_data(space: SearchSpace, runtime: Runtime) -> None:
+    """Every domain the space can read is a PACS domain folder under the data root."""
+    from .data import list_domain
+
+    root = runtime.resolved_data_root()
+    if not root.is_dir():
+        raise ConfigError(f"data root {root}: no such folder (it should hold PACS' domain folders)")
+    missing = sorted(d for d in domain_choices(space) if not (root / d).is_dir())
+    if missing:
+        inside = [p for p in sorted(root.iterdir()) if p.is_dir() and all((p / d).is_dir() for d in DOMAINS)]
+        hint = f"; did you mean --data-root {inside[0]}?" if inside else \
+            f" (expected {', '.join(d + '/' for d in DOMAINS)} in it)"
+        raise ConfigError(f"data root {root} does not hold the PACS domain(s) {', '.join(missing)}{hint}")
+    for domain in sorted(domain_choices(space)):
+        try:
+            list_domain(root, domain)
+        except DataError as err:
+            raise ConfigError(f"data root {root}: {err}") from None
+
+
+def check_local_resources(space: SearchSpace, device: str, num_cpus: float | None,
+                          num_gpus: float | None) -> None:
+    """A trial must fit on this machine, else a local Ray would wait for it forever."""
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    if device == "cuda" and not has_cuda:
+        raise ConfigError("--device cuda: this machine has no CUDA device (use --device auto or cpu)")
+    r = space.resources
+    gpus = num_gpus if num_gpus is not None else (torch.cuda.device_count() if has_cuda else 0)
+    if r.gpu > gpus:
+        slow = (f" (slow: a {space.train.epochs}-epoch trial at {space.data.image_size} px takes hours "
+                "on a CPU)" if space.data.image_size >= CPU_SIZED_PX else "")
+        raise ConfigError(
+            f"space {space.name} asks for {r.gpu:g} GPU per trial and this machine has "
+            f"{'no GPU' if not gpus else f'{gpus:g}'}: add --set resources.gpu=0 to train on the "
+            f"CPU{slow}, or run it on a Ray cluster with GPUs (--address)")
+    cpus = num_cpus if num_cpus is not None else float(os.cpu_count() or 1)
+    if r.cpu > cpus:
+        raise ConfigError(f"space {space.name} asks for {r.cpu:g} CPUs per trial and this machine has "
+                          f"{cpus:g}: add --set resources.cpu={cpus:g}")
+
+
+def check_weights(space: SearchSpace) -> None:
+    """Fetch or read every set of initial weights the space uses, once, on this machine.
+
+    For a local Ray the trials share this machine's torch.hub cache, so a fetch here serves them.
+    """
+    from .model import build_model
+
+    for weights in sorted(set(weight_choices(space))):
+        if weights == "none":
+            continue
+        if weights != "imagenet" and not Path(weights).expanduser().is_absolute():
+            raise ConfigError(f"weights {weights}: give an absolute path (trials run in other folders)")
+        try:
+            build_model(weights)
+        except WeightsError as err:
+            raise ConfigError(str(err)) from None
