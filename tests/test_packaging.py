@@ -47,4 +47,6 @@ def test_an_installed_wheel_carries_and_lists_the_shipped_search_spaces(tmp_path
     listed = subprocess.run([str(venv / "bin" / "asha-tune"), "spaces"], cwd=elsewhere, env=env,
                             capture_output=True, text=True, timeout=300)
     assert listed.returncode == 0, listed.stderr[-2000:]
-    assert sorted(line.split()[0] for line in listed.stdout.splitlines()) == [Path(n).stem for n in shipped]
+    table = listed.stdout.split("\n\n")[0].splitlines()  # a name per space; its needs indented below
+    names = [line.split()[0] for line in table if line and not line[0].isspace()]
+    assert sorted(names) == [Path(n).stem for n in shipped]

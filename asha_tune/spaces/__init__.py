@@ -1,0 +1,41 @@
+"""Search spaces: YAML files validated with pydantic, sampled define-by-run.
+
+- params     the parameter types (fixed, float, int, categorical/grid, conv_subset) and the only
+             conversion to Optuna's suggest calls
+- space      SearchSpace: the fixed sections, search and scheduler settings, and trial configs
+- loading    finding, reading, `--set` overrides and validation (one line per problem)
+- describe   the dry run's text, the selection line, what a space needs of a machine
+"""
+
+from __future__ import annotations
+
+from .describe import describe, describe_selection, domain_choices, needs, weight_choices
+from .loading import (
+    PACKAGE_SPACES,
+    SPACES_ENV,
+    apply_overrides,
+    find_space,
+    list_spaces,
+    load_space,
+    read_yaml,
+    settable_keys,
+    space_dirs,
+)
+from .params import PARAM_TYPES, Categorical, ConvSubset, Fixed, FloatRange, IntRange, Param, Suggester
+from .space import (
+    REPORTED_TARGET_METRICS,
+    Resources,
+    SchedulerSettings,
+    SearchSettings,
+    SearchSpace,
+    set_path,
+    trial_paths,
+)
+
+__all__ = [
+    "PACKAGE_SPACES", "PARAM_TYPES", "REPORTED_TARGET_METRICS", "SPACES_ENV", "Categorical",
+    "ConvSubset", "Fixed", "FloatRange", "IntRange", "Param", "Resources", "SchedulerSettings",
+    "SearchSettings", "SearchSpace", "Suggester", "apply_overrides", "describe", "describe_selection",
+    "domain_choices", "find_space", "list_spaces", "load_space", "needs", "read_yaml", "set_path",
+    "settable_keys", "space_dirs", "trial_paths", "weight_choices",
+]

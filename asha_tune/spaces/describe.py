@@ -1,0 +1,82 @@
+"""What a space will do, in words: the dry run, the selection line, and what it needs of a machine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from .space import SearchSpace
+
+
+def describe_selection(space: SearchSpace) -> str:
+    """One line: which images select the sweep's configurations, and what the scheduler optimises."""
+    s, d = space.selection, space.data
+    held = f"{s.val_fraction:.0%} per class, split seed {s.split_seed}"
+    where = {
+        "oracle": f"the whole target domain ({', '.join(d.targets)}) selects and is reported, as the paper "
+                  "(optimistic: selected on the test data)",
+        "source_val": f"held-out {d.source} images ({held}, never trained on) select; the targets are "
+                      "only reported",
+        "target_val": f"held-out target images ({held}) select; the targets are reported on the rest",
+    }[s.protocol]
+    return f"{s.protocol}: {where}; the scheduler and the search optimise {space.scheduler.metric}"
+
+
+def describe(space: SearchSpace) -> str:
+    """The dry run's text: the resolved space, then what would run."""
+    fixed = space.model_dump(mode="json", exclude={"parameters"})
+    if fixed["train"]["batch_size"] is None:
+        fixed["train"]["batch_size"] = "by mode (256 for mode target, else 128)"
+    lines = [yaml.safe_dump(fixed, sort_keys=False, width=1000).rstrip()]
+    lines.append("parameters:")
+    for name, param in space.parameters.items():
+        when = f"  (when {param.when})" if param.when else ""
+        lines.append(f"  {name}: {param.describe()}{when}")
+    if space.search.algorithm == "grid":
+        points = space.grid()[:space.num_trials]
+        lines.append(f"grid: {len(points)} configurations")
+        lines += [f"  {i:4d}  " + ", ".join(f"{k}={v}" for k, v in p.items()) for i, p in enumerate(points)]
+    else:
+        lines.append(f"{space.search.algorithm} search: {space.num_trials} trials sampled "
+                     "from the ranges above")
+    lines.append(f"needs: {needs(space)}")
+    if space.search.reproducible:
+        lines.append("reproducible: one trial at a time, so a second run gives the same trials, "
+                     "stops and metrics")
+    return "\n".join(lines)
+
+
+def needs(space: SearchSpace) -> str:
+    """What running a space asks of a machine: `asha-tune spaces` and the dry run print it."""
+    r = space.resources
+    per_trial = f"{r.gpu:g} GPU + {r.cpu:g} CPU per trial" if r.gpu else f"{r.cpu:g} CPU per trial, no GPU"
+    weights = sorted({str(v) for v in weight_choices(space)})
+    budget = f"{space.num_trials} trials x {space.train.epochs} epochs"
+    if space.scheduler.kind == "asha":
+        budget += " (ASHA stops weak ones early)"
+    return (f"{per_trial}, {space.search.concurrency} at once; weights {'/'.join(weights)}; "
+            f"{budget}; {space.data.image_size} px")
+
+
+def _choices(space: SearchSpace, path: str, fixed: Any) -> list[Any]:
+    """Every value a trial setting can take: the fixed one, or an enumerable parameter's."""
+    param = space.parameters.get(path)
+    if param is None:
+        return [fixed]
+    try:
+        return param.choices()
+    except ValueError:
+        return [fixed]
+
+
+def weight_choices(space: SearchSpace) -> list[str]:
+    return [str(w) for w in _choices(space, "train.weights", space.train.weights)]
+
+
+def domain_choices(space: SearchSpace) -> set[str]:
+    """Every PACS domain a trial of this space can read."""
+    domains = set(_choices(space, "data.source", space.data.source))
+    for targets in _choices(space, "data.targets", space.data.targets):
+        domains |= {targets} if isinstance(targets, str) else set(targets)
+    return domains

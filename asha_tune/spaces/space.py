@@ -1,0 +1,189 @@
+"""The search space: fixed sections, the search and scheduler settings, and what is searched.
+
+A space names each searched parameter once, by its TrialConfig path (`shaping.p0`,
+`shaping.convs`, `train.lr`, ...), and turns a set of sampled values into a full TrialConfig.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..config import DOMAINS, DataConfig, SelectionConfig, ShapingConfig, TrainConfig, TrialConfig
+from ..errors import ConfigError
+from .params import Param, Suggester
+
+
+class SearchSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    algorithm: Literal["optuna", "random", "grid"] = "optuna"
+    num_trials: int | None = Field(default=None, ge=1)
+    max_concurrent: int = Field(default=2, ge=1)
+    seed: int = 0
+    max_failures: int = Field(default=1, ge=0)  # retries of a crashed trial, from its checkpoint
+    # One trial at a time, so every proposal and every stopping decision sees the same history:
+    # two runs of the sweep then agree exactly (on the same device).
+    reproducible: bool = False
+
+    @property
+    def concurrency(self) -> int:
+        return 1 if self.reproducible else self.max_concurrent
+
+
+# What a protocol other than oracle never lets the scheduler or the search optimise.
+REPORTED_TARGET_METRICS = frozenset({"target_acc", *(f"acc_{d}" for d in DOMAINS)})
+
+
+class SchedulerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["asha", "fifo"] = "asha"
+    grace_period: int = Field(default=1, ge=1)
+    reduction_factor: float = Field(default=3, gt=1)
+    metric: str = "val_acc"  # the selection metric (selection.py); also what the search optimises
+    mode: Literal["max", "min"] = "max"
+
+
+class Resources(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    cpu: float = Field(default=1, gt=0)
+    gpu: float = Field(default=0, ge=0, le=1)  # a share of one GPU; a trial never uses more
+
+
+def _fixed_shorthand(value: Any) -> Any:
+    """`shaping.mode: random` in `parameters` means a fixed value."""
+    if isinstance(value, dict) and "type" in value:
+        return value
+    return {"type": "fixed", "value": value}
+
+
+class SearchSpace(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    shaping: dict[str, Any] = {}  # fixed shaping fields; checked with the parameters below
+    # One split for every trial, never searched. Honest by default: a held-out part of the
+    # source selects; a space that reproduces the paper says `selection: oracle`.
+    selection: SelectionConfig = SelectionConfig(protocol="source_val")
+    search: SearchSettings = SearchSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    resources: Resources = Resources()
+    parameters: dict[str, Param] = {}
+
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _shorthand(cls, params: Any) -> Any:
+        return {k: _fixed_shorthand(v) for k, v in params.items()} if isinstance(params, dict) else params
+
+    @field_validator("parameters")
+    @classmethod
+    def _known_paths(cls, params: dict[str, Any]) -> dict[str, Any]:
+        known = trial_paths()
+        for name, param in params.items():
+            if name.split(".")[0] == "selection":
+                raise ValueError(f"{name}: selection is fixed for a whole sweep (every trial selects "
+                                 f"on the same split); set it in the selection section")
+            if name not in known:
+                raise ValueError(f"{name}: not a trial setting (known: {', '.join(sorted(known))})")
+            for key in param.when:
+                if key not in params:
+                    raise ValueError(f"{name}: when refers to {key}, which is not a parameter")
+        return params
+
+    @model_validator(mode="after")
+    def _schedule(self) -> SearchSpace:
+        s, epochs = self.scheduler, self.train.epochs
+        if s.kind == "asha" and s.grace_period > epochs:
+            raise ValueError(f"scheduler.grace_period {s.grace_period} is above train.epochs {epochs}")
+        metrics = {"val_acc", "target_acc", "train_loss", "source_acc"}
+        metrics |= {f"acc_{t}" for t in self.data.targets}
+        if s.metric not in metrics:
+            raise ValueError(f"scheduler.metric {s.metric!r} is not reported; choose one of "
+                             f"{', '.join(sorted(metrics))}")
+        protocol = self.selection.protocol
+        if protocol != "oracle" and s.metric in REPORTED_TARGET_METRICS:
+            raise ValueError(f"scheduler.metric: {s.metric} is a reported target accuracy, which selection "
+                             f"{protocol} keeps from the scheduler and the search; use val_acc (or "
+                             f"selection: oracle to select on the target domain, as the paper)")
+        if self.search.algorithm != "grid" and self.search.num_trials is None:
+            raise ValueError(f"search.num_trials is needed for algorithm {self.search.algorithm}")
+        return self
+
+    # -- sampling --
+
+    def suggest(self, trial: Suggester) -> dict[str, Any]:
+        """Sample every active parameter in file order (define-by-run), fixed ones included."""
+        values: dict[str, Any] = {}
+        for name, param in self.parameters.items():
+            if param.active(values):
+                values[name] = param.suggest(trial, name)
+        return values
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every configuration of a grid space, respecting `when` conditions."""
+        points: list[dict[str, Any]] = [{}]
+        for name, param in self.parameters.items():
+            grown = []
+            for point in points:
+                if not param.active(point):
+                    grown.append(point)
+                    continue
+                grown += [{**point, name: v} for v in param.choices()]
+            points = grown
+        return points
+
+    def optuna_params(self, values: dict[str, Any]) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        for name, value in values.items():
+            params.update(self.parameters[name].optuna_params(name, value))
+        return params
+
+    @property
+    def num_trials(self) -> int:
+        if self.search.algorithm == "grid":
+            return self.search.num_trials or len(self.grid())
+        return self.search.num_trials  # type: ignore[return-value]  # required by _schedule
+
+    def trial_config(self, values: dict[str, Any]) -> TrialConfig:
+        """The full trial configuration: the space's fixed sections with `values` set."""
+        tree: dict[str, Any] = {
+            "data": self.data.model_dump(mode="json"),
+            "train": self.train.model_dump(mode="json"),
+            "shaping": dict(self.shaping),
+            "selection": self.selection.model_dump(mode="json"),
+        }
+        for path, value in values.items():
+            set_path(tree, path, value)
+        return TrialConfig.model_validate(tree)
+
+
+def trial_paths() -> set[str]:
+    """Every TrialConfig setting a parameter may search, as dotted paths."""
+    paths = {f"{section}.{field}" for section, model in
+             (("data", DataConfig), ("shaping", ShapingConfig), ("train", TrainConfig))
+             for field in model.model_fields}
+    return paths | {"shaping.p0.first", "shaping.p0.last"}
+
+
+def set_path(tree: dict[str, Any], path: str, value: Any) -> None:
+    """Set `a.b.c` in a nested dict, taking the longest existing key at each level.
+
+    Longest-key matching lets `--set parameters.shaping.p0.high=0.5` reach the parameter named
+    `shaping.p0` inside `parameters`.
+    """
+    parts = path.split(".")
+    node = tree
+    while len(parts) > 1:
+        for n in range(len(parts) - 1, 0, -1):
+            key = ".".join(parts[:n])
+            if isinstance(node.get(key), dict):
+                node, parts = node[key], parts[n:]
+                break
+        else:
+            node = node.setdefault(parts[0], {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{path}: {parts[0]} is not a section")
+            parts = parts[1:]
+    node[parts[0]] = value
