@@ -169,6 +169,9 @@ def add_launch_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", metavar="WEIGHTS",
                    help="initial weights of every trial: imagenet | none | PATH "
                         "(the same as --set train.weights=WEIGHTS)")
+    p.add_argument("--only", action="append", default=[], metavar="PATTERN",
+                   help="run only the listed configurations whose id matches (e.g. 'da-*'; repeatable; "
+                        "the same as --set search.only=[...])")
     p.add_argument("--dry-run", action="store_true", help="validate and print the space; start nothing")
     p.add_argument("--name", help="sweep name (default <space>-<date>-<time>)")
     p.add_argument("--restart", action="store_true",
@@ -211,6 +214,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.weights is not None:
         overrides.append(f"train.weights={json.dumps(args.weights)}")
+    if args.only:
+        overrides.append(f"search.only={json.dumps(args.only)}")
     space = load_space(args.space, overrides)
     if args.dry_run:
         print(describe(space))

@@ -45,7 +45,7 @@ def default_storage(directory: Path | None = None) -> str:
 
 
 def sampler_for(space: SearchSpace, finished_before: int = 0) -> optuna.samplers.BaseSampler:
-    """TPE for `optuna`, uniform for `random` and `grid` (grid points are enqueued).
+    """TPE for `optuna`, uniform for `random`, `grid` and `list` (their points are enqueued).
 
     The seed moves on by the number of trials already in the study, so a resumed sweep does
     not replay the suggestions it made before it was interrupted.
@@ -109,7 +109,7 @@ def retrying(url: str, call: Callable[[], T]) -> T:
 
 
 def create_study(url: str, name: str, space: SearchSpace) -> optuna.Study:
-    """A new study for a new sweep; a grid's configurations are enqueued in order."""
+    """A new study for a new sweep; a grid's or a list's configurations are enqueued in order."""
     storage = _storage(url)
     direction = "maximize" if space.scheduler.mode == "max" else "minimize"
     try:
@@ -119,7 +119,7 @@ def create_study(url: str, name: str, space: SearchSpace) -> optuna.Study:
         raise AshaTuneError(f"a study named {name} already exists in {url}: resume it "
                             f"(asha-tune resume {name}) or pick another --name") from None
     study.set_user_attr("space", space.model_dump(mode="json"))
-    if space.search.algorithm == "grid":
+    if space.search.algorithm in ("grid", "list"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # enqueue_trial is marked experimental
             for values in space.grid()[:space.num_trials]:

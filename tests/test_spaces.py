@@ -74,7 +74,7 @@ INVALID = [
     ("grace period above epochs", edit({"scheduler/grace_period": 9}),
      "scheduler.grace_period 9 is above train.epochs 4"),
     ("unknown algorithm", edit({"search/algorithm": "bayes"}),
-     "search.algorithm: Input should be 'optuna', 'random' or 'grid' (got 'bayes')"),
+     "search.algorithm: Input should be 'optuna', 'random', 'grid' or 'list' (got 'bayes')"),
     ("unknown scheduler", edit({"scheduler/kind": "pbt"}),
      "scheduler.kind: Input should be 'asha' or 'fifo' (got 'pbt')"),
     ("metric never reported", edit({"scheduler/metric": "acc_photo"}),

@@ -6,7 +6,7 @@ from typing import Any
 
 import yaml
 
-from .space import SearchSpace
+from .space import CONFIGURATION_KEY, SearchSpace
 
 
 def describe_selection(space: SearchSpace) -> str:
@@ -25,7 +25,7 @@ def describe_selection(space: SearchSpace) -> str:
 
 def describe(space: SearchSpace) -> str:
     """The dry run's text: the resolved space, then what would run."""
-    fixed = space.model_dump(mode="json", exclude={"parameters"})
+    fixed = space.model_dump(mode="json", exclude={"parameters", "configurations"})
     if fixed["train"]["batch_size"] is None:
         fixed["train"]["batch_size"] = "by mode (256 for mode target, else 128)"
     lines = [yaml.safe_dump(fixed, sort_keys=False, width=1000).rstrip()]
@@ -33,7 +33,9 @@ def describe(space: SearchSpace) -> str:
     for name, param in space.parameters.items():
         when = f"  (when {param.when})" if param.when else ""
         lines.append(f"  {name}: {param.describe()}{when}")
-    if space.search.algorithm == "grid":
+    if space.search.algorithm == "list":
+        lines += describe_configurations(space)
+    elif space.search.algorithm == "grid":
         points = space.grid()[:space.num_trials]
         lines.append(f"grid: {len(points)} configurations")
         lines += [f"  {i:4d}  " + ", ".join(f"{k}={v}" for k, v in p.items()) for i, p in enumerate(points)]
@@ -45,6 +47,27 @@ def describe(space: SearchSpace) -> str:
         lines.append("reproducible: one trial at a time, so a second run gives the same trials, "
                      "stops and metrics")
     return "\n".join(lines)
+
+
+def describe_configurations(space: SearchSpace) -> list[str]:
+    """Every listed configuration that will run, its settings and its published figures (marked as
+    such: reference data, not results), then the total budget."""
+    lines = []
+    points = space.grid()[:space.num_trials]
+    for i, point in enumerate(points):
+        listed = space.configuration(point[CONFIGURATION_KEY])
+        extra = {k: v for k, v in point.items() if k != CONFIGURATION_KEY}
+        settings = ", ".join(f"{k}={v}" for k, v in {**listed.values, **extra}.items())
+        settings = settings or "the fixed sections"
+        note = f"  [{listed.note}]" if listed.note else ""
+        lines.append(f"  {i:4d}  {listed.id}: {settings}{note}")
+        if listed.published:
+            figures = ", ".join(f"{k} {v:g}" for k, v in listed.published.items())
+            lines.append(f"        published: {figures}" + (f" ({listed.source})" if listed.source else ""))
+    epochs = space.train.epochs
+    lines.insert(0, f"configurations: {len(points)} listed, each to full budget: {len(points)} trials x "
+                    f"{epochs} epochs = {len(points) * epochs} epochs")
+    return lines
 
 
 def needs(space: SearchSpace) -> str:
@@ -60,10 +83,14 @@ def needs(space: SearchSpace) -> str:
 
 
 def _choices(space: SearchSpace, path: str, fixed: Any) -> list[Any]:
-    """Every value a trial setting can take: the fixed one, or an enumerable parameter's."""
+    """Every value a trial setting can take: the fixed one, the listed configurations', or an
+    enumerable parameter's."""
+    listed = [c.values[path] for c in space.active_configurations if path in c.values]
+    if len(listed) < len(space.active_configurations):  # some configurations keep the fixed value
+        listed.append(fixed)
     param = space.parameters.get(path)
     if param is None:
-        return [fixed]
+        return listed or [fixed]
     try:
         return param.choices()
     except ValueError:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from ..config import is_cross_field, validation_problems
 from ..errors import ConfigError
 from .params import PARAM_TYPES
-from .space import SearchSpace, set_path, trial_paths
+from .space import CONFIGURATION_KEY, SearchSpace, set_path, trial_paths
 
 SPACES_ENV = "ASHA_TUNE_SPACES"
 # The shipped spaces: asha_tune/search_spaces in an installed wheel, search_spaces/ in a checkout.
@@ -191,7 +191,10 @@ def load_space(source: str | Path, overrides: list[str] | None = None) -> Search
         space = SearchSpace.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(_space_problems(err)) from None
-    problems = _check_trials(space)
+    if space.search.algorithm == "list":
+        problems = _check_grid(space) or _check_listed(space)
+    else:
+        problems = _check_trials(space)
     if space.search.algorithm == "grid":
         problems += _check_grid(space)
     if problems:
@@ -213,3 +216,25 @@ def _check_grid(space: SearchSpace) -> list[str]:
         problems.append(f"search.num_trials: the grid has {size} configurations; "
                         f"use {size} or leave num_trials out")
     return problems
+
+
+def _check_listed(space: SearchSpace) -> list[str]:
+    """Every listed configuration (with every grid point) must make a valid trial, and no two the
+    same trial: a configuration that several tables share is listed once."""
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    for values in space.grid():
+        label = ", ".join([values[CONFIGURATION_KEY]] +
+                          [f"{k}={v}" for k, v in values.items() if k != CONFIGURATION_KEY])
+        try:
+            fingerprint = space.trial_config(values).fingerprint()
+        except ValidationError as err:
+            for path, message in validation_problems(err):
+                where = "" if not path or is_cross_field(path) else f"{path}: "
+                problems.append(f"configurations.{values[CONFIGURATION_KEY]}: {where}{message}")
+            continue
+        if fingerprint in seen:
+            problems.append(f"configurations: {seen[fingerprint]} and {label} are the same trial; "
+                            f"list it once")
+        seen.setdefault(fingerprint, label)
+    return list(dict.fromkeys(problems))

@@ -6,6 +6,7 @@ A space names each searched parameter once, by its TrialConfig path (`shaping.p0
 
 from __future__ import annotations
 
+import fnmatch
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -17,8 +18,11 @@ from .params import Param, Suggester
 
 class SearchSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    algorithm: Literal["optuna", "random", "grid"] = "optuna"
+    # list: the space's explicit `configurations` (each crossed with any grid parameters), in order.
+    algorithm: Literal["optuna", "random", "grid", "list"] = "optuna"
     num_trials: int | None = Field(default=None, ge=1)
+    # Run only the configurations whose id matches one of these patterns (fnmatch: "da-*").
+    only: list[str] = []
     max_concurrent: int = Field(default=2, ge=1)
     seed: int = 0
     max_failures: int = Field(default=1, ge=0)  # retries of a crashed trial, from its checkpoint
@@ -50,6 +54,24 @@ class Resources(BaseModel):
     gpu: float = Field(default=0, ge=0, le=1)  # a share of one GPU; a trial never uses more
 
 
+CONFIGURATION_KEY = "configuration"  # in a trial's values: the id of its explicit configuration
+
+
+class Configuration(BaseModel):
+    """One explicit trial of a list space: trial settings by path, and reference figures if any.
+
+    `published` holds figures someone else reported for this configuration (e.g. the paper's), by
+    metric name (`acc_cartoon`, ...): reference data for comparison, never our results.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str = Field(pattern=r"^[A-Za-z0-9_.,+=-]+$")
+    values: dict[str, Any] = {}  # TrialConfig paths, as in `parameters` (fixed values)
+    published: dict[str, float] = {}
+    source: str = ""  # where the published figures come from, e.g. "paper, Tables 3 and 4"
+    note: str = ""  # e.g. "not in the paper"
+
+
 def _fixed_shorthand(value: Any) -> Any:
     """`shaping.mode: random` in `parameters` means a fixed value."""
     if isinstance(value, dict) and "type" in value:
@@ -71,6 +93,19 @@ class SearchSpace(BaseModel):
     scheduler: SchedulerSettings = SchedulerSettings()
     resources: Resources = Resources()
     parameters: dict[str, Param] = {}
+    configurations: list[Configuration] = []  # explicit trials (search.algorithm: list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _list_defaults(cls, tree: Any) -> Any:
+        """Explicit configurations mean a list search, run to full budget (no early stopping)."""
+        if not isinstance(tree, dict) or not tree.get("configurations"):
+            return tree
+        tree = dict(tree)
+        for section, key, value in (("search", "algorithm", "list"), ("scheduler", "kind", "fifo")):
+            if isinstance(tree.get(section, {}), dict) and key not in tree.get(section, {}):
+                tree[section] = {**tree.get(section, {}), key: value}
+        return tree
 
     @field_validator("parameters", mode="before")
     @classmethod
@@ -107,15 +142,60 @@ class SearchSpace(BaseModel):
             raise ValueError(f"scheduler.metric: {s.metric} is a reported target accuracy, which selection "
                              f"{protocol} keeps from the scheduler and the search; use val_acc (or "
                              f"selection: oracle to select on the target domain, as the paper)")
-        if self.search.algorithm != "grid" and self.search.num_trials is None:
+        if self.search.algorithm not in ("grid", "list") and self.search.num_trials is None:
             raise ValueError(f"search.num_trials is needed for algorithm {self.search.algorithm}")
+        self._check_configurations()
         return self
+
+    def _check_configurations(self) -> None:
+        listed = self.search.algorithm == "list"
+        if listed != bool(self.configurations):
+            raise ValueError("configurations: search.algorithm list runs the configurations listed "
+                             "here, and only it does: give both or neither")
+        if not listed:
+            if self.search.only:
+                raise ValueError("search.only: picks among explicit configurations; this space has none")
+            return
+        if self.scheduler.kind != "fifo":
+            raise ValueError("scheduler.kind: listed configurations all run to full budget; use fifo")
+        ids = [c.id for c in self.configurations]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            raise ValueError(f"configurations: id {', '.join(twice)} is listed twice")
+        known = trial_paths()
+        for c in self.configurations:
+            unknown = sorted(set(c.values) - known)
+            if unknown:
+                raise ValueError(f"configurations: {c.id}: {', '.join(unknown)} is not a trial setting")
+            searched = sorted(set(c.values) & set(self.parameters))
+            if searched:
+                raise ValueError(f"configurations: {c.id}: {', '.join(searched)} is also a parameter")
+        for pattern in self.search.only:
+            if not fnmatch.filter(ids, pattern):
+                raise ValueError(f"search.only: {pattern!r} matches no configuration "
+                                 f"(ids: {', '.join(ids)})")
+
+    @property
+    def active_configurations(self) -> list[Configuration]:
+        """The listed configurations this sweep runs (all, or those `search.only` picks)."""
+        only = self.search.only
+        return [c for c in self.configurations
+                if not only or any(fnmatch.fnmatchcase(c.id, pattern) for pattern in only)]
+
+    def configuration(self, config_id: str) -> Configuration:
+        return next(c for c in self.configurations if c.id == config_id)
 
     # -- sampling --
 
     def suggest(self, trial: Suggester) -> dict[str, Any]:
-        """Sample every active parameter in file order (define-by-run), fixed ones included."""
+        """Sample every active parameter in file order (define-by-run), fixed ones included.
+
+        A list space first picks its configuration (enqueued in order, so never sampled).
+        """
         values: dict[str, Any] = {}
+        if self.configurations:
+            ids = [c.id for c in self.active_configurations]
+            values[CONFIGURATION_KEY] = trial.suggest_categorical(CONFIGURATION_KEY, ids)
         for name, param in self.parameters.items():
             if param.active(values):
                 values[name] = param.suggest(trial, name)
@@ -124,6 +204,8 @@ class SearchSpace(BaseModel):
     def grid(self) -> list[dict[str, Any]]:
         """Every configuration of a grid space, respecting `when` conditions."""
         points: list[dict[str, Any]] = [{}]
+        if self.configurations:  # each listed configuration, crossed with the grid parameters
+            points = [{CONFIGURATION_KEY: c.id} for c in self.active_configurations]
         for name, param in self.parameters.items():
             grown = []
             for point in points:
@@ -137,12 +219,15 @@ class SearchSpace(BaseModel):
     def optuna_params(self, values: dict[str, Any]) -> dict[str, Any]:
         params: dict[str, Any] = {}
         for name, value in values.items():
-            params.update(self.parameters[name].optuna_params(name, value))
+            if name == CONFIGURATION_KEY:
+                params[name] = value
+            else:
+                params.update(self.parameters[name].optuna_params(name, value))
         return params
 
     @property
     def num_trials(self) -> int:
-        if self.search.algorithm == "grid":
+        if self.search.algorithm in ("grid", "list"):
             return self.search.num_trials or len(self.grid())
         return self.search.num_trials  # type: ignore[return-value]  # required by _schedule
 
@@ -154,6 +239,9 @@ class SearchSpace(BaseModel):
             "shaping": dict(self.shaping),
             "selection": self.selection.model_dump(mode="json"),
         }
+        if CONFIGURATION_KEY in values:
+            listed = self.configuration(values[CONFIGURATION_KEY]).values
+            values = {**listed, **{k: v for k, v in values.items() if k != CONFIGURATION_KEY}}
         for path, value in values.items():
             set_path(tree, path, value)
         return TrialConfig.model_validate(tree)
