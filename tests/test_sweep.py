@@ -625,4 +625,4 @@ def test_launch_works_where_ray_was_imported_first(tmp_path, tiny_runtime, proce
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=quiet_env(), capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "best trial 0: target_acc" in done.stdout
+    assert "best trial 0: val_acc" in done.stdout
