@@ -1,36 +1,65 @@
-"""The Ray Tune trainable: the foundation trial, reporting and checkpointing through Tune."""
+"""The Ray Tune trainable: the foundation trial, reporting and checkpointing through Tune.
+
+Each report carries the trial's own timings (`time_*` durations, `at_*` wall-clock times) so
+that benchmarks/sweep.py can say where a slot's time went.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from ray import tune
 
 from ..config import Runtime
-from ..errors import DivergedError
 from ..spaces import SearchSpace
-from ..training import load_checkpoint, run_trial
 
 CHECKPOINT_FILE = "trial.pt"
 
 
+def process_started_at() -> float | None:
+    """Wall-clock time at which this process started (Linux; None elsewhere)."""
+    try:
+        stat = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+        return boot + int(stat[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
 def train_trial(config: dict[str, Any], space: SearchSpace, runtime: Runtime) -> None:
     """One sweep trial: `config` holds the Optuna trial number and the sampled values."""
+    entered = time.time()
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+    begin = time.perf_counter()
+    import torch  # here, not at module level: timed, and paid once per process
+
+    from ..errors import DivergedError
+    from ..training import load_checkpoint, run_trial
+
+    imports = time.perf_counter() - begin
     trial_config = space.trial_config(config["values"])
     state = None
     if checkpoint := tune.get_checkpoint():  # a retry or a resumed sweep
         with checkpoint.as_directory() as folder:
             state = load_checkpoint(Path(folder) / CHECKPOINT_FILE)
+    first = {"at_entry": entered, "time_imports": imports}
+    if (started := process_started_at()) is not None:
+        first["at_process"] = started
 
     def report(metrics: dict[str, float], trial_state: dict[str, Any]) -> None:
+        timings = {"at_report": time.time(), **first}
+        first.clear()
         with tempfile.TemporaryDirectory() as folder:
+            begin = time.perf_counter()
             torch.save(trial_state, Path(folder) / CHECKPOINT_FILE)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+            timings["time_checkpoint"] = time.perf_counter() - begin
+            tune.report({**metrics, **timings}, checkpoint=tune.Checkpoint.from_directory(folder))
 
     try:
         run_trial(trial_config, runtime, report=report, resume=state)
