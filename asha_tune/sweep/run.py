@@ -112,6 +112,7 @@ def _tuner(settings: SweepSettings, handle: StudyHandle, experiment_id: str) -> 
             scheduler=scheduler,
             num_samples=space.num_trials,
             max_concurrent_trials=space.search.max_concurrent,
+            reuse_actors=True,  # a trial's process runs the next trial: no start, no imports
         ),
         run_config=tune.RunConfig(
             name=settings.name,

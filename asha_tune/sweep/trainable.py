@@ -1,6 +1,7 @@
 """The Ray Tune trainable: the foundation trial, reporting and checkpointing through Tune.
 
-Each report carries the trial's own timings (`time_*` durations, `at_*` wall-clock times) so
+Sweeps reuse a trial's actor for the next trial (`reuse_actors`; Ray 2.60's default is off),
+so a process pays for its start and its imports once. Each report carries the trial's own timings (`time_*` durations, `at_*` wall-clock times) so
 that benchmarks/sweep.py can say where a slot's time went.
 """
 
@@ -37,7 +38,7 @@ def train_trial(config: dict[str, Any], space: SearchSpace, runtime: Runtime) ->
     entered = time.time()
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     begin = time.perf_counter()
-    import torch  # here, not at module level: timed, and paid once per process
+    import torch  # here, not at module level: timed, and paid once per reused process
 
     from ..errors import DivergedError
     from ..training import load_checkpoint, run_trial
