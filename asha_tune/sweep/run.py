@@ -91,6 +91,7 @@ def _tuner(settings: SweepSettings, handle: StudyHandle, experiment_id: str) -> 
     from ray.tune.schedulers import FIFOScheduler
 
     from .callbacks import ProgressCallback, TrackingCallback
+    from .checkpoints import CheckpointCleanup
     from .searcher import ResumableASHA, StudySearcher
 
     space = settings.space
@@ -103,6 +104,7 @@ def _tuner(settings: SweepSettings, handle: StudyHandle, experiment_id: str) -> 
     callbacks = [
         TrackingCallback(settings.tracking_uri, experiment_id, settings.parent_run_id, space),
         ProgressCallback(s.metric, s.mode, space.num_trials, epochs),
+        CheckpointCleanup(s.metric, s.mode, epochs),
         CSVLoggerCallback(), JsonLoggerCallback(),
     ]
     return tune.Tuner(
@@ -168,6 +170,11 @@ def _announce(settings: SweepSettings, dashboard: str) -> None:
 def _conclude(outcome: SweepOutcome) -> SweepOutcome:
     metric = outcome.settings.space.scheduler.metric
     say(describe_best(outcome.best, metric))
+    from .checkpoints import kept_checkpoint
+
+    kept = outcome.best and kept_checkpoint(outcome.settings.sweep_dir, outcome.best.number)
+    if kept:
+        say(f"its final checkpoint: {kept} (--weights accepts it)")
     if not outcome.finished:
         say(f"the sweep did not finish; continue it with: asha-tune resume {outcome.settings.name}")
     return outcome

@@ -1,8 +1,9 @@
 """The Ray Tune trainable: the foundation trial, reporting and checkpointing through Tune.
 
 Sweeps reuse a trial's actor for the next trial (`reuse_actors`; Ray 2.60's default is off),
-so a process pays for its start and its imports once. Each report carries the trial's own timings (`time_*` durations, `at_*` wall-clock times) so
-that benchmarks/sweep.py can say where a slot's time went.
+so a process pays for its start and its imports once. When a trial writes a checkpoint is
+decided in checkpoints.py. Each report carries the trial's own timings (`time_*` durations,
+`at_*` wall-clock times) so that benchmarks/sweep.py can say where a slot's time went.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ from ray import tune
 
 from ..config import Runtime
 from ..spaces import SearchSpace
-
-CHECKPOINT_FILE = "trial.pt"
+from .checkpoints import CHECKPOINT_FILE, ENDED_MARKER, asha_rungs, checkpoint_due
 
 
 def process_started_at() -> float | None:
@@ -31,6 +31,17 @@ def process_started_at() -> float | None:
         return boot + int(stat[19]) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, StopIteration):
         return None
+
+
+def restored_state(checkpoint: tune.Checkpoint | None, load: Any) -> tuple[bool, dict[str, Any] | None]:
+    """(ended, state): state None starts afresh; ended means the trial had already ended (its
+    checkpoint was emptied then) and there is nothing to redo."""
+    if checkpoint is None:
+        return False, None
+    with checkpoint.as_directory() as folder:
+        if (Path(folder) / ENDED_MARKER).exists():
+            return True, None
+        return False, load(Path(folder) / CHECKPOINT_FILE)
 
 
 def train_trial(config: dict[str, Any], space: SearchSpace, runtime: Runtime) -> None:
@@ -45,21 +56,29 @@ def train_trial(config: dict[str, Any], space: SearchSpace, runtime: Runtime) ->
 
     imports = time.perf_counter() - begin
     trial_config = space.trial_config(config["values"])
-    state = None
-    if checkpoint := tune.get_checkpoint():  # a retry or a resumed sweep
-        with checkpoint.as_directory() as folder:
-            state = load_checkpoint(Path(folder) / CHECKPOINT_FILE)
+    ended, state = restored_state(tune.get_checkpoint(), load_checkpoint)
+    if ended:
+        return  # it ended before the driver stopped, and Tune had not saved that yet
+    epochs = trial_config.train.epochs
+    rungs = asha_rungs(space.scheduler, epochs)
+    saved = {"epoch": int(state["epoch"]) if state else 0, "unsaved_s": 0.0}
     first = {"at_entry": entered, "time_imports": imports}
     if (started := process_started_at()) is not None:
         first["at_process"] = started
 
     def report(metrics: dict[str, float], trial_state: dict[str, Any]) -> None:
-        timings = {"at_report": time.time(), **first}
+        timings = {"at_report": time.time(), "time_checkpoint": 0.0, **first}
         first.clear()
+        epoch = int(metrics["epoch"])
+        saved["unsaved_s"] += metrics["time_train"] + metrics["time_eval"]
+        if not checkpoint_due(epoch, epochs, saved["epoch"], saved["unsaved_s"], rungs):
+            tune.report({**metrics, **timings})
+            return
         with tempfile.TemporaryDirectory() as folder:
             begin = time.perf_counter()
             torch.save(trial_state, Path(folder) / CHECKPOINT_FILE)
             timings["time_checkpoint"] = time.perf_counter() - begin
+            saved.update(epoch=epoch, unsaved_s=0.0)
             tune.report({**metrics, **timings}, checkpoint=tune.Checkpoint.from_directory(folder))
 
     try:
