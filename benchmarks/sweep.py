@@ -5,8 +5,8 @@
 Runs real sweeps (real PACS from a warm decode cache, CPU, a local Ray, MLflow and Optuna in
 sqlite), each in its own process, and reads what the trials themselves recorded (Ray's
 result.json of every trial). Efficiency is the slot time spent in training and evaluation over
-wall time x concurrent slots; the rest is broken into its parts, per trial. `--baseline REV`
-runs the same sweeps with the code of another commit (extracted with git archive), interleaved
+wall time x concurrent slots; the rest is broken into its parts, per trial. `--baseline REV[,REV]`
+runs the same sweeps with the code of other commits (extracted with git archive), interleaved
 with this tree's, so both see the same machine load. Every figure comes with the load it was
 taken under (benchmarks/probe.py). Prints a table (last) and writes JSON.
 """
@@ -317,7 +317,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-root", type=Path, default=os.environ.get("ASHA_TUNE_DATA_ROOT"))
     p.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "asha-tune-bench-cache")
-    p.add_argument("--baseline", help="also run the code of this commit, interleaved (e.g. main)")
+    p.add_argument("--baseline", help="also run the code of these commits (comma-separated, e.g. main), "
+                   "interleaved with this tree's")
     p.add_argument("--profiles", default="long,quickstart", help=f"comma-separated of {', '.join(PROFILES)}")
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--trials", type=int, help="trials per sweep (default: the profile's)")
@@ -335,9 +336,10 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="asha-sweep-bench-"))
     variants = {f"HEAD {git('rev-parse', '--short', 'HEAD')}"
                 + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else ""): REPO}
-    if args.baseline:
-        rev = git("rev-parse", "--short", args.baseline)
-        variants = {f"baseline {rev}": extract(rev, scratch / f"code-{rev}"), **variants}
+    for given in reversed([v for v in (args.baseline or "").split(",") if v]):
+        rev = git("rev-parse", "--short", given)
+        variants = {f"{rev} {given}" if given != rev else rev: extract(rev, scratch / f"code-{rev}"),
+                    **variants}
     common = {"data_root": str(args.data_root.resolve()), "cache_dir": str(args.cache_dir.resolve())}
     report: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu_name(), "cores": os.cpu_count(),
