@@ -142,6 +142,19 @@ def run_child(spec: dict) -> dict:
             driver["ray_start"] = time.perf_counter() - begin
 
     sweep_run.start_ray = start_ray
+    import ray
+
+    original_shutdown = ray.shutdown
+
+    def shutdown(*args, **kwargs):
+        driver["fit_returned_at"] = time.time()
+        begin = time.perf_counter()
+        try:
+            return original_shutdown(*args, **kwargs)
+        finally:
+            driver["ray_shutdown"] = time.perf_counter() - begin
+
+    ray.shutdown = shutdown
     probe = Probe(os.environ[TAG_ENV], memory=spec.get("memory", False)).start()
     cpu0 = time.process_time()
     t0 = time.time()
@@ -164,8 +177,10 @@ def run_child(spec: dict) -> dict:
 # --- analysis (pure: tested on hand-made records) --------------------------------------------
 
 # Slot time that is not training or evaluation adds up to exactly these parts.
+# "idle slot": a slot with no trial process while others still run (the tail of the sweep, gaps
+# between processes); "sweep end": every slot, from the last trial's last report to the end.
 PARTS = ("sweep start", "process start", "imports", "model build", "data load", "checkpoint write",
-         "report round trips", "between trials", "sweep end and idle")
+         "report round trips", "between trials", "idle slot", "sweep end")
 
 
 def _segments(trial: list[dict]) -> list[list[dict]]:
@@ -214,13 +229,16 @@ def analyse(run: dict) -> dict:
         "overhead_per_trial_s": (wall * slots - compute) / n if n else 0.0,
         "checkpoint_writes": sum(1 for r in results if r.get("checkpoint_dir_name")),
         "data_load_s": sum(r.get("time_data", 0.0) for r in results),
+        # CPU seconds of every process of the sweep (driver, Ray, trials): robust to other load.
+        "cpu_per_epoch_s": run["machine"].get("our_cpu_s", 0.0) / len(results) if results else 0.0,
+        "cpu_per_trial_s": run["machine"].get("our_cpu_s", 0.0) / n if n else 0.0,
         "driver": run["driver"], "machine": run["machine"], "disk": run["disk"],
     }
     if n and all("at_report" in r for r in results):
         parts = _parts(trials, run["t0"], run["t1"], slots)
         out["parts_s"] = parts
         out["parts_per_trial_s"] = {k: v / n for k, v in parts.items()}
-        fixed = parts["sweep start"] + parts["sweep end and idle"]
+        fixed = parts["sweep start"] + parts["sweep end"]
         out["overhead_per_trial_in_sweep_s"] = (wall * slots - compute - fixed) / n
         out["first_step_per_trial_s"] = _first_step(trials) / n
     return out
@@ -253,14 +271,16 @@ def _parts(trials: list[list[dict]], t0: float, t1: float, slots: int) -> dict[s
                 parts["report round trips"] += _start(result) - _end([prev])
             parts["checkpoint write"] += sum(r.get("time_checkpoint", 0.0) for r in segment)
     lanes = _assign_slots(spans, slots)
+    last = max((end for _, end in spans), default=t0)
+    parts["sweep end"] = (t1 - last) * slots
     for lane in lanes:
         if not lane:
-            parts["sweep end and idle"] += t1 - t0
+            parts["idle slot"] += last - t0
             continue
         parts["sweep start"] += spans[lane[0]][0] - t0
-        parts["sweep end and idle"] += t1 - spans[lane[-1]][1]
+        parts["idle slot"] += last - spans[lane[-1]][1]
         for a, b in zip(lane, lane[1:], strict=False):  # a slot between two processes
-            parts["sweep end and idle"] += spans[b][0] - spans[a][1]
+            parts["idle slot"] += spans[b][0] - spans[a][1]
     return parts
 
 
@@ -375,10 +395,6 @@ def cpu_name() -> str:
     return "unknown CPU"
 
 
-def _mean(runs: list[dict], key: str) -> float:
-    return sum(r[key] for r in runs) / len(runs)
-
-
 def table(r: dict) -> str:
     lines = [f"asha-tune sweep benchmark · CPU {r['cpu']} ({r['cores']} cores) · {r['date']}", ""]
     for profile, entry in r["profiles"].items():
@@ -387,18 +403,19 @@ def table(r: dict) -> str:
         lines.append(f"{profile}: {s['search']['num_trials']} trials x {t['epochs']} epochs, "
                      f"{d['image_size']} px, {d.get('limit_per_domain') or 'all'} images per domain, "
                      f"{s['scheduler']['kind']}, {s['search']['max_concurrent']} slots")
-        lines.append(f"  {'variant':24s} {'wall s':>7s} {'compute s':>9s} {'effic.':>7s} "
-                     f"{'ovh/trial s':>11s} {'in-sweep':>8s} {'ckpt writes':>11s} {'left MB':>8s} "
+        lines.append(f"  {'variant':22s} {'wall s':>6s} {'compute s':>9s} {'effic.':>6s} {'ovh/trial':>9s} "
+                     f"{'in sweep':>8s} {'CPU/epoch':>9s} {'epochs':>6s} {'ckpts':>5s} {'left MB':>7s} "
                      f"{'load':>5s} {'others':>6s}")
         for label, runs in entry["runs"].items():
             for run in runs:
                 m = run["machine"]
                 in_sweep = run.get("overhead_per_trial_in_sweep_s")
+                in_sweep = "-" if in_sweep is None else f"{in_sweep:.2f}"
                 lines.append(
-                    f"  {label:24s} {run['wall_s']:7.1f} {run['compute_s']:9.1f} {run['efficiency']:6.0%} "
-                    f" {run['overhead_per_trial_s']:11.2f} "
-                    f"{'' if in_sweep is None else f'{in_sweep:.2f}':>8s} {run['checkpoint_writes']:11d} "
-                    f"{run['disk']['checkpoints_left_mb']:8.0f} {m['load_1min_mean']:5.1f} "
+                    f"  {label:22s} {run['wall_s']:6.1f} {run['compute_s']:9.1f} {run['efficiency']:6.0%} "
+                    f"{run['overhead_per_trial_s']:9.2f} {in_sweep:>8s} "
+                    f"{run['cpu_per_epoch_s']:9.2f} {run['epochs']:6d} {run['checkpoint_writes']:5d} "
+                    f"{run['disk']['checkpoints_left_mb']:7.0f} {m['load_1min_mean']:5.1f} "
                     f"{m['others_busy_cores']:6.2f}")
         for label, runs in entry["runs"].items():
             run = runs[-1]
@@ -409,8 +426,9 @@ def table(r: dict) -> str:
             d = run["driver"]
             n = run["trials"]
             lines.append(f"  driver per trial, {label} (s): MLflow {d['tracking'] / n:.2f} · "
-                         f"Optuna {d['study'] / n:.2f} · driver CPU {d['driver_cpu'] / n:.2f}; "
-                         f"Ray start {d.get('ray_start', float('nan')):.1f} s once")
+                         f"Optuna {d['study'] / n:.2f} · driver CPU {d['driver_cpu'] / n:.2f}; once: "
+                         f"Ray start {d.get('ray_start', float('nan')):.1f} s, Ray shutdown "
+                         f"{d.get('ray_shutdown', float('nan')):.1f} s")
         lines.append("")
     for label, runs in r["memory"].items():
         for m in runs:
@@ -422,9 +440,13 @@ def table(r: dict) -> str:
                 f"({m['Pss_mib'] / k:.0f} per trial: anon {m['Pss_Anon_mib'] / k:.0f}, file "
                 f"{m['Pss_File_mib'] / k:.0f}), RSS {m['Rss_mib']:.0f} MiB "
                 f"· load {m['machine']['load_1min_mean']:.1f}")
-    lines.append("")
-    lines.append("load: 1-min load average (mean over the run); others: CPU cores busy with other "
-                 "processes than the sweep's, on average")
+    lines += [
+        "",
+        "effic.: trial compute (train + eval, the trials' own timings) / (wall x slots); ovh/trial: the",
+        "rest per trial; in sweep: without the sweep's start and end; CPU/epoch: CPU seconds of every",
+        "process of the sweep per epoch trained; ckpts: checkpoint writes; left MB: checkpoints on disk",
+        "at the end; load: 1-min load average (mean); others: cores busy with other processes (mean)",
+    ]
     return "\n".join(lines)
 
 

@@ -74,17 +74,18 @@ def test_sweep_analysis_accounts_for_every_slot_second():
     assert out["efficiency"] == pytest.approx(compute / 50)
     assert out["overhead_per_trial_s"] == pytest.approx((50 - compute) / 3)
     assert out["checkpoint_writes"] == 2 and out["epochs"] == 4
+    assert out["cpu_per_epoch_s"] == 0.0  # no machine figures in this hand-made run
     parts = out["parts_s"]
     assert list(parts) == list(PARTS)
     expected = {"sweep start": 1.0 + 1.5, "process start": 2.0 + 2.5, "imports": 2.5, "data load": 0.8,
                 "model build": 0.0 + 0.4 + 0.3,  # setup (0.5 s each) less data
                 "checkpoint write": 0.5, "report round trips": 1011.5 - 1010.2, "between trials": 1.0,
-                "sweep end and idle": (1025 - 1023.3) + (1025 - 1012.0)}
+                "idle slot": 1023.3 - 1012.0, "sweep end": (1025 - 1023.3) * 2}
     for name, value in expected.items():
         assert parts[name] == pytest.approx(value), name
     assert sum(parts.values()) + compute == pytest.approx(50.0)  # nothing unaccounted
     assert out["first_step_per_trial_s"] == pytest.approx(0.5 / 3)  # A's first epoch, 4.5 against 4.0
-    fixed = parts["sweep start"] + parts["sweep end and idle"]
+    fixed = parts["sweep start"] + parts["sweep end"]
     assert out["overhead_per_trial_in_sweep_s"] == pytest.approx((50 - compute - fixed) / 3)
 
 
@@ -123,5 +124,7 @@ def test_sweep_benchmark_runs_a_real_sweep_and_prints_its_figures(tiny_runtime, 
               "profiles": {"tiny": {"space": tree, "runs": {"HEAD": [out]}}},
               "memory": {"HEAD": [{"trials_at_once": 2, **machine["memory_peak"], "machine": machine}]}}
     text = table(report)
-    assert f"{out['efficiency']:6.0%}" in text and "sweep end and idle" in text
+    assert f"{out['efficiency']:6.0%}" in text and "idle slot" in text and "sweep end" in text
+    assert out["cpu_per_epoch_s"] == pytest.approx(machine["our_cpu_s"] / 6)
+    assert set(run["driver"]) >= {"ray_shutdown", "fit_returned_at"}
     assert "memory, 2 trial(s) at once, HEAD: PSS" in text
