@@ -10,8 +10,9 @@ at an epoch where ASHA may stop it (it writes at the next one instead). A retry 
 most half of a trial's work and at most `MAX_UNSAVED_S`. Each trial also writes its final
 epoch: the best full-budget trial's final checkpoint is what the sweep keeps for the user.
 
-Once a trial has ended, nothing resumes it, so its checkpoints are emptied (`CheckpointCleanup`),
-except the best full-budget trial's. Ray keeps only each running trial's latest
+Once a trial has finished or been stopped, nothing resumes it, so its checkpoints are emptied
+(`CheckpointCleanup`), except the best full-budget trial's. A failed trial keeps its latest: a
+resume that retries failed trials would go on from it. Ray keeps only each running trial's latest
 (`CheckpointConfig(num_to_keep=1)`). An emptied checkpoint keeps an `ENDED` marker: Tune saves
 its view of the trials about once a second, so a driver killed just after a trial ended may
 resume that trial from its last checkpoint, and the marker tells it there is nothing left to do.
@@ -58,7 +59,7 @@ def checkpoint_due(epoch: int, epochs: int, last_saved: int, unsaved_s: float,
 
 
 class CheckpointCleanup(Callback):
-    """Deletes a trial's checkpoints when it ends, keeping the best full-budget trial's.
+    """Empties a trial's checkpoints when it finishes or is stopped, but the best full-budget one's.
 
     "Best" follows `reports.best_trial`: the best last value of `metric` among trials that ran
     every epoch, the lower trial number on a tie. The state lives in the trials Tune passes in,
@@ -82,30 +83,23 @@ class CheckpointCleanup(Callback):
         return (result.get("epoch", 0) >= self.max_epochs and not result.get("diverged")
                 and isinstance(value, (int, float)) and math.isfinite(value))
 
-    def _clean(self, trials: list, ending: Any, errored: bool) -> None:
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # Tune updates the ending trial's status only after it tells callbacks.
-        ended = [t for t in trials if t is ending or t.status in ("TERMINATED", "ERROR")]
-        full = [t for t in ended if t.status != "ERROR" and not (t is ending and errored)
-                and self._full_budget(t)]
+        ended = [t for t in trials if t is trial or t.status == "TERMINATED"]
+        full = [t for t in ended if self._full_budget(t)]
         full.sort(key=lambda t: int(t.config.get("trial_number", 0)))
         pick = max if self.mode == "max" else min
         best = pick(full, key=lambda t: t.last_result[self.metric]) if full else None
-        for trial in ended:
-            if trial is not best and trial.trial_id not in self._cleaned:
-                retire_checkpoints(trial)
-                self._cleaned.add(trial.trial_id)
+        for other in ended:
+            if other is not best and other.trial_id not in self._cleaned:
+                retire_checkpoints(other)
+                self._cleaned.add(other.trial_id)
         if best is not None:
             self._cleaned.discard(best.trial_id)  # deleted once a better trial ends
 
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._clean(trials, trial, errored=False)
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._clean(trials, trial, errored=True)
-
 
 def retire_checkpoints(trial: Any) -> None:
-    """Empty every checkpoint folder of an ended trial, on whatever filesystem Ray keeps them,
+    """Empty every checkpoint folder of a finished trial, on whatever filesystem Ray keeps them,
     leaving the marker."""
     from pyarrow.fs import FileSelector, FileType
 
