@@ -12,6 +12,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from asha_tune.config import Runtime
+from asha_tune.model import build_model
 from asha_tune.spaces import SchedulerSettings, load_space
 from asha_tune.sweep import SweepSettings
 from asha_tune.sweep.checkpoints import CHECKPOINT_FILE, ENDED_MARKER, asha_rungs, checkpoint_due
@@ -56,7 +57,7 @@ def test_checkpoints_double_skip_asha_decisions_and_bound_lost_compute():
     assert written(5, epoch_s=700) == [1, 2, 3, 4, 5]
 
 
-def test_a_trial_restored_from_an_emptied_checkpoint_has_nothing_to_redo(tmp_path):
+def test_a_trial_restored_from_an_emptied_or_final_checkpoint_has_nothing_to_redo(tmp_path):
     full = tmp_path / "full"
     full.mkdir()
     torch.save({"epoch": 3}, full / CHECKPOINT_FILE)
@@ -67,12 +68,14 @@ def test_a_trial_restored_from_an_emptied_checkpoint_has_nothing_to_redo(tmp_pat
     def load(path: Path) -> dict:
         return torch.load(path, weights_only=True)
 
-    assert restored_state(None, load) == (False, None)
-    assert restored_state(tune.Checkpoint.from_directory(str(full)), load) == (False, {"epoch": 3})
-    assert restored_state(tune.Checkpoint.from_directory(str(emptied)), load) == (True, None)
+    assert restored_state(None, load, 4) == (False, None)
+    assert restored_state(tune.Checkpoint.from_directory(str(full)), load, 4) == (False, {"epoch": 3})
+    # A trial whose checkpoint was emptied, or holds its last epoch, has nothing left to do.
+    assert restored_state(tune.Checkpoint.from_directory(str(emptied)), load, 4) == (True, None)
+    assert restored_state(tune.Checkpoint.from_directory(str(full)), load, 3) == (True, None)
 
 
-def test_a_finished_sweep_keeps_only_the_best_trials_final_checkpoint(tmp_path, pacs_root, shared_cache,
+def test_a_finished_sweep_keeps_only_the_best_trials_final_weights(tmp_path, pacs_root, shared_cache,
                                                                       capsys):
     # As the end-to-end sweep test: one trial at a time makes ASHA's decisions deterministic.
     tree = {
@@ -111,10 +114,12 @@ def test_a_finished_sweep_keeps_only_the_best_trials_final_checkpoint(tmp_path, 
     assert number == outcome.best.number
     state = torch.load(kept, weights_only=True)
     assert state["epoch"] == 4 and state["history"][-1]["train_loss"] == outcome.best.metrics["train_loss"]
-    assert f"its final checkpoint: {kept}" in capsys.readouterr().out
+    assert set(state) == {"config", "epoch", "history", "model"}  # weights: no optimiser to resume
+    assert build_model(str(kept)).fc.weight.equal(state["model"]["fc.weight"])
+    assert f"its final weights: {kept}" in capsys.readouterr().out
     for folder in settings.sweep_dir.glob("*/checkpoint_*"):
         if folder != kept.parent:
             assert [p.name for p in folder.iterdir()] == [ENDED_MARKER]
-    # The footprint: that one checkpoint and the sweep's records (a few hundred KB).
+    # The footprint: those weights (45 MB) and the sweep's records (a few hundred KB).
     total = sum(p.stat().st_size for p in settings.sweep_dir.rglob("*") if p.is_file())
-    assert total < kept.stat().st_size + 2_000_000
+    assert kept.stat().st_size < 50_000_000 and total < kept.stat().st_size + 2_000_000

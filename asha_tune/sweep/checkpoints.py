@@ -7,8 +7,9 @@ trials from theirs. ASHA itself needs none: it stops trials, it never pauses the
 writes one when the epochs since its last checkpoint reach the epochs before it (at least two:
 epochs 2, 4, 8, ...), or when `MAX_UNSAVED_S` of compute would otherwise be at risk, and never
 at an epoch where ASHA may stop it (it writes at the next one instead). A retry then loses at
-most half of a trial's work and at most `MAX_UNSAVED_S`. Each trial also writes its final
-epoch: the best full-budget trial's final checkpoint is what the sweep keeps for the user.
+most half of a trial's work and at most `MAX_UNSAVED_S`. After its last epoch a trial writes
+its final weights (`final_weights`: the model, its configuration and history, 45 MB; nothing
+is left to resume): the best full-budget trial's are what the sweep keeps for the user.
 
 Once a trial has finished or been stopped, nothing resumes it, so its checkpoints are emptied
 (`CheckpointCleanup`), except the best full-budget trial's. A failed trial keeps its latest: a
@@ -33,6 +34,11 @@ from ..spaces import SchedulerSettings
 CHECKPOINT_FILE = "trial.pt"
 ENDED_MARKER = "ENDED"  # what an emptied checkpoint folder holds
 MAX_UNSAVED_S = 600.0  # compute a crash may cost at most, beyond the doubling rule
+
+
+def final_weights(state: dict[str, Any]) -> dict[str, Any]:
+    """What a trial keeps of its state after its last epoch (`--weights` reads "model")."""
+    return {key: state[key] for key in ("config", "epoch", "history", "model")}
 
 
 def asha_rungs(scheduler: SchedulerSettings, max_epochs: int) -> frozenset[int]:

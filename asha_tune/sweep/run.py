@@ -174,7 +174,7 @@ def _conclude(outcome: SweepOutcome) -> SweepOutcome:
 
     kept = outcome.best and kept_checkpoint(outcome.settings.sweep_dir, outcome.best.number)
     if kept:
-        say(f"its final checkpoint: {kept} (--weights accepts it)")
+        say(f"its final weights: {kept} (--weights accepts the file)")
     if not outcome.finished:
         say(f"the sweep did not finish; continue it with: asha-tune resume {outcome.settings.name}")
     return outcome

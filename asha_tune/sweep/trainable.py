@@ -19,7 +19,7 @@ from ray import tune
 
 from ..config import Runtime
 from ..spaces import SearchSpace
-from .checkpoints import CHECKPOINT_FILE, ENDED_MARKER, asha_rungs, checkpoint_due
+from .checkpoints import CHECKPOINT_FILE, ENDED_MARKER, asha_rungs, checkpoint_due, final_weights
 
 
 def process_started_at() -> float | None:
@@ -33,15 +33,17 @@ def process_started_at() -> float | None:
         return None
 
 
-def restored_state(checkpoint: tune.Checkpoint | None, load: Any) -> tuple[bool, dict[str, Any] | None]:
-    """(ended, state): state None starts afresh; ended means the trial had already ended (its
-    checkpoint was emptied then) and there is nothing to redo."""
+def restored_state(checkpoint: tune.Checkpoint | None, load: Any,
+                   epochs: int) -> tuple[bool, dict[str, Any] | None]:
+    """(ended, state): state None starts afresh; ended means the trial had already run its last
+    epoch (its checkpoint holds the final weights, or was emptied when it ended)."""
     if checkpoint is None:
         return False, None
     with checkpoint.as_directory() as folder:
         if (Path(folder) / ENDED_MARKER).exists():
             return True, None
-        return False, load(Path(folder) / CHECKPOINT_FILE)
+        state = load(Path(folder) / CHECKPOINT_FILE)
+    return (True, None) if state["epoch"] >= epochs else (False, state)
 
 
 def train_trial(config: dict[str, Any], space: SearchSpace, runtime: Runtime) -> None:
@@ -56,10 +58,10 @@ def train_trial(config: dict[str, Any], space: SearchSpace, runtime: Runtime) ->
 
     imports = time.perf_counter() - begin
     trial_config = space.trial_config(config["values"])
-    ended, state = restored_state(tune.get_checkpoint(), load_checkpoint)
+    epochs = trial_config.train.epochs
+    ended, state = restored_state(tune.get_checkpoint(), load_checkpoint, epochs)
     if ended:
         return  # it ended before the driver stopped, and Tune had not saved that yet
-    epochs = trial_config.train.epochs
     rungs = asha_rungs(space.scheduler, epochs)
     saved = {"epoch": int(state["epoch"]) if state else 0, "unsaved_s": 0.0}
     first = {"at_entry": entered, "time_imports": imports}
@@ -76,7 +78,8 @@ def train_trial(config: dict[str, Any], space: SearchSpace, runtime: Runtime) ->
             return
         with tempfile.TemporaryDirectory() as folder:
             begin = time.perf_counter()
-            torch.save(trial_state, Path(folder) / CHECKPOINT_FILE)
+            torch.save(trial_state if epoch < epochs else final_weights(trial_state),
+                       Path(folder) / CHECKPOINT_FILE)
             timings["time_checkpoint"] = time.perf_counter() - begin
             saved.update(epoch=epoch, unsaved_s=0.0)
             tune.report({**metrics, **timings}, checkpoint=tune.Checkpoint.from_directory(folder))
