@@ -91,6 +91,21 @@ def time_calls(bucket: dict[str, float]) -> None:
             setattr(cls, method, timed)
 
 
+def stamp(owner: Any, name: str, driver: dict[str, float], key: str) -> None:
+    """Record when `owner.name` is called (`key`_at, wall clock) and how long it takes (`key`_s)."""
+    original = getattr(owner, name)
+
+    def timed(*args, **kwargs):
+        driver[f"{key}_at"] = time.time()
+        begin = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            driver[f"{key}_s"] = time.perf_counter() - begin
+
+    setattr(owner, name, timed)
+
+
 def read_trials(sweep_dir: Path) -> list[list[dict]]:
     """Every trial's reported results (Ray's result.json), in the order reported."""
     trials = []
@@ -132,32 +147,15 @@ def run_child(spec: dict) -> dict:
                              num_cpus=spec["slots"])
     driver: dict[str, float] = {}
     time_calls(driver)
-    original_start_ray = sweep_run.start_ray
-
-    def start_ray(s):
-        begin = time.perf_counter()
-        try:
-            return original_start_ray(s)
-        finally:
-            driver["ray_start"] = time.perf_counter() - begin
-
-    sweep_run.start_ray = start_ray
+    stamp(sweep_run, "start_ray", driver, "ray_start")  # before it: the MLflow and Optuna stores
     import ray
+    from ray import tune
 
-    original_shutdown = ray.shutdown
-
-    def shutdown(*args, **kwargs):
-        driver["fit_returned_at"] = time.time()
-        begin = time.perf_counter()
-        try:
-            return original_shutdown(*args, **kwargs)
-        finally:
-            driver["ray_shutdown"] = time.perf_counter() - begin
-
-    ray.shutdown = shutdown
+    stamp(tune.Tuner, "fit", driver, "fit")
+    stamp(ray, "shutdown", driver, "ray_shutdown")
     probe = Probe(os.environ[TAG_ENV], memory=spec.get("memory", False)).start()
     cpu0 = time.process_time()
-    t0 = time.time()
+    t0 = driver["t0"] = time.time()
     with contextlib.redirect_stdout(sys.stderr):
         outcome = sweep_run.launch(settings)
     t1 = time.time()
@@ -286,13 +284,14 @@ def _parts(trials: list[list[dict]], t0: float, t1: float, slots: int) -> dict[s
 
 def _first_step(trials: list[list[dict]]) -> float:
     """Warm-up inside the first epoch of each process run (part of compute, so not in PARTS):
-    its training time over the median of the later epochs, for runs of two epochs or more."""
+    its training time over the median of the later epochs, for runs of two epochs or more
+    (signed: noise averages out instead of adding up)."""
     extra = 0.0
     for trial in trials:
         for segment in _segments(trial):
             later = [r["time_train"] for r in segment[1:]]
             if later:
-                extra += max(0.0, segment[0]["time_train"] - statistics.median(later))
+                extra += segment[0]["time_train"] - statistics.median(later)
     return extra
 
 
@@ -343,6 +342,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--trials", type=int, help="trials per sweep (default: the profile's)")
     p.add_argument("--memory", default="1,4", help="trials at once for the memory runs ('' for none)")
+    p.add_argument("--memory-size", type=int, default=128,
+                   help="image size of the memory runs (whole domains: 128 px is 250 MB a trial)")
     p.add_argument("--out", type=Path, default=Path("sweep-benchmark.json"))
     p.add_argument("--child", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -380,10 +381,12 @@ def main() -> None:
     for k in [int(v) for v in args.memory.split(",") if v]:
         for label, code in variants.items():
             say(f"memory: {k} trial(s) at once, {label}")
-            tree = space_tree(code, merge(MEMORY_PROFILE, {"search": {"num_trials": k, "max_concurrent": k}}),
+            tree = space_tree(code, merge(MEMORY_PROFILE, {"search": {"num_trials": k, "max_concurrent": k},
+                                                           "data": {"image_size": args.memory_size}}),
                               f"bench-memory-{k}")
             run = child({**common, "code": str(code), "tree": tree, "slots": k, "memory": True}, scratch)
-            report["memory"].setdefault(label, []).append({**memory_figures(run), "machine": run["machine"]})
+            report["memory"].setdefault(label, []).append({**memory_figures(run), "machine": run["machine"],
+                                                           "image_size": args.memory_size})
     args.out.write_text(json.dumps(report, indent=2))
     print(table(report))
 
@@ -425,18 +428,21 @@ def table(r: dict) -> str:
                              f"(inside compute) {run['first_step_per_trial_s']:.2f}")
             d = run["driver"]
             n = run["trials"]
+            nan = float("nan")
             lines.append(f"  driver per trial, {label} (s): MLflow {d['tracking'] / n:.2f} · "
                          f"Optuna {d['study'] / n:.2f} · driver CPU {d['driver_cpu'] / n:.2f}; once: "
-                         f"Ray start {d.get('ray_start', float('nan')):.1f} s, Ray shutdown "
-                         f"{d.get('ray_shutdown', float('nan')):.1f} s")
+                         f"stores {d.get('ray_start_at', nan) - d.get('t0', nan):.1f} s, Ray start "
+                         f"{d.get('ray_start_s', nan):.1f} s, "
+                         f"Ray shutdown {d.get('ray_shutdown_s', nan):.1f} s")
         lines.append("")
     for label, runs in r["memory"].items():
         for m in runs:
             if "Pss_mib" not in m:
                 continue
             k = m["trials_at_once"]
+            size = m.get("image_size", "?")
             lines.append(
-                f"memory, {k} trial(s) at once, {label}: PSS {m['Pss_mib']:.0f} MiB "
+                f"memory, {k} trial(s) at once, {size} px, {label}: PSS {m['Pss_mib']:.0f} MiB "
                 f"({m['Pss_mib'] / k:.0f} per trial: anon {m['Pss_Anon_mib'] / k:.0f}, file "
                 f"{m['Pss_File_mib'] / k:.0f}), RSS {m['Rss_mib']:.0f} MiB "
                 f"· load {m['machine']['load_1min_mean']:.1f}")

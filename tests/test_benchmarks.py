@@ -119,12 +119,14 @@ def test_sweep_benchmark_runs_a_real_sweep_and_prints_its_figures(tiny_runtime, 
     machine = run["machine"]
     assert machine["our_cpu_s"] > 0 and machine["load_1min_mean"] >= 0 and machine["processes"] >= 3
     assert machine["memory_peak"]["Pss_mib"] > 0 and machine["memory_peak"]["processes"] >= 1
-    assert set(run["driver"]) >= {"tracking", "study", "ray_start", "driver_cpu"}
+    driver = run["driver"]
+    assert set(driver) >= {"tracking", "study", "driver_cpu", "ray_start_s", "fit_s", "ray_shutdown_s"}
+    assert run["t0"] < driver["ray_start_at"] < driver["fit_at"] < driver["ray_shutdown_at"] < run["t1"]
     report = {"date": "today", "cpu": "a CPU", "cores": 2, "variants": ["HEAD"],
               "profiles": {"tiny": {"space": tree, "runs": {"HEAD": [out]}}},
-              "memory": {"HEAD": [{"trials_at_once": 2, **machine["memory_peak"], "machine": machine}]}}
+              "memory": {"HEAD": [{"trials_at_once": 2, **machine["memory_peak"], "machine": machine,
+                                   "image_size": 32}]}}
     text = table(report)
     assert f"{out['efficiency']:6.0%}" in text and "idle slot" in text and "sweep end" in text
     assert out["cpu_per_epoch_s"] == pytest.approx(machine["our_cpu_s"] / 6)
-    assert set(run["driver"]) >= {"ray_shutdown", "fit_returned_at"}
-    assert "memory, 2 trial(s) at once, HEAD: PSS" in text
+    assert "memory, 2 trial(s) at once, 32 px, HEAD: PSS" in text
