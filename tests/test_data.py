@@ -172,3 +172,33 @@ def test_root_is_never_assumed(monkeypatch):
         Runtime().resolved_data_root()
     monkeypatch.setenv("ASHA_TUNE_DATA_ROOT", "/somewhere")
     assert Runtime().resolved_data_root() == Path("/somewhere")
+
+
+def mapped_files(address: int) -> set[str]:
+    """The files mapped into this process at `address` (/proc/self/maps)."""
+    found = set()
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split()
+        begin, end = (int(v, 16) for v in fields[0].split("-"))
+        if begin <= address < end and len(fields) > 5:
+            found.add(fields[5])
+    return found
+
+
+def test_a_whole_domain_stays_memory_mapped_from_the_cache(synthetic_pacs, tmp_path):
+    """Trials on one node then share one copy in host memory (page cache), not one each."""
+    from asha_tune.config import Runtime
+    from asha_tune.training import load_trial_data
+
+    from .conftest import tiny_config
+
+    runtime = Runtime(data_root=synthetic_pacs, cache_dir=tmp_path / "cache", device="cpu")
+    load_trial_data(tiny_config(), runtime, torch.device("cpu"), need_target_train=False)  # decodes
+    loaded = load_trial_data(tiny_config(), runtime, torch.device("cpu"), need_target_train=False)
+    (source_file,) = (tmp_path / "cache").glob("pacs-art_painting-*.pt")
+    (target_file,) = (tmp_path / "cache").glob("pacs-cartoon-*.pt")
+    assert str(source_file) in mapped_files(loaded.source.train.data_ptr())
+    assert str(target_file) in mapped_files(loaded.targets["cartoon"].test.data_ptr())
+    # A subset is a (small) copy of its own.
+    subset = load_trial_data(tiny_config(data={"limit_per_domain": 7}), runtime, torch.device("cpu"), False)
+    assert len(subset.source) == 7 and str(source_file) not in mapped_files(subset.source.train.data_ptr())

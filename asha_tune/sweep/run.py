@@ -221,6 +221,7 @@ def _tuner(settings: SweepSettings, handle: StudyHandle, experiment_id: str) -> 
     from ray.tune.schedulers import FIFOScheduler
 
     from .callbacks import ProgressCallback, TrackingCallback
+    from .checkpoints import CheckpointCleanup
     from .searcher import ResumableASHA, StudySearcher
 
     space = settings.space
@@ -233,6 +234,7 @@ def _tuner(settings: SweepSettings, handle: StudyHandle, experiment_id: str) -> 
     callbacks = [
         TrackingCallback(settings.tracking_uri, experiment_id, settings.parent_run_id, space),
         ProgressCallback(s.metric, s.mode, space.num_trials, epochs),
+        CheckpointCleanup(s.metric, s.mode, epochs),
         CSVLoggerCallback(), JsonLoggerCallback(),
     ]
     return tune.Tuner(
@@ -242,6 +244,7 @@ def _tuner(settings: SweepSettings, handle: StudyHandle, experiment_id: str) -> 
             scheduler=scheduler,
             num_samples=space.num_trials,
             max_concurrent_trials=space.search.concurrency,
+            reuse_actors=True,  # a trial's process runs the next trial: no start, no imports
         ),
         run_config=tune.RunConfig(
             name=settings.name,
@@ -397,9 +400,14 @@ def _announce(settings: SweepSettings, ray_info: RayInfo) -> None:
 
 
 def _conclude(outcome: SweepOutcome) -> SweepOutcome:
+    from .checkpoints import kept_checkpoint
+
     settings = outcome.settings
     metric = settings.space.scheduler.metric
     say(describe_best(outcome.best, metric))
+    kept = outcome.best and kept_checkpoint(settings.sweep_dir, outcome.best.number)
+    if kept:
+        say(f"its final weights: {kept} (--weights accepts the file)")
     if not outcome.finished:
         say(f"the sweep did not finish; continue it with: asha-tune resume {settings.name}"
             f"{command_tail(settings)}")

@@ -1,37 +1,89 @@
-"""The Ray Tune trainable: the foundation trial, reporting and checkpointing through Tune."""
+"""The Ray Tune trainable: the foundation trial, reporting and checkpointing through Tune.
+
+Sweeps reuse a trial's actor for the next trial (`reuse_actors`; Ray 2.60's default is off),
+so a process pays for its start and its imports once. When a trial writes a checkpoint is
+decided in checkpoints.py. Each report carries the trial's own timings (`time_*` durations,
+`at_*` wall-clock times) so that benchmarks/sweep.py can say where a slot's time went.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from ray import tune
 
 from ..config import Runtime
-from ..errors import AshaTuneError
 from ..spaces import SearchSpace
-from ..training import load_checkpoint, run_trial
+from .checkpoints import CHECKPOINT_FILE, ENDED_MARKER, asha_rungs, checkpoint_due, final_weights
 
-CHECKPOINT_FILE = "trial.pt"
 FAILED_KEY, FAILURE_KEY = "failed", "failure"  # a result that ends a trial as failed, and why
+
+def process_started_at() -> float | None:
+    """Wall-clock time at which this process started (Linux; None elsewhere)."""
+    try:
+        stat = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+        return boot + int(stat[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def restored_state(checkpoint: tune.Checkpoint | None, load: Any,
+                   epochs: int) -> tuple[bool, dict[str, Any] | None]:
+    """(ended, state): state None starts afresh; ended means the trial had already run its last
+    epoch (its checkpoint holds the final weights, or was emptied when it ended)."""
+    if checkpoint is None:
+        return False, None
+    with checkpoint.as_directory() as folder:
+        if (Path(folder) / ENDED_MARKER).exists():
+            return True, None
+        state = load(Path(folder) / CHECKPOINT_FILE)
+    return (True, None) if state["epoch"] >= epochs else (False, state)
 
 
 def train_trial(config: dict[str, Any], space: SearchSpace, runtime: Runtime) -> None:
     """One sweep trial: `config` holds the Optuna trial number and the sampled values."""
+    entered = time.time()
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+    begin = time.perf_counter()
+    import torch  # here, not at module level: timed, and paid once per reused process
+
+    from ..errors import AshaTuneError
+    from ..training import load_checkpoint, run_trial
+
+    imports = time.perf_counter() - begin
     trial_config = space.trial_config(config["values"])
-    state = None
-    if checkpoint := tune.get_checkpoint():  # a retry or a resumed sweep
-        with checkpoint.as_directory() as folder:
-            state = load_checkpoint(Path(folder) / CHECKPOINT_FILE)
+    epochs = trial_config.train.epochs
+    ended, state = restored_state(tune.get_checkpoint(), load_checkpoint, epochs)
+    if ended:
+        return  # it ended before the driver stopped, and Tune had not saved that yet
+    rungs = asha_rungs(space.scheduler, epochs)
+    saved = {"epoch": int(state["epoch"]) if state else 0, "unsaved_s": 0.0}
+    first = {"at_entry": entered, "time_imports": imports}
+    if (started := process_started_at()) is not None:
+        first["at_process"] = started
 
     def report(metrics: dict[str, float], trial_state: dict[str, Any]) -> None:
+        timings = {"at_report": time.time(), "time_checkpoint": 0.0, **first}
+        first.clear()
+        epoch = int(metrics["epoch"])
+        saved["unsaved_s"] += metrics["time_train"] + metrics["time_eval"]
+        if not checkpoint_due(epoch, epochs, saved["epoch"], saved["unsaved_s"], rungs):
+            tune.report({**metrics, **timings})
+            return
         with tempfile.TemporaryDirectory() as folder:
-            torch.save(trial_state, Path(folder) / CHECKPOINT_FILE)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+            begin = time.perf_counter()
+            torch.save(trial_state if epoch < epochs else final_weights(trial_state),
+                       Path(folder) / CHECKPOINT_FILE)
+            timings["time_checkpoint"] = time.perf_counter() - begin
+            saved.update(epoch=epoch, unsaved_s=0.0)
+            tune.report({**metrics, **timings}, checkpoint=tune.Checkpoint.from_directory(folder))
 
     try:
         run_trial(trial_config, runtime, report=report, resume=state)
