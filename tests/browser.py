@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -36,7 +39,8 @@ class Browser:
         if CHROMIUM is None:
             raise RuntimeError("Chromium is not installed")
         self.timeout = timeout
-        self._profile = tempfile.TemporaryDirectory(prefix="asha-tune-chromium-")
+        # Chromium's helper processes may still write to the profile while it is removed.
+        self._profile = tempfile.TemporaryDirectory(prefix="asha-tune-chromium-", ignore_cleanup_errors=True)
         self._process = subprocess.Popen(
             [CHROMIUM, *FLAGS, f"--user-data-dir={self._profile.name}", f"--window-size={width},{height}",
              "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -90,11 +94,14 @@ class Browser:
             if getattr(self, "_session", None) is not None:
                 self._run(self._session.close())
         finally:
-            self._process.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGTERM)  # its helpers too (own session)
             try:
-                self._process.wait(timeout=10)
+                self._process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                self._process.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self._process.pid, signal.SIGKILL)
+                self._process.wait(timeout=30)
             self._loop.close()
             self._profile.cleanup()
 

@@ -66,6 +66,16 @@ def mlflow_children(tmp_path: Path, experiment: str, parent: str) -> list:
     return client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
 
 
+def stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM a server's process group; on a loaded machine its workers may need a while."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
 def study_trials(tmp_path: Path, name: str) -> list:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials
 
@@ -377,8 +387,7 @@ def test_ui_serves_the_sweeps_store(tmp_path):
     try:
         assert wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/"), 120, "the MLflow UI")
     finally:
-        os.killpg(ui.pid, signal.SIGTERM)
-        ui.wait(timeout=30)
+        stop_group(ui)
 
 
 def test_sweep_tracks_to_an_mlflow_tracking_server(tmp_path, tiny_runtime):
@@ -411,8 +420,7 @@ def test_sweep_tracks_to_an_mlflow_tracking_server(tmp_path, tiny_runtime):
         assert space["name"] == "served"
         assert not (tmp_path / "mlflow.db").exists()  # nothing went to the embedded default
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop_group(server)
 
 
 def test_a_sweep_whose_every_trial_failed_says_so_and_can_be_started_over(tmp_path, tiny_runtime, capsys):
