@@ -214,7 +214,7 @@ def _assign_slots(spans: list[tuple[float, float]], slots: int) -> list[list[int
 def analyse(run: dict) -> dict:
     """Efficiency and the per-trial overhead, from a run's records (see run_child)."""
     slots = run["slots"]
-    # Epoch results only (a diverged trial's last report has no timings).
+    # Epoch results only (a failed trial's last report has no timings).
     trials = [t for t in ([r for r in trial if "time_train" in r] for trial in run["trials"]) if t]
     wall = run["t1"] - run["t0"]
     results = [r for t in trials for r in t]

@@ -8,6 +8,7 @@ a resumed sweep finds its runs again instead of duplicating them.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -225,7 +226,7 @@ class ProgressCallback(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         value = result.get(self.metric)
-        if isinstance(value, (int, float)) and value == value and self._better(value):
+        if isinstance(value, (int, float)) and math.isfinite(value) and self._better(value):
             self._best = (float(value), int(trial.config["trial_number"]), int(result.get("epoch", 0)))
         self._print(trials)
 
