@@ -53,6 +53,16 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
 
+    def format_help(self) -> str:
+        """Names from the registries in shaping.py, imported (with torch) only for --help."""
+        text = super().format_help()
+        if "{modes}" in text or "{shape_fns}" in text:
+            from .config import shape_function_names, shaping_modes
+
+            text = text.replace("{modes}", " | ".join(shaping_modes()))
+            text = text.replace("{shape_fns}", " | ".join(shape_function_names()))
+        return text
+
 
 def fail(prog: str, err: AshaTuneError) -> int:
     for line in str(err).splitlines() or [type(err).__name__]:
@@ -107,10 +117,10 @@ def runtime_from(args: argparse.Namespace, device: str = "auto", base: Runtime |
 def add_trial_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("trial", help="run one trial without Ray, logged to MLflow")
     help_text = {
-        "--mode": "baseline | random | target | bn_only (default baseline)",
+        "--mode": "{modes} (default baseline)",
         "--convs": "convs to shape by the paper's numbers, e.g. 1,7",
         "--p0": "zero probability: 0.7 | 0.7,0.5 (one per conv) | 0.7:0.1 (geometric schedule)",
-        "--shape-fn": "binarize_a | raw | binarize_both | topk (default by mode)",
+        "--shape-fn": "{shape_fns} (default by mode)",
         "--target": "target domain(s), e.g. cartoon or cartoon,sketch,photo",
         "--limit-per-domain": "class-stratified subset size per domain (small runs)",
         "--weights": "imagenet | none | PATH to a state dict (default imagenet)",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import selection
-from .config import TARGET_MODES, Runtime, TrialConfig
+from .config import Runtime, TrialConfig, target_modes
 from .tracking import ADAPTATION_TAG, Tracker, version_tags
 from .training import TrialResult, load_checkpoint, run_trial, save_checkpoint
 
@@ -33,7 +33,7 @@ def default_checkpoint(config: TrialConfig, directory: Path | None = None) -> Pa
 
 def trial_tags(config: TrialConfig) -> dict[str, str]:
     """Tags that say what a trial's numbers mean beyond its params."""
-    if config.shaping.mode not in TARGET_MODES:
+    if config.shaping.mode not in target_modes():
         return {}
     d = config.data
     return {ADAPTATION_TAG: selection.adaptation_images(config.selection.protocol, d.targets[0],
