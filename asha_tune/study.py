@@ -3,7 +3,8 @@
 Trials are asked define-by-run from the search space and told COMPLETE, PRUNED (stopped early
 by ASHA, with the intermediate value of every epoch it ran) or FAIL. Everything goes through
 Optuna's public study and storage APIs, so `optuna-dashboard <storage>` shows the same study,
-and a study outlives the process that ran it. This is the only module that imports optuna.
+and a study outlives the process that ran it. This is the only module that imports optuna
+(the Tune searcher takes `TrialState` from here).
 """
 
 from __future__ import annotations
@@ -235,9 +236,6 @@ class StudyHandle:
                 trial_id = self._trial_id(trial.number)
                 self.storage.set_trial_state_values(trial_id, TrialState.RUNNING)
                 self.storage.set_trial_user_attr(trial_id, INTERRUPTED_ATTR, False)
-
-    def state(self, number: int) -> TrialState:
-        return retrying(self.url, lambda: self.storage.get_trial(self._trial_id(number)).state)
 
     def history(self) -> list[tuple[str, dict[int, float]]]:
         """(Ray trial id, {epoch: value}) of every trial that reported, for rebuilding ASHA."""
