@@ -16,7 +16,7 @@ from typing import Any
 
 from ..display import count
 from ..errors import AshaTuneError, ConfigError
-from ..preflight import check_data, check_local_resources, check_weights
+from ..preflight import check_address, check_data, check_local_resources, check_weights
 from ..reports import FINAL_STATUSES, TrialRecord, best_trial, describe_best, sweep_trials
 from ..spaces import describe_selection
 from ..study import StudyHandle, archive_study, create_study
@@ -293,6 +293,8 @@ def sigterm_as_sigint() -> Iterator[None]:
 def preflight(settings: SweepSettings) -> None:
     """What can be checked before anything is written or started (exit 2 on a problem)."""
     check_data(settings.space, settings.runtime)
+    if not is_local(settings):
+        check_address(settings.address or os.environ["RAY_ADDRESS"])
     if is_local(settings):
         check_local_resources(settings.space, settings.runtime.device, settings.num_cpus, settings.num_gpus)
         check_weights(settings.space)
