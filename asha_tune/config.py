@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -377,18 +378,30 @@ class Runtime(Strict):
         return Path(base) / "asha-tune"
 
 
-def validation_problems(err: ValidationError) -> list[tuple[str, str]]:
-    """(field path, message) per problem; the path is "" or a section for cross-field rules."""
+class Problem(NamedTuple):
+    path: str  # the field's dotted path; "" or a section for a cross-field rule
+    kind: str  # pydantic's error type, e.g. value_error, missing, extra_forbidden
+    message: str  # pydantic's message, with the offending value where it is not already named
+
+
+def validation_problems(err: ValidationError, hidden: Collection[str] = (),
+                        keep_indices: bool = False) -> list[Problem]:
+    """The one reading of a pydantic report that every one-line message is built from.
+
+    Pydantic adds to a location the union member it tried (`hidden`, besides this module's own
+    unions) and list indices (dropped unless `keep_indices`: a space's configurations keep them).
+    """
+    skip = _UNION_MEMBERS | set(hidden)
     problems = []
     for problem in err.errors():
-        # Pydantic adds list indices and the union member it tried to the location; drop them.
         parts = [str(p) for p in problem["loc"]
-                 if not isinstance(p, int) and str(p) not in _UNION_MEMBERS]
+                 if (keep_indices or not isinstance(p, int)) and str(p) not in skip
+                 and not str(p).startswith("function-")]
         message = problem["msg"].removeprefix("Value error, ")
         value = problem.get("input")
-        if problem["type"] != "value_error" and not isinstance(value, dict):
+        if problem["type"] not in _NAMES_ITS_VALUE and not isinstance(value, dict):
             message += f" (got {value!r})"
-        problems.append((".".join(parts), message))
+        problems.append(Problem(".".join(parts), problem["type"], message))
     return problems
 
 
@@ -399,7 +412,7 @@ def is_cross_field(path: str) -> bool:
 def format_validation_error(err: ValidationError, names: dict[str, str] | None = None) -> list[str]:
     """One line per problem, naming the field (or the flag that set it), the value and the rule."""
     lines = []
-    for path, message in validation_problems(err):
+    for path, _, message in validation_problems(err):
         if is_cross_field(path):
             lines.append(message)  # a cross-field rule: the message names its fields
         else:
@@ -408,8 +421,9 @@ def format_validation_error(err: ValidationError, names: dict[str, str] | None =
     return list(dict.fromkeys(lines))
 
 
-_UNION_MEMBERS = {"float", "list[float]", "P0Schedule", "int", "str",
-                  "function-after[_positive(), P0Schedule]"}
+_UNION_MEMBERS = {"float", "list[float]", "P0Schedule", "int", "str"}
+# Errors whose message already says what was wrong with the value (or there is none).
+_NAMES_ITS_VALUE = {"value_error", "missing", "union_tag_invalid", "union_tag_not_found"}
 _MODELS = {"", "data", "shaping", "train", "selection"}
 
 
