@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -393,7 +393,8 @@ def build_parser() -> Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
+    # MLflow's sqlalchemy store uses a loader strategy sqlalchemy 2.1 deprecates: not ours to fix.
+    warnings.filterwarnings("ignore", "The ``noload`` loader strategy", DeprecationWarning, "mlflow")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     prog = f"asha-tune {args.command}"

@@ -19,8 +19,6 @@ from asha_tune.sweep.checkpoints import CHECKPOINT_FILE, ENDED_MARKER, asha_rung
 from asha_tune.sweep.run import launch
 from asha_tune.sweep.trainable import restored_state
 
-pytestmark = pytest.mark.filterwarnings("ignore")
-
 
 @pytest.mark.parametrize(("grace", "rf", "epochs"), [(1, 2, 4), (2, 2, 4), (1, 3, 30), (1, 4, 4), (3, 1.5, 30)])
 def test_asha_rungs_are_the_epochs_where_rays_asha_decides(grace, rf, epochs):

@@ -33,7 +33,7 @@ from asha_tune import processes
 
 from .conftest import PROCESS_TAG_ENV, kill_tagged
 
-pytestmark = [pytest.mark.cluster, pytest.mark.filterwarnings("ignore")]
+pytestmark = pytest.mark.cluster
 
 CLI = [sys.executable, "-m", "asha_tune.cli"]
 SMALL = {

@@ -35,8 +35,6 @@ from asha_tune.training import Trial, run_trial
 
 from .conftest import tiny_config
 
-pytestmark = pytest.mark.filterwarnings("ignore")
-
 
 def real_domain(root: Path, name: str) -> selection.Domain:
     files = pacs.list_domain(root, name)

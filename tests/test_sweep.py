@@ -28,8 +28,6 @@ from asha_tune.tracking import Tracker
 
 from .conftest import free_port, kill_tagged, tagged_processes
 
-pytestmark = pytest.mark.filterwarnings("ignore")
-
 SMALL = {
     "data": {"source": "art_painting", "targets": ["cartoon"], "image_size": 32, "limit_per_domain": 35},
     "train": {"epochs": 4, "batch_size": 16, "weights": "none", "seed": 0},
