@@ -16,6 +16,8 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from . import defaults
+from .defaults import DATA_ROOT_ENV
 from .errors import ConfigError
 
 DOMAINS = ("art_painting", "cartoon", "photo", "sketch")
@@ -66,8 +68,6 @@ def one_of(value: Any, names: list[str]) -> str:
     raise ValueError(f"Input should be {', '.join(quoted[:-1])} or {quoted[-1]} (got {value!r})")
 
 
-DATA_ROOT_ENV = "ASHA_TUNE_DATA_ROOT"
-CACHE_DIR_ENV = "ASHA_TUNE_CACHE_DIR"
 
 
 class Strict(BaseModel):
@@ -371,11 +371,7 @@ class Runtime(Strict):
         return Path(root).expanduser()
 
     def resolved_cache_dir(self) -> Path:
-        cache = self.cache_dir or os.environ.get(CACHE_DIR_ENV)
-        if cache:
-            return Path(cache).expanduser()
-        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        return Path(base) / "asha-tune"
+        return Path(self.cache_dir).expanduser() if self.cache_dir else defaults.cache_dir()
 
 
 class Problem(NamedTuple):

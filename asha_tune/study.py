@@ -22,6 +22,7 @@ import optuna
 import sqlalchemy.exc
 from optuna.trial import TrialState
 
+from .defaults import STUDY_RETRY_ENV, STUDY_RETRY_S
 from .errors import AshaTuneError
 from .spaces import SearchSpace
 
@@ -32,17 +33,11 @@ T = TypeVar("T")
 VALUES_ATTR = "values"  # the decoded trial values, so a trial can be handed out again
 RAY_TRIAL_ATTR = "ray_trial_id"
 # How long a sweep waits for its study's database to come back (a restarted PostgreSQL).
-RETRY_ENV = "ASHA_TUNE_STORAGE_RETRY_S"
-DEFAULT_RETRY_S = 300.0
 
 
 class StudyUnavailable(AshaTuneError):
     """The study's database stopped answering for longer than the retry window."""
 INTERRUPTED_ATTR = "interrupted"  # a trial parked as WAITING by an interrupt, until resume
-
-
-def default_storage(directory: Path | None = None) -> str:
-    return f"sqlite:///{(directory or Path.cwd()).resolve() / 'optuna.db'}"
 
 
 def sampler_for(space: SearchSpace, finished_before: int = 0) -> optuna.samplers.BaseSampler:
@@ -91,7 +86,7 @@ def retrying(url: str, call: Callable[[], T]) -> T:
     Every call retried here is idempotent (`ask` reuses an orphan trial, `tell` skips a finished
     one), so a call that reached the database before the connection dropped does no harm.
     """
-    window = float(os.environ.get(RETRY_ENV, DEFAULT_RETRY_S))
+    window = float(os.environ.get(STUDY_RETRY_ENV, STUDY_RETRY_S))
     deadline, delay, warned = time.monotonic() + window, 0.5, False
     while True:
         try:

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import defaults
 from .errors import AshaTuneError
 
-DEFAULT_DB = "mlflow.db"
 STATUS_TAG = "asha_tune.status"  # completed | pruned | failed | running | interrupted
 # Modes target and bn_only: which target images the adaptation saw (selection.adaptation_images).
 ADAPTATION_TAG = "asha_tune.adaptation_images"
@@ -75,11 +75,6 @@ class _Guarded:
                                           f"({reason}); what it recorded is kept") from None
 
         return call
-
-
-def default_tracking_uri(directory: Path | None = None) -> str:
-    """The embedded store: a sqlite file in the working directory."""
-    return f"sqlite:///{(directory or Path.cwd()).resolve() / DEFAULT_DB}"
 
 
 def local_store(uri: str) -> Path | None:
@@ -141,7 +136,7 @@ class Tracker:
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
 
-        self.uri = uri or default_tracking_uri()
+        self.uri = uri or defaults.tracking_uri()
         db = local_store(self.uri)
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)

@@ -141,9 +141,9 @@ def run_child(spec: dict) -> dict:
     d = TrialConfig.model_validate({"data": spec["tree"]["data"]}).data
     for domain in (d.source, *d.targets):  # a warm cache: decoding is not what is measured
         load_domain(Path(spec["data_root"]), domain, d.image_size, Path(spec["cache_dir"]))
-    settings = SweepSettings(name="bench", space=space, storage_dir=work / "results",
+    settings = SweepSettings(name="bench", space=space, results_dir=work / "results",
                              tracking_uri=f"sqlite:///{work / 'mlflow.db'}",
-                             study_storage=f"sqlite:///{work / 'optuna.db'}", runtime=runtime,
+                             study_url=f"sqlite:///{work / 'optuna.db'}", runtime=runtime,
                              num_cpus=spec["slots"])
     driver: dict[str, float] = {}
     time_calls(driver)

@@ -92,8 +92,8 @@ def test_a_finished_sweep_keeps_only_the_best_trials_final_weights(tmp_path, pac
     path = tmp_path / "disk.yaml"
     path.write_text(yaml.safe_dump(tree))
     settings = SweepSettings(
-        name="disk", space=load_space(path), storage_dir=tmp_path / "results",
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", study_storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+        name="disk", space=load_space(path), results_dir=tmp_path / "results",
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", study_url=f"sqlite:///{tmp_path / 'optuna.db'}",
         runtime=Runtime(data_root=pacs_root, cache_dir=shared_cache, device="cpu"), num_cpus=2,
     )
     outcome = launch(settings)

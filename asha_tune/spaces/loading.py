@@ -11,11 +11,11 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..config import is_cross_field, validation_problems
+from ..defaults import SPACES_ENV
 from ..errors import ConfigError
 from .params import PARAM_TYPES
 from .space import CONFIGURATION_KEY, SearchSpace, set_path, trial_paths
 
-SPACES_ENV = "ASHA_TUNE_SPACES"
 # The shipped spaces: asha_tune/search_spaces in an installed wheel, search_spaces/ in a checkout.
 _PACKAGE = Path(__file__).resolve().parents[1]
 PACKAGE_SPACES = next((p for p in (_PACKAGE / "search_spaces", _PACKAGE.parent / "search_spaces")
