@@ -21,7 +21,19 @@ from ..preflight import check_address, check_data, check_local_resources, check_
 from ..reports import FINAL_STATUSES, TrialRecord, best_trial, describe_best, sweep_trials
 from ..spaces import describe_selection
 from ..study import StudyHandle, archive_study, create_study
-from ..tracking import FAILURE_TAG, RESTARTED_AS_TAG, SPACE_TAG, SWEEP_TAG, Tracker, version_tags
+from ..tracking import (
+    BEST_RUN_TAG,
+    BEST_TRIAL_TAG,
+    FAILURE_TAG,
+    RESTARTED_AS_TAG,
+    RESULTS_DIR_TAG,
+    SPACE_TAG,
+    STUDY_URL_TAG,
+    SWEEP_TAG,
+    TRIALS_TAG,
+    Tracker,
+    version_tags,
+)
 from .settings import SWEEP_FILE, SweepSettings
 
 # Set before Ray is imported: no TensorBoard files (CSV and JSON loggers are added explicitly),
@@ -315,9 +327,9 @@ def _close(settings: SweepSettings, tracker: Tracker, experiment_id: str,
                 tracker.finish(record.run_id, "interrupted")
         StudyHandle(settings.study_url, settings.name, space).park_running()
     best = best_trial(trials, space.scheduler.metric, space.scheduler.mode)
-    summary: dict[str, Any] = {"asha_tune.trials": len(trials)}
+    summary: dict[str, Any] = {TRIALS_TAG: len(trials)}
     if best is not None:
-        summary.update({"asha_tune.best_trial": best.number, "asha_tune.best_run_id": best.run_id})
+        summary.update({BEST_TRIAL_TAG: best.number, BEST_RUN_TAG: best.run_id})
         tracker.log_metrics(settings.parent_run_id, {f"best_{space.scheduler.metric}":
                                                      best.metrics[space.scheduler.metric]}, step=0)
     if failure is not None:
@@ -484,7 +496,7 @@ def launch(settings: SweepSettings, restart: bool = False) -> SweepOutcome:
                     "scheduler": space.scheduler.model_dump(mode="json"),
                     "resources": space.resources.model_dump(mode="json")},
             tags={**version_tags(), SWEEP_TAG: settings.name, SPACE_TAG: space.name,
-                  "asha_tune.storage": str(settings.sweep_dir), "asha_tune.study": settings.study_url},
+                  RESULTS_DIR_TAG: str(settings.sweep_dir), STUDY_URL_TAG: settings.study_url},
         )
         tracker.log_dict(settings.parent_run_id, space.model_dump(mode="json"), "space.json")
         settings.save()
