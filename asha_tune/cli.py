@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .config import DATA_ROOT_ENV, Runtime, trial_config
+from . import defaults
+from .config import Runtime, trial_config
+from .defaults import DATA_ROOT_ENV, SPACES_ENV
 from .display import count
 from .errors import AshaTuneError, ConfigError
-from .spaces import SPACES_ENV
 
 # `asha-tune trial` flags and the TrialConfig field each one sets.
 TRIAL_FLAGS = {
@@ -53,6 +54,16 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
 
+    def format_help(self) -> str:
+        """Names from the registries in shaping.py, imported (with torch) only for --help."""
+        text = super().format_help()
+        if "{modes}" in text or "{shape_fns}" in text:
+            from .config import shape_function_names, shaping_modes
+
+            text = text.replace("{modes}", " | ".join(shaping_modes()))
+            text = text.replace("{shape_fns}", " | ".join(shape_function_names()))
+        return text
+
 
 def fail(prog: str, err: AshaTuneError) -> int:
     for line in str(err).splitlines() or [type(err).__name__]:
@@ -74,10 +85,10 @@ def nest(flat: dict[str, Any]) -> dict[str, Any]:
 
 def add_runtime_flags(p: argparse.ArgumentParser, tracking: bool = True) -> None:
     p.add_argument("--data-root", help=f"PACS folder <domain>/<class>/<file> (default ${DATA_ROOT_ENV})")
-    p.add_argument("--cache-dir", help="decoded-image cache (default $ASHA_TUNE_CACHE_DIR or "
-                                       "~/.cache/asha-tune)")
+    p.add_argument("--cache-dir", help=f"decoded-image cache (default ${defaults.CACHE_DIR_ENV} or "
+                                       f"{defaults.CACHE_DIR})")
     if tracking:
-        p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///./mlflow.db)")
+        p.add_argument("--tracking-uri", help=f"MLflow tracking URI (default sqlite:///./{defaults.TRACKING_DB})")
 
 
 DEVICE_HELP = "where trials compute: auto (CUDA if present, else CPU) | cpu | cuda (default auto)"
@@ -107,10 +118,10 @@ def runtime_from(args: argparse.Namespace, device: str = "auto", base: Runtime |
 def add_trial_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("trial", help="run one trial without Ray, logged to MLflow")
     help_text = {
-        "--mode": "baseline | random | target | bn_only (default baseline)",
+        "--mode": "{modes} (default baseline)",
         "--convs": "convs to shape by the paper's numbers, e.g. 1,7",
         "--p0": "zero probability: 0.7 | 0.7,0.5 (one per conv) | 0.7:0.1 (geometric schedule)",
-        "--shape-fn": "binarize_a | raw | binarize_both | topk (default by mode)",
+        "--shape-fn": "{shape_fns} (default by mode)",
         "--target": "target domain(s), e.g. cartoon or cartoon,sketch,photo",
         "--limit-per-domain": "class-stratified subset size per domain (small runs)",
         "--weights": "imagenet | none | PATH to a state dict (default imagenet)",
@@ -178,15 +189,18 @@ def add_launch_parser(sub: argparse._SubParsersAction) -> None:
                    help="start the sweep --name over; its earlier records are kept as NAME.attempt-K")
     add_sweep_flags(p)
     add_runtime_flags(p)
-    p.add_argument("--study-storage", help="Optuna storage URL (default sqlite:///./optuna.db)")
+    p.add_argument("--study-url", "--study-storage", dest="study_url",
+                   help=f"database URL of the Optuna studies (default sqlite:///./{defaults.STUDY_DB}; "
+                        "--study-storage is its old name)")
     add_machine_flags(p)
     p.set_defaults(handler=cmd_launch)
 
 
 def add_sweep_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="join this Ray cluster (default $RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--storage", type=Path, help="where Ray keeps results and checkpoints "
-                                                "(default ./asha-tune-results; shared storage on clusters)")
+    p.add_argument("--results-dir", "--storage", dest="results_dir", type=Path,
+                   help=f"where Ray keeps trial results and checkpoints (default ./{defaults.RESULTS_DIR}; "
+                        "shared storage on clusters; --storage is its old name)")
     p.add_argument("--resource-wait", type=float, metavar="SECONDS",
                    help="on a cluster where no node fits a trial, wait this long for one (autoscaling "
                         "clusters), then stop (default 0: check once)")
@@ -198,18 +212,14 @@ def add_machine_flags(p: argparse.ArgumentParser, default_device: str | None = "
     p.add_argument("--num-gpus", type=float, help="GPUs of a local Ray instance (logical ones allowed)")
 
 
-def results_dir(args: argparse.Namespace) -> Path:
-    from .sweep import default_results_dir
-
-    return (args.storage or default_results_dir()).resolve()
+def results_folder(args: argparse.Namespace) -> Path:
+    return (args.results_dir or defaults.results_dir()).resolve()
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
     from .spaces import describe, load_space
-    from .study import default_storage
     from .sweep import SweepSettings, sweep_name
     from .sweep.settings import check_name
-    from .tracking import default_tracking_uri
 
     overrides = list(args.overrides)
     if args.weights is not None:
@@ -223,9 +233,9 @@ def cmd_launch(args: argparse.Namespace) -> int:
     settings = SweepSettings(
         name=check_name(args.name) if args.name else sweep_name(space),
         space=space,
-        storage_dir=results_dir(args),
-        tracking_uri=args.tracking_uri or default_tracking_uri(),
-        study_storage=args.study_storage or default_storage(),
+        results_dir=results_folder(args),
+        tracking_uri=args.tracking_uri or defaults.tracking_uri(),
+        study_url=args.study_url or defaults.study_url(),
         runtime=runtime_from(args, args.device),
         address=args.address,
         num_cpus=args.num_cpus,
@@ -252,7 +262,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from .sweep import SweepSettings
     from .sweep.run import resume
 
-    settings = SweepSettings.load(args.name, results_dir(args))
+    settings = SweepSettings.load(args.name, results_folder(args))
     if args.address:
         settings.address = args.address
     if args.data_root or args.cache_dir or args.device:
@@ -301,7 +311,8 @@ def cmd_spaces(args: argparse.Namespace) -> int:
 def add_ui_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ui", help="open the MLflow UI on the store a sweep used")
     p.add_argument("name", nargs="?", help="a sweep (default: the store in this folder)")
-    p.add_argument("--storage", type=Path, help="where the sweep's results are (default ./asha-tune-results)")
+    p.add_argument("--results-dir", "--storage", dest="results_dir", type=Path,
+                   help=f"where the sweep's results are (default ./{defaults.RESULTS_DIR})")
     p.add_argument("--tracking-uri", help="an MLflow store instead of a sweep's")
     p.add_argument("--port", type=int, default=5000)
     p.set_defaults(handler=cmd_ui)
@@ -311,12 +322,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
     from .sweep import SweepSettings
-    from .tracking import default_tracking_uri
 
     uri = args.tracking_uri
     if uri is None and args.name:
-        uri = SweepSettings.load(args.name, results_dir(args)).tracking_uri
-    uri = uri or default_tracking_uri()
+        uri = SweepSettings.load(args.name, results_folder(args)).tracking_uri
+    uri = uri or defaults.tracking_uri()
     if uri.startswith(("http://", "https://")):
         print(f"the sweep tracks to an MLflow server: open {uri}")
         return 0
@@ -339,8 +349,8 @@ def add_cluster_parser(sub: argparse._SubParsersAction) -> None:
                        ("status", "list its nodes and services"),
                        ("down", "stop exactly the processes `up` started; keep the data")):
         q = actions.add_parser(name, help=text)
-        q.add_argument("--dir", type=Path, help="the cluster's folder (default $ASHA_TUNE_CLUSTER_DIR "
-                                                "or ./asha-tune-cluster)")
+        q.add_argument("--dir", type=Path, help=f"the cluster's folder (default ${defaults.CLUSTER_DIR_ENV} "
+                                                f"or ./{defaults.CLUSTER_DIR})")
         if name == "up":
             q.add_argument("--workers", type=int, help="Ray worker nodes of a new cluster (default 2)")
             q.add_argument("--worker-cpus", type=int, help="CPUs per worker (default: CPU count / workers)")
@@ -383,7 +393,8 @@ def build_parser() -> Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
+    # MLflow's sqlalchemy store uses a loader strategy sqlalchemy 2.1 deprecates: not ours to fix.
+    warnings.filterwarnings("ignore", "The ``noload`` loader strategy", DeprecationWarning, "mlflow")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     prog = f"asha-tune {args.command}"

@@ -39,11 +39,10 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from . import processes
+from . import defaults, processes
 from .errors import AshaTuneError
 from .processes import Proc
 
-CLUSTER_DIR_ENV = "ASHA_TUNE_CLUSTER_DIR"
 STATE_FILE = "cluster.json"
 HOST = "127.0.0.1"
 PG_USER = "asha"
@@ -109,7 +108,7 @@ class ClusterState(BaseModel):
     def launch_flags(self) -> list[str]:
         """The flags that point `asha-tune launch` at this cluster."""
         return ["--address", self.ray_address, "--tracking-uri", self.tracking_uri,
-                "--study-storage", self.database_url("optuna"), "--storage", str(self.results_dir)]
+                "--study-url", self.database_url("optuna"), "--results-dir", str(self.results_dir)]
 
     def save(self) -> None:
         path = self.directory / STATE_FILE
@@ -119,7 +118,7 @@ class ClusterState(BaseModel):
 
 
 def default_dir() -> Path:
-    return Path(os.environ.get(CLUSTER_DIR_ENV) or Path.cwd() / "asha-tune-cluster").resolve()
+    return defaults.cluster_dir()
 
 
 def load(directory: Path) -> ClusterState:

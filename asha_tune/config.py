@@ -10,17 +10,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from . import defaults
+from .defaults import DATA_ROOT_ENV
 from .errors import ConfigError
 
 DOMAINS = ("art_painting", "cartoon", "photo", "sketch")
 CLASSES = ("dog", "elephant", "giraffe", "guitar", "horse", "house", "person")
 
-# The paper's conv numbering (NOTES.md): the order in which torchvision's resnet18 yields Conv2d.
+# The paper's conv numbering: the order in which torchvision's resnet18 yields Conv2d.
 CONV_NAMES = (
     "conv1",
     "layer1.0.conv1", "layer1.0.conv2", "layer1.1.conv1", "layer1.1.conv2",
@@ -31,22 +34,40 @@ CONV_NAMES = (
 DOWNSAMPLING_CONVS = (8, 13, 18)
 SHAPEABLE_CONVS = tuple(n for n in range(1, len(CONV_NAMES) + 1) if n not in DOWNSAMPLING_CONVS)
 
-Mode = Literal["baseline", "random", "target", "bn_only"]
-ShapeFn = Literal["binarize_a", "raw", "binarize_both", "topk"]
 Domain = Literal["art_painting", "cartoon", "photo", "sketch"]
 Protocol = Literal["oracle", "source_val", "target_val"]  # see selection.py
 TargetPairing = Literal["index", "shuffled"]  # see pairing.py
-TARGET_MODES = ("target", "bn_only")  # the modes that forward unlabelled target batches
 
-# The authors' choices (NOTES.md): binarized A for random maps, raw A*M_t for target maps;
-# random maps stay on at evaluation, target maps do not.
-DEFAULT_SHAPE_FN = {"random": "binarize_a", "target": "raw"}
-DEFAULT_SHAPE_AT_EVAL = {"random": True, "target": False}
-# The authors' batch sizes (NOTES.md): 256 in their domain-adaptation runs, 128 in the others.
-DEFAULT_BATCH_SIZE = 128
-MODE_BATCH_SIZE = {"target": 256}
-DATA_ROOT_ENV = "ASHA_TUNE_DATA_ROOT"
-CACHE_DIR_ENV = "ASHA_TUNE_CACHE_DIR"
+
+def shaping_modes() -> dict[str, Any]:
+    """The registry of modes (shaping.MODES): their names and defaults live there only.
+
+    Imported here on first use, so that reading a config does not import torch before it must.
+    """
+    from .shaping import MODES
+
+    return MODES
+
+
+def shape_function_names() -> list[str]:
+    from .shaping import SHAPE_FUNCTIONS
+
+    return list(SHAPE_FUNCTIONS)
+
+
+def target_modes() -> tuple[str, ...]:
+    """The modes that forward unlabelled target batches."""
+    return tuple(name for name, mode in shaping_modes().items() if mode.uses_target_batches)
+
+
+def one_of(value: Any, names: list[str]) -> str:
+    """pydantic's wording for a Literal, so a registry reads like one."""
+    if value in names:
+        return value
+    quoted = [repr(n) for n in names]
+    raise ValueError(f"Input should be {', '.join(quoted[:-1])} or {quoted[-1]} (got {value!r})")
+
+
 
 
 class Strict(BaseModel):
@@ -127,10 +148,10 @@ def check_convs(convs: list[int]) -> list[int]:
 
 
 class ShapingConfig(Strict):
-    mode: Mode = "baseline"
+    mode: str = "baseline"  # a name in shaping.MODES
     convs: list[int] = []
     p0: P0 | None = None
-    shape_fn: ShapeFn | None = None
+    shape_fn: str | None = None  # a name in shaping.SHAPE_FUNCTIONS
     topk_fraction: float | None = Field(default=None, gt=0, le=1)
     shape_at_eval: bool | None = None
     target_updates_bn: bool = True
@@ -152,6 +173,16 @@ class ShapingConfig(Strict):
             pairs = sorted(zip(convs, p0, strict=True), key=lambda pair: pair[0])
             data = {**data, "convs": [c for c, _ in pairs], "p0": [v for _, v in pairs]}
         return data
+
+    @field_validator("mode")
+    @classmethod
+    def _known_mode(cls, value: str) -> str:
+        return one_of(value, list(shaping_modes()))
+
+    @field_validator("shape_fn")
+    @classmethod
+    def _known_shape_fn(cls, value: str | None) -> str | None:
+        return value if value is None else one_of(value, shape_function_names())
 
     @field_validator("p0", mode="before")
     @classmethod
@@ -179,11 +210,11 @@ class ShapingConfig(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ShapingConfig:
-        mode = self.mode
-        if self.target_pairing != "index" and mode not in TARGET_MODES:
+        mode, kind = self.mode, shaping_modes()[self.mode]
+        if self.target_pairing != "index" and not kind.uses_target_batches:
             raise ValueError(f"target_pairing applies to the modes that use target batches "
-                             f"({', '.join(TARGET_MODES)}), not to mode {mode}")
-        if mode in ("baseline", "bn_only"):
+                             f"({', '.join(target_modes())}), not to mode {mode}")
+        if not kind.shapes:
             for name in ("convs", "p0", "shape_fn", "topk_fraction"):
                 if getattr(self, name) not in (None, []):
                     raise ValueError(f"{name} does not apply to mode {mode} (nothing is shaped)")
@@ -201,7 +232,7 @@ class ShapingConfig(Strict):
                 )
         elif self.p0 is not None:
             raise ValueError("p0 does not apply to mode target (masks come from target maps)")
-        fn = self.shape_fn or DEFAULT_SHAPE_FN[mode]
+        fn = self.resolved_shape_fn
         if fn == "topk" and self.topk_fraction is None:
             raise ValueError("shape_fn topk needs topk_fraction in (0, 1]")
         if fn != "topk" and self.topk_fraction is not None:
@@ -210,12 +241,12 @@ class ShapingConfig(Strict):
 
     @property
     def resolved_shape_fn(self) -> str | None:
-        return self.shape_fn or DEFAULT_SHAPE_FN.get(self.mode)
+        return self.shape_fn or shaping_modes()[self.mode].default_shape_fn
 
     @property
     def resolved_shape_at_eval(self) -> bool:
         if self.shape_at_eval is None:
-            return DEFAULT_SHAPE_AT_EVAL.get(self.mode, False)
+            return shaping_modes()[self.mode].default_shape_at_eval
         return self.shape_at_eval
 
     def p0_per_conv(self) -> dict[int, float]:
@@ -253,10 +284,10 @@ class DataConfig(Strict):
 
 
 class TrainConfig(Strict):
-    """The paper's recipe by default (NOTES.md)."""
+    """The paper's recipe by default, as the authors' code runs it."""
 
     epochs: int = Field(default=30, ge=1)
-    # None: the paper's batch size for the trial's mode (MODE_BATCH_SIZE, else DEFAULT_BATCH_SIZE),
+    # None: the paper's batch size for the trial's mode (its `batch_size` in shaping.MODES),
     # filled in by TrialConfig, so a trial's config always holds the number it trains with.
     batch_size: int | None = Field(default=None, ge=1)
     eval_batch_size: int = Field(default=512, ge=1)
@@ -304,7 +335,10 @@ class TrialConfig(Strict):
         if not isinstance(train, dict) or train.get("batch_size") is not None:
             return data
         mode = shaping.get("mode") if isinstance(shaping, dict) else getattr(shaping, "mode", None)
-        return {**data, "train": {**train, "batch_size": MODE_BATCH_SIZE.get(mode, DEFAULT_BATCH_SIZE)}}
+        kind = shaping_modes().get(mode if isinstance(mode, str) else "baseline")
+        if kind is None:
+            return data  # an unknown mode: the field validator reports it
+        return {**data, "train": {**train, "batch_size": kind.batch_size}}
 
     @model_validator(mode="after")
     def _domains(self) -> TrialConfig:
@@ -337,25 +371,33 @@ class Runtime(Strict):
         return Path(root).expanduser()
 
     def resolved_cache_dir(self) -> Path:
-        cache = self.cache_dir or os.environ.get(CACHE_DIR_ENV)
-        if cache:
-            return Path(cache).expanduser()
-        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        return Path(base) / "asha-tune"
+        return Path(self.cache_dir).expanduser() if self.cache_dir else defaults.cache_dir()
 
 
-def validation_problems(err: ValidationError) -> list[tuple[str, str]]:
-    """(field path, message) per problem; the path is "" or a section for cross-field rules."""
+class Problem(NamedTuple):
+    path: str  # the field's dotted path; "" or a section for a cross-field rule
+    kind: str  # pydantic's error type, e.g. value_error, missing, extra_forbidden
+    message: str  # pydantic's message, with the offending value where it is not already named
+
+
+def validation_problems(err: ValidationError, hidden: Collection[str] = (),
+                        keep_indices: bool = False) -> list[Problem]:
+    """The one reading of a pydantic report that every one-line message is built from.
+
+    Pydantic adds to a location the union member it tried (`hidden`, besides this module's own
+    unions) and list indices (dropped unless `keep_indices`: a space's configurations keep them).
+    """
+    skip = _UNION_MEMBERS | set(hidden)
     problems = []
     for problem in err.errors():
-        # Pydantic adds list indices and the union member it tried to the location; drop them.
         parts = [str(p) for p in problem["loc"]
-                 if not isinstance(p, int) and str(p) not in _UNION_MEMBERS]
+                 if (keep_indices or not isinstance(p, int)) and str(p) not in skip
+                 and not str(p).startswith("function-")]
         message = problem["msg"].removeprefix("Value error, ")
         value = problem.get("input")
-        if problem["type"] != "value_error" and not isinstance(value, dict):
+        if problem["type"] not in _NAMES_ITS_VALUE and not isinstance(value, dict):
             message += f" (got {value!r})"
-        problems.append((".".join(parts), message))
+        problems.append(Problem(".".join(parts), problem["type"], message))
     return problems
 
 
@@ -363,22 +405,21 @@ def is_cross_field(path: str) -> bool:
     return path in _MODELS
 
 
-def format_validation_error(err: ValidationError, names: dict[str, str] | None = None,
-                            section_prefix: bool = False) -> list[str]:
+def format_validation_error(err: ValidationError, names: dict[str, str] | None = None) -> list[str]:
     """One line per problem, naming the field (or the flag that set it), the value and the rule."""
     lines = []
-    for path, message in validation_problems(err):
+    for path, _, message in validation_problems(err):
         if is_cross_field(path):
-            # A cross-field rule: the message names its fields; a space file also gets the section.
-            lines.append(f"{path}: {message}" if section_prefix and path else message)
+            lines.append(message)  # a cross-field rule: the message names its fields
         else:
             label = (names or {}).get(path, path)
             lines.append(f"{label}: {message}")
     return list(dict.fromkeys(lines))
 
 
-_UNION_MEMBERS = {"float", "list[float]", "P0Schedule", "int", "str",
-                  "function-after[_positive(), P0Schedule]"}
+_UNION_MEMBERS = {"float", "list[float]", "P0Schedule", "int", "str"}
+# Errors whose message already says what was wrong with the value (or there is none).
+_NAMES_ITS_VALUE = {"value_error", "missing", "union_tag_invalid", "union_tag_not_found"}
 _MODELS = {"", "data", "shaping", "train", "selection"}
 
 

@@ -8,6 +8,7 @@ all while Ray waits for resources. Each check raises a ConfigError (exit 2) that
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 from .config import DOMAINS, Runtime
@@ -16,6 +17,21 @@ from .spaces import SearchSpace, domain_choices, weight_choices
 
 # Below this image size a CPU trial takes minutes (the quickstart's 64 px); at 224 px, hours.
 CPU_SIZED_PX = 128
+
+
+def check_address(address: str, timeout_s: float = 10.0) -> None:
+    """Something listens at a cluster's `host:port` (Ray itself retries a dead address for
+    minutes before it gives up). `auto` and `ray://` client addresses are left to Ray."""
+    host, _, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not host or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as err:
+        reason = "nothing listens there" if isinstance(err, ConnectionRefusedError) else str(err)
+        raise ConfigError(f"--address {address}: cannot reach a Ray cluster ({reason}); start its head "
+                          f"(e.g. asha-tune cluster up) or pass the address it printed") from None
 
 
 def check_data(space: SearchSpace, runtime: Runtime) -> None:

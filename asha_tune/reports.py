@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .display import count, metric_text, values_text
-from .tracking import STATUS_TAG, Tracker
+from .tracking import EPOCHS_RUN_TAG, STATUS_TAG, TRIAL_NUMBER_TAG, Tracker
 
 FINAL_STATUSES = frozenset({"completed", "pruned", "failed"})  # how a trial can end
 
@@ -28,10 +28,10 @@ def sweep_trials(tracker: Tracker, experiment_id: str, parent_run_id: str) -> li
     for run in runs:
         tags = run.data.tags
         records.append(TrialRecord(
-            number=int(tags.get("asha_tune.trial_number", -1)),
+            number=int(tags.get(TRIAL_NUMBER_TAG, -1)),
             run_id=run.info.run_id,
             status=tags.get(STATUS_TAG, "unknown"),
-            epochs=int(tags.get("asha_tune.epochs_run", run.data.metrics.get("epoch", 0))),
+            epochs=int(tags.get(EPOCHS_RUN_TAG, run.data.metrics.get("epoch", 0))),
             values=json.loads(run.data.params.get("search", "{}")),
             metrics=dict(run.data.metrics),
         ))

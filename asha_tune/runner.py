@@ -13,8 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from . import selection
-from .config import TARGET_MODES, Runtime, TrialConfig
-from .tracking import ADAPTATION_TAG, Tracker, version_tags
+from .config import Runtime, TrialConfig, target_modes
+from .tracking import (
+    ADAPTATION_TAG,
+    CHECKPOINT_TAG,
+    DURATION_TAG,
+    FAILURE_TAG,
+    FINGERPRINT_TAG,
+    MODE_TAG,
+    Tracker,
+    version_tags,
+)
 from .training import TrialResult, load_checkpoint, run_trial, save_checkpoint
 
 DEFAULT_EXPERIMENT = "asha-tune-trials"
@@ -33,7 +42,7 @@ def default_checkpoint(config: TrialConfig, directory: Path | None = None) -> Pa
 
 def trial_tags(config: TrialConfig) -> dict[str, str]:
     """Tags that say what a trial's numbers mean beyond its params."""
-    if config.shaping.mode not in TARGET_MODES:
+    if config.shaping.mode not in target_modes():
         return {}
     d = config.data
     return {ADAPTATION_TAG: selection.adaptation_images(config.selection.protocol, d.targets[0],
@@ -80,8 +89,8 @@ def run_logged_trial(
             tracker.experiment(experiment),
             name=f"{config.shaping.mode}-{config.fingerprint()}",
             params=config.model_dump(mode="json"),
-            tags={**version_tags(), **trial_tags(config), "asha_tune.mode": config.shaping.mode,
-                  "asha_tune.fingerprint": config.fingerprint()},
+            tags={**version_tags(), **trial_tags(config), MODE_TAG: config.shaping.mode,
+                  FINGERPRINT_TAG: config.fingerprint()},
         )
         tracker.log_dict(run_id, config.model_dump(mode="json"), "trial_config.json")
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
@@ -99,11 +108,11 @@ def run_logged_trial(
         raise
     except Exception as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        tracker.finish(run_id, "failed", {"asha_tune.failure": reason[:5000]})
+        tracker.finish(run_id, "failed", {FAILURE_TAG: reason[:5000]})
         raise
     final = {f"final_{k}": v for k, v in result.final.items()
              if not k.startswith("time_") and not selection.is_constant(k)}
     tracker.log_metrics(run_id, final, step=config.train.epochs)
-    tracker.finish(run_id, "completed", {"asha_tune.duration_s": round(time.perf_counter() - started, 2),
-                                         "asha_tune.checkpoint": str(checkpoint)})
+    tracker.finish(run_id, "completed", {DURATION_TAG: round(time.perf_counter() - started, 2),
+                                         CHECKPOINT_TAG: str(checkpoint)})
     return LoggedTrial(result, run_id, checkpoint)

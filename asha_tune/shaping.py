@@ -2,7 +2,8 @@
 
 A hook replaces a conv's output A (before its BatchNorm) by f(A, M). What M is depends on the
 mode: a fresh Bernoulli mask (`random`), the same conv's output recorded on a target batch
-(`target`), or nothing at all (`baseline`, `bn_only`). See NOTES.md for what the authors did.
+(`target`), or nothing at all (`baseline`, `bn_only`). The README lists where this differs from
+the authors' code.
 """
 
 from __future__ import annotations
@@ -178,9 +179,17 @@ def frozen_bn_stats(model: nn.Module, frozen: bool = True) -> Iterator[None]:
 
 
 class ShapingMode:
-    """How a mode forwards a training batch and an evaluation batch."""
+    """How a mode forwards a training batch and an evaluation batch.
 
-    uses_target_batches = False
+    The class attributes are the mode's defaults; config.py reads them from `MODES`, so a new
+    mode is one class and one registry entry.
+    """
+
+    uses_target_batches = False  # forwards unlabelled target batches (transductive)
+    shapes = False  # shapes convs: takes convs, shape_fn, topk_fraction
+    default_shape_fn: str | None = None
+    default_shape_at_eval = False
+    batch_size = 128  # the authors' training batch for this mode
 
     def __init__(self, config: ShapingConfig):
         self.config = config
@@ -199,6 +208,10 @@ class Baseline(ShapingMode):
 
 
 class RandomMaps(ShapingMode):
+    shapes = True
+    default_shape_fn = "binarize_a"  # the authors' binarized A for random maps
+    default_shape_at_eval = True  # their random maps stay on at evaluation
+
     def train_logits(self, model, shaper, x, x_target):
         with shaper.acting("random"):
             return model(x)
@@ -212,6 +225,9 @@ class TargetMaps(ShapingMode):
     """The authors' domain adaptation: record target maps in train mode, shape the source."""
 
     uses_target_batches = True
+    shapes = True
+    default_shape_fn = "raw"  # A * M_t, off at evaluation, as the authors
+    batch_size = 256
 
     def train_logits(self, model, shaper, x, x_target):
         with torch.no_grad(), frozen_bn_stats(model, not self.config.target_updates_bn):

@@ -3,7 +3,8 @@
 Trials are asked define-by-run from the search space and told COMPLETE, PRUNED (stopped early
 by ASHA, with the intermediate value of every epoch it ran) or FAIL. Everything goes through
 Optuna's public study and storage APIs, so `optuna-dashboard <storage>` shows the same study,
-and a study outlives the process that ran it. This is the only module that imports optuna.
+and a study outlives the process that ran it. This is the only module that imports optuna
+(the Tune searcher takes `TrialState` from here).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import optuna
 import sqlalchemy.exc
 from optuna.trial import TrialState
 
+from .defaults import STUDY_RETRY_ENV, STUDY_RETRY_S
 from .errors import AshaTuneError
 from .spaces import SearchSpace
 
@@ -31,17 +33,11 @@ T = TypeVar("T")
 VALUES_ATTR = "values"  # the decoded trial values, so a trial can be handed out again
 RAY_TRIAL_ATTR = "ray_trial_id"
 # How long a sweep waits for its study's database to come back (a restarted PostgreSQL).
-RETRY_ENV = "ASHA_TUNE_STORAGE_RETRY_S"
-DEFAULT_RETRY_S = 300.0
 
 
 class StudyUnavailable(AshaTuneError):
     """The study's database stopped answering for longer than the retry window."""
 INTERRUPTED_ATTR = "interrupted"  # a trial parked as WAITING by an interrupt, until resume
-
-
-def default_storage(directory: Path | None = None) -> str:
-    return f"sqlite:///{(directory or Path.cwd()).resolve() / 'optuna.db'}"
 
 
 def sampler_for(space: SearchSpace, finished_before: int = 0) -> optuna.samplers.BaseSampler:
@@ -90,7 +86,7 @@ def retrying(url: str, call: Callable[[], T]) -> T:
     Every call retried here is idempotent (`ask` reuses an orphan trial, `tell` skips a finished
     one), so a call that reached the database before the connection dropped does no harm.
     """
-    window = float(os.environ.get(RETRY_ENV, DEFAULT_RETRY_S))
+    window = float(os.environ.get(STUDY_RETRY_ENV, STUDY_RETRY_S))
     deadline, delay, warned = time.monotonic() + window, 0.5, False
     while True:
         try:
@@ -235,9 +231,6 @@ class StudyHandle:
                 trial_id = self._trial_id(trial.number)
                 self.storage.set_trial_state_values(trial_id, TrialState.RUNNING)
                 self.storage.set_trial_user_attr(trial_id, INTERRUPTED_ATTR, False)
-
-    def state(self, number: int) -> TrialState:
-        return retrying(self.url, lambda: self.storage.get_trial(self._trial_id(number)).state)
 
     def history(self) -> list[tuple[str, dict[int, float]]]:
         """(Ray trial id, {epoch: value}) of every trial that reported, for rebuilding ASHA."""

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import defaults
 from .errors import AshaTuneError
 
-DEFAULT_DB = "mlflow.db"
 STATUS_TAG = "asha_tune.status"  # completed | pruned | failed | running | interrupted
 # Modes target and bn_only: which target images the adaptation saw (selection.adaptation_images).
 ADAPTATION_TAG = "asha_tune.adaptation_images"
@@ -24,6 +24,23 @@ FAILURE_TAG = "asha_tune.failure"  # why a trial or a sweep failed, one line
 SWEEP_TAG = "asha_tune.sweep"  # the sweep name on its parent run
 SPACE_TAG = "asha_tune.space"
 RESTARTED_AS_TAG = "asha_tune.restarted_as"  # on an archived attempt: the name it was started over as
+VERSION_TAG = "asha_tune.version"
+# A trial's run: its number in the sweep, mode, when it started and how it ran.
+TRIAL_NUMBER_TAG = "asha_tune.trial_number"
+MODE_TAG = "asha_tune.mode"
+FINGERPRINT_TAG = "asha_tune.fingerprint"  # TrialConfig.fingerprint(): what the trial computes
+STARTED_AT_TAG = "asha_tune.started_at"
+RESUMED_FROM_TAG = "asha_tune.resumed_from_epoch"
+EPOCHS_RUN_TAG = "asha_tune.epochs_run"
+DURATION_TAG = "asha_tune.duration_s"
+RETRIES_TAG = "asha_tune.retries"
+CHECKPOINT_TAG = "asha_tune.checkpoint"
+# A sweep's parent run: how many trials, the best one, where its results and study are.
+TRIALS_TAG = "asha_tune.trials"
+BEST_TRIAL_TAG = "asha_tune.best_trial"
+BEST_RUN_TAG = "asha_tune.best_run_id"
+RESULTS_DIR_TAG = "asha_tune.results_dir"
+STUDY_URL_TAG = "asha_tune.study_url"
 MLFLOW_STATUS = {"completed": "FINISHED", "pruned": "FINISHED", "failed": "FAILED",
                  "interrupted": "KILLED"}
 
@@ -77,11 +94,6 @@ class _Guarded:
         return call
 
 
-def default_tracking_uri(directory: Path | None = None) -> str:
-    """The embedded store: a sqlite file in the working directory."""
-    return f"sqlite:///{(directory or Path.cwd()).resolve() / DEFAULT_DB}"
-
-
 def local_store(uri: str) -> Path | None:
     """The sqlite file behind `uri`, or None for a tracking server."""
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
@@ -114,7 +126,7 @@ def version_tags() -> dict[str, str]:
 
     from . import __version__
 
-    tags = {"asha_tune.version": __version__}
+    tags = {VERSION_TAG: __version__}
     for package in ("torch", "torchvision", "ray", "optuna", "mlflow"):
         try:
             tags[f"{package}.version"] = version(package)
@@ -141,7 +153,7 @@ class Tracker:
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
 
-        self.uri = uri or default_tracking_uri()
+        self.uri = uri or defaults.tracking_uri()
         db = local_store(self.uri)
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""The authors' trial loop, re-implemented faithfully for timing only (NOTES.md).
+"""The authors' trial loop, re-implemented faithfully for timing only (from their published code).
 
 What makes it slow is kept as they had it: PIL decoding and torchvision's transforms in a
 DataLoader with 5 workers, and for every forward a Bernoulli mask drawn on the CPU with

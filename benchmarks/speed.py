@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from asha_tune.config import Runtime, TrialConfig  # noqa: E402
 from asha_tune.data import DomainImages  # noqa: E402
-from asha_tune.training import Trial  # noqa: E402
+from asha_tune.training import Trial, resolve_device  # noqa: E402
 from benchmarks.authors import time_authors  # noqa: E402
 
 FULL_SIZES = {"art_painting": 2048, "cartoon": 2344, "photo": 1670, "sketch": 3929}
@@ -272,7 +272,7 @@ def main() -> None:
         print(json.dumps(full_trial(trial_config(profile, MODES["random conv 1"]), runtime, args.tile)))
         return
 
-    device = Trial.__init__.__globals__["resolve_device"](args.device)
+    device = resolve_device(args.device)
     report: dict = {
         "device": device_name(device),
         "torch": torch.__version__,

@@ -141,9 +141,9 @@ def run_child(spec: dict) -> dict:
     d = TrialConfig.model_validate({"data": spec["tree"]["data"]}).data
     for domain in (d.source, *d.targets):  # a warm cache: decoding is not what is measured
         load_domain(Path(spec["data_root"]), domain, d.image_size, Path(spec["cache_dir"]))
-    settings = SweepSettings(name="bench", space=space, storage_dir=work / "results",
+    settings = SweepSettings(name="bench", space=space, results_dir=work / "results",
                              tracking_uri=f"sqlite:///{work / 'mlflow.db'}",
-                             study_storage=f"sqlite:///{work / 'optuna.db'}", runtime=runtime,
+                             study_url=f"sqlite:///{work / 'optuna.db'}", runtime=runtime,
                              num_cpus=spec["slots"])
     driver: dict[str, float] = {}
     time_calls(driver)
@@ -214,7 +214,7 @@ def _assign_slots(spans: list[tuple[float, float]], slots: int) -> list[list[int
 def analyse(run: dict) -> dict:
     """Efficiency and the per-trial overhead, from a run's records (see run_child)."""
     slots = run["slots"]
-    # Epoch results only (a diverged trial's last report has no timings).
+    # Epoch results only (a failed trial's last report has no timings).
     trials = [t for t in ([r for r in trial if "time_train" in r] for trial in run["trials"]) if t]
     wall = run["t1"] - run["t0"]
     results = [r for t in trials for r in t]

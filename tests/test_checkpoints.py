@@ -19,8 +19,6 @@ from asha_tune.sweep.checkpoints import CHECKPOINT_FILE, ENDED_MARKER, asha_rung
 from asha_tune.sweep.run import launch
 from asha_tune.sweep.trainable import restored_state
 
-pytestmark = pytest.mark.filterwarnings("ignore")
-
 
 @pytest.mark.parametrize(("grace", "rf", "epochs"), [(1, 2, 4), (2, 2, 4), (1, 3, 30), (1, 4, 4), (3, 1.5, 30)])
 def test_asha_rungs_are_the_epochs_where_rays_asha_decides(grace, rf, epochs):
@@ -94,8 +92,8 @@ def test_a_finished_sweep_keeps_only_the_best_trials_final_weights(tmp_path, pac
     path = tmp_path / "disk.yaml"
     path.write_text(yaml.safe_dump(tree))
     settings = SweepSettings(
-        name="disk", space=load_space(path), storage_dir=tmp_path / "results",
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", study_storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+        name="disk", space=load_space(path), results_dir=tmp_path / "results",
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", study_url=f"sqlite:///{tmp_path / 'optuna.db'}",
         runtime=Runtime(data_root=pacs_root, cache_dir=shared_cache, device="cpu"), num_cpus=2,
     )
     outcome = launch(settings)

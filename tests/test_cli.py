@@ -122,7 +122,7 @@ def test_cli_resume_after_sigkill_continues_the_same_run(synthetic_pacs, tmp_pat
     args = ["trial", "--data-root", str(synthetic_pacs), "--cache-dir", str(tmp_path / "c"),
             "--image-size", "32", "--epochs", "6", "--weights", "none", "--no-progress",
             "--checkpoint", str(tmp_path / "ck.pt"), "--resume"]
-    proc = subprocess.Popen(CLI + args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(CLI + args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (tmp_path / "ck.pt").exists() and time.time() < deadline:
         time.sleep(0.05)

@@ -33,7 +33,7 @@ from asha_tune import processes
 
 from .conftest import PROCESS_TAG_ENV, kill_tagged
 
-pytestmark = [pytest.mark.cluster, pytest.mark.filterwarnings("ignore")]
+pytestmark = pytest.mark.cluster
 
 CLI = [sys.executable, "-m", "asha_tune.cli"]
 SMALL = {
@@ -263,7 +263,7 @@ class SocketWatch(threading.Thread):
 def test_up_prints_the_launch_flags_and_status_lists_every_node(harness):
     state = harness.state
     out = harness.up_output
-    for flag in ("--address 127.0.0.1:", "--tracking-uri http://127.0.0.1:", "--study-storage 'postgresql://"):
+    for flag in ("--address 127.0.0.1:", "--tracking-uri http://127.0.0.1:", "--study-url 'postgresql://"):
         assert flag in out
     assert "passfile=" in out and local.ray_token() not in out and local.mlflow_credentials()[1] not in out
     status = harness.cli("cluster", "status", "--dir", str(harness.directory))

@@ -50,10 +50,11 @@ def test_a_tracking_server_that_is_gone_is_one_clear_error(monkeypatch):
 def test_a_study_database_that_is_gone_is_retried_then_one_clear_error(monkeypatch):
     import time
 
+    from asha_tune.defaults import STUDY_RETRY_ENV
     from asha_tune.spaces import SearchSpace
-    from asha_tune.study import RETRY_ENV, StudyHandle, StudyUnavailable
+    from asha_tune.study import StudyHandle, StudyUnavailable
 
-    monkeypatch.setenv(RETRY_ENV, "3")
+    monkeypatch.setenv(STUDY_RETRY_ENV, "3")
     url = f"postgresql://asha@127.0.0.1:{free_port()}/optuna"
     space = SearchSpace.model_validate({"name": "x", "search": {"num_trials": 1}})
     started = time.monotonic()

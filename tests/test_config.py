@@ -104,7 +104,7 @@ def test_the_paper_batch_size_is_the_default_of_each_mode(tmp_path):
                     "parameters:\n  shaping.mode: {type: grid, values: [bn_only, target]}\n"
                     "  shaping.convs: {type: fixed, value: [4], when: {shaping.mode: target}}\n")
     space = load_space(path)
-    settings = SweepSettings(name="s", space=space, storage_dir=tmp_path, tracking_uri="x", study_storage="y",
+    settings = SweepSettings(name="s", space=space, results_dir=tmp_path, tracking_uri="x", study_url="y",
                              runtime={})
     settings.save()
     reread = SweepSettings.load("s", tmp_path).space

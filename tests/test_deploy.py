@@ -152,7 +152,7 @@ def test_raycluster_has_a_cpu_head_and_an_autoscaling_gpu_group_on_the_image(ray
     assert group["minReplicas"] == 0 < group["maxReplicas"]
     resources = containers(group["template"])[0]["resources"]
     assert resources["limits"]["nvidia.com/gpu"] == resources["requests"]["nvidia.com/gpu"] == "1"
-    # Every Ray pod mounts the shared volume the sweep's --storage and --data-root live on.
+    # Every Ray pod mounts the shared volume the sweep's --results-dir and --data-root live on.
     for pod in [head["template"], group["template"]]:
         claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"]
                   if "persistentVolumeClaim" in v}
@@ -169,13 +169,13 @@ def test_rayjob_runs_a_valid_launch_against_the_tracking_services(k8s, raycluste
 
     assert args.space in list_spaces()
     services = by_kind(k8s, "Service")
-    tracking, study = urlparse(args.tracking_uri), urlparse(args.study_storage)
+    tracking, study = urlparse(args.tracking_uri), urlparse(args.study_url)
     for url, name in ((tracking, "mlflow"), (study, "postgres")):
         assert url.hostname == f"{name}.{NAMESPACE}.svc.cluster.local"
         assert url.port in [p["port"] for p in services[name]["spec"]["ports"]]
     assert study.password is None and tracking.password is None  # no secret in a URL
     assert study.path.lstrip("/") in databases(k8s)
-    assert str(args.storage).startswith("/mnt/shared/") and args.data_root.startswith("/mnt/shared/")
+    assert str(args.results_dir).startswith("/mnt/shared/") and args.data_root.startswith("/mnt/shared/")
     # The driver (on the head) has the tracking credentials, from secrets.
     env = {e["name"] for e in containers(raycluster["spec"]["headGroupSpec"]["template"])[0]["env"]}
     assert {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "PGPASSWORD"} <= env

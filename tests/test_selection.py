@@ -35,8 +35,6 @@ from asha_tune.training import Trial, run_trial
 
 from .conftest import tiny_config
 
-pytestmark = pytest.mark.filterwarnings("ignore")
-
 
 def real_domain(root: Path, name: str) -> selection.Domain:
     files = pacs.list_domain(root, name)
@@ -324,14 +322,14 @@ def test_source_val_sweep_never_shows_a_target_accuracy_to_the_scheduler_or_the_
     from asha_tune.sweep.run import launch
 
     settings = SweepSettings(
-        name="honest", space=load_space(path), storage_dir=tmp_path / "results",
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", study_storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+        name="honest", space=load_space(path), results_dir=tmp_path / "results",
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", study_url=f"sqlite:///{tmp_path / 'optuna.db'}",
         runtime=Runtime(data_root=pacs_root, cache_dir=shared_cache, device="cpu"), num_cpus=2)
     outcome = launch(settings)
     assert outcome.finished and len(outcome.trials) == 4
 
     client = MlflowClient(settings.tracking_uri)
-    study = optuna.load_study(study_name="honest", storage=settings.study_storage)
+    study = optuna.load_study(study_name="honest", storage=settings.study_url)
     val_history, target_history = {}, {}
     for record in outcome.trials:
         run = client.get_run(record.run_id)

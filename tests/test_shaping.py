@@ -66,7 +66,7 @@ def test_mask_zero_fraction_matches_p0():
     like = torch.empty(64, 64, 56, 56)
     for p0 in (0.1, 0.5, 0.7, 0.9):
         mask = bernoulli_mask(like, p0, g)
-        assert set(mask.unique().tolist()) <= {0.0, 1.0}
+        assert mask.dtype == torch.bool and mask.shape == like.shape
         assert abs((mask == 0).float().mean().item() - p0) < 0.01
 
 

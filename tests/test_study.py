@@ -9,9 +9,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from asha_tune.errors import AshaTuneError
 from asha_tune.spaces import load_space
 from asha_tune.study import StudyHandle, create_study
 from asha_tune.sweep.searcher import ResumableASHA, StudySearcher
+from asha_tune.sweep.trainable import FAILED_KEY
 
 
 @pytest.fixture
@@ -38,7 +40,7 @@ def test_searcher_tells_complete_pruned_and_fail(handle):
     searcher.on_trial_complete("stopped", {"epoch": 2, "target_acc": 4.0})
     searcher.on_trial_result("crashed", {"epoch": 1, "target_acc": 9.0})
     searcher.on_trial_complete("crashed", None, error=True)
-    searcher.on_trial_complete("diverged", {"epoch": 1, "target_acc": float("nan"), "diverged": 1.0})
+    searcher.on_trial_complete("diverged", {"epoch": 1, "target_acc": float("nan"), FAILED_KEY: 1.0})
 
     trials = reload(handle).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.FAIL]
@@ -104,7 +106,7 @@ def test_grid_study_enqueues_every_configuration(tmp_path):
 
 
 def test_existing_study_name_is_refused(handle):
-    with pytest.raises(Exception, match="a study named s already exists"):
+    with pytest.raises(AshaTuneError, match="a study named s already exists"):
         create_study(handle.url, "s", handle.space)
 
 

@@ -28,8 +28,6 @@ from asha_tune.tracking import Tracker
 
 from .conftest import free_port, kill_tagged, tagged_processes
 
-pytestmark = pytest.mark.filterwarnings("ignore")
-
 SMALL = {
     "data": {"source": "art_painting", "targets": ["cartoon"], "image_size": 32, "limit_per_domain": 35},
     "train": {"epochs": 4, "batch_size": 16, "weights": "none", "seed": 0},
@@ -54,9 +52,9 @@ def space_file(tmp_path: Path, name: str, base: dict = SMALL, **sections) -> Pat
 
 def settings_for(tmp_path: Path, space_path: Path, name: str, runtime: Runtime, **extra) -> SweepSettings:
     return SweepSettings(
-        name=name, space=load_space(space_path), storage_dir=tmp_path / "results",
+        name=name, space=load_space(space_path), results_dir=tmp_path / "results",
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        study_storage=f"sqlite:///{tmp_path / 'optuna.db'}", runtime=runtime, num_cpus=2, **extra,
+        study_url=f"sqlite:///{tmp_path / 'optuna.db'}", runtime=runtime, num_cpus=2, **extra,
     )
 
 
@@ -139,7 +137,7 @@ def test_sweep_end_to_end_with_asha_pruning(tmp_path, pacs_runtime, capsys):
     assert (f"best trial {best_number}: train_loss {finals[best_number]:.4g} after 4 epochs (last epoch, "
             "among trials that ran every epoch); shaping.convs=") in out
     assert outcome.best.run_id in out
-    assert "look at it in MLflow: asha-tune ui e2e --storage " in out
+    assert "look at it in MLflow: asha-tune ui e2e --results-dir " in out
     for ray_box in ("Configuration for experiment", "SearchGenerator", "ResumableASHA", "Tuner.restore"):
         assert ray_box not in out
     parent_run = client.get_run(parent)

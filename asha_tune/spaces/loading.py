@@ -11,11 +11,11 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..config import is_cross_field, validation_problems
+from ..defaults import SPACES_ENV
 from ..errors import ConfigError
 from .params import PARAM_TYPES
 from .space import CONFIGURATION_KEY, SearchSpace, set_path, trial_paths
 
-SPACES_ENV = "ASHA_TUNE_SPACES"
 # The shipped spaces: asha_tune/search_spaces in an installed wheel, search_spaces/ in a checkout.
 _PACKAGE = Path(__file__).resolve().parents[1]
 PACKAGE_SPACES = next((p for p in (_PACKAGE / "search_spaces", _PACKAGE.parent / "search_spaces")
@@ -128,19 +128,14 @@ _TAGS = set(PARAM_TYPES) | {"FloatRange", "IntRange", "Categorical", "ConvSubset
 def _space_problems(err: ValidationError) -> list[str]:
     """pydantic's report as `yaml.path: problem` lines, without union tags in the path."""
     lines = []
-    for problem in err.errors():
-        parts = [str(p) for p in problem["loc"] if str(p) not in _TAGS and not str(p).startswith("function-")]
-        message = problem["msg"].removeprefix("Value error, ")
-        if problem["type"] == "union_tag_invalid":
+    for path, kind, message in validation_problems(err, hidden=_TAGS, keep_indices=True):
+        if kind == "union_tag_invalid":
             message = f"unknown parameter type; use one of {', '.join(PARAM_TYPES)}"
-        elif problem["type"] == "union_tag_not_found":
+        elif kind == "union_tag_not_found":
             message = "a parameter needs a type (one of " + ", ".join(PARAM_TYPES) + ")"
-        elif problem["type"] not in ("value_error", "extra_forbidden", "missing") and "input" in problem:
-            message += f" (got {problem['input']!r})"
-        path = ".".join(parts)
-        if problem["type"] == "value_error" and ":" in message and not parts:
+        if kind == "value_error" and ":" in message and not path:
             lines.append(message)  # a whole-space rule names its own fields
-        elif problem["type"] == "value_error" and parts == ["parameters"]:
+        elif kind == "value_error" and path == "parameters":
             lines.append(f"parameters.{message}")
         else:
             lines.append(f"{path}: {message}" if path else message)
@@ -172,7 +167,7 @@ def _check_trials(space: SearchSpace) -> list[str]:
         try:
             space.trial_config(values)
         except ValidationError as err:
-            for path, message in validation_problems(err):
+            for path, _, message in validation_problems(err):
                 param = varied or None if is_cross_field(path) else owner(path, varied)
                 if param:
                     line = f"parameters.{param}: {message}"
@@ -229,7 +224,7 @@ def _check_listed(space: SearchSpace) -> list[str]:
         try:
             fingerprint = space.trial_config(values).fingerprint()
         except ValidationError as err:
-            for path, message in validation_problems(err):
+            for path, _, message in validation_problems(err):
                 where = "" if not path or is_cross_field(path) else f"{path}: "
                 problems.append(f"configurations.{values[CONFIGURATION_KEY]}: {where}{message}")
             continue

@@ -9,6 +9,6 @@
 
 from __future__ import annotations
 
-from .settings import SweepSettings, default_results_dir, sweep_name
+from .settings import SweepSettings, sweep_name
 
-__all__ = ["SweepSettings", "default_results_dir", "sweep_name"]
+__all__ = ["SweepSettings", "sweep_name"]

@@ -8,6 +8,7 @@ a resumed sweep finds its runs again instead of duplicating them.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -20,10 +21,19 @@ from ..display import metric_text
 from ..reports import FINAL_STATUSES
 from ..runner import trial_tags
 from ..spaces import SearchSpace
-from ..tracking import FAILURE_TAG, STATUS_TAG, Tracker
+from ..tracking import (
+    DURATION_TAG,
+    EPOCHS_RUN_TAG,
+    FAILURE_TAG,
+    MODE_TAG,
+    RESUMED_FROM_TAG,
+    RETRIES_TAG,
+    STARTED_AT_TAG,
+    STATUS_TAG,
+    TRIAL_NUMBER_TAG,
+    Tracker,
+)
 from .trainable import FAILED_KEY, FAILURE_KEY
-
-TRIAL_NUMBER_TAG = "asha_tune.trial_number"
 
 
 def trial_status(result: dict[str, Any], max_epochs: int) -> str:
@@ -106,8 +116,8 @@ class TrackingCallback(Callback):
             run_id = self.tracker.start_run(
                 self.experiment_id, name=f"trial-{number:03d}", parent_run_id=self.parent_run_id,
                 params=params,
-                tags={TRIAL_NUMBER_TAG: str(number), "asha_tune.started_at": f"{time.time():.0f}",
-                      "asha_tune.mode": config.shaping.mode, **trial_tags(config)},
+                tags={TRIAL_NUMBER_TAG: str(number), STARTED_AT_TAG: f"{time.time():.0f}",
+                      MODE_TAG: config.shaping.mode, **trial_tags(config)},
             )
             self._logged[run_id] = set()
         self._runs[number] = run_id
@@ -126,7 +136,7 @@ class TrackingCallback(Callback):
         if run_id in self._restarted:
             self._restarted.discard(run_id)
             if epoch > 1:  # a retried or resumed trial went on from its checkpoint
-                self.tracker.set_tags(run_id, {"asha_tune.resumed_from_epoch": epoch - 1})
+                self.tracker.set_tags(run_id, {RESUMED_FROM_TAG: epoch - 1})
         if run_id in self._final or epoch in self._logged[run_id] or result.get(FAILED_KEY):
             return  # an epoch replayed after a resume keeps its first record
         constants = selection.constants_of(result)
@@ -146,10 +156,9 @@ class TrackingCallback(Callback):
                  if k in _EPOCH_METRICS or k.startswith("acc_") or k == "time_total"}
         if status != "failed" and final:
             self.tracker.log_metrics(run_id, final, step=int(result.get("epoch", 0)))
-        started = float(self.tracker.tags(run_id).get("asha_tune.started_at", time.time()))
-        tags = {**tags, "asha_tune.epochs_run": int(result.get("epoch", 0)),
-                "asha_tune.duration_s": round(time.time() - started, 1),
-                "asha_tune.retries": trial.num_failures}
+        started = float(self.tracker.tags(run_id).get(STARTED_AT_TAG, time.time()))
+        tags = {**tags, EPOCHS_RUN_TAG: int(result.get("epoch", 0)),
+                DURATION_TAG: round(time.time() - started, 1), RETRIES_TAG: trial.num_failures}
         self.tracker.finish(run_id, status, tags)
         self._final.add(run_id)
 
@@ -225,7 +234,7 @@ class ProgressCallback(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         value = result.get(self.metric)
-        if isinstance(value, (int, float)) and value == value and self._better(value):
+        if isinstance(value, (int, float)) and math.isfinite(value) and self._better(value):
             self._best = (float(value), int(trial.config["trial_number"]), int(result.get("epoch", 0)))
         self._print(trials)
 

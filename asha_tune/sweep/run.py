@@ -14,14 +14,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import defaults
 from ..display import count
 from ..errors import AshaTuneError, ConfigError
-from ..preflight import check_data, check_local_resources, check_weights
+from ..preflight import check_address, check_data, check_local_resources, check_weights
 from ..reports import FINAL_STATUSES, TrialRecord, best_trial, describe_best, sweep_trials
 from ..spaces import describe_selection
 from ..study import StudyHandle, archive_study, create_study
-from ..tracking import FAILURE_TAG, RESTARTED_AS_TAG, SPACE_TAG, SWEEP_TAG, Tracker, version_tags
-from .settings import SWEEP_FILE, SweepSettings, default_results_dir
+from ..tracking import (
+    BEST_RUN_TAG,
+    BEST_TRIAL_TAG,
+    FAILURE_TAG,
+    RESTARTED_AS_TAG,
+    RESULTS_DIR_TAG,
+    SPACE_TAG,
+    STUDY_URL_TAG,
+    SWEEP_TAG,
+    TRIALS_TAG,
+    Tracker,
+    version_tags,
+)
+from .settings import SWEEP_FILE, SweepSettings
 
 # Set before Ray is imported: no TensorBoard files (CSV and JSON loggers are added explicitly),
 # frequent experiment snapshots (a killed driver loses at most a second of bookkeeping), quiet
@@ -72,8 +85,8 @@ def is_local(settings: SweepSettings) -> bool:
 
 
 def command_tail(settings: SweepSettings) -> str:
-    """` --storage DIR` where a later command needs it to find this sweep."""
-    return "" if settings.storage_dir == default_results_dir() else f" --storage {settings.storage_dir}"
+    """` --results-dir DIR` where a later command needs it to find this sweep."""
+    return "" if settings.results_dir == defaults.results_dir() else f" --results-dir {settings.results_dir}"
 
 
 # --- Ray ---------------------------------------------------------------------------------------
@@ -248,7 +261,7 @@ def _tuner(settings: SweepSettings, handle: StudyHandle, experiment_id: str) -> 
         ),
         run_config=tune.RunConfig(
             name=settings.name,
-            storage_path=str(settings.storage_dir),
+            storage_path=str(settings.results_dir),
             verbose=0,
             callbacks=callbacks,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -293,6 +306,8 @@ def sigterm_as_sigint() -> Iterator[None]:
 def preflight(settings: SweepSettings) -> None:
     """What can be checked before anything is written or started (exit 2 on a problem)."""
     check_data(settings.space, settings.runtime)
+    if not is_local(settings):
+        check_address(settings.address or os.environ["RAY_ADDRESS"])
     if is_local(settings):
         check_local_resources(settings.space, settings.runtime.device, settings.num_cpus, settings.num_gpus)
         check_weights(settings.space)
@@ -310,11 +325,11 @@ def _close(settings: SweepSettings, tracker: Tracker, experiment_id: str,
         for record in trials:
             if record.status == "running":
                 tracker.finish(record.run_id, "interrupted")
-        StudyHandle(settings.study_storage, settings.name, space).park_running()
+        StudyHandle(settings.study_url, settings.name, space).park_running()
     best = best_trial(trials, space.scheduler.metric, space.scheduler.mode)
-    summary: dict[str, Any] = {"asha_tune.trials": len(trials)}
+    summary: dict[str, Any] = {TRIALS_TAG: len(trials)}
     if best is not None:
-        summary.update({"asha_tune.best_trial": best.number, "asha_tune.best_run_id": best.run_id})
+        summary.update({BEST_TRIAL_TAG: best.number, BEST_RUN_TAG: best.run_id})
         tracker.log_metrics(settings.parent_run_id, {f"best_{space.scheduler.metric}":
                                                      best.metrics[space.scheduler.metric]}, step=0)
     if failure is not None:
@@ -396,7 +411,7 @@ def _announce(settings: SweepSettings, ray_info: RayInfo) -> None:
         say(f"Ray's logs (trial output, tracebacks): {ray_info.logs}")
     say(f"results and checkpoints: {settings.sweep_dir}")
     say(f"MLflow: {settings.tracking_uri} (parent run {settings.parent_run_id})")
-    say(f"Optuna study: {name} in {settings.study_storage}")
+    say(f"Optuna study: {name} in {settings.study_url}")
 
 
 def _conclude(outcome: SweepOutcome) -> SweepOutcome:
@@ -425,7 +440,7 @@ def _records(settings: SweepSettings) -> tuple[Tracker, str]:
 
 def existing_sweep_problem(settings: SweepSettings) -> str:
     """What to do about a name already taken, by how that sweep ended."""
-    old = SweepSettings.load(settings.name, settings.storage_dir)
+    old = SweepSettings.load(settings.name, settings.results_dir)
     status = Tracker(old.tracking_uri).status(old.parent_run_id) if old.parent_run_id else "interrupted"
     name, tail = settings.name, command_tail(settings)
     if status == "completed":
@@ -442,22 +457,22 @@ def existing_sweep_problem(settings: SweepSettings) -> str:
 def archive(settings: SweepSettings) -> str:
     """`launch --restart`: the old attempt's records move to NAME.attempt-K (Ray folder, Optuna
     study, MLflow parent run renamed), so nothing is lost and the name is free again."""
-    old = SweepSettings.load(settings.name, settings.storage_dir)
+    old = SweepSettings.load(settings.name, settings.results_dir)
     tracker = Tracker(old.tracking_uri)
     if old.parent_run_id and tracker.status(old.parent_run_id) == "running":
         raise ConfigError(existing_sweep_problem(settings))
     k = 1
-    while (old.storage_dir / f"{old.name}.attempt-{k}").exists():
+    while (old.results_dir / f"{old.name}.attempt-{k}").exists():
         k += 1
     archived = f"{old.name}.attempt-{k}"
     try:
-        archive_study(old.study_storage, old.name, archived)
+        archive_study(old.study_url, old.name, archived)
     except KeyError:
         pass  # its study was never created
     if old.parent_run_id:
         tracker.rename(old.parent_run_id, archived)
         tracker.set_tags(old.parent_run_id, {SWEEP_TAG: archived, RESTARTED_AS_TAG: old.name})
-    old.sweep_dir.rename(old.storage_dir / archived)
+    old.sweep_dir.rename(old.results_dir / archived)
     old.model_copy(update={"name": archived}).save()
     say(f"sweep {old.name}: the earlier attempt is kept as {archived}")
     return archived
@@ -472,7 +487,7 @@ def launch(settings: SweepSettings, restart: bool = False) -> SweepOutcome:
         if (settings.sweep_dir / SWEEP_FILE).exists():
             archive(settings)
         space = settings.space
-        create_study(settings.study_storage, settings.name, space)
+        create_study(settings.study_url, settings.name, space)
         tracker, experiment_id = _records(settings)
         settings.parent_run_id = tracker.start_run(
             experiment_id, name=settings.name,
@@ -481,11 +496,11 @@ def launch(settings: SweepSettings, restart: bool = False) -> SweepOutcome:
                     "scheduler": space.scheduler.model_dump(mode="json"),
                     "resources": space.resources.model_dump(mode="json")},
             tags={**version_tags(), SWEEP_TAG: settings.name, SPACE_TAG: space.name,
-                  "asha_tune.storage": str(settings.sweep_dir), "asha_tune.study": settings.study_storage},
+                  RESULTS_DIR_TAG: str(settings.sweep_dir), STUDY_URL_TAG: settings.study_url},
         )
         tracker.log_dict(settings.parent_run_id, space.model_dump(mode="json"), "space.json")
         settings.save()
-        handle = StudyHandle(settings.study_storage, settings.name, space)
+        handle = StudyHandle(settings.study_url, settings.name, space)
         return _run(settings, tracker, experiment_id, lambda: _tuner(settings, handle, experiment_id))
 
 
@@ -504,7 +519,7 @@ def resume(settings: SweepSettings) -> SweepOutcome:
     with sigterm_as_sigint():
         preflight(settings)
         settings.save()
-        handle = StudyHandle(settings.study_storage, settings.name, space)
+        handle = StudyHandle(settings.study_url, settings.name, space)
         handle.unpark()
         tracker.reopen(settings.parent_run_id)
         restored = (settings.sweep_dir / TUNER_FILE).is_file()

@@ -7,11 +7,10 @@ import pickle
 from types import SimpleNamespace
 from typing import Any
 
-from optuna.trial import TrialState
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher
 
-from ..study import StudyHandle
+from ..study import StudyHandle, TrialState
 from .trainable import FAILED_KEY
 
 

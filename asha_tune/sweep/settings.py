@@ -7,17 +7,13 @@ import re
 import time
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from ..config import Runtime
 from ..errors import ConfigError
 from ..spaces import SearchSpace
 
 SWEEP_FILE = "sweep.json"
-
-
-def default_results_dir() -> Path:
-    return Path.cwd() / "asha-tune-results"
 
 
 def sweep_name(space: SearchSpace) -> str:
@@ -30,9 +26,11 @@ class SweepSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     space: SearchSpace
-    storage_dir: Path  # Ray's results and checkpoints: storage_dir/name
+    # Ray's trial folders and checkpoints: results_dir/name. Sweeps saved before the rename
+    # wrote storage_dir and study_storage; they still load.
+    results_dir: Path = Field(validation_alias=AliasChoices("results_dir", "storage_dir"))
     tracking_uri: str
-    study_storage: str
+    study_url: str = Field(validation_alias=AliasChoices("study_url", "study_storage"))  # Optuna's database
     runtime: Runtime
     address: str | None = None  # an existing Ray cluster; None starts a local one
     num_cpus: float | None = None  # local Ray only
@@ -42,19 +40,19 @@ class SweepSettings(BaseModel):
 
     @property
     def sweep_dir(self) -> Path:
-        return self.storage_dir / self.name
+        return self.results_dir / self.name
 
     def save(self) -> None:
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         (self.sweep_dir / SWEEP_FILE).write_text(self.model_dump_json(indent=2))
 
     @classmethod
-    def load(cls, name: str, storage_dir: Path) -> SweepSettings:
-        path = storage_dir / name / SWEEP_FILE
+    def load(cls, name: str, results_dir: Path) -> SweepSettings:
+        path = results_dir / name / SWEEP_FILE
         if not path.is_file():
-            known = sorted(p.parent.name for p in storage_dir.glob(f"*/{SWEEP_FILE}"))
+            known = sorted(p.parent.name for p in results_dir.glob(f"*/{SWEEP_FILE}"))
             hint = f" (sweeps there: {', '.join(known)})" if known else ""
-            raise ConfigError(f"no sweep {name} in {storage_dir}{hint}")
+            raise ConfigError(f"no sweep {name} in {results_dir}{hint}")
         return cls.model_validate(json.loads(path.read_text()))
 
 

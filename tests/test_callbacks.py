@@ -1,0 +1,79 @@
+"""The driver-side Tune callbacks: how a trial's end is named, the progress line, failure lines.
+
+Tune's Trial objects are stood in for by the attributes the callbacks read (config, status,
+last_result, error_file, num_failures); the callbacks run against real Tune in tests/test_sweep.py.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from asha_tune.sweep.callbacks import ProgressCallback, failure_line, trial_status
+from asha_tune.sweep.trainable import FAILED_KEY, FAILURE_KEY
+
+
+def trial(number: int, status: str = "RUNNING", **attrs) -> SimpleNamespace:
+    fields = {"last_result": {}, "error_file": None, "num_failures": 0, **attrs}
+    return SimpleNamespace(config={"trial_number": number}, status=status, **fields)
+
+
+def lines(capsys) -> list[str]:
+    return [line.split("] ", 1)[1] for line in capsys.readouterr().out.splitlines()]
+
+
+def test_a_trial_ends_completed_pruned_or_failed():
+    assert trial_status({"epoch": 4, "val_acc": 50.0}, 4) == "completed"
+    assert trial_status({"epoch": 3, "val_acc": 50.0}, 4) == "pruned"
+    assert trial_status({"epoch": 4, FAILED_KEY: 1.0}, 4) == "failed"  # even at the last epoch
+
+
+def test_the_progress_line_counts_states_and_keeps_the_best_epoch(capsys):
+    progress = ProgressCallback("val_acc", "max", num_trials=4, max_epochs=2)
+    a, b, c = trial(0), trial(1), trial(2, status="PENDING")
+    trials = [a, b, c]
+    progress.on_trial_start(0, trials, a)
+    progress.on_trial_result(0, trials, a, {"epoch": 1, "val_acc": 40.0})
+    progress.on_trial_result(0, trials, b, {"epoch": 1, "val_acc": 55.5})
+    progress.on_trial_result(0, trials, a, {"epoch": 2, "val_acc": 50.0})  # not better than 55.5
+    progress.on_trial_result(0, trials, b, {"epoch": 2, "val_acc": float("nan")})  # never the best
+    a.last_result = {"epoch": 2, "val_acc": 50.0}
+    progress.on_trial_complete(0, trials, a)
+    a.status = "TERMINATED"  # Tune sets it after telling the callbacks
+    b.last_result = {"epoch": 1, "val_acc": 55.5}
+    progress.on_trial_complete(0, trials, b)
+    out = lines(capsys)
+    assert out[0] == "trials 3/4 · running 2 · stopped early 0 · finished 0 · failed 0"
+    assert out[1].endswith("best epoch so far: val_acc 40.00% (trial 0, epoch 1)")
+    assert out[2].endswith("best epoch so far: val_acc 55.50% (trial 1, epoch 1)")
+    # An unchanged picture prints nothing: a's second epoch and b's NaN changed neither count nor best.
+    assert out[3] == ("trials 3/4 · running 1 · stopped early 0 · finished 1 · failed 0 · "
+                      "best epoch so far: val_acc 55.50% (trial 1, epoch 1)")
+    assert out[4].startswith("trials 3/4 · running 0 · stopped early 1 · finished 1 · failed 0")
+    assert len(out) == 5
+
+
+def test_the_best_epoch_follows_the_mode(capsys):
+    progress = ProgressCallback("train_loss", "min", num_trials=1, max_epochs=3)
+    a = trial(0)
+    for epoch, loss in enumerate([1.5, 0.75, 0.9], start=1):
+        progress.on_trial_result(0, [a], a, {"epoch": epoch, "train_loss": loss})
+    assert lines(capsys)[-1].endswith("best epoch so far: train_loss 0.75 (trial 0, epoch 2)")
+
+
+def test_a_failed_trial_is_one_line_with_its_reason(tmp_path, capsys):
+    error_file = tmp_path / "error.txt"
+    error_file.write_text("Traceback (most recent call last):\n  File ...\n\nDataError: cannot read image x.jpg\n")
+    crashed = trial(3, error_file=str(error_file), num_failures=3)
+    assert failure_line(crashed, None) == (f"trial 3 failed after 2 retries: DataError: cannot read image x.jpg "
+                                           f"(traceback: {error_file})")
+    assert failure_line(trial(4, num_failures=1), None) == "trial 4 failed: the trial raised an error (no error file)"
+    refused = {"epoch": 1, FAILED_KEY: 1.0, FAILURE_KEY: "DivergedError: loss is nan at epoch 1"}
+    assert failure_line(trial(5), refused) == ("trial 5 failed: DivergedError: loss is nan at epoch 1 "
+                                               "(not retried: it would fail again)")
+
+    progress = ProgressCallback("val_acc", "max", num_trials=2, max_epochs=2)
+    failing = trial(5, last_result=refused)
+    progress.on_trial_complete(0, [failing, trial(6)], failing)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == failure_line(failing, refused)
+    assert out[1].endswith("trials 2/2 · running 1 · stopped early 0 · finished 0 · failed 1")

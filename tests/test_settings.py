@@ -1,0 +1,88 @@
+"""A sweep's saved settings (sweep.json): what `resume` reads back, its hints, and the runtime
+options `resume` replaces."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from asha_tune.cli import main
+from asha_tune.config import Runtime
+from asha_tune.errors import ConfigError
+from asha_tune.spaces import load_space
+from asha_tune.study import create_study
+from asha_tune.sweep import SweepSettings
+from asha_tune.sweep.settings import SWEEP_FILE, check_name
+from asha_tune.tracking import Tracker
+from tests.conftest import free_port
+
+
+def saved_sweep(tmp_path, name: str, **extra) -> SweepSettings:
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    space = load_space("quickstart", ["train.epochs=1"])
+    tracker = Tracker(tracking)
+    parent = tracker.start_run(tracker.experiment(space.name), name)
+    settings = SweepSettings(name=name, space=space, results_dir=tmp_path / "results", tracking_uri=tracking,
+                             study_url=f"sqlite:///{tmp_path / 'optuna.db'}", parent_run_id=parent,
+                             runtime=Runtime(data_root=tmp_path / "pacs", device="cpu"), **extra)
+    settings.save()
+    create_study(settings.study_url, name, space)
+    return settings
+
+
+def test_settings_round_trip_through_sweep_json(tmp_path):
+    settings = saved_sweep(tmp_path, "rt", address="127.0.0.1:6379", resource_wait_s=30)
+    loaded = SweepSettings.load("rt", tmp_path / "results")
+    assert loaded == settings
+    assert json.loads((tmp_path / "results" / "rt" / SWEEP_FILE).read_text())["address"] == "127.0.0.1:6379"
+
+
+def test_an_unknown_sweep_names_the_folder_and_the_sweeps_in_it(tmp_path):
+    with pytest.raises(ConfigError, match=r"^no sweep nope in \S+results$"):
+        SweepSettings.load("nope", tmp_path / "results")
+    saved_sweep(tmp_path, "b-sweep")
+    saved_sweep(tmp_path, "a-sweep")
+    with pytest.raises(ConfigError, match=r"no sweep nope in \S+ \(sweeps there: a-sweep, b-sweep\)$"):
+        SweepSettings.load("nope", tmp_path / "results")
+
+
+@pytest.mark.parametrize("name", ["has space", "slash/name", "semi;colon", ""])
+def test_sweep_names_are_plain(name):
+    with pytest.raises(ConfigError, match="use letters, digits"):
+        check_name(name)
+    assert check_name("rl-10_v2.1") == "rl-10_v2.1"
+
+
+def test_resume_takes_a_new_address_and_refuses_a_dead_one_at_once(tmp_path, pacs_root, capsys, monkeypatch):
+    # The sweep was launched on a cluster that is gone; `resume --address` points it elsewhere.
+    # Nothing listens at the new address either: resume says so in one line, before Ray (which
+    # would retry for minutes) and before anything is saved.
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    settings = saved_sweep(tmp_path, "moved", address="127.0.0.1:1")
+    new = f"127.0.0.1:{free_port()}"
+    code = main(["resume", "moved", "--results-dir", str(tmp_path / "results"), "--address", new,
+                 "--data-root", str(pacs_root)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"asha-tune resume: error: --address {new}: cannot reach a Ray cluster "
+                             "(nothing listens there)"), err
+    assert SweepSettings.load("moved", tmp_path / "results") == settings  # nothing saved
+
+
+def test_old_names_still_work_flags_and_saved_sweeps(tmp_path):
+    from asha_tune.cli import build_parser
+
+    parser = build_parser()
+    old = parser.parse_args(["launch", "--space", "quickstart", "--storage", "r", "--study-storage", "sqlite:///s.db"])
+    new = parser.parse_args(["launch", "--space", "quickstart", "--results-dir", "r", "--study-url", "sqlite:///s.db"])
+    assert (old.results_dir, old.study_url) == (new.results_dir, new.study_url) == (Path("r"), "sqlite:///s.db")
+    assert parser.parse_args(["resume", "x", "--storage", "r"]).results_dir == Path("r")
+
+    settings = saved_sweep(tmp_path, "renamed")
+    saved = tmp_path / "results" / "renamed" / SWEEP_FILE
+    tree = json.loads(saved.read_text())
+    tree["storage_dir"], tree["study_storage"] = tree.pop("results_dir"), tree.pop("study_url")  # as written before
+    saved.write_text(json.dumps(tree))
+    assert SweepSettings.load("renamed", tmp_path / "results") == settings

@@ -1,0 +1,73 @@
+"""MLflow records through Tracker, on a real sqlite store: experiments, nested runs, params,
+metrics and how asha-tune's statuses map onto MLflow's."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from asha_tune.tracking import FAILURE_TAG, STATUS_TAG, Tracker, flatten, local_store
+
+
+@pytest.fixture
+def store(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'records' / 'mlflow.db'}"
+    return Tracker(uri), MlflowClient(uri)
+
+
+def test_flatten_makes_dotted_names():
+    assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": None}) == {"a.b": 1, "a.c.d": [1, 2], "e": None}
+
+
+def test_local_store_is_the_sqlite_file_or_none_for_a_server(tmp_path):
+    assert local_store(f"sqlite:///{tmp_path}/m.db") == tmp_path / "m.db"
+    assert local_store("http://127.0.0.1:5000") is None
+
+
+def test_an_experiment_is_created_once_with_artifacts_beside_the_store(store, tmp_path):
+    tracker, client = store
+    first = tracker.experiment("space-a")
+    assert tracker.experiment("space-a") == first and tracker.experiment("space-b") != first
+    location = client.get_experiment(first).artifact_location
+    assert location == (tmp_path / "records" / "mlartifacts" / "space-a").as_uri()
+
+
+def test_runs_nest_and_params_are_flat_with_lists_as_json(store):
+    tracker, client = store
+    experiment = tracker.experiment("e")
+    parent = tracker.start_run(experiment, "sweep")
+    params = {"shaping": {"convs": [1, 7], "p0": 0.7}, "train": {"epochs": 30}}
+    params.update({f"extra.p{i}": i for i in range(250)})  # more than one batch of 100
+    child = tracker.start_run(experiment, "trial-0", params=params, tags={"k": "v"}, parent_run_id=parent)
+    run = client.get_run(child)
+    assert run.data.tags["mlflow.parentRunId"] == parent and run.data.tags["k"] == "v"
+    assert run.data.tags[STATUS_TAG] == "running"
+    assert json.loads(run.data.params["shaping.convs"]) == [1, 7]
+    assert run.data.params["shaping.p0"] == "0.7" and run.data.params["train.epochs"] == "30"
+    assert len(run.data.params) == 253
+    assert [r.info.run_id for r in tracker.find_runs(experiment, f"tags.mlflow.parentRunId = '{parent}'")] == [child]
+
+
+def test_metrics_keep_their_step_and_skip_what_is_not_a_number(store):
+    tracker, client = store
+    run = tracker.start_run(tracker.experiment("e"), "t")
+    tracker.log_metrics(run, {"val_acc": 50.0, "epoch": 1, "note": "text", "flag": None}, step=1)
+    tracker.log_metrics(run, {"val_acc": 60.0, "epoch": 2}, step=2)
+    assert [(m.step, m.value) for m in client.get_metric_history(run, "val_acc")] == [(1, 50.0), (2, 60.0)]
+    assert set(client.get_run(run).data.metrics) == {"val_acc", "epoch"}
+    assert tracker.logged_steps(run, "val_acc") == {1, 2}
+
+
+@pytest.mark.parametrize(("status", "mlflow_status"), [("completed", "FINISHED"), ("pruned", "FINISHED"),
+                                                       ("failed", "FAILED"), ("interrupted", "KILLED")])
+def test_statuses_map_onto_mlflow_and_a_run_can_be_reopened(store, status, mlflow_status):
+    tracker, client = store
+    run = tracker.start_run(tracker.experiment("e"), "t")
+    tracker.finish(run, status, {FAILURE_TAG: "why"} if status == "failed" else None)
+    info = client.get_run(run)
+    assert info.info.status == mlflow_status and tracker.status(run) == status
+    assert (info.data.tags.get(FAILURE_TAG) == "why") == (status == "failed")
+    tracker.reopen(run)
+    assert client.get_run(run).info.status == "RUNNING" and tracker.status(run) == "running"
