@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .config import DATA_ROOT_ENV, Runtime, trial_config
-from .display import count
 from .errors import AshaTuneError, ConfigError
 from .spaces import SPACES_ENV
 
@@ -138,8 +137,8 @@ def add_trial_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
+    from .reports import describe_trial
     from .runner import DEFAULT_EXPERIMENT, run_logged_trial
-    from .selection import VAL_ACC, domain_acc
 
     flat = {field: getattr(args, flag[2:].replace("-", "_")) for flag, field in TRIAL_FLAGS.items()}
     config = trial_config(nest({k: v for k, v in flat.items() if v is not None}),
@@ -150,10 +149,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
         experiment=args.experiment or DEFAULT_EXPERIMENT, checkpoint=args.checkpoint,
         resume=args.resume, progress=not args.no_progress,
     )
-    final = logged.result.final
-    accs = ", ".join(f"{name} {final[domain_acc(name)]:.2f}%" for name in config.data.targets)
-    print(f"done: {count(len(logged.result.history), 'epoch')}, {VAL_ACC} {final[VAL_ACC]:.2f}% "
-          f"(selection {config.selection.protocol}), target accuracy {accs}")
+    print(describe_trial(logged.result.final, len(logged.result.history), config.selection.protocol))
     print(f"MLflow run {logged.run_id}; checkpoint {logged.checkpoint}")
     return 0
 

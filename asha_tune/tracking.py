@@ -24,6 +24,15 @@ FAILURE_TAG = "asha_tune.failure"  # why a trial or a sweep failed, one line
 SWEEP_TAG = "asha_tune.sweep"  # the sweep name on its parent run
 SPACE_TAG = "asha_tune.space"
 RESTARTED_AS_TAG = "asha_tune.restarted_as"  # on an archived attempt: the name it was started over as
+# A parent run's summary of its best trial (reports.summary): is the top separable, is it near chance.
+SEPARABLE_TAG = "asha_tune.top_separable"  # "yes" | "no: ..." (within two standard errors)
+NEAR_CHANCE_TAG = "asha_tune.near_chance"  # "yes: ..." | "no"
+# Confirmation runs (asha_tune.confirm). `asha-tune compare` reads these names: keep them.
+KIND_TAG = "asha_tune.kind"  # on a confirmation's parent run: CONFIRMATION_KIND
+CONFIRMATION_KIND = "confirmation"
+CONFIRMS_TAG = "asha_tune.confirms"  # on a confirmation's parent run: the confirmed sweep's name
+CONFIRMS_TRIAL_TAG = "asha_tune.confirms_trial"  # on a confirmation child: the trial number confirmed
+CONFIRMS_RUN_TAG = "asha_tune.confirms_run"  # on a confirmation child: that trial's MLflow run id
 MLFLOW_STATUS = {"completed": "FINISHED", "pruned": "FINISHED", "failed": "FAILED",
                  "interrupted": "KILLED"}
 
