@@ -245,8 +245,14 @@ def add_resume_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from .sweep import SweepSettings
     from .sweep.run import resume
+
+    return sweep_exit(resume(saved_settings(args)))
+
+
+def saved_settings(args: argparse.Namespace) -> Any:
+    """A sweep's saved settings, with the runtime flags of resume and confirm replacing theirs."""
+    from .sweep import SweepSettings
 
     settings = SweepSettings.load(args.name, results_dir(args))
     if args.address:
@@ -258,7 +264,32 @@ def cmd_resume(args: argparse.Namespace) -> int:
             setattr(settings, field, getattr(args, field))
     if args.resource_wait is not None:
         settings.resource_wait_s = args.resource_wait
-    return sweep_exit(resume(settings))
+    return settings
+
+
+def add_confirm_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("confirm", help="re-run a finished sweep's best configurations with new seeds",
+                       description="Re-run the K best configurations of a finished sweep with S new seeds "
+                                   "each, to full budget, nested under the sweep in MLflow. The same command "
+                                   "again continues an interrupted confirmation, or prints its report.")
+    p.add_argument("name", help="the sweep's name")
+    p.add_argument("--top", type=int, required=True, metavar="K", help="how many of its best trials")
+    p.add_argument("--seeds", type=int, required=True, metavar="S", help="new seeds per configuration")
+    add_sweep_flags(p)
+    add_runtime_flags(p, tracking=False)
+    add_machine_flags(p, default_device=None)
+    p.set_defaults(handler=cmd_confirm)
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    from .confirm import confirm
+
+    outcome = confirm(saved_settings(args), args.top, args.seeds).sweep
+    if outcome.finished and outcome.trials and all(t.status == "failed" for t in outcome.trials):
+        print(f"asha-tune confirm: error: all {len(outcome.trials)} runs failed (each reason is printed "
+              "above and kept in MLflow)", file=sys.stderr)
+        return 1
+    return sweep_exit(outcome)
 
 
 def sweep_exit(outcome: Any) -> int:
@@ -365,8 +396,8 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 # --- entry point -----------------------------------------------------------------------------
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    add_trial_parser, add_launch_parser, add_resume_parser, add_spaces_parser, add_ui_parser,
-    add_cluster_parser,
+    add_trial_parser, add_launch_parser, add_resume_parser, add_confirm_parser, add_spaces_parser,
+    add_ui_parser, add_cluster_parser,
 ]
 
 
@@ -391,7 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(prog, err)
     except KeyboardInterrupt:
         how = {"trial": " (continue with --resume)", "launch": " (continue with asha-tune resume NAME)",
-               "resume": " (continue with asha-tune resume NAME)"}.get(args.command, "")
+               "resume": " (continue with asha-tune resume NAME)",
+               "confirm": " (continue with the same asha-tune confirm command)"}.get(args.command, "")
         print(f"{prog}: interrupted; what was recorded is kept{how}", file=sys.stderr)
         return 130
 

@@ -411,12 +411,13 @@ def _conclude(outcome: SweepOutcome) -> SweepOutcome:
 
     settings = outcome.settings
     space = settings.space
-    confirm = None if settings.nested_under else f"asha-tune confirm {settings.name}{command_tail(settings)}"
-    say(describe_best(outcome.trials, space.scheduler.metric, space.scheduler.mode,
-                      space.selection.protocol, confirm))
-    kept = outcome.best and kept_checkpoint(settings.sweep_dir, outcome.best.number)
-    if kept:
-        say(f"its final weights: {kept} (--weights accepts the file)")
+    if settings.nested_under is None:  # a confirmation prints its own report (asha_tune.confirm)
+        confirm = f"asha-tune confirm {settings.name}{command_tail(settings)}"
+        say(describe_best(outcome.trials, space.scheduler.metric, space.scheduler.mode,
+                          space.selection.protocol, confirm))
+        kept = outcome.best and kept_checkpoint(settings.sweep_dir, outcome.best.number)
+        if kept:
+            say(f"its final weights: {kept} (--weights accepts the file)")
     if not outcome.finished:
         say(f"the sweep did not finish; continue it with: asha-tune resume {settings.name}"
             f"{command_tail(settings)}")
