@@ -27,7 +27,7 @@ from .reports import TrialRecord, ranked_trials, reported_metrics, sweep_trials
 from .selection import se_key
 from .spaces import SearchSpace
 from .spaces.space import CONFIGURATION_KEY
-from .sweep import SweepSettings
+from .sweep import SweepSettings, default_results_dir
 from .tracking import CONFIRMATION_KIND, CONFIRMS_RUN_TAG, CONFIRMS_TAG, CONFIRMS_TRIAL_TAG, KIND_TAG, Tracker
 
 REPORT_FILE = "confirmation.json"  # the report, an artifact of the confirmation's parent run
@@ -146,6 +146,9 @@ def confirm(sweep: SweepSettings, top: int, seeds: int) -> ConfirmOutcome:
             f"{seeds} new seed{'s' if seeds > 1 else ''} ({', '.join(map(str, seed_list))}), to full budget")
         outcome = launch(settings)
     if not outcome.finished:
+        tail = "" if sweep.storage_dir == default_results_dir() else f" --storage {sweep.storage_dir}"
+        say(f"the confirmation did not finish; continue it with: asha-tune confirm {sweep.name} "
+            f"--top {top} --seeds {seeds}{tail}")
         return ConfirmOutcome(outcome, None)
     children = sweep_trials(tracker, tracker.experiment(space.name), settings.parent_run_id)
     report = confirmation_report(sweep, settings, best, children)

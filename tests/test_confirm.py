@@ -117,6 +117,19 @@ def test_confirm_reruns_the_top_configurations_with_new_seeds_nested_under_the_s
         in out
     assert f"#1 trial {top[0].number}" in out and "val_acc" in out
 
+    # The sweep's parent run summarises its best with its noise: sweeps compare as MLflow rows.
+    summary = MlflowClient(sweep.tracking_uri).get_run(sweep.parent_run_id).data
+    best = top[0]
+    for metric in ("val_acc", "val_acc_se", "acc_cartoon", "acc_cartoon_se", "target_acc", "target_acc_se"):
+        assert summary.metrics[f"best_{metric}"] == best.metrics[metric]
+    assert summary.tags["asha_tune.best_trial"] == str(best.number)
+    assert summary.tags["asha_tune.best_run_id"] == best.run_id
+    assert summary.tags["asha_tune.selection"] == "source_val"
+    separable = abs(top[0].metrics["val_acc"] - top[1].metrics["val_acc"]) > 2 * (
+        top[0].metrics["val_acc_se"] ** 2 + top[1].metrics["val_acc_se"] ** 2) ** 0.5
+    assert summary.tags["asha_tune.top_separable"].startswith("yes" if separable else "no: runner-up")
+    assert summary.tags["asha_tune.near_chance"].startswith(("yes: ", "no"))
+
     # The sweep's own records are unchanged: the nested confirmation is not a trial of it.
     after = sweep_trials(tracker, experiment, sweep.parent_run_id)
     assert [t.run_id for t in after] == [t.run_id for t in trials]
