@@ -134,6 +134,9 @@ def confirm(sweep: SweepSettings, top: int, seeds: int) -> ConfirmOutcome:
     space = sweep.space
     if (sweep.storage_dir / name / "sweep.json").is_file():
         settings = SweepSettings.load(name, sweep.storage_dir)
+        if settings.nested_under != sweep.parent_run_id:
+            raise ConfigError(f"confirmation {name} belongs to an earlier attempt of sweep {sweep.name} "
+                              f"(started over with --restart): move or delete {settings.sweep_dir}")
         settings = settings.model_copy(update={k: getattr(sweep, k) for k in (
             "runtime", "address", "num_cpus", "num_gpus", "resource_wait_s")})
         say(f"confirmation {name} exists: continuing it (finished runs are kept)")

@@ -167,7 +167,7 @@ def judge(records: list[TrialRecord], metric: str, mode: str) -> Verdict | None:
         separable = gap > threshold
     contenders = sum(1 for r in pool if (t := _combined(best, r, metric)) is not None
                      and abs(best.metrics[metric] - r.metrics[metric]) <= t)
-    near = _near_chance(best, metric) if is_accuracy(metric) else None
+    near = _near_chance(best, metric)
     return Verdict(best, runner_up, separable, gap, threshold, max(contenders, 1), near)
 
 
