@@ -17,7 +17,6 @@ from typing import Any, NoReturn
 from . import defaults
 from .config import Runtime, trial_config
 from .defaults import DATA_ROOT_ENV, SPACES_ENV
-from .display import count
 from .errors import AshaTuneError, ConfigError
 
 # `asha-tune trial` flags and the TrialConfig field each one sets.
@@ -149,8 +148,8 @@ def add_trial_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
+    from .reports import describe_trial
     from .runner import DEFAULT_EXPERIMENT, run_logged_trial
-    from .selection import VAL_ACC, domain_acc
 
     flat = {field: getattr(args, flag[2:].replace("-", "_")) for flag, field in TRIAL_FLAGS.items()}
     config = trial_config(nest({k: v for k, v in flat.items() if v is not None}),
@@ -161,10 +160,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
         experiment=args.experiment or DEFAULT_EXPERIMENT, checkpoint=args.checkpoint,
         resume=args.resume, progress=not args.no_progress,
     )
-    final = logged.result.final
-    accs = ", ".join(f"{name} {final[domain_acc(name)]:.2f}%" for name in config.data.targets)
-    print(f"done: {count(len(logged.result.history), 'epoch')}, {VAL_ACC} {final[VAL_ACC]:.2f}% "
-          f"(selection {config.selection.protocol}), target accuracy {accs}")
+    print(describe_trial(logged.result.final, len(logged.result.history), config.selection.protocol))
     print(f"MLflow run {logged.run_id}; checkpoint {logged.checkpoint}")
     return 0
 
@@ -259,8 +255,14 @@ def add_resume_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from .sweep import SweepSettings
     from .sweep.run import resume
+
+    return sweep_exit(resume(saved_settings(args)))
+
+
+def saved_settings(args: argparse.Namespace) -> Any:
+    """A sweep's saved settings, with the runtime flags of resume and confirm replacing theirs."""
+    from .sweep import SweepSettings
 
     settings = SweepSettings.load(args.name, results_folder(args))
     if args.address:
@@ -272,7 +274,32 @@ def cmd_resume(args: argparse.Namespace) -> int:
             setattr(settings, field, getattr(args, field))
     if args.resource_wait is not None:
         settings.resource_wait_s = args.resource_wait
-    return sweep_exit(resume(settings))
+    return settings
+
+
+def add_confirm_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("confirm", help="re-run a finished sweep's best configurations with new seeds",
+                       description="Re-run the K best configurations of a finished sweep with S new seeds "
+                                   "each, to full budget, nested under the sweep in MLflow. The same command "
+                                   "again continues an interrupted confirmation, or prints its report.")
+    p.add_argument("name", help="the sweep's name")
+    p.add_argument("--top", type=int, required=True, metavar="K", help="how many of its best trials")
+    p.add_argument("--seeds", type=int, required=True, metavar="S", help="new seeds per configuration")
+    add_sweep_flags(p)
+    add_runtime_flags(p, tracking=False)
+    add_machine_flags(p, default_device=None)
+    p.set_defaults(handler=cmd_confirm)
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    from .confirm import confirm
+
+    outcome = confirm(saved_settings(args), args.top, args.seeds).sweep
+    if outcome.finished and outcome.trials and all(t.status == "failed" for t in outcome.trials):
+        print(f"asha-tune confirm: error: all {len(outcome.trials)} runs failed (each reason is printed "
+              "above and kept in MLflow)", file=sys.stderr)
+        return 1
+    return sweep_exit(outcome)
 
 
 def sweep_exit(outcome: Any) -> int:
@@ -379,8 +406,8 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 # --- entry point -----------------------------------------------------------------------------
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    add_trial_parser, add_launch_parser, add_resume_parser, add_spaces_parser, add_ui_parser,
-    add_cluster_parser,
+    add_trial_parser, add_launch_parser, add_resume_parser, add_confirm_parser, add_spaces_parser,
+    add_ui_parser, add_cluster_parser,
 ]
 
 
@@ -406,7 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(prog, err)
     except KeyboardInterrupt:
         how = {"trial": " (continue with --resume)", "launch": " (continue with asha-tune resume NAME)",
-               "resume": " (continue with asha-tune resume NAME)"}.get(args.command, "")
+               "resume": " (continue with asha-tune resume NAME)",
+               "confirm": " (continue with the same asha-tune confirm command)"}.get(args.command, "")
         print(f"{prog}: interrupted; what was recorded is kept{how}", file=sys.stderr)
         return 130
 

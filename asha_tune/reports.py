@@ -1,15 +1,34 @@
-"""Reports read stored records (MLflow), never a running sweep's memory."""
+"""Reports read stored records (MLflow), never a running sweep's memory.
+
+A best trial is printed with its noise: the binomial standard error and size of its evaluation
+set, that set's chance level, whether the runner-up is within two standard errors (then more
+seeds are needed: `asha-tune confirm`), and whether the best is near chance at all.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Any
 
-from .display import count, metric_text, values_text
-from .tracking import EPOCHS_RUN_TAG, STATUS_TAG, TRIAL_NUMBER_TAG, Tracker
+from .display import count, is_accuracy, metric_text, values_text
+from .selection import CHANCE_PREFIX, SIZE_PREFIX, TARGET_ACC, TARGET_SET, VAL_ACC, VAL_SET, se_key
+from .tracking import (
+    BEST_RUN_TAG,
+    BEST_TRIAL_TAG,
+    EPOCHS_RUN_TAG,
+    KIND_TAG,
+    NEAR_CHANCE_TAG,
+    SEPARABLE_TAG,
+    STATUS_TAG,
+    TRIAL_NUMBER_TAG,
+    Tracker,
+)
 
 FINAL_STATUSES = frozenset({"completed", "pruned", "failed"})  # how a trial can end
+MEANINGFUL_RUN = ("a meaningful run needs ImageNet weights (--weights imagenet), 224 px images "
+                  "(data.image_size: 224) and a GPU (e.g. asha-tune launch --space random_layers)")
 
 
 @dataclass(frozen=True)
@@ -20,13 +39,30 @@ class TrialRecord:
     epochs: int
     values: dict[str, Any]
     metrics: dict[str, float]  # the last value of every metric
+    constants: dict[str, float] = field(default_factory=dict)  # n_<set>, chance_<set> (logged as params)
+
+
+def _constants(params: dict[str, Any]) -> dict[str, float]:
+    """n_<set> and chance_<set> as numbers (MLflow keeps params as strings)."""
+    out = {}
+    for key, value in params.items():
+        if key.startswith((SIZE_PREFIX, CHANCE_PREFIX)):
+            try:
+                out[key] = float(value)
+            except (TypeError, ValueError):
+                pass
+    return out
 
 
 def sweep_trials(tracker: Tracker, experiment_id: str, parent_run_id: str) -> list[TrialRecord]:
+    """The sweep's trial runs; runs nested under it that are not trials (a confirmation's parent
+    run, tagged with its kind) are left out."""
     runs = tracker.find_runs(experiment_id, f"tags.mlflow.parentRunId = '{parent_run_id}'")
     records = []
     for run in runs:
         tags = run.data.tags
+        if KIND_TAG in tags:
+            continue
         records.append(TrialRecord(
             number=int(tags.get(TRIAL_NUMBER_TAG, -1)),
             run_id=run.info.run_id,
@@ -34,8 +70,22 @@ def sweep_trials(tracker: Tracker, experiment_id: str, parent_run_id: str) -> li
             epochs=int(tags.get(EPOCHS_RUN_TAG, run.data.metrics.get("epoch", 0))),
             values=json.loads(run.data.params.get("search", "{}")),
             metrics=dict(run.data.metrics),
+            constants=_constants(run.data.params),
         ))
     return sorted(records, key=lambda r: r.number)
+
+
+def ranked_trials(records: list[TrialRecord], metric: str, mode: str) -> list[TrialRecord]:
+    """Trials by their last-epoch value, best first: those that ran every epoch, then those that
+    were stopped early (scored on fewer epochs, they only lead when no trial ran the full budget)."""
+    scored = [r for r in records if r.status in ("completed", "pruned") and metric in r.metrics]
+    sign = -1 if mode == "max" else 1
+
+    def ordered(pool: list[TrialRecord]) -> list[TrialRecord]:
+        return sorted(pool, key=lambda r: (sign * r.metrics[metric], r.number))
+
+    return (ordered([r for r in scored if r.status == "completed"])
+            + ordered([r for r in scored if r.status != "completed"]))
 
 
 def best_trial(records: list[TrialRecord], metric: str, mode: str) -> TrialRecord | None:
@@ -44,20 +94,162 @@ def best_trial(records: list[TrialRecord], metric: str, mode: str) -> TrialRecor
     Trials that ASHA stopped after a few epochs are scored on fewer epochs, so they only
     compete when no trial ran the full budget.
     """
-    scored = [r for r in records if r.status in ("completed", "pruned") and metric in r.metrics]
-    full = [r for r in scored if r.status == "completed"]
-    pool = full or scored
-    if not pool:
+    ranked = ranked_trials(records, metric, mode)
+    return ranked[0] if ranked else None
+
+
+# --- noise ---------------------------------------------------------------------------------------
+
+
+def evaluation_set(metric: str) -> str | None:
+    """The set an accuracy is measured on, as named in n_<set> and chance_<set>."""
+    if metric == VAL_ACC:
+        return VAL_SET
+    if metric == TARGET_ACC:
+        return TARGET_SET
+    return metric.removeprefix("acc_") if metric.startswith("acc_") else None
+
+
+def reported_metrics(record: TrialRecord) -> list[str]:
+    """The target accuracies a trial reports: acc_<domain> for each target, then target_acc."""
+    domains = sorted(k for k in record.metrics if k.startswith("acc_") and not k.endswith("_se"))
+    return domains + ([TARGET_ACC] if TARGET_ACC in record.metrics else [])
+
+
+def figure(record: TrialRecord, metric: str) -> str:
+    """`val_acc 61.2 ± 1.0% (n = 2,344; chance 19.3%)`; a metric without an error as metric_text."""
+    value, se = record.metrics[metric], record.metrics.get(se_key(metric))
+    if se is None or not is_accuracy(metric):
+        return metric_text(metric, value)
+    where = evaluation_set(metric)
+    n, chance = record.constants.get(f"{SIZE_PREFIX}{where}"), record.constants.get(f"{CHANCE_PREFIX}{where}")
+    about = [f"n = {int(n):,}"] if n is not None else []
+    about += [f"chance {chance:.1f}%"] if chance is not None else []
+    return f"{metric} {value:.1f} ± {se:.1f}%" + (f" ({'; '.join(about)})" if about else "")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the noise says about a sweep's best trial.
+
+    Not separable: the runner-up (the next trial by `best_trial`'s rule, from the same pool) is
+    within two standard errors of the difference, |best - runner-up| <= 2·sqrt(se1² + se2²).
+    Near chance: the selection metric, or the mean target accuracy, is less than two of its
+    standard errors above its evaluation set's chance level (the majority-class rate).
+    """
+
+    best: TrialRecord
+    runner_up: TrialRecord | None
+    separable: bool | None  # None: no runner-up, or no standard errors to compare
+    gap: float  # |best - runner-up|
+    threshold: float  # 2·sqrt(se1² + se2²)
+    contenders: int  # trials (the best included) within that distance of the best
+    near_chance: str | None  # the metric found near chance, if any
+
+
+def _combined(a: TrialRecord, b: TrialRecord, metric: str) -> float | None:
+    se_a, se_b = a.metrics.get(se_key(metric)), b.metrics.get(se_key(metric))
+    return None if se_a is None or se_b is None else 2 * math.sqrt(se_a ** 2 + se_b ** 2)
+
+
+def _near_chance(best: TrialRecord, metric: str) -> str | None:
+    for name in dict.fromkeys([metric, TARGET_ACC]):
+        where = evaluation_set(name)
+        chance = best.constants.get(f"{CHANCE_PREFIX}{where}")
+        se = best.metrics.get(se_key(name))
+        if name in best.metrics and chance is not None and se is not None \
+                and best.metrics[name] - chance < 2 * se:
+            return name
+    return None
+
+
+def judge(records: list[TrialRecord], metric: str, mode: str) -> Verdict | None:
+    ranked = ranked_trials(records, metric, mode)
+    if not ranked:
         return None
-    pick = max if mode == "max" else min
-    return pick(pool, key=lambda r: r.metrics[metric])
+    best = ranked[0]
+    pool = [r for r in ranked if (r.status == "completed") == (best.status == "completed")]
+    runner_up = pool[1] if len(pool) > 1 else None
+    separable, gap, threshold = None, math.nan, math.nan
+    combined = _combined(best, runner_up, metric) if runner_up is not None else None
+    if runner_up is not None and combined is not None:
+        gap, threshold = abs(best.metrics[metric] - runner_up.metrics[metric]), combined
+        separable = gap > threshold
+    contenders = sum(1 for r in pool if (t := _combined(best, r, metric)) is not None
+                     and abs(best.metrics[metric] - r.metrics[metric]) <= t)
+    near = _near_chance(best, metric)
+    return Verdict(best, runner_up, separable, gap, threshold, max(contenders, 1), near)
 
 
-def describe_best(best: TrialRecord | None, metric: str) -> str:
-    """The final answer, by `best_trial`'s rule (a trial's last epoch, full-budget trials first)."""
-    if best is None:
+def describe_best(records: list[TrialRecord], metric: str, mode: str, protocol: str,
+                  confirm: str | None = None) -> str:
+    """The final answer, by `best_trial`'s rule, with its noise (see `Verdict`).
+
+    `confirm` is the command that confirms this sweep (`asha-tune confirm NAME`), shown when the
+    top is not separable.
+    """
+    verdict = judge(records, metric, mode)
+    if verdict is None:
         return "no trial reported a result"
+    best = verdict.best
     rule = ("last epoch, among trials that ran every epoch" if best.status == "completed"
             else "last epoch; no trial ran every epoch, so among those stopped early")
-    return (f"best trial {best.number}: {metric_text(metric, best.metrics[metric])} after "
-            f"{count(best.epochs, 'epoch')} ({rule}); {values_text(best.values)}; MLflow run {best.run_id}")
+    lines = [f"best trial {best.number}: {figure(best, metric)} after {count(best.epochs, 'epoch')} "
+             f"({rule}; selection {protocol}); {values_text(best.values)}; MLflow run {best.run_id}"]
+    reported = [figure(best, m) for m in reported_metrics(best) if m != metric]
+    if reported:
+        lines.append(f"  reported on the targets: {', '.join(reported)}")
+    if verdict.separable is False:
+        top = max(2, verdict.contenders)
+        hint = f": {confirm} --top {top} --seeds 3" if confirm else ""
+        lines.append(
+            f"  not separable: the runner-up, trial {verdict.runner_up.number} "
+            f"({figure(verdict.runner_up, metric)}), is {verdict.gap:.1f} points away, within two "
+            f"standard errors of the difference ({verdict.threshold:.1f}): the top of the sweep is not "
+            f"separable without more seeds; re-run the best configurations with new seeds{hint}")
+    if verdict.near_chance:
+        lines.append(_chance_line(best, verdict.near_chance, "and the sweep's ranking says nothing about "
+                                                             "the methods"))
+    return "\n".join(lines)
+
+
+def _chance_line(record: TrialRecord, name: str, consequence: str) -> str:
+    chance = record.constants[f"{CHANCE_PREFIX}{evaluation_set(name)}"]
+    return (f"  near chance: {name} {record.metrics[name]:.1f}% is within two standard errors of its chance "
+            f"level {chance:.1f}% (always guessing the majority class): this trial has learnt next to "
+            f"nothing, {consequence}; {MEANINGFUL_RUN}")
+
+
+def summary(records: list[TrialRecord], metric: str, mode: str) -> tuple[dict[str, float], dict[str, str]]:
+    """A parent run's summary of its best trial, so sweeps compare as rows in MLflow: metrics
+    best_<metric> and best_<reported> with their standard errors; tags with the trial and verdicts."""
+    verdict = judge(records, metric, mode)
+    if verdict is None:
+        return {}, {}
+    best = verdict.best
+    names = [metric, *(m for m in reported_metrics(best) if m != metric)]
+    metrics = {f"best_{k}": best.metrics[k]
+               for name in names for k in (name, se_key(name)) if k in best.metrics}
+    separable = {None: "unknown (no runner-up with standard errors)", True: "yes"}.get(
+        verdict.separable,
+        f"no: runner-up trial {verdict.runner_up.number if verdict.runner_up else '?'} within two standard "
+        f"errors ({verdict.gap:.2f} <= {verdict.threshold:.2f}); confirm with more seeds")
+    near = f"yes: {verdict.near_chance} within two standard errors of chance" if verdict.near_chance else "no"
+    tags = {BEST_TRIAL_TAG: str(best.number), BEST_RUN_TAG: best.run_id,
+            SEPARABLE_TAG: separable, NEAR_CHANCE_TAG: near}
+    return metrics, tags
+
+
+def describe_trial(final: dict[str, Any], epochs: int, protocol: str) -> str:
+    """`asha-tune trial`'s final figures, with the same noise and chance levels as a sweep's best."""
+    from .selection import constants_of
+
+    record = TrialRecord(number=0, run_id="", status="completed", epochs=epochs, values={},
+                         metrics={k: v for k, v in final.items() if isinstance(v, (int, float))},
+                         constants=_constants(constants_of(final)))
+    lines = [f"done: {count(epochs, 'epoch')}, {figure(record, VAL_ACC)} (selection {protocol})",
+             f"  reported on the targets: {', '.join(figure(record, m) for m in reported_metrics(record))}"]
+    near = _near_chance(record, VAL_ACC)
+    if near:
+        lines.append(_chance_line(record, near, "so its figures say nothing about the method"))
+    return "\n".join(lines)

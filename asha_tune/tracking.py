@@ -41,6 +41,16 @@ BEST_TRIAL_TAG = "asha_tune.best_trial"
 BEST_RUN_TAG = "asha_tune.best_run_id"
 RESULTS_DIR_TAG = "asha_tune.results_dir"
 STUDY_URL_TAG = "asha_tune.study_url"
+SELECTION_TAG = "asha_tune.selection"  # the selection protocol the best trial was chosen by
+# A parent run's summary of its best trial (reports.summary): is the top separable, is it near chance.
+SEPARABLE_TAG = "asha_tune.top_separable"  # "yes" | "no: ..." (within two standard errors)
+NEAR_CHANCE_TAG = "asha_tune.near_chance"  # "yes: ..." | "no"
+# Confirmation runs (asha_tune.confirm). `asha-tune compare` reads these names: keep them.
+KIND_TAG = "asha_tune.kind"  # on a confirmation's parent run: CONFIRMATION_KIND
+CONFIRMATION_KIND = "confirmation"
+CONFIRMS_TAG = "asha_tune.confirms"  # on a confirmation's parent run: the confirmed sweep's name
+CONFIRMS_TRIAL_TAG = "asha_tune.confirms_trial"  # on a confirmation child: the trial number confirmed
+CONFIRMS_RUN_TAG = "asha_tune.confirms_run"  # on a confirmation child: that trial's MLflow run id
 MLFLOW_STATUS = {"completed": "FINISHED", "pruned": "FINISHED", "failed": "FAILED",
                  "interrupted": "KILLED"}
 

@@ -111,7 +111,8 @@ def test_real_pacs_trial_end_to_end_through_the_cli(pacs_root, shared_cache, tmp
         assert all(0 <= m.value <= 100 for m in history) or metric == "train_loss"
     final = run.data.metrics["final_acc_cartoon"]
     assert final == client.get_metric_history(run_id, "acc_cartoon")[-1].value
-    assert f"cartoon {final:.2f}%" in out.stdout
+    se = run.data.metrics["acc_cartoon_se"]
+    assert f"acc_cartoon {final:.1f} ± {se:.1f}% (n = {int(params['n_cartoon']):,}; chance " in out.stdout
     checkpoint = Path(out.stdout.strip().split("checkpoint ")[-1])
     assert checkpoint.exists()
     stored = json.loads(Path(run.info.artifact_uri.removeprefix("file://"), "trial_config.json").read_text())

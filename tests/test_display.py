@@ -18,6 +18,6 @@ def test_metrics_values_and_counts_read_as_a_person_expects():
 def test_the_final_answer_says_its_rule():
     record = TrialRecord(number=3, run_id="abc", status="pruned", epochs=1, values={"shaping.p0": 0.123456789},
                          metrics={"target_acc": 17.857142857})
-    assert describe_best(record, "target_acc") == (
+    assert describe_best([record], "target_acc", "max", "oracle") == (
         "best trial 3: target_acc 17.86% after 1 epoch (last epoch; no trial ran every epoch, so among those "
-        "stopped early); shaping.p0=0.1235; MLflow run abc")
+        "stopped early; selection oracle); shaping.p0=0.1235; MLflow run abc")

@@ -135,7 +135,7 @@ def test_sweep_end_to_end_with_asha_pruning(tmp_path, pacs_runtime, capsys):
     best_number = min(finals, key=finals.get)
     assert outcome.best.number == best_number
     assert (f"best trial {best_number}: train_loss {finals[best_number]:.4g} after 4 epochs (last epoch, "
-            "among trials that ran every epoch); shaping.convs=") in out
+            "among trials that ran every epoch; selection source_val); shaping.convs=") in out
     assert outcome.best.run_id in out
     assert "look at it in MLflow: asha-tune ui e2e --results-dir " in out
     for ray_box in ("Configuration for experiment", "SearchGenerator", "ResumableASHA", "Tuner.restore"):

@@ -21,6 +21,7 @@ from ..display import metric_text
 from ..reports import FINAL_STATUSES
 from ..runner import trial_tags
 from ..spaces import SearchSpace
+from ..spaces.space import CONFIGURATION_KEY
 from ..tracking import (
     DURATION_TAG,
     EPOCHS_RUN_TAG,
@@ -65,11 +66,13 @@ def failure_line(trial: Any, result: dict[str, Any] | None) -> str:
 
 
 class TrackingCallback(Callback):
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, space: SearchSpace):
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, space: SearchSpace,
+                 configuration_tags: dict[str, dict[str, str]] | None = None):
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.space = space
+        self.configuration_tags = configuration_tags or {}  # extra child-run tags by configuration id
         self._reset()
 
     def _reset(self) -> None:
@@ -84,7 +87,7 @@ class TrackingCallback(Callback):
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({"configuration_tags": {}, **state})  # sweeps saved before it existed
         self._reset()
 
     @property
@@ -117,7 +120,8 @@ class TrackingCallback(Callback):
                 self.experiment_id, name=f"trial-{number:03d}", parent_run_id=self.parent_run_id,
                 params=params,
                 tags={TRIAL_NUMBER_TAG: str(number), STARTED_AT_TAG: f"{time.time():.0f}",
-                      MODE_TAG: config.shaping.mode, **trial_tags(config)},
+                      MODE_TAG: config.shaping.mode, **trial_tags(config),
+                      **self.configuration_tags.get(values.get(CONFIGURATION_KEY), {})},
             )
             self._logged[run_id] = set()
         self._runs[number] = run_id

@@ -18,15 +18,14 @@ from .. import defaults
 from ..display import count
 from ..errors import AshaTuneError, ConfigError
 from ..preflight import check_address, check_data, check_local_resources, check_weights
-from ..reports import FINAL_STATUSES, TrialRecord, best_trial, describe_best, sweep_trials
+from ..reports import FINAL_STATUSES, TrialRecord, best_trial, describe_best, summary, sweep_trials
 from ..spaces import describe_selection
 from ..study import StudyHandle, archive_study, create_study
 from ..tracking import (
-    BEST_RUN_TAG,
-    BEST_TRIAL_TAG,
     FAILURE_TAG,
     RESTARTED_AS_TAG,
     RESULTS_DIR_TAG,
+    SELECTION_TAG,
     SPACE_TAG,
     STUDY_URL_TAG,
     SWEEP_TAG,
@@ -245,7 +244,8 @@ def _tuner(settings: SweepSettings, handle: StudyHandle, experiment_id: str) -> 
     else:
         scheduler = FIFOScheduler()
     callbacks = [
-        TrackingCallback(settings.tracking_uri, experiment_id, settings.parent_run_id, space),
+        TrackingCallback(settings.tracking_uri, experiment_id, settings.parent_run_id, space,
+                         settings.configuration_tags),
         ProgressCallback(s.metric, s.mode, space.num_trials, epochs),
         CheckpointCleanup(s.metric, s.mode, epochs),
         CSVLoggerCallback(), JsonLoggerCallback(),
@@ -327,21 +327,27 @@ def _close(settings: SweepSettings, tracker: Tracker, experiment_id: str,
                 tracker.finish(record.run_id, "interrupted")
         StudyHandle(settings.study_url, settings.name, space).park_running()
     best = best_trial(trials, space.scheduler.metric, space.scheduler.mode)
-    summary: dict[str, Any] = {TRIALS_TAG: len(trials)}
-    if best is not None:
-        summary.update({BEST_TRIAL_TAG: best.number, BEST_RUN_TAG: best.run_id})
-        tracker.log_metrics(settings.parent_run_id, {f"best_{space.scheduler.metric}":
-                                                     best.metrics[space.scheduler.metric]}, step=0)
+    tags = {TRIALS_TAG: len(trials), **_summarize(settings, tracker, trials)}
     if failure is not None:
-        tracker.finish(settings.parent_run_id, "interrupted", {**summary, FAILURE_TAG: failure[:2000]})
+        tracker.finish(settings.parent_run_id, "interrupted", {**tags, FAILURE_TAG: failure[:2000]})
     elif not finished:
-        tracker.finish(settings.parent_run_id, "interrupted", summary)
+        tracker.finish(settings.parent_run_id, "interrupted", tags)
     elif trials and all(t.status == "failed" for t in trials):
         tracker.finish(settings.parent_run_id, "failed",
-                       {**summary, FAILURE_TAG: f"all {count(len(trials), 'trial')} failed"})
+                       {**tags, FAILURE_TAG: f"all {count(len(trials), 'trial')} failed"})
     else:
-        tracker.finish(settings.parent_run_id, "completed", summary)
+        tracker.finish(settings.parent_run_id, "completed", tags)
     return SweepOutcome(settings, trials, best, finished)
+
+
+def _summarize(settings: SweepSettings, tracker: Tracker, trials: list[TrialRecord]) -> dict[str, str]:
+    """Log the best trial's figures on the parent run (best_val_acc, best_val_acc_se,
+    best_acc_cartoon, ...) and return its summary tags, so sweeps compare as rows in MLflow."""
+    s = settings.space.scheduler
+    metrics, tags = summary(trials, s.metric, s.mode)
+    if metrics:
+        tracker.log_metrics(settings.parent_run_id, metrics, step=0)
+    return {**tags, SELECTION_TAG: settings.space.selection.protocol} if tags else {}
 
 
 def _user_error(err: BaseException) -> AshaTuneError | None:
@@ -418,11 +424,14 @@ def _conclude(outcome: SweepOutcome) -> SweepOutcome:
     from .checkpoints import kept_checkpoint
 
     settings = outcome.settings
-    metric = settings.space.scheduler.metric
-    say(describe_best(outcome.best, metric))
-    kept = outcome.best and kept_checkpoint(settings.sweep_dir, outcome.best.number)
-    if kept:
-        say(f"its final weights: {kept} (--weights accepts the file)")
+    space = settings.space
+    if settings.nested_under is None:  # a confirmation prints its own report (asha_tune.confirm)
+        confirm = f"asha-tune confirm {settings.name}{command_tail(settings)}"
+        say(describe_best(outcome.trials, space.scheduler.metric, space.scheduler.mode,
+                          space.selection.protocol, confirm))
+        kept = outcome.best and kept_checkpoint(settings.sweep_dir, outcome.best.number)
+        if kept:
+            say(f"its final weights: {kept} (--weights accepts the file)")
     if not outcome.finished:
         say(f"the sweep did not finish; continue it with: asha-tune resume {settings.name}"
             f"{command_tail(settings)}")
@@ -490,13 +499,14 @@ def launch(settings: SweepSettings, restart: bool = False) -> SweepOutcome:
         create_study(settings.study_url, settings.name, space)
         tracker, experiment_id = _records(settings)
         settings.parent_run_id = tracker.start_run(
-            experiment_id, name=settings.name,
+            experiment_id, name=settings.name, parent_run_id=settings.nested_under,
             params={"search": space.search.model_dump(mode="json"),
                     "selection": space.selection.model_dump(mode="json"),
                     "scheduler": space.scheduler.model_dump(mode="json"),
                     "resources": space.resources.model_dump(mode="json")},
             tags={**version_tags(), SWEEP_TAG: settings.name, SPACE_TAG: space.name,
-                  RESULTS_DIR_TAG: str(settings.sweep_dir), STUDY_URL_TAG: settings.study_url},
+                  RESULTS_DIR_TAG: str(settings.sweep_dir), STUDY_URL_TAG: settings.study_url,
+                  **settings.run_tags},
         )
         tracker.log_dict(settings.parent_run_id, space.model_dump(mode="json"), "space.json")
         settings.save()
@@ -515,6 +525,7 @@ def resume(settings: SweepSettings) -> SweepOutcome:
     if len(trials) >= space.num_trials and all(t.status in FINAL_STATUSES for t in trials):
         say(f"sweep {settings.name} has finished ({count(len(trials), 'trial')}): nothing to resume")
         best = best_trial(trials, space.scheduler.metric, space.scheduler.mode)
+        tracker.set_tags(settings.parent_run_id, _summarize(settings, tracker, trials))  # older sweeps too
         return _conclude(SweepOutcome(settings, trials, best, True))
     with sigterm_as_sigint():
         preflight(settings)

@@ -37,6 +37,11 @@ class SweepSettings(BaseModel):
     num_gpus: float | None = None  # local Ray only (logical GPUs allowed)
     resource_wait_s: float = 0  # a cluster: how long to wait for a node that fits a trial
     parent_run_id: str | None = None
+    # A sweep run on behalf of another (a confirmation, asha_tune.confirm): where its parent run
+    # nests in MLflow, the parent run's extra tags, and its child runs' extra tags by configuration id.
+    nested_under: str | None = None
+    run_tags: dict[str, str] = {}
+    configuration_tags: dict[str, dict[str, str]] = {}
 
     @property
     def sweep_dir(self) -> Path:
