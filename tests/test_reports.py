@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from asha_tune.reports import TrialRecord, describe_best, describe_trial, judge, ranked_trials, summary
+from asha_tune.reports import TrialRecord, best_trial, describe_best, describe_trial, judge, ranked_trials, summary
 from asha_tune.selection import binomial_se
 
 
@@ -17,6 +17,20 @@ def record(number: int, val: float, n_val: int = 2344, chance_val: float = 19.3,
                  "chance_cartoon": chance_cartoon, "n_target": n_cartoon, "chance_target": chance_cartoon}
     return TrialRecord(number=number, run_id=f"run{number}", status=status, epochs=4 if status == "completed" else 1,
                        values={"shaping.p0": 0.5}, metrics=metrics, constants=constants)
+
+
+def test_best_trial_prefers_full_budget_trials_and_ignores_the_unfinished():
+    full = [record(0, 40.0), record(1, 50.0)]
+    stopped = [record(2, 70.0, status="pruned")]  # better, but on fewer epochs
+    others = [record(3, 90.0, status="failed"), record(4, 95.0, status="running"),
+              record(5, 99.0, status="interrupted")]
+    assert best_trial(full + stopped + others, "val_acc", "max").number == 1
+    assert best_trial(stopped + others + [record(6, 60.0, status="pruned")], "val_acc", "max").number == 2
+    assert best_trial(full, "val_acc", "min").number == 0
+    assert best_trial(others, "val_acc", "max") is None and best_trial([], "val_acc", "max") is None
+    assert best_trial(full, "no_such_metric", "max") is None
+    # A tie goes to the earlier trial, so the answer does not depend on the order records come in.
+    assert best_trial([record(8, 50.0), record(7, 50.0)], "val_acc", "max").number == 7
 
 
 def test_the_best_shows_its_standard_error_size_chance_and_protocol():
