@@ -14,10 +14,12 @@ The modules, one concern each:
 - sweep/      sweeps on Ray Tune (the only package that imports Ray): launch and resume,
               the trainable, searcher and scheduler, callbacks, checkpoints, cluster nodes
 - tracking    MLflow runs, tags and metric names (the only module that imports mlflow)
-- reports     what stored records say: a sweep's trials and its best one
+- reports     what stored records say: a sweep's trials, its best one and how noisy it is
+- confirm     `asha-tune confirm`: the best configurations again, with new seeds
 - preflight   checks a sweep passes before anything starts (data, resources, weights)
 - cluster     a local multi-node cluster: Ray nodes, PostgreSQL, an MLflow server
 - processes   processes a command started: start, identify, stop
+- defaults    where things go unless told otherwise, and the environment variables that say so
 - display     how values read on a terminal
 - errors      the errors a user can act on (one line, exit status 2)
 - cli         the `asha-tune` command, a thin layer over the modules above
