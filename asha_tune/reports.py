@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .display import count, metric_text, values_text
-from .tracking import STATUS_TAG, Tracker
+from .tracking import KIND_TAG, STATUS_TAG, Tracker
 
 FINAL_STATUSES = frozenset({"completed", "pruned", "failed"})  # how a trial can end
 
@@ -23,10 +23,13 @@ class TrialRecord:
 
 
 def sweep_trials(tracker: Tracker, experiment_id: str, parent_run_id: str) -> list[TrialRecord]:
+    """The sweep's trials: its parent's children, but not a nested confirmation run (KIND_TAG)."""
     runs = tracker.find_runs(experiment_id, f"tags.mlflow.parentRunId = '{parent_run_id}'")
     records = []
     for run in runs:
         tags = run.data.tags
+        if KIND_TAG in tags:
+            continue
         records.append(TrialRecord(
             number=int(tags.get("asha_tune.trial_number", -1)),
             run_id=run.info.run_id,

@@ -24,6 +24,12 @@ FAILURE_TAG = "asha_tune.failure"  # why a trial or a sweep failed, one line
 SWEEP_TAG = "asha_tune.sweep"  # the sweep name on its parent run
 SPACE_TAG = "asha_tune.space"
 RESTARTED_AS_TAG = "asha_tune.restarted_as"  # on an archived attempt: the name it was started over as
+# Runs that are not trials: a confirmation parent (nested under its sweep's parent run) and a
+# comparison; a confirmation's children name the trial they repeat (number, run id).
+KIND_TAG = "asha_tune.kind"  # confirmation | comparison
+CONFIRMS_TAG, CONFIRMS_TRIAL_TAG, CONFIRMS_RUN_TAG = ("asha_tune.confirms", "asha_tune.confirms_trial",
+                                                      "asha_tune.confirms_run")
+COMPARES_TAG, COMPARES_RUNS_TAG = "asha_tune.compares", "asha_tune.compares_runs"  # sweep names, parent ids
 MLFLOW_STATUS = {"completed": "FINISHED", "pruned": "FINISHED", "failed": "FAILED",
                  "interrupted": "KILLED"}
 
@@ -87,6 +93,20 @@ def local_store(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
+def experiment_url(base: str, experiment_id: str) -> str:
+    """An experiment's runs in MLflow's UI. MLflow 3 opens experiments in its GenAI view (traces)
+    unless the URL asks for the model-training one."""
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def compare_runs_url(base: str, experiment_id: str, run_ids: list[str]) -> str:
+    """MLflow's run comparison page (parallel coordinates, scatter) for these runs."""
+    from urllib.parse import quote
+
+    return (f"{base}/#/compare-runs?runs={quote(json.dumps(run_ids))}"
+            f"&experiments={quote(json.dumps([experiment_id]))}")
+
+
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"a": {"b": 1}} -> {"a.b": 1}: MLflow params are flat."""
     flat: dict[str, Any] = {}
@@ -134,6 +154,7 @@ class Tracker:
         os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no line per ended run
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # reading space.json
         import logging
 
         from mlflow.tracking import MlflowClient
@@ -229,3 +250,20 @@ class Tracker:
         """Mark a run running again (a resumed trial or sweep keeps its run)."""
         self.client.update_run(run_id, status="RUNNING")
         self.set_tags(run_id, {STATUS_TAG: "running"})
+
+    def log_artifacts(self, run_id: str, folder: Path) -> None:
+        self.client.log_artifacts(run_id, str(folder))
+
+    def load_dict(self, run_id: str, artifact_file: str) -> Any:
+        """A JSON artifact of a run (a sweep's space.json), or None if the run has none."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            try:
+                path = self.client.download_artifacts(run_id, artifact_file, folder)
+            except Exception:  # absent: MLflow raises OSError or MlflowException by store
+                return None
+            return json.loads(Path(path).read_text())
+
+    def experiment_ids(self) -> list[str]:
+        return [e.experiment_id for e in self.client.search_experiments()]

@@ -20,6 +20,7 @@ from ..display import metric_text
 from ..reports import FINAL_STATUSES
 from ..runner import trial_tags
 from ..spaces import SearchSpace
+from ..spaces.space import CONFIGURATION_KEY
 from ..tracking import FAILURE_TAG, STATUS_TAG, Tracker
 from .trainable import FAILED_KEY, FAILURE_KEY
 
@@ -93,7 +94,9 @@ class TrackingCallback(Callback):
         )
         values = trial.config["values"]
         config = self.space.trial_config(values)
-        params = {**config.model_dump(mode="json"), "search": json.dumps(values)}
+        params = {**config.resolved_dump(), "search": json.dumps(values)}
+        if CONFIGURATION_KEY in values:  # a listed configuration's id, a column in MLflow's UI
+            params[CONFIGURATION_KEY] = values[CONFIGURATION_KEY]
         if existing:  # a resumed sweep: the trial's run is continued, never duplicated
             run = existing[0]
             run_id = run.info.run_id
@@ -133,7 +136,7 @@ class TrackingCallback(Callback):
         if constants and run_id not in self._described:  # once, as params (same values on resume)
             self.tracker.log_params(run_id, constants)
             self._described.add(run_id)
-        metrics = {k: v for k, v in result.items() if k in _EPOCH_METRICS or k.startswith(("acc_", "time_"))}
+        metrics = {k: v for k, v in result.items() if k in _EPOCH_METRICS or k.startswith("acc_")}
         self.tracker.log_metrics(run_id, metrics, step=epoch)
         self._logged[run_id].add(epoch)
 
@@ -163,8 +166,13 @@ class TrackingCallback(Callback):
         self._finish(trial, "failed", {FAILURE_TAG: error_reason(trial)})
 
 
+# What a child run logs per epoch: the trial's metrics and its own durations (the cost axis of
+# `compare`), never Ray's bookkeeping (time_this_iter_s, timestamp, training_iteration, ...) nor
+# the trial's wall-clock stamps (`at_*`, for benchmarks/sweep.py).
+TRIAL_TIMINGS = {"time_train", "time_eval", "time_data", "time_total", "time_checkpoint", "time_imports"}
 _EPOCH_METRICS = {"epoch", "target_acc", "train_loss", "source_acc", "lr", selection.VAL_ACC,
-                  selection.se_key(selection.VAL_ACC), selection.se_key(selection.TARGET_ACC)}
+                  selection.se_key(selection.VAL_ACC), selection.se_key(selection.TARGET_ACC),
+                  *TRIAL_TIMINGS}
 
 
 class ProgressCallback(Callback):
