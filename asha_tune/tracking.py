@@ -104,7 +104,7 @@ def compare_runs_url(base: str, experiment_id: str, run_ids: list[str]) -> str:
     from urllib.parse import quote
 
     return (f"{base}/#/compare-runs?runs={quote(json.dumps(run_ids))}"
-            f"&experiments={quote(json.dumps([experiment_id]))}")
+            f"&experiments={quote(json.dumps([experiment_id]))}&workflowType=machine_learning")
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -101,3 +101,11 @@ def test_the_dry_run_prints_published_figures_and_the_budget(capsys, tmp_path, m
     assert out.count("published: ") == 53
     assert out.count("[not in the paper") == 3
     assert list(tmp_path.iterdir()) == []  # a dry run writes nothing
+
+
+def test_the_paper_search_selects_as_the_grid_does():
+    """`paper_search` is the grid's search counterpart: same protocol, target, recipe, budget."""
+    grid, search = load_space("paper_grid"), load_space("paper_search")
+    assert search.selection == grid.selection and search.selection.protocol == "oracle"
+    assert search.scheduler.metric == "acc_cartoon" and search.scheduler.kind == "asha"
+    assert (search.data, search.train) == (grid.data, grid.train)
