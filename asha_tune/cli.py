@@ -349,21 +349,56 @@ def cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
     from .sweep import SweepSettings
+    from .tracking import Tracker, experiment_url
 
-    uri = args.tracking_uri
-    if uri is None and args.name:
-        uri = SweepSettings.load(args.name, results_folder(args)).tracking_uri
+    uri, settings = args.tracking_uri, None
+    if args.name:
+        settings = SweepSettings.load(args.name, results_folder(args))
+        uri = uri or settings.tracking_uri
     uri = uri or defaults.tracking_uri()
-    if uri.startswith(("http://", "https://")):
+    remote = uri.startswith(("http://", "https://"))
+    base = uri.rstrip("/") if remote else f"http://127.0.0.1:{args.port}"
+    if settings and settings.parent_run_id:  # the sweep's runs, in MLflow's model-training view
+        experiment = Tracker(uri).client.get_run(settings.parent_run_id).info.experiment_id
+        print(f"sweep {settings.name}: {experiment_url(base, experiment)}", flush=True)
+    if remote:
         print(f"the sweep tracks to an MLflow server: open {uri}")
         return 0
-    print(f"MLflow UI for {uri} at http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
+    print(f"MLflow UI for {uri} at {base} (Ctrl-C to stop)", flush=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                "--host", "127.0.0.1", "--port", str(args.port)]
     try:
         return subprocess.call(command)
     except KeyboardInterrupt:
         return 0
+
+
+def add_compare_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="sweeps against each other, a replayed grid and the published figures")
+    p.add_argument("sweeps", nargs="*", metavar="SWEEP", help="sweep names (as launch --name gave them)")
+    p.add_argument("--tracking-uri", help="the MLflow store (default: the first sweep's, else ./mlflow.db)")
+    p.add_argument("--results-dir", "--storage", dest="results_dir", type=Path,
+                   help=f"where the sweeps' results are (default ./{defaults.RESULTS_DIR})")
+    p.add_argument("--out", type=Path, help="folder for the table, CSV and PNGs (default ./compare-<sweeps>)")
+    p.set_defaults(handler=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import run_compare
+    from .sweep import SweepSettings
+    if not args.sweeps:
+        raise ConfigError("name at least one sweep: asha-tune compare SWEEP [SWEEP ...]")
+    uri = args.tracking_uri
+    if uri is None:
+        try:
+            uri = SweepSettings.load(args.sweeps[0], results_folder(args)).tracking_uri
+        except ConfigError:
+            uri = defaults.tracking_uri()
+    out = (args.out or Path.cwd() / f"compare-{'+'.join(args.sweeps)}").resolve()
+    _, text, run_id = run_compare(args.sweeps, uri, out)
+    print(text)
+    print(f"\nwritten to {out} (comparison.txt, comparison.csv, PNGs); MLflow comparison run {run_id}")
+    return 0
 
 
 # --- asha-tune cluster -----------------------------------------------------------------------
@@ -407,7 +442,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_trial_parser, add_launch_parser, add_resume_parser, add_confirm_parser, add_spaces_parser,
-    add_ui_parser, add_cluster_parser,
+    add_ui_parser, add_compare_parser, add_cluster_parser,
 ]
 
 

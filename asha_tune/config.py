@@ -351,6 +351,14 @@ class TrialConfig(Strict):
             )
         return self
 
+    def resolved_dump(self) -> dict[str, Any]:
+        """The config as a run logs it: what the mode fills in (shape_fn, shape_at_eval) resolved,
+        so a run's params say what the trial used, not `None` (fingerprint keeps the raw form)."""
+        tree = self.model_dump(mode="json")
+        tree["shaping"].update(shape_fn=self.shaping.resolved_shape_fn or "none",
+                               shape_at_eval=self.shaping.resolved_shape_at_eval)
+        return tree
+
     def fingerprint(self) -> str:
         """A short stable hash, so a trial's files can be named by what it computes."""
         text = json.dumps(self.model_dump(mode="json"), sort_keys=True)

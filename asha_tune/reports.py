@@ -58,21 +58,22 @@ def sweep_trials(tracker: Tracker, experiment_id: str, parent_run_id: str) -> li
     """The sweep's trial runs; runs nested under it that are not trials (a confirmation's parent
     run, tagged with its kind) are left out."""
     runs = tracker.find_runs(experiment_id, f"tags.mlflow.parentRunId = '{parent_run_id}'")
-    records = []
-    for run in runs:
-        tags = run.data.tags
-        if KIND_TAG in tags:
-            continue
-        records.append(TrialRecord(
-            number=int(tags.get(TRIAL_NUMBER_TAG, -1)),
-            run_id=run.info.run_id,
-            status=tags.get(STATUS_TAG, "unknown"),
-            epochs=int(tags.get(EPOCHS_RUN_TAG, run.data.metrics.get("epoch", 0))),
-            values=json.loads(run.data.params.get("search", "{}")),
-            metrics=dict(run.data.metrics),
-            constants=_constants(run.data.params),
-        ))
-    return sorted(records, key=lambda r: r.number)
+    return sorted((trial_record(run) for run in runs if KIND_TAG not in run.data.tags),
+                  key=lambda r: r.number)
+
+
+def trial_record(run: Any) -> TrialRecord:
+    """A trial's MLflow run as a TrialRecord (an MLflow Run object)."""
+    tags, params = run.data.tags, run.data.params
+    return TrialRecord(
+        number=int(tags.get(TRIAL_NUMBER_TAG, -1)),
+        run_id=run.info.run_id,
+        status=tags.get(STATUS_TAG, "unknown"),
+        epochs=int(tags.get(EPOCHS_RUN_TAG, run.data.metrics.get("epoch", 0))),
+        values=json.loads(params.get("search", "{}")),
+        metrics=dict(run.data.metrics),
+        constants=_constants(params),
+    )
 
 
 def ranked_trials(records: list[TrialRecord], metric: str, mode: str) -> list[TrialRecord]:

@@ -88,7 +88,7 @@ def run_logged_trial(
         run_id = tracker.start_run(
             tracker.experiment(experiment),
             name=f"{config.shaping.mode}-{config.fingerprint()}",
-            params=config.model_dump(mode="json"),
+            params=config.resolved_dump(),
             tags={**version_tags(), **trial_tags(config), MODE_TAG: config.shaping.mode,
                   FINGERPRINT_TAG: config.fingerprint()},
         )

@@ -46,11 +46,29 @@ SELECTION_TAG = "asha_tune.selection"  # the selection protocol the best trial w
 SEPARABLE_TAG = "asha_tune.top_separable"  # "yes" | "no: ..." (within two standard errors)
 NEAR_CHANCE_TAG = "asha_tune.near_chance"  # "yes: ..." | "no"
 # Confirmation runs (asha_tune.confirm). `asha-tune compare` reads these names: keep them.
-KIND_TAG = "asha_tune.kind"  # on a confirmation's parent run: CONFIRMATION_KIND
+KIND_TAG = "asha_tune.kind"  # runs that are not trials: CONFIRMATION_KIND | COMPARISON_KIND
 CONFIRMATION_KIND = "confirmation"
+COMPARISON_KIND = "comparison"  # an `asha-tune compare` run
 CONFIRMS_TAG = "asha_tune.confirms"  # on a confirmation's parent run: the confirmed sweep's name
 CONFIRMS_TRIAL_TAG = "asha_tune.confirms_trial"  # on a confirmation child: the trial number confirmed
 CONFIRMS_RUN_TAG = "asha_tune.confirms_run"  # on a confirmation child: that trial's MLflow run id
+COMPARES_TAG = "asha_tune.compares"  # on a comparison run: the sweep names
+COMPARES_RUNS_TAG = "asha_tune.compares_runs"  # on a comparison run: their parent run ids
+COMPARED_IN_TAG = "asha_tune.compared_in"  # on a sweep's parent run: its latest comparison run
+# What a trial's run logs per epoch: its metrics (accuracies with their standard errors) and its
+# own durations (the cost axis of `compare`), never Ray's bookkeeping (time_this_iter_s,
+# timestamp, training_iteration, ...) nor the trial's wall-clock stamps (`at_*`, for
+# benchmarks/sweep.py). Sizes and chance levels are params (selection.constants_of).
+EPOCH_TIMINGS = ("time_train", "time_eval", "time_data", "time_total", "time_checkpoint", "time_imports")
+DEVICE_TIME_METRICS = ("time_train", "time_eval")  # a trial's device-seconds, per epoch
+EPOCH_METRICS = frozenset({"epoch", "train_loss", "source_acc", "lr", "val_acc", "val_acc_se", "target_acc",
+                           "target_acc_se", *EPOCH_TIMINGS})
+
+
+def is_epoch_metric(key: str) -> bool:
+    return key in EPOCH_METRICS or key.startswith("acc_")  # acc_<domain>, acc_<domain>_se
+
+
 MLFLOW_STATUS = {"completed": "FINISHED", "pruned": "FINISHED", "failed": "FAILED",
                  "interrupted": "KILLED"}
 
@@ -109,6 +127,20 @@ def local_store(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
+def experiment_url(base: str, experiment_id: str) -> str:
+    """An experiment's runs in MLflow's UI. MLflow 3 opens experiments in its GenAI view (traces)
+    unless the URL asks for the model-training one."""
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def compare_runs_url(base: str, experiment_id: str, run_ids: list[str]) -> str:
+    """MLflow's run comparison page (parallel coordinates, scatter) for these runs."""
+    from urllib.parse import quote
+
+    return (f"{base}/#/compare-runs?runs={quote(json.dumps(run_ids))}"
+            f"&experiments={quote(json.dumps([experiment_id]))}&workflowType=machine_learning")
+
+
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"a": {"b": 1}} -> {"a.b": 1}: MLflow params are flat."""
     flat: dict[str, Any] = {}
@@ -156,6 +188,7 @@ class Tracker:
         os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no line per ended run
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # reading space.json
         import logging
 
         from mlflow.tracking import MlflowClient
@@ -251,3 +284,20 @@ class Tracker:
         """Mark a run running again (a resumed trial or sweep keeps its run)."""
         self.client.update_run(run_id, status="RUNNING")
         self.set_tags(run_id, {STATUS_TAG: "running"})
+
+    def log_artifacts(self, run_id: str, folder: Path) -> None:
+        self.client.log_artifacts(run_id, str(folder))
+
+    def load_dict(self, run_id: str, artifact_file: str) -> Any:
+        """A JSON artifact of a run (a sweep's space.json), or None if the run has none."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            try:
+                path = self.client.download_artifacts(run_id, artifact_file, folder)
+            except Exception:  # absent: MLflow raises OSError or MlflowException by store
+                return None
+            return json.loads(Path(path).read_text())
+
+    def experiment_ids(self) -> list[str]:
+        return [e.experiment_id for e in self.client.search_experiments()]

@@ -39,7 +39,8 @@ class Browser:
         if CHROMIUM is None:
             raise RuntimeError("Chromium is not installed")
         self.timeout = timeout
-        # Chromium's helper processes may still write to the profile while it is removed.
+        # Chromium's helper processes may still write the profile as it closes: a leftover file
+        # there must not fail the test that used the browser.
         self._profile = tempfile.TemporaryDirectory(prefix="asha-tune-chromium-", ignore_cleanup_errors=True)
         self._process = subprocess.Popen(
             [CHROMIUM, *FLAGS, f"--user-data-dir={self._profile.name}", f"--window-size={width},{height}",

@@ -30,6 +30,8 @@ from optuna.trial import TrialState
 
 from asha_tune import cluster as local
 from asha_tune import processes
+from asha_tune.sweep.checkpoints import checkpoint_due
+from asha_tune.tracking import RESUMED_FROM_TAG, RETRIES_TAG
 
 from .conftest import PROCESS_TAG_ENV, kill_tagged
 
@@ -367,6 +369,15 @@ def progress(h: Harness, experiment: str, name: str) -> dict[int, list[tuple]]:
         return {}
 
 
+def last_checkpoint(epoch: int, epochs: int) -> int:
+    """The last epoch up to `epoch` at which a FIFO trial of `epochs` epochs wrote a checkpoint."""
+    last = 0
+    for e in range(1, epoch + 1):
+        if checkpoint_due(e, epochs, last, 0.0, frozenset()):
+            last = e
+    return last
+
+
 def raylet_or_worker(pid: int) -> bool:
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="ignore").split("\0")
@@ -411,13 +422,15 @@ def test_a_lost_worker_node_costs_nothing(harness):
     runs = assert_mlflow_and_optuna_agree(harness, name, name, trials=4, epochs=8)
     after = histories(harness, runs)
     kept = sum(point in after[n] for n, points in before.items() for point in points)
-    retried = {n: int(r.data.tags["asha_tune.retries"]) for n, r in runs.items()
-               if int(r.data.tags["asha_tune.retries"])}
+    retried = {n: int(r.data.tags[RETRIES_TAG]) for n, r in runs.items() if int(r.data.tags[RETRIES_TAG])}
     assert retried, "no trial was retried after its node died"
     for number in retried:
-        resumed = int(runs[number].data.tags["asha_tune.resumed_from_epoch"])
-        # It went on from its last checkpoint, at or after the last epoch MLflow had before the kill.
-        assert resumed >= max((s for s, _ in before.get(number, [])), default=0) and resumed > 0
+        # It went on from its last checkpoint before the kill: trials checkpoint as retries need
+        # (sweep/checkpoints.py: doubling epochs), so at or after the last one that rule wrote
+        # by the last epoch MLflow had, which loses at most half the trial's work (a trial with
+        # no checkpoint yet starts over, untagged).
+        resumed = int(runs[number].data.tags.get(RESUMED_FROM_TAG, 0))
+        assert resumed >= last_checkpoint(max((s for s, _ in before.get(number, [])), default=0), 8)
         nodes = trial_nodes(harness, name)[number]
         assert len(nodes) >= 2 and nodes[-1] != node.node_id  # finished on another node
     figures("worker killed", requested=4, finished=len(runs), retried=len(retried),

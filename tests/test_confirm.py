@@ -24,8 +24,6 @@ from asha_tune.tracking import Tracker
 from .conftest import kill_tagged
 from .test_sweep import quiet_env, space_file, wait_for
 
-pytestmark = pytest.mark.filterwarnings("ignore")
-
 TINY_PACS = {
     "data": {"source": "art_painting", "targets": ["cartoon"], "image_size": 32, "limit_per_domain": 35},
     "train": {"epochs": 2, "batch_size": 16, "weights": "none", "seed": 0},

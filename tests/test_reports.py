@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import math
 
-from asha_tune.reports import TrialRecord, best_trial, describe_best, describe_trial, judge, ranked_trials, summary
+from asha_tune.reports import (
+    TrialRecord,
+    best_trial,
+    describe_best,
+    describe_trial,
+    judge,
+    ranked_trials,
+    summary,
+)
 from asha_tune.selection import binomial_se
 
 

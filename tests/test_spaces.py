@@ -13,7 +13,8 @@ from asha_tune.cli import main
 from asha_tune.errors import ConfigError
 from asha_tune.spaces import list_spaces, load_space
 
-SHIPPED = ["quickstart", "random_layers", "random_p0", "decreasing_p0", "target_layers", "baseline"]
+SHIPPED = ["quickstart", "random_layers", "random_p0", "decreasing_p0", "target_layers", "baseline", "paper_grid",
+           "paper_search"]
 
 VALID = """
 name: t

@@ -116,6 +116,10 @@ def test_sweep_end_to_end_with_asha_pruning(tmp_path, pacs_runtime, capsys):
         assert (status == "pruned") == (epochs < 4) and status in ("pruned", "completed")
         assert float(run.data.tags["asha_tune.duration_s"]) > 0
         assert run.data.params["shaping.mode"] == "random"
+        # resolved values, not None; the trial's metrics and durations, not Ray's bookkeeping
+        assert (run.data.params["shaping.shape_fn"], run.data.params["shaping.shape_at_eval"]) == ("binarize_a", "True")
+        assert "time_train" in run.data.metrics and not {"time_this_iter_s", "time_total_s", "timestamp",
+                                                          "training_iteration", "at_report"} & set(run.data.metrics)
         status_by_number[int(run.data.tags["asha_tune.trial_number"])] = status
 
     trials = study_trials(tmp_path, "e2e")

@@ -71,3 +71,15 @@ def test_statuses_map_onto_mlflow_and_a_run_can_be_reopened(store, status, mlflo
     assert (info.data.tags.get(FAILURE_TAG) == "why") == (status == "failed")
     tracker.reopen(run)
     assert client.get_run(run).info.status == "RUNNING" and tracker.status(run) == "running"
+
+
+def test_the_epoch_metric_list_names_what_trials_report():
+    from asha_tune import selection
+    from asha_tune.tracking import EPOCH_METRICS, is_epoch_metric
+
+    for name in (selection.VAL_ACC, selection.TARGET_ACC, selection.se_key(selection.VAL_ACC),
+                 selection.domain_acc("cartoon"), selection.se_key(selection.domain_acc("cartoon"))):
+        assert is_epoch_metric(name), name
+    assert "time_train" in EPOCH_METRICS
+    for ray_or_stamp in ("time_this_iter_s", "timestamp", "training_iteration", "at_report", "n_val"):
+        assert not is_epoch_metric(ray_or_stamp)

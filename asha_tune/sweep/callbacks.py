@@ -33,6 +33,7 @@ from ..tracking import (
     STATUS_TAG,
     TRIAL_NUMBER_TAG,
     Tracker,
+    is_epoch_metric,
 )
 from .trainable import FAILED_KEY, FAILURE_KEY
 
@@ -106,7 +107,9 @@ class TrackingCallback(Callback):
         )
         values = trial.config["values"]
         config = self.space.trial_config(values)
-        params = {**config.model_dump(mode="json"), "search": json.dumps(values)}
+        params = {**config.resolved_dump(), "search": json.dumps(values)}
+        if CONFIGURATION_KEY in values:  # a listed configuration's id, a column in MLflow's UI
+            params[CONFIGURATION_KEY] = values[CONFIGURATION_KEY]
         if existing:  # a resumed sweep: the trial's run is continued, never duplicated
             run = existing[0]
             run_id = run.info.run_id
@@ -147,7 +150,7 @@ class TrackingCallback(Callback):
         if constants and run_id not in self._described:  # once, as params (same values on resume)
             self.tracker.log_params(run_id, constants)
             self._described.add(run_id)
-        metrics = {k: v for k, v in result.items() if k in _EPOCH_METRICS or k.startswith(("acc_", "time_"))}
+        metrics = {k: v for k, v in result.items() if is_epoch_metric(k)}
         self.tracker.log_metrics(run_id, metrics, step=epoch)
         self._logged[run_id].add(epoch)
 
@@ -157,7 +160,7 @@ class TrackingCallback(Callback):
             return
         result = trial.last_result or {}
         final = {f"final_{k}": v for k, v in result.items()
-                 if k in _EPOCH_METRICS or k.startswith("acc_") or k == "time_total"}
+                 if is_epoch_metric(k)}
         if status != "failed" and final:
             self.tracker.log_metrics(run_id, final, step=int(result.get("epoch", 0)))
         started = float(self.tracker.tags(run_id).get(STARTED_AT_TAG, time.time()))
@@ -174,10 +177,6 @@ class TrackingCallback(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finish(trial, "failed", {FAILURE_TAG: error_reason(trial)})
-
-
-_EPOCH_METRICS = {"epoch", "target_acc", "train_loss", "source_acc", "lr", selection.VAL_ACC,
-                  selection.se_key(selection.VAL_ACC), selection.se_key(selection.TARGET_ACC)}
 
 
 class ProgressCallback(Callback):
