@@ -16,6 +16,9 @@ The modules, one concern each:
 - tracking    MLflow runs, tags and metric names (the only module that imports mlflow)
 - reports     what stored records say: a sweep's trials, its best one and how noisy it is
 - confirm     `asha-tune confirm`: the best configurations again, with new seeds
+- compare     `asha-tune compare`: sweeps, a replayed grid and the published figures
+- plots       the comparison's PNGs
+- reference   what judging a difference from the paper needs (seed spreads, domain sizes)
 - preflight   checks a sweep passes before anything starts (data, resources, weights)
 - cluster     a local multi-node cluster: Ray nodes, PostgreSQL, an MLflow server
 - processes   processes a command started: start, identify, stop
