@@ -33,7 +33,7 @@ from asha_tune import processes
 from asha_tune.sweep.checkpoints import checkpoint_due
 from asha_tune.tracking import RESUMED_FROM_TAG, RETRIES_TAG
 
-from .conftest import PROCESS_TAG_ENV, kill_tagged
+from .conftest import PROCESS_TAG_ENV, kill_tagged, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -52,16 +52,6 @@ SMALL = {
 
 def figures(name: str, **values) -> None:
     print(f"FIGURES {name}: " + ", ".join(f"{k}={v}" for k, v in values.items()), flush=True)
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 # --- one cluster for the module ------------------------------------------------------------

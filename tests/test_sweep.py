@@ -26,7 +26,7 @@ from asha_tune.sweep import SweepSettings
 from asha_tune.sweep.run import launch
 from asha_tune.tracking import Tracker
 
-from .conftest import free_port, kill_tagged, tagged_processes
+from .conftest import free_port, kill_tagged, tagged_processes, wait_for
 
 SMALL = {
     "data": {"source": "art_painting", "targets": ["cartoon"], "image_size": 32, "limit_per_domain": 35},
@@ -215,16 +215,6 @@ def http_ok(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_resume_after_sigkill_keeps_every_trial_once(tmp_path, pacs_root, shared_cache, process_tag):
