@@ -113,6 +113,8 @@ def run_logged_trial(
     final = {f"final_{k}": v for k, v in result.final.items()
              if not k.startswith("time_") and not selection.is_constant(k)}
     tracker.log_metrics(run_id, final, step=config.train.epochs)
-    tracker.finish(run_id, "completed", {DURATION_TAG: round(time.perf_counter() - started, 2),
+    wall = round(time.perf_counter() - started, 3)  # this process's part of a resumed trial
+    duration = max(wall, float(result.final.get("time_total") or 0.0))
+    tracker.finish(run_id, "completed", {DURATION_TAG: round(duration, 3),
                                          CHECKPOINT_TAG: str(checkpoint)})
     return LoggedTrial(result, run_id, checkpoint)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from asha_tune.sweep.callbacks import ProgressCallback, failure_line, trial_status
+from asha_tune.sweep.callbacks import ProgressCallback, failure_line, run_duration, trial_status
 from asha_tune.sweep.trainable import FAILED_KEY, FAILURE_KEY
 
 
@@ -77,3 +77,10 @@ def test_a_failed_trial_is_one_line_with_its_reason(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0] == failure_line(failing, refused)
     assert out[1].endswith("trials 2/2 · running 1 · stopped early 0 · finished 0 · failed 1")
+
+
+def test_a_runs_duration_is_never_shorter_than_the_compute_it_reports():
+    # A trial of 0.4 s wall whose start stamp was taken late still lasted its own compute.
+    assert run_duration(0.0004, {"time_total": 0.37}) == 0.37
+    assert run_duration(12.3456, {"time_total": 3.0}) == 12.346  # wall time, millisecond stamps
+    assert run_duration(0.25, {}) == 0.25  # a trial that reported nothing

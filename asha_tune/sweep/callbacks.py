@@ -45,6 +45,12 @@ def trial_status(result: dict[str, Any], max_epochs: int) -> str:
     return "pruned" if result.get("epoch", 0) < max_epochs else "completed"
 
 
+def run_duration(wall_s: float, result: dict[str, Any]) -> float:
+    """A run's duration in seconds: the wall time since it started (millisecond stamps), never less
+    than the compute its own timings report (`time_total`, across retries and resumes)."""
+    return round(max(wall_s, float(result.get("time_total") or 0.0)), 3)
+
+
 def error_reason(trial: Any) -> str:
     """The last line of the trial's error file, e.g. 'DataError: cannot read image ...'."""
     path = trial.error_file
@@ -122,7 +128,7 @@ class TrackingCallback(Callback):
             run_id = self.tracker.start_run(
                 self.experiment_id, name=f"trial-{number:03d}", parent_run_id=self.parent_run_id,
                 params=params,
-                tags={TRIAL_NUMBER_TAG: str(number), STARTED_AT_TAG: f"{time.time():.0f}",
+                tags={TRIAL_NUMBER_TAG: str(number), STARTED_AT_TAG: f"{time.time():.3f}",
                       MODE_TAG: config.shaping.mode, **trial_tags(config),
                       **self.configuration_tags.get(values.get(CONFIGURATION_KEY), {})},
             )
@@ -165,7 +171,7 @@ class TrackingCallback(Callback):
             self.tracker.log_metrics(run_id, final, step=int(result.get("epoch", 0)))
         started = float(self.tracker.tags(run_id).get(STARTED_AT_TAG, time.time()))
         tags = {**tags, EPOCHS_RUN_TAG: int(result.get("epoch", 0)),
-                DURATION_TAG: round(time.time() - started, 1), RETRIES_TAG: trial.num_failures}
+                DURATION_TAG: run_duration(time.time() - started, result), RETRIES_TAG: trial.num_failures}
         self.tracker.finish(run_id, status, tags)
         self._final.add(run_id)
 
