@@ -24,5 +24,6 @@ test: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check asha_tune tests benchmarks
+	$(VENV)/bin/ruff format --check asha_tune tests benchmarks
 
 .PHONY: install quickstart test lint

@@ -84,10 +84,13 @@ def nest(flat: dict[str, Any]) -> dict[str, Any]:
 
 def add_runtime_flags(p: argparse.ArgumentParser, tracking: bool = True) -> None:
     p.add_argument("--data-root", help=f"PACS folder <domain>/<class>/<file> (default ${DATA_ROOT_ENV})")
-    p.add_argument("--cache-dir", help=f"decoded-image cache (default ${defaults.CACHE_DIR_ENV} or "
-                                       f"{defaults.CACHE_DIR})")
+    p.add_argument(
+        "--cache-dir", help=f"decoded-image cache (default ${defaults.CACHE_DIR_ENV} or {defaults.CACHE_DIR})"
+    )
     if tracking:
-        p.add_argument("--tracking-uri", help=f"MLflow tracking URI (default sqlite:///./{defaults.TRACKING_DB})")
+        p.add_argument(
+            "--tracking-uri", help=f"MLflow tracking URI (default sqlite:///./{defaults.TRACKING_DB})"
+        )
 
 
 DEVICE_HELP = "where trials compute: auto (CUDA if present, else CPU) | cpu | cuda (default auto)"
@@ -99,8 +102,9 @@ def runtime_from(args: argparse.Namespace, device: str = "auto", base: Runtime |
     `base` (a resumed sweep's runtime) fills in what the flags leave out.
     """
     base = base or Runtime()
-    runtime = Runtime(data_root=args.data_root or base.data_root, cache_dir=args.cache_dir or base.cache_dir,
-                      device=device)
+    runtime = Runtime(
+        data_root=args.data_root or base.data_root, cache_dir=args.cache_dir or base.cache_dir, device=device
+    )
     root = runtime.resolved_data_root()
     if not root.is_dir():
         source = "--data-root" if args.data_root else f"${DATA_ROOT_ENV}"
@@ -140,8 +144,9 @@ def add_trial_parser(sub: argparse._SubParsersAction) -> None:
     add_runtime_flags(p)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help=DEVICE_HELP)
     p.add_argument("--experiment", default=None, help="MLflow experiment (default asha-tune-trials)")
-    p.add_argument("--checkpoint", type=Path,
-                   help="checkpoint file (default checkpoints/trial-<config hash>.pt)")
+    p.add_argument(
+        "--checkpoint", type=Path, help="checkpoint file (default checkpoints/trial-<config hash>.pt)"
+    )
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint if there is one")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_trial)
@@ -152,13 +157,19 @@ def cmd_trial(args: argparse.Namespace) -> int:
     from .runner import DEFAULT_EXPERIMENT, run_logged_trial
 
     flat = {field: getattr(args, flag[2:].replace("-", "_")) for flag, field in TRIAL_FLAGS.items()}
-    config = trial_config(nest({k: v for k, v in flat.items() if v is not None}),
-                          names={field: flag for flag, field in TRIAL_FLAGS.items()})
+    config = trial_config(
+        nest({k: v for k, v in flat.items() if v is not None}),
+        names={field: flag for flag, field in TRIAL_FLAGS.items()},
+    )
     runtime = runtime_from(args, args.device)
     logged = run_logged_trial(
-        config, runtime, tracking_uri=args.tracking_uri,
-        experiment=args.experiment or DEFAULT_EXPERIMENT, checkpoint=args.checkpoint,
-        resume=args.resume, progress=not args.no_progress,
+        config,
+        runtime,
+        tracking_uri=args.tracking_uri,
+        experiment=args.experiment or DEFAULT_EXPERIMENT,
+        checkpoint=args.checkpoint,
+        resume=args.resume,
+        progress=not args.no_progress,
     )
     print(describe_trial(logged.result.final, len(logged.result.history), config.selection.protocol))
     print(f"MLflow run {logged.run_id}; checkpoint {logged.checkpoint}")
@@ -171,35 +182,65 @@ def cmd_trial(args: argparse.Namespace) -> int:
 def add_launch_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("launch", help="start a sweep on Ray Tune (ASHA + Optuna, tracked in MLflow)")
     p.add_argument("--space", required=True, help="a space in search_spaces/ by name, or a YAML path")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                   help="override a field of the space, e.g. --set train.epochs=3 (repeatable)")
-    p.add_argument("--weights", metavar="WEIGHTS",
-                   help="initial weights of every trial: imagenet | none | PATH "
-                        "(the same as --set train.weights=WEIGHTS)")
-    p.add_argument("--only", action="append", default=[], metavar="PATTERN",
-                   help="run only the listed configurations whose id matches (e.g. 'da-*'; repeatable; "
-                        "the same as --set search.only=[...])")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a field of the space, e.g. --set train.epochs=3 (repeatable)",
+    )
+    p.add_argument(
+        "--weights",
+        metavar="WEIGHTS",
+        help="initial weights of every trial: imagenet | none | PATH "
+        "(the same as --set train.weights=WEIGHTS)",
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="run only the listed configurations whose id matches (e.g. 'da-*'; repeatable; "
+        "the same as --set search.only=[...])",
+    )
     p.add_argument("--dry-run", action="store_true", help="validate and print the space; start nothing")
     p.add_argument("--name", help="sweep name (default <space>-<date>-<time>)")
-    p.add_argument("--restart", action="store_true",
-                   help="start the sweep --name over; its earlier records are kept as NAME.attempt-K")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="start the sweep --name over; its earlier records are kept as NAME.attempt-K",
+    )
     add_sweep_flags(p)
     add_runtime_flags(p)
-    p.add_argument("--study-url", "--study-storage", dest="study_url",
-                   help=f"database URL of the Optuna studies (default sqlite:///./{defaults.STUDY_DB}; "
-                        "--study-storage is its old name)")
+    p.add_argument(
+        "--study-url",
+        "--study-storage",
+        dest="study_url",
+        help=f"database URL of the Optuna studies (default sqlite:///./{defaults.STUDY_DB}; "
+        "--study-storage is its old name)",
+    )
     add_machine_flags(p)
     p.set_defaults(handler=cmd_launch)
 
 
 def add_sweep_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="join this Ray cluster (default $RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--results-dir", "--storage", dest="results_dir", type=Path,
-                   help=f"where Ray keeps trial results and checkpoints (default ./{defaults.RESULTS_DIR}; "
-                        "shared storage on clusters; --storage is its old name)")
-    p.add_argument("--resource-wait", type=float, metavar="SECONDS",
-                   help="on a cluster where no node fits a trial, wait this long for one (autoscaling "
-                        "clusters), then stop (default 0: check once)")
+    p.add_argument(
+        "--results-dir",
+        "--storage",
+        dest="results_dir",
+        type=Path,
+        help=f"where Ray keeps trial results and checkpoints (default ./{defaults.RESULTS_DIR}; "
+        "shared storage on clusters; --storage is its old name)",
+    )
+    p.add_argument(
+        "--resource-wait",
+        type=float,
+        metavar="SECONDS",
+        help="on a cluster where no node fits a trial, wait this long for one (autoscaling "
+        "clusters), then stop (default 0: check once)",
+    )
 
 
 def add_machine_flags(p: argparse.ArgumentParser, default_device: str | None = "auto") -> None:
@@ -244,9 +285,12 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
 
 def add_resume_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("resume", help="continue an interrupted sweep",
-                       description="Continue an interrupted sweep. The runtime options replace the "
-                                   "ones it was launched with (e.g. when PACS moved) and are saved.")
+    p = sub.add_parser(
+        "resume",
+        help="continue an interrupted sweep",
+        description="Continue an interrupted sweep. The runtime options replace the "
+        "ones it was launched with (e.g. when PACS moved) and are saved.",
+    )
     p.add_argument("name", help="the sweep's name (printed at launch)")
     add_sweep_flags(p)
     add_runtime_flags(p, tracking=False)
@@ -278,10 +322,13 @@ def saved_settings(args: argparse.Namespace) -> Any:
 
 
 def add_confirm_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("confirm", help="re-run a finished sweep's best configurations with new seeds",
-                       description="Re-run the K best configurations of a finished sweep with S new seeds "
-                                   "each, to full budget, nested under the sweep in MLflow. The same command "
-                                   "again continues an interrupted confirmation, or prints its report.")
+    p = sub.add_parser(
+        "confirm",
+        help="re-run a finished sweep's best configurations with new seeds",
+        description="Re-run the K best configurations of a finished sweep with S new seeds "
+        "each, to full budget, nested under the sweep in MLflow. The same command "
+        "again continues an interrupted confirmation, or prints its report.",
+    )
     p.add_argument("name", help="the sweep's name")
     p.add_argument("--top", type=int, required=True, metavar="K", help="how many of its best trials")
     p.add_argument("--seeds", type=int, required=True, metavar="S", help="new seeds per configuration")
@@ -296,8 +343,11 @@ def cmd_confirm(args: argparse.Namespace) -> int:
 
     outcome = confirm(saved_settings(args), args.top, args.seeds).sweep
     if outcome.finished and outcome.trials and all(t.status == "failed" for t in outcome.trials):
-        print(f"asha-tune confirm: error: all {len(outcome.trials)} runs failed (each reason is printed "
-              "above and kept in MLflow)", file=sys.stderr)
+        print(
+            f"asha-tune confirm: error: all {len(outcome.trials)} runs failed (each reason is printed "
+            "above and kept in MLflow)",
+            file=sys.stderr,
+        )
         return 1
     return sweep_exit(outcome)
 
@@ -308,9 +358,12 @@ def sweep_exit(outcome: Any) -> int:
         return 130
     if outcome.trials and all(t.status == "failed" for t in outcome.trials):
         name = outcome.settings.name
-        print(f"asha-tune: error: all {len(outcome.trials)} trials failed (each reason is printed above "
-              f"and kept in MLflow); once fixed, start it over: asha-tune launch --space "
-              f"{outcome.settings.space.name} --name {name} --restart", file=sys.stderr)
+        print(
+            f"asha-tune: error: all {len(outcome.trials)} trials failed (each reason is printed above "
+            f"and kept in MLflow); once fixed, start it over: asha-tune launch --space "
+            f"{outcome.settings.space.name} --name {name} --restart",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -330,16 +383,23 @@ def cmd_spaces(args: argparse.Namespace) -> int:
         except ConfigError as err:
             need = f"invalid: {err.problems[0]}"
         print(f"{name:16s} {description[0] if description else ''}\n{'':16s} needs {need}")
-    print(f"\nspaces are searched in ${SPACES_ENV}, ./search_spaces and the package's; "
-          "a space runs with asha-tune launch --space NAME")
+    print(
+        f"\nspaces are searched in ${SPACES_ENV}, ./search_spaces and the package's; "
+        "a space runs with asha-tune launch --space NAME"
+    )
     return 0
 
 
 def add_ui_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ui", help="open the MLflow UI on the store a sweep used")
     p.add_argument("name", nargs="?", help="a sweep (default: the store in this folder)")
-    p.add_argument("--results-dir", "--storage", dest="results_dir", type=Path,
-                   help=f"where the sweep's results are (default ./{defaults.RESULTS_DIR})")
+    p.add_argument(
+        "--results-dir",
+        "--storage",
+        dest="results_dir",
+        type=Path,
+        help=f"where the sweep's results are (default ./{defaults.RESULTS_DIR})",
+    )
     p.add_argument("--tracking-uri", help="an MLflow store instead of a sweep's")
     p.add_argument("--port", type=int, default=5000)
     p.set_defaults(handler=cmd_ui)
@@ -365,8 +425,18 @@ def cmd_ui(args: argparse.Namespace) -> int:
         print(f"the sweep tracks to an MLflow server: open {uri}")
         return 0
     print(f"MLflow UI for {uri} at {base} (Ctrl-C to stop)", flush=True)
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-               "--host", "127.0.0.1", "--port", str(args.port)]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(args.port),
+    ]
     try:
         return subprocess.call(command)
     except KeyboardInterrupt:
@@ -377,8 +447,13 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="sweeps against each other, a replayed grid and the published figures")
     p.add_argument("sweeps", nargs="*", metavar="SWEEP", help="sweep names (as launch --name gave them)")
     p.add_argument("--tracking-uri", help="the MLflow store (default: the first sweep's, else ./mlflow.db)")
-    p.add_argument("--results-dir", "--storage", dest="results_dir", type=Path,
-                   help=f"where the sweeps' results are (default ./{defaults.RESULTS_DIR})")
+    p.add_argument(
+        "--results-dir",
+        "--storage",
+        dest="results_dir",
+        type=Path,
+        help=f"where the sweeps' results are (default ./{defaults.RESULTS_DIR})",
+    )
     p.add_argument("--out", type=Path, help="folder for the table, CSV and PNGs (default ./compare-<sweeps>)")
     p.set_defaults(handler=cmd_compare)
 
@@ -386,6 +461,7 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import run_compare
     from .sweep import SweepSettings
+
     if not args.sweeps:
         raise ConfigError("name at least one sweep: asha-tune compare SWEEP [SWEEP ...]")
     uri = args.tracking_uri
@@ -407,12 +483,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def add_cluster_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cluster", help="a local cluster: Ray head + worker nodes, PostgreSQL, MLflow server")
     actions = p.add_subparsers(dest="action", required=True, parser_class=Parser)
-    for name, text in (("up", "start it (or restart what is down), all on 127.0.0.1"),
-                       ("status", "list its nodes and services"),
-                       ("down", "stop exactly the processes `up` started; keep the data")):
+    for name, text in (
+        ("up", "start it (or restart what is down), all on 127.0.0.1"),
+        ("status", "list its nodes and services"),
+        ("down", "stop exactly the processes `up` started; keep the data"),
+    ):
         q = actions.add_parser(name, help=text)
-        q.add_argument("--dir", type=Path, help=f"the cluster's folder (default ${defaults.CLUSTER_DIR_ENV} "
-                                                f"or ./{defaults.CLUSTER_DIR})")
+        q.add_argument(
+            "--dir",
+            type=Path,
+            help=f"the cluster's folder (default ${defaults.CLUSTER_DIR_ENV} or ./{defaults.CLUSTER_DIR})",
+        )
         if name == "up":
             q.add_argument("--workers", type=int, help="Ray worker nodes of a new cluster (default 2)")
             q.add_argument("--worker-cpus", type=int, help="CPUs per worker (default: CPU count / workers)")
@@ -429,8 +510,13 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         cluster.down(directory)
         return 0
     if args.action == "up":
-        state = cluster.up(directory, workers=args.workers, worker_cpus=args.worker_cpus,
-                           worker_gpus=args.worker_gpus, head_cpus=args.head_cpus)
+        state = cluster.up(
+            directory,
+            workers=args.workers,
+            worker_cpus=args.worker_cpus,
+            worker_gpus=args.worker_gpus,
+            head_cpus=args.head_cpus,
+        )
         print("\n".join(cluster.describe(state) + cluster.launch_hint(state)))
         return 0
     state = cluster.load(directory)
@@ -441,8 +527,14 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 # --- entry point -----------------------------------------------------------------------------
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    add_trial_parser, add_launch_parser, add_resume_parser, add_confirm_parser, add_spaces_parser,
-    add_ui_parser, add_compare_parser, add_cluster_parser,
+    add_trial_parser,
+    add_launch_parser,
+    add_resume_parser,
+    add_confirm_parser,
+    add_spaces_parser,
+    add_ui_parser,
+    add_compare_parser,
+    add_cluster_parser,
 ]
 
 
@@ -467,9 +559,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AshaTuneError as err:
         return fail(prog, err)
     except KeyboardInterrupt:
-        how = {"trial": " (continue with --resume)", "launch": " (continue with asha-tune resume NAME)",
-               "resume": " (continue with asha-tune resume NAME)",
-               "confirm": " (continue with the same asha-tune confirm command)"}.get(args.command, "")
+        how = {
+            "trial": " (continue with --resume)",
+            "launch": " (continue with asha-tune resume NAME)",
+            "resume": " (continue with asha-tune resume NAME)",
+            "confirm": " (continue with the same asha-tune confirm command)",
+        }.get(args.command, "")
         print(f"{prog}: interrupted; what was recorded is kept{how}", file=sys.stderr)
         return 130
 

@@ -102,13 +102,23 @@ class ClusterState(BaseModel):
         return self.directory / "results"
 
     def database_url(self, database: str) -> str:
-        return (f"postgresql://{PG_USER}@{HOST}:{self.services['postgres'].port}/{database}"
-                f"?passfile={self.directory / 'secrets' / 'pgpass'}")
+        return (
+            f"postgresql://{PG_USER}@{HOST}:{self.services['postgres'].port}/{database}"
+            f"?passfile={self.directory / 'secrets' / 'pgpass'}"
+        )
 
     def launch_flags(self) -> list[str]:
         """The flags that point `asha-tune launch` at this cluster."""
-        return ["--address", self.ray_address, "--tracking-uri", self.tracking_uri,
-                "--study-url", self.database_url("optuna"), "--results-dir", str(self.results_dir)]
+        return [
+            "--address",
+            self.ray_address,
+            "--tracking-uri",
+            self.tracking_uri,
+            "--study-url",
+            self.database_url("optuna"),
+            "--results-dir",
+            str(self.results_dir),
+        ]
 
     def save(self) -> None:
         path = self.directory / STATE_FILE
@@ -124,8 +134,9 @@ def default_dir() -> Path:
 def load(directory: Path) -> ClusterState:
     path = directory / STATE_FILE
     if not path.is_file():
-        raise ClusterError(f"no local cluster in {directory} "
-                           f"(start one with: asha-tune cluster up --dir {directory})")
+        raise ClusterError(
+            f"no local cluster in {directory} (start one with: asha-tune cluster up --dir {directory})"
+        )
     return ClusterState.model_validate_json(path.read_text())
 
 
@@ -190,12 +201,16 @@ def postgres_bin() -> Path:
     found = shutil.which("postgres")
     if found and shutil.which("initdb", path=str(Path(found).resolve().parent)):
         return Path(found).resolve().parent
-    versions = sorted(POSTGRES_ROOT.glob("*/bin/postgres"),
-                      key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    versions = sorted(
+        POSTGRES_ROOT.glob("*/bin/postgres"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
     if versions:
         return versions[-1].parent
-    raise ClusterError("PostgreSQL is not installed (no postgres/initdb on PATH or in /usr/lib/postgresql): "
-                       "install it, e.g. `sudo apt-get install postgresql` or `brew install postgresql@15`")
+    raise ClusterError(
+        "PostgreSQL is not installed (no postgres/initdb on PATH or in /usr/lib/postgresql): "
+        "install it, e.g. `sudo apt-get install postgresql` or `brew install postgresql@15`"
+    )
 
 
 def postgres_user() -> str | None:
@@ -205,8 +220,10 @@ def postgres_user() -> str | None:
     try:
         pwd.getpwnam("postgres")
     except KeyError:
-        raise ClusterError("PostgreSQL refuses to run as root and there is no `postgres` user: "
-                           "create one (useradd --system postgres) or run as another user") from None
+        raise ClusterError(
+            "PostgreSQL refuses to run as root and there is no `postgres` user: "
+            "create one (useradd --system postgres) or run as another user"
+        ) from None
     return "postgres"
 
 
@@ -219,8 +236,10 @@ def _prepare_postgres_dir(folder: Path, user: str | None) -> None:
     for path in (folder, folder / "run"):
         os.chown(path, entry.pw_uid, entry.pw_gid)
     if subprocess.run(["test", "-w", str(folder)], user=user).returncode != 0:
-        raise ClusterError(f"user {user} (PostgreSQL does not run as root) cannot reach {folder}: choose "
-                           f"a --dir every user can traverse, e.g. under /var/tmp")
+        raise ClusterError(
+            f"user {user} (PostgreSQL does not run as root) cannot reach {folder}: choose "
+            f"a --dir every user can traverse, e.g. under /var/tmp"
+        )
 
 
 def _init_postgres(state: ClusterState, user: str | None) -> None:
@@ -235,9 +254,24 @@ def _init_postgres(state: ClusterState, user: str | None) -> None:
         entry = pwd.getpwnam(user)
         os.chown(pwfile, entry.pw_uid, entry.pw_gid)
     try:
-        done = subprocess.run([str(postgres_bin() / "initdb"), "-D", str(folder / "data"), "-U", PG_USER,
-                               "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--no-locale"],
-                              user=user, cwd=folder, capture_output=True, text=True)
+        done = subprocess.run(
+            [
+                str(postgres_bin() / "initdb"),
+                "-D",
+                str(folder / "data"),
+                "-U",
+                PG_USER,
+                "--auth=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "-E",
+                "UTF8",
+                "--no-locale",
+            ],
+            user=user,
+            cwd=folder,
+            capture_output=True,
+            text=True,
+        )
     finally:
         pwfile.unlink(missing_ok=True)
     if done.returncode != 0:
@@ -252,10 +286,23 @@ def _start_postgres(state: ClusterState) -> Proc:
     _write_private(state.directory / "secrets" / "pgpass", f"{HOST}:{port}:*:{PG_USER}:{password}\n")
     folder = state.directory / "postgres"
     return processes.spawn(
-        [str(postgres_bin() / "postgres"), "-D", str(folder / "data"), "-h", HOST, "-p", str(port),
-         "-k", str(folder / "run"), "-c", "max_connections=300"],
-        state.directory / "logs" / "postgres.log", env={"PATH": os.environ.get("PATH", ""), "LC_ALL": "C"},
-        cwd=folder, user=user,
+        [
+            str(postgres_bin() / "postgres"),
+            "-D",
+            str(folder / "data"),
+            "-h",
+            HOST,
+            "-p",
+            str(port),
+            "-k",
+            str(folder / "run"),
+            "-c",
+            "max_connections=300",
+        ],
+        state.directory / "logs" / "postgres.log",
+        env={"PATH": os.environ.get("PATH", ""), "LC_ALL": "C"},
+        cwd=folder,
+        user=user,
     )
 
 
@@ -264,9 +311,15 @@ def _connect(state: ClusterState, database: str = "postgres"):
         import psycopg
     except ImportError:
         raise ClusterError("the PostgreSQL driver is missing: pip install 'asha-tune[cluster]'") from None
-    return psycopg.connect(host=HOST, port=state.services["postgres"].port, user=PG_USER, dbname=database,
-                           passfile=str(state.directory / "secrets" / "pgpass"), connect_timeout=5,
-                           autocommit=True)
+    return psycopg.connect(
+        host=HOST,
+        port=state.services["postgres"].port,
+        user=PG_USER,
+        dbname=database,
+        passfile=str(state.directory / "secrets" / "pgpass"),
+        connect_timeout=5,
+        autocommit=True,
+    )
 
 
 def _create_databases(state: ClusterState) -> None:
@@ -291,26 +344,52 @@ def _start_mlflow(state: ClusterState) -> Proc:
         raise ClusterError("MLflow's basic-auth app is missing: pip install 'asha-tune[cluster]'") from None
     user, password = mlflow_credentials()
     if user != state.mlflow_user:
-        raise ClusterError(f"this cluster's MLflow admin is {state.mlflow_user}, but your MLflow credentials "
-                           f"are for {user}: set MLFLOW_TRACKING_USERNAME/PASSWORD to the cluster's admin")
+        raise ClusterError(
+            f"this cluster's MLflow admin is {state.mlflow_user}, but your MLflow credentials "
+            f"are for {user}: set MLFLOW_TRACKING_USERNAME/PASSWORD to the cluster's admin"
+        )
     config = state.directory / "secrets" / "basic_auth.ini"
     # The credential cache: without it every request re-hashes the password (seconds on a busy CPU).
-    _write_private(config, "[mlflow]\ndefault_permission = READ\n"
-                           f"database_uri = {state.database_url('mlflow_auth')}\n"
-                           f"admin_username = {user}\n"
-                           "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-                           "auth_cache_ttl_seconds = 600\n")
-    env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_PASSWORD": password,
-           "MLFLOW_FLASK_SERVER_SECRET_KEY": _secret(state.directory, "mlflow_secret_key",
-                                                     lambda: secrets.token_hex(32))}
+    _write_private(
+        config,
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = {state.database_url('mlflow_auth')}\n"
+        f"admin_username = {user}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "auth_cache_ttl_seconds = 600\n",
+    )
+    env = {
+        **os.environ,
+        "MLFLOW_AUTH_CONFIG_PATH": str(config),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": _secret(
+            state.directory, "mlflow_secret_key", lambda: secrets.token_hex(32)
+        ),
+    }
     for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_URI"):
         env.pop(name, None)
     return processes.spawn(
-        [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
-         "--backend-store-uri", state.database_url("mlflow"),
-         "--artifacts-destination", str(state.directory / "mlartifacts"),
-         "--host", HOST, "--port", str(state.services["mlflow"].port), "--workers", "2"],
-        state.directory / "logs" / "mlflow.log", env=env, cwd=state.directory,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--app-name",
+            "basic-auth",
+            "--backend-store-uri",
+            state.database_url("mlflow"),
+            "--artifacts-destination",
+            str(state.directory / "mlartifacts"),
+            "--host",
+            HOST,
+            "--port",
+            str(state.services["mlflow"].port),
+            "--workers",
+            "2",
+        ],
+        state.directory / "logs" / "mlflow.log",
+        env=env,
+        cwd=state.directory,
     )
 
 
@@ -333,8 +412,13 @@ def mlflow_request(state: ClusterState, path: str, auth: tuple[str, str] | None)
 
 def _ray_env() -> dict[str, str]:
     """The nodes' environment: token auth with the user's token (a set $RAY_AUTH_TOKEN wins)."""
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(ray_token_file()),
-           "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(ray_token_file()),
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
     env.pop("RAY_ADDRESS", None)
     return env
 
@@ -344,38 +428,69 @@ def _start_node(state: ClusterState, name: str) -> Proc:
     ready = state.directory / "run" / f"{name}.ready"
     ready.unlink(missing_ok=True)
     ready.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "asha_tune.sweep.node", "--name", name,
-               "--agent-port", str(service.ports["agent"]), "--temp-dir", str(state.ray_temp_dir),
-               "--ready-file", str(ready)]
+    command = [
+        sys.executable,
+        "-m",
+        "asha_tune.sweep.node",
+        "--name",
+        name,
+        "--agent-port",
+        str(service.ports["agent"]),
+        "--temp-dir",
+        str(state.ray_temp_dir),
+        "--ready-file",
+        str(ready),
+    ]
     if name == "head":
-        command += ["--gcs-port", str(service.port), "--dashboard-port", str(service.ports["dashboard"]),
-                    "--num-cpus", str(state.head_cpus)]
+        command += [
+            "--gcs-port",
+            str(service.port),
+            "--dashboard-port",
+            str(service.ports["dashboard"]),
+            "--num-cpus",
+            str(state.head_cpus),
+        ]
     else:
-        command += ["--address", state.ray_address, "--num-cpus", str(state.worker_cpus),
-                    "--num-gpus", str(state.worker_gpus)]
-    return processes.spawn(command, state.directory / "logs" / f"ray-{name}.log", env=_ray_env(),
-                           cwd=state.directory)
+        command += [
+            "--address",
+            state.ray_address,
+            "--num-cpus",
+            str(state.worker_cpus),
+            "--num-gpus",
+            str(state.worker_gpus),
+        ]
+    return processes.spawn(
+        command, state.directory / "logs" / f"ray-{name}.log", env=_ray_env(), cwd=state.directory
+    )
 
 
 def ray_nodes(state: ClusterState) -> list[dict]:
     """The nodes the head knows (alive and dead), from its dashboard, with the cluster's token."""
-    request = urllib.request.Request(state.dashboard_url + "/nodes?view=summary",
-                                     headers={"Authorization": f"Bearer {ray_token()}"})
+    request = urllib.request.Request(
+        state.dashboard_url + "/nodes?view=summary", headers={"Authorization": f"Bearer {ray_token()}"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             summary = json.loads(response.read())["data"]["summary"]
     except (OSError, ValueError, KeyError):
         return []
-    return [{"node_id": n["raylet"]["nodeId"], "name": n["raylet"].get("nodeName", ""),
-             "state": n["raylet"]["state"], "resources": n["raylet"].get("resourcesTotal", {})}
-            for n in summary]
+    return [
+        {
+            "node_id": n["raylet"]["nodeId"],
+            "name": n["raylet"].get("nodeName", ""),
+            "state": n["raylet"]["state"],
+            "resources": n["raylet"].get("resourcesTotal", {}),
+        }
+        for n in summary
+    ]
 
 
 # --- up, status, down ----------------------------------------------------------------------
 
 
-def _new_state(directory: Path, workers: int, worker_cpus: int | None, worker_gpus: int,
-               head_cpus: int) -> ClusterState:
+def _new_state(
+    directory: Path, workers: int, worker_cpus: int | None, worker_gpus: int, head_cpus: int
+) -> ClusterState:
     temp = directory / "ray"
     if len(str(temp)) > 60:  # Ray's Unix socket paths live under it and must stay short
         temp = Path(tempfile.gettempdir()) / f"asha-tune-ray-{secrets.token_hex(4)}"
@@ -386,12 +501,20 @@ def _new_state(directory: Path, workers: int, worker_cpus: int | None, worker_gp
         "head": Service(name="head", port=free(), ports={"dashboard": free(), "agent": free()}),
     }
     for i in range(1, workers + 1):
-        services[f"worker-{i}"] = Service(name=f"worker-{i}", port=services["head"].port,
-                                          ports={"agent": free()})
+        services[f"worker-{i}"] = Service(
+            name=f"worker-{i}", port=services["head"].port, ports={"agent": free()}
+        )
     cpus = worker_cpus if worker_cpus is not None else max(1, (os.cpu_count() or 1) // max(workers, 1))
-    return ClusterState(directory=directory, workers=workers, worker_cpus=cpus, worker_gpus=worker_gpus,
-                        head_cpus=head_cpus, ray_temp_dir=temp, mlflow_user=mlflow_credentials()[0],
-                        services=services)
+    return ClusterState(
+        directory=directory,
+        workers=workers,
+        worker_cpus=cpus,
+        worker_gpus=worker_gpus,
+        head_cpus=head_cpus,
+        ray_temp_dir=temp,
+        mlflow_user=mlflow_credentials()[0],
+        services=services,
+    )
 
 
 def _last_line(log: Path) -> str:
@@ -424,8 +547,14 @@ def _postgres_ready(state: ClusterState) -> bool:
         return False
 
 
-def up(directory: Path, workers: int | None = None, worker_cpus: int | None = None, worker_gpus: int = 0,
-       head_cpus: int = 0, say=print) -> ClusterState:
+def up(
+    directory: Path,
+    workers: int | None = None,
+    worker_cpus: int | None = None,
+    worker_gpus: int = 0,
+    head_cpus: int = 0,
+    say=print,
+) -> ClusterState:
     """Start the cluster, or whatever of it is not running, and record what was started.
 
     A new cluster gets `workers` worker nodes (default 2); an existing one keeps its own.
@@ -437,8 +566,10 @@ def up(directory: Path, workers: int | None = None, worker_cpus: int | None = No
     if (directory / STATE_FILE).is_file():
         state = load(directory)
         if workers is not None and workers != state.workers:
-            raise ClusterError(f"the cluster in {directory} has {state.workers} workers: "
-                               f"asha-tune cluster down first to change that")
+            raise ClusterError(
+                f"the cluster in {directory} has {state.workers} workers: "
+                f"asha-tune cluster down first to change that"
+            )
     else:
         directory.mkdir(parents=True, exist_ok=True)
         state = _new_state(directory, workers or 2, worker_cpus, worker_gpus, head_cpus)
@@ -449,8 +580,10 @@ def up(directory: Path, workers: int | None = None, worker_cpus: int | None = No
         service = state.services[name]
         own = [*service.ports.values(), *([] if name.startswith("worker-") else [service.port])]
         if taken := [port for port in own if processes.port_open(port)]:
-            raise ClusterError(f"cannot start {name}: port {taken[0]} is taken by another process "
-                               f"(asha-tune cluster down --dir {directory}, then up again)")
+            raise ClusterError(
+                f"cannot start {name}: port {taken[0]} is taken by another process "
+                f"(asha-tune cluster down --dir {directory}, then up again)"
+            )
         service.proc = launcher(state)
         started.append(name)
         state.save()
@@ -475,9 +608,15 @@ def up(directory: Path, workers: int | None = None, worker_cpus: int | None = No
         if "mlflow" in started:
             credentials = mlflow_credentials()
             _wait(state, "mlflow", lambda: mlflow_request(state, "/health", None) == 200, logs / "mlflow.log")
-            _wait(state, "mlflow", lambda: mlflow_request(
-                state, "/api/2.0/mlflow/experiments/search?max_results=1", credentials) == 200,
-                logs / "mlflow.log")
+            _wait(
+                state,
+                "mlflow",
+                lambda: (
+                    mlflow_request(state, "/api/2.0/mlflow/experiments/search?max_results=1", credentials)
+                    == 200
+                ),
+                logs / "mlflow.log",
+            )
     except BaseException:
         for name in reversed(started):  # what this call started; data and records stay
             if state.services[name].proc:
@@ -544,8 +683,10 @@ def describe(state: ClusterState) -> list[str]:
         running = f"running (pid {node.proc.pid})" if node.running else "DOWN"
         resources = known.get("resources", {})
         cpu, gpu = resources.get("CPU", 0), resources.get("GPU", 0)
-        lines.append(f"  {node.name:10s} ray node {(node.node_id or '?')[:12]:15s} {running}; "
-                     f"Ray says {known.get('state', 'unknown')}, {cpu:g} CPU, {gpu:g} GPU")
+        lines.append(
+            f"  {node.name:10s} ray node {(node.node_id or '?')[:12]:15s} {running}; "
+            f"Ray says {known.get('state', 'unknown')}, {cpu:g} CPU, {gpu:g} GPU"
+        )
     lines.append(f"  Ray dashboard {state.dashboard_url} (token: {ray_token_file()})")
     return lines
 
@@ -553,8 +694,10 @@ def describe(state: ClusterState) -> list[str]:
 def launch_hint(state: ClusterState) -> list[str]:
     flags = state.launch_flags()
     quoted = " ".join(f"'{f}'" if "?" in f else f for f in flags)
-    return [f"MLflow UI {state.tracking_uri} (user {state.mlflow_user}, password in ~/.mlflow/credentials "
-            f"or $MLFLOW_TRACKING_PASSWORD)",
-            "launch sweeps on it with:",
-            f"  asha-tune launch --space SPACE {quoted}",
-            f"stop it with: asha-tune cluster down --dir {state.directory}"]
+    return [
+        f"MLflow UI {state.tracking_uri} (user {state.mlflow_user}, password in ~/.mlflow/credentials "
+        f"or $MLFLOW_TRACKING_PASSWORD)",
+        "launch sweeps on it with:",
+        f"  asha-tune launch --space SPACE {quoted}",
+        f"stop it with: asha-tune cluster down --dir {state.directory}",
+    ]

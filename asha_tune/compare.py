@@ -75,11 +75,19 @@ def open_store(uri: str) -> Tracker:
 
 def find_parent(tracker: Tracker, name: str) -> Any:
     ids = tracker.experiment_ids()
-    runs = [r for r in tracker.client.search_runs(ids, f"tags.`{SWEEP_TAG}` = '{name}'", max_results=50)
-            if KIND_TAG not in r.data.tags and "mlflow.parentRunId" not in r.data.tags]
+    runs = [
+        r
+        for r in tracker.client.search_runs(ids, f"tags.`{SWEEP_TAG}` = '{name}'", max_results=50)
+        if KIND_TAG not in r.data.tags and "mlflow.parentRunId" not in r.data.tags
+    ]
     if not runs:
-        known = sorted({r.data.tags[SWEEP_TAG] for r in tracker.client.search_runs(
-            ids, f"tags.`{SWEEP_TAG}` != ''", max_results=500) if "mlflow.parentRunId" not in r.data.tags})
+        known = sorted(
+            {
+                r.data.tags[SWEEP_TAG]
+                for r in tracker.client.search_runs(ids, f"tags.`{SWEEP_TAG}` != ''", max_results=500)
+                if "mlflow.parentRunId" not in r.data.tags
+            }
+        )
         hint = f" (sweeps there: {', '.join(known)})" if known else " (it holds no sweep)"
         raise ConfigError(f"no sweep named {name} in {tracker.uri}{hint}")
     return runs[0]
@@ -94,15 +102,17 @@ def _trial(tracker: Tracker, run: Any) -> TrialRun:
     record = trial_record(run)
     values, params = record.values, run.data.params
     n = {k[2:]: int(v) for k, v in params.items() if k.startswith("n_") and v.isdigit()}
-    return TrialRun(record, int(run.info.end_time or 0), _device_seconds(tracker, run),
-                    values.get("configuration"), n)
+    return TrialRun(
+        record, int(run.info.end_time or 0), _device_seconds(tracker, run), values.get("configuration"), n
+    )
 
 
 def _confirmations(tracker: Tracker, experiment_id: str, parent_run_id: str) -> dict[int, list[dict]]:
     """Confirmation runs nested under the sweep's parent: the last metrics of each repeat, by trial."""
     found: dict[int, list[dict[str, float]]] = {}
-    nested = tracker.find_runs(experiment_id, f"tags.mlflow.parentRunId = '{parent_run_id}' "
-                                              f"and tags.`{KIND_TAG}` = 'confirmation'")
+    nested = tracker.find_runs(
+        experiment_id, f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`{KIND_TAG}` = 'confirmation'"
+    )
     for confirmation in nested:
         children = f"tags.mlflow.parentRunId = '{confirmation.info.run_id}'"
         for run in tracker.find_runs(experiment_id, children):
@@ -116,15 +126,25 @@ def read_sweep(tracker: Tracker, name: str) -> Sweep:
     parent = find_parent(tracker, name)
     pid, experiment_id = parent.info.run_id, parent.info.experiment_id
     children = tracker.find_runs(experiment_id, f"tags.mlflow.parentRunId = '{pid}'")
-    trials = [_trial(tracker, r) for r in children  # ended trials; not a nested confirmation
-              if KIND_TAG not in r.data.tags and r.data.tags.get(STATUS_TAG) in FINAL_STATUSES]
+    trials = [
+        _trial(tracker, r)
+        for r in children  # ended trials; not a nested confirmation
+        if KIND_TAG not in r.data.tags and r.data.tags.get(STATUS_TAG) in FINAL_STATUSES
+    ]
     trials.sort(key=lambda t: (t.ended_ms, t.record.number))
     space = tracker.load_dict(pid, "space.json") or {}
     published = {c["id"]: dict(c.get("published") or {}) for c in space.get("configurations", [])}
     params = parent.data.params
-    return Sweep(name, pid, experiment_id, params.get("selection.protocol", "unknown"),
-                 params.get("search.algorithm", "unknown"), trials, published,
-                 _confirmations(tracker, experiment_id, pid))
+    return Sweep(
+        name,
+        pid,
+        experiment_id,
+        params.get("selection.protocol", "unknown"),
+        params.get("search.algorithm", "unknown"),
+        trials,
+        published,
+        _confirmations(tracker, experiment_id, pid),
+    )
 
 
 def paper_best(domain: str) -> tuple[str, float] | None:
@@ -132,8 +152,9 @@ def paper_best(domain: str) -> tuple[str, float] | None:
     from .spaces import load_space
 
     space = load_space(reference.paper_grid_path())
-    figures = [(c.id, c.published[f"acc_{domain}"]) for c in space.configurations
-               if f"acc_{domain}" in c.published]
+    figures = [
+        (c.id, c.published[f"acc_{domain}"]) for c in space.configurations if f"acc_{domain}" in c.published
+    ]
     return max(figures, key=lambda f: f[1]) if figures else None
 
 
@@ -171,9 +192,22 @@ def curve(sweep: Sweep, domain: str) -> list[CurvePoint]:
         ended.append(trial.record)
         best = best_trial([r for r in ended if acc in r.metrics], metric, "max")
         m = best.metrics if best else {}
-        points.append(CurvePoint(sweep.name, sweep.protocol, domain, k, trial.record.number, epochs, seconds,
-                                 best.number if best else None, metric, m.get(metric), m.get(acc),
-                                 m.get(acc + SE_SUFFIX)))
+        points.append(
+            CurvePoint(
+                sweep.name,
+                sweep.protocol,
+                domain,
+                k,
+                trial.record.number,
+                epochs,
+                seconds,
+                best.number if best else None,
+                metric,
+                m.get(metric),
+                m.get(acc),
+                m.get(acc + SE_SUFFIX),
+            )
+        )
     return points
 
 
@@ -217,9 +251,23 @@ def grid_rows(sweep: Sweep) -> list[GridRow]:
             spread = reference.SEED_SPREAD_PP.get(domain)
             within_se = abs(diff) <= 2 * se_diff
             within_spread = None if spread is None else abs(diff) <= spread
-            rows.append(GridRow(sweep.name, trial.configuration or "", trial.record.number, domain, ours, se,
-                                published, diff, se_diff, spread, within_se, within_spread,
-                                within_se or bool(within_spread)))
+            rows.append(
+                GridRow(
+                    sweep.name,
+                    trial.configuration or "",
+                    trial.record.number,
+                    domain,
+                    ours,
+                    se,
+                    published,
+                    diff,
+                    se_diff,
+                    spread,
+                    within_se,
+                    within_spread,
+                    within_se or bool(within_spread),
+                )
+            )
     return rows
 
 
@@ -251,20 +299,30 @@ class Comparison:
     grid: list[GridRow]
 
 
-def _best_row(sweep: Sweep, points: list[CurvePoint], domain: str, grid_best: float | None,
-              published: tuple[str, float] | None) -> dict[str, Any]:
+def _best_row(
+    sweep: Sweep,
+    points: list[CurvePoint],
+    domain: str,
+    grid_best: float | None,
+    published: tuple[str, float] | None,
+) -> dict[str, Any]:
     last = points[-1] if points else None
     trial = next((t for t in sweep.trials if last and t.record.number == last.best_trial), None)
     row: dict[str, Any] = {
-        "sweep": sweep.name, "protocol": sweep.protocol, "target": domain,
+        "sweep": sweep.name,
+        "protocol": sweep.protocol,
+        "target": domain,
         "best_trial": last.best_trial if last else None,
         "configuration": (trial.configuration or values_text(trial.record.values)) if trial else None,
         "selection_metric": last.selection_metric if last else None,
         "selection": last.best_selection if last else None,
-        "selection_se": (trial.record.metrics.get(f"{last.selection_metric}{SE_SUFFIX}")
-                         if trial and last else None),
-        "acc": last.best_acc if last else None, "acc_se": last.best_acc_se if last else None,
-        "trials": len(points), "epochs": last.budget_epochs if last else 0,
+        "selection_se": (
+            trial.record.metrics.get(f"{last.selection_metric}{SE_SUFFIX}") if trial and last else None
+        ),
+        "acc": last.best_acc if last else None,
+        "acc_se": last.best_acc_se if last else None,
+        "trials": len(points),
+        "epochs": last.budget_epochs if last else 0,
         "device_s": last.budget_device_s if last else 0.0,
     }
     for label, level in (("grid_best", grid_best), ("published_best", published[1] if published else None)):
@@ -278,19 +336,29 @@ def _best_row(sweep: Sweep, points: list[CurvePoint], domain: str, grid_best: fl
 
 def compare(sweeps: list[Sweep]) -> Comparison:
     groups = []
-    keys = sorted({(sweep.protocol, metric.removeprefix("acc_")) for sweep in sweeps for t in sweep.trials
-                   for metric in t.record.metrics
-                   if metric.startswith("acc_") and not metric.endswith(SE_SUFFIX)})
+    keys = sorted(
+        {
+            (sweep.protocol, metric.removeprefix("acc_"))
+            for sweep in sweeps
+            for t in sweep.trials
+            for metric in t.record.metrics
+            if metric.startswith("acc_") and not metric.endswith(SE_SUFFIX)
+        }
+    )
     for protocol, domain in keys:
         members = [s for s in sweeps if s.protocol == protocol]
         curves = {s.name: curve(s, domain) for s in members}
         curves = {k: v for k, v in curves.items() if any(p.best_acc is not None for p in v)}
-        grids = [v[-1].best_acc for k, v in curves.items()
-                 if next(s for s in members if s.name == k).is_grid and v[-1].best_acc is not None]
+        grids = [
+            v[-1].best_acc
+            for k, v in curves.items()
+            if next(s for s in members if s.name == k).is_grid and v[-1].best_acc is not None
+        ]
         grid_best = max(grids) if grids else None
         published = paper_best(domain)
-        rows = [_best_row(s, curves[s.name], domain, grid_best, published)
-                for s in members if s.name in curves]
+        rows = [
+            _best_row(s, curves[s.name], domain, grid_best, published) for s in members if s.name in curves
+        ]
         groups.append(Group(domain, protocol, curves, grid_best, published, rows))
     return Comparison(sweeps, groups, [row for s in sweeps if s.is_grid for row in grid_rows(s)])
 
@@ -330,19 +398,28 @@ def _group_text(g: Group) -> list[str]:
     held_out = f"{g.protocol}: selected on held-out images, not the reported ones"
     lines = [f"== target {g.target} · selection {ORACLE_NOTE if g.protocol == 'oracle' else held_out} =="]
     pub = g.published_best
-    lines.append("published best: " + (f"{pub[1]:.2f} % ({pub[0]}; paper, selected by oracle)"
-                                       if pub else "none"))
-    lines.append("grid's best under this protocol: " + (
-        _pct(g.grid_best) if g.grid_best is not None else "no replayed grid with this protocol"))
-    lines.append("best so far against budget spent, trials in order of completion (budget: the whole "
-                 "sweep's epochs and device-seconds of time_train + time_eval):")
-    lines.append(f"  {'sweep':20s} {'ended':>5s} {'epochs':>7s} {'device-s':>9s} {'best trial':>10s} "
-                 f"{'selection':>16s} {'acc_' + g.target + ' ± se':>18s}")
+    lines.append(
+        "published best: " + (f"{pub[1]:.2f} % ({pub[0]}; paper, selected by oracle)" if pub else "none")
+    )
+    lines.append(
+        "grid's best under this protocol: "
+        + (_pct(g.grid_best) if g.grid_best is not None else "no replayed grid with this protocol")
+    )
+    lines.append(
+        "best so far against budget spent, trials in order of completion (budget: the whole "
+        "sweep's epochs and device-seconds of time_train + time_eval):"
+    )
+    lines.append(
+        f"  {'sweep':20s} {'ended':>5s} {'epochs':>7s} {'device-s':>9s} {'best trial':>10s} "
+        f"{'selection':>16s} {'acc_' + g.target + ' ± se':>18s}"
+    )
     for name, points in g.curves.items():
         for p in points:
             best = "-" if p.best_trial is None else p.best_trial
-            lines.append(f"  {name:20s} {p.completed:5d} {p.budget_epochs:7d} {p.budget_device_s:9.1f} "
-                         f"{best:>10} {_pct(p.best_selection):>16s} {_pct(p.best_acc, p.best_acc_se):>18s}")
+            lines.append(
+                f"  {name:20s} {p.completed:5d} {p.budget_epochs:7d} {p.budget_device_s:9.1f} "
+                f"{best:>10} {_pct(p.best_selection):>16s} {_pct(p.best_acc, p.best_acc_se):>18s}"
+            )
     lines.append("best configuration of each sweep (selected by its protocol) beside the paper's best:")
     lines += [_best_line(g, r) for r in g.best_rows]
     if pub:
@@ -351,28 +428,44 @@ def _group_text(g: Group) -> list[str]:
 
 
 def _best_line(g: Group, r: dict[str, Any]) -> str:
-    confirmed = (f"confirmed {r['confirmed_mean']:.2f} ± {r['confirmed_sd']:.2f} (mean ± sd, "
-                 f"{count(r['confirmed_n'], 'run')})" if r["confirmed_n"] else "not confirmed")
+    confirmed = (
+        f"confirmed {r['confirmed_mean']:.2f} ± {r['confirmed_sd']:.2f} (mean ± sd, "
+        f"{count(r['confirmed_n'], 'run')})"
+        if r["confirmed_n"]
+        else "not confirmed"
+    )
     grid = _reached("grid best", g.grid_best, r["matched_grid_best_epochs"], r["matched_grid_best_device_s"])
-    published = _reached("published best", g.published_best[1] if g.published_best else None,
-                         r["matched_published_best_epochs"], r["matched_published_best_device_s"])
+    published = _reached(
+        "published best",
+        g.published_best[1] if g.published_best else None,
+        r["matched_published_best_epochs"],
+        r["matched_published_best_device_s"],
+    )
     selection = f"{r['selection_metric']} {_pct(r['selection'], r['selection_se'])}"
-    return (f"  {r['sweep']}: trial {r['best_trial']} {r['configuration']}: acc_{g.target} "
-            f"{_pct(r['acc'], r['acc_se'])} ({selection}); {confirmed}; {grid}; {published}")
+    return (
+        f"  {r['sweep']}: trial {r['best_trial']} {r['configuration']}: acc_{g.target} "
+        f"{_pct(r['acc'], r['acc_se'])} ({selection}); {confirmed}; {grid}; {published}"
+    )
 
 
 def _grid_text(rows: list[GridRow]) -> list[str]:
-    lines = ["replayed grid, ours against published (paper), per configuration; ours selected nothing "
-             "(every configuration ran), both are single runs:",
-             f"  {'configuration':26s} {'target':8s} {'ours ± se':>14s} {'published':>9s} {'diff':>7s} "
-             f"{'2·se':>6s} {'seed spread':>11s}  within noise"]
+    lines = [
+        "replayed grid, ours against published (paper), per configuration; ours selected nothing "
+        "(every configuration ran), both are single runs:",
+        f"  {'configuration':26s} {'target':8s} {'ours ± se':>14s} {'published':>9s} {'diff':>7s} "
+        f"{'2·se':>6s} {'seed spread':>11s}  within noise",
+    ]
     for r in rows:
         spread = "-" if r.seed_spread is None else f"{r.seed_spread:.1f}"
-        lines.append(f"  {r.configuration:26s} {r.target:8s} {_pct(r.ours, r.ours_se):>14s} "
-                     f"{r.published:9.2f} {r.difference:+7.2f} {2 * r.se_difference:6.2f} {spread:>11s}  "
-                     f"{'yes' if r.within_noise else 'no'}")
-    lines.append("  noise: within 2 binomial standard errors of the difference, or within the seed spread "
-                 f"({reference.SEED_SPREAD_SOURCE})")
+        lines.append(
+            f"  {r.configuration:26s} {r.target:8s} {_pct(r.ours, r.ours_se):>14s} "
+            f"{r.published:9.2f} {r.difference:+7.2f} {2 * r.se_difference:6.2f} {spread:>11s}  "
+            f"{'yes' if r.within_noise else 'no'}"
+        )
+    lines.append(
+        "  noise: within 2 binomial standard errors of the difference, or within the seed spread "
+        f"({reference.SEED_SPREAD_SOURCE})"
+    )
     return lines
 
 
@@ -383,9 +476,16 @@ def csv_rows(comparison: Comparison) -> list[dict[str, Any]]:
             rows += [{"section": "best_so_far", **asdict(p)} for p in points]
         rows += [{"section": "best", **r} for r in g.best_rows]
         if g.published_best:
-            rows.append({"section": "best", "sweep": "paper (published)",
-                         "protocol": reference.PUBLISHED_SELECTION, "target": g.target,
-                         "configuration": g.published_best[0], "acc": g.published_best[1]})
+            rows.append(
+                {
+                    "section": "best",
+                    "sweep": "paper (published)",
+                    "protocol": reference.PUBLISHED_SELECTION,
+                    "target": g.target,
+                    "configuration": g.published_best[0],
+                    "acc": g.published_best[1],
+                }
+            )
     rows += [{"section": "grid_vs_published", "protocol": "oracle", **asdict(r)} for r in comparison.grid]
     return rows
 
@@ -422,14 +522,22 @@ def run_compare(names: list[str], tracking_uri: str, out_dir: Path) -> tuple[Com
 def log_comparison(tracker: Tracker, sweeps: list[Sweep], out_dir: Path) -> str:
     """A run in the first sweep's experiment, tagged with (and linking to) the sweeps' parent runs."""
     experiment_id = sweeps[0].experiment_id
-    links = "\n".join(f"- [{s.name}](#/experiments/{s.experiment_id}/runs/{s.parent_run_id}) "
-                      f"(selection {s.protocol})" for s in sweeps)
-    tags = {KIND_TAG: COMPARISON_KIND, COMPARES_TAG: ",".join(s.name for s in sweeps),
-            COMPARES_RUNS_TAG: ",".join(s.parent_run_id for s in sweeps),
-            **{f"{COMPARES_TAG}.{s.name}": s.parent_run_id for s in sweeps},
-            "mlflow.note.content": f"Comparison of sweeps (published figures are the paper's):\n{links}"}
-    run_id = tracker.start_run(experiment_id, f"compare-{'+'.join(s.name for s in sweeps)}-"
-                                              f"{time.strftime('%Y%m%d-%H%M%S')}", tags=tags)
+    links = "\n".join(
+        f"- [{s.name}](#/experiments/{s.experiment_id}/runs/{s.parent_run_id}) (selection {s.protocol})"
+        for s in sweeps
+    )
+    tags = {
+        KIND_TAG: COMPARISON_KIND,
+        COMPARES_TAG: ",".join(s.name for s in sweeps),
+        COMPARES_RUNS_TAG: ",".join(s.parent_run_id for s in sweeps),
+        **{f"{COMPARES_TAG}.{s.name}": s.parent_run_id for s in sweeps},
+        "mlflow.note.content": f"Comparison of sweeps (published figures are the paper's):\n{links}",
+    }
+    run_id = tracker.start_run(
+        experiment_id,
+        f"compare-{'+'.join(s.name for s in sweeps)}-{time.strftime('%Y%m%d-%H%M%S')}",
+        tags=tags,
+    )
     tracker.log_artifacts(run_id, out_dir)
     tracker.finish(run_id, "completed")
     for s in sweeps:  # the way back, from each sweep to its latest comparison

@@ -68,8 +68,6 @@ def one_of(value: Any, names: list[str]) -> str:
     raise ValueError(f"Input should be {', '.join(quoted[:-1])} or {quoted[-1]} (got {value!r})")
 
 
-
-
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -168,8 +166,12 @@ class ShapingConfig(Strict):
             convs, p0 = parse_convs(data["convs"]), parse_p0(data["p0"])
         except ValueError:
             return data  # the field validators report it
-        if (isinstance(convs, list) and isinstance(p0, list) and len(convs) == len(p0)
-                and all(isinstance(c, int) for c in convs)):
+        if (
+            isinstance(convs, list)
+            and isinstance(p0, list)
+            and len(convs) == len(p0)
+            and all(isinstance(c, int) for c in convs)
+        ):
             pairs = sorted(zip(convs, p0, strict=True), key=lambda pair: pair[0])
             data = {**data, "convs": [c for c, _ in pairs], "p0": [v for _, v in pairs]}
         return data
@@ -212,8 +214,10 @@ class ShapingConfig(Strict):
     def _consistent(self) -> ShapingConfig:
         mode, kind = self.mode, shaping_modes()[self.mode]
         if self.target_pairing != "index" and not kind.uses_target_batches:
-            raise ValueError(f"target_pairing applies to the modes that use target batches "
-                             f"({', '.join(target_modes())}), not to mode {mode}")
+            raise ValueError(
+                f"target_pairing applies to the modes that use target batches "
+                f"({', '.join(target_modes())}), not to mode {mode}"
+            )
         if not kind.shapes:
             for name in ("convs", "p0", "shape_fn", "topk_fraction"):
                 if getattr(self, name) not in (None, []):
@@ -355,8 +359,10 @@ class TrialConfig(Strict):
         """The config as a run logs it: what the mode fills in (shape_fn, shape_at_eval) resolved,
         so a run's params say what the trial used, not `None` (fingerprint keeps the raw form)."""
         tree = self.model_dump(mode="json")
-        tree["shaping"].update(shape_fn=self.shaping.resolved_shape_fn or "none",
-                               shape_at_eval=self.shaping.resolved_shape_at_eval)
+        tree["shaping"].update(
+            shape_fn=self.shaping.resolved_shape_fn or "none",
+            shape_at_eval=self.shaping.resolved_shape_at_eval,
+        )
         return tree
 
     def fingerprint(self) -> str:
@@ -388,8 +394,9 @@ class Problem(NamedTuple):
     message: str  # pydantic's message, with the offending value where it is not already named
 
 
-def validation_problems(err: ValidationError, hidden: Collection[str] = (),
-                        keep_indices: bool = False) -> list[Problem]:
+def validation_problems(
+    err: ValidationError, hidden: Collection[str] = (), keep_indices: bool = False
+) -> list[Problem]:
     """The one reading of a pydantic report that every one-line message is built from.
 
     Pydantic adds to a location the union member it tried (`hidden`, besides this module's own
@@ -398,9 +405,13 @@ def validation_problems(err: ValidationError, hidden: Collection[str] = (),
     skip = _UNION_MEMBERS | set(hidden)
     problems = []
     for problem in err.errors():
-        parts = [str(p) for p in problem["loc"]
-                 if (keep_indices or not isinstance(p, int)) and str(p) not in skip
-                 and not str(p).startswith("function-")]
+        parts = [
+            str(p)
+            for p in problem["loc"]
+            if (keep_indices or not isinstance(p, int))
+            and str(p) not in skip
+            and not str(p).startswith("function-")
+        ]
         message = problem["msg"].removeprefix("Value error, ")
         value = problem.get("input")
         if problem["type"] not in _NAMES_ITS_VALUE and not isinstance(value, dict):

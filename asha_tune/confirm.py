@@ -52,8 +52,9 @@ def configuration_id(record: TrialRecord) -> str:
 # --- what to run --------------------------------------------------------------------------------
 
 
-def top_trials(sweep: SweepSettings, tracker: Tracker, top: int, seeds: int) -> tuple[list[TrialRecord],
-                                                                                      list[TrialRecord]]:
+def top_trials(
+    sweep: SweepSettings, tracker: Tracker, top: int, seeds: int
+) -> tuple[list[TrialRecord], list[TrialRecord]]:
     """(the top `top` full-budget trials, best first; all of the sweep's trials), or a ConfigError."""
     if top < 1:
         raise ConfigError(f"--top {top}: confirm at least 1 configuration")
@@ -63,15 +64,22 @@ def top_trials(sweep: SweepSettings, tracker: Tracker, top: int, seeds: int) -> 
         raise ConfigError(f"{sweep.name} is itself a confirmation: confirm the sweep it belongs to")
     status = tracker.status(sweep.parent_run_id) if sweep.parent_run_id else "never started"
     if status != "completed":
-        raise ConfigError(f"sweep {sweep.name} has not finished (it is {status}): only a finished sweep's "
-                          f"best can be confirmed; continue it with asha-tune resume {sweep.name}")
+        raise ConfigError(
+            f"sweep {sweep.name} has not finished (it is {status}): only a finished sweep's "
+            f"best can be confirmed; continue it with asha-tune resume {sweep.name}"
+        )
     space = sweep.space
     records = sweep_trials(tracker, tracker.experiment(space.name), sweep.parent_run_id)
-    full = [r for r in ranked_trials(records, space.scheduler.metric, space.scheduler.mode)
-            if r.status == "completed"]
+    full = [
+        r
+        for r in ranked_trials(records, space.scheduler.metric, space.scheduler.mode)
+        if r.status == "completed"
+    ]
     if top > len(full):
-        raise ConfigError(f"--top {top}: sweep {sweep.name} has only {len(full)} finished full-budget "
-                          f"trial{'' if len(full) == 1 else 's'} to confirm")
+        raise ConfigError(
+            f"--top {top}: sweep {sweep.name} has only {len(full)} finished full-budget "
+            f"trial{'' if len(full) == 1 else 's'} to confirm"
+        )
     return full[:top], records
 
 
@@ -104,18 +112,23 @@ def confirmation_space(space: SearchSpace, top: list[TrialRecord], seeds: list[i
     return SearchSpace.model_validate(tree)
 
 
-def confirmation_settings(sweep: SweepSettings, top: list[TrialRecord], seeds: list[int], name: str
-                          ) -> SweepSettings:
+def confirmation_settings(
+    sweep: SweepSettings, top: list[TrialRecord], seeds: list[int], name: str
+) -> SweepSettings:
     """A new confirmation: the sweep's stores, cluster and runtime; nested under its parent run."""
-    return sweep.model_copy(update={
-        "name": name,
-        "space": confirmation_space(sweep.space, top, seeds),
-        "parent_run_id": None,
-        "nested_under": sweep.parent_run_id,
-        "run_tags": {KIND_TAG: CONFIRMATION_KIND, CONFIRMS_TAG: sweep.name},
-        "configuration_tags": {configuration_id(r): {CONFIRMS_TRIAL_TAG: str(r.number),
-                                                     CONFIRMS_RUN_TAG: r.run_id} for r in top},
-    })
+    return sweep.model_copy(
+        update={
+            "name": name,
+            "space": confirmation_space(sweep.space, top, seeds),
+            "parent_run_id": None,
+            "nested_under": sweep.parent_run_id,
+            "run_tags": {KIND_TAG: CONFIRMATION_KIND, CONFIRMS_TAG: sweep.name},
+            "configuration_tags": {
+                configuration_id(r): {CONFIRMS_TRIAL_TAG: str(r.number), CONFIRMS_RUN_TAG: r.run_id}
+                for r in top
+            },
+        }
+    )
 
 
 # --- run ----------------------------------------------------------------------------------------
@@ -136,23 +149,33 @@ def confirm(sweep: SweepSettings, top: int, seeds: int) -> ConfirmOutcome:
     if (sweep.results_dir / name / "sweep.json").is_file():
         settings = SweepSettings.load(name, sweep.results_dir)
         if settings.nested_under != sweep.parent_run_id:
-            raise ConfigError(f"confirmation {name} belongs to an earlier attempt of sweep {sweep.name} "
-                              f"(started over with --restart): move or delete {settings.sweep_dir}")
-        settings = settings.model_copy(update={k: getattr(sweep, k) for k in (
-            "runtime", "address", "num_cpus", "num_gpus", "resource_wait_s")})
+            raise ConfigError(
+                f"confirmation {name} belongs to an earlier attempt of sweep {sweep.name} "
+                f"(started over with --restart): move or delete {settings.sweep_dir}"
+            )
+        settings = settings.model_copy(
+            update={
+                k: getattr(sweep, k)
+                for k in ("runtime", "address", "num_cpus", "num_gpus", "resource_wait_s")
+            }
+        )
         say(f"confirmation {name} exists: continuing it (finished runs are kept)")
         outcome = resume(settings)
     else:
         seed_list = new_seeds(space, records, seeds)
         settings = confirmation_settings(sweep, best, seed_list, name)
-        say(f"confirming sweep {sweep.name}: its top {len(best)} by {space.scheduler.metric} (selection "
+        say(
+            f"confirming sweep {sweep.name}: its top {len(best)} by {space.scheduler.metric} (selection "
             f"{space.selection.protocol}; trials {', '.join(str(r.number) for r in best)}), each with "
-            f"{seeds} new seed{'s' if seeds > 1 else ''} ({', '.join(map(str, seed_list))}), to full budget")
+            f"{seeds} new seed{'s' if seeds > 1 else ''} ({', '.join(map(str, seed_list))}), to full budget"
+        )
         outcome = launch(settings)
     if not outcome.finished:
         tail = "" if sweep.results_dir == defaults.results_dir() else f" --results-dir {sweep.results_dir}"
-        say(f"the confirmation did not finish; continue it with: asha-tune confirm {sweep.name} "
-            f"--top {top} --seeds {seeds}{tail}")
+        say(
+            f"the confirmation did not finish; continue it with: asha-tune confirm {sweep.name} "
+            f"--top {top} --seeds {seeds}{tail}"
+        )
         return ConfirmOutcome(outcome, None)
     children = sweep_trials(tracker, tracker.experiment(space.name), settings.parent_run_id)
     report = confirmation_report(sweep, settings, best, children)
@@ -185,36 +208,66 @@ def interval(values: list[float]) -> dict[str, Any]:
     return {"n": n, "mean": mean, "sd": sd, "ci95": [mean - half, mean + half], "values": values}
 
 
-def confirmation_report(sweep: SweepSettings, confirmation: SweepSettings, top: list[TrialRecord],
-                        children: list[TrialRecord]) -> dict[str, Any]:
+def confirmation_report(
+    sweep: SweepSettings, confirmation: SweepSettings, top: list[TrialRecord], children: list[TrialRecord]
+) -> dict[str, Any]:
     """Per confirmed trial, each figure over its new seeds beside the sweep's single run, and
     whether the order by confirmed mean of the selection metric is the sweep's order."""
     metric, mode = sweep.space.scheduler.metric, sweep.space.scheduler.mode
     rows = []
     for rank, original in enumerate(top, 1):
-        runs = sorted((c for c in children if c.values.get(CONFIGURATION_KEY) == configuration_id(original)
-                       and c.status == "completed"), key=lambda c: c.values.get(SEED, 0))
+        runs = sorted(
+            (
+                c
+                for c in children
+                if c.values.get(CONFIGURATION_KEY) == configuration_id(original) and c.status == "completed"
+            ),
+            key=lambda c: c.values.get(SEED, 0),
+        )
         names = [metric, *(m for m in reported_metrics(original) if m != metric)]
-        rows.append({
-            "trial": original.number, "run_id": original.run_id, "sweep_rank": rank,
-            "values": trial_values(sweep.space, original),
-            "seeds": [c.values.get(SEED) for c in runs], "runs": [c.run_id for c in runs],
-            "metrics": {name: {"sweep": original.metrics.get(name),
-                               "sweep_se": original.metrics.get(se_key(name)),
-                               **interval([c.metrics[name] for c in runs if name in c.metrics])}
-                        for name in names},
-        })
+        rows.append(
+            {
+                "trial": original.number,
+                "run_id": original.run_id,
+                "sweep_rank": rank,
+                "values": trial_values(sweep.space, original),
+                "seeds": [c.values.get(SEED) for c in runs],
+                "runs": [c.run_id for c in runs],
+                "metrics": {
+                    name: {
+                        "sweep": original.metrics.get(name),
+                        "sweep_se": original.metrics.get(se_key(name)),
+                        **interval([c.metrics[name] for c in runs if name in c.metrics]),
+                    }
+                    for name in names
+                },
+            }
+        )
     sign = -1 if mode == "max" else 1
-    confirmed = sorted(rows, key=lambda r: (r["metrics"][metric]["mean"] is None,
-                                            sign * (r["metrics"][metric]["mean"] or 0), r["sweep_rank"]))
+    confirmed = sorted(
+        rows,
+        key=lambda r: (
+            r["metrics"][metric]["mean"] is None,
+            sign * (r["metrics"][metric]["mean"] or 0),
+            r["sweep_rank"],
+        ),
+    )
     for position, row in enumerate(confirmed, 1):
         row["confirmed_rank"] = position
-    swaps = [[a["trial"], b["trial"]] for a in rows for b in rows
-             if a["sweep_rank"] < b["sweep_rank"] and a["confirmed_rank"] > b["confirmed_rank"]]
+    swaps = [
+        [a["trial"], b["trial"]]
+        for a in rows
+        for b in rows
+        if a["sweep_rank"] < b["sweep_rank"] and a["confirmed_rank"] > b["confirmed_rank"]
+    ]
     return {
-        "sweep": sweep.name, "sweep_run_id": sweep.parent_run_id,
-        "confirmation": confirmation.name, "confirmation_run_id": confirmation.parent_run_id,
-        "metric": metric, "mode": mode, "selection": sweep.space.selection.protocol,
+        "sweep": sweep.name,
+        "sweep_run_id": sweep.parent_run_id,
+        "confirmation": confirmation.name,
+        "confirmation_run_id": confirmation.parent_run_id,
+        "metric": metric,
+        "mode": mode,
+        "selection": sweep.space.selection.protocol,
         "seeds": confirmation.space.parameters[SEED].choices(),
         "interval": "95 % interval of the mean: mean ± t(0.975, n-1) · sd / sqrt(n)",
         "configurations": rows,
@@ -234,20 +287,26 @@ def _cell(stats: dict[str, Any]) -> str:
 
 def describe_confirmation(report: dict[str, Any]) -> str:
     """The printed report: one block per configuration, then whether the ranking holds."""
-    lines = [f"confirmation {report['confirmation']} of sweep {report['sweep']} (selection "
-             f"{report['selection']}, seeds {', '.join(map(str, report['seeds']))}): mean ± sd "
-             f"[95 % interval, t] over the new seeds, beside the sweep's single run ± its standard error"]
+    lines = [
+        f"confirmation {report['confirmation']} of sweep {report['sweep']} (selection "
+        f"{report['selection']}, seeds {', '.join(map(str, report['seeds']))}): mean ± sd "
+        f"[95 % interval, t] over the new seeds, beside the sweep's single run ± its standard error"
+    ]
     for row in report["configurations"]:
-        lines.append(f"#{row['sweep_rank']} trial {row['trial']} (confirmed #{row['confirmed_rank']}, "
-                     f"{len(row['runs'])} runs): {values_text(row['values'])}")
+        lines.append(
+            f"#{row['sweep_rank']} trial {row['trial']} (confirmed #{row['confirmed_rank']}, "
+            f"{len(row['runs'])} runs): {values_text(row['values'])}"
+        )
         for name, stats in row["metrics"].items():
             single = stats["sweep"]
             se = f" ± {stats['sweep_se']:.2f}" if stats["sweep_se"] is not None else ""
             sweep_text = f"{single:.2f}{se}" if single is not None else "-"
             lines.append(f"  {name:16s} sweep {sweep_text:>14s}   confirmed {_cell(stats)}")
     if report["ranking_holds"]:
-        lines.append(f"ranking holds: by confirmed mean {report['metric']}, the top "
-                     f"{len(report['configurations'])} keep the sweep's order")
+        lines.append(
+            f"ranking holds: by confirmed mean {report['metric']}, the top "
+            f"{len(report['configurations'])} keep the sweep's order"
+        )
     else:
         swapped = "; ".join(f"trial {b} now above trial {a}" for a, b in report["swaps"])
         lines.append(f"ranking does not hold: by confirmed mean {report['metric']}, {swapped}")

@@ -123,6 +123,7 @@ class DomainImages:
 
     def to(self, device: torch.device | str, parts: tuple[str, ...] = ("train", "test")) -> DomainImages:
         """Copy the parts a trial needs to its device; the others become empty."""
+
         def move(name: str) -> Tensor:
             t = getattr(self, name)
             return t.to(device, non_blocking=True) if name in parts else t[:0].to(device)
@@ -235,8 +236,9 @@ def augment(batch: Tensor, image_size: int, generator: torch.Generator) -> Tenso
     """The paper's train transform on a uint8 batch at the crop base size, on its device."""
     n, _, base, _ = batch.shape
     boxes = random_crop_boxes(n, base, generator, batch.device)
-    x = roi_align(batch.float(), boxes, output_size=image_size, spatial_scale=1.0,
-                  sampling_ratio=-1, aligned=True)
+    x = roi_align(
+        batch.float(), boxes, output_size=image_size, spatial_scale=1.0, sampling_ratio=-1, aligned=True
+    )
     flip = torch.rand(n, generator=generator, device=batch.device) < 0.5
     x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
     scale, shift = _normalizer(batch.device)

@@ -17,9 +17,7 @@ IMAGENET = ResNet18_Weights.IMAGENET1K_V1  # the authors' weights
 def imagenet_state_dict() -> dict[str, torch.Tensor]:
     """torchvision's ImageNet weights, downloaded once into torch.hub's cache ($TORCH_HOME)."""
     try:
-        return IMAGENET.get_state_dict(
-            progress=False, check_hash=True, map_location="cpu", weights_only=True
-        )
+        return IMAGENET.get_state_dict(progress=False, check_hash=True, map_location="cpu", weights_only=True)
     except Exception as err:  # URLError, HTTPError, timeouts, a corrupt partial file
         cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(IMAGENET.url).name
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__

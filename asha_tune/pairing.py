@@ -40,7 +40,8 @@ def target_pairing(name: str) -> Pairing:
     return lookup(PAIRINGS, name, "target pairing")
 
 
-def epoch_pairing(name: str, source_positions: Tensor, order: Tensor, n_target: int,
-                  generator: torch.Generator) -> Tensor:
+def epoch_pairing(
+    name: str, source_positions: Tensor, order: Tensor, n_target: int, generator: torch.Generator
+) -> Tensor:
     """The target position paired with each source image of an epoch, in training order (CPU)."""
     return target_pairing(name)(source_positions[order], n_target, generator)

@@ -24,25 +24,47 @@ def best_so_far(group: Group, path: Path) -> None:
     device-seconds spent, with the paper's published best as a horizontal line."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    for axis, (attr, label) in zip(axes, (("budget_epochs", "epochs trained (whole sweep)"),
-                                          ("budget_device_s", "device-seconds (time_train + time_eval)")),
-                                   strict=True):
+    for axis, (attr, label) in zip(
+        axes,
+        (
+            ("budget_epochs", "epochs trained (whole sweep)"),
+            ("budget_device_s", "device-seconds (time_train + time_eval)"),
+        ),
+        strict=True,
+    ):
         for name, points in group.curves.items():
             shown = [p for p in points if p.best_acc is not None]
             if shown:
-                axis.step([getattr(p, attr) for p in shown], [p.best_acc for p in shown], where="post",
-                          marker="o", markersize=3, label=f"{name} (selection {group.protocol})")
+                axis.step(
+                    [getattr(p, attr) for p in shown],
+                    [p.best_acc for p in shown],
+                    where="post",
+                    marker="o",
+                    markersize=3,
+                    label=f"{name} (selection {group.protocol})",
+                )
         if group.published_best:
             config, value = group.published_best
-            axis.axhline(value, color="black", linestyle="--",
-                         label=f"published best (paper, oracle-selected): {value:.2f} ({config})")
+            axis.axhline(
+                value,
+                color="black",
+                linestyle="--",
+                label=f"published best (paper, oracle-selected): {value:.2f} ({config})",
+            )
         if group.grid_best is not None:
-            axis.axhline(group.grid_best, color="grey", linestyle=":",
-                         label=f"grid's best (ours): {group.grid_best:.2f}")
+            axis.axhline(
+                group.grid_best,
+                color="grey",
+                linestyle=":",
+                label=f"grid's best (ours): {group.grid_best:.2f}",
+            )
         axis.set_xlabel(label)
         axis.grid(alpha=0.3)
-    selected = ("oracle: selected on the data it reports" if group.protocol == "oracle"
-                else f"selected on {group.protocol}")
+    selected = (
+        "oracle: selected on the data it reports"
+        if group.protocol == "oracle"
+        else f"selected on {group.protocol}"
+    )
     axes[0].set_ylabel(f"acc_{group.target} (%) of the best trial so far")
     axes[0].legend(fontsize=7, loc="best")
     fig.suptitle(f"target {group.target} · {selected}", fontsize=10)
@@ -57,9 +79,15 @@ def grid_vs_published(rows: list[GridRow], path: Path) -> None:
     fig, axis = plt.subplots(figsize=(6.5, 6))
     for target in sorted({r.target for r in rows}):
         mine = [r for r in rows if r.target == target]
-        axis.errorbar([r.published for r in mine], [r.ours for r in mine],
-                      yerr=[2 * r.se_difference for r in mine], fmt="o", markersize=4, capsize=2,
-                      label=target)
+        axis.errorbar(
+            [r.published for r in mine],
+            [r.ours for r in mine],
+            yerr=[2 * r.se_difference for r in mine],
+            fmt="o",
+            markersize=4,
+            capsize=2,
+            label=target,
+        )
     low = min(min(r.published for r in rows), min(r.ours for r in rows)) - 5
     high = max(max(r.published for r in rows), max(r.ours for r in rows)) + 5
     axis.plot([low, high], [low, high], color="black", linewidth=0.8, label="ours = published")

@@ -30,8 +30,10 @@ def check_address(address: str, timeout_s: float = 10.0) -> None:
             pass
     except OSError as err:
         reason = "nothing listens there" if isinstance(err, ConnectionRefusedError) else str(err)
-        raise ConfigError(f"--address {address}: cannot reach a Ray cluster ({reason}); start its head "
-                          f"(e.g. asha-tune cluster up) or pass the address it printed") from None
+        raise ConfigError(
+            f"--address {address}: cannot reach a Ray cluster ({reason}); start its head "
+            f"(e.g. asha-tune cluster up) or pass the address it printed"
+        ) from None
 
 
 def check_data(space: SearchSpace, runtime: Runtime) -> None:
@@ -44,8 +46,11 @@ def check_data(space: SearchSpace, runtime: Runtime) -> None:
     missing = sorted(d for d in domain_choices(space) if not (root / d).is_dir())
     if missing:
         inside = [p for p in sorted(root.iterdir()) if p.is_dir() and all((p / d).is_dir() for d in DOMAINS)]
-        hint = f"; did you mean --data-root {inside[0]}?" if inside else \
-            f" (expected {', '.join(d + '/' for d in DOMAINS)} in it)"
+        hint = (
+            f"; did you mean --data-root {inside[0]}?"
+            if inside
+            else f" (expected {', '.join(d + '/' for d in DOMAINS)} in it)"
+        )
         raise ConfigError(f"data root {root} does not hold the PACS domain(s) {', '.join(missing)}{hint}")
     for domain in sorted(domain_choices(space)):
         try:
@@ -54,8 +59,9 @@ def check_data(space: SearchSpace, runtime: Runtime) -> None:
             raise ConfigError(f"data root {root}: {err}") from None
 
 
-def check_local_resources(space: SearchSpace, device: str, num_cpus: float | None,
-                          num_gpus: float | None) -> None:
+def check_local_resources(
+    space: SearchSpace, device: str, num_cpus: float | None, num_gpus: float | None
+) -> None:
     """A trial must fit on this machine, else a local Ray would wait for it forever."""
     import torch
 
@@ -65,16 +71,22 @@ def check_local_resources(space: SearchSpace, device: str, num_cpus: float | Non
     r = space.resources
     gpus = num_gpus if num_gpus is not None else (torch.cuda.device_count() if has_cuda else 0)
     if r.gpu > gpus:
-        slow = (f" (slow: a {space.train.epochs}-epoch trial at {space.data.image_size} px takes hours "
-                "on a CPU)" if space.data.image_size >= CPU_SIZED_PX else "")
+        slow = (
+            f" (slow: a {space.train.epochs}-epoch trial at {space.data.image_size} px takes hours on a CPU)"
+            if space.data.image_size >= CPU_SIZED_PX
+            else ""
+        )
         raise ConfigError(
             f"space {space.name} asks for {r.gpu:g} GPU per trial and this machine has "
             f"{'no GPU' if not gpus else f'{gpus:g}'}: add --set resources.gpu=0 to train on the "
-            f"CPU{slow}, or run it on a Ray cluster with GPUs (--address)")
+            f"CPU{slow}, or run it on a Ray cluster with GPUs (--address)"
+        )
     cpus = num_cpus if num_cpus is not None else float(os.cpu_count() or 1)
     if r.cpu > cpus:
-        raise ConfigError(f"space {space.name} asks for {r.cpu:g} CPUs per trial and this machine has "
-                          f"{cpus:g}: add --set resources.cpu={cpus:g}")
+        raise ConfigError(
+            f"space {space.name} asks for {r.cpu:g} CPUs per trial and this machine has "
+            f"{cpus:g}: add --set resources.cpu={cpus:g}"
+        )
 
 
 def check_weights(space: SearchSpace) -> None:

@@ -85,14 +85,26 @@ def family(proc: Proc) -> list[Proc]:
     return [Proc(pid=pid, start_ticks=_start_ticks(table[pid])) for pid in sorted(ours)]
 
 
-def spawn(command: Sequence[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None,
-          user: str | None = None) -> Proc:
+def spawn(
+    command: Sequence[str],
+    log: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    user: str | None = None,
+) -> Proc:
     """Start `command` as a session leader, stdout and stderr appended to `log`."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        child = subprocess.Popen(list(command), stdin=subprocess.DEVNULL, stdout=out,
-                                 stderr=subprocess.STDOUT, env=env, cwd=cwd, user=user,
-                                 start_new_session=True)
+        child = subprocess.Popen(
+            list(command),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            user=user,
+            start_new_session=True,
+        )
     proc = identify(child.pid)
     if proc is None:  # it died at once: the log says why
         child.wait()
@@ -146,7 +158,7 @@ def _address(hex_address: str) -> tuple[str, int]:
     if len(raw) == 4:
         ip = socket.inet_ntop(socket.AF_INET, raw[::-1])
     else:  # four little-endian 32-bit words
-        ip = socket.inet_ntop(socket.AF_INET6, b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+        ip = socket.inet_ntop(socket.AF_INET6, b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)))
     return ip, int(port, 16)
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 # How far repeating one configuration moves a target's accuracy (percentage points): GPU
 # nondeterminism alone, same code and seed (repeats of the authors' code). Photo: unknown.
 SEED_SPREAD_PP = {"cartoon": 0.8, "sketch": 1.5}
-SEED_SPREAD_SOURCE = ("repeats of the authors' code: one configuration moves cartoon by up to ~0.8, "
-                      "sketch by ~1.5 points")
+SEED_SPREAD_SOURCE = (
+    "repeats of the authors' code: one configuration moves cartoon by up to ~0.8, sketch by ~1.5 points"
+)
 # The whole test domains the paper reports on (a target's size when a run did not log it).
 DOMAIN_SIZES = {"art_painting": 2048, "cartoon": 2344, "photo": 1670, "sketch": 3929}
 PUBLISHED_SELECTION = "oracle"  # every published best was picked on the test domain itself

@@ -27,8 +27,10 @@ from .tracking import (
 )
 
 FINAL_STATUSES = frozenset({"completed", "pruned", "failed"})  # how a trial can end
-MEANINGFUL_RUN = ("a meaningful run needs ImageNet weights (--weights imagenet), 224 px images "
-                  "(data.image_size: 224) and a GPU (e.g. asha-tune launch --space random_layers)")
+MEANINGFUL_RUN = (
+    "a meaningful run needs ImageNet weights (--weights imagenet), 224 px images "
+    "(data.image_size: 224) and a GPU (e.g. asha-tune launch --space random_layers)"
+)
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,9 @@ def sweep_trials(tracker: Tracker, experiment_id: str, parent_run_id: str) -> li
     """The sweep's trial runs; runs nested under it that are not trials (a confirmation's parent
     run, tagged with its kind) are left out."""
     runs = tracker.find_runs(experiment_id, f"tags.mlflow.parentRunId = '{parent_run_id}'")
-    return sorted((trial_record(run) for run in runs if KIND_TAG not in run.data.tags),
-                  key=lambda r: r.number)
+    return sorted(
+        (trial_record(run) for run in runs if KIND_TAG not in run.data.tags), key=lambda r: r.number
+    )
 
 
 def trial_record(run: Any) -> TrialRecord:
@@ -85,8 +88,9 @@ def ranked_trials(records: list[TrialRecord], metric: str, mode: str) -> list[Tr
     def ordered(pool: list[TrialRecord]) -> list[TrialRecord]:
         return sorted(pool, key=lambda r: (sign * r.metrics[metric], r.number))
 
-    return (ordered([r for r in scored if r.status == "completed"])
-            + ordered([r for r in scored if r.status != "completed"]))
+    return ordered([r for r in scored if r.status == "completed"]) + ordered(
+        [r for r in scored if r.status != "completed"]
+    )
 
 
 def best_trial(records: list[TrialRecord], metric: str, mode: str) -> TrialRecord | None:
@@ -150,7 +154,7 @@ class Verdict:
 
 def _combined(a: TrialRecord, b: TrialRecord, metric: str) -> float | None:
     se_a, se_b = a.metrics.get(se_key(metric)), b.metrics.get(se_key(metric))
-    return None if se_a is None or se_b is None else 2 * math.sqrt(se_a ** 2 + se_b ** 2)
+    return None if se_a is None or se_b is None else 2 * math.sqrt(se_a**2 + se_b**2)
 
 
 def _near_chance(best: TrialRecord, metric: str) -> str | None:
@@ -158,8 +162,12 @@ def _near_chance(best: TrialRecord, metric: str) -> str | None:
         where = evaluation_set(name)
         chance = best.constants.get(f"{CHANCE_PREFIX}{where}")
         se = best.metrics.get(se_key(name))
-        if name in best.metrics and chance is not None and se is not None \
-                and best.metrics[name] - chance < 2 * se:
+        if (
+            name in best.metrics
+            and chance is not None
+            and se is not None
+            and best.metrics[name] - chance < 2 * se
+        ):
             return name
     return None
 
@@ -176,14 +184,19 @@ def judge(records: list[TrialRecord], metric: str, mode: str) -> Verdict | None:
     if runner_up is not None and combined is not None:
         gap, threshold = abs(best.metrics[metric] - runner_up.metrics[metric]), combined
         separable = gap > threshold
-    contenders = sum(1 for r in pool if (t := _combined(best, r, metric)) is not None
-                     and abs(best.metrics[metric] - r.metrics[metric]) <= t)
+    contenders = sum(
+        1
+        for r in pool
+        if (t := _combined(best, r, metric)) is not None
+        and abs(best.metrics[metric] - r.metrics[metric]) <= t
+    )
     near = _near_chance(best, metric)
     return Verdict(best, runner_up, separable, gap, threshold, max(contenders, 1), near)
 
 
-def describe_best(records: list[TrialRecord], metric: str, mode: str, protocol: str,
-                  confirm: str | None = None) -> str:
+def describe_best(
+    records: list[TrialRecord], metric: str, mode: str, protocol: str, confirm: str | None = None
+) -> str:
     """The final answer, by `best_trial`'s rule, with its noise (see `Verdict`).
 
     `confirm` is the command that confirms this sweep (`asha-tune confirm NAME`), shown when the
@@ -193,10 +206,15 @@ def describe_best(records: list[TrialRecord], metric: str, mode: str, protocol: 
     if verdict is None:
         return "no trial reported a result"
     best = verdict.best
-    rule = ("last epoch, among trials that ran every epoch" if best.status == "completed"
-            else "last epoch; no trial ran every epoch, so among those stopped early")
-    lines = [f"best trial {best.number}: {figure(best, metric)} after {count(best.epochs, 'epoch')} "
-             f"({rule}; selection {protocol}); {values_text(best.values)}; MLflow run {best.run_id}"]
+    rule = (
+        "last epoch, among trials that ran every epoch"
+        if best.status == "completed"
+        else "last epoch; no trial ran every epoch, so among those stopped early"
+    )
+    lines = [
+        f"best trial {best.number}: {figure(best, metric)} after {count(best.epochs, 'epoch')} "
+        f"({rule}; selection {protocol}); {values_text(best.values)}; MLflow run {best.run_id}"
+    ]
     reported = [figure(best, m) for m in reported_metrics(best) if m != metric]
     if reported:
         lines.append(f"  reported on the targets: {', '.join(reported)}")
@@ -207,18 +225,22 @@ def describe_best(records: list[TrialRecord], metric: str, mode: str, protocol: 
             f"  not separable: the runner-up, trial {verdict.runner_up.number} "
             f"({figure(verdict.runner_up, metric)}), is {verdict.gap:.1f} points away, within two "
             f"standard errors of the difference ({verdict.threshold:.1f}): the top of the sweep is not "
-            f"separable without more seeds; re-run the best configurations with new seeds{hint}")
+            f"separable without more seeds; re-run the best configurations with new seeds{hint}"
+        )
     if verdict.near_chance:
-        lines.append(_chance_line(best, verdict.near_chance, "and the sweep's ranking says nothing about "
-                                                             "the methods"))
+        lines.append(
+            _chance_line(best, verdict.near_chance, "and the sweep's ranking says nothing about the methods")
+        )
     return "\n".join(lines)
 
 
 def _chance_line(record: TrialRecord, name: str, consequence: str) -> str:
     chance = record.constants[f"{CHANCE_PREFIX}{evaluation_set(name)}"]
-    return (f"  near chance: {name} {record.metrics[name]:.1f}% is within two standard errors of its chance "
-            f"level {chance:.1f}% (always guessing the majority class): this trial has learnt next to "
-            f"nothing, {consequence}; {MEANINGFUL_RUN}")
+    return (
+        f"  near chance: {name} {record.metrics[name]:.1f}% is within two standard errors of its chance "
+        f"level {chance:.1f}% (always guessing the majority class): this trial has learnt next to "
+        f"nothing, {consequence}; {MEANINGFUL_RUN}"
+    )
 
 
 def summary(records: list[TrialRecord], metric: str, mode: str) -> tuple[dict[str, float], dict[str, str]]:
@@ -229,15 +251,21 @@ def summary(records: list[TrialRecord], metric: str, mode: str) -> tuple[dict[st
         return {}, {}
     best = verdict.best
     names = [metric, *(m for m in reported_metrics(best) if m != metric)]
-    metrics = {f"best_{k}": best.metrics[k]
-               for name in names for k in (name, se_key(name)) if k in best.metrics}
+    metrics = {
+        f"best_{k}": best.metrics[k] for name in names for k in (name, se_key(name)) if k in best.metrics
+    }
     separable = {None: "unknown (no runner-up with standard errors)", True: "yes"}.get(
         verdict.separable,
         f"no: runner-up trial {verdict.runner_up.number if verdict.runner_up else '?'} within two standard "
-        f"errors ({verdict.gap:.2f} <= {verdict.threshold:.2f}); confirm with more seeds")
+        f"errors ({verdict.gap:.2f} <= {verdict.threshold:.2f}); confirm with more seeds",
+    )
     near = f"yes: {verdict.near_chance} within two standard errors of chance" if verdict.near_chance else "no"
-    tags = {BEST_TRIAL_TAG: str(best.number), BEST_RUN_TAG: best.run_id,
-            SEPARABLE_TAG: separable, NEAR_CHANCE_TAG: near}
+    tags = {
+        BEST_TRIAL_TAG: str(best.number),
+        BEST_RUN_TAG: best.run_id,
+        SEPARABLE_TAG: separable,
+        NEAR_CHANCE_TAG: near,
+    }
     return metrics, tags
 
 
@@ -245,11 +273,19 @@ def describe_trial(final: dict[str, Any], epochs: int, protocol: str) -> str:
     """`asha-tune trial`'s final figures, with the same noise and chance levels as a sweep's best."""
     from .selection import constants_of
 
-    record = TrialRecord(number=0, run_id="", status="completed", epochs=epochs, values={},
-                         metrics={k: v for k, v in final.items() if isinstance(v, (int, float))},
-                         constants=_constants(constants_of(final)))
-    lines = [f"done: {count(epochs, 'epoch')}, {figure(record, VAL_ACC)} (selection {protocol})",
-             f"  reported on the targets: {', '.join(figure(record, m) for m in reported_metrics(record))}"]
+    record = TrialRecord(
+        number=0,
+        run_id="",
+        status="completed",
+        epochs=epochs,
+        values={},
+        metrics={k: v for k, v in final.items() if isinstance(v, (int, float))},
+        constants=_constants(constants_of(final)),
+    )
+    lines = [
+        f"done: {count(epochs, 'epoch')}, {figure(record, VAL_ACC)} (selection {protocol})",
+        f"  reported on the targets: {', '.join(figure(record, m) for m in reported_metrics(record))}",
+    ]
     near = _near_chance(record, VAL_ACC)
     if near:
         lines.append(_chance_line(record, near, "so its figures say nothing about the method"))

@@ -45,8 +45,11 @@ def trial_tags(config: TrialConfig) -> dict[str, str]:
     if config.shaping.mode not in target_modes():
         return {}
     d = config.data
-    return {ADAPTATION_TAG: selection.adaptation_images(config.selection.protocol, d.targets[0],
-                                                        d.limit_per_domain)}
+    return {
+        ADAPTATION_TAG: selection.adaptation_images(
+            config.selection.protocol, d.targets[0], d.limit_per_domain
+        )
+    }
 
 
 def log_epoch(tracker: Tracker, run_id: str, metrics: dict[str, Any]) -> None:
@@ -89,8 +92,12 @@ def run_logged_trial(
             tracker.experiment(experiment),
             name=f"{config.shaping.mode}-{config.fingerprint()}",
             params=config.resolved_dump(),
-            tags={**version_tags(), **trial_tags(config), MODE_TAG: config.shaping.mode,
-                  FINGERPRINT_TAG: config.fingerprint()},
+            tags={
+                **version_tags(),
+                **trial_tags(config),
+                MODE_TAG: config.shaping.mode,
+                FINGERPRINT_TAG: config.fingerprint(),
+            },
         )
         tracker.log_dict(run_id, config.model_dump(mode="json"), "trial_config.json")
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
@@ -110,11 +117,13 @@ def run_logged_trial(
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         tracker.finish(run_id, "failed", {FAILURE_TAG: reason[:5000]})
         raise
-    final = {f"final_{k}": v for k, v in result.final.items()
-             if not k.startswith("time_") and not selection.is_constant(k)}
+    final = {
+        f"final_{k}": v
+        for k, v in result.final.items()
+        if not k.startswith("time_") and not selection.is_constant(k)
+    }
     tracker.log_metrics(run_id, final, step=config.train.epochs)
     wall = round(time.perf_counter() - started, 3)  # this process's part of a resumed trial
     duration = max(wall, float(result.final.get("time_total") or 0.0))
-    tracker.finish(run_id, "completed", {DURATION_TAG: round(duration, 3),
-                                         CHECKPOINT_TAG: str(checkpoint)})
+    tracker.finish(run_id, "completed", {DURATION_TAG: round(duration, 3), CHECKPOINT_TAG: str(checkpoint)})
     return LoggedTrial(result, run_id, checkpoint)

@@ -81,12 +81,15 @@ def chance_level(label_sets: Sequence[Sequence[int]]) -> float:
     """The score (in %) of the best constant prediction: the majority-class rate of one set, or of
     the mean accuracy over several sets (max over classes of the mean class rate)."""
     classes = sorted({c for labels in label_sets for c in labels})
-    return max(sum(100 * list(labels).count(c) / len(labels) for labels in label_sets) / len(label_sets)
-               for c in classes)
+    return max(
+        sum(100 * list(labels).count(c) / len(labels) for labels in label_sets) / len(label_sets)
+        for c in classes
+    )
 
 
-def epoch_metrics(reported: dict[str, tuple[float, int]],
-                  val: dict[str, tuple[float, int]]) -> dict[str, float]:
+def epoch_metrics(
+    reported: dict[str, tuple[float, int]], val: dict[str, tuple[float, int]]
+) -> dict[str, float]:
     """val_acc, acc_<domain>, target_acc and the standard error of each, from (accuracy, n) pairs."""
     metrics: dict[str, float] = {}
     metrics[VAL_ACC], metrics[se_key(VAL_ACC)] = mean_with_se(list(val.values()))
@@ -139,7 +142,7 @@ def stratified_split(domain: Domain, fraction: float, seed: int) -> tuple[tuple[
     quota = _quotas({c: len(m) for c, m in members.items()}, fraction)
     held: set[int] = set()
     for c, positions in members.items():
-        held.update(sorted(positions, key=lambda p: _rank(seed, domain.keys[p]))[:quota[c]])
+        held.update(sorted(positions, key=lambda p: _rank(seed, domain.keys[p]))[: quota[c]])
     kept = tuple(p for p in domain.everything if p not in held)
     return kept, tuple(sorted(held))
 
@@ -166,13 +169,16 @@ class SelectionPlan:
 
     def constants(self, domains: dict[str, Domain]) -> dict[str, float | str]:
         """n_ and chance_ of every evaluation set, and the split hash."""
+
         def labels(name: str, positions: tuple[int, ...]) -> list[int]:
             return [domains[name].labels[p] for p in positions]
 
         val = [labels(n, p) for n, p in self.val.items()]
         reported = {n: labels(n, p) for n, p in self.reported.items()}
-        out: dict[str, float | str] = {size_key(VAL_SET): sum(map(len, val)),
-                                       chance_key(VAL_SET): chance_level(val)}
+        out: dict[str, float | str] = {
+            size_key(VAL_SET): sum(map(len, val)),
+            chance_key(VAL_SET): chance_level(val),
+        }
         for name, ls in reported.items():
             out[size_key(name)] = len(ls)
             out[chance_key(name)] = chance_level([ls])
@@ -197,8 +203,11 @@ def _source_val(selection: SelectionConfig, source: Domain, targets: list[Domain
 
 def _target_val(selection: SelectionConfig, source: Domain, targets: list[Domain]) -> Sets:
     splits = {t.name: stratified_split(t, selection.val_fraction, selection.split_seed) for t in targets}
-    return (source.everything, {n: held for n, (_, held) in splits.items()},
-            {n: kept for n, (kept, _) in splits.items()})
+    return (
+        source.everything,
+        {n: held for n, (_, held) in splits.items()},
+        {n: kept for n, (kept, _) in splits.items()},
+    )
 
 
 PROTOCOLS: dict[str, Callable[[SelectionConfig, Domain, list[Domain]], Sets]] = {
@@ -219,8 +228,10 @@ def plan_selection(selection: SelectionConfig, source: Domain, targets: list[Dom
 def adaptation_images(protocol: str, target: str, limit_per_domain: int | None) -> str:
     """What the unlabelled target batches of `target`/`bn_only` come from: every image of the
     target (transductive, as the paper), including the ones that are evaluated."""
-    scope = (f"the {limit_per_domain}-image subset of {target}" if limit_per_domain
-             else f"all images of {target}")
-    included = ("validation and reported images alike" if protocol == "target_val"
-                else "the reported images included")
+    scope = (
+        f"the {limit_per_domain}-image subset of {target}" if limit_per_domain else f"all images of {target}"
+    )
+    included = (
+        "validation and reported images alike" if protocol == "target_val" else "the reported images included"
+    )
     return f"transductive: {scope}, unlabelled, {included} (as the paper)"

@@ -132,8 +132,10 @@ class ActivationShaper:
             else:
                 mask = self.recorded[n]
                 if mask.shape != output.shape:
-                    raise RuntimeError(f"target map {tuple(mask.shape)} at conv {n} does not "
-                                       f"match the source activation {tuple(output.shape)}")
+                    raise RuntimeError(
+                        f"target map {tuple(mask.shape)} at conv {n} does not "
+                        f"match the source activation {tuple(output.shape)}"
+                    )
             return self.fn(output, mask, self.k)
 
         return hook

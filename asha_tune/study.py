@@ -37,6 +37,8 @@ RAY_TRIAL_ATTR = "ray_trial_id"
 
 class StudyUnavailable(AshaTuneError):
     """The study's database stopped answering for longer than the retry window."""
+
+
 INTERRUPTED_ATTR = "interrupted"  # a trial parked as WAITING by an interrupt, until resume
 
 
@@ -73,8 +75,14 @@ def _lost_connection(err: BaseException) -> bool:
     while err is not None:
         if isinstance(err, StudyUnavailable):  # an inner retry already waited its window
             return False
-        if isinstance(err, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
-                            sqlalchemy.exc.DisconnectionError)):
+        if isinstance(
+            err,
+            (
+                sqlalchemy.exc.OperationalError,
+                sqlalchemy.exc.InterfaceError,
+                sqlalchemy.exc.DisconnectionError,
+            ),
+        ):
             return True
         err = err.__cause__ or err.__context__
     return False
@@ -95,8 +103,10 @@ def retrying(url: str, call: Callable[[], T]) -> T:
             if not _lost_connection(err):
                 raise
             if time.monotonic() > deadline:
-                raise StudyUnavailable(f"the Optuna storage {url} did not answer for {window:.0f} s "
-                                       f"({str(err).splitlines()[0][:200]})") from None
+                raise StudyUnavailable(
+                    f"the Optuna storage {url} did not answer for {window:.0f} s "
+                    f"({str(err).splitlines()[0][:200]})"
+                ) from None
             if not warned:
                 log.warning("Optuna storage %s unreachable; retrying for up to %.0f s", url, window)
                 warned = True
@@ -109,16 +119,19 @@ def create_study(url: str, name: str, space: SearchSpace) -> optuna.Study:
     storage = _storage(url)
     direction = "maximize" if space.scheduler.mode == "max" else "minimize"
     try:
-        study = optuna.create_study(storage=storage, study_name=name, direction=direction,
-                                    sampler=sampler_for(space))
+        study = optuna.create_study(
+            storage=storage, study_name=name, direction=direction, sampler=sampler_for(space)
+        )
     except optuna.exceptions.DuplicatedStudyError:
-        raise AshaTuneError(f"a study named {name} already exists in {url}: resume it "
-                            f"(asha-tune resume {name}) or pick another --name") from None
+        raise AshaTuneError(
+            f"a study named {name} already exists in {url}: resume it "
+            f"(asha-tune resume {name}) or pick another --name"
+        ) from None
     study.set_user_attr("space", space.model_dump(mode="json"))
     if space.search.algorithm in ("grid", "list"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # enqueue_trial is marked experimental
-            for values in space.grid()[:space.num_trials]:
+            for values in space.grid()[: space.num_trials]:
                 study.enqueue_trial(space.optuna_params(values), user_attrs={VALUES_ATTR: values})
     return study
 
@@ -126,8 +139,9 @@ def create_study(url: str, name: str, space: SearchSpace) -> optuna.Study:
 def archive_study(url: str, name: str, archived_name: str) -> None:
     """Keep a study under another name (`launch --restart`): copied whole, then the name is freed."""
     storage = _storage(url)
-    optuna.copy_study(from_study_name=name, from_storage=storage, to_storage=storage,
-                      to_study_name=archived_name)
+    optuna.copy_study(
+        from_study_name=name, from_storage=storage, to_storage=storage, to_study_name=archived_name
+    )
     optuna.delete_study(study_name=name, storage=storage)
 
 
@@ -182,8 +196,11 @@ class StudyHandle:
         return retrying(self.url, lambda: self._ask(ray_trial_id, known))
 
     def _ask(self, ray_trial_id: str, known: set[int]) -> tuple[int, dict[str, Any]]:
-        orphans = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                   if t.number not in known]
+        orphans = [
+            t
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if t.number not in known
+        ]
         if orphans:
             trial = optuna.trial.Trial(self.study, self._trial_id(orphans[0].number))
         else:
@@ -234,7 +251,11 @@ class StudyHandle:
 
     def history(self) -> list[tuple[str, dict[int, float]]]:
         """(Ray trial id, {epoch: value}) of every trial that reported, for rebuilding ASHA."""
-        return retrying(self.url, lambda: [
-            (t.user_attrs.get(RAY_TRIAL_ATTR, f"optuna-{t.number}"), dict(t.intermediate_values))
-            for t in self.study.get_trials(deepcopy=False) if t.intermediate_values
-        ])
+        return retrying(
+            self.url,
+            lambda: [
+                (t.user_attrs.get(RAY_TRIAL_ATTR, f"optuna-{t.number}"), dict(t.intermediate_values))
+                for t in self.study.get_trials(deepcopy=False)
+                if t.intermediate_values
+            ],
+        )

@@ -61,16 +61,26 @@ COMPARED_IN_TAG = "asha_tune.compared_in"  # on a sweep's parent run: its latest
 # benchmarks/sweep.py). Sizes and chance levels are params (selection.constants_of).
 EPOCH_TIMINGS = ("time_train", "time_eval", "time_data", "time_total", "time_checkpoint", "time_imports")
 DEVICE_TIME_METRICS = ("time_train", "time_eval")  # a trial's device-seconds, per epoch
-EPOCH_METRICS = frozenset({"epoch", "train_loss", "source_acc", "lr", "val_acc", "val_acc_se", "target_acc",
-                           "target_acc_se", *EPOCH_TIMINGS})
+EPOCH_METRICS = frozenset(
+    {
+        "epoch",
+        "train_loss",
+        "source_acc",
+        "lr",
+        "val_acc",
+        "val_acc_se",
+        "target_acc",
+        "target_acc_se",
+        *EPOCH_TIMINGS,
+    }
+)
 
 
 def is_epoch_metric(key: str) -> bool:
     return key in EPOCH_METRICS or key.startswith("acc_")  # acc_<domain>, acc_<domain>_se
 
 
-MLFLOW_STATUS = {"completed": "FINISHED", "pruned": "FINISHED", "failed": "FAILED",
-                 "interrupted": "KILLED"}
+MLFLOW_STATUS = {"completed": "FINISHED", "pruned": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 
 
 class TrackingUnavailable(AshaTuneError):
@@ -116,8 +126,10 @@ class _Guarded:
                 reason = _unreachable(err)
                 if reason is None:
                     raise
-                raise TrackingUnavailable(f"the MLflow tracking server at {self._uri} did not answer "
-                                          f"({reason}); what it recorded is kept") from None
+                raise TrackingUnavailable(
+                    f"the MLflow tracking server at {self._uri} did not answer "
+                    f"({reason}); what it recorded is kept"
+                ) from None
 
         return call
 
@@ -137,8 +149,10 @@ def compare_runs_url(base: str, experiment_id: str, run_ids: list[str]) -> str:
     """MLflow's run comparison page (parallel coordinates, scatter) for these runs."""
     from urllib.parse import quote
 
-    return (f"{base}/#/compare-runs?runs={quote(json.dumps(run_ids))}"
-            f"&experiments={quote(json.dumps([experiment_id]))}&workflowType=machine_learning")
+    return (
+        f"{base}/#/compare-runs?runs={quote(json.dumps(run_ids))}"
+        f"&experiments={quote(json.dumps([experiment_id]))}&workflowType=machine_learning"
+    )
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -155,8 +169,9 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -222,8 +237,14 @@ class Tracker:
                 raise
             return found.experiment_id
 
-    def start_run(self, experiment_id: str, name: str, params: dict[str, Any] | None = None,
-                  tags: dict[str, str] | None = None, parent_run_id: str | None = None) -> str:
+    def start_run(
+        self,
+        experiment_id: str,
+        name: str,
+        params: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+        parent_run_id: str | None = None,
+    ) -> str:
         tags = dict(tags or {})
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
@@ -237,22 +258,22 @@ class Tracker:
         from mlflow.entities import Param
 
         flat = flatten(params)
-        items = [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v))
-                 for k, v in sorted(flat.items())]
+        items = [
+            Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v))
+            for k, v in sorted(flat.items())
+        ]
         for begin in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[begin:begin + 100])
+            self.client.log_batch(run_id, params=items[begin : begin + 100])
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items()
-                 if isinstance(v, (int, float))]
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items() if isinstance(v, (int, float))]
         self.client.log_batch(run_id, metrics=items)
 
     def find_runs(self, experiment_id: str, filter_string: str) -> list[Any]:
-        return list(self.client.search_runs([experiment_id], filter_string=filter_string,
-                                            max_results=5000))
+        return list(self.client.search_runs([experiment_id], filter_string=filter_string, max_results=5000))
 
     def logged_steps(self, run_id: str, metric: str) -> set[int]:
         return {m.step for m in self.client.get_metric_history(run_id, metric)}

@@ -61,8 +61,9 @@ class TrialData:
     load_seconds: float
 
 
-def _take(images: pacs.DomainImages, positions: tuple[int, ...], parts: tuple[str, ...],
-          device: torch.device) -> pacs.DomainImages:
+def _take(
+    images: pacs.DomainImages, positions: tuple[int, ...], parts: tuple[str, ...], device: torch.device
+) -> pacs.DomainImages:
     """The images at `positions`, only the parts needed, on the device (no copy for all of them)."""
     index = None if positions == tuple(range(len(images))) else torch.tensor(positions, dtype=torch.long)
 
@@ -71,12 +72,14 @@ def _take(images: pacs.DomainImages, positions: tuple[int, ...], parts: tuple[st
             return t[:0].to(device)
         return (t if index is None else t[index]).to(device, non_blocking=True)
 
-    return pacs.DomainImages(pick(images.train, "train" in parts), pick(images.test, "test" in parts),
-                             pick(images.labels))
+    return pacs.DomainImages(
+        pick(images.train, "train" in parts), pick(images.test, "test" in parts), pick(images.labels)
+    )
 
 
-def load_trial_data(config: TrialConfig, runtime: Runtime, device: torch.device,
-                    need_target_train: bool) -> TrialData:
+def load_trial_data(
+    config: TrialConfig, runtime: Runtime, device: torch.device, need_target_train: bool
+) -> TrialData:
     """Load the trial's domains and split them into training, selection and reported images."""
     start = time.perf_counter()
     root, cache = runtime.resolved_data_root(), runtime.resolved_cache_dir()
@@ -88,12 +91,16 @@ def load_trial_data(config: TrialConfig, runtime: Runtime, device: torch.device,
         keep = pacs.stratified_subset(whole.labels, d.limit_per_domain)
         images[name] = whole if len(keep) == len(whole) else whole.subset(keep)
         keys = [p.relative_to(root).as_posix() for p in pacs.list_domain(root, name).paths]
-        domains[name] = selection.Domain(name, tuple(keys[i] for i in keep.tolist()),
-                                         tuple(images[name].labels.tolist()))
+        domains[name] = selection.Domain(
+            name, tuple(keys[i] for i in keep.tolist()), tuple(images[name].labels.tolist())
+        )
     plan = selection.plan_selection(config.selection, domains[d.source], [domains[t] for t in d.targets])
     targets = {t: _take(images[t], plan.reported[t], ("test",), device) for t in d.targets}
-    val = targets if plan.selects_on_reported else {
-        name: _take(images[name], positions, ("test",), device) for name, positions in plan.val.items()}
+    val = (
+        targets
+        if plan.selects_on_reported
+        else {name: _take(images[name], positions, ("test",), device) for name, positions in plan.val.items()}
+    )
     adaptation = None
     if need_target_train:  # every target image, unlabelled (transductive, as the paper)
         target = d.targets[0]
@@ -101,8 +108,15 @@ def load_trial_data(config: TrialConfig, runtime: Runtime, device: torch.device,
     source = _take(images[d.source], plan.train, ("train",), device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return TrialData(source, torch.tensor(plan.train, dtype=torch.long), targets, val, adaptation,
-                     plan.constants(domains), time.perf_counter() - start)
+    return TrialData(
+        source,
+        torch.tensor(plan.train, dtype=torch.long),
+        targets,
+        val,
+        adaptation,
+        plan.constants(domains),
+        time.perf_counter() - start,
+    )
 
 
 @dataclass
@@ -158,8 +172,12 @@ class Trial:
         self.data = load_trial_data(config, runtime, self.device, self.mode.uses_target_batches)
         # fused: one kernel for all parameters (5x faster steps than the default on the CPU).
         self.optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=train.lr, momentum=train.momentum,
-            nesterov=train.nesterov, weight_decay=train.weight_decay, fused=True,
+            self.model.parameters(),
+            lr=train.lr,
+            momentum=train.momentum,
+            nesterov=train.nesterov,
+            weight_decay=train.weight_decay,
+            fused=True,
         )
         # MultiStepLR with one milestone: the learning rate drops once, at int(0.8 * epochs), as
         # the authors' StepLR(step_size=int(0.8 * epochs)) does within their 30 epochs.
@@ -205,8 +223,7 @@ class Trial:
     # -- one epoch --
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp or torch.float32,
-                              enabled=self.amp is not None)
+        return torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None)
 
     def _input(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -220,17 +237,22 @@ class Trial:
         order = cpu_order.to(self.device)
         paired = None
         if target is not None:  # the target image of each source image, this epoch
-            paired = epoch_pairing(self.config.shaping.target_pairing, self.data.source_positions,
-                                   cpu_order, len(target), self.gens.pair).to(self.device)
+            paired = epoch_pairing(
+                self.config.shaping.target_pairing,
+                self.data.source_positions,
+                cpu_order,
+                len(target),
+                self.gens.pair,
+            ).to(self.device)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         for begin in range(0, len(order), train.batch_size):
-            idx = order[begin:begin + train.batch_size]
+            idx = order[begin : begin + train.batch_size]
             x = self._input(pacs.augment(source.train[idx], d.image_size, self.gens.augment))
             y = source.labels[idx]
             x_target = None
             if target is not None and paired is not None:  # paired exactly when target is
-                t_idx = paired[begin:begin + train.batch_size]
+                t_idx = paired[begin : begin + train.batch_size]
                 x_target = self._input(pacs.augment(target.train[t_idx], d.image_size, self.gens.augment))
             with self._autocast():
                 logits = self.mode.train_logits(self.model, self.shaper, x, x_target)
@@ -246,8 +268,9 @@ class Trial:
         self.scheduler.step()
         train_loss = loss_sum.item() / len(source)
         if not math.isfinite(train_loss):
-            raise DivergedError(f"training loss became {train_loss} in epoch {self.epoch + 1}",
-                                self.epoch + 1)
+            raise DivergedError(
+                f"training loss became {train_loss} in epoch {self.epoch + 1}", self.epoch + 1
+            )
         return {"train_loss": train_loss, "source_acc": 100.0 * correct.item() / len(source), "lr": lr}
 
     @torch.no_grad()
@@ -256,10 +279,10 @@ class Trial:
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         step = self.config.train.eval_batch_size
         for begin in range(0, len(images), step):
-            x = self._input(pacs.normalize(images.test[begin:begin + step]))
+            x = self._input(pacs.normalize(images.test[begin : begin + step]))
             with self._autocast():
                 logits = self.mode.eval_logits(self.model, self.shaper, x)
-            correct += (logits.argmax(1) == images.labels[begin:begin + step]).sum()
+            correct += (logits.argmax(1) == images.labels[begin : begin + step]).sum()
         return 100.0 * correct.item() / len(images)
 
     def _sync(self) -> float:
@@ -272,8 +295,11 @@ class Trial:
         metrics: Metrics = {"epoch": self.epoch + 1, **self.train_epoch(progress)}
         trained = self._sync()
         reported = {name: (self.evaluate(images), len(images)) for name, images in self.data.targets.items()}
-        val = reported if self.data.val is self.data.targets else {
-            name: (self.evaluate(images), len(images)) for name, images in self.data.val.items()}
+        val = (
+            reported
+            if self.data.val is self.data.targets
+            else {name: (self.evaluate(images), len(images)) for name, images in self.data.val.items()}
+        )
         evaluated = self._sync()
         metrics.update(selection.epoch_metrics(reported, val))
         metrics.update(self.data.constants)
@@ -305,12 +331,19 @@ def run_trial(
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=len(trial.data.source), unit="img", leave=True,
-                       desc=f"epoch {epoch + 1}/{config.train.epochs}")
+            bar = tqdm(
+                total=len(trial.data.source),
+                unit="img",
+                leave=True,
+                desc=f"epoch {epoch + 1}/{config.train.epochs}",
+            )
         metrics = trial.run_epoch(bar.update if bar else None)
         if bar:
-            bar.set_postfix(loss=f"{metrics['train_loss']:.3f}", val=f"{metrics[selection.VAL_ACC]:.2f}",
-                            target=f"{metrics[selection.TARGET_ACC]:.2f}")
+            bar.set_postfix(
+                loss=f"{metrics['train_loss']:.3f}",
+                val=f"{metrics[selection.VAL_ACC]:.2f}",
+                target=f"{metrics[selection.TARGET_ACC]:.2f}",
+            )
             bar.close()
         if report:
             report(metrics, trial.state())

@@ -42,8 +42,11 @@ def process_cpu_s(pid: int) -> float | None:
 def process_start_time(pid: int) -> float:
     """Wall-clock time at which `pid` started."""
     rest = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                if line.startswith("btime"))
+    boot = next(
+        float(line.split()[1])
+        for line in Path("/proc/stat").read_text().splitlines()
+        if line.startswith("btime")
+    )
     return boot + int(rest[19]) / TICK
 
 
@@ -128,11 +131,15 @@ class Probe:
                 trials.append(pid)
         per = [m for m in (memory_kib(pid) for pid in trials) if m]
         if per:
-            self._memory.append({
-                "processes": len(per),
-                **{f"{k}_mib": sum(m.get(k, 0) for m in per) / 1024
-                   for k in ("Rss", "Pss", "Pss_Anon", "Pss_File", "Pss_Shmem")},
-            })
+            self._memory.append(
+                {
+                    "processes": len(per),
+                    **{
+                        f"{k}_mib": sum(m.get(k, 0) for m in per) / 1024
+                        for k in ("Rss", "Pss", "Pss_Anon", "Pss_File", "Pss_Shmem")
+                    },
+                }
+            )
 
     def stop(self) -> None:
         self._stop.set()

@@ -36,21 +36,34 @@ from benchmarks.probe import TAG_ENV, Probe  # noqa: E402
 PROFILES: dict[str, dict[str, Any]] = {
     # Every trial runs its whole budget, at least 10 s of compute on a 2-core machine: the
     # configuration the efficiency target is stated for.
-    "long": {"data": {"limit_per_domain": 280}, "search": {"num_trials": 16, "max_concurrent": 2},
-             "scheduler": {"kind": "fifo"}},
+    "long": {
+        "data": {"limit_per_domain": 280},
+        "search": {"num_trials": 16, "max_concurrent": 2},
+        "scheduler": {"kind": "fifo"},
+    },
     # The shipped quickstart space (ASHA stops weak trials after each epoch), 16 trials.
     "quickstart": {"search": {"num_trials": 16, "max_concurrent": 2}},
 }
 # Host memory with k trials at once: whole domains (no subset), one epoch each.
-MEMORY_PROFILE = {"data": {"limit_per_domain": None}, "train": {"epochs": 1},
-                  "search": {"algorithm": "random"}, "scheduler": {"kind": "fifo"}}
+MEMORY_PROFILE = {
+    "data": {"limit_per_domain": None},
+    "train": {"epochs": 1},
+    "search": {"algorithm": "random"},
+    "scheduler": {"kind": "fifo"},
+}
 
 # Driver-side calls timed around the sweep (class, methods): MLflow and the Optuna study.
 DRIVER_CALLS = {
-    "tracking": ("asha_tune.sweep.callbacks", "TrackingCallback",
-                 ("on_trial_start", "on_trial_result", "on_trial_complete", "on_trial_error")),
-    "study": ("asha_tune.sweep.searcher", "StudySearcher",
-              ("suggest", "on_trial_result", "on_trial_complete")),
+    "tracking": (
+        "asha_tune.sweep.callbacks",
+        "TrackingCallback",
+        ("on_trial_start", "on_trial_result", "on_trial_complete", "on_trial_error"),
+    ),
+    "study": (
+        "asha_tune.sweep.searcher",
+        "StudySearcher",
+        ("suggest", "on_trial_result", "on_trial_complete"),
+    ),
 }
 
 
@@ -119,9 +132,11 @@ def read_trials(sweep_dir: Path) -> list[list[dict]]:
 def disk_usage(folder: Path) -> dict[str, float]:
     files = [p for p in folder.rglob("*") if p.is_file()]
     checkpoints = [p for p in files if any(part.startswith("checkpoint_") for part in p.parts)]
-    return {"results_mb": sum(p.stat().st_size for p in files) / 1e6,
-            "checkpoints_left_mb": sum(p.stat().st_size for p in checkpoints) / 1e6,
-            "checkpoint_dirs_left": len({p.parent for p in checkpoints})}
+    return {
+        "results_mb": sum(p.stat().st_size for p in files) / 1e6,
+        "checkpoints_left_mb": sum(p.stat().st_size for p in checkpoints) / 1e6,
+        "checkpoint_dirs_left": len({p.parent for p in checkpoints}),
+    }
 
 
 def run_child(spec: dict) -> dict:
@@ -141,10 +156,15 @@ def run_child(spec: dict) -> dict:
     d = TrialConfig.model_validate({"data": spec["tree"]["data"]}).data
     for domain in (d.source, *d.targets):  # a warm cache: decoding is not what is measured
         load_domain(Path(spec["data_root"]), domain, d.image_size, Path(spec["cache_dir"]))
-    settings = SweepSettings(name="bench", space=space, results_dir=work / "results",
-                             tracking_uri=f"sqlite:///{work / 'mlflow.db'}",
-                             study_url=f"sqlite:///{work / 'optuna.db'}", runtime=runtime,
-                             num_cpus=spec["slots"])
+    settings = SweepSettings(
+        name="bench",
+        space=space,
+        results_dir=work / "results",
+        tracking_uri=f"sqlite:///{work / 'mlflow.db'}",
+        study_url=f"sqlite:///{work / 'optuna.db'}",
+        runtime=runtime,
+        num_cpus=spec["slots"],
+    )
     driver: dict[str, float] = {}
     time_calls(driver)
     stamp(sweep_run, "start_ray", driver, "ray_start")  # before it: the MLflow and Optuna stores
@@ -164,7 +184,9 @@ def run_child(spec: dict) -> dict:
     return {
         "finished": outcome.finished,
         "statuses": sorted(t.status for t in outcome.trials),
-        "t0": t0, "t1": t1, "slots": spec["slots"],
+        "t0": t0,
+        "t1": t1,
+        "slots": spec["slots"],
         "trials": read_trials(settings.sweep_dir),
         "driver": driver,
         "machine": probe.summary(),
@@ -177,8 +199,18 @@ def run_child(spec: dict) -> dict:
 # Slot time that is not training or evaluation adds up to exactly these parts.
 # "idle slot": a slot with no trial process while others still run (the tail of the sweep, gaps
 # between processes); "sweep end": every slot, from the last trial's last report to the end.
-PARTS = ("sweep start", "process start", "imports", "model build", "data load", "checkpoint write",
-         "report round trips", "between trials", "idle slot", "sweep end")
+PARTS = (
+    "sweep start",
+    "process start",
+    "imports",
+    "model build",
+    "data load",
+    "checkpoint write",
+    "report round trips",
+    "between trials",
+    "idle slot",
+    "sweep end",
+)
 
 
 def _segments(trial: list[dict]) -> list[list[dict]]:
@@ -221,8 +253,12 @@ def analyse(run: dict) -> dict:
     compute = sum(r["time_train"] + r["time_eval"] for r in results)
     n = len(trials)
     out: dict[str, Any] = {
-        "trials": n, "epochs": len(results), "slots": slots, "wall_s": wall,
-        "compute_s": compute, "compute_per_trial_s": compute / n if n else 0.0,
+        "trials": n,
+        "epochs": len(results),
+        "slots": slots,
+        "wall_s": wall,
+        "compute_s": compute,
+        "compute_per_trial_s": compute / n if n else 0.0,
         "efficiency": compute / (wall * slots),
         "overhead_per_trial_s": (wall * slots - compute) / n if n else 0.0,
         "checkpoint_writes": sum(1 for r in results if r.get("checkpoint_dir_name")),
@@ -230,7 +266,9 @@ def analyse(run: dict) -> dict:
         # CPU seconds of every process of the sweep (driver, Ray, trials): robust to other load.
         "cpu_per_epoch_s": run["machine"].get("our_cpu_s", 0.0) / len(results) if results else 0.0,
         "cpu_per_trial_s": run["machine"].get("our_cpu_s", 0.0) / n if n else 0.0,
-        "driver": run["driver"], "machine": run["machine"], "disk": run["disk"],
+        "driver": run["driver"],
+        "machine": run["machine"],
+        "disk": run["disk"],
     }
     if n and all("at_report" in r for r in results):
         parts = _parts(trials, run["t0"], run["t1"], slots)
@@ -316,11 +354,21 @@ def child(spec: dict, scratch: Path) -> dict:
     spec_file = work / "spec.json"
     out_file = work / "out.json"
     spec_file.write_text(json.dumps(spec))
-    env = {**os.environ, "PYTHONPATH": spec["code"], TAG_ENV: uuid.uuid4().hex,
-           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": spec["code"],
+        TAG_ENV: uuid.uuid4().hex,
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "PYTHONUNBUFFERED": "1",
+    }
     with open(work / "sweep.log", "w") as log:
-        done = subprocess.run([sys.executable, __file__, "--child", str(spec_file), str(out_file)],
-                              env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT)
+        done = subprocess.run(
+            [sys.executable, __file__, "--child", str(spec_file), str(out_file)],
+            env=env,
+            cwd=work,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     if done.returncode or not out_file.exists():
         tail = (work / "sweep.log").read_text()[-3000:]
         raise RuntimeError(f"benchmark sweep failed (rc {done.returncode}); log {work}/sweep.log:\n{tail}")
@@ -336,14 +384,20 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-root", type=Path, default=os.environ.get("ASHA_TUNE_DATA_ROOT"))
     p.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "asha-tune-bench-cache")
-    p.add_argument("--baseline", help="also run the code of these commits (comma-separated, e.g. main), "
-                   "interleaved with this tree's")
+    p.add_argument(
+        "--baseline",
+        help="also run the code of these commits (comma-separated, e.g. main), interleaved with this tree's",
+    )
     p.add_argument("--profiles", default="long,quickstart", help=f"comma-separated of {', '.join(PROFILES)}")
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--trials", type=int, help="trials per sweep (default: the profile's)")
     p.add_argument("--memory", default="1,4", help="trials at once for the memory runs ('' for none)")
-    p.add_argument("--memory-size", type=int, default=128,
-                   help="image size of the memory runs (whole domains: 128 px is 250 MB a trial)")
+    p.add_argument(
+        "--memory-size",
+        type=int,
+        default=128,
+        help="image size of the memory runs (whole domains: 128 px is 250 MB a trial)",
+    )
     p.add_argument("--out", type=Path, default=Path("sweep-benchmark.json"))
     p.add_argument("--child", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -355,16 +409,24 @@ def main() -> None:
         p.error("--data-root (or ASHA_TUNE_DATA_ROOT) is needed")
     say = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731  (progress; the table goes to stdout)
     scratch = Path(tempfile.mkdtemp(prefix="asha-sweep-bench-"))
-    variants = {f"HEAD {git('rev-parse', '--short', 'HEAD')}"
-                + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else ""): REPO}
+    variants = {
+        f"HEAD {git('rev-parse', '--short', 'HEAD')}"
+        + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else ""): REPO
+    }
     for given in reversed([v for v in (args.baseline or "").split(",") if v]):
         rev = git("rev-parse", "--short", given)
-        variants = {f"{rev} {given}" if given != rev else rev: extract(rev, scratch / f"code-{rev}"),
-                    **variants}
+        variants = {
+            f"{rev} {given}" if given != rev else rev: extract(rev, scratch / f"code-{rev}"),
+            **variants,
+        }
     common = {"data_root": str(args.data_root.resolve()), "cache_dir": str(args.cache_dir.resolve())}
     report: dict[str, Any] = {
-        "date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu_name(), "cores": os.cpu_count(),
-        "variants": list(variants), "profiles": {}, "memory": {},
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "variants": list(variants),
+        "profiles": {},
+        "memory": {},
     }
     for round_ in range(args.rounds):
         for profile in args.profiles.split(","):
@@ -374,19 +436,30 @@ def main() -> None:
             for label, code in variants.items():
                 say(f"round {round_ + 1}: {profile} sweep, {label}")
                 tree = space_tree(code, overrides, f"bench-{profile}")
-                run = child({**common, "code": str(code), "tree": tree,
-                             "slots": tree["search"]["max_concurrent"]}, scratch)
+                run = child(
+                    {**common, "code": str(code), "tree": tree, "slots": tree["search"]["max_concurrent"]},
+                    scratch,
+                )
                 entry = report["profiles"].setdefault(profile, {"space": tree, "runs": {}})
                 entry["runs"].setdefault(label, []).append(analyse(run))
     for k in [int(v) for v in args.memory.split(",") if v]:
         for label, code in variants.items():
             say(f"memory: {k} trial(s) at once, {label}")
-            tree = space_tree(code, merge(MEMORY_PROFILE, {"search": {"num_trials": k, "max_concurrent": k},
-                                                           "data": {"image_size": args.memory_size}}),
-                              f"bench-memory-{k}")
+            tree = space_tree(
+                code,
+                merge(
+                    MEMORY_PROFILE,
+                    {
+                        "search": {"num_trials": k, "max_concurrent": k},
+                        "data": {"image_size": args.memory_size},
+                    },
+                ),
+                f"bench-memory-{k}",
+            )
             run = child({**common, "code": str(code), "tree": tree, "slots": k, "memory": True}, scratch)
-            report["memory"].setdefault(label, []).append({**memory_figures(run), "machine": run["machine"],
-                                                           "image_size": args.memory_size})
+            report["memory"].setdefault(label, []).append(
+                {**memory_figures(run), "machine": run["machine"], "image_size": args.memory_size}
+            )
     args.out.write_text(json.dumps(report, indent=2))
     print(table(report))
 
@@ -403,12 +476,16 @@ def table(r: dict) -> str:
     for profile, entry in r["profiles"].items():
         s = entry["space"]
         d, t = s["data"], s["train"]
-        lines.append(f"{profile}: {s['search']['num_trials']} trials x {t['epochs']} epochs, "
-                     f"{d['image_size']} px, {d.get('limit_per_domain') or 'all'} images per domain, "
-                     f"{s['scheduler']['kind']}, {s['search']['max_concurrent']} slots")
-        lines.append(f"  {'variant':22s} {'wall s':>6s} {'compute s':>9s} {'effic.':>6s} {'ovh/trial':>9s} "
-                     f"{'in sweep':>8s} {'CPU/epoch':>9s} {'epochs':>6s} {'ckpts':>5s} {'left MB':>7s} "
-                     f"{'load':>5s} {'others':>6s}")
+        lines.append(
+            f"{profile}: {s['search']['num_trials']} trials x {t['epochs']} epochs, "
+            f"{d['image_size']} px, {d.get('limit_per_domain') or 'all'} images per domain, "
+            f"{s['scheduler']['kind']}, {s['search']['max_concurrent']} slots"
+        )
+        lines.append(
+            f"  {'variant':22s} {'wall s':>6s} {'compute s':>9s} {'effic.':>6s} {'ovh/trial':>9s} "
+            f"{'in sweep':>8s} {'CPU/epoch':>9s} {'epochs':>6s} {'ckpts':>5s} {'left MB':>7s} "
+            f"{'load':>5s} {'others':>6s}"
+        )
         for label, runs in entry["runs"].items():
             for run in runs:
                 m = run["machine"]
@@ -419,21 +496,26 @@ def table(r: dict) -> str:
                     f"{run['overhead_per_trial_s']:9.2f} {in_sweep:>8s} "
                     f"{run['cpu_per_epoch_s']:9.2f} {run['epochs']:6d} {run['checkpoint_writes']:5d} "
                     f"{run['disk']['checkpoints_left_mb']:7.0f} {m['load_1min_mean']:5.1f} "
-                    f"{m['others_busy_cores']:6.2f}")
+                    f"{m['others_busy_cores']:6.2f}"
+                )
         for label, runs in entry["runs"].items():
             run = runs[-1]
             if "parts_per_trial_s" in run:
                 parts = " · ".join(f"{k} {v:.2f}" for k, v in run["parts_per_trial_s"].items())
-                lines.append(f"  overhead per trial, {label} (s): {parts}; first-step warm-up "
-                             f"(inside compute) {run['first_step_per_trial_s']:.2f}")
+                lines.append(
+                    f"  overhead per trial, {label} (s): {parts}; first-step warm-up "
+                    f"(inside compute) {run['first_step_per_trial_s']:.2f}"
+                )
             d = run["driver"]
             n = run["trials"]
             nan = float("nan")
-            lines.append(f"  driver per trial, {label} (s): MLflow {d['tracking'] / n:.2f} · "
-                         f"Optuna {d['study'] / n:.2f} · driver CPU {d['driver_cpu'] / n:.2f}; once: "
-                         f"stores {d.get('ray_start_at', nan) - d.get('t0', nan):.1f} s, Ray start "
-                         f"{d.get('ray_start_s', nan):.1f} s, "
-                         f"Ray shutdown {d.get('ray_shutdown_s', nan):.1f} s")
+            lines.append(
+                f"  driver per trial, {label} (s): MLflow {d['tracking'] / n:.2f} · "
+                f"Optuna {d['study'] / n:.2f} · driver CPU {d['driver_cpu'] / n:.2f}; once: "
+                f"stores {d.get('ray_start_at', nan) - d.get('t0', nan):.1f} s, Ray start "
+                f"{d.get('ray_start_s', nan):.1f} s, "
+                f"Ray shutdown {d.get('ray_shutdown_s', nan):.1f} s"
+            )
         lines.append("")
     for label, runs in r["memory"].items():
         for m in runs:
@@ -445,7 +527,8 @@ def table(r: dict) -> str:
                 f"memory, {k} trial(s) at once, {size} px, {label}: PSS {m['Pss_mib']:.0f} MiB "
                 f"({m['Pss_mib'] / k:.0f} per trial: anon {m['Pss_Anon_mib'] / k:.0f}, file "
                 f"{m['Pss_File_mib'] / k:.0f}), RSS {m['Rss_mib']:.0f} MiB "
-                f"· load {m['machine']['load_1min_mean']:.1f}")
+                f"· load {m['machine']['load_1min_mean']:.1f}"
+            )
     lines += [
         "",
         "effic.: trial compute (train + eval, the trials' own timings) / (wall x slots); ovh/trial: the",

@@ -27,9 +27,19 @@ CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium)")
 
 # Quiet and offline: no sandbox (root in CI), no GPU, no background traffic to Google.
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--remote-debugging-address=127.0.0.1",
+    "--remote-debugging-port=0",
+]
 
 
 class Browser:
@@ -43,16 +53,30 @@ class Browser:
         # there must not fail the test that used the browser.
         self._profile = tempfile.TemporaryDirectory(prefix="asha-tune-chromium-", ignore_cleanup_errors=True)
         self._process = subprocess.Popen(
-            [CHROMIUM, *FLAGS, f"--user-data-dir={self._profile.name}", f"--window-size={width},{height}",
-             "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            [
+                CHROMIUM,
+                *FLAGS,
+                f"--user-data-dir={self._profile.name}",
+                f"--window-size={width},{height}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self._loop = asyncio.new_event_loop()
         self._ids = itertools.count(1)
         try:
             self._run(self._connect())
             self.call("Page.enable")
             self.call("Emulation.setFocusEmulationEnabled", enabled=True)  # a headless page has no focus
-            self.call("Emulation.setDeviceMetricsOverride",
-                      width=width, height=height, deviceScaleFactor=1, mobile=False)
+            self.call(
+                "Emulation.setDeviceMetricsOverride",
+                width=width,
+                height=height,
+                deviceScaleFactor=1,
+                mobile=False,
+            )
         except BaseException:
             self.close()
             raise
@@ -121,8 +145,9 @@ class Browser:
         """A JavaScript expression's value; retried while the page is navigating (a reload)."""
         for attempt in range(20):
             try:
-                result = self.call("Runtime.evaluate", expression=expression, returnByValue=True,
-                                   awaitPromise=True)
+                result = self.call(
+                    "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+                )
                 return result.get("result", {}).get("value")
             except RuntimeError as err:
                 if "navigated" not in str(err) and "context" not in str(err) or attempt == 19:
@@ -142,12 +167,16 @@ class Browser:
             if wanted in text:
                 return text
             time.sleep(0.5)
-        raise AssertionError(f"{wanted!r} did not appear within {timeout:g} s; the page shows: {text[:1500]!r}")
+        raise AssertionError(
+            f"{wanted!r} did not appear within {timeout:g} s; the page shows: {text[:1500]!r}"
+        )
 
     def type_into(self, selector: str, text: str, timeout: float = 30) -> None:
         """Focus a field and type, as keystrokes would (frameworks see real input events)."""
-        focus = (f"(() => {{ const e = document.querySelector({json.dumps(selector)}); "
-                 "if (e) e.focus(); return !!e && document.activeElement === e; })()")
+        focus = (
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)}); "
+            "if (e) e.focus(); return !!e && document.activeElement === e; })()"
+        )
         deadline = time.time() + timeout
         while not self.evaluate(focus):
             if time.time() > deadline:
@@ -160,7 +189,8 @@ class Browser:
         clicked = self.evaluate(
             f"(() => {{ const b = [...document.querySelectorAll('button')]"
             f".find(b => b.innerText.trim().toLowerCase() === {json.dumps(label.lower())}); "
-            f"if (b) b.click(); return !!b; }})()")
+            f"if (b) b.click(); return !!b; }})()"
+        )
         if not clicked:
             raise AssertionError(f"no button labelled {label!r}")
 

@@ -40,8 +40,9 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(os.environ.get("ASHA_TUNE_TEST_CACHE", tmp_path_factory.mktemp("cache")))
 
 
-def make_synthetic_pacs(root: Path, per_class: int = 3, size: int = 40,
-                        domains: tuple[str, ...] = DOMAINS) -> Path:
+def make_synthetic_pacs(
+    root: Path, per_class: int = 3, size: int = 40, domains: tuple[str, ...] = DOMAINS
+) -> Path:
     """A PACS-shaped tree of tiny images whose colour depends on the class (learnable)."""
     rng = np.random.default_rng(0)
     for d, domain in enumerate(domains):

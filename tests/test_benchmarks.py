@@ -20,12 +20,25 @@ def test_authors_mask_hook_is_their_random_map():
 
 
 def test_authors_loop_times_real_steps(synthetic_pacs):
-    timing = time_authors(synthetic_pacs, "art_painting", "cartoon", 32, 4, [1], 0.7, torch.device("cpu"),
-                          train_steps=2, eval_batches=1, warmup=1, workers=0)
+    timing = time_authors(
+        synthetic_pacs,
+        "art_painting",
+        "cartoon",
+        32,
+        4,
+        [1],
+        0.7,
+        torch.device("cpu"),
+        train_steps=2,
+        eval_batches=1,
+        warmup=1,
+        workers=0,
+    )
     assert timing.seconds_per_train_step > 0 and timing.seconds_per_eval_batch > 0
     # 2,048 source images in batches of 128 are 16 steps; 2,344 target images are 19 batches.
-    known = type(timing)(seconds_per_train_step=0.5, seconds_per_eval_batch=0.25, train_steps_timed=2,
-                         eval_batches_timed=1)
+    known = type(timing)(
+        seconds_per_train_step=0.5, seconds_per_eval_batch=0.25, train_steps_timed=2, eval_batches_timed=1
+    )
     assert known.extrapolate(30, 2048, 2344, 128) == pytest.approx(30 * (8.0 + 4.75))
 
 
@@ -41,18 +54,36 @@ def test_trial_measurements_and_table(tiny_runtime):
     assert torch.equal(tiled(trial.data.source, 30).labels[21:], trial.data.source.labels[:9])
     small = make_trial(config, tiny_runtime, tile=False)
     rates = throughput(small, 1)
-    text = table({"device": "cpu", "torch": torch.__version__, "commit": None, "date": "today",
-                  "protocol": "tiny", "tiled": False, "modes": {"random conv 1": rates},
-                  "warm_trial": trial_figures, "cold_trial": trial_figures})
+    text = table(
+        {
+            "device": "cpu",
+            "torch": torch.__version__,
+            "commit": None,
+            "date": "today",
+            "protocol": "tiny",
+            "tiled": False,
+            "modes": {"random conv 1": rates},
+            "warm_trial": trial_figures,
+            "cold_trial": trial_figures,
+        }
+    )
     assert "random conv 1" in text and "full trial, warm cache" in text
 
 
 # --- the sweep benchmark ------------------------------------------------------------------
 
 
-def epoch(pid: int, at_report: float, train: float, evaluate: float, checkpoint: float = 0.0, **first) -> dict:
-    result = {"pid": pid, "at_report": at_report, "time_train": train, "time_eval": evaluate,
-              "time_checkpoint": checkpoint, "checkpoint_dir_name": "checkpoint_000000" if checkpoint else None}
+def epoch(
+    pid: int, at_report: float, train: float, evaluate: float, checkpoint: float = 0.0, **first
+) -> dict:
+    result = {
+        "pid": pid,
+        "at_report": at_report,
+        "time_train": train,
+        "time_eval": evaluate,
+        "time_checkpoint": checkpoint,
+        "checkpoint_dir_name": "checkpoint_000000" if checkpoint else None,
+    }
     return {**result, **first}
 
 
@@ -61,13 +92,24 @@ def test_sweep_analysis_accounts_for_every_slot_second():
 
     # Two slots from t=1000 to 1025. Process 1 runs trial A (two epochs), then trial B (reused);
     # process 2 runs trial C. Times are chosen so that each part has a known value.
-    a = [epoch(1, 1010.0, 4.5, 1.0, 0.2, at_process=1001.0, at_entry=1003.0, time_imports=1.0, time_data=0.5),
-         epoch(1, 1016.5, 4.0, 1.0)]
+    a = [
+        epoch(1, 1010.0, 4.5, 1.0, 0.2, at_process=1001.0, at_entry=1003.0, time_imports=1.0, time_data=0.5),
+        epoch(1, 1016.5, 4.0, 1.0),
+    ]
     b = [epoch(1, 1023.0, 4.0, 1.0, 0.3, at_process=1001.0, at_entry=1017.5, time_imports=0.0, time_data=0.1)]
-    c = [epoch(2, 1012.0, 5.0, 1.0, at_process=1001.5, at_entry=1004.0, time_imports=1.5, time_data=0.2),
-         {"epoch": 2, "failed": 1.0, "target_acc": float("nan")}]  # a failed trial's last report
-    run = {"trials": [a, b, c], "slots": 2, "t0": 1000.0, "t1": 1025.0, "driver": {}, "machine": {},
-           "disk": {}}
+    c = [
+        epoch(2, 1012.0, 5.0, 1.0, at_process=1001.5, at_entry=1004.0, time_imports=1.5, time_data=0.2),
+        {"epoch": 2, "failed": 1.0, "target_acc": float("nan")},
+    ]  # a failed trial's last report
+    run = {
+        "trials": [a, b, c],
+        "slots": 2,
+        "t0": 1000.0,
+        "t1": 1025.0,
+        "driver": {},
+        "machine": {},
+        "disk": {},
+    }
     out = analyse(run)
     compute = 5.5 + 5.0 + 5.0 + 6.0
     assert out["compute_s"] == pytest.approx(compute)
@@ -77,10 +119,18 @@ def test_sweep_analysis_accounts_for_every_slot_second():
     assert out["cpu_per_epoch_s"] == 0.0  # no machine figures in this hand-made run
     parts = out["parts_s"]
     assert list(parts) == list(PARTS)
-    expected = {"sweep start": 1.0 + 1.5, "process start": 2.0 + 2.5, "imports": 2.5, "data load": 0.8,
-                "model build": 0.0 + 0.4 + 0.3,  # setup (0.5 s each) less data
-                "checkpoint write": 0.5, "report round trips": 1011.5 - 1010.2, "between trials": 1.0,
-                "idle slot": 1023.3 - 1012.0, "sweep end": (1025 - 1023.3) * 2}
+    expected = {
+        "sweep start": 1.0 + 1.5,
+        "process start": 2.0 + 2.5,
+        "imports": 2.5,
+        "data load": 0.8,
+        "model build": 0.0 + 0.4 + 0.3,  # setup (0.5 s each) less data
+        "checkpoint write": 0.5,
+        "report round trips": 1011.5 - 1010.2,
+        "between trials": 1.0,
+        "idle slot": 1023.3 - 1012.0,
+        "sweep end": (1025 - 1023.3) * 2,
+    }
     for name, value in expected.items():
         assert parts[name] == pytest.approx(value), name
     assert sum(parts.values()) + compute == pytest.approx(50.0)  # nothing unaccounted
@@ -93,7 +143,9 @@ def test_sweep_analysis_without_trial_timings_reports_totals():
     from benchmarks.sweep import analyse
 
     plain = [[{"pid": 7, "time_train": 2.0, "time_eval": 1.0, "time_data": 0.3, "checkpoint_dir_name": "c"}]]
-    out = analyse({"trials": plain, "slots": 1, "t0": 0.0, "t1": 6.0, "driver": {}, "machine": {}, "disk": {}})
+    out = analyse(
+        {"trials": plain, "slots": 1, "t0": 0.0, "t1": 6.0, "driver": {}, "machine": {}, "disk": {}}
+    )
     assert out["efficiency"] == pytest.approx(0.5) and out["data_load_s"] == pytest.approx(0.3)
     assert "parts_s" not in out
 
@@ -102,11 +154,26 @@ def test_sweep_benchmark_runs_a_real_sweep_and_prints_its_figures(tiny_runtime, 
     """The plumbing end to end, on synthetic PACS: a child process, a real local Ray sweep."""
     from benchmarks.sweep import MEMORY_PROFILE, REPO, analyse, child, merge, space_tree, table
 
-    tree = space_tree(REPO, merge(MEMORY_PROFILE, {
-        "data": {"image_size": 32}, "train": {"epochs": 2, "batch_size": 8},
-        "search": {"num_trials": 3, "max_concurrent": 2}}), "bench-tiny")
-    spec = {"code": str(REPO), "tree": tree, "slots": 2, "memory": True,
-            "data_root": str(tiny_runtime.data_root), "cache_dir": str(tmp_path / "cache")}
+    tree = space_tree(
+        REPO,
+        merge(
+            MEMORY_PROFILE,
+            {
+                "data": {"image_size": 32},
+                "train": {"epochs": 2, "batch_size": 8},
+                "search": {"num_trials": 3, "max_concurrent": 2},
+            },
+        ),
+        "bench-tiny",
+    )
+    spec = {
+        "code": str(REPO),
+        "tree": tree,
+        "slots": 2,
+        "memory": True,
+        "data_root": str(tiny_runtime.data_root),
+        "cache_dir": str(tmp_path / "cache"),
+    }
     run = child(spec, tmp_path)
     assert run["finished"] and run["statuses"] == ["completed"] * 3
     assert [len(t) for t in run["trials"]] == [2, 2, 2]
@@ -122,10 +189,16 @@ def test_sweep_benchmark_runs_a_real_sweep_and_prints_its_figures(tiny_runtime, 
     driver = run["driver"]
     assert set(driver) >= {"tracking", "study", "driver_cpu", "ray_start_s", "fit_s", "ray_shutdown_s"}
     assert run["t0"] < driver["ray_start_at"] < driver["fit_at"] < driver["ray_shutdown_at"] < run["t1"]
-    report = {"date": "today", "cpu": "a CPU", "cores": 2, "variants": ["HEAD"],
-              "profiles": {"tiny": {"space": tree, "runs": {"HEAD": [out]}}},
-              "memory": {"HEAD": [{"trials_at_once": 2, **machine["memory_peak"], "machine": machine,
-                                   "image_size": 32}]}}
+    report = {
+        "date": "today",
+        "cpu": "a CPU",
+        "cores": 2,
+        "variants": ["HEAD"],
+        "profiles": {"tiny": {"space": tree, "runs": {"HEAD": [out]}}},
+        "memory": {
+            "HEAD": [{"trials_at_once": 2, **machine["memory_peak"], "machine": machine, "image_size": 32}]
+        },
+    }
     text = table(report)
     assert f"{out['efficiency']:6.0%}" in text and "idle slot" in text and "sweep end" in text
     assert out["cpu_per_epoch_s"] == pytest.approx(machine["our_cpu_s"] / 6)

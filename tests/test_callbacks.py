@@ -46,8 +46,10 @@ def test_the_progress_line_counts_states_and_keeps_the_best_epoch(capsys):
     assert out[1].endswith("best epoch so far: val_acc 40.00% (trial 0, epoch 1)")
     assert out[2].endswith("best epoch so far: val_acc 55.50% (trial 1, epoch 1)")
     # An unchanged picture prints nothing: a's second epoch and b's NaN changed neither count nor best.
-    assert out[3] == ("trials 3/4 · running 1 · stopped early 0 · finished 1 · failed 0 · "
-                      "best epoch so far: val_acc 55.50% (trial 1, epoch 1)")
+    assert out[3] == (
+        "trials 3/4 · running 1 · stopped early 0 · finished 1 · failed 0 · "
+        "best epoch so far: val_acc 55.50% (trial 1, epoch 1)"
+    )
     assert out[4].startswith("trials 3/4 · running 0 · stopped early 1 · finished 1 · failed 0")
     assert len(out) == 5
 
@@ -62,14 +64,21 @@ def test_the_best_epoch_follows_the_mode(capsys):
 
 def test_a_failed_trial_is_one_line_with_its_reason(tmp_path, capsys):
     error_file = tmp_path / "error.txt"
-    error_file.write_text("Traceback (most recent call last):\n  File ...\n\nDataError: cannot read image x.jpg\n")
+    error_file.write_text(
+        "Traceback (most recent call last):\n  File ...\n\nDataError: cannot read image x.jpg\n"
+    )
     crashed = trial(3, error_file=str(error_file), num_failures=3)
-    assert failure_line(crashed, None) == (f"trial 3 failed after 2 retries: DataError: cannot read image x.jpg "
-                                           f"(traceback: {error_file})")
-    assert failure_line(trial(4, num_failures=1), None) == "trial 4 failed: the trial raised an error (no error file)"
+    assert failure_line(crashed, None) == (
+        f"trial 3 failed after 2 retries: DataError: cannot read image x.jpg (traceback: {error_file})"
+    )
+    assert (
+        failure_line(trial(4, num_failures=1), None)
+        == "trial 4 failed: the trial raised an error (no error file)"
+    )
     refused = {"epoch": 1, FAILED_KEY: 1.0, FAILURE_KEY: "DivergedError: loss is nan at epoch 1"}
-    assert failure_line(trial(5), refused) == ("trial 5 failed: DivergedError: loss is nan at epoch 1 "
-                                               "(not retried: it would fail again)")
+    assert failure_line(trial(5), refused) == (
+        "trial 5 failed: DivergedError: loss is nan at epoch 1 (not retried: it would fail again)"
+    )
 
     progress = ProgressCallback("val_acc", "max", num_trials=2, max_epochs=2)
     failing = trial(5, last_result=refused)

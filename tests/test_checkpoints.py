@@ -20,11 +20,14 @@ from asha_tune.sweep.run import launch
 from asha_tune.sweep.trainable import restored_state
 
 
-@pytest.mark.parametrize(("grace", "rf", "epochs"), [(1, 2, 4), (2, 2, 4), (1, 3, 30), (1, 4, 4), (3, 1.5, 30)])
+@pytest.mark.parametrize(
+    ("grace", "rf", "epochs"), [(1, 2, 4), (2, 2, 4), (1, 3, 30), (1, 4, 4), (3, 1.5, 30)]
+)
 def test_asha_rungs_are_the_epochs_where_rays_asha_decides(grace, rf, epochs):
     settings = SchedulerSettings(kind="asha", grace_period=grace, reduction_factor=rf)
-    ray_asha = ASHAScheduler(time_attr="epoch", metric="m", mode="max", max_t=epochs, grace_period=grace,
-                             reduction_factor=rf)
+    ray_asha = ASHAScheduler(
+        time_attr="epoch", metric="m", mode="max", max_t=epochs, grace_period=grace, reduction_factor=rf
+    )
     # A guard on Ray's private bracket layout: ASHA decides at the first epoch >= a milestone.
     milestones = [milestone for milestone, _ in ray_asha._brackets[0]._rungs]
     assert asha_rungs(settings, epochs) == {int(-(-m // 1)) for m in milestones}
@@ -73,8 +76,7 @@ def test_a_trial_restored_from_an_emptied_or_final_checkpoint_has_nothing_to_red
     assert restored_state(tune.Checkpoint.from_directory(str(full)), load, 3) == (True, None)
 
 
-def test_a_finished_sweep_keeps_only_the_best_trials_final_weights(tmp_path, pacs_root, shared_cache,
-                                                                      capsys):
+def test_a_finished_sweep_keeps_only_the_best_trials_final_weights(tmp_path, pacs_root, shared_cache, capsys):
     # As the end-to-end sweep test: one trial at a time makes ASHA's decisions deterministic.
     tree = {
         "name": "disk",
@@ -82,27 +84,45 @@ def test_a_finished_sweep_keeps_only_the_best_trials_final_weights(tmp_path, pac
         "train": {"epochs": 4, "batch_size": 16, "weights": "none", "seed": 0},
         "shaping": {"mode": "random"},
         "search": {"algorithm": "optuna", "num_trials": 6, "max_concurrent": 1, "seed": 0},
-        "scheduler": {"kind": "asha", "grace_period": 1, "reduction_factor": 4, "metric": "train_loss",
-                      "mode": "min"},
+        "scheduler": {
+            "kind": "asha",
+            "grace_period": 1,
+            "reduction_factor": 4,
+            "metric": "train_loss",
+            "mode": "min",
+        },
         "resources": {"cpu": 1},
-        "parameters": {"shaping.convs": {"type": "conv_subset", "allowed": [1, 2, 3, 4, 5, 6, 7],
-                                         "min_size": 1, "max_size": 2},
-                       "shaping.p0": {"type": "float", "low": 0.0, "high": 0.9}},
+        "parameters": {
+            "shaping.convs": {
+                "type": "conv_subset",
+                "allowed": [1, 2, 3, 4, 5, 6, 7],
+                "min_size": 1,
+                "max_size": 2,
+            },
+            "shaping.p0": {"type": "float", "low": 0.0, "high": 0.9},
+        },
     }
     path = tmp_path / "disk.yaml"
     path.write_text(yaml.safe_dump(tree))
     settings = SweepSettings(
-        name="disk", space=load_space(path), results_dir=tmp_path / "results",
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", study_url=f"sqlite:///{tmp_path / 'optuna.db'}",
-        runtime=Runtime(data_root=pacs_root, cache_dir=shared_cache, device="cpu"), num_cpus=2,
+        name="disk",
+        space=load_space(path),
+        results_dir=tmp_path / "results",
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        study_url=f"sqlite:///{tmp_path / 'optuna.db'}",
+        runtime=Runtime(data_root=pacs_root, cache_dir=shared_cache, device="cpu"),
+        num_cpus=2,
     )
     outcome = launch(settings)
     assert outcome.finished and outcome.best is not None and outcome.best.status == "completed"
     statuses = {t.status for t in outcome.trials}
     assert statuses == {"completed", "pruned"}
 
-    results = [json.loads(line) for p in settings.sweep_dir.glob("*/result.json")
-               for line in p.read_text().splitlines()]
+    results = [
+        json.loads(line)
+        for p in settings.sweep_dir.glob("*/result.json")
+        for line in p.read_text().splitlines()
+    ]
     assert sum(1 for r in results if r.get("checkpoint_dir_name")) < len(results) / 2  # not every epoch
     # One worker process ran every trial (reuse_actors), paying for its start and imports once.
     assert len({r["pid"] for r in results}) == 1 < len(outcome.trials)

@@ -18,26 +18,50 @@ CLI = [sys.executable, "-m", "asha_tune.cli"]
 
 
 def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 600):
-    return subprocess.run(CLI + args, cwd=cwd, env={**os.environ, **(env or {})},
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        CLI + args,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--mode", "random", "--convs", "1", "--p0", "1"], "--p0: p0 1.0 is outside [0, 1)"),
-        (["--mode", "random", "--convs", "13", "--p0", "0.5"], "--convs: downsampling conv 13: allowed convs are 1,2,3,4,5,6,7,9,10,11,12,14,15,16,17,19,20"),
+        (
+            ["--mode", "random", "--convs", "13", "--p0", "0.5"],
+            "--convs: downsampling conv 13: allowed convs are 1,2,3,4,5,6,7,9,10,11,12,14,15,16,17,19,20",
+        ),
         (["--mode", "random", "--convs", "25", "--p0", "0.5"], "--convs: unknown conv 25"),
         (["--mode", "random", "--convs", "1,x", "--p0", "0.5"], "--convs: cannot read conv list '1,x'"),
         (["--mode", "random", "--convs", "1", "--p0", "abc"], "--p0: cannot read p0 'abc'"),
-        (["--mode", "sideways"], "--mode: Input should be 'baseline', 'random', 'target' or 'bn_only' (got 'sideways')"),
-        (["--shape-fn", "cube", "--mode", "random", "--convs", "1", "--p0", "0.1"], "--shape-fn: Input should be"),
-        (["--mode", "target", "--convs", "4", "--target", "cartoon,sketch"], "mode target adapts to one target domain per trial"),
-        (["--target", "moon"], "--target: Input should be 'art_painting', 'cartoon', 'photo' or 'sketch' (got 'moon')"),
+        (
+            ["--mode", "sideways"],
+            "--mode: Input should be 'baseline', 'random', 'target' or 'bn_only' (got 'sideways')",
+        ),
+        (
+            ["--shape-fn", "cube", "--mode", "random", "--convs", "1", "--p0", "0.1"],
+            "--shape-fn: Input should be",
+        ),
+        (
+            ["--mode", "target", "--convs", "4", "--target", "cartoon,sketch"],
+            "mode target adapts to one target domain per trial",
+        ),
+        (
+            ["--target", "moon"],
+            "--target: Input should be 'art_painting', 'cartoon', 'photo' or 'sketch' (got 'moon')",
+        ),
         (["--epochs", "0"], "--epochs: Input should be greater than or equal to 1 (got '0')"),
         (["--image-size", "big"], "--image-size: Input should be a valid integer"),
         (["--lr", "-1"], "--lr: Input should be greater than 0"),
-        (["--topk-fraction", "2", "--mode", "random", "--convs", "1", "--p0", "0.1", "--shape-fn", "topk"], "--topk-fraction: Input should be less than or equal to 1"),
+        (
+            ["--topk-fraction", "2", "--mode", "random", "--convs", "1", "--p0", "0.1", "--shape-fn", "topk"],
+            "--topk-fraction: Input should be less than or equal to 1",
+        ),
         (["--data-root", "/no/such/pacs"], "--data-root /no/such/pacs: no such folder"),
         (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
         (["--bogus"], "unrecognized arguments: --bogus"),
@@ -61,19 +85,32 @@ def test_missing_data_root_from_environment(capsys, tmp_path, monkeypatch):
     monkeypatch.delenv("ASHA_TUNE_DATA_ROOT", raising=False)
     assert main(["trial"]) == 2  # a usage error, as a nonexistent data root is
     assert capsys.readouterr().err.strip() == (
-        "asha-tune trial: error: no data root: pass --data-root or set ASHA_TUNE_DATA_ROOT "
-        "to the PACS folder")
+        "asha-tune trial: error: no data root: pass --data-root or set ASHA_TUNE_DATA_ROOT to the PACS folder"
+    )
 
 
 def test_corrupt_image_is_one_line_and_the_run_is_marked_failed(synthetic_pacs, tmp_path):
     (synthetic_pacs / "cartoon" / "dog" / "zz_broken.jpg").write_bytes(b"garbage")
     out = run_cli(
-        ["trial", "--data-root", str(synthetic_pacs), "--cache-dir", str(tmp_path / "c"),
-         "--image-size", "32", "--epochs", "1", "--weights", "none", "--no-progress"], tmp_path)
+        [
+            "trial",
+            "--data-root",
+            str(synthetic_pacs),
+            "--cache-dir",
+            str(tmp_path / "c"),
+            "--image-size",
+            "32",
+            "--epochs",
+            "1",
+            "--weights",
+            "none",
+            "--no-progress",
+        ],
+        tmp_path,
+    )
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
-    assert out.stderr.strip().splitlines()[-1].startswith(
-        "asha-tune trial: error: cannot read image ")
+    assert out.stderr.strip().splitlines()[-1].startswith("asha-tune trial: error: cannot read image ")
     assert "cartoon/dog/zz_broken.jpg" in out.stderr
     from mlflow.tracking import MlflowClient
 
@@ -86,10 +123,35 @@ def test_corrupt_image_is_one_line_and_the_run_is_marked_failed(synthetic_pacs, 
 
 def test_real_pacs_trial_end_to_end_through_the_cli(pacs_root, shared_cache, tmp_path):
     out = run_cli(
-        ["trial", "--mode", "random", "--convs", "1", "--p0", "0.7", "--source", "art_painting",
-         "--target", "cartoon,sketch", "--epochs", "2", "--batch-size", "32", "--image-size", "64",
-         "--limit-per-domain", "84", "--weights", "none", "--seed", "0", "--device", "cpu"],
-        tmp_path, env={"ASHA_TUNE_DATA_ROOT": str(pacs_root), "ASHA_TUNE_CACHE_DIR": str(shared_cache)},
+        [
+            "trial",
+            "--mode",
+            "random",
+            "--convs",
+            "1",
+            "--p0",
+            "0.7",
+            "--source",
+            "art_painting",
+            "--target",
+            "cartoon,sketch",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "32",
+            "--image-size",
+            "64",
+            "--limit-per-domain",
+            "84",
+            "--weights",
+            "none",
+            "--seed",
+            "0",
+            "--device",
+            "cpu",
+        ],
+        tmp_path,
+        env={"ASHA_TUNE_DATA_ROOT": str(pacs_root), "ASHA_TUNE_CACHE_DIR": str(shared_cache)},
     )
     assert out.returncode == 0, out.stderr
     assert "epoch 2/2" in out.stderr  # the per-epoch progress bar
@@ -120,9 +182,23 @@ def test_real_pacs_trial_end_to_end_through_the_cli(pacs_root, shared_cache, tmp
 
 
 def test_cli_resume_after_sigkill_continues_the_same_run(synthetic_pacs, tmp_path):
-    args = ["trial", "--data-root", str(synthetic_pacs), "--cache-dir", str(tmp_path / "c"),
-            "--image-size", "32", "--epochs", "6", "--weights", "none", "--no-progress",
-            "--checkpoint", str(tmp_path / "ck.pt"), "--resume"]
+    args = [
+        "trial",
+        "--data-root",
+        str(synthetic_pacs),
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--image-size",
+        "32",
+        "--epochs",
+        "6",
+        "--weights",
+        "none",
+        "--no-progress",
+        "--checkpoint",
+        str(tmp_path / "ck.pt"),
+        "--resume",
+    ]
     proc = subprocess.Popen(CLI + args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (tmp_path / "ck.pt").exists() and time.time() < deadline:
@@ -152,7 +228,8 @@ def test_sweep_exit_status(capsys):
     trial = lambda status: SimpleNamespace(status=status)  # noqa: E731
     settings = SimpleNamespace(name="s1", space=SimpleNamespace(name="quickstart"))
     outcome = lambda finished, *statuses: SimpleNamespace(  # noqa: E731
-        finished=finished, trials=[trial(s) for s in statuses], settings=settings)
+        finished=finished, trials=[trial(s) for s in statuses], settings=settings
+    )
     assert sweep_exit(outcome(True, "failed", "pruned")) == 0
     assert sweep_exit(outcome(False, "completed")) == 130
     assert sweep_exit(outcome(True, "failed", "failed")) == 1

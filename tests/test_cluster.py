@@ -44,9 +44,10 @@ SMALL = {
     "shaping": {"mode": "random"},
     "scheduler": {"kind": "fifo"},
     "resources": {"cpu": 1},
-    "parameters": {"shaping.convs": {"type": "conv_subset", "allowed": [1, 2, 3, 4], "min_size": 1,
-                                     "max_size": 1},
-                   "shaping.p0": {"type": "float", "low": 0.1, "high": 0.8}},
+    "parameters": {
+        "shaping.convs": {"type": "conv_subset", "allowed": [1, 2, 3, 4], "min_size": 1, "max_size": 1},
+        "shaping.p0": {"type": "float", "low": 0.1, "high": 0.8},
+    },
 }
 
 
@@ -69,8 +70,9 @@ class Harness:
         return local.load(self.directory)
 
     def cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        return subprocess.run([*CLI, *args], env=self.env, capture_output=True, text=True, timeout=timeout,
-                              cwd=self.directory)
+        return subprocess.run(
+            [*CLI, *args], env=self.env, capture_output=True, text=True, timeout=timeout, cwd=self.directory
+        )
 
     def up(self) -> subprocess.CompletedProcess:
         done = self.cli("cluster", "up", "--dir", str(self.directory), "--workers", "2", "--worker-cpus", "1")
@@ -91,9 +93,25 @@ class Harness:
         log = self.directory / "logs" / f"launch-{name}.log"
         with open(log, "w") as out:
             driver = subprocess.Popen(
-                [*CLI, "launch", "--space", str(space), "--name", name, "--device", "cpu",
-                 "--data-root", str(self.pacs_root), *self.state.launch_flags()],
-                env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=self.directory, start_new_session=True)
+                [
+                    *CLI,
+                    "launch",
+                    "--space",
+                    str(space),
+                    "--name",
+                    name,
+                    "--device",
+                    "cpu",
+                    "--data-root",
+                    str(self.pacs_root),
+                    *self.state.launch_flags(),
+                ],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.directory,
+                start_new_session=True,
+            )
         return driver, log
 
     def finish(self, driver: subprocess.Popen, log: Path, timeout: float = 900) -> str:
@@ -101,7 +119,9 @@ class Harness:
             driver.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(driver.pid, signal.SIGKILL)
-            raise AssertionError(f"the sweep did not finish in {timeout} s: {log.read_text()[-3000:]}") from None
+            raise AssertionError(
+                f"the sweep did not finish in {timeout} s: {log.read_text()[-3000:]}"
+            ) from None
         text = log.read_text()
         assert driver.returncode == 0, text[-4000:]
         return text
@@ -121,16 +141,33 @@ def harness(pacs_root, shared_cache):
     directory.chmod(0o755)
     home = Path(tempfile.mkdtemp(prefix="asha-home-"))
     tag = uuid.uuid4().hex
-    env = {**os.environ, "HOME": str(home), "ASHA_TUNE_CACHE_DIR": str(shared_cache), "PYTHONUNBUFFERED": "1",
-           PROCESS_TAG_ENV: tag}
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "ASHA_TUNE_CACHE_DIR": str(shared_cache),
+        "PYTHONUNBUFFERED": "1",
+        PROCESS_TAG_ENV: tag,
+    }
     # As a user's shell would be: the product must keep a loopback cluster on loopback by itself.
-    for name in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN",
-                 "RAY_AUTH_TOKEN_PATH", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME",
-                 "MLFLOW_TRACKING_PASSWORD"):
+    for name in (
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER",
+        "RAY_ADDRESS",
+        "RAY_AUTH_MODE",
+        "RAY_AUTH_TOKEN",
+        "RAY_AUTH_TOKEN_PATH",
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+    ):
         env.pop(name, None)
     patch = pytest.MonkeyPatch()
     patch.setenv("HOME", str(home))  # this process reads the same credentials as the commands
-    for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+    for name in (
+        "RAY_AUTH_TOKEN",
+        "RAY_AUTH_TOKEN_PATH",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+    ):
         patch.delenv(name, raising=False)
     h = Harness(directory, env, pacs_root)
     started = time.time()
@@ -168,8 +205,10 @@ def child_runs(h: Harness, experiment: str, parent: str) -> dict[int, object]:
 
 def histories(h: Harness, runs: dict[int, object], metric: str = "target_acc") -> dict[int, list[tuple]]:
     client = h.client()
-    return {n: sorted((m.step, m.value) for m in client.get_metric_history(r.info.run_id, metric))
-            for n, r in runs.items()}
+    return {
+        n: sorted((m.step, m.value) for m in client.get_metric_history(r.info.run_id, metric))
+        for n, r in runs.items()
+    }
 
 
 def sweep_parent(h: Harness, name: str) -> str:
@@ -211,8 +250,10 @@ def checkpoints(h: Harness, name: str) -> int:
 
 def trial_actors(h: Harness) -> list[dict]:
     """Every trial actor the head knows (alive and dead): pid, node id, state."""
-    url = (h.state.dashboard_url + "/api/v0/actors?limit=10000&detail=true&filter_keys=class_name"
-           "&filter_predicates=%3D&filter_values=ImplicitFunc")
+    url = (
+        h.state.dashboard_url + "/api/v0/actors?limit=10000&detail=true&filter_keys=class_name"
+        "&filter_predicates=%3D&filter_values=ImplicitFunc"
+    )
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {local.ray_token()}"})
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())["data"]["result"]["result"]
@@ -268,8 +309,9 @@ def test_up_prints_the_launch_flags_and_status_lists_every_node(harness):
 
 
 def test_sweep_runs_on_several_nodes_and_mlflow_agrees_with_optuna(harness):
-    space = harness.space("multinode", search={"algorithm": "optuna", "num_trials": 4, "max_concurrent": 2,
-                                               "seed": 0})
+    space = harness.space(
+        "multinode", search={"algorithm": "optuna", "num_trials": 4, "max_concurrent": 2, "seed": 0}
+    )
     watch = SocketWatch(harness)
     watch.start()
     driver, log = harness.launch(space, "multinode")
@@ -312,8 +354,16 @@ def test_the_cluster_is_authenticated_and_listens_on_loopback_only(harness):
         "no token": base,
         "the token": {**base, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(local.ray_token_file())},
     }
-    running = {k: subprocess.Popen([sys.executable, "-c", probe], env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True) for k, env in clients.items()}
+    running = {
+        k: subprocess.Popen(
+            [sys.executable, "-c", probe],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for k, env in clients.items()
+    }
     results = {k: p.communicate(timeout=180)[0] for k, p in running.items()}
     for refused_client in ("wrong token", "no token"):
         assert "CONNECTED" not in results[refused_client]
@@ -324,20 +374,33 @@ def test_the_cluster_is_authenticated_and_listens_on_loopback_only(harness):
     import psycopg
 
     with pytest.raises(psycopg.OperationalError, match="password"):
-        psycopg.connect(host="127.0.0.1", port=state.services["postgres"].port, user="asha", dbname="optuna",
-                        passfile=str(empty_home / "none"), connect_timeout=10)
+        psycopg.connect(
+            host="127.0.0.1",
+            port=state.services["postgres"].port,
+            user="asha",
+            dbname="optuna",
+            passfile=str(empty_home / "none"),
+            connect_timeout=10,
+        )
     optuna.storages.RDBStorage(state.database_url("optuna"))
 
     sockets = processes.listening(local.started_pids(state))
     ports = {port for _, port, _ in sockets}
-    assert {state.services["postgres"].port, state.services["mlflow"].port, state.services["head"].port,
-            state.services["head"].ports["dashboard"]} <= ports
+    assert {
+        state.services["postgres"].port,
+        state.services["mlflow"].port,
+        state.services["head"].port,
+        state.services["head"].ports["dashboard"],
+    } <= ports
     assert all(processes.is_loopback(ip) for ip, _, _ in sockets), sockets
 
 
 def test_two_sweeps_at_once_do_not_interfere(harness):
-    space = harness.space("twin", search={"algorithm": "optuna", "num_trials": 3, "max_concurrent": 1,
-                                          "seed": 3}, train={"epochs": 2})
+    space = harness.space(
+        "twin",
+        search={"algorithm": "optuna", "num_trials": 3, "max_concurrent": 1, "seed": 3},
+        train={"epochs": 2},
+    )
     runs = [harness.launch(space, name) for name in ("twin-a", "twin-b")]
     for driver, log in runs:
         harness.finish(driver, log)
@@ -378,9 +441,12 @@ def raylet_or_worker(pid: int) -> bool:
 
 def test_a_lost_worker_node_costs_nothing(harness):
     name = "nodeloss"
-    space = harness.space(name, search={"algorithm": "random", "num_trials": 4, "max_concurrent": 2,
-                                        "seed": 5, "max_failures": 3},
-                          train={"epochs": 8}, data={"limit_per_domain": 70})
+    space = harness.space(
+        name,
+        search={"algorithm": "random", "num_trials": 4, "max_concurrent": 2, "seed": 5, "max_failures": 3},
+        train={"epochs": 8},
+        data={"limit_per_domain": 70},
+    )
     driver, log = harness.launch(space, name)
     state = harness.state
     worker_of = {n.node_id: n.name for n in state.nodes if n.name != "head"}
@@ -423,11 +489,18 @@ def test_a_lost_worker_node_costs_nothing(harness):
         assert resumed >= last_checkpoint(max((s for s, _ in before.get(number, [])), default=0), 8)
         nodes = trial_nodes(harness, name)[number]
         assert len(nodes) >= 2 and nodes[-1] != node.node_id  # finished on another node
-    figures("worker killed", requested=4, finished=len(runs), retried=len(retried),
-            retried_trials=sorted(retried), lost=4 - len(runs),
-            metric_points_before=sum(map(len, before.values())), kept=kept,
-            metric_points_after=sum(map(len, after.values())),
-            finished_after_kill_s=round(time.time() - killed_at))
+    figures(
+        "worker killed",
+        requested=4,
+        finished=len(runs),
+        retried=len(retried),
+        retried_trials=sorted(retried),
+        lost=4 - len(runs),
+        metric_points_before=sum(map(len, before.values())),
+        kept=kept,
+        metric_points_after=sum(map(len, after.values())),
+        finished_after_kill_s=round(time.time() - killed_at),
+    )
     assert kept == sum(map(len, before.values()))  # every metric recorded before the fault is there
     assert not re.search(r"asha-tune [a-z]+: error", out)
 
@@ -438,11 +511,18 @@ def test_a_lost_worker_node_costs_nothing(harness):
 
 def outage_test(harness, name: str, service: str) -> None:
     """A sweep while `service` is stopped and restarted (by `cluster up`): nothing lost."""
-    space = harness.space(name, search={"algorithm": "optuna", "num_trials": 4, "max_concurrent": 2,
-                                        "seed": 7}, train={"epochs": 8}, data={"limit_per_domain": 70})
+    space = harness.space(
+        name,
+        search={"algorithm": "optuna", "num_trials": 4, "max_concurrent": 2, "seed": 7},
+        train={"epochs": 8},
+        data={"limit_per_domain": 70},
+    )
     driver, log = harness.launch(space, name)
-    wait_for(lambda: any(len(h) >= 2 for h in progress(harness, name, name).values()), 600,
-             "a trial with two epochs logged")
+    wait_for(
+        lambda: any(len(h) >= 2 for h in progress(harness, name, name).values()),
+        600,
+        "a trial with two epochs logged",
+    )
     before = progress(harness, name, name)
     checkpointed = checkpoints(harness, name)
     stopped_at = time.time()
@@ -463,13 +543,20 @@ def outage_test(harness, name: str, service: str) -> None:
     runs = assert_mlflow_and_optuna_agree(harness, name, name, trials=4, epochs=8)
     after = histories(harness, runs)
     kept = sum(point in after[n] for n, points in before.items() for point in points)
-    figures(f"{service} restarted", requested=4, finished=len(runs),
-            retried=sum(int(r.data.tags[RETRIES_TAG]) > 0 for r in runs.values()),
-            lost=4 - len(runs), outage_s=round(outage), epochs_checkpointed_during_outage=during,
-            metric_points_before=sum(map(len, before.values())), kept=kept,
-            metric_points_after=sum(map(len, after.values())),
-            optuna_retry_warnings=out.count("unreachable; retrying"),
-            mlflow_server_500s=server_log.read_text().count('" 500') - errors_before)
+    figures(
+        f"{service} restarted",
+        requested=4,
+        finished=len(runs),
+        retried=sum(int(r.data.tags[RETRIES_TAG]) > 0 for r in runs.values()),
+        lost=4 - len(runs),
+        outage_s=round(outage),
+        epochs_checkpointed_during_outage=during,
+        metric_points_before=sum(map(len, before.values())),
+        kept=kept,
+        metric_points_after=sum(map(len, after.values())),
+        optuna_retry_warnings=out.count("unreachable; retrying"),
+        mlflow_server_500s=server_log.read_text().count('" 500') - errors_before,
+    )
     assert kept == sum(map(len, before.values()))
     assert not re.search(r"asha-tune [a-z]+: error", out)
 
@@ -488,25 +575,44 @@ def test_down_stops_exactly_what_up_started(pacs_root, tmp_path):
     env = {**os.environ, "HOME": str(tmp_path / "home")}
     bystander = subprocess.Popen(["sleep", "600"], start_new_session=True)  # someone else's process
     try:
-        up = subprocess.run([*CLI, "cluster", "up", "--dir", str(directory), "--workers", "1"], env=env,
-                            capture_output=True, text=True, timeout=600)
+        up = subprocess.run(
+            [*CLI, "cluster", "up", "--dir", str(directory), "--workers", "1"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
         state = local.load(directory)
         procs = [p for s in state.services.values() if s.proc for p in processes.family(s.proc)]
         pids = [p.pid for p in procs]
         ports = {port for _, port, _ in processes.listening(pids)}
         assert len(pids) > 10 and ports
-        down = subprocess.run([*CLI, "cluster", "down", "--dir", str(directory)], env=env, capture_output=True,
-                              text=True, timeout=300)
+        down = subprocess.run(
+            [*CLI, "cluster", "down", "--dir", str(directory)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert down.returncode == 0, down.stderr
-        assert re.findall(r"stopped (head|worker-1|mlflow|postgres)", down.stdout) == \
-            ["worker-1", "head", "mlflow", "postgres"]
+        assert re.findall(r"stopped (head|worker-1|mlflow|postgres)", down.stdout) == [
+            "worker-1",
+            "head",
+            "mlflow",
+            "postgres",
+        ]
         survivors = [p.pid for p in procs if processes.alive(p)]
         assert not survivors, survivors
         assert not [p for p in ports if processes.port_open(p)]
         assert bystander.poll() is None  # untouched
-        status = subprocess.run([*CLI, "cluster", "status", "--dir", str(directory)], env=env,
-                                capture_output=True, text=True, timeout=120)
+        status = subprocess.run(
+            [*CLI, "cluster", "status", "--dir", str(directory)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert status.returncode == 1 and status.stdout.count("DOWN") == 4
         figures("down", processes_started=len(pids), listening_ports=len(ports), left_running=len(survivors))
     finally:

@@ -21,7 +21,9 @@ def test_up_without_postgresql_says_how_to_install_it(tmp_path, monkeypatch, cap
     monkeypatch.setattr(cluster, "POSTGRES_ROOT", tmp_path / "nowhere")
     assert main(["cluster", "up", "--dir", str(tmp_path / "c")]) == 1
     line = one_error_line(capsys)
-    assert line.startswith("asha-tune cluster: error: PostgreSQL is not installed") and "apt-get install" in line
+    assert (
+        line.startswith("asha-tune cluster: error: PostgreSQL is not installed") and "apt-get install" in line
+    )
     assert not (tmp_path / "c").exists()  # nothing started, nothing written
 
 
@@ -43,8 +45,10 @@ def test_a_tracking_server_that_is_gone_is_one_clear_error(monkeypatch):
     uri = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(TrackingUnavailable) as err:
         Tracker(uri).experiment("x")
-    assert str(err.value) == f"the MLflow tracking server at {uri} did not answer (connection refused); " \
-                             "what it recorded is kept"
+    assert (
+        str(err.value) == f"the MLflow tracking server at {uri} did not answer (connection refused); "
+        "what it recorded is kept"
+    )
 
 
 def test_a_study_database_that_is_gone_is_retried_then_one_clear_error(monkeypatch):

@@ -54,7 +54,10 @@ def test_convs_are_sorted_and_allowed_set_excludes_downsampling():
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"shaping": {"mode": "random", "convs": [8], "p0": 0.5}}, "downsampling conv 8: allowed convs are 1,2,3,4,5,6,7,9"),
+        (
+            {"shaping": {"mode": "random", "convs": [8], "p0": 0.5}},
+            "downsampling conv 8: allowed convs are 1,2,3,4,5,6,7,9",
+        ),
         ({"shaping": {"mode": "random", "convs": [0], "p0": 0.5}}, "unknown conv 0: allowed convs"),
         ({"shaping": {"mode": "random", "convs": [21], "p0": 0.5}}, "unknown conv 21"),
         ({"shaping": {"mode": "random", "convs": [1], "p0": 1.0}}, "p0 1.0 is outside [0, 1)"),
@@ -63,9 +66,14 @@ def test_convs_are_sorted_and_allowed_set_excludes_downsampling():
         ({"shaping": {"mode": "random", "convs": [1]}}, "mode random needs p0"),
         ({"shaping": {"mode": "target", "convs": [4], "p0": 0.5}}, "p0 does not apply to mode target"),
         ({"shaping": {"mode": "baseline", "convs": [4]}}, "convs does not apply to mode baseline"),
-        ({"shaping": {"mode": "random", "convs": [1], "p0": 0.5, "shape_fn": "topk"}}, "topk needs topk_fraction"),
-        ({"data": {"targets": ["cartoon", "sketch"]}, "shaping": {"mode": "target", "convs": [4]}},
-         "adapts to one target domain per trial"),
+        (
+            {"shaping": {"mode": "random", "convs": [1], "p0": 0.5, "shape_fn": "topk"}},
+            "topk needs topk_fraction",
+        ),
+        (
+            {"data": {"targets": ["cartoon", "sketch"]}, "shaping": {"mode": "target", "convs": [4]}},
+            "adapts to one target domain per trial",
+        ),
         ({"data": {"source": "cartoon", "targets": ["cartoon"]}}, "source cartoon is also a target"),
         ({"data": {"targets": ["mars"]}}, "data.targets: Input should be 'art_painting'"),
         ({"train": {"epochs": 0}}, "train.epochs: Input should be greater than or equal to 1"),
@@ -100,12 +108,15 @@ def test_the_paper_batch_size_is_the_default_of_each_mode(tmp_path):
     # In a space whose mode is searched, each trial gets its mode's size, also after a resume
     # reads the space back from sweep.json.
     path = tmp_path / "s.yaml"
-    path.write_text("name: s\nsearch: {algorithm: grid}\nscheduler: {kind: fifo}\n"
-                    "parameters:\n  shaping.mode: {type: grid, values: [bn_only, target]}\n"
-                    "  shaping.convs: {type: fixed, value: [4], when: {shaping.mode: target}}\n")
+    path.write_text(
+        "name: s\nsearch: {algorithm: grid}\nscheduler: {kind: fifo}\n"
+        "parameters:\n  shaping.mode: {type: grid, values: [bn_only, target]}\n"
+        "  shaping.convs: {type: fixed, value: [4], when: {shaping.mode: target}}\n"
+    )
     space = load_space(path)
-    settings = SweepSettings(name="s", space=space, results_dir=tmp_path, tracking_uri="x", study_url="y",
-                             runtime={})
+    settings = SweepSettings(
+        name="s", space=space, results_dir=tmp_path, tracking_uri="x", study_url="y", runtime={}
+    )
     settings.save()
     reread = SweepSettings.load("s", tmp_path).space
     for s in (space, reread):

@@ -34,14 +34,25 @@ TINY_PACS = {
 def sweep(tmp_path_factory, pacs_root, shared_cache) -> SweepSettings:
     """A finished 3-trial sweep (FIFO: every trial runs the full budget), selecting on source_val."""
     tmp = tmp_path_factory.mktemp("confirm")
-    path = space_file(tmp, "conf", TINY_PACS, shaping={"mode": "random", "convs": [1]},
-                      search={"algorithm": "random", "num_trials": 3, "max_concurrent": 2, "seed": 0},
-                      scheduler={"kind": "fifo"}, resources={"cpu": 1},
-                      parameters={"shaping.p0": {"type": "float", "low": 0.1, "high": 0.9}})
+    path = space_file(
+        tmp,
+        "conf",
+        TINY_PACS,
+        shaping={"mode": "random", "convs": [1]},
+        search={"algorithm": "random", "num_trials": 3, "max_concurrent": 2, "seed": 0},
+        scheduler={"kind": "fifo"},
+        resources={"cpu": 1},
+        parameters={"shaping.p0": {"type": "float", "low": 0.1, "high": 0.9}},
+    )
     settings = SweepSettings(
-        name="cs", space=load_space(path), results_dir=tmp / "results",
-        tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}", study_url=f"sqlite:///{tmp / 'optuna.db'}",
-        runtime=Runtime(data_root=pacs_root, cache_dir=shared_cache, device="cpu"), num_cpus=2)
+        name="cs",
+        space=load_space(path),
+        results_dir=tmp / "results",
+        tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}",
+        study_url=f"sqlite:///{tmp / 'optuna.db'}",
+        runtime=Runtime(data_root=pacs_root, cache_dir=shared_cache, device="cpu"),
+        num_cpus=2,
+    )
     assert launch(settings).finished
     return settings
 
@@ -53,7 +64,9 @@ def children(settings: SweepSettings, parent: str) -> list:
 
 
 def confirmation_parent(settings: SweepSettings, name: str):
-    runs = [r for r in children(settings, settings.parent_run_id) if r.data.tags.get("asha_tune.sweep") == name]
+    runs = [
+        r for r in children(settings, settings.parent_run_id) if r.data.tags.get("asha_tune.sweep") == name
+    ]
     assert len(runs) == 1, f"{len(runs)} parent runs named {name}"
     return runs[0]
 
@@ -67,7 +80,10 @@ def test_confirm_reruns_the_top_configurations_with_new_seeds_nested_under_the_s
     experiment = tracker.experiment("conf")
     trials = sweep_trials(tracker, experiment, sweep.parent_run_id)
     top = ranked_trials(trials, "val_acc", "max")[:2]
-    used = {json.loads(MlflowClient(sweep.tracking_uri).get_run(t.run_id).data.params["train.seed"]) for t in trials}
+    used = {
+        json.loads(MlflowClient(sweep.tracking_uri).get_run(t.run_id).data.params["train.seed"])
+        for t in trials
+    }
     capsys.readouterr()
 
     assert main(cli(sweep, "--top", "2", "--seeds", "2")) == 0
@@ -83,7 +99,14 @@ def test_confirm_reruns_the_top_configurations_with_new_seeds_nested_under_the_s
     for run in runs:
         by_trial.setdefault(run.data.tags["asha_tune.confirms_trial"], []).append(run)
         assert run.data.tags["asha_tune.status"] == "completed"
-        for metric in ("val_acc", "val_acc_se", "acc_cartoon", "acc_cartoon_se", "target_acc", "target_acc_se"):
+        for metric in (
+            "val_acc",
+            "val_acc_se",
+            "acc_cartoon",
+            "acc_cartoon_se",
+            "target_acc",
+            "target_acc_se",
+        ):
             assert metric in run.data.metrics
     assert sorted(by_trial) == sorted(str(t.number) for t in top)
     seeds = {int(run.data.params["train.seed"]) for run in runs}
@@ -106,13 +129,16 @@ def test_confirm_reruns_the_top_configurations_with_new_seeds_nested_under_the_s
             stats = row["metrics"][metric]
             assert stats["n"] == 2 and stats["mean"] == pytest.approx(statistics.fmean(values))
             assert stats["sd"] == pytest.approx(statistics.stdev(values))
-            half = 12.706204736174698 * stats["sd"] / 2 ** 0.5  # t(0.975, 1)
+            half = 12.706204736174698 * stats["sd"] / 2**0.5  # t(0.975, 1)
             assert stats["ci95"] == pytest.approx([stats["mean"] - half, stats["mean"] + half])
             assert stats["sweep"] == t.metrics[metric]
     means = [row["metrics"]["val_acc"]["mean"] for row in report["configurations"]]
     assert report["ranking_holds"] == (means[0] >= means[1])
-    assert ("ranking holds" if report["ranking_holds"] else f"trial {top[1].number} now above trial {top[0].number}") \
-        in out
+    assert (
+        "ranking holds"
+        if report["ranking_holds"]
+        else f"trial {top[1].number} now above trial {top[0].number}"
+    ) in out
     assert f"#1 trial {top[0].number}" in out and "val_acc" in out
 
     # The sweep's parent run summarises its best with its noise: sweeps compare as MLflow rows.
@@ -123,8 +149,10 @@ def test_confirm_reruns_the_top_configurations_with_new_seeds_nested_under_the_s
     assert summary.tags["asha_tune.best_trial"] == str(best.number)
     assert summary.tags["asha_tune.best_run_id"] == best.run_id
     assert summary.tags["asha_tune.selection"] == "source_val"
-    separable = abs(top[0].metrics["val_acc"] - top[1].metrics["val_acc"]) > 2 * (
-        top[0].metrics["val_acc_se"] ** 2 + top[1].metrics["val_acc_se"] ** 2) ** 0.5
+    separable = (
+        abs(top[0].metrics["val_acc"] - top[1].metrics["val_acc"])
+        > 2 * (top[0].metrics["val_acc_se"] ** 2 + top[1].metrics["val_acc_se"] ** 2) ** 0.5
+    )
     assert summary.tags["asha_tune.top_separable"].startswith("yes" if separable else "no: runner-up")
     assert summary.tags["asha_tune.near_chance"].startswith(("yes: ", "no"))
 
@@ -139,28 +167,45 @@ def test_confirm_reruns_the_top_configurations_with_new_seeds_nested_under_the_s
     assert len(children(sweep, parent.info.run_id)) == 4
 
 
-@pytest.mark.parametrize("args, line", [
-    (["--top", "0", "--seeds", "2"], "--top 0: confirm at least 1 configuration"),
-    (["--top", "1", "--seeds", "0"], "--seeds 0: run at least 1 new seed per configuration"),
-    (["--top", "4", "--seeds", "1"], "--top 4: sweep cs has only 3 finished full-budget trials to confirm"),
-])
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (["--top", "0", "--seeds", "2"], "--top 0: confirm at least 1 configuration"),
+        (["--top", "1", "--seeds", "0"], "--seeds 0: run at least 1 new seed per configuration"),
+        (
+            ["--top", "4", "--seeds", "1"],
+            "--top 4: sweep cs has only 3 finished full-budget trials to confirm",
+        ),
+    ],
+)
 def test_impossible_confirmations_are_refused_with_one_line(sweep, capsys, args, line):
     assert main(cli(sweep, *args)) == 2
     assert capsys.readouterr().err == f"asha-tune confirm: error: {line}\n"
 
 
 def test_an_unknown_or_unfinished_sweep_is_refused(sweep, capsys):
-    assert main(["confirm", "nosuch", "--top", "1", "--seeds", "1", "--results-dir", str(sweep.results_dir)]) == 2
+    assert (
+        main(["confirm", "nosuch", "--top", "1", "--seeds", "1", "--results-dir", str(sweep.results_dir)])
+        == 2
+    )
     assert capsys.readouterr().err.startswith("asha-tune confirm: error: no sweep nosuch in ")
     # A sweep recorded as running (its driver gone): real records, nothing started.
     tracker = Tracker(sweep.tracking_uri)
-    running = sweep.model_copy(update={"name": "unfinished", "parent_run_id": tracker.start_run(
-        tracker.experiment("conf"), "unfinished")})
+    running = sweep.model_copy(
+        update={
+            "name": "unfinished",
+            "parent_run_id": tracker.start_run(tracker.experiment("conf"), "unfinished"),
+        }
+    )
     running.save()
-    assert main(["confirm", "unfinished", "--top", "1", "--seeds", "1", "--results-dir", str(sweep.results_dir)]) == 2
+    assert (
+        main(["confirm", "unfinished", "--top", "1", "--seeds", "1", "--results-dir", str(sweep.results_dir)])
+        == 2
+    )
     assert capsys.readouterr().err == (
         "asha-tune confirm: error: sweep unfinished has not finished (it is running): only a finished "
-        "sweep's best can be confirmed; continue it with asha-tune resume unfinished\n")
+        "sweep's best can be confirmed; continue it with asha-tune resume unfinished\n"
+    )
 
 
 @pytest.mark.slow  # about 2 minutes on 2 shared cores: two drivers, two Ray starts
@@ -178,8 +223,14 @@ def test_a_killed_confirmation_continues_without_duplicates(sweep, process_tag):
 
     confirmations_before = {r.info.run_id for r in children(sweep, sweep.parent_run_id)}
     with open(log, "w") as out:
-        driver = subprocess.Popen(command, cwd=sweep.results_dir.parent, env=env, stdout=out,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        driver = subprocess.Popen(
+            command,
+            cwd=sweep.results_dir.parent,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         wait_for(a_recorded_metric, 300, "a confirmation run's first metric")
     finally:
@@ -189,8 +240,9 @@ def test_a_killed_confirmation_continues_without_duplicates(sweep, process_tag):
     parent = confirmation_parent(sweep, "cs.confirm-top1-seeds3")
     assert parent.data.tags["asha_tune.status"] == "running"  # a SIGKILL closes nothing
 
-    done = subprocess.run(command, cwd=sweep.results_dir.parent, env=env, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        command, cwd=sweep.results_dir.parent, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, log.read_text()[-2000:] + done.stdout[-3000:] + done.stderr[-3000:]
     assert "continuing it" in done.stdout
 

@@ -80,8 +80,10 @@ def test_test_images_match_torchvision_resize(synthetic_pacs, tmp_path):
         (lambda root: shutil.rmtree(root), "data root .* does not exist"),
         (lambda root: shutil.rmtree(root / "sketch"), r"domain folder .*sketch is missing"),
         (lambda root: shutil.rmtree(root / "sketch" / "horse"), r"class folder .*sketch/horse is missing"),
-        (lambda root: [p.unlink() for p in (root / "sketch" / "dog").iterdir()],
-         r"class folder .*sketch/dog has no .jpg or .png images"),
+        (
+            lambda root: [p.unlink() for p in (root / "sketch" / "dog").iterdir()],
+            r"class folder .*sketch/dog has no .jpg or .png images",
+        ),
     ],
 )
 def test_layout_errors_name_the_path(synthetic_pacs, tmp_path, damage, message):
@@ -133,8 +135,10 @@ def test_crop_boxes_follow_random_resized_crop():
     # Same distribution as torchvision's own sampler (rejection biases the area below 0.85).
     torch.manual_seed(0)
     image = torch.zeros(3, 256, 256)
-    ref = torch.tensor([RandomResizedCrop.get_params(image, data.CROP_SCALE, data.CROP_RATIO)
-                        for _ in range(20000)], dtype=torch.float32)
+    ref = torch.tensor(
+        [RandomResizedCrop.get_params(image, data.CROP_SCALE, data.CROP_RATIO) for _ in range(20000)],
+        dtype=torch.float32,
+    )
     ref_area = ref[:, 2] * ref[:, 3] / 256**2
     assert area.mean() == pytest.approx(ref_area.mean().item(), abs=0.003)
     assert area.std() == pytest.approx(ref_area.std().item(), abs=0.003)

@@ -154,8 +154,11 @@ def test_raycluster_has_a_cpu_head_and_an_autoscaling_gpu_group_on_the_image(ray
     assert resources["limits"]["nvidia.com/gpu"] == resources["requests"]["nvidia.com/gpu"] == "1"
     # Every Ray pod mounts the shared volume the sweep's --results-dir and --data-root live on.
     for pod in [head["template"], group["template"]]:
-        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"]
-                  if "persistentVolumeClaim" in v}
+        claims = {
+            v["name"]: v["persistentVolumeClaim"]["claimName"]
+            for v in pod["spec"]["volumes"]
+            if "persistentVolumeClaim" in v
+        }
         mounts = {m["name"]: m["mountPath"] for m in containers(pod)[0]["volumeMounts"]}
         assert claims == {"shared": "asha-tune-shared"} and mounts["shared"] == "/mnt/shared"
 
@@ -185,12 +188,18 @@ def test_rayjob_runs_a_valid_launch_against_the_tracking_services(k8s, raycluste
 def databases(k8s: list[dict]) -> set[str]:
     config = by_kind(k8s, "ConfigMap")["asha-tune-tracking"]["data"]
     created = set(re.findall(r"CREATE DATABASE (\w+)", config["initdb.sql"]))
-    env = {e["name"]: e.get("value") for e in containers(workloads(k8s)["postgres"]["spec"]["template"])[0]["env"]}
+    env = {
+        e["name"]: e.get("value")
+        for e in containers(workloads(k8s)["postgres"]["spec"]["template"])[0]["env"]
+    }
     return created | {env["POSTGRES_DB"]}
 
 
 def postgres_user(k8s: list[dict]) -> str:
-    env = {e["name"]: e.get("value") for e in containers(workloads(k8s)["postgres"]["spec"]["template"])[0]["env"]}
+    env = {
+        e["name"]: e.get("value")
+        for e in containers(workloads(k8s)["postgres"]["spec"]["template"])[0]["env"]
+    }
     return env["POSTGRES_USER"]
 
 
@@ -222,7 +231,9 @@ def test_every_secret_referenced_is_defined_and_none_is_committed(k8s, raycluste
     for data in secrets.values():  # placeholders only: no credential is committed
         for key, value in data.items():
             assert value == "CHANGE-ME" or not any(word in key for word in ("password", "token", "secret"))
-    assert all(d["metadata"].get("namespace", NAMESPACE) == NAMESPACE for d in k8s if d["kind"] != "Namespace")
+    assert all(
+        d["metadata"].get("namespace", NAMESPACE) == NAMESPACE for d in k8s if d["kind"] != "Namespace"
+    )
 
 
 def test_tracking_services_are_private_and_their_ports_and_commands_agree(k8s):
@@ -241,7 +252,9 @@ def test_tracking_services_are_private_and_their_ports_and_commands_agree(k8s):
     assert backend.hostname == "postgres" and backend.path.lstrip("/") in databases(k8s)
     assert args[args.index("--artifacts-destination") + 1].startswith("s3://")
     env = {e["name"]: e for e in mlflow["env"]}
-    assert urlparse(env["MLFLOW_S3_ENDPOINT_URL"]["value"]).port == services["minio"]["spec"]["ports"][0]["port"]
+    assert (
+        urlparse(env["MLFLOW_S3_ENDPOINT_URL"]["value"]).port == services["minio"]["spec"]["ports"][0]["port"]
+    )
     ini = configparser.ConfigParser()
     ini.read_string(by_kind(k8s, "ConfigMap")["asha-tune-tracking"]["data"]["basic_auth.ini"])
     assert urlparse(ini["mlflow"]["database_uri"]).path.lstrip("/") in databases(k8s)
@@ -273,7 +286,9 @@ def test_the_tracking_server_runs_with_basic_auth_everywhere(k8s, compose):
     assert containers(workloads(k8s)["mlflow"]["spec"]["template"])[0]["image"] == image
     import mlflow
 
-    assert image.endswith(f":{mlflow.__version__}") and f"mlflow[auth]=={mlflow.__version__}" in dockerfile_text
+    assert (
+        image.endswith(f":{mlflow.__version__}") and f"mlflow[auth]=={mlflow.__version__}" in dockerfile_text
+    )
 
 
 # --- tracking with compose -----------------------------------------------------------------------
@@ -316,8 +331,13 @@ def test_compose_publishes_only_on_private_interfaces_and_defines_its_secrets(co
 def test_readme_names_every_deploy_file_and_how_to_reach_each_ui():
     readme = (DEPLOY / "README.md").read_text()
     for path in DEPLOY.rglob("*"):
-        if path.is_file() and path.name not in ("README.md", "Dockerfile.dockerignore", "mlflow-entrypoint.sh",
-                                                 "basic_auth.ini", "initdb.sql"):
+        if path.is_file() and path.name not in (
+            "README.md",
+            "Dockerfile.dockerignore",
+            "mlflow-entrypoint.sh",
+            "basic_auth.ini",
+            "initdb.sql",
+        ):
             assert str(path.relative_to(DEPLOY)) in readme, f"deploy/README.md does not mention {path.name}"
     for ui in ("Ray dashboard", "MLflow UI", "optuna-dashboard"):
         assert ui in readme

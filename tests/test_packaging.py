@@ -15,8 +15,23 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_an_installed_wheel_carries_and_lists_the_shipped_search_spaces(tmp_path):
     dist = tmp_path / "dist"
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "--wheel-dir", str(dist), str(REPO)], capture_output=True, text=True, timeout=300)
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "--wheel-dir",
+            str(dist),
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert built.returncode == 0, built.stderr[-2000:]
     (wheel,) = dist.glob("asha_tune-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -30,22 +45,43 @@ def test_an_installed_wheel_carries_and_lists_the_shipped_search_spaces(tmp_path
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
     (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    installed = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
-                                "-q", str(wheel)], capture_output=True, text=True, timeout=300)
+    installed = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert installed.returncode == 0, installed.stderr[-2000:]
 
     elsewhere = tmp_path / "elsewhere"  # no ./search_spaces here
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("ASHA_TUNE_SPACES", "PYTHONPATH")}
-    where = subprocess.run([str(python), "-c", "import asha_tune.spaces as s; print(s.__file__); "
-                            "print(s.PACKAGE_SPACES)"], cwd=elsewhere, env=env, capture_output=True, text=True)
+    where = subprocess.run(
+        [str(python), "-c", "import asha_tune.spaces as s; print(s.__file__); print(s.PACKAGE_SPACES)"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     module, spaces_dir = where.stdout.split()
     assert Path(module).is_relative_to(venv) and Path(spaces_dir).is_relative_to(venv), where.stdout
-    listed = subprocess.run([str(venv / "bin" / "asha-tune"), "spaces"], cwd=elsewhere, env=env,
-                            capture_output=True, text=True, timeout=300)
+    listed = subprocess.run(
+        [str(venv / "bin" / "asha-tune"), "spaces"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert listed.returncode == 0, listed.stderr[-2000:]
     table = listed.stdout.split("\n\n")[0].splitlines()  # a name per space; its needs indented below
     names = [line.split()[0] for line in table if line and not line[0].isspace()]

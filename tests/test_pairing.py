@@ -24,8 +24,10 @@ from .conftest import tiny_config
 
 def counted_by_hand(root: Path, domain: str) -> list[int]:
     """Images per class, in class order, straight from the folders (no asha_tune code)."""
-    return [sum(1 for f in os.listdir(root / domain / c) if Path(f).suffix.lower() in IMAGE_SUFFIXES)
-            for c in CLASSES]
+    return [
+        sum(1 for f in os.listdir(root / domain / c) if Path(f).suffix.lower() in IMAGE_SUFFIXES)
+        for c in CLASSES
+    ]
 
 
 def index_coverage_by_hand(source_count: int, target_counts: list[int]) -> tuple[dict[str, int], int]:
@@ -54,8 +56,9 @@ def pairing_coverage(root: Path, target: str, pairing: str, epochs: int = 1) -> 
 
 @pytest.mark.parametrize("target", ["cartoon", "sketch", "photo"])
 def test_index_pairing_coverage_matches_an_independent_count(pacs_root, target):
-    expected, twice = index_coverage_by_hand(sum(counted_by_hand(pacs_root, "art_painting")),
-                                             counted_by_hand(pacs_root, target))
+    expected, twice = index_coverage_by_hand(
+        sum(counted_by_hand(pacs_root, "art_painting")), counted_by_hand(pacs_root, target)
+    )
     seen, uses = pairing_coverage(pacs_root, target, "index", epochs=3)
     assert dict(seen) == expected  # the same images every epoch
     assert sum(1 for n in uses.values() if n > 3) == twice
@@ -105,16 +108,22 @@ def coloured_pacs(root: Path, per_class: dict[str, int]) -> dict[tuple[int, int,
     return colours
 
 
-@pytest.mark.parametrize(("pairing", "protocol"), [("index", "oracle"), ("index", "source_val"),
-                                                   ("shuffled", "oracle")])
+@pytest.mark.parametrize(
+    ("pairing", "protocol"), [("index", "oracle"), ("index", "source_val"), ("shuffled", "oracle")]
+)
 def test_a_trial_forwards_the_target_images_its_pairing_names(tmp_path, pairing, protocol):
     colours = coloured_pacs(tmp_path / "pacs", {"art_painting": 5, "cartoon": 3})
     runtime = Runtime(data_root=tmp_path / "pacs", cache_dir=tmp_path / "cache", device="cpu")
-    config = tiny_config(shaping={"mode": "bn_only", "target_pairing": pairing}, selection={"protocol": protocol},
-                         train={"epochs": 1, "seed": 3})
+    config = tiny_config(
+        shaping={"mode": "bn_only", "target_pairing": pairing},
+        selection={"protocol": protocol},
+        train={"epochs": 1, "seed": 3},
+    )
     trial = Trial(config, runtime)
     forwarded: list[Tensor] = []
-    trial.model.register_forward_pre_hook(lambda m, inputs: forwarded.append(inputs[0]) if m.training else None)
+    trial.model.register_forward_pre_hook(
+        lambda m, inputs: forwarded.append(inputs[0]) if m.training else None
+    )
     trial.run_epoch()
 
     # bn_only forwards the target batch, then the source batch: every other training forward.
@@ -135,4 +144,3 @@ def test_a_trial_forwards_the_target_images_its_pairing_names(tmp_path, pairing,
         assert len(got) == (35 if protocol == "oracle" else 28)
     else:
         assert sorted(Counter(got).values()) == [1] * 7 + [2] * 14  # 35 = 21 + 14 draws
-

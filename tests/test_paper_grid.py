@@ -23,8 +23,18 @@ def expected() -> dict[tuple, dict[str, float]]:
     c1 = [54.78, 54.82, 54.69, 55.82, 57.42, 58.00, 60.62, 61.63, 59.09, 51.88]
     for i, v in enumerate(c1):
         add("random", [1], i / 10, ALL if i == 7 else ["cartoon"], cartoon=v)
-    by_conv = {1: 61.63, 3: 54.65, 4: 50.30, 5: 52.01, 7: 56.19, 9: 52.86, 11: 52.13, 15: 52.86,
-               17: 44.16, 19: 46.93}
+    by_conv = {
+        1: 61.63,
+        3: 54.65,
+        4: 50.30,
+        5: 52.01,
+        7: 56.19,
+        9: 52.86,
+        11: 52.13,
+        15: 52.86,
+        17: 44.16,
+        19: 46.93,
+    }
     for conv, v in by_conv.items():
         add("random", [conv], 0.7, ALL if conv == 1 else ["cartoon"], cartoon=v)
     add("random", [1, 4, 7, 10, 16, 19], 0.7, ["cartoon"], cartoon=21.42)
@@ -35,12 +45,27 @@ def expected() -> dict[tuple, dict[str, float]]:
     add("random", [1], 0.7, ALL, sketch=52.30, photo=80.78)
     add("random", range(1, 8), 0.7, ["cartoon"], cartoon=33.28)
     add("random", range(1, 8), DECREASING, ["cartoon"], cartoon=32.72)
-    da = {1: 43.0, 2: 48.51, 3: 62.93, 4: 63.95, 5: 60.96, 6: 57.89, 7: 27.67, 9: 63.44, 10: 52.0,
-          12: 22.53, 15: 46.0, 20: 5.0}
+    da = {
+        1: 43.0,
+        2: 48.51,
+        3: 62.93,
+        4: 63.95,
+        5: 60.96,
+        6: 57.89,
+        7: 27.67,
+        9: 63.44,
+        10: 52.0,
+        12: 22.53,
+        15: 46.0,
+        20: 5.0,
+    }
     for conv, v in da.items():
         add("target", [conv], None, ["cartoon"], cartoon=v)
-    table11 = {(4,): (63.95, 50.47, 88.98), (1, 4, 7, 10, 16, 19): (15.19, 4.07, 25.87),
-               (4, 9): (58.02, 37.54, 67.90)}
+    table11 = {
+        (4,): (63.95, 50.47, 88.98),
+        (1, 4, 7, 10, 16, 19): (15.19, 4.07, 25.87),
+        (4, 9): (58.02, 37.54, 67.90),
+    }
     for convs, figures in table11.items():
         for domain, v in zip(ALL, figures, strict=True):
             add("target", convs, None, [domain], **{domain: v})
@@ -94,9 +119,11 @@ def test_the_dry_run_prints_published_figures_and_the_budget(capsys, tmp_path, m
     out = capsys.readouterr().out
     assert "configurations: 56 listed, each to full budget: 56 trials x 30 epochs = 1680 epochs" in out
     assert "selection:\n  protocol: oracle\n" in out
-    assert ("baseline: shaping.mode=baseline, data.targets=['cartoon', 'sketch', 'photo']\n"
-            "        published: acc_cartoon 54.82, acc_sketch 35.61, acc_photo 94.73 "
-            "(paper, Tables 2, 5, 7 and 11)") in out
+    assert (
+        "baseline: shaping.mode=baseline, data.targets=['cartoon', 'sketch', 'photo']\n"
+        "        published: acc_cartoon 54.82, acc_sketch 35.61, acc_photo 94.73 "
+        "(paper, Tables 2, 5, 7 and 11)"
+    ) in out
     assert "published: acc_cartoon 61.63, acc_sketch 52.3, acc_photo 80.78" in out
     assert out.count("published: ") == 53
     assert out.count("[not in the paper") == 3

@@ -40,16 +40,22 @@ def in_work(tmp_path, monkeypatch, process_tag):
 
 
 def test_the_parent_of_pacs_is_not_a_data_root(synthetic_pacs, tmp_path, monkeypatch, capsys, in_work):
-    line = launch_fails(["--space", "quickstart", "--data-root", str(synthetic_pacs.parent)], tmp_path, capsys)
-    assert line.endswith(f"data root {synthetic_pacs.parent} does not hold the PACS domain(s) art_painting, "
-                         f"cartoon; did you mean --data-root {synthetic_pacs}?")
+    line = launch_fails(
+        ["--space", "quickstart", "--data-root", str(synthetic_pacs.parent)], tmp_path, capsys
+    )
+    assert line.endswith(
+        f"data root {synthetic_pacs.parent} does not hold the PACS domain(s) art_painting, "
+        f"cartoon; did you mean --data-root {synthetic_pacs}?"
+    )
 
 
 def test_every_domain_the_space_reads_is_checked(synthetic_pacs, tmp_path, capsys, in_work):
     shutil.rmtree(synthetic_pacs / "photo" / "horse")
     space = tmp_path / "targets.yaml"  # photo is only a searched value
-    space.write_text("name: targets\nsearch: {num_trials: 2}\ntrain: {weights: none}\nresources: {cpu: 1}\n"
-                     "parameters:\n  data.targets: {type: categorical, values: [[cartoon], [photo]]}\n")
+    space.write_text(
+        "name: targets\nsearch: {num_trials: 2}\ntrain: {weights: none}\nresources: {cpu: 1}\n"
+        "parameters:\n  data.targets: {type: categorical, values: [[cartoon], [photo]]}\n"
+    )
     line = launch_fails(["--space", str(space), "--data-root", str(synthetic_pacs)], tmp_path, capsys)
     assert line.endswith(f"class folder {synthetic_pacs / 'photo' / 'horse'} is missing")
 
@@ -57,16 +63,31 @@ def test_every_domain_the_space_reads_is_checked(synthetic_pacs, tmp_path, capsy
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without a GPU")
 def test_a_gpu_space_on_a_machine_without_gpu(synthetic_pacs, tmp_path, capsys, in_work):
     line = launch_fails(["--space", "random_layers", "--data-root", str(synthetic_pacs)], tmp_path, capsys)
-    assert line == ("asha-tune launch: error: space random_layers asks for 0.25 GPU per trial and this machine "
-                    "has no GPU: add --set resources.gpu=0 to train on the CPU (slow: a 30-epoch trial at "
-                    "224 px takes hours on a CPU), or run it on a Ray cluster with GPUs (--address)")
+    assert line == (
+        "asha-tune launch: error: space random_layers asks for 0.25 GPU per trial and this machine "
+        "has no GPU: add --set resources.gpu=0 to train on the CPU (slow: a 30-epoch trial at "
+        "224 px takes hours on a CPU), or run it on a Ray cluster with GPUs (--address)"
+    )
 
 
 def test_more_cpus_per_trial_than_the_machine_has(synthetic_pacs, tmp_path, capsys, in_work):
-    line = launch_fails(["--space", "quickstart", "--data-root", str(synthetic_pacs), "--num-cpus", "2",
-                         "--set", "resources.cpu=3"], tmp_path, capsys)
-    assert line.endswith("space quickstart asks for 3 CPUs per trial and this machine has 2: "
-                         "add --set resources.cpu=2")
+    line = launch_fails(
+        [
+            "--space",
+            "quickstart",
+            "--data-root",
+            str(synthetic_pacs),
+            "--num-cpus",
+            "2",
+            "--set",
+            "resources.cpu=3",
+        ],
+        tmp_path,
+        capsys,
+    )
+    assert line.endswith(
+        "space quickstart asks for 3 CPUs per trial and this machine has 2: add --set resources.cpu=2"
+    )
 
 
 def test_imagenet_weights_that_cannot_be_fetched(synthetic_pacs, tmp_path, capsys, in_work):
@@ -76,13 +97,31 @@ def test_imagenet_weights_that_cannot_be_fetched(synthetic_pacs, tmp_path, capsy
     env = {k: v for k, v in os.environ.items() if k.lower() != "no_proxy"}
     env.update({var: dead for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY")})
     env["TORCH_HOME"] = str(tmp_path / "torch")
-    done = subprocess.run([sys.executable, "-m", "asha_tune.cli", "launch", "--space", "quickstart",
-                           "--data-root", str(synthetic_pacs), "--weights", "imagenet"], cwd=Path.cwd(), env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "asha_tune.cli",
+            "launch",
+            "--space",
+            "quickstart",
+            "--data-root",
+            str(synthetic_pacs),
+            "--weights",
+            "imagenet",
+        ],
+        cwd=Path.cwd(),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2
     (line,) = done.stderr.strip().splitlines()
-    assert line.startswith("asha-tune launch: error: cannot fetch ImageNet weights from "
-                           "https://download.pytorch.org/models/resnet18-f37072fd.pth")
+    assert line.startswith(
+        "asha-tune launch: error: cannot fetch ImageNet weights from "
+        "https://download.pytorch.org/models/resnet18-f37072fd.pth"
+    )
     assert f"put that file at {tmp_path / 'torch' / 'hub' / 'checkpoints' / 'resnet18-f37072fd.pth'}" in line
     assert line.endswith("or pass --weights PATH to a local state dict, or --weights none")
     assert list(Path.cwd().iterdir()) == []
@@ -91,9 +130,22 @@ def test_imagenet_weights_that_cannot_be_fetched(synthetic_pacs, tmp_path, capsy
 
 
 def test_weights_files_must_exist_and_be_absolute(synthetic_pacs, tmp_path, capsys, in_work):
-    line = launch_fails(["--space", "quickstart", "--data-root", str(synthetic_pacs),
-                         "--weights", str(tmp_path / "nope.pth")], tmp_path, capsys)
-    assert line.endswith(f"weights file {tmp_path / 'nope.pth'} does not exist (use imagenet, none or a path)")
-    line = launch_fails(["--space", "quickstart", "--data-root", str(synthetic_pacs), "--weights", "w.pth"],
-                        tmp_path, capsys)
+    line = launch_fails(
+        [
+            "--space",
+            "quickstart",
+            "--data-root",
+            str(synthetic_pacs),
+            "--weights",
+            str(tmp_path / "nope.pth"),
+        ],
+        tmp_path,
+        capsys,
+    )
+    assert line.endswith(
+        f"weights file {tmp_path / 'nope.pth'} does not exist (use imagenet, none or a path)"
+    )
+    line = launch_fails(
+        ["--space", "quickstart", "--data-root", str(synthetic_pacs), "--weights", "w.pth"], tmp_path, capsys
+    )
     assert line.endswith("weights w.pth: give an absolute path (trials run in other folders)")

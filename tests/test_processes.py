@@ -9,15 +9,20 @@ import time
 
 from asha_tune import processes
 
-LISTENER = "import socket, time; s = socket.socket({family}); s.bind(({host!r}, 0)); s.listen(); " \
-           "print(s.getsockname()[1], flush=True); time.sleep(60)"
+LISTENER = (
+    "import socket, time; s = socket.socket({family}); s.bind(({host!r}, 0)); s.listen(); "
+    "print(s.getsockname()[1], flush=True); time.sleep(60)"
+)
 
 
 def test_listening_reports_each_socket_with_its_address_and_process():
     children = {}
     for family, host in (("socket.AF_INET", "127.0.0.1"), ("socket.AF_INET6", "::1")):
-        child = subprocess.Popen([sys.executable, "-c", LISTENER.format(family=family, host=host)],
-                                 stdout=subprocess.PIPE, text=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", LISTENER.format(family=family, host=host)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         children[host] = (child, int(child.stdout.readline()))
     try:
         found = processes.listening([c.pid for c, _ in children.values()])
@@ -35,10 +40,12 @@ def test_listening_reports_each_socket_with_its_address_and_process():
 def test_stop_ends_the_leader_its_session_and_descendants_that_left_it_and_nothing_else(tmp_path):
     # The leader starts a child in its session and one that starts a session of its own (as
     # PostgreSQL's backends do); a bystander runs beside them.
-    tree = ("import os, subprocess, sys, time; "
-            "subprocess.Popen(['sleep', '60']); "
-            "subprocess.Popen([sys.executable, '-c', 'import os, time; os.setsid(); time.sleep(60)']); "
-            "time.sleep(60)")
+    tree = (
+        "import os, subprocess, sys, time; "
+        "subprocess.Popen(['sleep', '60']); "
+        "subprocess.Popen([sys.executable, '-c', 'import os, time; os.setsid(); time.sleep(60)']); "
+        "time.sleep(60)"
+    )
     bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
     leader = processes.spawn([sys.executable, "-c", tree], tmp_path / "tree.log")
     try:

@@ -11,13 +11,19 @@ from asha_tune.config import TrialConfig
 from asha_tune.runner import log_epoch, run_logged_trial, trial_tags
 from asha_tune.tracking import ADAPTATION_TAG, STATUS_TAG, Tracker
 
-TINY = {"data": {"targets": ["cartoon"], "image_size": 32},
-        "train": {"epochs": 2, "batch_size": 8, "weights": "none"}}
+TINY = {
+    "data": {"targets": ["cartoon"], "image_size": 32},
+    "train": {"epochs": 2, "batch_size": 8, "weights": "none"},
+}
 
 
 def test_only_modes_that_see_target_images_say_which():
-    assert trial_tags(TrialConfig.model_validate({"shaping": {"mode": "random", "convs": [1], "p0": 0.5}})) == {}
-    tags = trial_tags(TrialConfig.model_validate({"shaping": {"mode": "bn_only"}, "data": {"targets": ["sketch"]}}))
+    assert (
+        trial_tags(TrialConfig.model_validate({"shaping": {"mode": "random", "convs": [1], "p0": 0.5}})) == {}
+    )
+    tags = trial_tags(
+        TrialConfig.model_validate({"shaping": {"mode": "bn_only"}, "data": {"targets": ["sketch"]}})
+    )
     assert tags[ADAPTATION_TAG].startswith("transductive: all images of sketch")
 
 
@@ -25,8 +31,11 @@ def test_an_epoch_logs_its_constants_once_as_params_and_the_rest_as_metrics(tmp_
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run = tracker.start_run(tracker.experiment("e"), "t")
     for epoch, acc in ((1, 40.0), (2, 45.0)):
-        log_epoch(tracker, run, {"epoch": epoch, "val_acc": acc, "n_val": 70, "chance_val": 14.29,
-                                 "split_hash": "ab12"})
+        log_epoch(
+            tracker,
+            run,
+            {"epoch": epoch, "val_acc": acc, "n_val": 70, "chance_val": 14.29, "split_hash": "ab12"},
+        )
     data = MlflowClient(tracker.uri).get_run(run).data
     assert data.params == {"n_val": "70", "chance_val": "14.29", "split_hash": "ab12"}
     assert set(data.metrics) == {"epoch", "val_acc"} and data.metrics["val_acc"] == 45.0

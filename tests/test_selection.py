@@ -58,11 +58,19 @@ def test_split_is_stratified_and_disjoint_on_real_pacs(pacs_root, name):
 
 def test_split_follows_its_own_seed_not_the_trial(pacs_root):
     source, target = real_domain(pacs_root, "art_painting"), real_domain(pacs_root, "cartoon")
-    plans = [selection.plan_selection(c.selection, source, [target]) for c in (
-        TrialConfig.model_validate({"selection": "source_val", "train": {"seed": 0}}),
-        TrialConfig.model_validate({"selection": "source_val", "train": {"seed": 7},
-                                    "shaping": {"mode": "random", "convs": [1], "p0": 0.5}}),
-    )]
+    plans = [
+        selection.plan_selection(c.selection, source, [target])
+        for c in (
+            TrialConfig.model_validate({"selection": "source_val", "train": {"seed": 0}}),
+            TrialConfig.model_validate(
+                {
+                    "selection": "source_val",
+                    "train": {"seed": 7},
+                    "shaping": {"mode": "random", "convs": [1], "p0": 0.5},
+                }
+            ),
+        )
+    ]
     assert plans[0] == plans[1]
     other = selection.plan_selection(SelectionConfig(protocol="source_val", split_seed=1), source, [target])
     assert set(other.val["art_painting"]) != set(plans[0].val["art_painting"])
@@ -84,8 +92,13 @@ print(json.dumps(selection.stratified_split(domain, 0.2, 3)[1]))
 
 
 def test_split_is_identical_in_another_process(pacs_root):
-    out = subprocess.run([sys.executable, "-c", SPLIT_IN_ANOTHER_PROCESS, str(pacs_root)], capture_output=True,
-                         text=True, env={**os.environ, "PYTHONHASHSEED": "12345"}, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", SPLIT_IN_ANOTHER_PROCESS, str(pacs_root)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     here = selection.stratified_split(real_domain(pacs_root, "sketch"), 0.2, 3)[1]
     assert json.loads(out.stdout) == list(here)
@@ -105,7 +118,9 @@ def test_source_val_never_trains_on_held_out_images(tiny_runtime):
 
 
 def test_target_val_reports_on_the_rest_and_adapts_on_every_target_image(tiny_runtime):
-    config = tiny_config(shaping={"mode": "bn_only"}, selection={"protocol": "target_val", "val_fraction": 0.34})
+    config = tiny_config(
+        shaping={"mode": "bn_only"}, selection={"protocol": "target_val", "val_fraction": 0.34}
+    )
     trial = Trial(config, tiny_runtime)
     whole = pacs.load_domain(tiny_runtime.data_root, "cartoon", 32, tiny_runtime.cache_dir)
     val, reported = trial.data.val["cartoon"], trial.data.targets["cartoon"]
@@ -128,13 +143,21 @@ def test_standard_errors_and_chance_levels_by_hand():
     assert selection.chance_level([[0, 0, 1]]) == pytest.approx(200 / 3)
     # Two sets: a constant guess of class 1 scores (1/3 + 3/4) / 2, better than class 0.
     assert selection.chance_level([[0, 0, 1], [1, 1, 1, 0]]) == pytest.approx(100 * (1 / 3 + 3 / 4) / 2)
-    metrics = selection.epoch_metrics({"cartoon": (25.0, 4), "sketch": (50.0, 2)}, {"art_painting": (80.0, 25)})
-    assert metrics == pytest.approx({
-        "val_acc": 80.0, "val_acc_se": 8.0,
-        "acc_cartoon": 25.0, "acc_cartoon_se": 100 * math.sqrt(0.25 * 0.75 / 4),
-        "acc_sketch": 50.0, "acc_sketch_se": 100 * math.sqrt(0.25 / 2),
-        "target_acc": 37.5, "target_acc_se": math.sqrt(100 * 0.1875 / 4 + 100 * 0.25 / 2) * 10 / 2,
-    })
+    metrics = selection.epoch_metrics(
+        {"cartoon": (25.0, 4), "sketch": (50.0, 2)}, {"art_painting": (80.0, 25)}
+    )
+    assert metrics == pytest.approx(
+        {
+            "val_acc": 80.0,
+            "val_acc_se": 8.0,
+            "acc_cartoon": 25.0,
+            "acc_cartoon_se": 100 * math.sqrt(0.25 * 0.75 / 4),
+            "acc_sketch": 50.0,
+            "acc_sketch_se": 100 * math.sqrt(0.25 / 2),
+            "target_acc": 37.5,
+            "target_acc_se": math.sqrt(100 * 0.1875 / 4 + 100 * 0.25 / 2) * 10 / 2,
+        }
+    )
 
 
 def uneven_pacs(root: Path) -> Path:
@@ -172,7 +195,8 @@ def test_val_acc_is_the_accuracy_on_the_held_out_images(tmp_path):
     assert metrics["n_val"] == 10 and metrics["chance_val"] == pytest.approx(40.0)
     assert metrics["n_cartoon"] == 50 and metrics["chance_cartoon"] == pytest.approx(40.0)
     assert metrics["n_target"] == 50 and metrics["split_hash"] == selection.split_hash(
-        [source.keys[p] for p in held])
+        [source.keys[p] for p in held]
+    )
 
 
 def test_oracle_selects_on_the_whole_target(tiny_runtime):
@@ -192,8 +216,9 @@ def test_logged_trial_records_the_split_and_what_the_adaptation_saw(tiny_runtime
     assert run.data.params["n_val"] == str(final["n_val"]) and "n_val" not in run.data.metrics
     assert run.data.params["chance_cartoon"] == str(final["chance_cartoon"])
     assert {"val_acc", "val_acc_se", "acc_cartoon_se", "target_acc_se"} <= run.data.metrics.keys()
-    assert run.data.tags[ADAPTATION_TAG] == ("transductive: all images of cartoon, unlabelled, validation "
-                                             "and reported images alike (as the paper)")
+    assert run.data.tags[ADAPTATION_TAG] == (
+        "transductive: all images of cartoon, unlabelled, validation and reported images alike (as the paper)"
+    )
 
 
 # --- refused and accepted spaces -------------------------------------------------------------
@@ -205,35 +230,63 @@ SPACE = {
     "shaping": {"mode": "random"},
     "selection": {"protocol": "source_val"},
     "search": {"algorithm": "optuna", "num_trials": 2},
-    "parameters": {"shaping.convs": {"type": "conv_subset", "allowed": [1, 2]},
-                   "shaping.p0": {"type": "float", "low": 0.1, "high": 0.5}},
+    "parameters": {
+        "shaping.convs": {"type": "conv_subset", "allowed": [1, 2]},
+        "shaping.p0": {"type": "float", "low": 0.1, "high": 0.5},
+    },
 }
-REFUSAL = ("scheduler.metric: {metric} is a reported target accuracy, which selection {protocol} keeps "
-           "from the scheduler and the search; use val_acc (or selection: oracle to select on the "
-           "target domain, as the paper)")
+REFUSAL = (
+    "scheduler.metric: {metric} is a reported target accuracy, which selection {protocol} keeps "
+    "from the scheduler and the search; use val_acc (or selection: oracle to select on the "
+    "target domain, as the paper)"
+)
 
 
 @pytest.mark.parametrize(
     ("change", "overrides", "line"),
     [
-        ({"scheduler": {"metric": "target_acc"}}, [],
-         REFUSAL.format(metric="target_acc", protocol="source_val")),
-        ({"selection": {"protocol": "target_val"}, "scheduler": {"metric": "acc_cartoon"}}, [],
-         REFUSAL.format(metric="acc_cartoon", protocol="target_val")),
-        ({"selection": {"protocol": "oracle"}, "scheduler": {"metric": "target_acc", "kind": "fifo"}},
-         ["selection.protocol=target_val"], REFUSAL.format(metric="target_acc", protocol="target_val")),
+        (
+            {"scheduler": {"metric": "target_acc"}},
+            [],
+            REFUSAL.format(metric="target_acc", protocol="source_val"),
+        ),
+        (
+            {"selection": {"protocol": "target_val"}, "scheduler": {"metric": "acc_cartoon"}},
+            [],
+            REFUSAL.format(metric="acc_cartoon", protocol="target_val"),
+        ),
+        (
+            {"selection": {"protocol": "oracle"}, "scheduler": {"metric": "target_acc", "kind": "fifo"}},
+            ["selection.protocol=target_val"],
+            REFUSAL.format(metric="target_acc", protocol="target_val"),
+        ),
         ({}, ["scheduler.metric=acc_cartoon"], REFUSAL.format(metric="acc_cartoon", protocol="source_val")),
-        ({"parameters": {**SPACE["parameters"], "selection.split_seed": {"type": "int", "low": 0, "high": 3}}},
-         [], "parameters.selection.split_seed: selection is fixed for a whole sweep (every trial selects "
-             "on the same split); set it in the selection section"),
-        ({"selection": {"protocol": "holdout"}}, [],
-         "selection.protocol: Input should be 'oracle', 'source_val' or 'target_val' (got 'holdout')"),
-        ({"selection": {"protocol": "source_val", "val_fraction": 1.5}}, [],
-         "selection.val_fraction: Input should be less than 1 (got 1.5)"),
+        (
+            {
+                "parameters": {
+                    **SPACE["parameters"],
+                    "selection.split_seed": {"type": "int", "low": 0, "high": 3},
+                }
+            },
+            [],
+            "parameters.selection.split_seed: selection is fixed for a whole sweep (every trial selects "
+            "on the same split); set it in the selection section",
+        ),
+        (
+            {"selection": {"protocol": "holdout"}},
+            [],
+            "selection.protocol: Input should be 'oracle', 'source_val' or 'target_val' (got 'holdout')",
+        ),
+        (
+            {"selection": {"protocol": "source_val", "val_fraction": 1.5}},
+            [],
+            "selection.val_fraction: Input should be less than 1 (got 1.5)",
+        ),
     ],
 )
-def test_a_space_that_selects_on_a_reported_target_is_refused(change, overrides, line, tmp_path, capsys,
-                                                              monkeypatch):
+def test_a_space_that_selects_on_a_reported_target_is_refused(
+    change, overrides, line, tmp_path, capsys, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "sel.yaml"
     path.write_text(yaml.safe_dump({**SPACE, **change}))
@@ -246,8 +299,15 @@ def test_a_space_that_selects_on_a_reported_target_is_refused(change, overrides,
     assert not captured.out  # refused before anything, even the dry run's description
 
 
-@pytest.mark.parametrize(("protocol", "metric"), [("oracle", "target_acc"), ("oracle", "acc_cartoon"),
-                                                  ("source_val", "val_acc"), ("target_val", "source_acc")])
+@pytest.mark.parametrize(
+    ("protocol", "metric"),
+    [
+        ("oracle", "target_acc"),
+        ("oracle", "acc_cartoon"),
+        ("source_val", "val_acc"),
+        ("target_val", "source_acc"),
+    ],
+)
 def test_selection_metrics_that_are_allowed(tmp_path, protocol, metric):
     path = tmp_path / "ok.yaml"
     path.write_text(yaml.safe_dump({**SPACE, "selection": protocol, "scheduler": {"metric": metric}}))
@@ -274,11 +334,18 @@ def test_the_default_scheduler_metric_is_val_acc_and_shipped_searches_use_source
     ("args", "line"),
     [
         (["--selection", "holdout"], "--selection: Input should be 'oracle', 'source_val' or 'target_val'"),
-        (["--selection", "source_val", "--val-fraction", "0"], "--val-fraction: Input should be greater than 0"),
-        (["--mode", "random", "--convs", "1", "--p0", "0.5", "--target-pairing", "shuffled"],
-         "target_pairing applies to the modes that use target batches (target, bn_only), not to mode random"),
-        (["--mode", "target", "--convs", "4", "--target-pairing", "cyclic"],
-         "--target-pairing: Input should be 'index' or 'shuffled' (got 'cyclic')"),
+        (
+            ["--selection", "source_val", "--val-fraction", "0"],
+            "--val-fraction: Input should be greater than 0",
+        ),
+        (
+            ["--mode", "random", "--convs", "1", "--p0", "0.5", "--target-pairing", "shuffled"],
+            "target_pairing applies to the modes that use target batches (target, bn_only), not to mode random",
+        ),
+        (
+            ["--mode", "target", "--convs", "4", "--target-pairing", "cyclic"],
+            "--target-pairing: Input should be 'index' or 'shuffled' (got 'cyclic')",
+        ),
     ],
 )
 def test_bad_selection_flags_exit_2(args, line, tmp_path, capsys, monkeypatch):
@@ -292,12 +359,15 @@ def test_bad_selection_flags_exit_2(args, line, tmp_path, capsys, monkeypatch):
 
 
 def test_source_val_sweep_never_shows_a_target_accuracy_to_the_scheduler_or_the_sampler(
-        tmp_path, pacs_root, shared_cache, monkeypatch, process_tag):
+    tmp_path, pacs_root, shared_cache, monkeypatch, process_tag
+):
     received: dict[str, list] = {"asha": [], "searcher": []}
     asha_result, searcher_result = ResumableASHA.on_trial_result, StudySearcher.on_trial_result
 
     def asha_spy(self, controller, trial, result):  # records what ASHA decides on, then decides
-        received["asha"].append((trial.config["trial_number"], result["epoch"], self.metric, result[self.metric]))
+        received["asha"].append(
+            (trial.config["trial_number"], result["epoch"], self.metric, result[self.metric])
+        )
         return asha_result(self, controller, trial, result)
 
     def searcher_spy(self, trial_id, result):
@@ -309,24 +379,40 @@ def test_source_val_sweep_never_shows_a_target_accuracy_to_the_scheduler_or_the_
     # 49 images per domain: 10 held-out source images against 49 target ones, so val_acc and
     # target_acc can only coincide at 0 or 100 %.
     path = tmp_path / "honest.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "honest",
-        "data": {"source": "art_painting", "targets": ["cartoon"], "image_size": 32, "limit_per_domain": 49},
-        "train": {"epochs": 3, "batch_size": 16, "weights": "none", "seed": 0},
-        "shaping": {"mode": "random"},
-        "selection": {"protocol": "source_val", "val_fraction": 0.2, "split_seed": 0},
-        "search": {"algorithm": "optuna", "num_trials": 4, "max_concurrent": 1, "seed": 0},
-        "scheduler": {"kind": "asha", "grace_period": 1, "reduction_factor": 2},
-        "resources": {"cpu": 1},
-        "parameters": {"shaping.convs": {"type": "conv_subset", "allowed": [1, 2, 3, 4, 5, 6, 7]},
-                       "shaping.p0": {"type": "float", "low": 0.0, "high": 0.9}},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "honest",
+                "data": {
+                    "source": "art_painting",
+                    "targets": ["cartoon"],
+                    "image_size": 32,
+                    "limit_per_domain": 49,
+                },
+                "train": {"epochs": 3, "batch_size": 16, "weights": "none", "seed": 0},
+                "shaping": {"mode": "random"},
+                "selection": {"protocol": "source_val", "val_fraction": 0.2, "split_seed": 0},
+                "search": {"algorithm": "optuna", "num_trials": 4, "max_concurrent": 1, "seed": 0},
+                "scheduler": {"kind": "asha", "grace_period": 1, "reduction_factor": 2},
+                "resources": {"cpu": 1},
+                "parameters": {
+                    "shaping.convs": {"type": "conv_subset", "allowed": [1, 2, 3, 4, 5, 6, 7]},
+                    "shaping.p0": {"type": "float", "low": 0.0, "high": 0.9},
+                },
+            }
+        )
+    )
     from asha_tune.sweep.run import launch
 
     settings = SweepSettings(
-        name="honest", space=load_space(path), results_dir=tmp_path / "results",
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", study_url=f"sqlite:///{tmp_path / 'optuna.db'}",
-        runtime=Runtime(data_root=pacs_root, cache_dir=shared_cache, device="cpu"), num_cpus=2)
+        name="honest",
+        space=load_space(path),
+        results_dir=tmp_path / "results",
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        study_url=f"sqlite:///{tmp_path / 'optuna.db'}",
+        runtime=Runtime(data_root=pacs_root, cache_dir=shared_cache, device="cpu"),
+        num_cpus=2,
+    )
     outcome = launch(settings)
     assert outcome.finished and len(outcome.trials) == 4
 
@@ -336,8 +422,12 @@ def test_source_val_sweep_never_shows_a_target_accuracy_to_the_scheduler_or_the_
     for record in outcome.trials:
         run = client.get_run(record.run_id)
         assert run.data.params["selection.protocol"] == "source_val"
-        val_history[record.number] = {m.step: m.value for m in client.get_metric_history(record.run_id, "val_acc")}
-        target_history[record.number] = {m.step: m.value for m in client.get_metric_history(record.run_id, "target_acc")}
+        val_history[record.number] = {
+            m.step: m.value for m in client.get_metric_history(record.run_id, "val_acc")
+        }
+        target_history[record.number] = {
+            m.step: m.value for m in client.get_metric_history(record.run_id, "target_acc")
+        }
         assert sorted(val_history[record.number]) == list(range(1, record.epochs + 1))
     # Every trial held out the same images (one split, across Ray worker processes).
     params = [client.get_run(r.run_id).data.params for r in outcome.trials]

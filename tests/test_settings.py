@@ -24,9 +24,16 @@ def saved_sweep(tmp_path, name: str, **extra) -> SweepSettings:
     space = load_space("quickstart", ["train.epochs=1"])
     tracker = Tracker(tracking)
     parent = tracker.start_run(tracker.experiment(space.name), name)
-    settings = SweepSettings(name=name, space=space, results_dir=tmp_path / "results", tracking_uri=tracking,
-                             study_url=f"sqlite:///{tmp_path / 'optuna.db'}", parent_run_id=parent,
-                             runtime=Runtime(data_root=tmp_path / "pacs", device="cpu"), **extra)
+    settings = SweepSettings(
+        name=name,
+        space=space,
+        results_dir=tmp_path / "results",
+        tracking_uri=tracking,
+        study_url=f"sqlite:///{tmp_path / 'optuna.db'}",
+        parent_run_id=parent,
+        runtime=Runtime(data_root=tmp_path / "pacs", device="cpu"),
+        **extra,
+    )
     settings.save()
     create_study(settings.study_url, name, space)
     return settings
@@ -62,12 +69,23 @@ def test_resume_takes_a_new_address_and_refuses_a_dead_one_at_once(tmp_path, pac
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     settings = saved_sweep(tmp_path, "moved", address="127.0.0.1:1")
     new = f"127.0.0.1:{free_port()}"
-    code = main(["resume", "moved", "--results-dir", str(tmp_path / "results"), "--address", new,
-                 "--data-root", str(pacs_root)])
+    code = main(
+        [
+            "resume",
+            "moved",
+            "--results-dir",
+            str(tmp_path / "results"),
+            "--address",
+            new,
+            "--data-root",
+            str(pacs_root),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
-    assert err[0].startswith(f"asha-tune resume: error: --address {new}: cannot reach a Ray cluster "
-                             "(nothing listens there)"), err
+    assert err[0].startswith(
+        f"asha-tune resume: error: --address {new}: cannot reach a Ray cluster (nothing listens there)"
+    ), err
     assert SweepSettings.load("moved", tmp_path / "results") == settings  # nothing saved
 
 
@@ -75,14 +93,23 @@ def test_old_names_still_work_flags_and_saved_sweeps(tmp_path):
     from asha_tune.cli import build_parser
 
     parser = build_parser()
-    old = parser.parse_args(["launch", "--space", "quickstart", "--storage", "r", "--study-storage", "sqlite:///s.db"])
-    new = parser.parse_args(["launch", "--space", "quickstart", "--results-dir", "r", "--study-url", "sqlite:///s.db"])
-    assert (old.results_dir, old.study_url) == (new.results_dir, new.study_url) == (Path("r"), "sqlite:///s.db")
+    old = parser.parse_args(
+        ["launch", "--space", "quickstart", "--storage", "r", "--study-storage", "sqlite:///s.db"]
+    )
+    new = parser.parse_args(
+        ["launch", "--space", "quickstart", "--results-dir", "r", "--study-url", "sqlite:///s.db"]
+    )
+    assert (
+        (old.results_dir, old.study_url) == (new.results_dir, new.study_url) == (Path("r"), "sqlite:///s.db")
+    )
     assert parser.parse_args(["resume", "x", "--storage", "r"]).results_dir == Path("r")
 
     settings = saved_sweep(tmp_path, "renamed")
     saved = tmp_path / "results" / "renamed" / SWEEP_FILE
     tree = json.loads(saved.read_text())
-    tree["storage_dir"], tree["study_storage"] = tree.pop("results_dir"), tree.pop("study_url")  # as written before
+    tree["storage_dir"], tree["study_storage"] = (
+        tree.pop("results_dir"),
+        tree.pop("study_url"),
+    )  # as written before
     saved.write_text(json.dumps(tree))
     assert SweepSettings.load("renamed", tmp_path / "results") == settings

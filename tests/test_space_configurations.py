@@ -55,8 +55,12 @@ def test_a_list_runs_each_configuration_once_to_full_budget(tmp_path):
 def test_configurations_cross_with_grid_parameters_and_only_filters_them(tmp_path):
     text = LISTED + "parameters:\n  train.seed: {type: grid, values: [1, 2]}\n"
     space = load_space(write(tmp_path, text), ["search.only=[rand-*, bn]"])
-    assert space.grid() == [{"configuration": "rand-c1", "train.seed": 1}, {"configuration": "rand-c1", "train.seed": 2},
-                            {"configuration": "bn", "train.seed": 1}, {"configuration": "bn", "train.seed": 2}]
+    assert space.grid() == [
+        {"configuration": "rand-c1", "train.seed": 1},
+        {"configuration": "rand-c1", "train.seed": 2},
+        {"configuration": "bn", "train.seed": 1},
+        {"configuration": "bn", "train.seed": 2},
+    ]
     assert space.num_trials == 4
     seeds = [space.trial_config(v).train.seed for v in space.grid()]
     assert seeds == [1, 2, 1, 2]
@@ -81,23 +85,47 @@ def edit(text: str, old: str, new: str) -> str:
 
 
 BAD = [
-    ("early stopping on a list", LISTED + "scheduler: {kind: asha}\n",
-     "scheduler.kind: listed configurations all run to full budget; use fifo"),
+    (
+        "early stopping on a list",
+        LISTED + "scheduler: {kind: asha}\n",
+        "scheduler.kind: listed configurations all run to full budget; use fifo",
+    ),
     ("an id twice", edit(LISTED, "id: bn\n", "id: base\n"), "configurations: id base is listed twice"),
-    ("an unknown setting", edit(LISTED, "{shaping.mode: bn_only}", "{shaping.mode: bn_only, shaping.pzero: 1}"),
-     "configurations: bn: shaping.pzero is not a trial setting"),
-    ("the same trial twice", edit(LISTED, "{shaping.mode: bn_only}", "{shaping.mode: baseline}"),
-     "configurations: base and bn are the same trial; list it once"),
-    ("a configuration that is not a trial", edit(LISTED, "shaping.p0: 0.7}", "shaping.p0: 1.5}"),
-     "configurations.rand-c1: shaping.p0: p0 1.5 is outside [0, 1)"),
-    ("a filter matching nothing", LISTED + "search: {only: [nothing*]}\n",
-     "search.only: 'nothing*' matches no configuration (ids: base, rand-c1, da-c4-sketch, bn)"),
-    ("a list without configurations", "name: x\nsearch: {algorithm: list}\nscheduler: {kind: fifo}\n",
-     "configurations: search.algorithm list runs the configurations listed here, and only it does"),
-    ("configurations under another algorithm", LISTED + "search: {algorithm: grid}\n",
-     "configurations: search.algorithm list runs the configurations listed here, and only it does"),
-    ("a setting both listed and searched", LISTED + "parameters:\n  shaping.mode: {type: grid, values: [baseline]}\n",
-     "configurations: base: shaping.mode is also a parameter"),
+    (
+        "an unknown setting",
+        edit(LISTED, "{shaping.mode: bn_only}", "{shaping.mode: bn_only, shaping.pzero: 1}"),
+        "configurations: bn: shaping.pzero is not a trial setting",
+    ),
+    (
+        "the same trial twice",
+        edit(LISTED, "{shaping.mode: bn_only}", "{shaping.mode: baseline}"),
+        "configurations: base and bn are the same trial; list it once",
+    ),
+    (
+        "a configuration that is not a trial",
+        edit(LISTED, "shaping.p0: 0.7}", "shaping.p0: 1.5}"),
+        "configurations.rand-c1: shaping.p0: p0 1.5 is outside [0, 1)",
+    ),
+    (
+        "a filter matching nothing",
+        LISTED + "search: {only: [nothing*]}\n",
+        "search.only: 'nothing*' matches no configuration (ids: base, rand-c1, da-c4-sketch, bn)",
+    ),
+    (
+        "a list without configurations",
+        "name: x\nsearch: {algorithm: list}\nscheduler: {kind: fifo}\n",
+        "configurations: search.algorithm list runs the configurations listed here, and only it does",
+    ),
+    (
+        "configurations under another algorithm",
+        LISTED + "search: {algorithm: grid}\n",
+        "configurations: search.algorithm list runs the configurations listed here, and only it does",
+    ),
+    (
+        "a setting both listed and searched",
+        LISTED + "parameters:\n  shaping.mode: {type: grid, values: [baseline]}\n",
+        "configurations: base: shaping.mode is also a parameter",
+    ),
 ]
 
 

@@ -13,8 +13,16 @@ from asha_tune.cli import main
 from asha_tune.errors import ConfigError
 from asha_tune.spaces import list_spaces, load_space
 
-SHIPPED = ["quickstart", "random_layers", "random_p0", "decreasing_p0", "target_layers", "baseline", "paper_grid",
-           "paper_search"]
+SHIPPED = [
+    "quickstart",
+    "random_layers",
+    "random_p0",
+    "decreasing_p0",
+    "target_layers",
+    "baseline",
+    "paper_grid",
+    "paper_search",
+]
 
 VALID = """
 name: t
@@ -55,56 +63,152 @@ DELETE = object()
 INVALID = [
     ("unknown top-level key", edit({"colour": "red"}), "colour: Extra inputs are not permitted"),
     ("unknown key in a section", edit({"train/epoch": 3}), "train.epoch: Extra inputs are not permitted"),
-    ("wrong type", edit({"train/epochs": "many"}),
-     "train.epochs: Input should be a valid integer, unable to parse string as an integer (got 'many')"),
-    ("empty float range", edit({"parameters/shaping.p0": {"type": "float", "low": 0.5, "high": 0.5}}),
-     "parameters.shaping.p0: empty range: low 0.5 is not below high 0.5"),
-    ("reversed int range", edit({"parameters/train.seed": {"type": "int", "low": 3, "high": 1}}),
-     "parameters.train.seed: empty range: low 3 is not below high 1"),
-    ("downsampling conv allowed", edit({"parameters/shaping.convs": {"type": "conv_subset", "allowed": [1, 8]}}),
-     "parameters.shaping.convs.allowed: downsampling conv 8: allowed convs are 1,2,3,4,5,6,7,9,10,11,12,14,15,16,17,19,20 (1..20 without the downsampling convs 8, 13, 18)"),
-    ("unknown conv", edit({"parameters/shaping.convs": {"type": "conv_subset", "allowed": [1, 21]}}),
-     "parameters.shaping.convs.allowed: unknown conv 21: allowed convs are 1,2,3,4,5,6,7,9,10,11,12,14,15,16,17,19,20 (1..20 without the downsampling convs 8, 13, 18)"),
-    ("p0 range reaching 1", edit({"parameters/shaping.p0": {"type": "float", "low": 0.0, "high": 1.0}}),
-     "parameters.shaping.p0: p0 1.0 is outside [0, 1) (p0=1 would zero the whole map)"),
-    ("negative p0", edit({"parameters/shaping.p0": {"type": "float", "low": -0.2, "high": 0.5}}),
-     "parameters.shaping.p0: p0 -0.2 is outside [0, 1) (p0=1 would zero the whole map)"),
-    ("unknown domain", edit({"data/targets": ["mars"]}),
-     "data.targets.0: Input should be 'art_painting', 'cartoon', 'photo' or 'sketch' (got 'mars')"),
-    ("gpu share above 1", edit({"resources": {"gpu": 1.5}}),
-     "resources.gpu: Input should be less than or equal to 1 (got 1.5)"),
-    ("grace period above epochs", edit({"scheduler/grace_period": 9}),
-     "scheduler.grace_period 9 is above train.epochs 4"),
-    ("unknown algorithm", edit({"search/algorithm": "bayes"}),
-     "search.algorithm: Input should be 'optuna', 'random', 'grid' or 'list' (got 'bayes')"),
-    ("unknown scheduler", edit({"scheduler/kind": "pbt"}),
-     "scheduler.kind: Input should be 'asha' or 'fifo' (got 'pbt')"),
-    ("metric never reported", edit({"scheduler/metric": "acc_photo"}),
-     "scheduler.metric 'acc_photo' is not reported; choose one of acc_cartoon, source_acc, target_acc, train_loss"),
-    ("missing num_trials", edit({"search/num_trials": DELETE}), "search.num_trials is needed for algorithm optuna"),
-    ("zero trials", edit({"search/num_trials": 0}), "search.num_trials: Input should be greater than or equal to 1 (got 0)"),
-    ("unknown parameter path", edit({"parameters/shaping.p00": {"type": "float", "low": 0, "high": 0.5}}),
-     "parameters.shaping.p00: not a trial setting"),
-    ("unknown parameter type", edit({"parameters/shaping.p0": {"type": "gaussian", "low": 0, "high": 1}}),
-     "parameters.shaping.p0: unknown parameter type; use one of fixed, float, int, categorical, grid, conv_subset"),
-    ("subset larger than allowed", edit({"parameters/shaping.convs": {"type": "conv_subset", "allowed": [1, 2], "max_size": 3}}),
-     "parameters.shaping.convs: max_size 3 is above the 2 allowed convs"),
-    ("reduction factor 1", edit({"scheduler/reduction_factor": 1}),
-     "scheduler.reduction_factor: Input should be greater than 1 (got 1)"),
-    ("p0 set where masks are not random", edit({"shaping/mode": "target"}),
-     "shaping: p0 does not apply to mode target (masks come from target maps)"),
-    ("a when on an unknown parameter", edit({"parameters/shaping.p0": {"type": "float", "low": 0, "high": 0.5, "when": {"shaping.mode": "random"}}}),
-     "parameters.shaping.p0: when refers to shaping.mode, which is not a parameter"),
-    ("grid over a continuous range", edit({"search/algorithm": "grid", "search/num_trials": DELETE}),
-     "parameters.shaping.p0: a float range without step cannot be enumerated for a grid"),
-    ("negative cpu", edit({"resources": {"cpu": 0}}), "resources.cpu: Input should be greater than 0 (got 0)"),
-    ("bad name", edit({"name": "my sweep!"}), "name: String should match pattern '^[A-Za-z0-9_.-]+$' (got 'my sweep!')"),
-    ("log range from zero", edit({"parameters/train.lr": {"type": "float", "low": 0, "high": 0.1, "log": True}}),
-     "parameters.train.lr: a log range needs low > 0"),
-    ("two targets for domain adaptation", edit({"shaping/mode": "target", "parameters/shaping.p0": DELETE,
-                                                "data/targets": ["cartoon", "sketch"]}),
-     "mode target adapts to one target domain per trial, got cartoon,sketch"),
-    ("malformed YAML", "name: t\nparameters: [a, b\n", "malformed YAML at line 3, column 1: expected ',' or ']', but got '<stream end>'"),
+    (
+        "wrong type",
+        edit({"train/epochs": "many"}),
+        "train.epochs: Input should be a valid integer, unable to parse string as an integer (got 'many')",
+    ),
+    (
+        "empty float range",
+        edit({"parameters/shaping.p0": {"type": "float", "low": 0.5, "high": 0.5}}),
+        "parameters.shaping.p0: empty range: low 0.5 is not below high 0.5",
+    ),
+    (
+        "reversed int range",
+        edit({"parameters/train.seed": {"type": "int", "low": 3, "high": 1}}),
+        "parameters.train.seed: empty range: low 3 is not below high 1",
+    ),
+    (
+        "downsampling conv allowed",
+        edit({"parameters/shaping.convs": {"type": "conv_subset", "allowed": [1, 8]}}),
+        "parameters.shaping.convs.allowed: downsampling conv 8: allowed convs are 1,2,3,4,5,6,7,9,10,11,12,14,15,16,17,19,20 (1..20 without the downsampling convs 8, 13, 18)",
+    ),
+    (
+        "unknown conv",
+        edit({"parameters/shaping.convs": {"type": "conv_subset", "allowed": [1, 21]}}),
+        "parameters.shaping.convs.allowed: unknown conv 21: allowed convs are 1,2,3,4,5,6,7,9,10,11,12,14,15,16,17,19,20 (1..20 without the downsampling convs 8, 13, 18)",
+    ),
+    (
+        "p0 range reaching 1",
+        edit({"parameters/shaping.p0": {"type": "float", "low": 0.0, "high": 1.0}}),
+        "parameters.shaping.p0: p0 1.0 is outside [0, 1) (p0=1 would zero the whole map)",
+    ),
+    (
+        "negative p0",
+        edit({"parameters/shaping.p0": {"type": "float", "low": -0.2, "high": 0.5}}),
+        "parameters.shaping.p0: p0 -0.2 is outside [0, 1) (p0=1 would zero the whole map)",
+    ),
+    (
+        "unknown domain",
+        edit({"data/targets": ["mars"]}),
+        "data.targets.0: Input should be 'art_painting', 'cartoon', 'photo' or 'sketch' (got 'mars')",
+    ),
+    (
+        "gpu share above 1",
+        edit({"resources": {"gpu": 1.5}}),
+        "resources.gpu: Input should be less than or equal to 1 (got 1.5)",
+    ),
+    (
+        "grace period above epochs",
+        edit({"scheduler/grace_period": 9}),
+        "scheduler.grace_period 9 is above train.epochs 4",
+    ),
+    (
+        "unknown algorithm",
+        edit({"search/algorithm": "bayes"}),
+        "search.algorithm: Input should be 'optuna', 'random', 'grid' or 'list' (got 'bayes')",
+    ),
+    (
+        "unknown scheduler",
+        edit({"scheduler/kind": "pbt"}),
+        "scheduler.kind: Input should be 'asha' or 'fifo' (got 'pbt')",
+    ),
+    (
+        "metric never reported",
+        edit({"scheduler/metric": "acc_photo"}),
+        "scheduler.metric 'acc_photo' is not reported; choose one of acc_cartoon, source_acc, target_acc, train_loss",
+    ),
+    (
+        "missing num_trials",
+        edit({"search/num_trials": DELETE}),
+        "search.num_trials is needed for algorithm optuna",
+    ),
+    (
+        "zero trials",
+        edit({"search/num_trials": 0}),
+        "search.num_trials: Input should be greater than or equal to 1 (got 0)",
+    ),
+    (
+        "unknown parameter path",
+        edit({"parameters/shaping.p00": {"type": "float", "low": 0, "high": 0.5}}),
+        "parameters.shaping.p00: not a trial setting",
+    ),
+    (
+        "unknown parameter type",
+        edit({"parameters/shaping.p0": {"type": "gaussian", "low": 0, "high": 1}}),
+        "parameters.shaping.p0: unknown parameter type; use one of fixed, float, int, categorical, grid, conv_subset",
+    ),
+    (
+        "subset larger than allowed",
+        edit({"parameters/shaping.convs": {"type": "conv_subset", "allowed": [1, 2], "max_size": 3}}),
+        "parameters.shaping.convs: max_size 3 is above the 2 allowed convs",
+    ),
+    (
+        "reduction factor 1",
+        edit({"scheduler/reduction_factor": 1}),
+        "scheduler.reduction_factor: Input should be greater than 1 (got 1)",
+    ),
+    (
+        "p0 set where masks are not random",
+        edit({"shaping/mode": "target"}),
+        "shaping: p0 does not apply to mode target (masks come from target maps)",
+    ),
+    (
+        "a when on an unknown parameter",
+        edit(
+            {
+                "parameters/shaping.p0": {
+                    "type": "float",
+                    "low": 0,
+                    "high": 0.5,
+                    "when": {"shaping.mode": "random"},
+                }
+            }
+        ),
+        "parameters.shaping.p0: when refers to shaping.mode, which is not a parameter",
+    ),
+    (
+        "grid over a continuous range",
+        edit({"search/algorithm": "grid", "search/num_trials": DELETE}),
+        "parameters.shaping.p0: a float range without step cannot be enumerated for a grid",
+    ),
+    (
+        "negative cpu",
+        edit({"resources": {"cpu": 0}}),
+        "resources.cpu: Input should be greater than 0 (got 0)",
+    ),
+    (
+        "bad name",
+        edit({"name": "my sweep!"}),
+        "name: String should match pattern '^[A-Za-z0-9_.-]+$' (got 'my sweep!')",
+    ),
+    (
+        "log range from zero",
+        edit({"parameters/train.lr": {"type": "float", "low": 0, "high": 0.1, "log": True}}),
+        "parameters.train.lr: a log range needs low > 0",
+    ),
+    (
+        "two targets for domain adaptation",
+        edit(
+            {"shaping/mode": "target", "parameters/shaping.p0": DELETE, "data/targets": ["cartoon", "sketch"]}
+        ),
+        "mode target adapts to one target domain per trial, got cartoon,sketch",
+    ),
+    (
+        "malformed YAML",
+        "name: t\nparameters: [a, b\n",
+        "malformed YAML at line 3, column 1: expected ',' or ']', but got '<stream end>'",
+    ),
     ("not a mapping", "- just\n- a list\n", "a space file must be a mapping of sections (name, data, ...)"),
 ]
 
@@ -172,9 +276,18 @@ def test_define_by_run_sampling_respects_sizes_and_conditions():
 
 def test_schedule_endpoints_build_a_schedule():
     space = load_space("decreasing_p0")
-    config = space.trial_config({"shaping.convs": [1, 2, 3, 4, 5, 6, 7], "shaping.p0.first": 0.7,
-                                 "shaping.p0.last": 0.1})
-    assert [round(v, 2) for v in config.shaping.p0_per_conv().values()] == [0.7, 0.51, 0.37, 0.26, 0.19, 0.14, 0.1]
+    config = space.trial_config(
+        {"shaping.convs": [1, 2, 3, 4, 5, 6, 7], "shaping.p0.first": 0.7, "shaping.p0.last": 0.1}
+    )
+    assert [round(v, 2) for v in config.shaping.p0_per_conv().values()] == [
+        0.7,
+        0.51,
+        0.37,
+        0.26,
+        0.19,
+        0.14,
+        0.1,
+    ]
 
 
 def test_grid_enumerates_conditional_configurations(tmp_path):
@@ -211,7 +324,10 @@ def test_dry_run_of_a_sampled_space_shows_ranges(capsys, tmp_path, monkeypatch):
     assert main(["launch", "--space", "random_layers", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "shaping.p0: float [0.0, 0.9]" in out
-    assert "shaping.convs: conv subset of [1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17, 19, 20], size 1..3" in out
+    assert (
+        "shaping.convs: conv subset of [1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17, 19, 20], size 1..3"
+        in out
+    )
     assert "optuna search: 60 trials" in out
 
 
@@ -264,7 +380,13 @@ def test_set_with_an_unknown_key_lists_the_valid_ones(tmp_path, monkeypatch, cap
     assert main(["launch", "--space", "quickstart", "--set", "nosuch.key=1", "--dry-run"]) == 2
     (err,) = capsys.readouterr().err.strip().splitlines()
     assert "--set nosuch.key=1: unknown key nosuch.key; valid keys: name, description, " in err
-    for key in ("train.epochs|", "resources.cpu|gpu", "search.algorithm|", "shaping.convs|", "parameters.NAME.FIELD"):
+    for key in (
+        "train.epochs|",
+        "resources.cpu|gpu",
+        "search.algorithm|",
+        "shaping.convs|",
+        "parameters.NAME.FIELD",
+    ):
         assert key in err
     assert list(tmp_path.iterdir()) == []
 
@@ -281,9 +403,33 @@ def test_spaces_command_says_what_each_space_needs(capsys):
     out = capsys.readouterr().out
     lines = out.splitlines()
     need = lines[lines.index(next(line for line in lines if line.startswith("random_layers"))) + 1]
-    assert need.split() == ["needs", "0.25", "GPU", "+", "2", "CPU", "per", "trial,", "4", "at", "once;",
-                            "weights", "imagenet;", "60", "trials", "x", "30", "epochs", "(ASHA", "stops",
-                            "weak", "ones", "early);", "224", "px"]
+    assert need.split() == [
+        "needs",
+        "0.25",
+        "GPU",
+        "+",
+        "2",
+        "CPU",
+        "per",
+        "trial,",
+        "4",
+        "at",
+        "once;",
+        "weights",
+        "imagenet;",
+        "60",
+        "trials",
+        "x",
+        "30",
+        "epochs",
+        "(ASHA",
+        "stops",
+        "weak",
+        "ones",
+        "early);",
+        "224",
+        "px",
+    ]
     quick = lines[lines.index(next(line for line in lines if line.startswith("quickstart"))) + 1]
     assert "1 CPU per trial, no GPU, 2 at once; weights none; 8 trials x 4 epochs" in quick
 

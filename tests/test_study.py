@@ -43,7 +43,12 @@ def test_searcher_tells_complete_pruned_and_fail(handle):
     searcher.on_trial_complete("diverged", {"epoch": 1, "target_acc": float("nan"), FAILED_KEY: 1.0})
 
     trials = reload(handle).trials
-    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.FAIL]
+    assert [t.state for t in trials] == [
+        TrialState.COMPLETE,
+        TrialState.PRUNED,
+        TrialState.FAIL,
+        TrialState.FAIL,
+    ]
     assert trials[0].value == 20.0 and trials[0].intermediate_values == {1: 11.0, 2: 12.0, 3: 13.0, 4: 20.0}
     assert trials[1].intermediate_values == {1: 5.0, 2: 4.0} and trials[1].value == 4.0
     assert trials[0].user_attrs["values"] == configs["full"]["values"]
@@ -111,8 +116,15 @@ def test_existing_study_name_is_refused(handle):
 
 
 def asha(handle: StudyHandle) -> ResumableASHA:
-    return ResumableASHA(handle, time_attr="epoch", metric="target_acc", mode="max", max_t=4,
-                         grace_period=1, reduction_factor=2)
+    return ResumableASHA(
+        handle,
+        time_attr="epoch",
+        metric="target_acc",
+        mode="max",
+        max_t=4,
+        grace_period=1,
+        reduction_factor=2,
+    )
 
 
 def test_asha_rungs_are_rebuilt_from_the_study(handle):

@@ -52,9 +52,14 @@ def space_file(tmp_path: Path, name: str, base: dict = SMALL, **sections) -> Pat
 
 def settings_for(tmp_path: Path, space_path: Path, name: str, runtime: Runtime, **extra) -> SweepSettings:
     return SweepSettings(
-        name=name, space=load_space(space_path), results_dir=tmp_path / "results",
+        name=name,
+        space=load_space(space_path),
+        results_dir=tmp_path / "results",
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        study_url=f"sqlite:///{tmp_path / 'optuna.db'}", runtime=runtime, num_cpus=2, **extra,
+        study_url=f"sqlite:///{tmp_path / 'optuna.db'}",
+        runtime=runtime,
+        num_cpus=2,
+        **extra,
     )
 
 
@@ -87,15 +92,27 @@ def test_sweep_end_to_end_with_asha_pruning(tmp_path, pacs_runtime, capsys):
     # train_loss is continuous (no ties), one trial at a time makes ASHA's decisions deterministic,
     # and reduction factor 4 prunes every trial below the best quarter at epochs 1.
     path = space_file(
-        tmp_path, "e2e",
+        tmp_path,
+        "e2e",
         shaping={"mode": "random"},
         search={"algorithm": "optuna", "num_trials": 6, "max_concurrent": 1, "seed": 0},
-        scheduler={"kind": "asha", "grace_period": 1, "reduction_factor": 4, "metric": "train_loss",
-                   "mode": "min"},
+        scheduler={
+            "kind": "asha",
+            "grace_period": 1,
+            "reduction_factor": 4,
+            "metric": "train_loss",
+            "mode": "min",
+        },
         resources={"cpu": 1},
-        parameters={"shaping.convs": {"type": "conv_subset", "allowed": [1, 2, 3, 4, 5, 6, 7],
-                                      "min_size": 1, "max_size": 2},
-                    "shaping.p0": {"type": "float", "low": 0.0, "high": 0.9}},
+        parameters={
+            "shaping.convs": {
+                "type": "conv_subset",
+                "allowed": [1, 2, 3, 4, 5, 6, 7],
+                "min_size": 1,
+                "max_size": 2,
+            },
+            "shaping.p0": {"type": "float", "low": 0.0, "high": 0.9},
+        },
     )
     outcome = launch(settings_for(tmp_path, path, "e2e", pacs_runtime))
     assert outcome.finished
@@ -118,9 +135,17 @@ def test_sweep_end_to_end_with_asha_pruning(tmp_path, pacs_runtime, capsys):
         assert float(run.data.tags["asha_tune.duration_s"]) >= run.data.metrics["time_total"] > 0
         assert run.data.params["shaping.mode"] == "random"
         # resolved values, not None; the trial's metrics and durations, not Ray's bookkeeping
-        assert (run.data.params["shaping.shape_fn"], run.data.params["shaping.shape_at_eval"]) == ("binarize_a", "True")
-        assert "time_train" in run.data.metrics and not {"time_this_iter_s", "time_total_s", "timestamp",
-                                                          "training_iteration", "at_report"} & set(run.data.metrics)
+        assert (run.data.params["shaping.shape_fn"], run.data.params["shaping.shape_at_eval"]) == (
+            "binarize_a",
+            "True",
+        )
+        assert "time_train" in run.data.metrics and not {
+            "time_this_iter_s",
+            "time_total_s",
+            "timestamp",
+            "training_iteration",
+            "at_report",
+        } & set(run.data.metrics)
         status_by_number[int(run.data.tags["asha_tune.trial_number"])] = status
 
     trials = study_trials(tmp_path, "e2e")
@@ -128,19 +153,28 @@ def test_sweep_end_to_end_with_asha_pruning(tmp_path, pacs_runtime, capsys):
     pruned = {t.number for t in trials if t.state == TrialState.PRUNED}
     assert pruned, "ASHA stopped no trial"
     assert pruned == {n for n, s in status_by_number.items() if s == "pruned"}
-    assert {t.number for t in trials if t.state == TrialState.COMPLETE} == \
-        {n for n, s in status_by_number.items() if s == "completed"}
+    assert {t.number for t in trials if t.state == TrialState.COMPLETE} == {
+        n for n, s in status_by_number.items() if s == "completed"
+    }
     for t in trials:
         if t.state == TrialState.PRUNED:
-            assert len(t.intermediate_values) < 4 and t.value == t.intermediate_values[max(t.intermediate_values)]
+            assert (
+                len(t.intermediate_values) < 4
+                and t.value == t.intermediate_values[max(t.intermediate_values)]
+            )
 
     # The reported best is the best in MLflow (full-budget trials, lowest final train_loss).
-    finals = {int(r.data.tags["asha_tune.trial_number"]): r.data.metrics["train_loss"]
-              for r in children if r.data.tags["asha_tune.status"] == "completed"}
+    finals = {
+        int(r.data.tags["asha_tune.trial_number"]): r.data.metrics["train_loss"]
+        for r in children
+        if r.data.tags["asha_tune.status"] == "completed"
+    }
     best_number = min(finals, key=finals.get)
     assert outcome.best.number == best_number
-    assert (f"best trial {best_number}: train_loss {finals[best_number]:.4g} after 4 epochs (last epoch, "
-            "among trials that ran every epoch; selection source_val); shaping.convs=") in out
+    assert (
+        f"best trial {best_number}: train_loss {finals[best_number]:.4g} after 4 epochs (last epoch, "
+        "among trials that ran every epoch; selection source_val); shaping.convs="
+    ) in out
     assert outcome.best.run_id in out
     assert "look at it in MLflow: asha-tune ui e2e --results-dir " in out
     for ray_box in ("Configuration for experiment", "SearchGenerator", "ResumableASHA", "Tuner.restore"):
@@ -158,16 +192,22 @@ def test_sweep_end_to_end_with_asha_pruning(tmp_path, pacs_runtime, capsys):
 def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(tmp_path, tiny_runtime, capfd):
     (tiny_runtime.data_root / "photo" / "dog" / "zz_broken.jpg").write_bytes(b"garbage")
     path = space_file(
-        tmp_path, "failing", TINY,
+        tmp_path,
+        "failing",
+        TINY,
         search={"algorithm": "grid", "max_concurrent": 2, "max_failures": 1},
-        parameters={"train.lr": {"type": "grid", "values": [0.001, 1.0e12]},
-                    "data.targets": {"type": "grid", "values": [["cartoon"], ["photo"]]}},
+        parameters={
+            "train.lr": {"type": "grid", "values": [0.001, 1.0e12]},
+            "data.targets": {"type": "grid", "values": [["cartoon"], ["photo"]]},
+        },
     )
     outcome = launch(settings_for(tmp_path, path, "failing", tiny_runtime))
     assert outcome.finished
     by_values = {json.dumps(t.values, sort_keys=True): t for t in outcome.trials}
     assert len(by_values) == 4
-    children = {r.info.run_id: r for r in mlflow_children(tmp_path, "failing", outcome.settings.parent_run_id)}
+    children = {
+        r.info.run_id: r for r in mlflow_children(tmp_path, "failing", outcome.settings.parent_run_id)
+    }
     statuses = sorted(t.status for t in outcome.trials)
     assert statuses == ["completed", "failed", "failed", "failed"]
     out = capfd.readouterr()
@@ -176,7 +216,9 @@ def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(tmp_path,
         if record.values["data.targets"] == ["photo"]:
             assert run.info.status == "FAILED"
             failure = run.data.tags["asha_tune.failure"]
-            assert failure.startswith("DataError: cannot read image ") and "photo/dog/zz_broken.jpg" in failure
+            assert (
+                failure.startswith("DataError: cannot read image ") and "photo/dog/zz_broken.jpg" in failure
+            )
             assert run.data.tags["asha_tune.retries"] == "0"  # a data error is not retried
             assert f"trial {record.number} failed: {failure} (not retried: it would fail again)" in out.out
         elif record.values["train.lr"] > 1:
@@ -193,7 +235,8 @@ def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(tmp_path,
 
 def test_fractional_gpus_run_four_trials_at_once(tmp_path, pacs_runtime):
     path = space_file(
-        tmp_path, "shared_gpu",
+        tmp_path,
+        "shared_gpu",
         data={"targets": ["cartoon"], "image_size": 32, "limit_per_domain": 140},
         train={"epochs": 10, "batch_size": 8, "weights": "none"},
         shaping={"mode": "random", "convs": [1]},
@@ -220,30 +263,43 @@ def http_ok(url: str) -> bool:
 
 def test_resume_after_sigkill_keeps_every_trial_once(tmp_path, pacs_root, shared_cache, process_tag):
     path = space_file(
-        tmp_path, "resumable",
+        tmp_path,
+        "resumable",
         shaping={"mode": "random"},
         search={"algorithm": "optuna", "num_trials": 6, "max_concurrent": 2, "seed": 1},
         scheduler={"kind": "asha", "grace_period": 2, "reduction_factor": 2},
         resources={"cpu": 1},
-        parameters={"shaping.convs": {"type": "conv_subset", "allowed": [1, 4, 7], "min_size": 1,
-                                      "max_size": 1},
-                    "shaping.p0": {"type": "float", "low": 0.1, "high": 0.8}},
+        parameters={
+            "shaping.convs": {"type": "conv_subset", "allowed": [1, 4, 7], "min_size": 1, "max_size": 1},
+            "shaping.p0": {"type": "float", "low": 0.1, "high": 0.8},
+        },
     )
-    env = {**os.environ, "ASHA_TUNE_DATA_ROOT": str(pacs_root), "ASHA_TUNE_CACHE_DIR": str(shared_cache),
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "ASHA_TUNE_DATA_ROOT": str(pacs_root),
+        "ASHA_TUNE_CACHE_DIR": str(shared_cache),
+        "PYTHONUNBUFFERED": "1",
+    }
     log = tmp_path / "launch.log"
     cli = [sys.executable, "-m", "asha_tune.cli"]
     with open(log, "w") as out:
-        driver = subprocess.Popen(cli + ["launch", "--space", str(path), "--name", "rs", "--num-cpus", "2",
-                                         "--device", "cpu"], cwd=tmp_path, env=env, stdout=out,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        driver = subprocess.Popen(
+            cli + ["launch", "--space", str(path), "--name", "rs", "--num-cpus", "2", "--device", "cpu"],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
-        dashboard = wait_for(lambda: re.search(r"Ray dashboard: (http://\S+)", log.read_text()), 120,
-                             "the dashboard address")
+        dashboard = wait_for(
+            lambda: re.search(r"Ray dashboard: (http://\S+)", log.read_text()), 120, "the dashboard address"
+        )
         # The dashboard the sweep printed answers while the sweep runs.
         assert http_ok(dashboard.group(1))
-        wait_for(lambda: re.search(r"(stopped early|finished) [1-9]", log.read_text()), 300,
-                 "a finished trial")
+        wait_for(
+            lambda: re.search(r"(stopped early|finished) [1-9]", log.read_text()), 300, "a finished trial"
+        )
     finally:
         os.kill(driver.pid, signal.SIGKILL)  # the driver only; Ray's processes are orphaned
         driver.wait()
@@ -252,14 +308,20 @@ def test_resume_after_sigkill_keeps_every_trial_once(tmp_path, pacs_root, shared
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
     settings = SweepSettings.load("rs", tmp_path / "asha-tune-results")
     experiment = tracker.experiment("resumable")
-    before = {t.number: t for t in sweep_trials(tracker, experiment, settings.parent_run_id)
-              if t.status in ("completed", "pruned")}
+    before = {
+        t.number: t
+        for t in sweep_trials(tracker, experiment, settings.parent_run_id)
+        if t.status in ("completed", "pruned")
+    }
     assert before, "no trial had finished before the kill"
-    histories = {n: [(m.step, m.value) for m in tracker.client.get_metric_history(t.run_id, "target_acc")]
-                 for n, t in before.items()}
+    histories = {
+        n: [(m.step, m.value) for m in tracker.client.get_metric_history(t.run_id, "target_acc")]
+        for n, t in before.items()
+    }
 
-    done = subprocess.run(cli + ["resume", "rs"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        cli + ["resume", "rs"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "resuming" in done.stdout
 
@@ -284,15 +346,21 @@ def test_resume_after_sigkill_keeps_every_trial_once(tmp_path, pacs_root, shared
 
 
 def ray_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ray.scripts.scripts", *args], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "ray.scripts.scripts", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
 
 
 def test_a_crashed_trial_is_retried_from_its_last_checkpoint(tmp_path, pacs_runtime, process_tag):
     import threading
 
     path = space_file(
-        tmp_path, "retry",
+        tmp_path,
+        "retry",
         train={"epochs": 8, "batch_size": 16, "weights": "none"},
         shaping={"mode": "random", "convs": [1], "p0": 0.5},
         search={"algorithm": "random", "num_trials": 1, "max_concurrent": 1, "max_failures": 2},
@@ -352,12 +420,23 @@ def test_launch_joins_an_existing_cluster_by_address(tmp_path, tiny_runtime, pro
     port = free_port()
     env = {"RAY_AUTH_MODE": "token"}
     ray_cli("get-auth-token", "--generate")  # no-op where a token already exists
-    started = ray_cli("start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
-                      "--num-gpus=1", "--include-dashboard=false", "--disable-usage-stats", env=env)
+    started = ray_cli(
+        "start",
+        "--head",
+        "--node-ip-address=127.0.0.1",
+        f"--port={port}",
+        "--num-cpus=2",
+        "--num-gpus=1",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+        env=env,
+    )
     assert started.returncode == 0, started.stderr[-2000:]
     try:
         path = space_file(
-            tmp_path, "joined", TINY,
+            tmp_path,
+            "joined",
+            TINY,
             search={"algorithm": "random", "num_trials": 2, "max_concurrent": 2},
             # Only the started cluster has a GPU (a logical one): a local Ray could not run these.
             resources={"cpu": 1, "gpu": 0.5},
@@ -374,9 +453,22 @@ def test_launch_joins_an_existing_cluster_by_address(tmp_path, tiny_runtime, pro
 def test_ui_serves_the_sweeps_store(tmp_path):
     Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}").experiment("x")
     port = free_port()
-    ui = subprocess.Popen([sys.executable, "-m", "asha_tune.cli", "ui", "--tracking-uri",
-                           f"sqlite:///{tmp_path / 'mlflow.db'}", "--port", str(port)], cwd=tmp_path,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    ui = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "asha_tune.cli",
+            "ui",
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--port",
+            str(port),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         assert wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/"), 120, "the MLflow UI")
     finally:
@@ -386,15 +478,32 @@ def test_ui_serves_the_sweeps_store(tmp_path):
 def test_sweep_tracks_to_an_mlflow_tracking_server(tmp_path, tiny_runtime):
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1",
-         "--port", str(port)], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: http_ok(f"{uri}/health"), 120, "the MLflow tracking server")
         path = space_file(
-            tmp_path, "served", TINY,
+            tmp_path,
+            "served",
+            TINY,
             search={"algorithm": "random", "num_trials": 2, "max_concurrent": 2},
             parameters={"train.seed": {"type": "int", "low": 0, "high": 9}},
         )
@@ -404,12 +513,16 @@ def test_sweep_tracks_to_an_mlflow_tracking_server(tmp_path, tiny_runtime):
         assert outcome.finished
         client = MlflowClient(uri)
         experiment = client.get_experiment_by_name("served")
-        children = client.search_runs([experiment.experiment_id],
-                                      f"tags.mlflow.parentRunId = '{outcome.settings.parent_run_id}'")
+        children = client.search_runs(
+            [experiment.experiment_id], f"tags.mlflow.parentRunId = '{outcome.settings.parent_run_id}'"
+        )
         assert len(children) == 2
         assert all(len(client.get_metric_history(r.info.run_id, "target_acc")) == 2 for r in children)
-        space = json.loads(Path(client.download_artifacts(outcome.settings.parent_run_id, "space.json",
-                                                           str(tmp_path))).read_text())
+        space = json.loads(
+            Path(
+                client.download_artifacts(outcome.settings.parent_run_id, "space.json", str(tmp_path))
+            ).read_text()
+        )
         assert space["name"] == "served"
         assert not (tmp_path / "mlflow.db").exists()  # nothing went to the embedded default
     finally:
@@ -422,8 +535,13 @@ def test_a_sweep_whose_every_trial_failed_says_so_and_can_be_started_over(tmp_pa
 
     broken = tiny_runtime.data_root / "cartoon" / "dog" / "zz_broken.jpg"
     broken.write_bytes(b"garbage")
-    path = space_file(tmp_path, "allfail", TINY, search={"algorithm": "random", "num_trials": 2, "max_concurrent": 2},
-                      parameters={"train.seed": {"type": "int", "low": 0, "high": 9}})
+    path = space_file(
+        tmp_path,
+        "allfail",
+        TINY,
+        search={"algorithm": "random", "num_trials": 2, "max_concurrent": 2},
+        parameters={"train.seed": {"type": "int", "low": 0, "high": 9}},
+    )
     settings = settings_for(tmp_path, path, "allfail", tiny_runtime)
     outcome = launch(settings)
     assert outcome.finished and [t.status for t in outcome.trials] == ["failed", "failed"]
@@ -435,7 +553,9 @@ def test_a_sweep_whose_every_trial_failed_says_so_and_can_be_started_over(tmp_pa
     assert first_parent.data.tags["asha_tune.failure"] == "all 2 trials failed"
 
     # The name is not burnt: launching it again says how to start over, and --restart does.
-    with pytest.raises(ConfigError, match="ended failed: continue it with asha-tune resume allfail .*--restart"):
+    with pytest.raises(
+        ConfigError, match="ended failed: continue it with asha-tune resume allfail .*--restart"
+    ):
         launch(settings_for(tmp_path, path, "allfail", tiny_runtime))
     broken.unlink()
     capsys.readouterr()
@@ -459,13 +579,18 @@ def test_a_trial_that_raised_is_one_line_with_its_traceback_file(tmp_path):
     from asha_tune.sweep.callbacks import failure_line
 
     error_file = tmp_path / "error.txt"
-    error_file.write_text("Traceback (most recent call last):\n  File x\nRuntimeError: CUDA error: out of memory\n")
+    error_file.write_text(
+        "Traceback (most recent call last):\n  File x\nRuntimeError: CUDA error: out of memory\n"
+    )
     trial = SimpleNamespace(config={"trial_number": 3}, num_failures=2, error_file=str(error_file))
-    assert failure_line(trial, None) == (f"trial 3 failed after 1 retry: RuntimeError: CUDA error: out of memory "
-                                         f"(traceback: {error_file})")
+    assert failure_line(trial, None) == (
+        f"trial 3 failed after 1 retry: RuntimeError: CUDA error: out of memory (traceback: {error_file})"
+    )
     result = {"failed": 1.0, "failure": "WeightsError: weights file /x does not exist"}
-    assert failure_line(SimpleNamespace(config={"trial_number": 4}, num_failures=0, error_file=None), result) == \
-        "trial 4 failed: WeightsError: weights file /x does not exist (not retried: it would fail again)"
+    assert (
+        failure_line(SimpleNamespace(config={"trial_number": 4}, num_failures=0, error_file=None), result)
+        == "trial 4 failed: WeightsError: weights file /x does not exist (not retried: it would fail again)"
+    )
 
 
 def quiet_env(**extra: str) -> dict:
@@ -475,13 +600,17 @@ def quiet_env(**extra: str) -> dict:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_stopped_driver_leaves_nothing_running_and_resumes(signum, tmp_path, pacs_root, shared_cache,
-                                                              process_tag):
+def test_a_stopped_driver_leaves_nothing_running_and_resumes(
+    signum, tmp_path, pacs_root, shared_cache, process_tag
+):
     path = space_file(
-        tmp_path, "stopped", train={"epochs": 4, "batch_size": 16, "weights": "none"},
+        tmp_path,
+        "stopped",
+        train={"epochs": 4, "batch_size": 16, "weights": "none"},
         shaping={"mode": "random", "convs": [1]},
         search={"algorithm": "random", "num_trials": 3, "max_concurrent": 2, "seed": 0},
-        scheduler={"kind": "fifo"}, resources={"cpu": 1},
+        scheduler={"kind": "fifo"},
+        resources={"cpu": 1},
         parameters={"shaping.p0": {"type": "float", "low": 0.1, "high": 0.8}},
     )
     link = tmp_path / "pacs-link"  # the data root it was launched with, removed before the resume
@@ -490,9 +619,15 @@ def test_a_stopped_driver_leaves_nothing_running_and_resumes(signum, tmp_path, p
     cli = [sys.executable, "-m", "asha_tune.cli"]
     log = tmp_path / "launch.log"
     with open(log, "w") as out:
-        driver = subprocess.Popen(cli + ["launch", "--space", str(path), "--name", "st", "--num-cpus", "2",
-                                         "--data-root", str(link)], cwd=tmp_path, env=env, stdout=out,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        driver = subprocess.Popen(
+            cli
+            + ["launch", "--space", str(path), "--name", "st", "--num-cpus", "2", "--data-root", str(link)],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         wait_for(lambda: "best epoch so far" in log.read_text(), 300, "a first epoch")
         driver.send_signal(signum)  # the driver only, as `kill` or Ctrl-C would
@@ -502,7 +637,12 @@ def test_a_stopped_driver_leaves_nothing_running_and_resumes(signum, tmp_path, p
             driver.kill()
     text = log.read_text()
     assert "the sweep did not finish; continue it with: asha-tune resume st" in text
-    for noise in ("Tuner.restore", "Traceback", "Token authentication is enabled", "Configuration for experiment"):
+    for noise in (
+        "Tuner.restore",
+        "Traceback",
+        "Token authentication is enabled",
+        "Configuration for experiment",
+    ):
         assert noise not in text
     # asha-tune made the token it manages and says where it is.
     assert (tmp_path / "token").is_file()
@@ -522,21 +662,35 @@ def test_a_stopped_driver_leaves_nothing_running_and_resumes(signum, tmp_path, p
 
     # Resume needs its data: the folder it was launched with is gone, and --data-root replaces it.
     link.unlink()
-    lost = subprocess.run(cli + ["resume", "st"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+    lost = subprocess.run(
+        cli + ["resume", "st"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert lost.returncode == 2
-    assert lost.stderr.strip() == f"asha-tune resume: error: data root {link}: no such folder (it should hold PACS' domain folders)"
-    done = subprocess.run(cli + ["resume", "st", "--data-root", str(pacs_root)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+    assert (
+        lost.stderr.strip()
+        == f"asha-tune resume: error: data root {link}: no such folder (it should hold PACS' domain folders)"
+    )
+    done = subprocess.run(
+        cli + ["resume", "st", "--data-root", str(pacs_root)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert SweepSettings.load("st", tmp_path / "asha-tune-results").runtime.data_root == pacs_root.absolute()
-    final = sweep_trials(Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}"), experiment.experiment_id,
-                         SweepSettings.load("st", tmp_path / "asha-tune-results").parent_run_id)
+    final = sweep_trials(
+        Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}"),
+        experiment.experiment_id,
+        SweepSettings.load("st", tmp_path / "asha-tune-results").parent_run_id,
+    )
     assert [t.status for t in final] == ["completed"] * 3
     assert sorted(t.state.name for t in study_trials(tmp_path, "st")) == ["COMPLETE"] * 3
     # A finished sweep: nothing to resume, and no Ray is started to find that out.
-    again = subprocess.run(cli + ["resume", "st"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                           timeout=300)
+    again = subprocess.run(
+        cli + ["resume", "st"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert again.returncode == 0
     assert "sweep st has finished (3 trials): nothing to resume" in again.stdout
     assert "Ray dashboard" not in again.stdout
@@ -549,10 +703,15 @@ def sweep_record(tmp_path: Path, name: str) -> dict:
     record = {}
     for run in mlflow_children(tmp_path, settings.space.name, settings.parent_run_id):
         number = int(run.data.tags["asha_tune.trial_number"])
-        histories = {m: [(x.step, x.value) for x in client.get_metric_history(run.info.run_id, m)]
-                     for m in ("target_acc", "train_loss", "source_acc")}
+        histories = {
+            m: [(x.step, x.value) for x in client.get_metric_history(run.info.run_id, m)]
+            for m in ("target_acc", "train_loss", "source_acc")
+        }
         record[number] = (run.data.params["search"], run.data.tags["asha_tune.status"], histories)
-    study = {t.number: (t.params, t.state.name, t.intermediate_values, t.value) for t in study_trials(tmp_path, name)}
+    study = {
+        t.number: (t.params, t.state.name, t.intermediate_values, t.value)
+        for t in study_trials(tmp_path, name)
+    }
     return {"mlflow": record, "optuna": study}
 
 
@@ -560,14 +719,23 @@ def sweep_record(tmp_path: Path, name: str) -> dict:
 def test_a_reproducible_sweep_gives_the_same_answer_twice(tmp_path, pacs_runtime):
     # train_loss is continuous (accuracies on 35 images tie often, and ties decide nothing).
     path = space_file(
-        tmp_path, "repro",
+        tmp_path,
+        "repro",
         train={"epochs": 3, "batch_size": 16, "weights": "none", "seed": 0},
         shaping={"mode": "random"},
         search={"algorithm": "optuna", "num_trials": 4, "max_concurrent": 3, "seed": 3, "reproducible": True},
-        scheduler={"kind": "asha", "grace_period": 1, "reduction_factor": 2, "metric": "train_loss", "mode": "min"},
+        scheduler={
+            "kind": "asha",
+            "grace_period": 1,
+            "reduction_factor": 2,
+            "metric": "train_loss",
+            "mode": "min",
+        },
         resources={"cpu": 1},
-        parameters={"shaping.convs": {"type": "conv_subset", "allowed": [1, 4, 7], "min_size": 1, "max_size": 2},
-                    "shaping.p0": {"type": "float", "low": 0.0, "high": 0.9}},
+        parameters={
+            "shaping.convs": {"type": "conv_subset", "allowed": [1, 4, 7], "min_size": 1, "max_size": 2},
+            "shaping.p0": {"type": "float", "low": 0.0, "high": 0.9},
+        },
     )
     first = launch(settings_for(tmp_path, path, "repro-a", pacs_runtime))
     second = launch(settings_for(tmp_path, path, "repro-b", pacs_runtime))
@@ -577,25 +745,43 @@ def test_a_reproducible_sweep_gives_the_same_answer_twice(tmp_path, pacs_runtime
     assert a == b  # same configurations, same stops, same metrics, bit for bit
     assert first.best.number == second.best.number
     # How: one trial at a time (with 3 at once, arrival order would steer ASHA and TPE).
-    runs = sorted(mlflow_children(tmp_path, "repro", first.settings.parent_run_id), key=lambda r: r.info.start_time)
+    runs = sorted(
+        mlflow_children(tmp_path, "repro", first.settings.parent_run_id), key=lambda r: r.info.start_time
+    )
     assert all(later.info.start_time >= earlier.info.end_time for earlier, later in itertools.pairwise(runs))
 
 
-def test_a_cluster_where_no_node_fits_a_trial_stops_after_the_wait(tmp_path, tiny_runtime, process_tag, capsys):
+def test_a_cluster_where_no_node_fits_a_trial_stops_after_the_wait(
+    tmp_path, tiny_runtime, process_tag, capsys
+):
     from asha_tune.errors import ConfigError
 
     port = free_port()
     ray_cli("get-auth-token", "--generate")
-    started = ray_cli("start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
-                      "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
-                      env={"RAY_AUTH_MODE": "token"})
+    started = ray_cli(
+        "start",
+        "--head",
+        "--node-ip-address=127.0.0.1",
+        f"--port={port}",
+        "--num-cpus=1",
+        "--num-gpus=0",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+        env={"RAY_AUTH_MODE": "token"},
+    )
     assert started.returncode == 0, started.stderr[-2000:]
     try:
-        path = space_file(tmp_path, "nofit", TINY, search={"algorithm": "random", "num_trials": 2},
-                          resources={"cpu": 1, "gpu": 0.5},
-                          parameters={"train.seed": {"type": "int", "low": 0, "high": 9}})
-        settings = settings_for(tmp_path, path, "nofit", tiny_runtime, address=f"127.0.0.1:{port}",
-                                resource_wait_s=3)
+        path = space_file(
+            tmp_path,
+            "nofit",
+            TINY,
+            search={"algorithm": "random", "num_trials": 2},
+            resources={"cpu": 1, "gpu": 0.5},
+            parameters={"train.seed": {"type": "int", "low": 0, "high": 9}},
+        )
+        settings = settings_for(
+            tmp_path, path, "nofit", tiny_runtime, address=f"127.0.0.1:{port}", resource_wait_s=3
+        )
         settings.num_cpus = None
         begin = time.monotonic()
         with pytest.raises(ConfigError) as err:
@@ -604,8 +790,10 @@ def test_a_cluster_where_no_node_fits_a_trial_stops_after_the_wait(tmp_path, tin
     finally:
         kill_tagged(process_tag)
     message = str(err.value)
-    assert message.startswith("no node of the Ray cluster can run a trial of space nofit (each needs "
-                              "{'CPU': 1.0, 'GPU': 0.5}; nodes: [{'CPU': 1.0}]), after waiting 3 s")
+    assert message.startswith(
+        "no node of the Ray cluster can run a trial of space nofit (each needs "
+        "{'CPU': 1.0, 'GPU': 0.5}; nodes: [{'CPU': 1.0}]), after waiting 3 s"
+    )
     assert "--resource-wait SECONDS" in message and "asha-tune resume nofit" in message
     assert 3 <= waited < 120
     assert "waiting up to 3 s" in capsys.readouterr().out
@@ -617,13 +805,26 @@ def test_a_cluster_where_no_node_fits_a_trial_stops_after_the_wait(tmp_path, tin
 def test_launch_works_where_ray_was_imported_first(tmp_path, tiny_runtime, process_tag):
     # Ray reads its auth mode at import; asha-tune turns token auth on later and must make an
     # already imported Ray re-read it (else GCS refuses the driver: "Failed to start GCS").
-    path = space_file(tmp_path, "imported", TINY, search={"algorithm": "random", "num_trials": 1},
-                      train={"epochs": 1, "batch_size": 8, "weights": "none"},
-                      parameters={"train.seed": {"type": "int", "low": 0, "high": 9}})
-    code = ("import sys, ray; from asha_tune.cli import main; "
-            f"sys.exit(main(['launch', '--space', {str(path)!r}, '--name', 'imp', '--data-root', "
-            f"{str(tiny_runtime.data_root)!r}, '--cache-dir', {str(tiny_runtime.cache_dir)!r}]))")
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=quiet_env(), capture_output=True,
-                          text=True, timeout=600)
+    path = space_file(
+        tmp_path,
+        "imported",
+        TINY,
+        search={"algorithm": "random", "num_trials": 1},
+        train={"epochs": 1, "batch_size": 8, "weights": "none"},
+        parameters={"train.seed": {"type": "int", "low": 0, "high": 9}},
+    )
+    code = (
+        "import sys, ray; from asha_tune.cli import main; "
+        f"sys.exit(main(['launch', '--space', {str(path)!r}, '--name', 'imp', '--data-root', "
+        f"{str(tiny_runtime.data_root)!r}, '--cache-dir', {str(tiny_runtime.cache_dir)!r}]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=quiet_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "best trial 0: val_acc" in done.stdout

@@ -47,7 +47,9 @@ def test_runs_nest_and_params_are_flat_with_lists_as_json(store):
     assert json.loads(run.data.params["shaping.convs"]) == [1, 7]
     assert run.data.params["shaping.p0"] == "0.7" and run.data.params["train.epochs"] == "30"
     assert len(run.data.params) == 253
-    assert [r.info.run_id for r in tracker.find_runs(experiment, f"tags.mlflow.parentRunId = '{parent}'")] == [child]
+    assert [
+        r.info.run_id for r in tracker.find_runs(experiment, f"tags.mlflow.parentRunId = '{parent}'")
+    ] == [child]
 
 
 def test_metrics_keep_their_step_and_skip_what_is_not_a_number(store):
@@ -60,8 +62,10 @@ def test_metrics_keep_their_step_and_skip_what_is_not_a_number(store):
     assert tracker.logged_steps(run, "val_acc") == {1, 2}
 
 
-@pytest.mark.parametrize(("status", "mlflow_status"), [("completed", "FINISHED"), ("pruned", "FINISHED"),
-                                                       ("failed", "FAILED"), ("interrupted", "KILLED")])
+@pytest.mark.parametrize(
+    ("status", "mlflow_status"),
+    [("completed", "FINISHED"), ("pruned", "FINISHED"), ("failed", "FAILED"), ("interrupted", "KILLED")],
+)
 def test_statuses_map_onto_mlflow_and_a_run_can_be_reopened(store, status, mlflow_status):
     tracker, client = store
     run = tracker.start_run(tracker.experiment("e"), "t")
@@ -77,8 +81,13 @@ def test_the_epoch_metric_list_names_what_trials_report():
     from asha_tune import selection
     from asha_tune.tracking import EPOCH_METRICS, is_epoch_metric
 
-    for name in (selection.VAL_ACC, selection.TARGET_ACC, selection.se_key(selection.VAL_ACC),
-                 selection.domain_acc("cartoon"), selection.se_key(selection.domain_acc("cartoon"))):
+    for name in (
+        selection.VAL_ACC,
+        selection.TARGET_ACC,
+        selection.se_key(selection.VAL_ACC),
+        selection.domain_acc("cartoon"),
+        selection.se_key(selection.domain_acc("cartoon")),
+    ):
         assert is_epoch_metric(name), name
     assert "time_train" in EPOCH_METRICS
     for ray_or_stamp in ("time_this_iter_s", "timestamp", "training_iteration", "at_report", "n_val"):

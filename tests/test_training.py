@@ -26,15 +26,14 @@ def states_equal(a: dict, b: dict) -> bool:
         {"mode": "target", "convs": [4], "target_pairing": "shuffled"},
     ],
 )
-def test_killed_and_resumed_trial_ends_bit_for_bit_like_an_uninterrupted_one(
-    tiny_runtime, tmp_path, shaping
-):
+def test_killed_and_resumed_trial_ends_bit_for_bit_like_an_uninterrupted_one(tiny_runtime, tmp_path, shaping):
     config = tiny_config(shaping=shaping, train={"epochs": 4})
     finals: dict[str, dict] = {}
 
     def keep_last(name):
         def report(metrics, state):
             finals[name] = {k: v.clone() for k, v in state["model"].items()}
+
         return report
 
     full = run_trial(config, tiny_runtime, report=keep_last("full"))
@@ -67,12 +66,20 @@ def test_resume_refuses_another_configuration(tiny_runtime, tmp_path):
 
 def test_reports_every_epoch_for_every_target(tiny_runtime):
     seen = []
-    config = tiny_config(data={"targets": ["cartoon", "sketch", "photo"]},
-                         shaping={"mode": "random", "convs": [1], "p0": 0.5})
+    config = tiny_config(
+        data={"targets": ["cartoon", "sketch", "photo"]}, shaping={"mode": "random", "convs": [1], "p0": 0.5}
+    )
     result = run_trial(config, tiny_runtime, report=lambda m, s: seen.append(m))
     assert [m["epoch"] for m in seen] == [1, 2]
     for m in seen:
-        assert {"acc_cartoon", "acc_sketch", "acc_photo", "target_acc", "train_loss", "source_acc"} <= m.keys()
+        assert {
+            "acc_cartoon",
+            "acc_sketch",
+            "acc_photo",
+            "target_acc",
+            "train_loss",
+            "source_acc",
+        } <= m.keys()
         assert m["target_acc"] == pytest.approx((m["acc_cartoon"] + m["acc_sketch"] + m["acc_photo"]) / 3)
     assert result.final == seen[-1]
 

@@ -15,9 +15,9 @@ def describe_selection(space: SearchSpace) -> str:
     held = f"{s.val_fraction:.0%} per class, split seed {s.split_seed}"
     where = {
         "oracle": f"the whole target domain ({', '.join(d.targets)}) selects and is reported, as the paper "
-                  "(optimistic: selected on the test data)",
+        "(optimistic: selected on the test data)",
         "source_val": f"held-out {d.source} images ({held}, never trained on) select; the targets are "
-                      "only reported",
+        "only reported",
         "target_val": f"held-out target images ({held}) select; the targets are reported on the rest",
     }[s.protocol]
     return f"{s.protocol}: {where}; the scheduler and the search optimise {space.scheduler.metric}"
@@ -36,16 +36,18 @@ def describe(space: SearchSpace) -> str:
     if space.search.algorithm == "list":
         lines += describe_configurations(space)
     elif space.search.algorithm == "grid":
-        points = space.grid()[:space.num_trials]
+        points = space.grid()[: space.num_trials]
         lines.append(f"grid: {len(points)} configurations")
         lines += [f"  {i:4d}  " + ", ".join(f"{k}={v}" for k, v in p.items()) for i, p in enumerate(points)]
     else:
-        lines.append(f"{space.search.algorithm} search: {space.num_trials} trials sampled "
-                     "from the ranges above")
+        lines.append(
+            f"{space.search.algorithm} search: {space.num_trials} trials sampled from the ranges above"
+        )
     lines.append(f"needs: {needs(space)}")
     if space.search.reproducible:
-        lines.append("reproducible: one trial at a time, so a second run gives the same trials, "
-                     "stops and metrics")
+        lines.append(
+            "reproducible: one trial at a time, so a second run gives the same trials, stops and metrics"
+        )
     return "\n".join(lines)
 
 
@@ -53,7 +55,7 @@ def describe_configurations(space: SearchSpace) -> list[str]:
     """Every listed configuration that will run, its settings and its published figures (marked as
     such: reference data, not results), then the total budget."""
     lines = []
-    points = space.grid()[:space.num_trials]
+    points = space.grid()[: space.num_trials]
     for i, point in enumerate(points):
         listed = space.configuration(point[CONFIGURATION_KEY])
         extra = {k: v for k, v in point.items() if k != CONFIGURATION_KEY}
@@ -65,8 +67,11 @@ def describe_configurations(space: SearchSpace) -> list[str]:
             figures = ", ".join(f"{k} {v:g}" for k, v in listed.published.items())
             lines.append(f"        published: {figures}" + (f" ({listed.source})" if listed.source else ""))
     epochs = space.train.epochs
-    lines.insert(0, f"configurations: {len(points)} listed, each to full budget: {len(points)} trials x "
-                    f"{epochs} epochs = {len(points) * epochs} epochs")
+    lines.insert(
+        0,
+        f"configurations: {len(points)} listed, each to full budget: {len(points)} trials x "
+        f"{epochs} epochs = {len(points) * epochs} epochs",
+    )
     return lines
 
 
@@ -78,8 +83,10 @@ def needs(space: SearchSpace) -> str:
     budget = f"{space.num_trials} trials x {space.train.epochs} epochs"
     if space.scheduler.kind == "asha":
         budget += " (ASHA stops weak ones early)"
-    return (f"{per_trial}, {space.search.concurrency} at once; weights {'/'.join(weights)}; "
-            f"{budget}; {space.data.image_size} px")
+    return (
+        f"{per_trial}, {space.search.concurrency} at once; weights {'/'.join(weights)}; "
+        f"{budget}; {space.data.image_size} px"
+    )
 
 
 def _choices(space: SearchSpace, path: str, fixed: Any) -> list[Any]:

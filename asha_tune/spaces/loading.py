@@ -18,8 +18,10 @@ from .space import CONFIGURATION_KEY, SearchSpace, set_path, trial_paths
 
 # The shipped spaces: asha_tune/search_spaces in an installed wheel, search_spaces/ in a checkout.
 _PACKAGE = Path(__file__).resolve().parents[1]
-PACKAGE_SPACES = next((p for p in (_PACKAGE / "search_spaces", _PACKAGE.parent / "search_spaces")
-                       if p.is_dir()), _PACKAGE / "search_spaces")
+PACKAGE_SPACES = next(
+    (p for p in (_PACKAGE / "search_spaces", _PACKAGE.parent / "search_spaces") if p.is_dir()),
+    _PACKAGE / "search_spaces",
+)
 
 
 def space_dirs() -> list[Path]:
@@ -46,8 +48,9 @@ def find_space(name: str) -> Path:
     spaces = list_spaces()
     if stem not in spaces:
         where = ", ".join(dict.fromkeys(str(d) for d in space_dirs()))
-        raise ConfigError(f"--space {name}: no space of that name in {where} "
-                          f"(available: {', '.join(spaces) or 'none'})")
+        raise ConfigError(
+            f"--space {name}: no space of that name in {where} (available: {', '.join(spaces) or 'none'})"
+        )
     return spaces[stem]
 
 
@@ -88,8 +91,7 @@ def _check_key(item: str, key: str) -> None:
         section, _, field = k.partition(".")
         sections.setdefault(section, []).append(field)
     listing = ", ".join(f"{s}.{'|'.join(f)}" if f[0] else s for s, f in sections.items())
-    raise ConfigError(f"--set {item}: unknown key {key}; valid keys: {listing}, "
-                      f"parameters.NAME.FIELD")
+    raise ConfigError(f"--set {item}: unknown key {key}; valid keys: {listing}, parameters.NAME.FIELD")
 
 
 def _pin(tree: dict[str, Any], key: str, value: Any) -> bool:
@@ -148,6 +150,7 @@ def _check_trials(space: SearchSpace) -> list[str]:
     A problem is reported at the parameter that sets the failing field, else at the parameter
     whose extreme value caused it, else at the fixed section.
     """
+
     def corner(overrides: dict[str, Any]) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for name, param in space.parameters.items():
@@ -208,8 +211,9 @@ def _check_grid(space: SearchSpace) -> list[str]:
         return problems
     size = len(space.grid())
     if space.search.num_trials not in (None, size):
-        problems.append(f"search.num_trials: the grid has {size} configurations; "
-                        f"use {size} or leave num_trials out")
+        problems.append(
+            f"search.num_trials: the grid has {size} configurations; use {size} or leave num_trials out"
+        )
     return problems
 
 
@@ -219,8 +223,9 @@ def _check_listed(space: SearchSpace) -> list[str]:
     problems: list[str] = []
     seen: dict[str, str] = {}
     for values in space.grid():
-        label = ", ".join([values[CONFIGURATION_KEY]] +
-                          [f"{k}={v}" for k, v in values.items() if k != CONFIGURATION_KEY])
+        label = ", ".join(
+            [values[CONFIGURATION_KEY]] + [f"{k}={v}" for k, v in values.items() if k != CONFIGURATION_KEY]
+        )
         try:
             fingerprint = space.trial_config(values).fingerprint()
         except ValidationError as err:
@@ -229,7 +234,8 @@ def _check_listed(space: SearchSpace) -> list[str]:
                 problems.append(f"configurations.{values[CONFIGURATION_KEY]}: {where}{message}")
             continue
         if fingerprint in seen:
-            problems.append(f"configurations: {seen[fingerprint]} and {label} are the same trial; "
-                            f"list it once")
+            problems.append(
+                f"configurations: {seen[fingerprint]} and {label} are the same trial; list it once"
+            )
         seen.setdefault(fingerprint, label)
     return list(dict.fromkeys(problems))

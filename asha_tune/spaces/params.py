@@ -18,8 +18,9 @@ from ..config import SHAPEABLE_CONVS, check_convs
 class Suggester(Protocol):
     """What `suggest` needs of an Optuna trial."""
 
-    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
-                      log: bool = False) -> float: ...
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float: ...
     def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int: ...
     def suggest_categorical(self, name: str, choices: list[Any]) -> Any: ...
 
@@ -192,11 +193,14 @@ class ConvSubset(_Param):
         return params
 
     def choices(self) -> list[list[int]]:
-        return [list(c) for k in range(self.min_size, self.max_size + 1)
-                for c in itertools.combinations(self.allowed, k)]
+        return [
+            list(c)
+            for k in range(self.min_size, self.max_size + 1)
+            for c in itertools.combinations(self.allowed, k)
+        ]
 
     def corners(self) -> list[list[int]]:
-        return [self.allowed[:self.min_size], self.allowed[-self.max_size:]]
+        return [self.allowed[: self.min_size], self.allowed[-self.max_size :]]
 
     def describe(self) -> str:
         return f"conv subset of {self.allowed}, size {self.min_size}..{self.max_size}"

@@ -118,8 +118,10 @@ class SearchSpace(BaseModel):
         known = trial_paths()
         for name, param in params.items():
             if name.split(".")[0] == "selection":
-                raise ValueError(f"{name}: selection is fixed for a whole sweep (every trial selects "
-                                 f"on the same split); set it in the selection section")
+                raise ValueError(
+                    f"{name}: selection is fixed for a whole sweep (every trial selects "
+                    f"on the same split); set it in the selection section"
+                )
             if name not in known:
                 raise ValueError(f"{name}: not a trial setting (known: {', '.join(sorted(known))})")
             for key in param.when:
@@ -135,13 +137,16 @@ class SearchSpace(BaseModel):
         metrics = {"val_acc", "target_acc", "train_loss", "source_acc"}
         metrics |= {f"acc_{t}" for t in self.data.targets}
         if s.metric not in metrics:
-            raise ValueError(f"scheduler.metric {s.metric!r} is not reported; choose one of "
-                             f"{', '.join(sorted(metrics))}")
+            raise ValueError(
+                f"scheduler.metric {s.metric!r} is not reported; choose one of {', '.join(sorted(metrics))}"
+            )
         protocol = self.selection.protocol
         if protocol != "oracle" and s.metric in REPORTED_TARGET_METRICS:
-            raise ValueError(f"scheduler.metric: {s.metric} is a reported target accuracy, which selection "
-                             f"{protocol} keeps from the scheduler and the search; use val_acc (or "
-                             f"selection: oracle to select on the target domain, as the paper)")
+            raise ValueError(
+                f"scheduler.metric: {s.metric} is a reported target accuracy, which selection "
+                f"{protocol} keeps from the scheduler and the search; use val_acc (or "
+                f"selection: oracle to select on the target domain, as the paper)"
+            )
         if self.search.algorithm not in ("grid", "list") and self.search.num_trials is None:
             raise ValueError(f"search.num_trials is needed for algorithm {self.search.algorithm}")
         self._check_configurations()
@@ -150,8 +155,10 @@ class SearchSpace(BaseModel):
     def _check_configurations(self) -> None:
         listed = self.search.algorithm == "list"
         if listed != bool(self.configurations):
-            raise ValueError("configurations: search.algorithm list runs the configurations listed "
-                             "here, and only it does: give both or neither")
+            raise ValueError(
+                "configurations: search.algorithm list runs the configurations listed "
+                "here, and only it does: give both or neither"
+            )
         if not listed:
             if self.search.only:
                 raise ValueError("search.only: picks among explicit configurations; this space has none")
@@ -172,15 +179,17 @@ class SearchSpace(BaseModel):
                 raise ValueError(f"configurations: {c.id}: {', '.join(searched)} is also a parameter")
         for pattern in self.search.only:
             if not fnmatch.filter(ids, pattern):
-                raise ValueError(f"search.only: {pattern!r} matches no configuration "
-                                 f"(ids: {', '.join(ids)})")
+                raise ValueError(f"search.only: {pattern!r} matches no configuration (ids: {', '.join(ids)})")
 
     @property
     def active_configurations(self) -> list[Configuration]:
         """The listed configurations this sweep runs (all, or those `search.only` picks)."""
         only = self.search.only
-        return [c for c in self.configurations
-                if not only or any(fnmatch.fnmatchcase(c.id, pattern) for pattern in only)]
+        return [
+            c
+            for c in self.configurations
+            if not only or any(fnmatch.fnmatchcase(c.id, pattern) for pattern in only)
+        ]
 
     def configuration(self, config_id: str) -> Configuration:
         return next(c for c in self.configurations if c.id == config_id)
@@ -249,9 +258,11 @@ class SearchSpace(BaseModel):
 
 def trial_paths() -> set[str]:
     """Every TrialConfig setting a parameter may search, as dotted paths."""
-    paths = {f"{section}.{field}" for section, model in
-             (("data", DataConfig), ("shaping", ShapingConfig), ("train", TrainConfig))
-             for field in model.model_fields}
+    paths = {
+        f"{section}.{field}"
+        for section, model in (("data", DataConfig), ("shaping", ShapingConfig), ("train", TrainConfig))
+        for field in model.model_fields
+    }
     return paths | {"shaping.p0.first", "shaping.p0.last"}
 
 

@@ -73,8 +73,14 @@ def failure_line(trial: Any, result: dict[str, Any] | None) -> str:
 
 
 class TrackingCallback(Callback):
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, space: SearchSpace,
-                 configuration_tags: dict[str, dict[str, str]] | None = None):
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment_id: str,
+        parent_run_id: str,
+        space: SearchSpace,
+        configuration_tags: dict[str, dict[str, str]] | None = None,
+    ):
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
@@ -126,11 +132,17 @@ class TrackingCallback(Callback):
                 self._final.add(run_id)
         else:
             run_id = self.tracker.start_run(
-                self.experiment_id, name=f"trial-{number:03d}", parent_run_id=self.parent_run_id,
+                self.experiment_id,
+                name=f"trial-{number:03d}",
+                parent_run_id=self.parent_run_id,
                 params=params,
-                tags={TRIAL_NUMBER_TAG: str(number), STARTED_AT_TAG: f"{time.time():.3f}",
-                      MODE_TAG: config.shaping.mode, **trial_tags(config),
-                      **self.configuration_tags.get(values.get(CONFIGURATION_KEY), {})},
+                tags={
+                    TRIAL_NUMBER_TAG: str(number),
+                    STARTED_AT_TAG: f"{time.time():.3f}",
+                    MODE_TAG: config.shaping.mode,
+                    **trial_tags(config),
+                    **self.configuration_tags.get(values.get(CONFIGURATION_KEY), {}),
+                },
             )
             self._logged[run_id] = set()
         self._runs[number] = run_id
@@ -165,13 +177,16 @@ class TrackingCallback(Callback):
         if run_id in self._final:
             return
         result = trial.last_result or {}
-        final = {f"final_{k}": v for k, v in result.items()
-                 if is_epoch_metric(k)}
+        final = {f"final_{k}": v for k, v in result.items() if is_epoch_metric(k)}
         if status != "failed" and final:
             self.tracker.log_metrics(run_id, final, step=int(result.get("epoch", 0)))
         started = float(self.tracker.tags(run_id).get(STARTED_AT_TAG, time.time()))
-        tags = {**tags, EPOCHS_RUN_TAG: int(result.get("epoch", 0)),
-                DURATION_TAG: run_duration(time.time() - started, result), RETRIES_TAG: trial.num_failures}
+        tags = {
+            **tags,
+            EPOCHS_RUN_TAG: int(result.get("epoch", 0)),
+            DURATION_TAG: run_duration(time.time() - started, result),
+            RETRIES_TAG: trial.num_failures,
+        }
         self.tracker.finish(run_id, status, tags)
         self._final.add(run_id)
 
@@ -231,9 +246,11 @@ class ProgressCallback(Callback):
         if self._best:
             value, number, epoch = self._best
             best = f" · best epoch so far: {metric_text(self.metric, value)} (trial {number}, epoch {epoch})"
-        line = (f"trials {len(trials)}/{self.num_trials} · running {count['running']} · "
-                f"stopped early {count['pruned']} · finished {count['completed']} · "
-                f"failed {count['failed']}{best}")
+        line = (
+            f"trials {len(trials)}/{self.num_trials} · running {count['running']} · "
+            f"stopped early {count['pruned']} · finished {count['completed']} · "
+            f"failed {count['failed']}{best}"
+        )
         if line != self._last_line:
             print(f"[{time.time() - self._start:6.0f}s] {line}", file=sys.stdout, flush=True)
             self._last_line = line

@@ -50,8 +50,14 @@ def asha_rungs(scheduler: SchedulerSettings, max_epochs: int) -> frozenset[int]:
     return frozenset(math.ceil(grace * rf**k) for k in range(count))
 
 
-def checkpoint_due(epoch: int, epochs: int, last_saved: int, unsaved_s: float,
-                   rungs: frozenset[int] = frozenset(), max_unsaved_s: float = MAX_UNSAVED_S) -> bool:
+def checkpoint_due(
+    epoch: int,
+    epochs: int,
+    last_saved: int,
+    unsaved_s: float,
+    rungs: frozenset[int] = frozenset(),
+    max_unsaved_s: float = MAX_UNSAVED_S,
+) -> bool:
     """Whether a trial writes a checkpoint after `epoch` (1-based) of `epochs`.
 
     `last_saved` is the epoch of its last checkpoint (0 for none), `unsaved_s` the compute
@@ -87,8 +93,11 @@ class CheckpointCleanup(Callback):
         result = trial.last_result or {}
         value = result.get(self.metric)
         # A failed trial's last report carries a NaN metric, so it is never the one kept.
-        return (result.get("epoch", 0) >= self.max_epochs
-                and isinstance(value, (int, float)) and math.isfinite(value))
+        return (
+            result.get("epoch", 0) >= self.max_epochs
+            and isinstance(value, (int, float))
+            and math.isfinite(value)
+        )
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # Tune updates the ending trial's status only after it tells callbacks.

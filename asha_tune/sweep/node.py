@@ -87,8 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Ray node {node.node_id} up (pid {os.getpid()})", flush=True)
     while True:  # as `ray start --block`: a process that died unexpectedly ends the node
         time.sleep(1)
-        dead = [(kind, proc.returncode) for kind, proc in node.dead_processes()
-                if proc.returncode not in (0, 15, -15, 128 + 15)]
+        dead = [
+            (kind, proc.returncode)
+            for kind, proc in node.dead_processes()
+            if proc.returncode not in (0, 15, -15, 128 + 15)
+        ]
         if dead:
             print(f"Ray processes died: {dead}; stopping this node", file=sys.stderr, flush=True)
             node.kill_all_processes(check_alive=False, allow_graceful=False)

@@ -48,8 +48,13 @@ _RAY_ENV = {
 }
 # Tune's own lines that asha-tune replaces: tracebacks of failed trials (one line per trial is
 # printed instead; the traceback stays in the trial's error file) and its `Tuner.restore` hint.
-_TUNE_NOISE = ("Trial task failed", "Trials did not complete", "Stop signal received",
-               "Experiment has been interrupted", "Training has been interrupted")
+_TUNE_NOISE = (
+    "Trial task failed",
+    "Trials did not complete",
+    "Stop signal received",
+    "Experiment has been interrupted",
+    "Training has been interrupted",
+)
 _TUNE_LOGGERS = ("ray.tune.tune", "ray.tune.execution.tune_controller")
 DEFAULT_TOKEN_FILE = Path.home() / ".ray" / "auth_token"
 TUNER_FILE = "tuner.pkl"
@@ -163,9 +168,15 @@ def start_ray(settings: SweepSettings) -> RayInfo:
         else:
             # "local": always a new instance, never the cluster a past `ray start` left in
             # /tmp/ray/ray_current_cluster (which a plain ray.init() would join).
-            context = ray.init(address="local", num_cpus=settings.num_cpus, num_gpus=settings.num_gpus,
-                               include_dashboard=True, dashboard_host="127.0.0.1",
-                               logging_level=logging.WARNING, log_to_driver=False)
+            context = ray.init(
+                address="local",
+                num_cpus=settings.num_cpus,
+                num_gpus=settings.num_gpus,
+                include_dashboard=True,
+                dashboard_host="127.0.0.1",
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+            )
     except Exception as err:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise AshaTuneError(f"cannot start or join {where}: {str(err).splitlines()[0]}") from None
@@ -197,16 +208,22 @@ def wait_for_a_fitting_node(settings: SweepSettings) -> None:
     try:
         while not any(_fits(node, need) for node in ray.nodes()):
             if time.monotonic() >= deadline:
-                largest = [{k: v for k, v in n["Resources"].items() if k in ("CPU", "GPU")}
-                           for n in ray.nodes() if n.get("Alive")]
+                largest = [
+                    {k: v for k, v in n["Resources"].items() if k in ("CPU", "GPU")}
+                    for n in ray.nodes()
+                    if n.get("Alive")
+                ]
                 raise ConfigError(
                     f"no node of the Ray cluster can run a trial of space {settings.space.name} "
                     f"(each needs {need}; nodes: {largest}), after waiting {settings.resource_wait_s:g} s: "
                     f"change resources with --set resources.gpu=... / resources.cpu=..., or let an "
-                    f"autoscaling cluster add a node with --resource-wait SECONDS")
+                    f"autoscaling cluster add a node with --resource-wait SECONDS"
+                )
             if not asked:
-                say(f"no node of the cluster fits a trial ({need}) yet: asking the autoscaler and "
-                    f"waiting up to {settings.resource_wait_s:g} s")
+                say(
+                    f"no node of the cluster fits a trial ({need}) yet: asking the autoscaler and "
+                    f"waiting up to {settings.resource_wait_s:g} s"
+                )
                 request_resources(bundles=[need])
                 asked = True
             time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
@@ -239,16 +256,25 @@ def _tuner(settings: SweepSettings, handle: StudyHandle, experiment_id: str) -> 
     space = settings.space
     s, epochs = space.scheduler, space.train.epochs
     if s.kind == "asha":
-        scheduler = ResumableASHA(handle, time_attr="epoch", metric=s.metric, mode=s.mode, max_t=epochs,
-                                  grace_period=s.grace_period, reduction_factor=s.reduction_factor)
+        scheduler = ResumableASHA(
+            handle,
+            time_attr="epoch",
+            metric=s.metric,
+            mode=s.mode,
+            max_t=epochs,
+            grace_period=s.grace_period,
+            reduction_factor=s.reduction_factor,
+        )
     else:
         scheduler = FIFOScheduler()
     callbacks = [
-        TrackingCallback(settings.tracking_uri, experiment_id, settings.parent_run_id, space,
-                         settings.configuration_tags),
+        TrackingCallback(
+            settings.tracking_uri, experiment_id, settings.parent_run_id, space, settings.configuration_tags
+        ),
         ProgressCallback(s.metric, s.mode, space.num_trials, epochs),
         CheckpointCleanup(s.metric, s.mode, epochs),
-        CSVLoggerCallback(), JsonLoggerCallback(),
+        CSVLoggerCallback(),
+        JsonLoggerCallback(),
     ]
     return tune.Tuner(
         _trainable(settings),
@@ -313,14 +339,18 @@ def preflight(settings: SweepSettings) -> None:
         check_weights(settings.space)
 
 
-def _close(settings: SweepSettings, tracker: Tracker, experiment_id: str,
-           failure: str | None = None) -> SweepOutcome:
+def _close(
+    settings: SweepSettings, tracker: Tracker, experiment_id: str, failure: str | None = None
+) -> SweepOutcome:
     """Read the records back and end the parent run by what they say; an unfinished sweep's
     running trials become interrupted in MLflow and WAITING in Optuna (resume takes them back)."""
     space = settings.space
     trials = sweep_trials(tracker, experiment_id, settings.parent_run_id)
-    finished = (failure is None and len(trials) >= space.num_trials
-                and all(t.status in FINAL_STATUSES for t in trials))
+    finished = (
+        failure is None
+        and len(trials) >= space.num_trials
+        and all(t.status in FINAL_STATUSES for t in trials)
+    )
     if not finished:
         for record in trials:
             if record.status == "running":
@@ -333,8 +363,11 @@ def _close(settings: SweepSettings, tracker: Tracker, experiment_id: str,
     elif not finished:
         tracker.finish(settings.parent_run_id, "interrupted", tags)
     elif trials and all(t.status == "failed" for t in trials):
-        tracker.finish(settings.parent_run_id, "failed",
-                       {**tags, FAILURE_TAG: f"all {count(len(trials), 'trial')} failed"})
+        tracker.finish(
+            settings.parent_run_id,
+            "failed",
+            {**tags, FAILURE_TAG: f"all {count(len(trials), 'trial')} failed"},
+        )
     else:
         tracker.finish(settings.parent_run_id, "completed", tags)
     return SweepOutcome(settings, trials, best, finished)
@@ -361,8 +394,9 @@ def _user_error(err: BaseException) -> AshaTuneError | None:
     return None
 
 
-def _run(settings: SweepSettings, tracker: Tracker, experiment_id: str,
-         make_tuner: Callable[[], Any]) -> SweepOutcome:
+def _run(
+    settings: SweepSettings, tracker: Tracker, experiment_id: str, make_tuner: Callable[[], Any]
+) -> SweepOutcome:
     """Start Ray, run the tuner, and close the records however it ends."""
     try:
         info = start_ray(settings)
@@ -401,10 +435,15 @@ def _with_resume_hint(err: AshaTuneError, settings: SweepSettings) -> AshaTuneEr
 
 def _announce(settings: SweepSettings, ray_info: RayInfo) -> None:
     space, name = settings.space, settings.name
-    at_once = "one at a time (reproducible)" if space.search.reproducible else \
-        f"up to {space.search.concurrency} at once"
-    say(f"sweep {name}: {count(space.num_trials, 'trial')} of space {space.name} ({at_once}), "
-        f"{space.search.algorithm} search, {space.scheduler.kind} scheduler")
+    at_once = (
+        "one at a time (reproducible)"
+        if space.search.reproducible
+        else f"up to {space.search.concurrency} at once"
+    )
+    say(
+        f"sweep {name}: {count(space.num_trials, 'trial')} of space {space.name} ({at_once}), "
+        f"{space.search.algorithm} search, {space.scheduler.kind} scheduler"
+    )
     say(f"selection: {describe_selection(space)}")
     if ray_info.dashboard:
         live = " (live while the sweep runs; MLflow keeps everything after)" if is_local(settings) else ""
@@ -427,14 +466,23 @@ def _conclude(outcome: SweepOutcome) -> SweepOutcome:
     space = settings.space
     if settings.nested_under is None:  # a confirmation prints its own report (asha_tune.confirm)
         confirm = f"asha-tune confirm {settings.name}{command_tail(settings)}"
-        say(describe_best(outcome.trials, space.scheduler.metric, space.scheduler.mode,
-                          space.selection.protocol, confirm))
+        say(
+            describe_best(
+                outcome.trials,
+                space.scheduler.metric,
+                space.scheduler.mode,
+                space.selection.protocol,
+                confirm,
+            )
+        )
         kept = outcome.best and kept_checkpoint(settings.sweep_dir, outcome.best.number)
         if kept:
             say(f"its final weights: {kept} (--weights accepts the file)")
     if not outcome.finished:
-        say(f"the sweep did not finish; continue it with: asha-tune resume {settings.name}"
-            f"{command_tail(settings)}")
+        say(
+            f"the sweep did not finish; continue it with: asha-tune resume {settings.name}"
+            f"{command_tail(settings)}"
+        )
     say(f"look at it in MLflow: asha-tune ui {settings.name}{command_tail(settings)}")
     return outcome
 
@@ -453,14 +501,20 @@ def existing_sweep_problem(settings: SweepSettings) -> str:
     status = Tracker(old.tracking_uri).status(old.parent_run_id) if old.parent_run_id else "interrupted"
     name, tail = settings.name, command_tail(settings)
     if status == "completed":
-        return (f"sweep {name} already exists and finished: choose another --name "
-                f"(look at it: asha-tune ui {name}{tail}), or start it over with --restart")
+        return (
+            f"sweep {name} already exists and finished: choose another --name "
+            f"(look at it: asha-tune ui {name}{tail}), or start it over with --restart"
+        )
     if status == "running":
-        return (f"sweep {name} already exists and is recorded as running: if its driver is gone, "
-                f"asha-tune resume {name}{tail}; or choose another --name")
-    return (f"sweep {name} already exists and ended {status}: continue it with asha-tune resume "
-            f"{name}{tail} (which takes --data-root, --cache-dir, --device), start it over with "
-            f"--restart (its records are kept under another name), or choose another --name")
+        return (
+            f"sweep {name} already exists and is recorded as running: if its driver is gone, "
+            f"asha-tune resume {name}{tail}; or choose another --name"
+        )
+    return (
+        f"sweep {name} already exists and ended {status}: continue it with asha-tune resume "
+        f"{name}{tail} (which takes --data-root, --cache-dir, --device), start it over with "
+        f"--restart (its records are kept under another name), or choose another --name"
+    )
 
 
 def archive(settings: SweepSettings) -> str:
@@ -499,14 +553,23 @@ def launch(settings: SweepSettings, restart: bool = False) -> SweepOutcome:
         create_study(settings.study_url, settings.name, space)
         tracker, experiment_id = _records(settings)
         settings.parent_run_id = tracker.start_run(
-            experiment_id, name=settings.name, parent_run_id=settings.nested_under,
-            params={"search": space.search.model_dump(mode="json"),
-                    "selection": space.selection.model_dump(mode="json"),
-                    "scheduler": space.scheduler.model_dump(mode="json"),
-                    "resources": space.resources.model_dump(mode="json")},
-            tags={**version_tags(), SWEEP_TAG: settings.name, SPACE_TAG: space.name,
-                  RESULTS_DIR_TAG: str(settings.sweep_dir), STUDY_URL_TAG: settings.study_url,
-                  **settings.run_tags},
+            experiment_id,
+            name=settings.name,
+            parent_run_id=settings.nested_under,
+            params={
+                "search": space.search.model_dump(mode="json"),
+                "selection": space.selection.model_dump(mode="json"),
+                "scheduler": space.scheduler.model_dump(mode="json"),
+                "resources": space.resources.model_dump(mode="json"),
+            },
+            tags={
+                **version_tags(),
+                SWEEP_TAG: settings.name,
+                SPACE_TAG: space.name,
+                RESULTS_DIR_TAG: str(settings.sweep_dir),
+                STUDY_URL_TAG: settings.study_url,
+                **settings.run_tags,
+            },
         )
         tracker.log_dict(settings.parent_run_id, space.model_dump(mode="json"), "space.json")
         settings.save()
@@ -541,8 +604,8 @@ def resume(settings: SweepSettings) -> SweepOutcome:
                 return _tuner(settings, handle, experiment_id)
             from ray import tune
 
-            return tune.Tuner.restore(str(settings.sweep_dir), _trainable(settings),
-                                      resume_unfinished=True, resume_errored=False)
+            return tune.Tuner.restore(
+                str(settings.sweep_dir), _trainable(settings), resume_unfinished=True, resume_errored=False
+            )
 
         return _run(settings, tracker, experiment_id, make_tuner)
-

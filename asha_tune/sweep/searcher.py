@@ -38,8 +38,9 @@ class StudySearcher(Searcher):
         if trial_id in self.numbers and self.metric in result:
             self.handle.report(self.numbers[trial_id], int(result["epoch"]), float(result[self.metric]))
 
-    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
-                          error: bool = False) -> None:
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
         if trial_id not in self.numbers or trial_id in self.ended:
             return
         self.ended.add(trial_id)

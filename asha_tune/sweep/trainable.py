@@ -23,19 +23,24 @@ from .checkpoints import CHECKPOINT_FILE, ENDED_MARKER, asha_rungs, checkpoint_d
 
 FAILED_KEY, FAILURE_KEY = "failed", "failure"  # a result that ends a trial as failed, and why
 
+
 def process_started_at() -> float | None:
     """Wall-clock time at which this process started (Linux; None elsewhere)."""
     try:
         stat = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime"))
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime")
+        )
         return boot + int(stat[19]) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, StopIteration):
         return None
 
 
-def restored_state(checkpoint: tune.Checkpoint | None, load: Any,
-                   epochs: int) -> tuple[bool, dict[str, Any] | None]:
+def restored_state(
+    checkpoint: tune.Checkpoint | None, load: Any, epochs: int
+) -> tuple[bool, dict[str, Any] | None]:
     """(ended, state): state None starts afresh; ended means the trial had already run its last
     epoch (its checkpoint holds the final weights, or was emptied when it ended)."""
     if checkpoint is None:
@@ -79,8 +84,9 @@ def train_trial(config: dict[str, Any], space: SearchSpace, runtime: Runtime) ->
             return
         with tempfile.TemporaryDirectory() as folder:
             begin = time.perf_counter()
-            torch.save(trial_state if epoch < epochs else final_weights(trial_state),
-                       Path(folder) / CHECKPOINT_FILE)
+            torch.save(
+                trial_state if epoch < epochs else final_weights(trial_state), Path(folder) / CHECKPOINT_FILE
+            )
             timings["time_checkpoint"] = time.perf_counter() - begin
             saved.update(epoch=epoch, unsaved_s=0.0)
             tune.report({**metrics, **timings}, checkpoint=tune.Checkpoint.from_directory(folder))
@@ -90,5 +96,11 @@ def train_trial(config: dict[str, Any], space: SearchSpace, runtime: Runtime) ->
     except AshaTuneError as err:
         # Diverged, or a configuration, data or weights error: a retry would fail the same way,
         # so report it and end (Tune retries only what raises).
-        tune.report({"epoch": getattr(err, "epoch", 0), space.scheduler.metric: float("nan"),
-                     FAILED_KEY: 1.0, FAILURE_KEY: f"{type(err).__name__}: {err}"})
+        tune.report(
+            {
+                "epoch": getattr(err, "epoch", 0),
+                space.scheduler.metric: float("nan"),
+                FAILED_KEY: 1.0,
+                FAILURE_KEY: f"{type(err).__name__}: {err}",
+            }
+        )
