@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import defaults
-from .config import Runtime, trial_config
-from .defaults import DATA_ROOT_ENV, SPACES_ENV
-from .errors import AshaTuneError, ConfigError
+from asha_tune import defaults
+from asha_tune.defaults import DATA_ROOT_ENV, SPACES_ENV
+from asha_tune.errors import AshaTuneError, ConfigError
+from asha_tune.trial.config import Runtime, trial_config
 
 # `asha-tune trial` flags and the TrialConfig field each one sets.
 TRIAL_FLAGS = {
@@ -57,7 +57,7 @@ class Parser(argparse.ArgumentParser):
         """Names from the registries in shaping.py, imported (with torch) only for --help."""
         text = super().format_help()
         if "{modes}" in text or "{shape_fns}" in text:
-            from .config import shape_function_names, shaping_modes
+            from asha_tune.trial.config import shape_function_names, shaping_modes
 
             text = text.replace("{modes}", " | ".join(shaping_modes()))
             text = text.replace("{shape_fns}", " | ".join(shape_function_names()))
@@ -153,8 +153,8 @@ def add_trial_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
-    from .reports import describe_trial
-    from .runner import DEFAULT_EXPERIMENT, run_logged_trial
+    from asha_tune.analysis.reports import describe_trial
+    from asha_tune.runner import DEFAULT_EXPERIMENT, run_logged_trial
 
     flat = {field: getattr(args, flag[2:].replace("-", "_")) for flag, field in TRIAL_FLAGS.items()}
     config = trial_config(
@@ -254,9 +254,9 @@ def results_folder(args: argparse.Namespace) -> Path:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    from .spaces import describe, load_space
-    from .sweep import SweepSettings, sweep_name
-    from .sweep.settings import check_name
+    from asha_tune.spaces import describe, load_space
+    from asha_tune.sweep import SweepSettings, sweep_name
+    from asha_tune.sweep.settings import check_name
 
     overrides = list(args.overrides)
     if args.weights is not None:
@@ -279,7 +279,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         num_gpus=args.num_gpus,
         resource_wait_s=args.resource_wait or 0,
     )
-    from .sweep.run import launch
+    from asha_tune.sweep.run import launch
 
     return sweep_exit(launch(settings, restart=args.restart))
 
@@ -299,14 +299,14 @@ def add_resume_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from .sweep.run import resume
+    from asha_tune.sweep.run import resume
 
     return sweep_exit(resume(saved_settings(args)))
 
 
 def saved_settings(args: argparse.Namespace) -> Any:
     """A sweep's saved settings, with the runtime flags of resume and confirm replacing theirs."""
-    from .sweep import SweepSettings
+    from asha_tune.sweep import SweepSettings
 
     settings = SweepSettings.load(args.name, results_folder(args))
     if args.address:
@@ -339,7 +339,7 @@ def add_confirm_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
-    from .confirm import confirm
+    from asha_tune.sweep.confirm import confirm
 
     outcome = confirm(saved_settings(args), args.top, args.seeds).sweep
     if outcome.finished and outcome.trials and all(t.status == "failed" for t in outcome.trials):
@@ -374,7 +374,7 @@ def add_spaces_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_spaces(args: argparse.Namespace) -> int:
-    from .spaces import list_spaces, load_space, needs, read_yaml
+    from asha_tune.spaces import list_spaces, load_space, needs, read_yaml
 
     for name, path in list_spaces().items():
         description = str(read_yaml(path).get("description", "")).strip().splitlines()
@@ -408,8 +408,8 @@ def add_ui_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
-    from .sweep import SweepSettings
-    from .tracking import Tracker, experiment_url
+    from asha_tune.sweep import SweepSettings
+    from asha_tune.tracking import Tracker, experiment_url
 
     uri, settings = args.tracking_uri, None
     if args.name:
@@ -459,8 +459,8 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import run_compare
-    from .sweep import SweepSettings
+    from asha_tune.analysis.compare import run_compare
+    from asha_tune.sweep import SweepSettings
 
     if not args.sweeps:
         raise ConfigError("name at least one sweep: asha-tune compare SWEEP [SWEEP ...]")
@@ -503,7 +503,7 @@ def add_cluster_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
-    from . import cluster
+    from asha_tune import cluster
 
     directory = (args.dir or cluster.default_dir()).resolve()
     if args.action == "down":

@@ -12,9 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import selection
-from .config import Runtime, TrialConfig, target_modes
-from .tracking import (
+from asha_tune.tracking import (
     ADAPTATION_TAG,
     CHECKPOINT_TAG,
     DURATION_TAG,
@@ -24,7 +22,9 @@ from .tracking import (
     Tracker,
     version_tags,
 )
-from .training import TrialResult, load_checkpoint, run_trial, save_checkpoint
+from asha_tune.trial import selection
+from asha_tune.trial.config import Runtime, TrialConfig, target_modes
+from asha_tune.trial.training import TrialResult, load_checkpoint, run_trial, save_checkpoint
 
 DEFAULT_EXPERIMENT = "asha-tune-trials"
 

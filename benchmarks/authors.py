@@ -23,9 +23,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from asha_tune.data import MEAN, STD, list_domain, train_base_size
-from asha_tune.model import build_model
-from asha_tune.shaping import numbered_convs
+from asha_tune.trial.data import MEAN, STD, list_domain, train_base_size
+from asha_tune.trial.model import build_model
+from asha_tune.trial.shaping import numbered_convs
 
 
 class PacsFolder(Dataset):

@@ -12,7 +12,7 @@ rm -rf .device-data && mkdir -p .device-data/whl
 import shutil, sys
 from pathlib import Path
 import torch
-from asha_tune.data import list_domain, stratified_subset
+from asha_tune.trial.data import list_domain, stratified_subset
 root, out = Path(sys.argv[1]), Path(".device-data/PACS")
 for domain in ("art_painting", "cartoon"):
     files = list_domain(root, domain)

@@ -25,9 +25,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from asha_tune.config import Runtime, TrialConfig  # noqa: E402
-from asha_tune.data import DomainImages  # noqa: E402
-from asha_tune.training import Trial, resolve_device  # noqa: E402
+from asha_tune.trial.config import Runtime, TrialConfig
+from asha_tune.trial.data import DomainImages
+from asha_tune.trial.training import Trial, resolve_device
 from benchmarks.authors import time_authors  # noqa: E402
 
 FULL_SIZES = {"art_painting": 2048, "cartoon": 2344, "photo": 1670, "sketch": 3929}
@@ -292,7 +292,7 @@ def main() -> None:
     cold_runtime = runtime.model_copy(update={"cache_dir": cold_dir})
     report["cold_trial"] = full_trial(trial_config(profile, MODES["random conv 1"]), cold_runtime, args.tile)
     if args.tile:  # the decode ran on the subset: scale it to the full domains
-        from asha_tune.data import list_domain
+        from asha_tune.trial.data import list_domain
 
         decoded = sum(len(list_domain(args.data_root, d).paths) for d in ("art_painting", "cartoon"))
         scale = (FULL_SIZES["art_painting"] + FULL_SIZES["cartoon"]) / decoded

@@ -143,11 +143,11 @@ def run_child(spec: dict) -> dict:
     """One sweep with the code at spec['code'] (first on sys.path and PYTHONPATH)."""
     code, work = Path(spec["code"]), Path(spec["workdir"])
     sys.path.insert(0, str(code))
-    from asha_tune.config import Runtime, TrialConfig
-    from asha_tune.data import load_domain
     from asha_tune.spaces import load_space
     from asha_tune.sweep import SweepSettings
     from asha_tune.sweep import run as sweep_run
+    from asha_tune.trial.config import Runtime, TrialConfig
+    from asha_tune.trial.data import load_domain
 
     space_path = work / "space.yaml"
     space_path.write_text(yaml.safe_dump(spec["tree"]))

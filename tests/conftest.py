@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from asha_tune.config import CLASSES, DOMAINS, Runtime, TrialConfig
+from asha_tune.trial.config import CLASSES, DOMAINS, Runtime, TrialConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,13 +11,13 @@ import yaml
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from asha_tune.config import Runtime
-from asha_tune.model import build_model
 from asha_tune.spaces import SchedulerSettings, load_space
 from asha_tune.sweep import SweepSettings
 from asha_tune.sweep.checkpoints import CHECKPOINT_FILE, ENDED_MARKER, asha_rungs, checkpoint_due
 from asha_tune.sweep.run import launch
 from asha_tune.sweep.trainable import restored_state
+from asha_tune.trial.config import Runtime
+from asha_tune.trial.model import build_model
 
 
 @pytest.mark.parametrize(

@@ -205,7 +205,7 @@ def test_cli_resume_after_sigkill_continues_the_same_run(synthetic_pacs, tmp_pat
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    from asha_tune.training import load_checkpoint
+    from asha_tune.trial.training import load_checkpoint
 
     done = load_checkpoint(tmp_path / "ck.pt")["epoch"]
     assert 1 <= done < 6
@@ -240,7 +240,7 @@ def test_sweep_exit_status(capsys):
 
 def test_p0_zero_schedule_trains(tiny_runtime):
     # `--p0 0:0` once crashed with ZeroDivisionError: it is the constant schedule p0 = 0.
-    from asha_tune.training import run_trial
+    from asha_tune.trial.training import run_trial
 
     from .conftest import tiny_config
 

@@ -29,7 +29,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from asha_tune import cluster as local
-from asha_tune import processes
+from asha_tune.cluster import processes
 from asha_tune.sweep.checkpoints import checkpoint_due
 from asha_tune.tracking import RESUMED_FROM_TAG, RETRIES_TAG
 

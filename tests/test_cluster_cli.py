@@ -7,7 +7,7 @@ import pytest
 
 from asha_tune import cluster
 from asha_tune.cli import main
-from asha_tune.processes import free_port
+from asha_tune.cluster.processes import free_port
 
 
 def one_error_line(capsys) -> str:
@@ -56,7 +56,7 @@ def test_a_study_database_that_is_gone_is_retried_then_one_clear_error(monkeypat
 
     from asha_tune.defaults import STUDY_RETRY_ENV
     from asha_tune.spaces import SearchSpace
-    from asha_tune.study import StudyHandle, StudyUnavailable
+    from asha_tune.sweep.study import StudyHandle, StudyUnavailable
 
     monkeypatch.setenv(STUDY_RETRY_ENV, "3")
     url = f"postgresql://asha@127.0.0.1:{free_port()}/optuna"

@@ -10,10 +10,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+from asha_tune.analysis.compare import compare, read_sweep, run_compare
+from asha_tune.analysis.reports import sweep_trials
 from asha_tune.cli import main
-from asha_tune.compare import compare, read_sweep, run_compare
-from asha_tune.reports import sweep_trials
-from asha_tune.selection import binomial_se
 from asha_tune.tracking import (
     COMPARES_RUNS_TAG,
     COMPARES_TAG,
@@ -25,6 +24,7 @@ from asha_tune.tracking import (
     SWEEP_TAG,
     Tracker,
 )
+from asha_tune.trial.selection import binomial_se
 
 GRID_SPACE = {
     "configurations": [

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from asha_tune.config import (
+from asha_tune.errors import ConfigError
+from asha_tune.trial.config import (
     SHAPEABLE_CONVS,
     P0Schedule,
     ShapingConfig,
@@ -10,7 +11,6 @@ from asha_tune.config import (
     geometric_schedule,
     trial_config,
 )
-from asha_tune.errors import ConfigError
 
 
 def test_decreasing_schedule_reproduces_table_8():

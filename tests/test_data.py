@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from asha_tune import data
-from asha_tune.config import CLASSES
 from asha_tune.errors import ConfigError, DataError
+from asha_tune.trial import data
+from asha_tune.trial.config import CLASSES
 
 PACS_COUNTS = {"art_painting": 2048, "cartoon": 2344, "photo": 1670, "sketch": 3929}
 
@@ -169,7 +169,7 @@ def test_domain_images_move_only_needed_parts(synthetic_pacs, tmp_path):
 
 
 def test_root_is_never_assumed(monkeypatch):
-    from asha_tune.config import Runtime
+    from asha_tune.trial.config import Runtime
 
     monkeypatch.delenv("ASHA_TUNE_DATA_ROOT", raising=False)
     with pytest.raises(ConfigError, match="no data root: pass --data-root or set ASHA_TUNE_DATA_ROOT"):
@@ -191,8 +191,8 @@ def mapped_files(address: int) -> set[str]:
 
 def test_a_whole_domain_stays_memory_mapped_from_the_cache(synthetic_pacs, tmp_path):
     """Trials on one node then share one copy in host memory (page cache), not one each."""
-    from asha_tune.config import Runtime
-    from asha_tune.training import load_trial_data
+    from asha_tune.trial.config import Runtime
+    from asha_tune.trial.training import load_trial_data
 
     from .conftest import tiny_config
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from asha_tune.analysis.reports import TrialRecord, describe_best
 from asha_tune.display import count, metric_text, values_text
-from asha_tune.reports import TrialRecord, describe_best
 
 
 def test_metrics_values_and_counts_read_as_a_person_expects():

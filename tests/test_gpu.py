@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from asha_tune.config import Runtime
-from asha_tune.shaping import bernoulli_mask
-from asha_tune.training import Trial, run_trial
+from asha_tune.trial.config import Runtime
+from asha_tune.trial.shaping import bernoulli_mask
+from asha_tune.trial.training import Trial, run_trial
 
 from .conftest import tiny_config
 

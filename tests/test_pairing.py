@@ -12,12 +12,12 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from asha_tune import data as pacs
-from asha_tune import selection
-from asha_tune.config import CLASSES, Runtime, SelectionConfig
-from asha_tune.data import IMAGE_SUFFIXES
-from asha_tune.pairing import epoch_pairing
-from asha_tune.training import Generators, Trial
+from asha_tune.trial import data as pacs
+from asha_tune.trial import selection
+from asha_tune.trial.config import CLASSES, Runtime, SelectionConfig
+from asha_tune.trial.data import IMAGE_SUFFIXES
+from asha_tune.trial.pairing import epoch_pairing
+from asha_tune.trial.training import Generators, Trial
 
 from .conftest import tiny_config
 

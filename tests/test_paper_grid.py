@@ -4,8 +4,8 @@ again, independently, from ../shared/reference/NOTES.md), each once, with its pu
 from __future__ import annotations
 
 from asha_tune.cli import main
-from asha_tune.config import P0Schedule
 from asha_tune.spaces import load_space
+from asha_tune.trial.config import P0Schedule
 
 ALL = ("cartoon", "sketch", "photo")
 DECREASING = (0.7, 0.51, 0.37, 0.26, 0.19, 0.14, 0.1)  # the authors' exact list (Table 8)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from asha_tune import processes
+from asha_tune.cluster import processes
 
 LISTENER = (
     "import socket, time; s = socket.socket({family}); s.bind(({host!r}, 0)); s.listen(); "

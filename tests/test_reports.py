@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from asha_tune.reports import (
+from asha_tune.analysis.reports import (
     TrialRecord,
     best_trial,
     describe_best,
@@ -13,7 +13,7 @@ from asha_tune.reports import (
     ranked_trials,
     summary,
 )
-from asha_tune.selection import binomial_se
+from asha_tune.trial.selection import binomial_se
 
 
 def record(

@@ -7,9 +7,9 @@ import json
 
 from mlflow.tracking import MlflowClient
 
-from asha_tune.config import TrialConfig
 from asha_tune.runner import log_epoch, run_logged_trial, trial_tags
 from asha_tune.tracking import ADAPTATION_TAG, STATUS_TAG, Tracker
+from asha_tune.trial.config import TrialConfig
 
 TINY = {
     "data": {"targets": ["cartoon"], "image_size": 32},

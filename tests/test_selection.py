@@ -21,17 +21,17 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from PIL import Image
 
-from asha_tune import data as pacs
-from asha_tune import selection
 from asha_tune.cli import main
-from asha_tune.config import CLASSES, Runtime, SelectionConfig, TrialConfig
-from asha_tune.model import build_model
 from asha_tune.runner import run_logged_trial
 from asha_tune.spaces import load_space
 from asha_tune.sweep import SweepSettings
 from asha_tune.sweep.searcher import ResumableASHA, StudySearcher
 from asha_tune.tracking import ADAPTATION_TAG
-from asha_tune.training import Trial, run_trial
+from asha_tune.trial import data as pacs
+from asha_tune.trial import selection
+from asha_tune.trial.config import CLASSES, Runtime, SelectionConfig, TrialConfig
+from asha_tune.trial.model import build_model
+from asha_tune.trial.training import Trial, run_trial
 
 from .conftest import tiny_config
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from asha_tune.cli import main
-from asha_tune.config import Runtime
 from asha_tune.errors import ConfigError
 from asha_tune.spaces import load_space
-from asha_tune.study import create_study
 from asha_tune.sweep import SweepSettings
 from asha_tune.sweep.settings import SWEEP_FILE, check_name
+from asha_tune.sweep.study import create_study
 from asha_tune.tracking import Tracker
+from asha_tune.trial.config import Runtime
 from tests.conftest import free_port
 
 

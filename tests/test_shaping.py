@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from asha_tune.config import CONV_NAMES, ShapingConfig
-from asha_tune.model import build_model
-from asha_tune.shaping import (
+from asha_tune.trial.config import CONV_NAMES, ShapingConfig
+from asha_tune.trial.model import build_model
+from asha_tune.trial.shaping import (
     MODES,
     SHAPE_FUNCTIONS,
     ActivationShaper,

@@ -10,7 +10,7 @@ import pytest
 
 from asha_tune.cli import main
 from asha_tune.spaces import domain_choices, load_space
-from asha_tune.study import StudyHandle, create_study
+from asha_tune.sweep.study import StudyHandle, create_study
 
 LISTED = """
 name: listed

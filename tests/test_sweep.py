@@ -19,12 +19,12 @@ import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from asha_tune.config import Runtime
-from asha_tune.reports import best_trial, sweep_trials
+from asha_tune.analysis.reports import best_trial, sweep_trials
 from asha_tune.spaces import load_space
 from asha_tune.sweep import SweepSettings
 from asha_tune.sweep.run import launch
 from asha_tune.tracking import Tracker
+from asha_tune.trial.config import Runtime
 
 from .conftest import free_port, kill_tagged, tagged_processes, wait_for
 
@@ -404,7 +404,7 @@ def test_a_crashed_trial_is_retried_from_its_last_checkpoint(tmp_path, pacs_runt
     # thread, as Ray gives a 1-CPU trial, since thread count changes float summation order).
     import torch
 
-    from asha_tune.training import run_trial
+    from asha_tune.trial.training import run_trial
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

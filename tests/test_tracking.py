@@ -78,8 +78,8 @@ def test_statuses_map_onto_mlflow_and_a_run_can_be_reopened(store, status, mlflo
 
 
 def test_the_epoch_metric_list_names_what_trials_report():
-    from asha_tune import selection
     from asha_tune.tracking import EPOCH_METRICS, is_epoch_metric
+    from asha_tune.trial import selection
 
     for name in (
         selection.VAL_ACC,

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from asha_tune.errors import AshaTuneError, ConfigError, DivergedError, WeightsError
-from asha_tune.model import build_model
-from asha_tune.training import load_checkpoint, run_trial, save_checkpoint
+from asha_tune.trial.model import build_model
+from asha_tune.trial.training import load_checkpoint, run_trial, save_checkpoint
 
 from .conftest import tiny_config
 
@@ -136,7 +136,7 @@ def test_bad_weights_files(tmp_path):
 def test_imagenet_weights_unreachable_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     # Point the download at a closed loopback port so the test never leaves this machine.
-    from asha_tune import model as model_module
+    from asha_tune.trial import model as model_module
 
     monkeypatch.setattr(model_module, "IMAGENET", _Unreachable())
     with pytest.raises(WeightsError) as err:
@@ -156,7 +156,7 @@ class _Unreachable:
 def test_imagenet_weights_come_from_torchvision_cache(tmp_path, monkeypatch):
     """With the file in torch.hub's cache (as after a download), no network is needed."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    from asha_tune.model import IMAGENET
+    from asha_tune.trial.model import IMAGENET
 
     torch.manual_seed(1)
     fake = build_model("none", num_classes=1000)

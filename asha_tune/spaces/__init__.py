@@ -9,8 +9,8 @@
 
 from __future__ import annotations
 
-from .describe import describe, describe_selection, domain_choices, needs, weight_choices
-from .loading import (
+from asha_tune.spaces.describe import describe, describe_selection, domain_choices, needs, weight_choices
+from asha_tune.spaces.loading import (
     PACKAGE_SPACES,
     SPACES_ENV,
     apply_overrides,
@@ -21,8 +21,17 @@ from .loading import (
     settable_keys,
     space_dirs,
 )
-from .params import PARAM_TYPES, Categorical, ConvSubset, Fixed, FloatRange, IntRange, Param, Suggester
-from .space import (
+from asha_tune.spaces.params import (
+    PARAM_TYPES,
+    Categorical,
+    ConvSubset,
+    Fixed,
+    FloatRange,
+    IntRange,
+    Param,
+    Suggester,
+)
+from asha_tune.spaces.space import (
     REPORTED_TARGET_METRICS,
     Resources,
     SchedulerSettings,

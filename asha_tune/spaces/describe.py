@@ -6,7 +6,7 @@ from typing import Any
 
 import yaml
 
-from .space import CONFIGURATION_KEY, SearchSpace
+from asha_tune.spaces.space import CONFIGURATION_KEY, SearchSpace
 
 
 def describe_selection(space: SearchSpace) -> str:

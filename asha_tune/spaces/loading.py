@@ -10,11 +10,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ..config import is_cross_field, validation_problems
-from ..defaults import SPACES_ENV
-from ..errors import ConfigError
-from .params import PARAM_TYPES
-from .space import CONFIGURATION_KEY, SearchSpace, set_path, trial_paths
+from asha_tune.defaults import SPACES_ENV
+from asha_tune.errors import ConfigError
+from asha_tune.spaces.params import PARAM_TYPES
+from asha_tune.spaces.space import CONFIGURATION_KEY, SearchSpace, set_path, trial_paths
+from asha_tune.trial.config import is_cross_field, validation_problems
 
 # The shipped spaces: asha_tune/search_spaces in an installed wheel, search_spaces/ in a checkout.
 _PACKAGE = Path(__file__).resolve().parents[1]

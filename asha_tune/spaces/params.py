@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..config import SHAPEABLE_CONVS, check_convs
+from asha_tune.trial.config import SHAPEABLE_CONVS, check_convs
 
 
 class Suggester(Protocol):

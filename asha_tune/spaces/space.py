@@ -11,9 +11,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..config import DOMAINS, DataConfig, SelectionConfig, ShapingConfig, TrainConfig, TrialConfig
-from ..errors import ConfigError
-from .params import Param, Suggester
+from asha_tune.errors import ConfigError
+from asha_tune.spaces.params import Param, Suggester
+from asha_tune.trial.config import (
+    DOMAINS,
+    DataConfig,
+    SelectionConfig,
+    ShapingConfig,
+    TrainConfig,
+    TrialConfig,
+)
 
 
 class SearchSettings(BaseModel):

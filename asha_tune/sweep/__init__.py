@@ -9,6 +9,6 @@
 
 from __future__ import annotations
 
-from .settings import SweepSettings, sweep_name
+from asha_tune.sweep.settings import SweepSettings, sweep_name
 
 __all__ = ["SweepSettings", "sweep_name"]

@@ -16,13 +16,13 @@ from typing import Any
 
 from ray.tune import Callback
 
-from .. import selection
-from ..display import metric_text
-from ..reports import FINAL_STATUSES
-from ..runner import trial_tags
-from ..spaces import SearchSpace
-from ..spaces.space import CONFIGURATION_KEY
-from ..tracking import (
+from asha_tune.analysis.reports import FINAL_STATUSES
+from asha_tune.display import metric_text
+from asha_tune.runner import trial_tags
+from asha_tune.spaces import SearchSpace
+from asha_tune.spaces.space import CONFIGURATION_KEY
+from asha_tune.sweep.trainable import FAILED_KEY, FAILURE_KEY
+from asha_tune.tracking import (
     DURATION_TAG,
     EPOCHS_RUN_TAG,
     FAILURE_TAG,
@@ -35,7 +35,7 @@ from ..tracking import (
     Tracker,
     is_epoch_metric,
 )
-from .trainable import FAILED_KEY, FAILURE_KEY
+from asha_tune.trial import selection
 
 
 def trial_status(result: dict[str, Any], max_epochs: int) -> str:

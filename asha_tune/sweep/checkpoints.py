@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from ray.tune import Callback
 
-from ..spaces import SchedulerSettings
+from asha_tune.spaces import SchedulerSettings
 
 CHECKPOINT_FILE = "trial.pt"
 ENDED_MARKER = "ENDED"  # what an emptied checkpoint folder holds

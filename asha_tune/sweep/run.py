@@ -14,14 +14,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import defaults
-from ..display import count
-from ..errors import AshaTuneError, ConfigError
-from ..preflight import check_address, check_data, check_local_resources, check_weights
-from ..reports import FINAL_STATUSES, TrialRecord, best_trial, describe_best, summary, sweep_trials
-from ..spaces import describe_selection
-from ..study import StudyHandle, archive_study, create_study
-from ..tracking import (
+from asha_tune import defaults
+from asha_tune.analysis.reports import (
+    FINAL_STATUSES,
+    TrialRecord,
+    best_trial,
+    describe_best,
+    summary,
+    sweep_trials,
+)
+from asha_tune.display import count
+from asha_tune.errors import AshaTuneError, ConfigError
+from asha_tune.spaces import describe_selection
+from asha_tune.sweep.preflight import check_address, check_data, check_local_resources, check_weights
+from asha_tune.sweep.settings import SWEEP_FILE, SweepSettings
+from asha_tune.sweep.study import StudyHandle, archive_study, create_study
+from asha_tune.tracking import (
     FAILURE_TAG,
     RESTARTED_AS_TAG,
     RESULTS_DIR_TAG,
@@ -33,7 +41,6 @@ from ..tracking import (
     Tracker,
     version_tags,
 )
-from .settings import SWEEP_FILE, SweepSettings
 
 # Set before Ray is imported: no TensorBoard files (CSV and JSON loggers are added explicitly),
 # frequent experiment snapshots (a killed driver loses at most a second of bookkeeping), quiet
@@ -235,7 +242,7 @@ def wait_for_a_fitting_node(settings: SweepSettings) -> None:
 def _trainable(settings: SweepSettings) -> Any:
     from ray import tune
 
-    from .trainable import train_trial
+    from asha_tune.sweep.trainable import train_trial
 
     resources = settings.space.resources
     return tune.with_resources(
@@ -249,9 +256,9 @@ def _tuner(settings: SweepSettings, handle: StudyHandle, experiment_id: str) -> 
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     from ray.tune.schedulers import FIFOScheduler
 
-    from .callbacks import ProgressCallback, TrackingCallback
-    from .checkpoints import CheckpointCleanup
-    from .searcher import ResumableASHA, StudySearcher
+    from asha_tune.sweep.callbacks import ProgressCallback, TrackingCallback
+    from asha_tune.sweep.checkpoints import CheckpointCleanup
+    from asha_tune.sweep.searcher import ResumableASHA, StudySearcher
 
     space = settings.space
     s, epochs = space.scheduler, space.train.epochs
@@ -460,7 +467,7 @@ def _announce(settings: SweepSettings, ray_info: RayInfo) -> None:
 
 
 def _conclude(outcome: SweepOutcome) -> SweepOutcome:
-    from .checkpoints import kept_checkpoint
+    from asha_tune.sweep.checkpoints import kept_checkpoint
 
     settings = outcome.settings
     space = settings.space

@@ -10,8 +10,8 @@ from typing import Any
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher
 
-from ..study import StudyHandle, TrialState
-from .trainable import FAILED_KEY
+from asha_tune.sweep.study import StudyHandle, TrialState
+from asha_tune.sweep.trainable import FAILED_KEY
 
 
 class StudySearcher(Searcher):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from ..config import Runtime
-from ..errors import ConfigError
-from ..spaces import SearchSpace
+from asha_tune.errors import ConfigError
+from asha_tune.spaces import SearchSpace
+from asha_tune.trial.config import Runtime
 
 SWEEP_FILE = "sweep.json"
 

@@ -17,9 +17,15 @@ from typing import Any
 
 from ray import tune
 
-from ..config import Runtime
-from ..spaces import SearchSpace
-from .checkpoints import CHECKPOINT_FILE, ENDED_MARKER, asha_rungs, checkpoint_due, final_weights
+from asha_tune.spaces import SearchSpace
+from asha_tune.sweep.checkpoints import (
+    CHECKPOINT_FILE,
+    ENDED_MARKER,
+    asha_rungs,
+    checkpoint_due,
+    final_weights,
+)
+from asha_tune.trial.config import Runtime
 
 FAILED_KEY, FAILURE_KEY = "failed", "failure"  # a result that ends a trial as failed, and why
 
@@ -59,8 +65,8 @@ def train_trial(config: dict[str, Any], space: SearchSpace, runtime: Runtime) ->
     begin = time.perf_counter()
     import torch  # here, not at module level: timed, and paid once per reused process
 
-    from ..errors import AshaTuneError
-    from ..training import load_checkpoint, run_trial
+    from asha_tune.errors import AshaTuneError
+    from asha_tune.trial.training import load_checkpoint, run_trial
 
     imports = time.perf_counter() - begin
     trial_config = space.trial_config(config["values"])

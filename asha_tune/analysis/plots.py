@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .compare import GridRow, Group
+    from asha_tune.analysis.compare import GridRow, Group
 
 
 def _pyplot():

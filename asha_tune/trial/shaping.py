@@ -15,8 +15,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from .config import CONV_NAMES, ShapingConfig
-from .errors import ConfigError
+from asha_tune.errors import ConfigError
+from asha_tune.trial.config import CONV_NAMES, ShapingConfig
 
 
 def numbered_convs(model: nn.Module) -> dict[int, nn.Conv2d]:

@@ -21,6 +21,6 @@ PUBLISHED_SELECTION = "oracle"  # every published best was picked on the test do
 
 def paper_grid_path() -> Path:
     """The shipped paper grid (its published figures), never a user's space of the same name."""
-    from .spaces import PACKAGE_SPACES
+    from asha_tune.spaces import PACKAGE_SPACES
 
     return PACKAGE_SPACES / "paper_grid.yaml"

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
-from .config import CLASSES
-from .errors import WeightsError
+from asha_tune.errors import WeightsError
+from asha_tune.trial.config import CLASSES
 
 IMAGENET = ResNet18_Weights.IMAGENET1K_V1  # the authors' weights
 

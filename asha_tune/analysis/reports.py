@@ -12,9 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .display import count, is_accuracy, metric_text, values_text
-from .selection import CHANCE_PREFIX, SIZE_PREFIX, TARGET_ACC, TARGET_SET, VAL_ACC, VAL_SET, se_key
-from .tracking import (
+from asha_tune.display import count, is_accuracy, metric_text, values_text
+from asha_tune.tracking import (
     BEST_RUN_TAG,
     BEST_TRIAL_TAG,
     EPOCHS_RUN_TAG,
@@ -24,6 +23,15 @@ from .tracking import (
     STATUS_TAG,
     TRIAL_NUMBER_TAG,
     Tracker,
+)
+from asha_tune.trial.selection import (
+    CHANCE_PREFIX,
+    SIZE_PREFIX,
+    TARGET_ACC,
+    TARGET_SET,
+    VAL_ACC,
+    VAL_SET,
+    se_key,
 )
 
 FINAL_STATUSES = frozenset({"completed", "pruned", "failed"})  # how a trial can end
@@ -271,7 +279,7 @@ def summary(records: list[TrialRecord], metric: str, mode: str) -> tuple[dict[st
 
 def describe_trial(final: dict[str, Any], epochs: int, protocol: str) -> str:
     """`asha-tune trial`'s final figures, with the same noise and chance levels as a sweep's best."""
-    from .selection import constants_of
+    from asha_tune.trial.selection import constants_of
 
     record = TrialRecord(
         number=0,

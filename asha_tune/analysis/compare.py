@@ -16,12 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import reference
-from .display import count, values_text
-from .errors import ConfigError
-from .reports import FINAL_STATUSES, TrialRecord, best_trial, trial_record
-from .selection import SE_SUFFIX, VAL_ACC, binomial_se
-from .tracking import (
+from asha_tune.analysis import reference
+from asha_tune.analysis.reports import FINAL_STATUSES, TrialRecord, best_trial, trial_record
+from asha_tune.display import count, values_text
+from asha_tune.errors import ConfigError
+from asha_tune.tracking import (
     COMPARED_IN_TAG,
     COMPARES_RUNS_TAG,
     COMPARES_TAG,
@@ -34,6 +33,7 @@ from .tracking import (
     Tracker,
     local_store,
 )
+from asha_tune.trial.selection import SE_SUFFIX, VAL_ACC, binomial_se
 
 ORACLE_NOTE = "oracle: selected on the data it reports (optimistic)"
 
@@ -149,7 +149,7 @@ def read_sweep(tracker: Tracker, name: str) -> Sweep:
 
 def paper_best(domain: str) -> tuple[str, float] | None:
     """The paper's best published figure on a target, and its configuration (from paper_grid)."""
-    from .spaces import load_space
+    from asha_tune.spaces import load_space
 
     space = load_space(reference.paper_grid_path())
     figures = [
@@ -500,7 +500,7 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
 
 def run_compare(names: list[str], tracking_uri: str, out_dir: Path) -> tuple[Comparison, str, str]:
     """Read the sweeps, write the table, CSV and PNGs to `out_dir`, log them as a comparison run."""
-    from . import plots
+    from asha_tune.analysis import plots
 
     if not names:
         raise ConfigError("name at least one sweep to compare")

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import defaults
-from .errors import AshaTuneError
+from asha_tune import defaults
+from asha_tune.errors import AshaTuneError
 
 STATUS_TAG = "asha_tune.status"  # completed | pruned | failed | running | interrupted
 # Modes target and bn_only: which target images the adaptation saw (selection.adaptation_images).
@@ -181,7 +181,7 @@ def version_tags() -> dict[str, str]:
     """Versions that decide a result, read from package metadata (no heavy imports)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from . import __version__
+    from asha_tune import __version__
 
     tags = {VERSION_TAG: __version__}
     for package in ("torch", "torchvision", "ray", "optuna", "mlflow"):

@@ -6,8 +6,8 @@ a node the way `ray.cluster_utils.Cluster` does (RayParams + Node), with every a
 127.0.0.1, then blocks like `ray start --block`: it exits when signalled, taking the node's
 processes with it, and it ends the node if one of them dies (a lost raylet means a lost node).
 
-    python -m asha_tune.sweep.node --gcs-port P --dashboard-port D --agent-port A --num-cpus 0 ...
-    python -m asha_tune.sweep.node --address 127.0.0.1:P --agent-port A --num-cpus 1 ...
+    python -m asha_tune.cluster.node --gcs-port P --dashboard-port D --agent-port A --num-cpus 0 ...
+    python -m asha_tune.cluster.node --address 127.0.0.1:P --agent-port A --num-cpus 1 ...
 
 Token authentication comes from the environment (RAY_AUTH_MODE=token, RAY_AUTH_TOKEN_PATH).
 """
@@ -28,7 +28,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m asha_tune.sweep.node", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m asha_tune.cluster.node", description=__doc__.splitlines()[0])
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--gcs-port", type=int, help="start a head node whose GCS listens here")
     where.add_argument("--address", help="join the head at this GCS address (127.0.0.1:PORT)")

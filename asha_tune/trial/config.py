@@ -16,9 +16,9 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from . import defaults
-from .defaults import DATA_ROOT_ENV
-from .errors import ConfigError
+from asha_tune import defaults
+from asha_tune.defaults import DATA_ROOT_ENV
+from asha_tune.errors import ConfigError
 
 DOMAINS = ("art_painting", "cartoon", "photo", "sketch")
 CLASSES = ("dog", "elephant", "giraffe", "guitar", "horse", "house", "person")
@@ -44,13 +44,13 @@ def shaping_modes() -> dict[str, Any]:
 
     Imported here on first use, so that reading a config does not import torch before it must.
     """
-    from .shaping import MODES
+    from asha_tune.trial.shaping import MODES
 
     return MODES
 
 
 def shape_function_names() -> list[str]:
-    from .shaping import SHAPE_FUNCTIONS
+    from asha_tune.trial.shaping import SHAPE_FUNCTIONS
 
     return list(SHAPE_FUNCTIONS)
 

@@ -21,15 +21,22 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from . import defaults
-from .display import values_text
-from .errors import ConfigError
-from .reports import TrialRecord, ranked_trials, reported_metrics, sweep_trials
-from .selection import se_key
-from .spaces import SearchSpace
-from .spaces.space import CONFIGURATION_KEY
-from .sweep import SweepSettings
-from .tracking import CONFIRMATION_KIND, CONFIRMS_RUN_TAG, CONFIRMS_TAG, CONFIRMS_TRIAL_TAG, KIND_TAG, Tracker
+from asha_tune import defaults
+from asha_tune.analysis.reports import TrialRecord, ranked_trials, reported_metrics, sweep_trials
+from asha_tune.display import values_text
+from asha_tune.errors import ConfigError
+from asha_tune.spaces import SearchSpace
+from asha_tune.spaces.space import CONFIGURATION_KEY
+from asha_tune.sweep import SweepSettings
+from asha_tune.tracking import (
+    CONFIRMATION_KIND,
+    CONFIRMS_RUN_TAG,
+    CONFIRMS_TAG,
+    CONFIRMS_TRIAL_TAG,
+    KIND_TAG,
+    Tracker,
+)
+from asha_tune.trial.selection import se_key
 
 REPORT_FILE = "confirmation.json"  # the report, an artifact of the confirmation's parent run
 SEED = "train.seed"
@@ -140,7 +147,7 @@ def confirm(sweep: SweepSettings, top: int, seeds: int) -> ConfirmOutcome:
     `sweep` carries the runtime to use (data root, device, cluster address, CPUs): a
     confirmation started earlier takes them too, as `resume` does.
     """
-    from .sweep.run import launch, resume, say
+    from asha_tune.sweep.run import launch, resume, say
 
     tracker = Tracker(sweep.tracking_uri)
     best, records = top_trials(sweep, tracker, top, seeds)

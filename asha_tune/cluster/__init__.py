@@ -15,7 +15,7 @@ Credentials go where each client looks by default, so `asha-tune launch` finds t
   (`?passfile=`), so no URL, flag or log line holds a secret.
 
 This module starts processes and speaks HTTP; it imports neither Ray nor MLflow (the Ray nodes
-are `python -m asha_tune.sweep.node`).
+are `python -m asha_tune.cluster.node`).
 """
 
 from __future__ import annotations
@@ -39,9 +39,10 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from . import defaults, processes
-from .errors import AshaTuneError
-from .processes import Proc
+from asha_tune import defaults
+from asha_tune.cluster import processes
+from asha_tune.cluster.processes import Proc
+from asha_tune.errors import AshaTuneError
 
 STATE_FILE = "cluster.json"
 HOST = "127.0.0.1"
@@ -329,7 +330,7 @@ def _create_databases(state: ClusterState) -> None:
             if name not in existing:
                 connection.execute(f'CREATE DATABASE "{name}"')
     # Create Optuna's tables once, now: two sweeps starting together on an empty database race.
-    from .study import prepare_storage
+    from asha_tune.sweep.study import prepare_storage
 
     prepare_storage(state.database_url("optuna"))
 
@@ -431,7 +432,7 @@ def _start_node(state: ClusterState, name: str) -> Proc:
     command = [
         sys.executable,
         "-m",
-        "asha_tune.sweep.node",
+        "asha_tune.cluster.node",
         "--name",
         name,
         "--agent-port",

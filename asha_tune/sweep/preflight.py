@@ -11,9 +11,9 @@ import os
 import socket
 from pathlib import Path
 
-from .config import DOMAINS, Runtime
-from .errors import ConfigError, DataError, WeightsError
-from .spaces import SearchSpace, domain_choices, weight_choices
+from asha_tune.errors import ConfigError, DataError, WeightsError
+from asha_tune.spaces import SearchSpace, domain_choices, weight_choices
+from asha_tune.trial.config import DOMAINS, Runtime
 
 # Below this image size a CPU trial takes minutes (the quickstart's 64 px); at 224 px, hours.
 CPU_SIZED_PX = 128
@@ -38,7 +38,7 @@ def check_address(address: str, timeout_s: float = 10.0) -> None:
 
 def check_data(space: SearchSpace, runtime: Runtime) -> None:
     """Every domain the space can read is a PACS domain folder under the data root."""
-    from .data import list_domain
+    from asha_tune.trial.data import list_domain
 
     root = runtime.resolved_data_root()
     if not root.is_dir():
@@ -94,7 +94,7 @@ def check_weights(space: SearchSpace) -> None:
 
     For a local Ray the trials share this machine's torch.hub cache, so a fetch here serves them.
     """
-    from .model import build_model
+    from asha_tune.trial.model import build_model
 
     for weights in sorted(set(weight_choices(space))):
         if weights == "none":

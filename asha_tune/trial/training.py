@@ -17,13 +17,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import data as pacs
-from . import selection
-from .config import Runtime, TrialConfig
-from .errors import AshaTuneError, ConfigError, DivergedError
-from .model import build_model
-from .pairing import epoch_pairing
-from .shaping import attach
+from asha_tune.errors import AshaTuneError, ConfigError, DivergedError
+from asha_tune.trial import data as pacs
+from asha_tune.trial import selection
+from asha_tune.trial.config import Runtime, TrialConfig
+from asha_tune.trial.model import build_model
+from asha_tune.trial.pairing import epoch_pairing
+from asha_tune.trial.shaping import attach
 
 Metrics = dict[str, Any]  # numbers, and the split hash (selection.SPLIT_HASH)
 Report = Callable[[Metrics, dict[str, Any]], None]

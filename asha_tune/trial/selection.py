@@ -21,8 +21,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .config import SelectionConfig
-from .shaping import lookup
+from asha_tune.trial.config import SelectionConfig
+from asha_tune.trial.shaping import lookup
 
 # Metric names reported by a trial every epoch.
 VAL_ACC = "val_acc"  # the selection metric (oracle: equal to target_acc)

@@ -22,9 +22,9 @@ import optuna
 import sqlalchemy.exc
 from optuna.trial import TrialState
 
-from .defaults import STUDY_RETRY_ENV, STUDY_RETRY_S
-from .errors import AshaTuneError
-from .spaces import SearchSpace
+from asha_tune.defaults import STUDY_RETRY_ENV, STUDY_RETRY_S
+from asha_tune.errors import AshaTuneError
+from asha_tune.spaces import SearchSpace
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -22,8 +22,8 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torchvision.ops import roi_align
 
-from .config import CLASSES, DOMAINS
-from .errors import DataError
+from asha_tune.errors import DataError
+from asha_tune.trial.config import CLASSES, DOMAINS
 
 log = logging.getLogger(__name__)
 

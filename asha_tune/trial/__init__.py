@@ -1,0 +1,1 @@
+"""The trial: one configuration trained and evaluated (torch)."""
