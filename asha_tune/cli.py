@@ -18,6 +18,7 @@ from asha_tune import defaults
 from asha_tune.defaults import DATA_ROOT_ENV, SPACES_ENV
 from asha_tune.errors import AshaTuneError, ConfigError
 from asha_tune.trial.config import Runtime, trial_config
+from asha_tune.trial.registry import MODES, SHAPE_FUNCTIONS
 
 # `asha-tune trial` flags and the TrialConfig field each one sets.
 TRIAL_FLAGS = {
@@ -54,13 +55,11 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
     def format_help(self) -> str:
-        """Names from the registries in shaping.py, imported (with torch) only for --help."""
+        """Names from the registries (registry.py: data, no torch)."""
         text = super().format_help()
         if "{modes}" in text or "{shape_fns}" in text:
-            from asha_tune.trial.config import shape_function_names, shaping_modes
-
-            text = text.replace("{modes}", " | ".join(shaping_modes()))
-            text = text.replace("{shape_fns}", " | ".join(shape_function_names()))
+            text = text.replace("{modes}", " | ".join(MODES))
+            text = text.replace("{shape_fns}", " | ".join(SHAPE_FUNCTIONS))
         return text
 
 

@@ -23,7 +23,8 @@ from asha_tune.tracking import (
     version_tags,
 )
 from asha_tune.trial import selection
-from asha_tune.trial.config import Runtime, TrialConfig, target_modes
+from asha_tune.trial.config import Runtime, TrialConfig
+from asha_tune.trial.registry import target_modes
 from asha_tune.trial.training import TrialResult, load_checkpoint, run_trial, save_checkpoint
 
 DEFAULT_EXPERIMENT = "asha-tune-trials"

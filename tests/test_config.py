@@ -96,12 +96,14 @@ def test_fingerprint_changes_with_the_experiment():
 
 
 def test_the_paper_batch_size_is_the_default_of_each_mode(tmp_path):
-    """256 for target maps (the authors' DA runs), 128 otherwise; an explicit size always wins."""
+    """256 for target maps (the authors' DA runs) and for bn_only, their matched control; 128
+    otherwise; an explicit size always wins."""
     from asha_tune.spaces import load_space
     from asha_tune.sweep.settings import SweepSettings
 
     assert TrialConfig.model_validate({"shaping": {"mode": "target", "convs": [4]}}).train.batch_size == 256
-    for mode in ({"mode": "baseline"}, {"mode": "bn_only"}, {"mode": "random", "convs": [1], "p0": 0.5}):
+    assert TrialConfig.model_validate({"shaping": {"mode": "bn_only"}}).train.batch_size == 256
+    for mode in ({"mode": "baseline"}, {"mode": "random", "convs": [1], "p0": 0.5}):
         assert TrialConfig.model_validate({"shaping": mode}).train.batch_size == 128
     explicit = {"shaping": {"mode": "target", "convs": [4]}, "train": {"batch_size": 64}}
     assert TrialConfig.model_validate(explicit).train.batch_size == 64
@@ -110,7 +112,7 @@ def test_the_paper_batch_size_is_the_default_of_each_mode(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(
         "name: s\nsearch: {algorithm: grid}\nscheduler: {kind: fifo}\n"
-        "parameters:\n  shaping.mode: {type: grid, values: [bn_only, target]}\n"
+        "parameters:\n  shaping.mode: {type: grid, values: [baseline, target]}\n"
         "  shaping.convs: {type: fixed, value: [4], when: {shaping.mode: target}}\n"
     )
     space = load_space(path)

@@ -83,7 +83,7 @@ def test_split_follows_its_own_seed_not_the_trial(pacs_root):
 SPLIT_IN_ANOTHER_PROCESS = """
 import json, sys
 from pathlib import Path
-from asha_tune import data as pacs, selection
+from asha_tune.trial import data as pacs, selection
 root = Path(sys.argv[1])
 files = pacs.list_domain(root, "sketch")
 domain = selection.Domain("sketch", tuple(p.relative_to(root).as_posix() for p in files.paths), files.labels)

@@ -19,6 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from asha_tune import defaults
 from asha_tune.defaults import DATA_ROOT_ENV
 from asha_tune.errors import ConfigError
+from asha_tune.trial.registry import (
+    MODES,
+    SELECTION_PROTOCOLS,
+    SHAPE_FUNCTIONS,
+    TARGET_PAIRINGS,
+    one_of,
+    target_modes,
+)
 
 DOMAINS = ("art_painting", "cartoon", "photo", "sketch")
 CLASSES = ("dog", "elephant", "giraffe", "guitar", "horse", "house", "person")
@@ -34,38 +42,7 @@ CONV_NAMES = (
 DOWNSAMPLING_CONVS = (8, 13, 18)
 SHAPEABLE_CONVS = tuple(n for n in range(1, len(CONV_NAMES) + 1) if n not in DOWNSAMPLING_CONVS)
 
-Domain = Literal["art_painting", "cartoon", "photo", "sketch"]
-Protocol = Literal["oracle", "source_val", "target_val"]  # see selection.py
-TargetPairing = Literal["index", "shuffled"]  # see pairing.py
-
-
-def shaping_modes() -> dict[str, Any]:
-    """The registry of modes (shaping.MODES): their names and defaults live there only.
-
-    Imported here on first use, so that reading a config does not import torch before it must.
-    """
-    from asha_tune.trial.shaping import MODES
-
-    return MODES
-
-
-def shape_function_names() -> list[str]:
-    from asha_tune.trial.shaping import SHAPE_FUNCTIONS
-
-    return list(SHAPE_FUNCTIONS)
-
-
-def target_modes() -> tuple[str, ...]:
-    """The modes that forward unlabelled target batches."""
-    return tuple(name for name, mode in shaping_modes().items() if mode.uses_target_batches)
-
-
-def one_of(value: Any, names: list[str]) -> str:
-    """pydantic's wording for a Literal, so a registry reads like one."""
-    if value in names:
-        return value
-    quoted = [repr(n) for n in names]
-    raise ValueError(f"Input should be {', '.join(quoted[:-1])} or {quoted[-1]} (got {value!r})")
+DomainName = Literal["art_painting", "cartoon", "photo", "sketch"]
 
 
 class Strict(BaseModel):
@@ -146,15 +123,15 @@ def check_convs(convs: list[int]) -> list[int]:
 
 
 class ShapingConfig(Strict):
-    mode: str = "baseline"  # a name in shaping.MODES
+    mode: str = "baseline"  # a name in registry.MODES
     convs: list[int] = []
     p0: P0 | None = None
-    shape_fn: str | None = None  # a name in shaping.SHAPE_FUNCTIONS
+    shape_fn: str | None = None  # a name in registry.SHAPE_FUNCTIONS
     topk_fraction: float | None = Field(default=None, gt=0, le=1)
     shape_at_eval: bool | None = None
     target_updates_bn: bool = True
     # index: the authors' pairing of source image i with target image i % len(target).
-    target_pairing: TargetPairing = "index"
+    target_pairing: str = "index"  # a name in registry.TARGET_PAIRINGS
 
     @model_validator(mode="before")
     @classmethod
@@ -179,12 +156,17 @@ class ShapingConfig(Strict):
     @field_validator("mode")
     @classmethod
     def _known_mode(cls, value: str) -> str:
-        return one_of(value, list(shaping_modes()))
+        return one_of(value, MODES)
 
     @field_validator("shape_fn")
     @classmethod
     def _known_shape_fn(cls, value: str | None) -> str | None:
-        return value if value is None else one_of(value, shape_function_names())
+        return value if value is None else one_of(value, SHAPE_FUNCTIONS)
+
+    @field_validator("target_pairing")
+    @classmethod
+    def _known_pairing(cls, value: str) -> str:
+        return one_of(value, TARGET_PAIRINGS)
 
     @field_validator("p0", mode="before")
     @classmethod
@@ -212,7 +194,7 @@ class ShapingConfig(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ShapingConfig:
-        mode, kind = self.mode, shaping_modes()[self.mode]
+        mode, kind = self.mode, MODES[self.mode]
         if self.target_pairing != "index" and not kind.uses_target_batches:
             raise ValueError(
                 f"target_pairing applies to the modes that use target batches "
@@ -245,12 +227,12 @@ class ShapingConfig(Strict):
 
     @property
     def resolved_shape_fn(self) -> str | None:
-        return self.shape_fn or shaping_modes()[self.mode].default_shape_fn
+        return self.shape_fn or MODES[self.mode].default_shape_fn
 
     @property
     def resolved_shape_at_eval(self) -> bool:
         if self.shape_at_eval is None:
-            return shaping_modes()[self.mode].default_shape_at_eval
+            return MODES[self.mode].default_shape_at_eval
         return self.shape_at_eval
 
     def p0_per_conv(self) -> dict[int, float]:
@@ -267,8 +249,8 @@ class ShapingConfig(Strict):
 
 
 class DataConfig(Strict):
-    source: Domain = "art_painting"
-    targets: list[Domain] = ["cartoon"]
+    source: DomainName = "art_painting"
+    targets: list[DomainName] = ["cartoon"]
     image_size: int = Field(default=224, ge=32, le=512)
     limit_per_domain: int | None = Field(default=None, ge=len(CLASSES))
 
@@ -310,9 +292,14 @@ class TrainConfig(Strict):
 class SelectionConfig(Strict):
     """How a configuration is selected (selection.py). Fixed for a whole sweep, never searched."""
 
-    protocol: Protocol = "oracle"
+    protocol: str = "oracle"  # a name in registry.SELECTION_PROTOCOLS
     val_fraction: float = Field(default=0.2, gt=0, lt=1)  # held out, per class (not for oracle)
     split_seed: int = 0  # its own seed: the split never follows the trial seed
+
+    @field_validator("protocol")
+    @classmethod
+    def _known_protocol(cls, value: str) -> str:
+        return one_of(value, SELECTION_PROTOCOLS)
 
     @model_validator(mode="before")
     @classmethod
@@ -330,7 +317,8 @@ class TrialConfig(Strict):
     @model_validator(mode="before")
     @classmethod
     def _mode_batch_size(cls, data: Any) -> Any:
-        """The paper's batch size for the mode (256 for target maps) unless one is given."""
+        """The paper's batch size for the mode (registry.MODES: 256 for target maps and their
+        control) unless one is given."""
         if not isinstance(data, dict):
             return data
         shaping, train = data.get("shaping") or {}, data.get("train") or {}
@@ -339,7 +327,7 @@ class TrialConfig(Strict):
         if not isinstance(train, dict) or train.get("batch_size") is not None:
             return data
         mode = shaping.get("mode") if isinstance(shaping, dict) else getattr(shaping, "mode", None)
-        kind = shaping_modes().get(mode if isinstance(mode, str) else "baseline")
+        kind = MODES.get(mode if isinstance(mode, str) else "baseline")
         if kind is None:
             return data  # an unknown mode: the field validator reports it
         return {**data, "train": {**train, "batch_size": kind.batch_size}}
@@ -348,7 +336,7 @@ class TrialConfig(Strict):
     def _domains(self) -> TrialConfig:
         if self.data.source in self.data.targets:
             raise ValueError(f"source {self.data.source} is also a target")
-        if self.shaping.mode in ("target", "bn_only") and len(self.data.targets) != 1:
+        if self.shaping.mode in target_modes() and len(self.data.targets) != 1:
             raise ValueError(
                 f"mode {self.shaping.mode} adapts to one target domain per trial, "
                 f"got {','.join(self.data.targets)}"

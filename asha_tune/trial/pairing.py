@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from asha_tune.trial.shaping import lookup
+from asha_tune.trial.registry import lookup
 
 
 def index_pairing(source_positions: Tensor, n_target: int, generator: torch.Generator) -> Tensor:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from asha_tune.trial.config import SelectionConfig
-from asha_tune.trial.shaping import lookup
+from asha_tune.trial.registry import lookup
 
 # Metric names reported by a trial every epoch.
 VAL_ACC = "val_acc"  # the selection metric (oracle: equal to target_acc)

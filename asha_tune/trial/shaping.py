@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from asha_tune.errors import ConfigError
+from asha_tune.trial import registry
 from asha_tune.trial.config import CONV_NAMES, ShapingConfig
+from asha_tune.trial.registry import lookup
 
 
 def numbered_convs(model: nn.Module) -> dict[int, nn.Conv2d]:
@@ -66,14 +67,6 @@ SHAPE_FUNCTIONS: dict[str, ShapeFunction] = {
     "binarize_both": binarize_both,
     "topk": topk,
 }
-
-
-def lookup(registry: dict[str, Any], name: str, kind: str) -> Any:
-    """A registry entry, or a ConfigError that lists the valid names."""
-    try:
-        return registry[name]
-    except KeyError:
-        raise ConfigError(f"unknown {kind} {name!r}: choose one of {', '.join(registry)}") from None
 
 
 def shape_function(name: str) -> ShapeFunction:
@@ -183,15 +176,19 @@ def frozen_bn_stats(model: nn.Module, frozen: bool = True) -> Iterator[None]:
 class ShapingMode:
     """How a mode forwards a training batch and an evaluation batch.
 
-    The class attributes are the mode's defaults; config.py reads them from `MODES`, so a new
-    mode is one class and one registry entry.
+    What a mode takes and fills in (its defaults) is data, in registry.MODES under the same name;
+    a new mode is one class here and one entry there.
     """
 
-    uses_target_batches = False  # forwards unlabelled target batches (transductive)
-    shapes = False  # shapes convs: takes convs, shape_fn, topk_fraction
-    default_shape_fn: str | None = None
-    default_shape_at_eval = False
-    batch_size = 128  # the authors' training batch for this mode
+    name = "baseline"
+
+    @property
+    def info(self) -> registry.ModeInfo:
+        return registry.MODES[self.name]
+
+    @property
+    def uses_target_batches(self) -> bool:
+        return self.info.uses_target_batches
 
     def __init__(self, config: ShapingConfig):
         self.config = config
@@ -206,13 +203,11 @@ class ShapingMode:
 
 
 class Baseline(ShapingMode):
-    pass
+    name = "baseline"
 
 
 class RandomMaps(ShapingMode):
-    shapes = True
-    default_shape_fn = "binarize_a"  # the authors' binarized A for random maps
-    default_shape_at_eval = True  # their random maps stay on at evaluation
+    name = "random"
 
     def train_logits(self, model, shaper, x, x_target):
         with shaper.acting("random"):
@@ -226,10 +221,7 @@ class RandomMaps(ShapingMode):
 class TargetMaps(ShapingMode):
     """The authors' domain adaptation: record target maps in train mode, shape the source."""
 
-    uses_target_batches = True
-    shapes = True
-    default_shape_fn = "raw"  # A * M_t, off at evaluation, as the authors
-    batch_size = 256
+    name = "target"
 
     def train_logits(self, model, shaper, x, x_target):
         with torch.no_grad(), frozen_bn_stats(model, not self.config.target_updates_bn):
@@ -251,7 +243,7 @@ class TargetMaps(ShapingMode):
 class TargetBatchNormOnly(ShapingMode):
     """Control for `target`: the same target forward, nothing shaped (isolates BatchNorm)."""
 
-    uses_target_batches = True
+    name = "bn_only"
 
     def train_logits(self, model, shaper, x, x_target):
         with torch.no_grad(), frozen_bn_stats(model, not self.config.target_updates_bn):
