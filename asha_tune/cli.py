@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 from asha_tune import defaults
 from asha_tune.defaults import DATA_ROOT_ENV, SPACES_ENV
 from asha_tune.errors import AshaTuneError, ConfigError
+from asha_tune.tracking.tags import FAILED
 from asha_tune.trial.config import Runtime, trial_config
 from asha_tune.trial.registry import MODES, SHAPE_FUNCTIONS
 
@@ -152,7 +153,7 @@ def add_trial_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
-    from asha_tune.analysis.reports import describe_trial
+    from asha_tune.analysis.verdicts import describe_trial
     from asha_tune.runner import DEFAULT_EXPERIMENT, run_logged_trial
 
     flat = {field: getattr(args, flag[2:].replace("-", "_")) for flag, field in TRIAL_FLAGS.items()}
@@ -341,7 +342,7 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     from asha_tune.sweep.confirm import confirm
 
     outcome = confirm(saved_settings(args), args.top, args.seeds).sweep
-    if outcome.finished and outcome.trials and all(t.status == "failed" for t in outcome.trials):
+    if outcome.finished and outcome.trials and all(t.status == FAILED for t in outcome.trials):
         print(
             f"asha-tune confirm: error: all {len(outcome.trials)} runs failed (each reason is printed "
             "above and kept in MLflow)",
@@ -355,7 +356,7 @@ def sweep_exit(outcome: Any) -> int:
     """0 when the sweep ran through, 130 when it was interrupted, 1 when every trial failed."""
     if not outcome.finished:
         return 130
-    if outcome.trials and all(t.status == "failed" for t in outcome.trials):
+    if outcome.trials and all(t.status == FAILED for t in outcome.trials):
         name = outcome.settings.name
         print(
             f"asha-tune: error: all {len(outcome.trials)} trials failed (each reason is printed above "
@@ -408,7 +409,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
     from asha_tune.sweep import SweepSettings
-    from asha_tune.tracking import Tracker, experiment_url
+    from asha_tune.tracking import Tracker
+    from asha_tune.tracking.client import experiment_url
 
     uri, settings = args.tracking_uri, None
     if args.name:

@@ -12,19 +12,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from asha_tune.tracking import (
-    ADAPTATION_TAG,
+from asha_tune.tracking import Tracker
+from asha_tune.tracking.client import version_tags
+from asha_tune.tracking.tags import (
     CHECKPOINT_TAG,
+    COMPLETED,
     DURATION_TAG,
+    FAILED,
     FAILURE_TAG,
     FINGERPRINT_TAG,
+    INTERRUPTED,
     MODE_TAG,
-    Tracker,
-    version_tags,
 )
+from asha_tune.tracking.trials import log_epoch, trial_tags
 from asha_tune.trial import selection
 from asha_tune.trial.config import Runtime, TrialConfig
-from asha_tune.trial.registry import target_modes
 from asha_tune.trial.training import TrialResult, load_checkpoint, run_trial, save_checkpoint
 
 DEFAULT_EXPERIMENT = "asha-tune-trials"
@@ -39,31 +41,6 @@ class LoggedTrial:
 
 def default_checkpoint(config: TrialConfig, directory: Path | None = None) -> Path:
     return (directory or Path.cwd()) / "checkpoints" / f"trial-{config.fingerprint()}.pt"
-
-
-def trial_tags(config: TrialConfig) -> dict[str, str]:
-    """Tags that say what a trial's numbers mean beyond its params."""
-    if config.shaping.mode not in target_modes():
-        return {}
-    d = config.data
-    return {
-        ADAPTATION_TAG: selection.adaptation_images(
-            config.selection.protocol, d.targets[0], d.limit_per_domain
-        )
-    }
-
-
-def log_epoch(tracker: Tracker, run_id: str, metrics: dict[str, Any]) -> None:
-    """An epoch's metrics; the trial's constants (sizes, chance levels, split hash) as params.
-
-    Params cannot change, so logging the same constants again (every epoch, after a resume)
-    is a no-op, and a different value would be an error: the split never changes within a run.
-    """
-    constants = selection.constants_of(metrics)
-    if constants:
-        tracker.log_params(run_id, constants)
-    per_epoch = {k: v for k, v in metrics.items() if k not in constants}
-    tracker.log_metrics(run_id, per_epoch, step=int(metrics["epoch"]))
 
 
 def run_logged_trial(
@@ -112,11 +89,11 @@ def run_logged_trial(
     try:
         result = run_trial(config, runtime, report=report, resume=state, progress=progress)
     except KeyboardInterrupt:
-        tracker.finish(run_id, "interrupted")
+        tracker.finish(run_id, INTERRUPTED)
         raise
     except Exception as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        tracker.finish(run_id, "failed", {FAILURE_TAG: reason[:5000]})
+        tracker.finish(run_id, FAILED, {FAILURE_TAG: reason[:5000]})
         raise
     final = {
         f"final_{k}": v
@@ -126,5 +103,5 @@ def run_logged_trial(
     tracker.log_metrics(run_id, final, step=config.train.epochs)
     wall = round(time.perf_counter() - started, 3)  # this process's part of a resumed trial
     duration = max(wall, float(result.final.get("time_total") or 0.0))
-    tracker.finish(run_id, "completed", {DURATION_TAG: round(duration, 3), CHECKPOINT_TAG: str(checkpoint)})
+    tracker.finish(run_id, COMPLETED, {DURATION_TAG: round(duration, 3), CHECKPOINT_TAG: str(checkpoint)})
     return LoggedTrial(result, run_id, checkpoint)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from asha_tune.sweep.callbacks import ProgressCallback, failure_line, run_duration, trial_status
-from asha_tune.sweep.trainable import FAILED_KEY, FAILURE_KEY
+from asha_tune.sweep.keys import FAILED_KEY, FAILURE_KEY
 
 
 def trial(number: int, status: str = "RUNNING", **attrs) -> SimpleNamespace:

@@ -31,7 +31,7 @@ from optuna.trial import TrialState
 from asha_tune import cluster as local
 from asha_tune.cluster import processes
 from asha_tune.sweep.checkpoints import checkpoint_due
-from asha_tune.tracking import RESUMED_FROM_TAG, RETRIES_TAG
+from asha_tune.tracking.tags import RESUMED_FROM_TAG, RETRIES_TAG
 
 from .conftest import PROCESS_TAG_ENV, kill_tagged, wait_for
 

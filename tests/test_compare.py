@@ -11,9 +11,10 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from asha_tune.analysis.compare import compare, read_sweep, run_compare
-from asha_tune.analysis.reports import sweep_trials
 from asha_tune.cli import main
-from asha_tune.tracking import (
+from asha_tune.tracking import Tracker
+from asha_tune.tracking.records import sweep_trials
+from asha_tune.tracking.tags import (
     COMPARES_RUNS_TAG,
     COMPARES_TAG,
     CONFIRMS_RUN_TAG,
@@ -22,7 +23,6 @@ from asha_tune.tracking import (
     KIND_TAG,
     STATUS_TAG,
     SWEEP_TAG,
-    Tracker,
 )
 from asha_tune.trial.selection import binomial_se
 

@@ -15,7 +15,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from asha_tune.cli import main
-from asha_tune.tracking import COMPARES_RUNS_TAG, KIND_TAG, SWEEP_TAG, compare_runs_url
+from asha_tune.tracking.client import compare_runs_url
+from asha_tune.tracking.tags import COMPARES_RUNS_TAG, KIND_TAG, SWEEP_TAG
 
 from .browser import Browser, needs_chromium
 from .conftest import free_port

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from asha_tune.analysis.reports import TrialRecord, describe_best
+from asha_tune.analysis.verdicts import describe_best
 from asha_tune.display import count, metric_text, values_text
+from asha_tune.tracking.records import TrialRecord
 
 
 def test_metrics_values_and_counts_read_as_a_person_expects():

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import math
 
-from asha_tune.analysis.reports import (
-    TrialRecord,
+from asha_tune.analysis.verdicts import (
     best_trial,
     describe_best,
     describe_trial,
@@ -13,6 +12,7 @@ from asha_tune.analysis.reports import (
     ranked_trials,
     summary,
 )
+from asha_tune.tracking.records import TrialRecord
 from asha_tune.trial.selection import binomial_se
 
 

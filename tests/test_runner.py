@@ -7,8 +7,10 @@ import json
 
 from mlflow.tracking import MlflowClient
 
-from asha_tune.runner import log_epoch, run_logged_trial, trial_tags
-from asha_tune.tracking import ADAPTATION_TAG, STATUS_TAG, Tracker
+from asha_tune.runner import run_logged_trial
+from asha_tune.tracking import Tracker
+from asha_tune.tracking.tags import ADAPTATION_TAG, STATUS_TAG
+from asha_tune.tracking.trials import log_epoch, trial_tags
 from asha_tune.trial.config import TrialConfig
 
 TINY = {

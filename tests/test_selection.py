@@ -26,7 +26,7 @@ from asha_tune.runner import run_logged_trial
 from asha_tune.spaces import load_space
 from asha_tune.sweep import SweepSettings
 from asha_tune.sweep.searcher import ResumableASHA, StudySearcher
-from asha_tune.tracking import ADAPTATION_TAG
+from asha_tune.tracking.tags import ADAPTATION_TAG
 from asha_tune.trial import data as pacs
 from asha_tune.trial import selection
 from asha_tune.trial.config import CLASSES, Runtime, SelectionConfig, TrialConfig

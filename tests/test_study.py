@@ -11,9 +11,9 @@ from optuna.trial import TrialState
 
 from asha_tune.errors import AshaTuneError
 from asha_tune.spaces import load_space
+from asha_tune.sweep.keys import FAILED_KEY
 from asha_tune.sweep.searcher import ResumableASHA, StudySearcher
 from asha_tune.sweep.study import StudyHandle, create_study
-from asha_tune.sweep.trainable import FAILED_KEY
 
 
 @pytest.fixture

@@ -19,11 +19,12 @@ import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from asha_tune.analysis.reports import best_trial, sweep_trials
+from asha_tune.analysis.verdicts import best_trial
 from asha_tune.spaces import load_space
 from asha_tune.sweep import SweepSettings
 from asha_tune.sweep.run import launch
 from asha_tune.tracking import Tracker
+from asha_tune.tracking.records import sweep_trials
 from asha_tune.trial.config import Runtime
 
 from .conftest import free_port, kill_tagged, tagged_processes, wait_for

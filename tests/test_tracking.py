@@ -8,7 +8,9 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from asha_tune.tracking import FAILURE_TAG, STATUS_TAG, Tracker, flatten, local_store
+from asha_tune.tracking import Tracker
+from asha_tune.tracking.client import flatten, local_store
+from asha_tune.tracking.tags import FAILURE_TAG, STATUS_TAG
 
 
 @pytest.fixture
@@ -78,7 +80,7 @@ def test_statuses_map_onto_mlflow_and_a_run_can_be_reopened(store, status, mlflo
 
 
 def test_the_epoch_metric_list_names_what_trials_report():
-    from asha_tune.tracking import EPOCH_METRICS, is_epoch_metric
+    from asha_tune.tracking.tags import EPOCH_METRICS, is_epoch_metric
     from asha_tune.trial import selection
 
     for name in (

@@ -17,21 +17,24 @@ from pathlib import Path
 from typing import Any
 
 from asha_tune.analysis import reference
-from asha_tune.analysis.reports import FINAL_STATUSES, TrialRecord, best_trial, trial_record
+from asha_tune.analysis.verdicts import best_trial
 from asha_tune.display import count, values_text
 from asha_tune.errors import ConfigError
-from asha_tune.tracking import (
+from asha_tune.tracking import Tracker
+from asha_tune.tracking.client import local_store
+from asha_tune.tracking.records import TrialRecord, trial_record
+from asha_tune.tracking.tags import (
     COMPARED_IN_TAG,
     COMPARES_RUNS_TAG,
     COMPARES_TAG,
     COMPARISON_KIND,
+    COMPLETED,
     CONFIRMS_TRIAL_TAG,
     DEVICE_TIME_METRICS,
+    FINAL_STATUSES,
     KIND_TAG,
     STATUS_TAG,
     SWEEP_TAG,
-    Tracker,
-    local_store,
 )
 from asha_tune.trial.selection import SE_SUFFIX, VAL_ACC, binomial_se
 
@@ -117,7 +120,7 @@ def _confirmations(tracker: Tracker, experiment_id: str, parent_run_id: str) -> 
         children = f"tags.mlflow.parentRunId = '{confirmation.info.run_id}'"
         for run in tracker.find_runs(experiment_id, children):
             number = run.data.tags.get(CONFIRMS_TRIAL_TAG)
-            if number is not None and run.data.tags.get(STATUS_TAG) == "completed":
+            if number is not None and run.data.tags.get(STATUS_TAG) == COMPLETED:
                 found.setdefault(int(number), []).append(dict(run.data.metrics))
     return found
 
@@ -241,7 +244,7 @@ def grid_rows(sweep: Sweep) -> list[GridRow]:
         figures = sweep.published.get(trial.configuration or "", {})
         for metric, published in figures.items():
             domain = metric.removeprefix("acc_")
-            if metric not in trial.record.metrics or trial.record.status != "completed":
+            if metric not in trial.record.metrics or trial.record.status != COMPLETED:
                 continue
             ours = trial.record.metrics[metric]
             n = trial.n.get(domain) or reference.DOMAIN_SIZES[domain]
@@ -539,7 +542,7 @@ def log_comparison(tracker: Tracker, sweeps: list[Sweep], out_dir: Path) -> str:
         tags=tags,
     )
     tracker.log_artifacts(run_id, out_dir)
-    tracker.finish(run_id, "completed")
+    tracker.finish(run_id, COMPLETED)
     for s in sweeps:  # the way back, from each sweep to its latest comparison
         tracker.set_tags(s.parent_run_id, {COMPARED_IN_TAG: run_id})
     return run_id

@@ -16,33 +16,37 @@ from typing import Any
 
 from ray.tune import Callback
 
-from asha_tune.analysis.reports import FINAL_STATUSES
 from asha_tune.display import metric_text
-from asha_tune.runner import trial_tags
 from asha_tune.spaces import SearchSpace
 from asha_tune.spaces.space import CONFIGURATION_KEY
-from asha_tune.sweep.trainable import FAILED_KEY, FAILURE_KEY
-from asha_tune.tracking import (
+from asha_tune.sweep.keys import FAILED_KEY, FAILURE_KEY, TRIAL_NUMBER_KEY, VALUES_KEY
+from asha_tune.tracking import Tracker
+from asha_tune.tracking.tags import (
+    COMPLETED,
     DURATION_TAG,
     EPOCHS_RUN_TAG,
+    FAILED,
     FAILURE_TAG,
+    FINAL_STATUSES,
     MODE_TAG,
+    PRUNED,
     RESUMED_FROM_TAG,
     RETRIES_TAG,
+    RUNNING,
     STARTED_AT_TAG,
     STATUS_TAG,
     TRIAL_NUMBER_TAG,
-    Tracker,
     is_epoch_metric,
 )
+from asha_tune.tracking.trials import trial_tags
 from asha_tune.trial import selection
 
 
 def trial_status(result: dict[str, Any], max_epochs: int) -> str:
     """How a trial that ended without a crash ended: diverged, stopped early, or ran through."""
     if result.get(FAILED_KEY):
-        return "failed"
-    return "pruned" if result.get("epoch", 0) < max_epochs else "completed"
+        return FAILED
+    return PRUNED if result.get("epoch", 0) < max_epochs else COMPLETED
 
 
 def run_duration(wall_s: float, result: dict[str, Any]) -> float:
@@ -63,7 +67,7 @@ def error_reason(trial: Any) -> str:
 
 def failure_line(trial: Any, result: dict[str, Any] | None) -> str:
     """One line per failed trial for the terminal; tracebacks stay in files."""
-    number = int(trial.config["trial_number"])
+    number = int(trial.config[TRIAL_NUMBER_KEY])
     if result and result.get(FAILED_KEY):
         return f"trial {number} failed: {result.get(FAILURE_KEY)} (not retried: it would fail again)"
     n = trial.num_failures - 1  # Tune counts the failure that ended it
@@ -110,14 +114,14 @@ class TrackingCallback(Callback):
         return self._tracker
 
     def child_run(self, trial: Any) -> str:
-        number = int(trial.config["trial_number"])
+        number = int(trial.config[TRIAL_NUMBER_KEY])
         if number in self._runs:
             return self._runs[number]
         existing = self.tracker.find_runs(
             self.experiment_id,
             f"tags.mlflow.parentRunId = '{self.parent_run_id}' and tags.`{TRIAL_NUMBER_TAG}` = '{number}'",
         )
-        values = trial.config["values"]
+        values = trial.config[VALUES_KEY]
         config = self.space.trial_config(values)
         params = {**config.resolved_dump(), "search": json.dumps(values)}
         if CONFIGURATION_KEY in values:  # a listed configuration's id, a column in MLflow's UI
@@ -178,7 +182,7 @@ class TrackingCallback(Callback):
             return
         result = trial.last_result or {}
         final = {f"final_{k}": v for k, v in result.items() if is_epoch_metric(k)}
-        if status != "failed" and final:
+        if status != FAILED and final:
             self.tracker.log_metrics(run_id, final, step=int(result.get("epoch", 0)))
         started = float(self.tracker.tags(run_id).get(STARTED_AT_TAG, time.time()))
         tags = {
@@ -193,11 +197,11 @@ class TrackingCallback(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
         status = trial_status(result, self.space.train.epochs)
-        tags = {FAILURE_TAG: result[FAILURE_KEY]} if status == "failed" else {}
+        tags = {FAILURE_TAG: result[FAILURE_KEY]} if status == FAILED else {}
         self._finish(trial, status, tags)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial, "failed", {FAILURE_TAG: error_reason(trial)})
+        self._finish(trial, FAILED, {FAILURE_TAG: error_reason(trial)})
 
 
 class ProgressCallback(Callback):
@@ -232,16 +236,16 @@ class ProgressCallback(Callback):
     def _state(self, trial: Any, ending: Any, failed: bool, starting: Any) -> str:
         """A trial's state; Tune updates a trial's status only after it tells callbacks."""
         if trial is starting:
-            return "running"
+            return RUNNING
         if trial is ending:
-            return "failed" if failed else trial_status(trial.last_result or {}, self.max_epochs)
+            return FAILED if failed else trial_status(trial.last_result or {}, self.max_epochs)
         if trial.status == "TERMINATED":
             return trial_status(trial.last_result or {}, self.max_epochs)
-        return {"ERROR": "failed", "RUNNING": "running"}.get(trial.status, "pending")
+        return {"ERROR": FAILED, "RUNNING": RUNNING}.get(trial.status, "pending")
 
     def _print(self, trials: list, ending: Any = None, failed: bool = False, starting: Any = None) -> None:
         states = [self._state(t, ending, failed, starting) for t in trials]
-        count = {s: states.count(s) for s in ("running", "pruned", "completed", "failed")}
+        count = {s: states.count(s) for s in (RUNNING, PRUNED, COMPLETED, FAILED)}
         best = ""
         if self._best:
             value, number, epoch = self._best
@@ -261,7 +265,7 @@ class ProgressCallback(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         value = result.get(self.metric)
         if isinstance(value, (int, float)) and math.isfinite(value) and self._better(value):
-            self._best = (float(value), int(trial.config["trial_number"]), int(result.get("epoch", 0)))
+            self._best = (float(value), int(trial.config[TRIAL_NUMBER_KEY]), int(result.get("epoch", 0)))
         self._print(trials)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -30,6 +30,7 @@ import numpy as np
 from ray.tune import Callback
 
 from asha_tune.spaces import SchedulerSettings
+from asha_tune.sweep.keys import TRIAL_NUMBER_KEY
 
 CHECKPOINT_FILE = "trial.pt"
 ENDED_MARKER = "ENDED"  # what an emptied checkpoint folder holds
@@ -103,7 +104,7 @@ class CheckpointCleanup(Callback):
         # Tune updates the ending trial's status only after it tells callbacks.
         ended = [t for t in trials if t is trial or t.status == "TERMINATED"]
         full = [t for t in ended if self._full_budget(t)]
-        full.sort(key=lambda t: int(t.config.get("trial_number", 0)))
+        full.sort(key=lambda t: int(t.config.get(TRIAL_NUMBER_KEY, 0)))
         pick = max if self.mode == "max" else min
         best = pick(full, key=lambda t: t.last_result[self.metric]) if full else None
         for other in ended:
@@ -131,7 +132,7 @@ def kept_checkpoint(sweep_dir: Path, trial_number: int) -> Path | None:
     """The checkpoint file a finished sweep kept for trial `trial_number`, if any (local storage)."""
     for params in sweep_dir.glob("*/params.json"):
         try:
-            number = json.loads(params.read_text()).get("trial_number")
+            number = json.loads(params.read_text()).get(TRIAL_NUMBER_KEY)
         except (OSError, ValueError):
             continue
         if number == trial_number:

@@ -22,19 +22,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from asha_tune import defaults
-from asha_tune.analysis.reports import TrialRecord, ranked_trials, reported_metrics, sweep_trials
+from asha_tune.analysis.verdicts import ranked_trials, reported_metrics
 from asha_tune.display import values_text
 from asha_tune.errors import ConfigError
 from asha_tune.spaces import SearchSpace
 from asha_tune.spaces.space import CONFIGURATION_KEY
 from asha_tune.sweep import SweepSettings
-from asha_tune.tracking import (
+from asha_tune.tracking import Tracker
+from asha_tune.tracking.records import TrialRecord, sweep_trials
+from asha_tune.tracking.tags import (
+    COMPLETED,
     CONFIRMATION_KIND,
     CONFIRMS_RUN_TAG,
     CONFIRMS_TAG,
     CONFIRMS_TRIAL_TAG,
     KIND_TAG,
-    Tracker,
 )
 from asha_tune.trial.selection import se_key
 
@@ -70,7 +72,7 @@ def top_trials(
     if sweep.nested_under:
         raise ConfigError(f"{sweep.name} is itself a confirmation: confirm the sweep it belongs to")
     status = tracker.status(sweep.parent_run_id) if sweep.parent_run_id else "never started"
-    if status != "completed":
+    if status != COMPLETED:
         raise ConfigError(
             f"sweep {sweep.name} has not finished (it is {status}): only a finished sweep's "
             f"best can be confirmed; continue it with asha-tune resume {sweep.name}"
@@ -80,7 +82,7 @@ def top_trials(
     full = [
         r
         for r in ranked_trials(records, space.scheduler.metric, space.scheduler.mode)
-        if r.status == "completed"
+        if r.status == COMPLETED
     ]
     if top > len(full):
         raise ConfigError(
@@ -227,7 +229,7 @@ def confirmation_report(
             (
                 c
                 for c in children
-                if c.values.get(CONFIGURATION_KEY) == configuration_id(original) and c.status == "completed"
+                if c.values.get(CONFIGURATION_KEY) == configuration_id(original) and c.status == COMPLETED
             ),
             key=lambda c: c.values.get(SEED, 0),
         )

@@ -15,31 +15,30 @@ from pathlib import Path
 from typing import Any
 
 from asha_tune import defaults
-from asha_tune.analysis.reports import (
-    FINAL_STATUSES,
-    TrialRecord,
-    best_trial,
-    describe_best,
-    summary,
-    sweep_trials,
-)
+from asha_tune.analysis.verdicts import best_trial, describe_best, summary
 from asha_tune.display import count
 from asha_tune.errors import AshaTuneError, ConfigError
 from asha_tune.spaces import describe_selection
 from asha_tune.sweep.preflight import check_address, check_data, check_local_resources, check_weights
 from asha_tune.sweep.settings import SWEEP_FILE, SweepSettings
 from asha_tune.sweep.study import StudyHandle, archive_study, create_study
-from asha_tune.tracking import (
+from asha_tune.tracking import Tracker
+from asha_tune.tracking.client import version_tags
+from asha_tune.tracking.records import TrialRecord, sweep_trials
+from asha_tune.tracking.tags import (
+    COMPLETED,
+    FAILED,
     FAILURE_TAG,
+    FINAL_STATUSES,
+    INTERRUPTED,
     RESTARTED_AS_TAG,
     RESULTS_DIR_TAG,
+    RUNNING,
     SELECTION_TAG,
     SPACE_TAG,
     STUDY_URL_TAG,
     SWEEP_TAG,
     TRIALS_TAG,
-    Tracker,
-    version_tags,
 )
 
 # Set before Ray is imported: no TensorBoard files (CSV and JSON loggers are added explicitly),
@@ -360,23 +359,23 @@ def _close(
     )
     if not finished:
         for record in trials:
-            if record.status == "running":
-                tracker.finish(record.run_id, "interrupted")
+            if record.status == RUNNING:
+                tracker.finish(record.run_id, INTERRUPTED)
         StudyHandle(settings.study_url, settings.name, space).park_running()
     best = best_trial(trials, space.scheduler.metric, space.scheduler.mode)
     tags = {TRIALS_TAG: len(trials), **_summarize(settings, tracker, trials)}
     if failure is not None:
-        tracker.finish(settings.parent_run_id, "interrupted", {**tags, FAILURE_TAG: failure[:2000]})
+        tracker.finish(settings.parent_run_id, INTERRUPTED, {**tags, FAILURE_TAG: failure[:2000]})
     elif not finished:
-        tracker.finish(settings.parent_run_id, "interrupted", tags)
-    elif trials and all(t.status == "failed" for t in trials):
+        tracker.finish(settings.parent_run_id, INTERRUPTED, tags)
+    elif trials and all(t.status == FAILED for t in trials):
         tracker.finish(
             settings.parent_run_id,
-            "failed",
+            FAILED,
             {**tags, FAILURE_TAG: f"all {count(len(trials), 'trial')} failed"},
         )
     else:
-        tracker.finish(settings.parent_run_id, "completed", tags)
+        tracker.finish(settings.parent_run_id, COMPLETED, tags)
     return SweepOutcome(settings, trials, best, finished)
 
 
@@ -505,14 +504,14 @@ def _records(settings: SweepSettings) -> tuple[Tracker, str]:
 def existing_sweep_problem(settings: SweepSettings) -> str:
     """What to do about a name already taken, by how that sweep ended."""
     old = SweepSettings.load(settings.name, settings.results_dir)
-    status = Tracker(old.tracking_uri).status(old.parent_run_id) if old.parent_run_id else "interrupted"
+    status = Tracker(old.tracking_uri).status(old.parent_run_id) if old.parent_run_id else INTERRUPTED
     name, tail = settings.name, command_tail(settings)
-    if status == "completed":
+    if status == COMPLETED:
         return (
             f"sweep {name} already exists and finished: choose another --name "
             f"(look at it: asha-tune ui {name}{tail}), or start it over with --restart"
         )
-    if status == "running":
+    if status == RUNNING:
         return (
             f"sweep {name} already exists and is recorded as running: if its driver is gone, "
             f"asha-tune resume {name}{tail}; or choose another --name"
@@ -529,7 +528,7 @@ def archive(settings: SweepSettings) -> str:
     study, MLflow parent run renamed), so nothing is lost and the name is free again."""
     old = SweepSettings.load(settings.name, settings.results_dir)
     tracker = Tracker(old.tracking_uri)
-    if old.parent_run_id and tracker.status(old.parent_run_id) == "running":
+    if old.parent_run_id and tracker.status(old.parent_run_id) == RUNNING:
         raise ConfigError(existing_sweep_problem(settings))
     k = 1
     while (old.results_dir / f"{old.name}.attempt-{k}").exists():

@@ -10,8 +10,8 @@ from typing import Any
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher
 
+from asha_tune.sweep.keys import FAILED_KEY, TRIAL_NUMBER_KEY, VALUES_KEY
 from asha_tune.sweep.study import StudyHandle, TrialState
-from asha_tune.sweep.trainable import FAILED_KEY
 
 
 class StudySearcher(Searcher):
@@ -32,7 +32,7 @@ class StudySearcher(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         number, values = self.handle.ask(trial_id, known=set(self.numbers.values()))
         self.numbers[trial_id] = number
-        return {"trial_number": number, "values": values}
+        return {TRIAL_NUMBER_KEY: number, VALUES_KEY: values}
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if trial_id in self.numbers and self.metric in result:

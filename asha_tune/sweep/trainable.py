@@ -25,9 +25,8 @@ from asha_tune.sweep.checkpoints import (
     checkpoint_due,
     final_weights,
 )
+from asha_tune.sweep.keys import FAILED_KEY, FAILURE_KEY, VALUES_KEY
 from asha_tune.trial.config import Runtime
-
-FAILED_KEY, FAILURE_KEY = "failed", "failure"  # a result that ends a trial as failed, and why
 
 
 def process_started_at() -> float | None:
@@ -69,7 +68,7 @@ def train_trial(config: dict[str, Any], space: SearchSpace, runtime: Runtime) ->
     from asha_tune.trial.training import load_checkpoint, run_trial
 
     imports = time.perf_counter() - begin
-    trial_config = space.trial_config(config["values"])
+    trial_config = space.trial_config(config[VALUES_KEY])
     epochs = trial_config.train.epochs
     ended, state = restored_state(tune.get_checkpoint(), load_checkpoint, epochs)
     if ended:

@@ -7,22 +7,19 @@ seeds are needed: `asha-tune confirm`), and whether the best is near chance at a
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from asha_tune.display import count, is_accuracy, metric_text, values_text
-from asha_tune.tracking import (
+from asha_tune.tracking.records import TrialRecord, constants_from_params
+from asha_tune.tracking.tags import (
     BEST_RUN_TAG,
     BEST_TRIAL_TAG,
-    EPOCHS_RUN_TAG,
-    KIND_TAG,
+    COMPLETED,
     NEAR_CHANCE_TAG,
+    PRUNED,
     SEPARABLE_TAG,
-    STATUS_TAG,
-    TRIAL_NUMBER_TAG,
-    Tracker,
 )
 from asha_tune.trial.selection import (
     CHANCE_PREFIX,
@@ -34,70 +31,23 @@ from asha_tune.trial.selection import (
     se_key,
 )
 
-FINAL_STATUSES = frozenset({"completed", "pruned", "failed"})  # how a trial can end
 MEANINGFUL_RUN = (
     "a meaningful run needs ImageNet weights (--weights imagenet), 224 px images "
     "(data.image_size: 224) and a GPU (e.g. asha-tune launch --space random_layers)"
 )
 
 
-@dataclass(frozen=True)
-class TrialRecord:
-    number: int
-    run_id: str
-    status: str  # completed | pruned | failed | running | interrupted
-    epochs: int
-    values: dict[str, Any]
-    metrics: dict[str, float]  # the last value of every metric
-    constants: dict[str, float] = field(default_factory=dict)  # n_<set>, chance_<set> (logged as params)
-
-
-def _constants(params: dict[str, Any]) -> dict[str, float]:
-    """n_<set> and chance_<set> as numbers (MLflow keeps params as strings)."""
-    out = {}
-    for key, value in params.items():
-        if key.startswith((SIZE_PREFIX, CHANCE_PREFIX)):
-            try:
-                out[key] = float(value)
-            except (TypeError, ValueError):
-                pass
-    return out
-
-
-def sweep_trials(tracker: Tracker, experiment_id: str, parent_run_id: str) -> list[TrialRecord]:
-    """The sweep's trial runs; runs nested under it that are not trials (a confirmation's parent
-    run, tagged with its kind) are left out."""
-    runs = tracker.find_runs(experiment_id, f"tags.mlflow.parentRunId = '{parent_run_id}'")
-    return sorted(
-        (trial_record(run) for run in runs if KIND_TAG not in run.data.tags), key=lambda r: r.number
-    )
-
-
-def trial_record(run: Any) -> TrialRecord:
-    """A trial's MLflow run as a TrialRecord (an MLflow Run object)."""
-    tags, params = run.data.tags, run.data.params
-    return TrialRecord(
-        number=int(tags.get(TRIAL_NUMBER_TAG, -1)),
-        run_id=run.info.run_id,
-        status=tags.get(STATUS_TAG, "unknown"),
-        epochs=int(tags.get(EPOCHS_RUN_TAG, run.data.metrics.get("epoch", 0))),
-        values=json.loads(params.get("search", "{}")),
-        metrics=dict(run.data.metrics),
-        constants=_constants(params),
-    )
-
-
 def ranked_trials(records: list[TrialRecord], metric: str, mode: str) -> list[TrialRecord]:
     """Trials by their last-epoch value, best first: those that ran every epoch, then those that
     were stopped early (scored on fewer epochs, they only lead when no trial ran the full budget)."""
-    scored = [r for r in records if r.status in ("completed", "pruned") and metric in r.metrics]
+    scored = [r for r in records if r.status in (COMPLETED, PRUNED) and metric in r.metrics]
     sign = -1 if mode == "max" else 1
 
     def ordered(pool: list[TrialRecord]) -> list[TrialRecord]:
         return sorted(pool, key=lambda r: (sign * r.metrics[metric], r.number))
 
-    return ordered([r for r in scored if r.status == "completed"]) + ordered(
-        [r for r in scored if r.status != "completed"]
+    return ordered([r for r in scored if r.status == COMPLETED]) + ordered(
+        [r for r in scored if r.status != COMPLETED]
     )
 
 
@@ -185,7 +135,7 @@ def judge(records: list[TrialRecord], metric: str, mode: str) -> Verdict | None:
     if not ranked:
         return None
     best = ranked[0]
-    pool = [r for r in ranked if (r.status == "completed") == (best.status == "completed")]
+    pool = [r for r in ranked if (r.status == COMPLETED) == (best.status == COMPLETED)]
     runner_up = pool[1] if len(pool) > 1 else None
     separable, gap, threshold = None, math.nan, math.nan
     combined = _combined(best, runner_up, metric) if runner_up is not None else None
@@ -216,7 +166,7 @@ def describe_best(
     best = verdict.best
     rule = (
         "last epoch, among trials that ran every epoch"
-        if best.status == "completed"
+        if best.status == COMPLETED
         else "last epoch; no trial ran every epoch, so among those stopped early"
     )
     lines = [
@@ -284,11 +234,11 @@ def describe_trial(final: dict[str, Any], epochs: int, protocol: str) -> str:
     record = TrialRecord(
         number=0,
         run_id="",
-        status="completed",
+        status=COMPLETED,
         epochs=epochs,
         values={},
         metrics={k: v for k, v in final.items() if isinstance(v, (int, float))},
-        constants=_constants(constants_of(final)),
+        constants=constants_from_params(constants_of(final)),
     )
     lines = [
         f"done: {count(epochs, 'epoch')}, {figure(record, VAL_ACC)} (selection {protocol})",

@@ -1,0 +1,261 @@
+"""The MLflow client: every trial a run, every sweep a parent run with one child per trial.
+
+All writes go through one `MlflowClient` (no global active run), so the sweep driver can keep
+many child runs open at once. The tracking package is the only one that imports mlflow, and this
+module imports it lazily, so that light commands never load it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from asha_tune import defaults
+from asha_tune.errors import AshaTuneError
+from asha_tune.tracking.tags import MLFLOW_STATUS, RUNNING, STATUS_TAG, VERSION_TAG
+
+
+class TrackingUnavailable(AshaTuneError):
+    """The tracking server did not answer, even after MLflow's own retries (about four minutes)."""
+
+
+def _unreachable(err: Exception) -> str | None:
+    """Why a server did not answer (refused, timed out, kept failing), or None for other errors."""
+    import requests
+
+    chain = [err, err.__cause__, err.__context__]
+    if not any(isinstance(e, requests.exceptions.RequestException) for e in chain):
+        return None
+    text = str(err)
+    if "error responses" in text:
+        return "it kept answering with server errors"
+    if "Connection refused" in text or "NewConnectionError" in text:
+        return "connection refused"
+    return "no answer"
+
+
+class _Guarded:
+    """An MlflowClient whose calls fail with one clear line when the server is gone.
+
+    MLflow's client already retries a server that refuses or fails requests, with backoff, for
+    about four minutes (MLFLOW_HTTP_REQUEST_MAX_RETRIES, _BACKOFF_FACTOR): a restarted server
+    loses nothing. Past that, the sweep stops with `TrackingUnavailable` and can be resumed.
+    """
+
+    def __init__(self, client: Any, uri: str):
+        self._client, self._uri = client, uri
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attr(*args, **kwargs)
+            except Exception as err:
+                reason = _unreachable(err)
+                if reason is None:
+                    raise
+                raise TrackingUnavailable(
+                    f"the MLflow tracking server at {self._uri} did not answer "
+                    f"({reason}); what it recorded is kept"
+                ) from None
+
+        return call
+
+
+def local_store(uri: str) -> Path | None:
+    """The sqlite file behind `uri`, or None for a tracking server."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def experiment_url(base: str, experiment_id: str) -> str:
+    """An experiment's runs in MLflow's UI. MLflow 3 opens experiments in its GenAI view (traces)
+    unless the URL asks for the model-training one."""
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def compare_runs_url(base: str, experiment_id: str, run_ids: list[str]) -> str:
+    """MLflow's run comparison page (parallel coordinates, scatter) for these runs."""
+    from urllib.parse import quote
+
+    return (
+        f"{base}/#/compare-runs?runs={quote(json.dumps(run_ids))}"
+        f"&experiments={quote(json.dumps([experiment_id]))}&workflowType=machine_learning"
+    )
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}: MLflow params are flat."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def version_tags() -> dict[str, str]:
+    """Versions that decide a result, read from package metadata (no heavy imports)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from asha_tune import __version__
+
+    tags = {VERSION_TAG: __version__}
+    for package in ("torch", "torchvision", "ray", "optuna", "mlflow"):
+        try:
+            tags[f"{package}.version"] = version(package)
+        except PackageNotFoundError:
+            pass
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+class Tracker:
+    """A handle on one MLflow tracking store."""
+
+    def __init__(self, uri: str | None = None):
+        # Quiet MLflow's alembic banner and its telemetry before it is imported.
+        os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no line per ended run
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # reading space.json
+        import logging
+
+        from mlflow.tracking import MlflowClient
+
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+
+        self.uri = uri or defaults.tracking_uri()
+        db = local_store(self.uri)
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.client = _Guarded(MlflowClient(tracking_uri=self.uri), self.uri)
+        except Exception as err:
+            raise AshaTuneError(f"cannot open MLflow store {self.uri}: {err}") from None
+
+    def experiment(self, name: str) -> str:
+        """The experiment's id, created on first use (artifacts beside a sqlite store)."""
+        from mlflow.exceptions import MlflowException
+
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        db = local_store(self.uri)
+        location = (db.parent / "mlartifacts" / name).as_uri() if db else None
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException:  # a sweep starting at the same moment created it first
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    def start_run(
+        self,
+        experiment_id: str,
+        name: str,
+        params: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+        parent_run_id: str | None = None,
+    ) -> str:
+        tags = dict(tags or {})
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
+        tags.setdefault(STATUS_TAG, RUNNING)
+        run = self.client.create_run(experiment_id, run_name=name, tags=tags)
+        if params:
+            self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        flat = flatten(params)
+        items = [
+            Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v))
+            for k, v in sorted(flat.items())
+        ]
+        for begin in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[begin : begin + 100])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items() if isinstance(v, (int, float))]
+        self.client.log_batch(run_id, metrics=items)
+
+    def find_runs(self, experiment_id: str, filter_string: str) -> list[Any]:
+        return list(self.client.search_runs([experiment_id], filter_string=filter_string, max_results=5000))
+
+    def logged_steps(self, run_id: str, metric: str) -> set[int]:
+        return {m.step for m in self.client.get_metric_history(run_id, metric)}
+
+    def tags(self, run_id: str) -> dict[str, str]:
+        return dict(self.client.get_run(run_id).data.tags)
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_dict(self, run_id: str, obj: Any, artifact_file: str) -> None:
+        self.client.log_dict(run_id, obj, artifact_file)
+
+    def finish(self, run_id: str, status: str, tags: dict[str, Any] | None = None) -> None:
+        """End a run with asha-tune's status (completed, pruned, failed, interrupted)."""
+        self.set_tags(run_id, {STATUS_TAG: status, **(tags or {})})
+        self.client.set_terminated(run_id, status=MLFLOW_STATUS[status])
+
+    def rename(self, run_id: str, name: str) -> None:
+        self.client.update_run(run_id, name=name)
+
+    def status(self, run_id: str) -> str:
+        """asha-tune's status of a run (completed, pruned, failed, running, interrupted)."""
+        return self.tags(run_id).get(STATUS_TAG, "unknown")
+
+    def reopen(self, run_id: str) -> None:
+        """Mark a run running again (a resumed trial or sweep keeps its run)."""
+        self.client.update_run(run_id, status="RUNNING")
+        self.set_tags(run_id, {STATUS_TAG: RUNNING})
+
+    def log_artifacts(self, run_id: str, folder: Path) -> None:
+        self.client.log_artifacts(run_id, str(folder))
+
+    def load_dict(self, run_id: str, artifact_file: str) -> Any:
+        """A JSON artifact of a run (a sweep's space.json), or None if the run has none."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            try:
+                path = self.client.download_artifacts(run_id, artifact_file, folder)
+            except Exception:  # absent: MLflow raises OSError or MlflowException by store
+                return None
+            return json.loads(Path(path).read_text())
+
+    def experiment_ids(self) -> list[str]:
+        return [e.experiment_id for e in self.client.search_experiments()]
