@@ -10,7 +10,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from asha_tune.analysis.compare import compare, read_sweep, run_compare
+from asha_tune.analysis.compare import read_sweep, run_compare
+from asha_tune.analysis.comparison import compare
 from asha_tune.cli import main
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.records import sweep_trials

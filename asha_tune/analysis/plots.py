@@ -4,10 +4,8 @@ and published figures are drawn as the paper's, never as ours."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from asha_tune.analysis.compare import GridRow, Group
+from asha_tune.analysis.comparison import GridRow, Group
 
 
 def _pyplot():

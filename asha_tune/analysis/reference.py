@@ -24,3 +24,14 @@ def paper_grid_path() -> Path:
     from asha_tune.spaces import PACKAGE_SPACES
 
     return PACKAGE_SPACES / "paper_grid.yaml"
+
+
+def paper_best(domain: str) -> tuple[str, float] | None:
+    """The paper's best published figure on a target, and its configuration (from paper_grid)."""
+    from asha_tune.spaces import load_space
+
+    space = load_space(paper_grid_path())
+    figures = [
+        (c.id, c.published[f"acc_{domain}"]) for c in space.configurations if f"acc_{domain}" in c.published
+    ]
+    return max(figures, key=lambda f: f[1]) if figures else None

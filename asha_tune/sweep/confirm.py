@@ -16,18 +16,23 @@ parent run nests under the sweep's parent run; the names of its tags are in trac
 
 from __future__ import annotations
 
-import math
-import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from asha_tune import defaults
-from asha_tune.analysis.verdicts import ranked_trials, reported_metrics
-from asha_tune.display import values_text
+from asha_tune.analysis.confirmation import (
+    REPORT_FILE,
+    SEED,
+    ConfirmationRuns,
+    configuration_id,
+    confirmation_report,
+    describe_confirmation,
+    trial_values,
+)
+from asha_tune.analysis.verdicts import ranked_trials
+from asha_tune.display import count
 from asha_tune.errors import ConfigError
 from asha_tune.spaces import SearchSpace
-from asha_tune.spaces.space import CONFIGURATION_KEY
-from asha_tune.sweep import SweepSettings
+from asha_tune.sweep.settings import SWEEP_FILE, SweepSettings
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.records import TrialRecord, sweep_trials
 from asha_tune.tracking.tags import (
@@ -38,10 +43,6 @@ from asha_tune.tracking.tags import (
     CONFIRMS_TRIAL_TAG,
     KIND_TAG,
 )
-from asha_tune.trial.selection import se_key
-
-REPORT_FILE = "confirmation.json"  # the report, an artifact of the confirmation's parent run
-SEED = "train.seed"
 
 
 @dataclass
@@ -52,10 +53,6 @@ class ConfirmOutcome:
 
 def confirmation_name(sweep: str, top: int, seeds: int) -> str:
     return f"{sweep}.confirm-top{top}-seeds{seeds}"
-
-
-def configuration_id(record: TrialRecord) -> str:
-    return f"trial-{record.number}"
 
 
 # --- what to run --------------------------------------------------------------------------------
@@ -100,15 +97,6 @@ def new_seeds(space: SearchSpace, records: list[TrialRecord], seeds: int) -> lis
     return list(range(start, start + seeds))
 
 
-def trial_values(space: SearchSpace, record: TrialRecord) -> dict[str, Any]:
-    """A trial's settings by path (a listed configuration's resolved), without its seed."""
-    values = dict(record.values)
-    if CONFIGURATION_KEY in values:
-        values = {**space.configuration(values.pop(CONFIGURATION_KEY)).values, **values}
-    values.pop(SEED, None)
-    return values
-
-
 def confirmation_space(space: SearchSpace, top: list[TrialRecord], seeds: list[int]) -> SearchSpace:
     """The sweep's space with its search replaced: the confirmed configurations x the new seeds."""
     tree = space.model_dump(mode="json")
@@ -149,13 +137,13 @@ def confirm(sweep: SweepSettings, top: int, seeds: int) -> ConfirmOutcome:
     `sweep` carries the runtime to use (data root, device, cluster address, CPUs): a
     confirmation started earlier takes them too, as `resume` does.
     """
-    from asha_tune.sweep.run import launch, resume, say
+    from asha_tune.sweep.run import command_tail, launch, resume, say
 
     tracker = Tracker(sweep.tracking_uri)
     best, records = top_trials(sweep, tracker, top, seeds)
     name = confirmation_name(sweep.name, top, seeds)
     space = sweep.space
-    if (sweep.results_dir / name / "sweep.json").is_file():
+    if (sweep.results_dir / name / SWEEP_FILE).is_file():
         settings = SweepSettings.load(name, sweep.results_dir)
         if settings.nested_under != sweep.parent_run_id:
             raise ConfigError(
@@ -176,147 +164,19 @@ def confirm(sweep: SweepSettings, top: int, seeds: int) -> ConfirmOutcome:
         say(
             f"confirming sweep {sweep.name}: its top {len(best)} by {space.scheduler.metric} (selection "
             f"{space.selection.protocol}; trials {', '.join(str(r.number) for r in best)}), each with "
-            f"{seeds} new seed{'s' if seeds > 1 else ''} ({', '.join(map(str, seed_list))}), to full budget"
+            f"{count(seeds, 'new seed')} ({', '.join(map(str, seed_list))}), to full budget"
         )
         outcome = launch(settings)
     if not outcome.finished:
-        tail = "" if sweep.results_dir == defaults.results_dir() else f" --results-dir {sweep.results_dir}"
         say(
             f"the confirmation did not finish; continue it with: asha-tune confirm {sweep.name} "
-            f"--top {top} --seeds {seeds}{tail}"
+            f"--top {top} --seeds {seeds}{command_tail(sweep)}"
         )
         return ConfirmOutcome(outcome, None)
     children = sweep_trials(tracker, tracker.experiment(space.name), settings.parent_run_id)
-    report = confirmation_report(sweep, settings, best, children)
+    runs = ConfirmationRuns(sweep.name, str(sweep.parent_run_id), settings.name, str(settings.parent_run_id))
+    seed_list = settings.space.parameters[SEED].choices()
+    report = confirmation_report(space, runs, seed_list, best, children)
     tracker.log_dict(settings.parent_run_id, report, REPORT_FILE)
     say(describe_confirmation(report))
     return ConfirmOutcome(outcome, report)
-
-
-# --- the report ---------------------------------------------------------------------------------
-
-
-def t_quantile(df: int) -> float:
-    """The 0.975 quantile of Student's t with `df` degrees of freedom (two-sided 95 %)."""
-    from scipy.stats import t
-
-    return float(t.ppf(0.975, df))
-
-
-def interval(values: list[float]) -> dict[str, Any]:
-    """n, mean, sample standard deviation and the t-based 95 % interval of the mean (None for
-    the last three with a single value: one run says nothing about its spread)."""
-    n = len(values)
-    if n == 0:
-        return {"n": 0, "mean": None, "sd": None, "ci95": None, "values": []}
-    mean = statistics.fmean(values)
-    if n == 1:
-        return {"n": 1, "mean": mean, "sd": None, "ci95": None, "values": values}
-    sd = statistics.stdev(values)
-    half = t_quantile(n - 1) * sd / math.sqrt(n)
-    return {"n": n, "mean": mean, "sd": sd, "ci95": [mean - half, mean + half], "values": values}
-
-
-def confirmation_report(
-    sweep: SweepSettings, confirmation: SweepSettings, top: list[TrialRecord], children: list[TrialRecord]
-) -> dict[str, Any]:
-    """Per confirmed trial, each figure over its new seeds beside the sweep's single run, and
-    whether the order by confirmed mean of the selection metric is the sweep's order."""
-    metric, mode = sweep.space.scheduler.metric, sweep.space.scheduler.mode
-    rows = []
-    for rank, original in enumerate(top, 1):
-        runs = sorted(
-            (
-                c
-                for c in children
-                if c.values.get(CONFIGURATION_KEY) == configuration_id(original) and c.status == COMPLETED
-            ),
-            key=lambda c: c.values.get(SEED, 0),
-        )
-        names = [metric, *(m for m in reported_metrics(original) if m != metric)]
-        rows.append(
-            {
-                "trial": original.number,
-                "run_id": original.run_id,
-                "sweep_rank": rank,
-                "values": trial_values(sweep.space, original),
-                "seeds": [c.values.get(SEED) for c in runs],
-                "runs": [c.run_id for c in runs],
-                "metrics": {
-                    name: {
-                        "sweep": original.metrics.get(name),
-                        "sweep_se": original.metrics.get(se_key(name)),
-                        **interval([c.metrics[name] for c in runs if name in c.metrics]),
-                    }
-                    for name in names
-                },
-            }
-        )
-    sign = -1 if mode == "max" else 1
-    confirmed = sorted(
-        rows,
-        key=lambda r: (
-            r["metrics"][metric]["mean"] is None,
-            sign * (r["metrics"][metric]["mean"] or 0),
-            r["sweep_rank"],
-        ),
-    )
-    for position, row in enumerate(confirmed, 1):
-        row["confirmed_rank"] = position
-    swaps = [
-        [a["trial"], b["trial"]]
-        for a in rows
-        for b in rows
-        if a["sweep_rank"] < b["sweep_rank"] and a["confirmed_rank"] > b["confirmed_rank"]
-    ]
-    return {
-        "sweep": sweep.name,
-        "sweep_run_id": sweep.parent_run_id,
-        "confirmation": confirmation.name,
-        "confirmation_run_id": confirmation.parent_run_id,
-        "metric": metric,
-        "mode": mode,
-        "selection": sweep.space.selection.protocol,
-        "seeds": confirmation.space.parameters[SEED].choices(),
-        "interval": "95 % interval of the mean: mean ± t(0.975, n-1) · sd / sqrt(n)",
-        "configurations": rows,
-        "ranking_holds": not swaps,
-        "swaps": swaps,  # [a, b]: a ranked above b in the sweep, b above a by confirmed mean
-    }
-
-
-def _cell(stats: dict[str, Any]) -> str:
-    if stats["mean"] is None:
-        return "no finished run"
-    if stats["sd"] is None:
-        return f"{stats['mean']:.2f} (1 run)"
-    low, high = stats["ci95"]
-    return f"{stats['mean']:.2f} ± {stats['sd']:.2f} [{low:.2f}, {high:.2f}]"
-
-
-def describe_confirmation(report: dict[str, Any]) -> str:
-    """The printed report: one block per configuration, then whether the ranking holds."""
-    lines = [
-        f"confirmation {report['confirmation']} of sweep {report['sweep']} (selection "
-        f"{report['selection']}, seeds {', '.join(map(str, report['seeds']))}): mean ± sd "
-        f"[95 % interval, t] over the new seeds, beside the sweep's single run ± its standard error"
-    ]
-    for row in report["configurations"]:
-        lines.append(
-            f"#{row['sweep_rank']} trial {row['trial']} (confirmed #{row['confirmed_rank']}, "
-            f"{len(row['runs'])} runs): {values_text(row['values'])}"
-        )
-        for name, stats in row["metrics"].items():
-            single = stats["sweep"]
-            se = f" ± {stats['sweep_se']:.2f}" if stats["sweep_se"] is not None else ""
-            sweep_text = f"{single:.2f}{se}" if single is not None else "-"
-            lines.append(f"  {name:16s} sweep {sweep_text:>14s}   confirmed {_cell(stats)}")
-    if report["ranking_holds"]:
-        lines.append(
-            f"ranking holds: by confirmed mean {report['metric']}, the top "
-            f"{len(report['configurations'])} keep the sweep's order"
-        )
-    else:
-        swapped = "; ".join(f"trial {b} now above trial {a}" for a, b in report["swaps"])
-        lines.append(f"ranking does not hold: by confirmed mean {report['metric']}, {swapped}")
-    return "\n".join(lines)

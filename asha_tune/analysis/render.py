@@ -1,0 +1,147 @@
+"""The comparison as text and CSV: every figure says its protocol; oracle ones say they were
+selected on the data they report; published figures are the paper's."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from asha_tune.analysis import reference
+from asha_tune.analysis.comparison import Comparison, GridRow, Group
+from asha_tune.display import count
+
+ORACLE_NOTE = "oracle: selected on the data it reports (optimistic)"
+
+
+def _pct(value: float | None, se: float | None = None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" + (f" ± {se:.2f}" if se is not None else "")
+
+
+def _reached(what: str, level: float | None, epochs: Any, seconds: Any) -> str:
+    if level is None:
+        return f"no {what} to reach"
+    if epochs is None:
+        return f"{what} ({level:.2f}) not reached"
+    return f"{what} ({level:.2f}) reached at {count(epochs, 'epoch')}, {seconds:.0f} device-s"
+
+
+def report_text(comparison: Comparison) -> str:
+    lines = ["sweeps and the selection protocol each used (recorded on its parent run):"]
+    for s in comparison.sweeps:
+        kind = "replayed grid" if s.is_grid else f"{s.algorithm} search"
+        note = f" ({ORACLE_NOTE})" if s.protocol == "oracle" else ""
+        ended = count(len(s.trials), "trial")
+        lines.append(f"  {s.name}: {kind}, selection {s.protocol}{note}, {ended} ended")
+    for g in comparison.groups:
+        lines += ["", *_group_text(g)]
+    if comparison.grid:
+        lines += ["", *_grid_text(comparison.grid)]
+    return "\n".join(lines)
+
+
+def _group_text(g: Group) -> list[str]:
+    held_out = f"{g.protocol}: selected on held-out images, not the reported ones"
+    lines = [f"== target {g.target} · selection {ORACLE_NOTE if g.protocol == 'oracle' else held_out} =="]
+    pub = g.published_best
+    lines.append(
+        "published best: " + (f"{pub[1]:.2f} % ({pub[0]}; paper, selected by oracle)" if pub else "none")
+    )
+    lines.append(
+        "grid's best under this protocol: "
+        + (_pct(g.grid_best) if g.grid_best is not None else "no replayed grid with this protocol")
+    )
+    lines.append(
+        "best so far against budget spent, trials in order of completion (budget: the whole "
+        "sweep's epochs and device-seconds of time_train + time_eval):"
+    )
+    lines.append(
+        f"  {'sweep':20s} {'ended':>5s} {'epochs':>7s} {'device-s':>9s} {'best trial':>10s} "
+        f"{'selection':>16s} {'acc_' + g.target + ' ± se':>18s}"
+    )
+    for name, points in g.curves.items():
+        for p in points:
+            best = "-" if p.best_trial is None else p.best_trial
+            lines.append(
+                f"  {name:20s} {p.completed:5d} {p.budget_epochs:7d} {p.budget_device_s:9.1f} "
+                f"{best:>10} {_pct(p.best_selection):>16s} {_pct(p.best_acc, p.best_acc_se):>18s}"
+            )
+    lines.append("best configuration of each sweep (selected by its protocol) beside the paper's best:")
+    lines += [_best_line(g, r) for r in g.best_rows]
+    if pub:
+        lines.append(f"  paper (published, oracle): {pub[0]}: acc_{g.target} {pub[1]:.2f}")
+    return lines
+
+
+def _best_line(g: Group, r: dict[str, Any]) -> str:
+    confirmed = (
+        f"confirmed {r['confirmed_mean']:.2f} ± {r['confirmed_sd']:.2f} (mean ± sd, "
+        f"{count(r['confirmed_n'], 'run')})"
+        if r["confirmed_n"]
+        else "not confirmed"
+    )
+    grid = _reached("grid best", g.grid_best, r["matched_grid_best_epochs"], r["matched_grid_best_device_s"])
+    published = _reached(
+        "published best",
+        g.published_best[1] if g.published_best else None,
+        r["matched_published_best_epochs"],
+        r["matched_published_best_device_s"],
+    )
+    selection = f"{r['selection_metric']} {_pct(r['selection'], r['selection_se'])}"
+    return (
+        f"  {r['sweep']}: trial {r['best_trial']} {r['configuration']}: acc_{g.target} "
+        f"{_pct(r['acc'], r['acc_se'])} ({selection}); {confirmed}; {grid}; {published}"
+    )
+
+
+def _grid_text(rows: list[GridRow]) -> list[str]:
+    lines = [
+        "replayed grid, ours against published (paper), per configuration; ours selected nothing "
+        "(every configuration ran), both are single runs:",
+        f"  {'configuration':26s} {'target':8s} {'ours ± se':>14s} {'published':>9s} {'diff':>7s} "
+        f"{'2·se':>6s} {'seed spread':>11s}  within noise",
+    ]
+    for r in rows:
+        spread = "-" if r.seed_spread is None else f"{r.seed_spread:.1f}"
+        lines.append(
+            f"  {r.configuration:26s} {r.target:8s} {_pct(r.ours, r.ours_se):>14s} "
+            f"{r.published:9.2f} {r.difference:+7.2f} {2 * r.se_difference:6.2f} {spread:>11s}  "
+            f"{'yes' if r.within_noise else 'no'}"
+        )
+    lines.append(
+        "  noise: within 2 binomial standard errors of the difference, or within the seed spread "
+        f"({reference.SEED_SPREAD_SOURCE})"
+    )
+    return lines
+
+
+def csv_rows(comparison: Comparison) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for g in comparison.groups:
+        for points in g.curves.values():
+            rows += [{"section": "best_so_far", **asdict(p)} for p in points]
+        rows += [{"section": "best", **r} for r in g.best_rows]
+        if g.published_best:
+            rows.append(
+                {
+                    "section": "best",
+                    "sweep": "paper (published)",
+                    "protocol": reference.PUBLISHED_SELECTION,
+                    "target": g.target,
+                    "configuration": g.published_best[0],
+                    "acc": g.published_best[1],
+                }
+            )
+    rows += [{"section": "grid_vs_published", "protocol": "oracle", **asdict(r)} for r in comparison.grid]
+    return rows
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(rows)
