@@ -22,8 +22,12 @@ test: $(VENV)/.installed
 	ASHA_TUNE_DATA_ROOT=$${ASHA_TUNE_DATA_ROOT:-$(TEST_DATA_ROOT)} RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 \
 		$(PY) -m pytest $(PYTEST_ARGS)
 
+# The fast tier: no Ray, no real PACS, about two minutes; run it on every change.
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
+
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check asha_tune tests benchmarks
 	$(VENV)/bin/ruff format --check asha_tune tests benchmarks
 
-.PHONY: install quickstart test lint
+.PHONY: install quickstart test test-fast lint

@@ -279,7 +279,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         num_gpus=args.num_gpus,
         resource_wait_s=args.resource_wait or 0,
     )
-    from asha_tune.sweep.run import launch
+    from asha_tune.sweep.lifecycle import launch
 
     return sweep_exit(launch(settings, restart=args.restart))
 
@@ -299,7 +299,7 @@ def add_resume_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from asha_tune.sweep.run import resume
+    from asha_tune.sweep.lifecycle import resume
 
     return sweep_exit(resume(saved_settings(args)))
 

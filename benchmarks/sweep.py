@@ -145,9 +145,21 @@ def run_child(spec: dict) -> dict:
     sys.path.insert(0, str(code))
     from asha_tune.spaces import load_space
     from asha_tune.sweep import SweepSettings
-    from asha_tune.sweep import run as sweep_run
-    from asha_tune.trial.config import Runtime, TrialConfig
-    from asha_tune.trial.data import load_domain
+
+    try:  # the layer layout; a baseline commit may predate it
+        from asha_tune.sweep import lifecycle as sweep_run
+        from asha_tune.sweep import session as ray_start
+        from asha_tune.trial.config import Runtime, TrialConfig
+        from asha_tune.trial.data import load_domain
+
+        start_name = "_start"
+    except ImportError:
+        from asha_tune.config import Runtime, TrialConfig  # type: ignore[no-redef]
+        from asha_tune.data import load_domain  # type: ignore[no-redef]
+
+        from asha_tune.sweep import run as sweep_run  # type: ignore[no-redef]
+
+        ray_start, start_name = sweep_run, "start_ray"
 
     space_path = work / "space.yaml"
     space_path.write_text(yaml.safe_dump(spec["tree"]))
@@ -167,7 +179,7 @@ def run_child(spec: dict) -> dict:
     )
     driver: dict[str, float] = {}
     time_calls(driver)
-    stamp(sweep_run, "start_ray", driver, "ray_start")  # before it: the MLflow and Optuna stores
+    stamp(ray_start, start_name, driver, "ray_start")  # before it: the MLflow and Optuna stores
     import ray
     from ray import tune
 

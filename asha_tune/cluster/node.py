@@ -20,8 +20,11 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-LOOPBACK = "127.0.0.1"
+from asha_tune.files import write_atomic
+from asha_tune.sweep import ray_compat
+
 # Read by Ray at import: keep every address on loopback (see the module docstring).
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -43,58 +46,37 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def start(args: argparse.Namespace):
-    import ray._private.node
-    import ray._private.parameter
-
-    head = args.gcs_port is not None
-    sockets = {kind: Path(args.temp_dir) / f"{args.name}.{kind}" for kind in ("plasma", "raylet")}
-    for path in sockets.values():  # left by this node's previous run: a restart would not bind
-        path.unlink(missing_ok=True)
-    params = ray._private.parameter.RayParams(
-        node_ip_address=LOOPBACK,
+def start(args: argparse.Namespace) -> Any:
+    return ray_compat.start_loopback_node(
+        head=args.gcs_port is not None,
+        gcs_port=args.gcs_port,
+        gcs_address=args.address,
+        dashboard_port=args.dashboard_port,
+        agent_port=args.agent_port,
         num_cpus=args.num_cpus,
         num_gpus=args.num_gpus,
-        object_store_memory=args.object_store_mb * 1024 * 1024,
+        object_store_bytes=args.object_store_mb * 1024 * 1024,
         temp_dir=args.temp_dir,
-        dashboard_agent_listen_port=args.agent_port,
-        include_dashboard=head,
-        dashboard_host=LOOPBACK,
-        dashboard_port=args.dashboard_port,
-        node_name=args.name,
-        # Nodes of one machine share the session folder: name their sockets, or two nodes
-        # starting at once race for the same default name.
-        plasma_store_socket_name=str(sockets["plasma"]),
-        raylet_socket_name=str(sockets["raylet"]),
-        min_worker_port=0,  # worker ports from the OS, never a fixed range shared with other Rays
-        max_worker_port=0,
+        name=args.name,
     )
-    if head:
-        params.gcs_server_port = args.gcs_port
-    else:
-        params.gcs_address = args.address
-        params.include_log_monitor = False  # one per machine, the head's
-    return ray._private.node.Node(params, head=head, shutdown_at_exit=True, spawn_reaper=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     node = start(args)
-    ready = {"node_id": node.node_id, "pid": os.getpid(), "session_dir": node.get_session_dir_path()}
-    tmp = args.ready_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(ready))
-    tmp.replace(args.ready_file)
-    print(f"Ray node {node.node_id} up (pid {os.getpid()})", flush=True)
+    ready = {**ray_compat.node_info(node), "pid": os.getpid()}
+    write_atomic(args.ready_file, json.dumps(ready))
+    print(f"Ray node {ready['node_id']} up (pid {os.getpid()})", flush=True)
     while True:  # as `ray start --block`: a process that died unexpectedly ends the node
         time.sleep(1)
         dead = [
-            (kind, proc.returncode)
-            for kind, proc in node.dead_processes()
-            if proc.returncode not in (0, 15, -15, 128 + 15)
+            (kind, code)
+            for kind, code in ray_compat.dead_node_processes(node)
+            if code not in (0, 15, -15, 128 + 15)
         ]
         if dead:
             print(f"Ray processes died: {dead}; stopping this node", file=sys.stderr, flush=True)
-            node.kill_all_processes(check_alive=False, allow_graceful=False)
+            ray_compat.kill_node(node)
             os._exit(1)
 
 

@@ -137,52 +137,6 @@ def stop(proc: Proc, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
     return len(members)
 
 
-def _socket_inodes(pid: int) -> set[int]:
-    inodes = set()
-    try:
-        for fd in (PROC / str(pid) / "fd").iterdir():
-            try:
-                target = os.readlink(fd)
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(int(target[8:-1]))
-    except OSError:
-        pass
-    return inodes
-
-
-def _address(hex_address: str) -> tuple[str, int]:
-    host, port = hex_address.split(":")
-    raw = bytes.fromhex(host)
-    if len(raw) == 4:
-        ip = socket.inet_ntop(socket.AF_INET, raw[::-1])
-    else:  # four little-endian 32-bit words
-        ip = socket.inet_ntop(socket.AF_INET6, b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)))
-    return ip, int(port, 16)
-
-
-def listening(pids: list[int]) -> list[tuple[str, int, int]]:
-    """(address, port, pid) of every TCP socket these processes listen on."""
-    owner = {inode: pid for pid in pids for inode in _socket_inodes(pid)}
-    found = []
-    for table in ("tcp", "tcp6"):
-        try:
-            lines = (PROC / "net" / table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            parts = line.split()
-            if parts[3] == "0A" and int(parts[9]) in owner:  # state 0A: LISTEN
-                ip, port = _address(parts[1])
-                found.append((ip, port, owner[int(parts[9])]))
-    return found
-
-
-def is_loopback(ip: str) -> bool:
-    return ip == "::1" or ip.startswith("127.") or ip.startswith("::ffff:127.")
-
-
 def free_port() -> int:
     """A loopback port nobody listens on now."""
     with socket.socket() as s:

@@ -9,7 +9,7 @@ sweep's ranking holds.
 A confirmation is itself a sweep, of a list space: one configuration per confirmed trial (its
 values without its seed) crossed with the new seeds as a grid parameter, run with FIFO to full
 budget on the sweep's cluster and resources. Retries, checkpoints and resuming after a kill are
-therefore the sweep's own (sweep/run.py). It is named SWEEP.confirm-topK-seedsS: the same command
+therefore the sweep's own (sweep/lifecycle.py). It is named SWEEP.confirm-topK-seedsS: the same command
 again continues it after an interruption, or prints the report of a finished one. Its MLflow
 parent run nests under the sweep's parent run; the names of its tags are in tracking.py.
 """
@@ -137,7 +137,7 @@ def confirm(sweep: SweepSettings, top: int, seeds: int) -> ConfirmOutcome:
     `sweep` carries the runtime to use (data root, device, cluster address, CPUs): a
     confirmation started earlier takes them too, as `resume` does.
     """
-    from asha_tune.sweep.run import command_tail, launch, resume, say
+    from asha_tune.sweep.lifecycle import command_tail, launch, resume, say
 
     tracker = Tracker(sweep.tracking_uri)
     best, records = top_trials(sweep, tracker, top, seeds)

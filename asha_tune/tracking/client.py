@@ -82,16 +82,6 @@ def experiment_url(base: str, experiment_id: str) -> str:
     return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
-def compare_runs_url(base: str, experiment_id: str, run_ids: list[str]) -> str:
-    """MLflow's run comparison page (parallel coordinates, scatter) for these runs."""
-    from urllib.parse import quote
-
-    return (
-        f"{base}/#/compare-runs?runs={quote(json.dumps(run_ids))}"
-        f"&experiments={quote(json.dumps([experiment_id]))}&workflowType=machine_learning"
-    )
-
-
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"a": {"b": 1}} -> {"a.b": 1}: MLflow params are flat."""
     flat: dict[str, Any] = {}

@@ -6,8 +6,7 @@ import torch
 from asha_tune.errors import AshaTuneError, ConfigError, DivergedError, WeightsError
 from asha_tune.trial.model import build_model
 from asha_tune.trial.training import load_checkpoint, run_trial, save_checkpoint
-
-from .conftest import tiny_config
+from tests.helpers.data import tiny_config
 
 
 class Killed(Exception):

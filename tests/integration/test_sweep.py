@@ -13,80 +13,18 @@ import time
 import urllib.request
 from pathlib import Path
 
-import optuna
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from asha_tune.analysis.verdicts import best_trial
-from asha_tune.spaces import load_space
+from asha_tune.cluster.processes import free_port
 from asha_tune.sweep import SweepSettings
-from asha_tune.sweep.run import launch
+from asha_tune.sweep.lifecycle import launch
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.records import sweep_trials
-from asha_tune.trial.config import Runtime
-
-from .conftest import free_port, kill_tagged, tagged_processes, wait_for
-
-SMALL = {
-    "data": {"source": "art_painting", "targets": ["cartoon"], "image_size": 32, "limit_per_domain": 35},
-    "train": {"epochs": 4, "batch_size": 16, "weights": "none", "seed": 0},
-}
-
-
-# Synthetic PACS (the tiny_runtime fixture): for tests about orchestration, not learning.
-TINY = {
-    "data": {"targets": ["cartoon"], "image_size": 32},
-    "train": {"epochs": 2, "batch_size": 8, "weights": "none"},
-    "scheduler": {"kind": "fifo"},
-    "resources": {"cpu": 1},
-}
-
-
-def space_file(tmp_path: Path, name: str, base: dict = SMALL, **sections) -> Path:
-    tree = {"name": name, **yaml.safe_load(yaml.safe_dump(base)), **sections}
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(tree))
-    return path
-
-
-def settings_for(tmp_path: Path, space_path: Path, name: str, runtime: Runtime, **extra) -> SweepSettings:
-    return SweepSettings(
-        name=name,
-        space=load_space(space_path),
-        results_dir=tmp_path / "results",
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        study_url=f"sqlite:///{tmp_path / 'optuna.db'}",
-        runtime=runtime,
-        num_cpus=2,
-        **extra,
-    )
-
-
-def mlflow_children(tmp_path: Path, experiment: str, parent: str) -> list:
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    exp = client.get_experiment_by_name(experiment)
-    return client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
-
-
-def stop_group(process: subprocess.Popen) -> None:
-    """SIGTERM a server's process group; on a loaded machine its workers may need a while."""
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-
-
-def study_trials(tmp_path: Path, name: str) -> list:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials
-
-
-@pytest.fixture
-def pacs_runtime(pacs_root, shared_cache) -> Runtime:
-    return Runtime(data_root=pacs_root, cache_dir=shared_cache, device="cpu")
+from tests.helpers.processes import kill_tagged, stop_group, tagged_processes, wait_for
+from tests.helpers.sweeps import TINY, mlflow_children, quiet_env, settings_for, space_file, study_trials
 
 
 def test_sweep_end_to_end_with_asha_pruning(tmp_path, pacs_runtime, capsys):
@@ -592,12 +530,6 @@ def test_a_trial_that_raised_is_one_line_with_its_traceback_file(tmp_path):
         failure_line(SimpleNamespace(config={"trial_number": 4}, num_failures=0, error_file=None), result)
         == "trial 4 failed: WeightsError: weights file /x does not exist (not retried: it would fail again)"
     )
-
-
-def quiet_env(**extra: str) -> dict:
-    """The environment of a CLI run, without the auth mode earlier in-process launches set."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
-    return {**env, "PYTHONUNBUFFERED": "1", **extra}
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

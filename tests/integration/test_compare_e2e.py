@@ -15,12 +15,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from asha_tune.cli import main
-from asha_tune.tracking.client import compare_runs_url
+from asha_tune.cluster.processes import free_port
 from asha_tune.tracking.tags import COMPARES_RUNS_TAG, KIND_TAG, SWEEP_TAG
-
-from .browser import Browser, needs_chromium
-from .conftest import free_port
-from .test_sweep import quiet_env, wait_for
+from tests.helpers.browser import Browser, needs_chromium
+from tests.helpers.mlflow import compare_runs_url
+from tests.helpers.processes import wait_for
+from tests.helpers.sweeps import quiet_env
 
 pytestmark = pytest.mark.slow
 

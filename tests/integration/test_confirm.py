@@ -17,13 +17,12 @@ from asha_tune.analysis.verdicts import best_trial, ranked_trials
 from asha_tune.cli import main
 from asha_tune.spaces import load_space
 from asha_tune.sweep import SweepSettings
-from asha_tune.sweep.run import launch
+from asha_tune.sweep.lifecycle import launch
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.records import sweep_trials
 from asha_tune.trial.config import Runtime
-
-from .conftest import kill_tagged
-from .test_sweep import quiet_env, space_file, wait_for
+from tests.helpers.processes import kill_tagged, wait_for
+from tests.helpers.sweeps import quiet_env, space_file
 
 TINY_PACS = {
     "data": {"source": "art_painting", "targets": ["cartoon"], "image_size": 32, "limit_per_domain": 35},

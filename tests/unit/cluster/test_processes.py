@@ -8,6 +8,7 @@ import sys
 import time
 
 from asha_tune.cluster import processes
+from tests.helpers.processes import is_loopback, listening
 
 LISTENER = (
     "import socket, time; s = socket.socket({family}); s.bind(({host!r}, 0)); s.listen(); "
@@ -25,12 +26,12 @@ def test_listening_reports_each_socket_with_its_address_and_process():
         )
         children[host] = (child, int(child.stdout.readline()))
     try:
-        found = processes.listening([c.pid for c, _ in children.values()])
+        found = listening([c.pid for c, _ in children.values()])
         for host, (child, port) in children.items():
             assert (host, port, child.pid) in found
-            assert processes.is_loopback(host)
-        assert not processes.is_loopback("0.0.0.0") and not processes.is_loopback("192.0.2.2")
-        assert processes.listening([]) == []
+            assert is_loopback(host)
+        assert not is_loopback("0.0.0.0") and not is_loopback("192.0.2.2")
+        assert listening([]) == []
     finally:
         for child, _ in children.values():
             child.kill()

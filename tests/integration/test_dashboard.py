@@ -10,8 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .browser import Browser, needs_chromium
-from .test_sweep import quiet_env, space_file, wait_for
+from tests.helpers.browser import Browser, needs_chromium
+from tests.helpers.processes import wait_for
+from tests.helpers.sweeps import quiet_env, space_file
 
 
 def two_alive_trials(page: str) -> str | None:

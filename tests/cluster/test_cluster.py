@@ -30,10 +30,21 @@ from optuna.trial import TrialState
 
 from asha_tune import cluster as local
 from asha_tune.cluster import processes
+from asha_tune.cluster.mlflow_server import mlflow_request
+from asha_tune.cluster.ray_nodes import ray_nodes
+from asha_tune.cluster.state import STATE_FILE
 from asha_tune.sweep.checkpoints import checkpoint_due
+from asha_tune.sweep.session import ray_token, ray_token_file
+from asha_tune.tracking.credentials import mlflow_credentials
 from asha_tune.tracking.tags import RESUMED_FROM_TAG, RETRIES_TAG
-
-from .conftest import PROCESS_TAG_ENV, kill_tagged, wait_for
+from tests.helpers.processes import (
+    PROCESS_TAG_ENV,
+    is_loopback,
+    kill_tagged,
+    listening,
+    started_pids,
+    wait_for,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -174,14 +185,14 @@ def harness(pacs_root, shared_cache):
     try:
         out = h.up().stdout
         print(f"cluster up in {time.time() - started:.0f} s", flush=True)
-        user, password = local.mlflow_credentials()
+        user, password = mlflow_credentials()
         patch.setenv("MLFLOW_TRACKING_USERNAME", user)
         patch.setenv("MLFLOW_TRACKING_PASSWORD", password)
         h.up_output = out
         yield h
     finally:
         h.cli("cluster", "down", "--dir", str(directory))
-        if (directory / local.STATE_FILE).is_file():  # the safety net: whatever is left, by pid
+        if (directory / STATE_FILE).is_file():  # the safety net: whatever is left, by pid
             for service in local.load(directory).services.values():
                 if service.proc:
                     processes.stop(service.proc, signal.SIGKILL, timeout=5)
@@ -254,7 +265,7 @@ def trial_actors(h: Harness) -> list[dict]:
         h.state.dashboard_url + "/api/v0/actors?limit=10000&detail=true&filter_keys=class_name"
         "&filter_predicates=%3D&filter_values=ImplicitFunc"
     )
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {local.ray_token()}"})
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {ray_token()}"})
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())["data"]["result"]["result"]
 
@@ -280,8 +291,8 @@ class SocketWatch(threading.Thread):
     def run(self) -> None:
         while not self.stopped.is_set():
             state = self.h.state
-            pids = local.started_pids(state)
-            for ip, port, pid in processes.listening(pids):
+            pids = started_pids(state)
+            for ip, port, pid in listening(pids):
                 try:
                     name = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
                 except OSError:
@@ -298,10 +309,10 @@ def test_up_prints_the_launch_flags_and_status_lists_every_node(harness):
     out = harness.up_output
     for flag in ("--address 127.0.0.1:", "--tracking-uri http://127.0.0.1:", "--study-url 'postgresql://"):
         assert flag in out
-    assert "passfile=" in out and local.ray_token() not in out and local.mlflow_credentials()[1] not in out
+    assert "passfile=" in out and ray_token() not in out and mlflow_credentials()[1] not in out
     status = harness.cli("cluster", "status", "--dir", str(harness.directory))
     assert status.returncode == 0, status.stdout + status.stderr
-    nodes = {n["node_id"]: n for n in local.ray_nodes(state)}
+    nodes = {n["node_id"]: n for n in ray_nodes(state)}
     for node in state.nodes:  # separate Ray nodes, each known to the head
         assert nodes[node.node_id]["state"] == "ALIVE"
         assert f"{node.name:10s} ray node {node.node_id[:12]}" in status.stdout
@@ -328,17 +339,17 @@ def test_sweep_runs_on_several_nodes_and_mlflow_agrees_with_optuna(harness):
     print(f"trials per node: { {n[:8]: sum(n in v for v in nodes.values()) for n in used} }")
     assert len(used) >= 2 and used <= workers  # several nodes, never the 0-CPU head
     # Everything the cluster started, trial workers included, listened on loopback only.
-    assert watch.seen and all(processes.is_loopback(ip) for ip, _, _ in watch.seen), sorted(watch.seen)
+    assert watch.seen and all(is_loopback(ip) for ip, _, _ in watch.seen), sorted(watch.seen)
     assert any(name.startswith("ray::") for _, _, name in watch.seen)  # sampled while trials ran
 
 
 def test_the_cluster_is_authenticated_and_listens_on_loopback_only(harness):
     state = harness.state
-    user, password = local.mlflow_credentials()
+    user, password = mlflow_credentials()
     search = "/api/2.0/mlflow/experiments/search?max_results=1"
-    assert local.mlflow_request(state, search, None) == 401
-    assert local.mlflow_request(state, search, (user, password + "x")) == 401
-    assert local.mlflow_request(state, search, (user, password)) == 200
+    assert mlflow_request(state, search, None) == 401
+    assert mlflow_request(state, search, (user, password + "x")) == 401
+    assert mlflow_request(state, search, (user, password)) == 200
     dashboard = urllib.request.Request(state.dashboard_url + "/nodes?view=summary")
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(dashboard, timeout=30)
@@ -352,7 +363,7 @@ def test_the_cluster_is_authenticated_and_listens_on_loopback_only(harness):
     clients = {
         "wrong token": {**base, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-the-token"},
         "no token": base,
-        "the token": {**base, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(local.ray_token_file())},
+        "the token": {**base, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(ray_token_file())},
     }
     running = {
         k: subprocess.Popen(
@@ -384,7 +395,7 @@ def test_the_cluster_is_authenticated_and_listens_on_loopback_only(harness):
         )
     optuna.storages.RDBStorage(state.database_url("optuna"))
 
-    sockets = processes.listening(local.started_pids(state))
+    sockets = listening(started_pids(state))
     ports = {port for _, port, _ in sockets}
     assert {
         state.services["postgres"].port,
@@ -392,7 +403,7 @@ def test_the_cluster_is_authenticated_and_listens_on_loopback_only(harness):
         state.services["head"].port,
         state.services["head"].ports["dashboard"],
     } <= ports
-    assert all(processes.is_loopback(ip) for ip, _, _ in sockets), sockets
+    assert all(is_loopback(ip) for ip, _, _ in sockets), sockets
 
 
 def test_two_sweeps_at_once_do_not_interfere(harness):
@@ -469,7 +480,7 @@ def test_a_lost_worker_node_costs_nothing(harness):
     wait_for(lambda: not processes.alive(node.proc), 60, "the node's runner to end its node")
 
     def ray_says_dead():
-        return {n["node_id"]: n["state"] for n in local.ray_nodes(harness.state)}.get(node.node_id) == "DEAD"
+        return {n["node_id"]: n["state"] for n in ray_nodes(harness.state)}.get(node.node_id) == "DEAD"
 
     wait_for(ray_says_dead, 180, f"Ray to mark {victim} dead")
     print(f"Ray marked {victim} dead {time.time() - killed_at:.0f} s after the kill", flush=True)
@@ -586,7 +597,7 @@ def test_down_stops_exactly_what_up_started(pacs_root, tmp_path):
         state = local.load(directory)
         procs = [p for s in state.services.values() if s.proc for p in processes.family(s.proc)]
         pids = [p.pid for p in procs]
-        ports = {port for _, port, _ in processes.listening(pids)}
+        ports = {port for _, port, _ in listening(pids)}
         assert len(pids) > 10 and ports
         down = subprocess.run(
             [*CLI, "cluster", "down", "--dir", str(directory)],
@@ -617,7 +628,7 @@ def test_down_stops_exactly_what_up_started(pacs_root, tmp_path):
         figures("down", processes_started=len(pids), listening_ports=len(ports), left_running=len(survivors))
     finally:
         bystander.kill()
-        if (directory / local.STATE_FILE).is_file():
+        if (directory / STATE_FILE).is_file():
             for service in local.load(directory).services.values():
                 if service.proc:
                     processes.stop(service.proc, signal.SIGKILL, timeout=5)

@@ -8,19 +8,6 @@ import torch
 
 from asha_tune.errors import ConfigError, DataError
 from asha_tune.trial import data
-from asha_tune.trial.config import CLASSES
-
-PACS_COUNTS = {"art_painting": 2048, "cartoon": 2344, "photo": 1670, "sketch": 3929}
-
-
-@pytest.mark.parametrize(("domain", "count"), PACS_COUNTS.items())
-def test_real_pacs_counts_and_class_ids(pacs_root, domain, count):
-    files = data.list_domain(pacs_root, domain)
-    assert len(files.paths) == count
-    assert sorted(set(files.labels)) == list(range(7))
-    for path, label in zip(files.paths[::97], files.labels[::97], strict=True):
-        assert path.parent.name == CLASSES[label]
-    assert CLASSES.index("dog") == 0 and CLASSES.index("person") == 6
 
 
 def test_decode_cache_is_reused(synthetic_pacs, tmp_path, monkeypatch):
@@ -115,13 +102,6 @@ def test_stratified_subset_is_deterministic_and_keeps_proportions():
     assert torch.equal(data.stratified_subset(labels, None), torch.arange(160))
 
 
-def test_stratified_subset_of_real_pacs(pacs_root):
-    labels = torch.tensor(data.list_domain(pacs_root, "art_painting").labels)
-    picked = data.stratified_subset(labels, 70)
-    assert len(picked) == 70
-    assert torch.bincount(labels[picked], minlength=7).min() >= 1
-
-
 def test_crop_boxes_follow_random_resized_crop():
     from torchvision.transforms import RandomResizedCrop
 
@@ -193,8 +173,7 @@ def test_a_whole_domain_stays_memory_mapped_from_the_cache(synthetic_pacs, tmp_p
     """Trials on one node then share one copy in host memory (page cache), not one each."""
     from asha_tune.trial.config import Runtime
     from asha_tune.trial.training import load_trial_data
-
-    from .conftest import tiny_config
+    from tests.helpers.data import tiny_config
 
     runtime = Runtime(data_root=synthetic_pacs, cache_dir=tmp_path / "cache", device="cpu")
     load_trial_data(tiny_config(), runtime, torch.device("cpu"), need_target_train=False)  # decodes

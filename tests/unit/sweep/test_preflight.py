@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from asha_tune.cli import main
-
-from .conftest import free_port, tagged_processes
+from asha_tune.cluster.processes import free_port
+from tests.helpers.processes import tagged_processes
 
 
 def launch_fails(args: list[str], tmp_path, capsys) -> str:

@@ -12,8 +12,7 @@ import torch
 from asha_tune.trial.config import Runtime
 from asha_tune.trial.shaping import bernoulli_mask
 from asha_tune.trial.training import Trial, run_trial
-
-from .conftest import tiny_config
+from tests.helpers.data import tiny_config
 
 pytestmark = [
     pytest.mark.gpu,

@@ -1,0 +1,163 @@
+"""Every use of Ray's private or internal API, in one place, for one Ray version.
+
+Each has a reason, written beside it; together they are what a Ray upgrade can break, so they
+live here and nowhere else, behind one test (tests/integration/sweep/test_ray_compat.py) that
+pins the Ray version they were checked against and exercises each of them. On an upgrade: run
+that test, fix what it shows here, then move `CHECKED_RAY`.
+
+Nothing here imports Ray at module level: importing this module is free.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+CHECKED_RAY = "2.60"  # the Ray minor version every function below was checked against
+
+# Environment flags Ray and Tune read at import or start (set by sweep/session.py around a sweep):
+# no TensorBoard files (the CSV and JSON loggers are added explicitly), frequent experiment
+# snapshots (a killed driver loses at most a second of bookkeeping), quiet Ray Train migration
+# notices, and Tune's legacy output engine, which prints nothing at verbose 0 (the new one,
+# RAY_AIR_NEW_OUTPUT's internal switch, prints a box of internal class names whatever the verbosity).
+TUNE_ENV = {
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    "TUNE_GLOBAL_CHECKPOINT_S": "1",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+    "RAY_AIR_NEW_OUTPUT": "0",
+}
+
+# Internal logger names: Tune's controller, which logs failed trials' tracebacks and its own
+# `Tuner.restore` hint (asha-tune prints one line per failed trial instead), and Train's storage
+# module, which logs every checkpoint upload.
+TUNE_LOGGERS = ("ray.tune.tune", "ray.tune.execution.tune_controller")
+STORAGE_LOGGER = "ray.train._internal.storage"
+
+
+def reload_token_auth() -> None:
+    """Make an already imported Ray re-read RAY_AUTH_MODE and the token.
+
+    Ray reads the auth mode into its config once, at import: a process that imported Ray before
+    asha-tune set it (a notebook, a test) must re-read it, as `ray.init` does when it turns token
+    auth on itself. Private: ray._private.authentication and ray._raylet's token loader.
+    """
+    if "ray" not in sys.modules:
+        return
+    from ray._private.authentication.authentication_token_setup import _enable_token_auth
+    from ray._raylet import AuthenticationTokenLoader
+
+    _enable_token_auth()
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+def start_loopback_node(
+    *,
+    head: bool,
+    gcs_port: int | None,
+    gcs_address: str | None,
+    dashboard_port: int | None,
+    agent_port: int,
+    num_cpus: int,
+    num_gpus: int,
+    object_store_bytes: int,
+    temp_dir: str,
+    name: str,
+) -> Any:
+    """A Ray node whose every address stays on 127.0.0.1, started as `ray.cluster_utils.Cluster`
+    starts its nodes (RayParams + Node; private).
+
+    `ray start` swaps 127.0.0.1 for the machine's network address whenever multi-node clusters
+    are enabled, so worker nodes could not join a head that listens on loopback only.
+    """
+    import ray._private.node
+    import ray._private.parameter
+
+    sockets = {kind: Path(temp_dir) / f"{name}.{kind}" for kind in ("plasma", "raylet")}
+    for path in sockets.values():  # left by this node's previous run: a restart would not bind
+        path.unlink(missing_ok=True)
+    params = ray._private.parameter.RayParams(
+        node_ip_address="127.0.0.1",
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        object_store_memory=object_store_bytes,
+        temp_dir=temp_dir,
+        dashboard_agent_listen_port=agent_port,
+        include_dashboard=head,
+        dashboard_host="127.0.0.1",
+        dashboard_port=dashboard_port,
+        node_name=name,
+        # Nodes of one machine share the session folder: name their sockets, or two nodes
+        # starting at once race for the same default name.
+        plasma_store_socket_name=str(sockets["plasma"]),
+        raylet_socket_name=str(sockets["raylet"]),
+        min_worker_port=0,  # worker ports from the OS, never a fixed range shared with other Rays
+        max_worker_port=0,
+    )
+    if head:
+        params.gcs_server_port = gcs_port
+    else:
+        params.gcs_address = gcs_address
+        params.include_log_monitor = False  # one per machine, the head's
+    return ray._private.node.Node(params, head=head, shutdown_at_exit=True, spawn_reaper=True)
+
+
+def node_info(node: Any) -> dict[str, Any]:
+    """The id and session folder of a node `start_loopback_node` started."""
+    return {"node_id": node.node_id, "session_dir": node.get_session_dir_path()}
+
+
+def dead_node_processes(node: Any) -> list[tuple[str, int | None]]:
+    """(kind, exit code) of the node's processes that died (raylet, GCS, ...)."""
+    return [(kind, proc.returncode) for kind, proc in node.dead_processes()]
+
+
+def kill_node(node: Any) -> None:
+    node.kill_all_processes(check_alive=False, allow_graceful=False)
+
+
+def trial_storage(trial: Any) -> tuple[Any, str]:
+    """(pyarrow filesystem, folder) where Tune keeps a trial's files, local or remote: what
+    deleting a finished trial's checkpoints needs (internal attributes of Tune's Trial)."""
+    return trial.storage.storage_filesystem, trial.storage.trial_fs_path
+
+
+def asha_milestones(grace_period: int, reduction_factor: float, max_t: int) -> frozenset[int]:
+    """The epochs at which Tune's ASHA decides whether a trial goes on: its `_Bracket`'s rungs,
+    recomputed by the same formula (private), so trials never checkpoint at a decision epoch."""
+    import math
+
+    count = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1)
+    return frozenset(math.ceil(grace_period * reduction_factor**k) for k in range(count))
+
+
+def stand_in_trial(trial_id: str) -> Any:
+    """Something Tune's ASHA accepts as a trial in on_trial_add/result/remove: it reads only
+    `trial_id`. Rebuilding its rungs after `Tuner.restore` replays stored results through it."""
+    return SimpleNamespace(trial_id=trial_id)
+
+
+def dashboard_nodes(dashboard_url: str, token: str, timeout_s: float = 30) -> list[dict[str, Any]]:
+    """The nodes a head knows, alive and dead, from its dashboard's internal `/nodes` endpoint
+    (the state API needs a driver; `asha-tune cluster status` has none)."""
+    request = urllib.request.Request(
+        dashboard_url + "/nodes?view=summary", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            summary = json.loads(response.read())["data"]["summary"]
+    except (OSError, ValueError, KeyError):
+        return []
+    return [
+        {
+            "node_id": n["raylet"]["nodeId"],
+            "name": n["raylet"].get("nodeName", ""),
+            "state": n["raylet"]["state"],
+            "resources": n["raylet"].get("resourcesTotal", {}),
+        }
+        for n in summary
+    ]

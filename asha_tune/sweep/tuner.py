@@ -1,0 +1,90 @@
+"""The Ray Tune side of a sweep: the trainable with its resources, and the Tuner that runs it
+(searcher and scheduler on one Optuna study, callbacks for MLflow, progress and checkpoints).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asha_tune.sweep.settings import SweepSettings
+from asha_tune.sweep.study import StudyHandle
+
+TUNER_FILE = "tuner.pkl"  # what Tune saves in the sweep's folder, and `resume` restores from
+
+
+def trainable(settings: SweepSettings) -> Any:
+    from ray import tune
+
+    from asha_tune.sweep.trainable import train_trial
+
+    resources = settings.space.resources
+    return tune.with_resources(
+        tune.with_parameters(train_trial, space=settings.space, runtime=settings.runtime),
+        {"cpu": resources.cpu, "gpu": resources.gpu},
+    )
+
+
+def new_tuner(settings: SweepSettings, handle: StudyHandle, experiment_id: str) -> Any:
+    """A Tuner for a new sweep (or one stopped before Tune saved anything)."""
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+    from ray.tune.schedulers import FIFOScheduler
+
+    from asha_tune.sweep.callbacks import ProgressCallback, TrackingCallback
+    from asha_tune.sweep.checkpoints import CheckpointCleanup
+    from asha_tune.sweep.searcher import ResumableASHA, StudySearcher
+
+    space = settings.space
+    s, epochs = space.scheduler, space.train.epochs
+    if s.kind == "asha":
+        scheduler = ResumableASHA(
+            handle,
+            time_attr="epoch",
+            metric=s.metric,
+            mode=s.mode,
+            max_t=epochs,
+            grace_period=s.grace_period,
+            reduction_factor=s.reduction_factor,
+        )
+    else:
+        scheduler = FIFOScheduler()
+    callbacks = [
+        TrackingCallback(
+            settings.tracking_uri, experiment_id, settings.parent_run_id, space, settings.configuration_tags
+        ),
+        ProgressCallback(s.metric, s.mode, space.num_trials, epochs),
+        CheckpointCleanup(s.metric, s.mode, epochs),
+        CSVLoggerCallback(),
+        JsonLoggerCallback(),
+    ]
+    return tune.Tuner(
+        trainable(settings),
+        tune_config=tune.TuneConfig(
+            search_alg=StudySearcher(handle, s.metric, s.mode, epochs),
+            scheduler=scheduler,
+            num_samples=space.num_trials,
+            max_concurrent_trials=space.search.concurrency,
+            reuse_actors=True,  # a trial's process runs the next trial: no start, no imports
+        ),
+        run_config=tune.RunConfig(
+            name=settings.name,
+            storage_path=str(settings.results_dir),
+            verbose=0,
+            callbacks=callbacks,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=space.search.max_failures),
+        ),
+    )
+
+
+def restored_tuner(settings: SweepSettings, handle: StudyHandle, experiment_id: str) -> Any:
+    """The sweep's Tuner as Tune saved it (`resume`): finished trials kept, unfinished ones
+    continue from their checkpoints, errored ones are not retried. A sweep stopped before Tune
+    saved anything starts Tune afresh."""
+    if not (settings.sweep_dir / TUNER_FILE).is_file():
+        return new_tuner(settings, handle, experiment_id)
+    from ray import tune
+
+    return tune.Tuner.restore(
+        str(settings.sweep_dir), trainable(settings), resume_unfinished=True, resume_errored=False
+    )

@@ -1,0 +1,47 @@
+"""Data for tests: the real PACS (integration tests), tiny synthetic PACS trees (unit tests) and
+configurations small enough to train in seconds on a CPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from asha_tune.trial.config import CLASSES, DOMAINS, TrialConfig
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def real_pacs_root() -> Path:
+    """$ASHA_TUNE_DATA_ROOT, else the PACS copy beside the checkout (as CI has it)."""
+    return Path(os.environ.get("ASHA_TUNE_DATA_ROOT", REPO.parent / "shared" / "PACS"))
+
+
+def make_synthetic_pacs(
+    root: Path, per_class: int = 3, size: int = 40, domains: tuple[str, ...] = DOMAINS
+) -> Path:
+    """A PACS-shaped tree of tiny images whose colour depends on the class (learnable)."""
+    rng = np.random.default_rng(0)
+    for d, domain in enumerate(domains):
+        for c, name in enumerate(CLASSES):
+            folder = root / domain / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                base = np.array([30 * c, 255 - 30 * c, 60 * d], dtype=np.float64)
+                pixels = np.clip(base + rng.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8)
+                suffix = ".png" if domain == "sketch" else ".jpg"
+                Image.fromarray(pixels).save(folder / f"{name}_{i}{suffix}")
+    return root
+
+
+def tiny_config(**sections: dict) -> TrialConfig:
+    """A trial small enough for unit tests: 32 px, random init, a few images."""
+    base: dict[str, dict] = {
+        "data": {"image_size": 32, "targets": ["cartoon"]},
+        "train": {"epochs": 2, "batch_size": 8, "eval_batch_size": 16, "weights": "none"},
+    }
+    for key, values in sections.items():
+        base[key] = {**base.get(key, {}), **values}
+    return TrialConfig.model_validate(base)

@@ -1,0 +1,65 @@
+"""Sweeps for tests: small spaces on real PACS or synthetic data, their settings, and what they
+recorded in MLflow and Optuna."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import optuna
+import yaml
+from mlflow.tracking import MlflowClient
+
+from asha_tune.spaces import load_space
+from asha_tune.sweep.settings import SweepSettings
+from asha_tune.trial.config import Runtime
+
+SMALL = {
+    "data": {"source": "art_painting", "targets": ["cartoon"], "image_size": 32, "limit_per_domain": 35},
+    "train": {"epochs": 4, "batch_size": 16, "weights": "none", "seed": 0},
+}
+
+
+# Synthetic PACS (the tiny_runtime fixture): for tests about orchestration, not learning.
+TINY = {
+    "data": {"targets": ["cartoon"], "image_size": 32},
+    "train": {"epochs": 2, "batch_size": 8, "weights": "none"},
+    "scheduler": {"kind": "fifo"},
+    "resources": {"cpu": 1},
+}
+
+
+def space_file(tmp_path: Path, name: str, base: dict = SMALL, **sections) -> Path:
+    tree = {"name": name, **yaml.safe_load(yaml.safe_dump(base)), **sections}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def settings_for(tmp_path: Path, space_path: Path, name: str, runtime: Runtime, **extra) -> SweepSettings:
+    return SweepSettings(
+        name=name,
+        space=load_space(space_path),
+        results_dir=tmp_path / "results",
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        study_url=f"sqlite:///{tmp_path / 'optuna.db'}",
+        runtime=runtime,
+        num_cpus=2,
+        **extra,
+    )
+
+
+def mlflow_children(tmp_path: Path, experiment: str, parent: str) -> list:
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+
+
+def study_trials(tmp_path: Path, name: str) -> list:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials
+
+
+def quiet_env(**extra: str) -> dict:
+    """The environment of a CLI run, without the auth mode earlier in-process launches set."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    return {**env, "PYTHONUNBUFFERED": "1", **extra}
