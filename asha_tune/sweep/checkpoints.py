@@ -26,10 +26,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from ray.tune import Callback
 
 from asha_tune.spaces import SchedulerSettings
+from asha_tune.sweep import ray_compat
 from asha_tune.sweep.keys import TRIAL_NUMBER_KEY
 
 CHECKPOINT_FILE = "trial.pt"
@@ -46,9 +46,7 @@ def asha_rungs(scheduler: SchedulerSettings, max_epochs: int) -> frozenset[int]:
     """The epochs at which ASHA decides whether a trial goes on (Ray's `_Bracket` milestones)."""
     if scheduler.kind != "asha":
         return frozenset()
-    grace, rf = scheduler.grace_period, scheduler.reduction_factor
-    count = int(np.log(max_epochs / grace) / np.log(rf) + 1)
-    return frozenset(math.ceil(grace * rf**k) for k in range(count))
+    return ray_compat.asha_milestones(scheduler.grace_period, scheduler.reduction_factor, max_epochs)
 
 
 def checkpoint_due(
@@ -120,7 +118,7 @@ def retire_checkpoints(trial: Any) -> None:
     leaving the marker."""
     from pyarrow.fs import FileSelector, FileType
 
-    fs, folder = trial.storage.storage_filesystem, trial.storage.trial_fs_path
+    fs, folder = ray_compat.trial_storage(trial)
     for info in fs.get_file_info(FileSelector(folder, allow_not_found=True)):
         if info.type == FileType.Directory and info.base_name.startswith("checkpoint_"):
             fs.delete_dir_contents(info.path)

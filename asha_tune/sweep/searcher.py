@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 import pickle
-from types import SimpleNamespace
 from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher
 
+from asha_tune.sweep import ray_compat
 from asha_tune.sweep.keys import FAILED_KEY, TRIAL_NUMBER_KEY, VALUES_KEY
 from asha_tune.sweep.study import StudyHandle, TrialState
 
@@ -85,7 +85,7 @@ class ResumableASHA(ASHAScheduler):
         time_attr, metric = self.attr_names
         history = self.handle.history()
         for trial_id, per_epoch in history:
-            stand_in = SimpleNamespace(trial_id=trial_id)
+            stand_in = ray_compat.stand_in_trial(trial_id)
             super().on_trial_add(controller, stand_in)
             for epoch, value in sorted(per_epoch.items()):
                 super().on_trial_result(controller, stand_in, {time_attr: epoch, metric: value})

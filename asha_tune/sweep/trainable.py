@@ -18,6 +18,7 @@ from typing import Any
 from ray import tune
 
 from asha_tune.spaces import SearchSpace
+from asha_tune.sweep import ray_compat
 from asha_tune.sweep.checkpoints import (
     CHECKPOINT_FILE,
     ENDED_MARKER,
@@ -60,7 +61,7 @@ def restored_state(
 def train_trial(config: dict[str, Any], space: SearchSpace, runtime: Runtime) -> None:
     """One sweep trial: `config` holds the Optuna trial number and the sampled values."""
     entered = time.time()
-    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+    logging.getLogger(ray_compat.STORAGE_LOGGER).setLevel(logging.WARNING)
     begin = time.perf_counter()
     import torch  # here, not at module level: timed, and paid once per reused process
 

@@ -9,15 +9,24 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from asha_tune import defaults
+from asha_tune.environ import scoped_environ
 from asha_tune.errors import AshaTuneError
 from asha_tune.tracking.tags import MLFLOW_STATUS, RUNNING, STATUS_TAG, VERSION_TAG
+
+# Set while MLflow is imported and called (scoped: the caller's environment is left as it was):
+# no telemetry, no line printed per ended run, no progress bar when an artifact is read back.
+QUIET_MLFLOW = {
+    "MLFLOW_ENABLE_TELEMETRY": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
 
 
 class TrackingUnavailable(AshaTuneError):
@@ -58,7 +67,8 @@ class _Guarded:
         @functools.wraps(attr)
         def call(*args: Any, **kwargs: Any) -> Any:
             try:
-                return attr(*args, **kwargs)
+                with scoped_environ(QUIET_MLFLOW, keep_existing=True):
+                    return attr(*args, **kwargs)
             except Exception as err:
                 reason = _unreachable(err)
                 if reason is None:
@@ -126,26 +136,22 @@ class Tracker:
     """A handle on one MLflow tracking store."""
 
     def __init__(self, uri: str | None = None):
-        # Quiet MLflow's alembic banner and its telemetry before it is imported.
-        os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
-        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no line per ended run
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # reading space.json
         import logging
 
-        from mlflow.tracking import MlflowClient
+        with scoped_environ(QUIET_MLFLOW, keep_existing=True):
+            from mlflow.tracking import MlflowClient
 
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+            logging.getLogger("mlflow").setLevel(logging.WARNING)
+            logging.getLogger("alembic").setLevel(logging.WARNING)
 
-        self.uri = uri or defaults.tracking_uri()
-        db = local_store(self.uri)
-        if db is not None:
-            db.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.client = _Guarded(MlflowClient(tracking_uri=self.uri), self.uri)
-        except Exception as err:
-            raise AshaTuneError(f"cannot open MLflow store {self.uri}: {err}") from None
+            self.uri = uri or defaults.tracking_uri()
+            db = local_store(self.uri)
+            if db is not None:
+                db.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.client = _Guarded(MlflowClient(tracking_uri=self.uri), self.uri)
+            except Exception as err:
+                raise AshaTuneError(f"cannot open MLflow store {self.uri}: {err}") from None
 
     def experiment(self, name: str) -> str:
         """The experiment's id, created on first use (artifacts beside a sqlite store)."""
