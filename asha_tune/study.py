@@ -455,14 +455,17 @@ def importances(
             f"unknown importance evaluator {evaluator!r}: choose one of {', '.join(IMPORTANCE_EVALUATORS)}"
         )
     study, space = _load(study_url, study_name)
-    rows = []
+    rows, unreadable = [], []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
         value = trial.value if at_epoch is None else trial.intermediate_values.get(at_epoch)
         if at_epoch is None and trial.state != TrialState.COMPLETE:
             continue
         if value is None or not math.isfinite(value) or VALUES_ATTR not in trial.user_attrs:
             continue
-        rows.append((_space_params(space, trial.user_attrs[VALUES_ATTR]), value))
+        try:
+            rows.append((_space_params(space, trial.user_attrs[VALUES_ATTR]), value))
+        except Unexpressible as err:  # values the recorded space no longer takes
+            unreadable.append(f"trial {trial.number} left out: {err}")
     which = "COMPLETE trials" if at_epoch is None else f"trials that reached epoch {at_epoch}"
     if len(rows) < min_trials:
         raise AshaTuneError(
@@ -474,7 +477,7 @@ def importances(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         values = optuna.importance.get_param_importances(scratch, evaluator=make(len(rows), seed))
-    notes = tuple(dict.fromkeys(str(w.message) for w in caught))
+    notes = tuple(dict.fromkeys([*unreadable, *(str(w.message) for w in caught)]))
     left_out = tuple(n for n in searched if n not in values)
     return Importances(study_name, evaluator, at_epoch, len(rows), dict(values), left_out, notes)
 
