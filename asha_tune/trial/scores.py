@@ -19,7 +19,8 @@ commit 1366df7c):
   other N-1 images by a softmax at temperature T = 0.05 (the paper's and pytorch-adapt's
   default), and the entropies of those rows averaged. Not normalised: 0 <= snd <= ln(N-1), so
   it compares trials scored on the same N images (as every trial of a sweep is). Higher is
-  better (dense neighbourhoods: predictions that cluster).
+  better (dense neighbourhoods: predictions that cluster). It rewards density, not
+  correctness: a model that predicts the same for every image is densest of all (ln(N-1)).
 
 Each function takes a logits tensor (N x C) of any float dtype and computes in float32 with
 log_softmax, so fp16/bf16 outputs of an autocast evaluation neither overflow nor lose the
