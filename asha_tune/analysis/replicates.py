@@ -1,0 +1,414 @@
+"""Replicated searches: the winner of a search is a random variable, so measure it more than once.
+
+One run of a search picks one winner; run the whole search again with other seeds (the
+sampler's, the trials', the split's) and it may pick another, with another accuracy. DomainBed
+(Gulrajani & Lopez-Paz, 2020) therefore repeats every sweep and reports mean ± SE over the
+repetitions; so does this module, from plain records (no torch, no Ray, no MLflow):
+
+- `replicate_seed`: the seeds of replicate r, derived from a hash of (base seed, r, purpose)
+  as DomainBed's `seed_hash`, so adding a replicate never changes the others;
+- `replicated_result`: per target and protocol, the winners' reported accuracy as mean ± SE
+  over replicates, which configurations won how often, and the budget each replicate spent;
+- `separate`: a search against the grid: "beats" only beyond two standard errors of the
+  difference, else "not separable at R replicates" and how many would separate them;
+- `selection_gaps`: what selecting on the test data would have bought over an honest protocol.
+
+A winner is chosen by the rule of `reports.best_trial` (the sweep's own final answer): the best
+last-epoch value of the selection metric among trials that ran every epoch, else among those
+stopped early; ties go to the lower trial number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from asha_tune.display import values_text
+
+PURPOSES = ("sampler", "trial", "split")  # the random streams a replicate reseeds
+ORACLE = "oracle"
+SEED_KEY = "train.seed"  # a trial's seed: not part of which configuration won
+SCORED_STATUSES = ("completed", "pruned")
+
+
+# --- seeds ---------------------------------------------------------------------------------------
+
+
+def replicate_seed(base: int, replicate: int, purpose: str) -> int:
+    """The seed for `purpose` in replicate `replicate` of a search whose own seed is `base`.
+
+    Replicate 0 keeps `base`, so one replicate is the sweep as it always ran. Replicate r >= 1
+    takes sha256 of (base, r, purpose) modulo 2^31, as DomainBed's seed_hash: it depends on
+    nothing else, so adding replicates never changes earlier ones, and the sampler, the trials
+    and the split of one replicate are seeded independently of each other.
+    """
+    if purpose not in PURPOSES:
+        raise ValueError(f"unknown seed purpose {purpose!r}: choose one of {', '.join(PURPOSES)}")
+    if replicate < 0:
+        raise ValueError(f"replicate {replicate}: replicates are numbered from 0")
+    if replicate == 0:
+        return base
+    digest = hashlib.sha256(f"asha-tune replicate\0{base}\0{replicate}\0{purpose}".encode()).hexdigest()
+    return int(digest, 16) % 2**31
+
+
+@dataclass(frozen=True)
+class ReplicateSeeds:
+    replicate: int
+    sampler: int  # search.seed
+    trial: int  # train.seed (a list space replicates over this one)
+    split: int  # selection.split_seed (source_val, target_val)
+
+
+def replicate_seeds(replicate: int, sampler: int, trial: int, split: int) -> ReplicateSeeds:
+    """All three seeds of one replicate, from the space's own seeds."""
+    return ReplicateSeeds(
+        replicate,
+        replicate_seed(sampler, replicate, "sampler"),
+        replicate_seed(trial, replicate, "trial"),
+        replicate_seed(split, replicate, "split"),
+    )
+
+
+# --- records -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """One ended trial as the analysis sees it (phase 2 maps MLflow records onto it)."""
+
+    number: int
+    status: str  # completed | pruned | failed
+    epochs: int
+    values: Mapping[str, Any]  # the sampled values, as the trial's `search` param
+    metrics: Mapping[str, float]  # the last value of every metric
+    device_s: float = 0.0  # time_train + time_eval over its epochs
+    configuration: str | None = None  # a listed configuration's id
+
+    @property
+    def label(self) -> str:
+        """Which configuration this is: a listed one's id, else its values without the seed."""
+        if self.configuration:
+            return self.configuration
+        shown = {k: v for k, v in self.values.items() if k != SEED_KEY}
+        return values_text(shown) if shown else "(no searched values)"
+
+
+@dataclass(frozen=True)
+class Replicate:
+    """One replicate of a search: a sweep of its own, chosen by its own protocol."""
+
+    sweep: str  # the replicated search's name (the same for every replicate)
+    index: int
+    protocol: str
+    metric: str  # the selection metric (under oracle each target selects on its own accuracy)
+    mode: str  # max | min
+    trials: tuple[TrialOutcome, ...]
+
+    def selection(self, target: str) -> tuple[str, str]:
+        """(metric, mode) that picks the winner for `target`."""
+        return (f"acc_{target}", "max") if self.protocol == ORACLE else (self.metric, self.mode)
+
+
+def _finite(record: TrialOutcome, key: str) -> bool:
+    value = record.metrics.get(key)
+    return value is not None and math.isfinite(value)
+
+
+def winner(trials: Iterable[TrialOutcome], metric: str, mode: str, reported: str) -> TrialOutcome | None:
+    """The sweep's answer by `reports.best_trial`'s rule, among trials holding both the selection
+    metric and the reported accuracy: full-budget trials first, ties to the lower number."""
+    scored = [
+        t for t in trials if t.status in SCORED_STATUSES and _finite(t, metric) and _finite(t, reported)
+    ]
+    sign = -1 if mode == "max" else 1
+    ranked = sorted(scored, key=lambda t: (t.status != "completed", sign * t.metrics[metric], t.number))
+    return ranked[0] if ranked else None
+
+
+# --- mean ± SE -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Independent measurements of one quantity: mean, sample sd, and SE = sd / sqrt(n)."""
+
+    values: tuple[float, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values) if self.values else math.nan
+
+    @property
+    def sd(self) -> float:
+        """Sample standard deviation (n - 1); nan below two values (no spread is measured)."""
+        return statistics.stdev(self.values) if self.n > 1 else math.nan
+
+    @property
+    def se(self) -> float:
+        return self.sd / math.sqrt(self.n) if self.n > 1 else math.nan
+
+
+# --- one search, replicated ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Winner:
+    replicate: int
+    trial: int
+    label: str
+    selection: float  # its selection-metric value
+    accuracy: float  # its reported acc_<target>
+    accuracy_se: float | None  # the binomial SE of that one accuracy, where recorded
+
+
+@dataclass(frozen=True)
+class Budget:
+    replicate: int
+    trials: int  # trials that ended (completed, pruned or failed)
+    epochs: int
+    device_s: float
+
+
+def budget(replicate: Replicate) -> Budget:
+    return Budget(
+        replicate.index,
+        len(replicate.trials),
+        sum(t.epochs for t in replicate.trials),
+        sum(t.device_s for t in replicate.trials),
+    )
+
+
+@dataclass(frozen=True)
+class ReplicatedResult:
+    """A search's answer for one target under its protocol, over its replicates."""
+
+    sweep: str
+    target: str
+    protocol: str
+    metric: str
+    mode: str
+    winners: tuple[Winner, ...]  # one per replicate that had a winner, by replicate
+    budgets: tuple[Budget, ...]  # every replicate's
+    missing: tuple[int, ...] = field(default=())  # replicates with no trial scored on the target
+
+    @property
+    def accuracy(self) -> Estimate:
+        """The winners' reported accuracies: mean ± SE over replicates."""
+        return Estimate(tuple(w.accuracy for w in self.winners))
+
+    @property
+    def won(self) -> list[tuple[str, int]]:
+        """Which configurations won how often, most often first (ties by name)."""
+        counts = Counter(w.label for w in self.winners)
+        return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+    @property
+    def by_replicate(self) -> dict[int, float]:
+        return {w.replicate: w.accuracy for w in self.winners}
+
+
+def replicated_result(replicates: Sequence[Replicate], target: str) -> ReplicatedResult:
+    """Each replicate's winner for `target` by its own protocol, and what they add up to."""
+    if not replicates:
+        raise ValueError("no replicates to summarise")
+    first = replicates[0]
+    for r in replicates:
+        if (r.sweep, r.protocol, r.metric, r.mode) != (first.sweep, first.protocol, first.metric, first.mode):
+            raise ValueError(
+                f"replicate {r.index} of {r.sweep} ({r.protocol}, {r.metric} {r.mode}) is not a replicate "
+                f"of {first.sweep} ({first.protocol}, {first.metric} {first.mode})"
+            )
+    indices = [r.index for r in replicates]
+    if len(set(indices)) != len(indices):
+        raise ValueError(f"replicate numbers repeat: {sorted(indices)}")
+    winners, missing = [], []
+    reported = f"acc_{target}"
+    for r in sorted(replicates, key=lambda r: r.index):
+        metric, mode = r.selection(target)
+        best = winner(r.trials, metric, mode, reported)
+        if best is None:
+            missing.append(r.index)
+            continue
+        winners.append(
+            Winner(
+                r.index,
+                best.number,
+                best.label,
+                best.metrics[metric],
+                best.metrics[reported],
+                best.metrics.get(f"{reported}_se"),
+            )
+        )
+    metric, mode = first.selection(target)
+    budgets = tuple(budget(r) for r in sorted(replicates, key=lambda r: r.index))
+    return ReplicatedResult(
+        first.sweep, target, first.protocol, metric, mode, tuple(winners), budgets, tuple(missing)
+    )
+
+
+# --- a search against the grid ---------------------------------------------------------------------
+
+SEPARATION_ASSUMES = (
+    "assumes the replicates are independent, the spreads and the difference stay as measured "
+    "(with few replicates the measured spread is itself rough) and both sides run n replicates"
+)
+
+
+@dataclass(frozen=True)
+class Separation:
+    """Whether a search's replicated figure differs from the grid's beyond the noise.
+
+    It does only when |difference| > 2·SE of the difference, SE = sqrt(se_search² + se_grid²).
+    Otherwise `replicates_needed` is the smallest n per side with 2·sqrt(s1²/n + s2²/n) < |d|
+    (n > 4·(s1² + s2²) / d²) at the measured spreads; see SEPARATION_ASSUMES.
+    `welch_t95` is what |d| would have to exceed in a two-sided 95 % Welch t-test at these
+    replicate counts: with 2 or 3 replicates it is far more than 2·SE.
+    """
+
+    search: Estimate
+    grid: Estimate
+    difference: float  # search mean - grid mean
+    se: float  # sqrt(se_search² + se_grid²); nan with a single replicate on either side
+    verdict: str  # "beats" | "is beaten by" | "not separable"
+    replicates_needed: int | None  # None: separable already, no spread measured, or equal means
+    welch_t95: float | None
+
+    @property
+    def replicates(self) -> str:
+        """`3 replicates`, or `3 and 2 replicates` where the sides differ."""
+        a, b = self.search.n, self.grid.n
+        return f"{a} replicate{'s' * (a != 1)}" if a == b else f"{a} and {b} replicates"
+
+    def text(self, search: str, grid: str, unit: str = " points") -> str:
+        d = f"{self.difference:+.2f}{unit}"
+        if self.verdict != "not separable":
+            return (
+                f"{search} {self.verdict} {grid}: {d}, beyond two standard errors of the "
+                f"difference (2·SE = {2 * self.se:.2f}) at {self.replicates}"
+            )
+        if not math.isfinite(self.se):
+            return (
+                f"{search} against {grid}: {d}, not separable at {self.replicates}: one replicate "
+                f"measures no spread; run at least 2 of each"
+            )
+        more = (
+            f"; about {self.replicates_needed} replicates each would separate them at the measured "
+            f"spread ({SEPARATION_ASSUMES})"
+            if self.replicates_needed
+            else "; the means are equal: no number of replicates separates them"
+        )
+        noise = f"2·SE = {2 * self.se:.2f}"
+        return f"{search} against {grid}: {d}, not separable at {self.replicates} ({noise}){more}"
+
+
+def _welch_t95(search: Estimate, grid: Estimate) -> float | None:
+    """The 97.5 % t quantile at the Welch-Satterthwaite degrees of freedom, times the SE."""
+    v1, v2 = search.sd**2 / search.n, grid.sd**2 / grid.n
+    if not (math.isfinite(v1) and math.isfinite(v2)) or v1 + v2 == 0:
+        return None
+    from scipy.stats import t  # scipy comes with mlflow and scikit-learn
+
+    df = (v1 + v2) ** 2 / (v1**2 / (search.n - 1) + v2**2 / (grid.n - 1))
+    return float(t.ppf(0.975, df)) * math.sqrt(v1 + v2)
+
+
+def replicates_to_separate(sd_a: float, sd_b: float, difference: float) -> int | None:
+    """The smallest n (>= 2) with 2·sqrt(sd_a²/n + sd_b²/n) < |difference|; None if d = 0."""
+    if difference == 0 or not (math.isfinite(sd_a) and math.isfinite(sd_b)):
+        return None
+    return max(2, math.floor(4 * (sd_a**2 + sd_b**2) / difference**2) + 1)
+
+
+def separate(search: Estimate, grid: Estimate) -> Separation:
+    d = search.mean - grid.mean
+    se = math.sqrt(search.se**2 + grid.se**2)  # nan when either side has one replicate
+    if math.isfinite(se) and abs(d) > 2 * se:
+        return Separation(
+            search, grid, d, se, "beats" if d > 0 else "is beaten by", None, _welch_t95(search, grid)
+        )
+    return Separation(
+        search,
+        grid,
+        d,
+        se,
+        "not separable",
+        replicates_to_separate(search.sd, grid.sd, d) if math.isfinite(se) else None,
+        _welch_t95(search, grid),
+    )
+
+
+# --- the selection gap -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SelectionGap:
+    """For one target: the oracle's winner's reported accuracy against an honest protocol's.
+
+    The oracle selects on the accuracy it reports, so its figure is what selecting on the test
+    data would buy; the gap is that figure minus what the honest protocol's winner reports
+    (same sweep, same records: no rerun).
+    """
+
+    target: str
+    protocol: str  # the honest protocol
+    metric: str  # the metric it selected on
+    oracle_trial: int
+    oracle_accuracy: float
+    trial: int
+    accuracy: float
+
+    @property
+    def gap(self) -> float:
+        return self.oracle_accuracy - self.accuracy
+
+
+def selection_gaps(
+    trials: Sequence[TrialOutcome], targets: Sequence[str], honest: Mapping[str, tuple[str, str]]
+) -> list[SelectionGap]:
+    """Per target, the gap to each honest protocol whose metric the records hold.
+
+    `honest` maps a protocol to the (metric, mode) it selects on, e.g. {"source_val": ("val_acc",
+    "max"), "entropy": ("target_entropy", "min")}: `val_acc` means whatever the sweep's own
+    protocol held out, so the caller names it. A protocol whose metric no trial holds is left out.
+    """
+    gaps = []
+    for target in targets:
+        reported = f"acc_{target}"
+        oracle = winner(trials, reported, "max", reported)
+        if oracle is None:
+            continue
+        for protocol, (metric, mode) in honest.items():
+            chosen = winner(trials, metric, mode, reported)
+            if chosen is None:
+                continue
+            gaps.append(
+                SelectionGap(
+                    target,
+                    protocol,
+                    metric,
+                    oracle.number,
+                    oracle.metrics[reported],
+                    chosen.number,
+                    chosen.metrics[reported],
+                )
+            )
+    return gaps
+
+
+def gaps_over_replicates(per_replicate: Sequence[Sequence[SelectionGap]]) -> dict[tuple[str, str], Estimate]:
+    """(target, protocol) -> the gap as mean ± SE over the replicates that measured it."""
+    found: dict[tuple[str, str], list[float]] = {}
+    for gaps in per_replicate:
+        for g in gaps:
+            found.setdefault((g.target, g.protocol), []).append(g.gap)
+    return {key: Estimate(tuple(values)) for key, values in found.items()}
