@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -199,6 +200,7 @@ class FakeAutoscalingCluster:
         if self.head is not None:
             processes.stop(self.head, signal.SIGTERM, timeout=30)
         kill_tagged(self.tag)  # the fake nodes the monitor started outside the head's session
+        shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> FakeAutoscalingCluster:
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -76,6 +77,13 @@ def test_the_sbatch_script_runs_a_sweep_on_a_two_node_slurm(pacs_root, shared_ca
     job_dir.mkdir()
     (job_dir / "space.yaml").write_text(yaml.safe_dump(SPACE))
     env = user_environment(folder, shared_cache)
+    try:
+        run_the_script(folder, job_dir, env, pacs_root)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_the_script(folder: Path, job_dir: Path, env: dict[str, str], pacs_root: Path) -> None:
     with SlurmCluster(folder / "slurm", nodes=2, cpus=2) as slurm:
         args = [
             "launch",
