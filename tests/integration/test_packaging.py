@@ -10,7 +10,7 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.data import REPO
 
 
 def test_an_installed_wheel_carries_and_lists_the_shipped_search_spaces(tmp_path):
