@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 from asha_tune import defaults
 from asha_tune.defaults import DATA_ROOT_ENV, SPACES_ENV
 from asha_tune.errors import AshaTuneError, ConfigError
+from asha_tune.spaces.space import nested
 from asha_tune.tracking.tags import FAILED
 from asha_tune.trial.config import Runtime, trial_config
 from asha_tune.trial.registry import MODES, SHAPE_FUNCTIONS
@@ -70,18 +71,6 @@ def fail(prog: str, err: AshaTuneError) -> int:
     return err.exit_code
 
 
-def nest(flat: dict[str, Any]) -> dict[str, Any]:
-    """{"a.b": 1} -> {"a": {"b": 1}}."""
-    tree: dict[str, Any] = {}
-    for path, value in flat.items():
-        node = tree
-        *parents, leaf = path.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return tree
-
-
 def add_runtime_flags(p: argparse.ArgumentParser, tracking: bool = True) -> None:
     p.add_argument("--data-root", help=f"PACS folder <domain>/<class>/<file> (default ${DATA_ROOT_ENV})")
     p.add_argument(
@@ -105,10 +94,7 @@ def runtime_from(args: argparse.Namespace, device: str = "auto", base: Runtime |
     runtime = Runtime(
         data_root=args.data_root or base.data_root, cache_dir=args.cache_dir or base.cache_dir, device=device
     )
-    root = runtime.resolved_data_root()
-    if not root.is_dir():
-        source = "--data-root" if args.data_root else f"${DATA_ROOT_ENV}"
-        raise ConfigError(f"{source} {root}: no such folder (it should hold PACS' domain folders)")
+    root = runtime.existing_data_root("--data-root" if args.data_root else f"${DATA_ROOT_ENV}")
     # Absolute paths, so Ray workers and a later `resume` need no environment of their own.
     # (absolute(), not resolve(): a symlinked data root can be pointed elsewhere before a resume).
     cache = runtime.resolved_cache_dir().absolute()
@@ -158,7 +144,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
 
     flat = {field: getattr(args, flag[2:].replace("-", "_")) for flag, field in TRIAL_FLAGS.items()}
     config = trial_config(
-        nest({k: v for k, v in flat.items() if v is not None}),
+        nested({k: v for k, v in flat.items() if v is not None}),
         names={field: flag for flag, field in TRIAL_FLAGS.items()},
     )
     runtime = runtime_from(args, args.device)
@@ -215,25 +201,19 @@ def add_launch_parser(sub: argparse._SubParsersAction) -> None:
     add_runtime_flags(p)
     p.add_argument(
         "--study-url",
-        "--study-storage",
-        dest="study_url",
-        help=f"database URL of the Optuna studies (default sqlite:///./{defaults.STUDY_DB}; "
-        "--study-storage is its old name)",
+        help=f"database URL of the Optuna studies (default sqlite:///./{defaults.STUDY_DB})",
     )
     add_machine_flags(p)
     p.set_defaults(handler=cmd_launch)
 
 
+def add_results_dir_flag(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--results-dir", type=Path, help=f"{what} (default ./{defaults.RESULTS_DIR})")
+
+
 def add_sweep_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="join this Ray cluster (default $RAY_ADDRESS, else a local Ray)")
-    p.add_argument(
-        "--results-dir",
-        "--storage",
-        dest="results_dir",
-        type=Path,
-        help=f"where Ray keeps trial results and checkpoints (default ./{defaults.RESULTS_DIR}; "
-        "shared storage on clusters; --storage is its old name)",
-    )
+    add_results_dir_flag(p, "where Ray keeps trial results and checkpoints (shared storage on clusters)")
     p.add_argument(
         "--resource-wait",
         type=float,
@@ -393,13 +373,7 @@ def cmd_spaces(args: argparse.Namespace) -> int:
 def add_ui_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ui", help="open the MLflow UI on the store a sweep used")
     p.add_argument("name", nargs="?", help="a sweep (default: the store in this folder)")
-    p.add_argument(
-        "--results-dir",
-        "--storage",
-        dest="results_dir",
-        type=Path,
-        help=f"where the sweep's results are (default ./{defaults.RESULTS_DIR})",
-    )
+    add_results_dir_flag(p, "where the sweep's results are")
     p.add_argument("--tracking-uri", help="an MLflow store instead of a sweep's")
     p.add_argument("--port", type=int, default=5000)
     p.set_defaults(handler=cmd_ui)
@@ -448,13 +422,7 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="sweeps against each other, a replayed grid and the published figures")
     p.add_argument("sweeps", nargs="*", metavar="SWEEP", help="sweep names (as launch --name gave them)")
     p.add_argument("--tracking-uri", help="the MLflow store (default: the first sweep's, else ./mlflow.db)")
-    p.add_argument(
-        "--results-dir",
-        "--storage",
-        dest="results_dir",
-        type=Path,
-        help=f"where the sweeps' results are (default ./{defaults.RESULTS_DIR})",
-    )
+    add_results_dir_flag(p, "where the sweeps' results are")
     p.add_argument("--out", type=Path, help="folder for the table, CSV and PNGs (default ./compare-<sweeps>)")
     p.set_defaults(handler=cmd_compare)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 DATA_ROOT_ENV = "ASHA_TUNE_DATA_ROOT"  # the PACS folder: no default, the product never assumes one
 CACHE_DIR_ENV = "ASHA_TUNE_CACHE_DIR"  # decoded images
 SPACES_ENV = "ASHA_TUNE_SPACES"  # extra folders of search spaces, searched first
-STUDY_RETRY_ENV = "ASHA_TUNE_STORAGE_RETRY_S"  # how long to retry a lost study database
+STUDY_RETRY_ENV = "ASHA_TUNE_STUDY_RETRY_S"  # how long to retry a lost study database
 CLUSTER_DIR_ENV = "ASHA_TUNE_CLUSTER_DIR"  # `asha-tune cluster`'s folder
 
 TRACKING_DB = "mlflow.db"  # MLflow's embedded store, in the working directory

@@ -37,6 +37,7 @@ from asha_tune.spaces.space import (
     SchedulerSettings,
     SearchSettings,
     SearchSpace,
+    nested,
     set_path,
     trial_paths,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "load_space",
     "needs",
     "read_yaml",
+    "nested",
     "set_path",
     "settable_keys",
     "space_dirs",

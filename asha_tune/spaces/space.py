@@ -273,6 +273,14 @@ def trial_paths() -> set[str]:
     return paths | {"shaping.p0.first", "shaping.p0.last"}
 
 
+def nested(flat: dict[str, Any]) -> dict[str, Any]:
+    """{"a.b": 1} -> {"a": {"b": 1}}: the tree that `set_path` builds from dotted paths."""
+    tree: dict[str, Any] = {}
+    for path, value in flat.items():
+        set_path(tree, path, value)
+    return tree
+
+
 def set_path(tree: dict[str, Any], path: str, value: Any) -> None:
     """Set `a.b.c` in a nested dict, taking the longest existing key at each level.
 

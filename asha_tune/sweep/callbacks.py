@@ -19,7 +19,7 @@ from ray.tune import Callback
 from asha_tune.display import metric_text
 from asha_tune.spaces import SearchSpace
 from asha_tune.spaces.space import CONFIGURATION_KEY
-from asha_tune.sweep.keys import FAILED_KEY, FAILURE_KEY, TRIAL_NUMBER_KEY, VALUES_KEY
+from asha_tune.sweep.keys import FAILED_KEY, FAILURE_KEY, TRIAL_NUMBER_KEY, VALUES_KEY, DriverState
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.tags import (
     COMPLETED,
@@ -76,7 +76,7 @@ def failure_line(trial: Any, result: dict[str, Any] | None) -> str:
     return f"trial {number} failed{retries}: {error_reason(trial)}{where}"
 
 
-class TrackingCallback(Callback):
+class TrackingCallback(DriverState, Callback):
     def __init__(
         self,
         tracking_uri: str,
@@ -99,13 +99,6 @@ class TrackingCallback(Callback):
         self._final: set[str] = set()  # child runs that already ended
         self._restarted: set[str] = set()  # child runs whose trial (re)started, no result yet
         self._described: set[str] = set()  # child runs whose constants (sizes, split) are logged
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update({"configuration_tags": {}, **state})  # sweeps saved before it existed
-        self._reset()
 
     @property
     def tracker(self) -> Tracker:
@@ -204,7 +197,7 @@ class TrackingCallback(Callback):
         self._finish(trial, FAILED, {FAILURE_TAG: error_reason(trial)})
 
 
-class ProgressCallback(Callback):
+class ProgressCallback(DriverState, Callback):
     """One line whenever the sweep's picture changes: counts by state and the best epoch so far.
 
     The best *epoch* (any trial, any epoch) is what can be known while trials run; the final
@@ -220,13 +213,6 @@ class ProgressCallback(Callback):
         self._start = time.time()
         self._best: tuple[float, int, int] | None = None
         self._last_line = ""
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._reset()
 
     def _better(self, value: float) -> bool:
         if self._best is None:

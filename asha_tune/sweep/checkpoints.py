@@ -30,7 +30,7 @@ from ray.tune import Callback
 
 from asha_tune.spaces import SchedulerSettings
 from asha_tune.sweep import ray_compat
-from asha_tune.sweep.keys import TRIAL_NUMBER_KEY
+from asha_tune.sweep.keys import TRIAL_NUMBER_KEY, DriverState
 
 CHECKPOINT_FILE = "trial.pt"
 ENDED_MARKER = "ENDED"  # what an emptied checkpoint folder holds
@@ -69,7 +69,7 @@ def checkpoint_due(
     return epoch - last_saved >= max(last_saved, 2) or unsaved_s >= max_unsaved_s
 
 
-class CheckpointCleanup(Callback):
+class CheckpointCleanup(DriverState, Callback):
     """Empties a trial's checkpoints when it finishes or is stopped, but the best full-budget one's.
 
     "Best" follows `reports.best_trial`: the best last value of `metric` among trials that ran
@@ -79,14 +79,10 @@ class CheckpointCleanup(Callback):
 
     def __init__(self, metric: str, mode: str, max_epochs: int):
         self.metric, self.mode, self.max_epochs = metric, mode, max_epochs
+        self._reset()
+
+    def _reset(self) -> None:
         self._cleaned: set[str] = set()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._cleaned = set()
 
     def _full_budget(self, trial: Any) -> bool:
         result = trial.last_result or {}

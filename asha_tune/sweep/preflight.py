@@ -40,9 +40,7 @@ def check_data(space: SearchSpace, runtime: Runtime) -> None:
     """Every domain the space can read is a PACS domain folder under the data root."""
     from asha_tune.trial.data import list_domain
 
-    root = runtime.resolved_data_root()
-    if not root.is_dir():
-        raise ConfigError(f"data root {root}: no such folder (it should hold PACS' domain folders)")
+    root = runtime.existing_data_root()
     missing = sorted(d for d in domain_choices(space) if not (root / d).is_dir())
     if missing:
         inside = [p for p in sorted(root.iterdir()) if p.is_dir() and all((p / d).is_dir() for d in DOMAINS)]

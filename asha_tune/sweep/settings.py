@@ -7,9 +7,10 @@ import re
 import time
 from pathlib import Path
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from asha_tune.errors import ConfigError
+from asha_tune.files import write_atomic
 from asha_tune.spaces import SearchSpace
 from asha_tune.trial.config import Runtime
 
@@ -26,11 +27,9 @@ class SweepSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     space: SearchSpace
-    # Ray's trial folders and checkpoints: results_dir/name. Sweeps saved before the rename
-    # wrote storage_dir and study_storage; they still load.
-    results_dir: Path = Field(validation_alias=AliasChoices("results_dir", "storage_dir"))
+    results_dir: Path  # Ray's trial folders and checkpoints: results_dir/name
     tracking_uri: str
-    study_url: str = Field(validation_alias=AliasChoices("study_url", "study_storage"))  # Optuna's database
+    study_url: str  # Optuna's database
     runtime: Runtime
     address: str | None = None  # an existing Ray cluster; None starts a local one
     num_cpus: float | None = None  # local Ray only
@@ -48,8 +47,7 @@ class SweepSettings(BaseModel):
         return self.results_dir / self.name
 
     def save(self) -> None:
-        self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        (self.sweep_dir / SWEEP_FILE).write_text(self.model_dump_json(indent=2))
+        write_atomic(self.sweep_dir / SWEEP_FILE, self.model_dump_json(indent=2))  # resume reads it
 
     @classmethod
     def load(cls, name: str, results_dir: Path) -> SweepSettings:

@@ -32,16 +32,15 @@ log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 T = TypeVar("T")
+# Optuna user attributes asha-tune keeps on a study's trials.
 VALUES_ATTR = "values"  # the decoded trial values, so a trial can be handed out again
 RAY_TRIAL_ATTR = "ray_trial_id"
-# How long a sweep waits for its study's database to come back (a restarted PostgreSQL).
-
-
-class StudyUnavailable(AshaTuneError):
-    """The study's database stopped answering for longer than the retry window."""
-
-
 INTERRUPTED_ATTR = "interrupted"  # a trial parked as WAITING by an interrupt, until resume
+
+
+class StudyUnavailableError(AshaTuneError):
+    """The study's database stopped answering for longer than the retry window
+    ($ASHA_TUNE_STUDY_RETRY_S, 300 s by default: a restarted PostgreSQL comes back within it)."""
 
 
 def sampler_for(space: SearchSpace, finished_before: int = 0) -> optuna.samplers.BaseSampler:
@@ -75,7 +74,7 @@ def prepare_storage(url: str) -> None:
 def _lost_connection(err: BaseException) -> bool:
     """A dropped or refused database connection (not bad data), anywhere in the error's chain."""
     while err is not None:
-        if isinstance(err, StudyUnavailable):  # an inner retry already waited its window
+        if isinstance(err, StudyUnavailableError):  # an inner retry already waited its window
             return False
         if isinstance(
             err,
@@ -105,7 +104,7 @@ def retrying(url: str, call: Callable[[], T]) -> T:
             if not _lost_connection(err):
                 raise
             if time.monotonic() > deadline:
-                raise StudyUnavailable(
+                raise StudyUnavailableError(
                     f"the Optuna storage {url} did not answer for {window:.0f} s "
                     f"({str(err).splitlines()[0][:200]})"
                 ) from None

@@ -12,6 +12,6 @@ kernel (defaults, errors, display). Never torch, Ray or Optuna.
 
 from __future__ import annotations
 
-from asha_tune.tracking.client import Tracker, TrackingUnavailable
+from asha_tune.tracking.client import Tracker, TrackingUnavailableError
 
-__all__ = ["Tracker", "TrackingUnavailable"]
+__all__ = ["Tracker", "TrackingUnavailableError"]

@@ -29,7 +29,7 @@ QUIET_MLFLOW = {
 }
 
 
-class TrackingUnavailable(AshaTuneError):
+class TrackingUnavailableError(AshaTuneError):
     """The tracking server did not answer, even after MLflow's own retries (about four minutes)."""
 
 
@@ -53,7 +53,7 @@ class _Guarded:
 
     MLflow's client already retries a server that refuses or fails requests, with backoff, for
     about four minutes (MLFLOW_HTTP_REQUEST_MAX_RETRIES, _BACKOFF_FACTOR): a restarted server
-    loses nothing. Past that, the sweep stops with `TrackingUnavailable` and can be resumed.
+    loses nothing. Past that, the sweep stops with `TrackingUnavailableError` and can be resumed.
     """
 
     def __init__(self, client: Any, uri: str):
@@ -73,7 +73,7 @@ class _Guarded:
                 reason = _unreachable(err)
                 if reason is None:
                     raise
-                raise TrackingUnavailable(
+                raise TrackingUnavailableError(
                     f"the MLflow tracking server at {self._uri} did not answer "
                     f"({reason}); what it recorded is kept"
                 ) from None

@@ -372,6 +372,13 @@ class Runtime(Strict):
             raise ConfigError(f"no data root: pass --data-root or set {DATA_ROOT_ENV} to the PACS folder")
         return Path(root).expanduser()
 
+    def existing_data_root(self, named: str = "data root") -> Path:
+        """The data root, or a ConfigError naming it (as `named`: the flag or variable that set it)."""
+        root = self.resolved_data_root()
+        if not root.is_dir():
+            raise ConfigError(f"{named} {root}: no such folder (it should hold PACS' domain folders)")
+        return root
+
     def resolved_cache_dir(self) -> Path:
         return Path(self.cache_dir).expanduser() if self.cache_dir else defaults.cache_dir()
 

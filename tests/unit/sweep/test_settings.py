@@ -60,27 +60,15 @@ def test_sweep_names_are_plain(name):
     assert check_name("rl-10_v2.1") == "rl-10_v2.1"
 
 
-def test_old_names_still_work_flags_and_saved_sweeps(tmp_path):
+def test_the_results_folder_and_the_study_url_have_one_name_each(capsys):
     from asha_tune.cli import build_parser
 
     parser = build_parser()
-    old = parser.parse_args(
-        ["launch", "--space", "quickstart", "--storage", "r", "--study-storage", "sqlite:///s.db"]
-    )
-    new = parser.parse_args(
+    args = parser.parse_args(
         ["launch", "--space", "quickstart", "--results-dir", "r", "--study-url", "sqlite:///s.db"]
     )
-    assert (
-        (old.results_dir, old.study_url) == (new.results_dir, new.study_url) == (Path("r"), "sqlite:///s.db")
-    )
-    assert parser.parse_args(["resume", "x", "--storage", "r"]).results_dir == Path("r")
-
-    settings = saved_sweep(tmp_path, "renamed")
-    saved = tmp_path / "results" / "renamed" / SWEEP_FILE
-    tree = json.loads(saved.read_text())
-    tree["storage_dir"], tree["study_storage"] = (
-        tree.pop("results_dir"),
-        tree.pop("study_url"),
-    )  # as written before
-    saved.write_text(json.dumps(tree))
-    assert SweepSettings.load("renamed", tmp_path / "results") == settings
+    assert (args.results_dir, args.study_url) == (Path("r"), "sqlite:///s.db")
+    for old in ("--storage", "--study-storage"):  # the names of a version never released: gone
+        with pytest.raises(SystemExit) as exit_:
+            parser.parse_args(["launch", "--space", "q", old, "x"])
+        assert exit_.value.code == 2 and f"unrecognized arguments: {old} x" in capsys.readouterr().err

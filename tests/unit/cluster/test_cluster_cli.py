@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from asha_tune import cluster
+from asha_tune.cluster import postgres
 from asha_tune.cli import main
 from asha_tune.cluster.processes import free_port
 
@@ -18,7 +18,7 @@ def one_error_line(capsys) -> str:
 
 def test_up_without_postgresql_says_how_to_install_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    monkeypatch.setattr(cluster, "POSTGRES_ROOT", tmp_path / "nowhere")
+    monkeypatch.setattr(postgres, "POSTGRES_ROOT", tmp_path / "nowhere")
     assert main(["cluster", "up", "--dir", str(tmp_path / "c")]) == 1
     line = one_error_line(capsys)
     assert (
@@ -39,11 +39,11 @@ def test_up_needs_a_worker(tmp_path, capsys):
 
 
 def test_a_tracking_server_that_is_gone_is_one_clear_error(monkeypatch):
-    from asha_tune.tracking import Tracker, TrackingUnavailable
+    from asha_tune.tracking import Tracker, TrackingUnavailableError
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     uri = f"http://127.0.0.1:{free_port()}"
-    with pytest.raises(TrackingUnavailable) as err:
+    with pytest.raises(TrackingUnavailableError) as err:
         Tracker(uri).experiment("x")
     assert (
         str(err.value) == f"the MLflow tracking server at {uri} did not answer (connection refused); "
@@ -56,13 +56,13 @@ def test_a_study_database_that_is_gone_is_retried_then_one_clear_error(monkeypat
 
     from asha_tune.defaults import STUDY_RETRY_ENV
     from asha_tune.spaces import SearchSpace
-    from asha_tune.sweep.study import StudyHandle, StudyUnavailable
+    from asha_tune.sweep.study import StudyHandle, StudyUnavailableError
 
     monkeypatch.setenv(STUDY_RETRY_ENV, "3")
     url = f"postgresql://asha@127.0.0.1:{free_port()}/optuna"
     space = SearchSpace.model_validate({"name": "x", "search": {"num_trials": 1}})
     started = time.monotonic()
-    with pytest.raises(StudyUnavailable) as err:
+    with pytest.raises(StudyUnavailableError) as err:
         StudyHandle(url, "x", space).history()
     waited = time.monotonic() - started
     assert 3 <= waited < 30  # it kept trying for the window, then gave up once
