@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from asha_tune.cluster import postgres
 from asha_tune.cli import main
+from asha_tune.cluster import postgres
 from asha_tune.cluster.processes import free_port
 
 
