@@ -29,5 +29,7 @@ test-fast: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check asha_tune tests benchmarks
 	$(VENV)/bin/ruff format --check asha_tune tests benchmarks
+	$(VENV)/bin/lint-imports
+	$(PY) -m mypy
 
 .PHONY: install quickstart test test-fast lint

@@ -80,7 +80,7 @@ def confirmation_report(
     `space` is the confirmed sweep's, `top` its confirmed trials best first, `children` the
     confirmation's runs."""
     metric, mode = space.scheduler.metric, space.scheduler.mode
-    rows = []
+    rows: list[dict[str, Any]] = []
     for rank, original in enumerate(top, 1):
         runs = sorted(
             (

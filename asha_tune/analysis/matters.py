@@ -71,8 +71,12 @@ def usable(points: Iterable[Point], p0_key: str = P0, convs_key: str = CONVS) ->
     kept, left_out = [], 0
     for point in points:
         p0, convs = point.values.get(p0_key), point.values.get(convs_key)
-        numeric = isinstance(p0, (int, float)) and not isinstance(p0, bool)
-        if not numeric or convs is None or not math.isfinite(point.metric):
+        if (
+            not isinstance(p0, (int, float))
+            or isinstance(p0, bool)
+            or convs is None
+            or not math.isfinite(point.metric)
+        ):
             left_out += 1
             continue
         kept.append((conv_label(convs), float(p0), float(point.metric), point.complete))
@@ -136,7 +140,7 @@ def heat_map_cells(
 # --- figures -----------------------------------------------------------------------------------
 
 
-def _pyplot():
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")

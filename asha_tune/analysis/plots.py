@@ -4,11 +4,12 @@ and published figures are drawn as the paper's, never as ours."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from asha_tune.analysis.comparison import GridRow, Group
 
 
-def _pyplot():
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")

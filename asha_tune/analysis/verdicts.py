@@ -176,7 +176,7 @@ def describe_best(
     reported = [figure(best, m) for m in reported_metrics(best) if m != metric]
     if reported:
         lines.append(f"  reported on the targets: {', '.join(reported)}")
-    if verdict.separable is False:
+    if verdict.separable is False and verdict.runner_up is not None:
         top = max(2, verdict.contenders)
         hint = f": {confirm} --top {top} --seeds 3" if confirm else ""
         lines.append(

@@ -3,17 +3,20 @@ was started."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from asha_tune.cluster import processes
 from asha_tune.cluster.mlflow_server import mlflow_request, start_mlflow
 from asha_tune.cluster.postgres import create_databases, postgres_bin, postgres_ready, start_postgres
+from asha_tune.cluster.processes import Proc
 from asha_tune.cluster.ray_nodes import ray_nodes, start_node
 from asha_tune.cluster.state import HOST, STATE_FILE, ClusterError, ClusterState, Service, load
 from asha_tune.sweep.session import ray_token_file
@@ -59,7 +62,9 @@ def _last_line(log: Path) -> str:
     return lines[-1].strip()[:300] if lines else "empty log"
 
 
-def _wait(state: ClusterState, name: str, ready, log: Path, timeout: float = START_TIMEOUT_S) -> None:
+def _wait(
+    state: ClusterState, name: str, ready: Callable[[], bool], log: Path, timeout: float = START_TIMEOUT_S
+) -> None:
     deadline = time.monotonic() + timeout
     service = state.services[name]
     while time.monotonic() < deadline:
@@ -77,7 +82,7 @@ def up(
     worker_cpus: int | None = None,
     worker_gpus: int = 0,
     head_cpus: int = 0,
-    say=print,
+    say: Callable[[str], None] = print,
 ) -> ClusterState:
     """Start the cluster, or whatever of it is not running, and record what was started.
 
@@ -100,7 +105,7 @@ def up(
     logs = directory / "logs"
     started: list[str] = []
 
-    def start(name: str, launcher) -> None:
+    def start(name: str, launcher: Callable[[ClusterState], Proc]) -> None:
         service = state.services[name]
         own = [*service.ports.values(), *([] if name.startswith("worker-") else [service.port])]
         if taken := [port for port in own if processes.port_open(port)]:
@@ -123,7 +128,7 @@ def up(
             if node.name != "head" and "head" in started and node.running:
                 stop_service(state, node.name)  # it belonged to the head that is gone
             if not node.running:
-                start(node.name, lambda s, n=node.name: start_node(s, n))
+                start(node.name, functools.partial(start_node, name=node.name))
                 if node.name == "head":
                     _wait_node(state, "head")
         for node in state.nodes:
@@ -143,8 +148,8 @@ def up(
             )
     except BaseException:
         for name in reversed(started):  # what this call started; data and records stay
-            if state.services[name].proc:
-                processes.stop(state.services[name].proc)
+            if (proc := state.services[name].proc) is not None:
+                processes.stop(proc)
                 state.services[name].proc = None
         state.save()
         raise
@@ -173,7 +178,7 @@ def stop_service(state: ClusterState, name: str) -> int:
     return count
 
 
-def down(directory: Path, say=print) -> int:
+def down(directory: Path, say: Callable[[str], None] = print) -> int:
     """Stop every process `up` started (workers, head, MLflow, PostgreSQL); keep the data."""
     state = load(directory.resolve())
     order = [n.name for n in reversed(state.nodes)] + ["mlflow", "postgres"]
@@ -194,12 +199,12 @@ def describe(state: ClusterState) -> list[str]:
     for name in ("postgres", "mlflow"):
         service = state.services[name]
         where = state.tracking_uri if name == "mlflow" else f"{HOST}:{service.port}"
-        running = f"running (pid {service.proc.pid})" if service.running else "DOWN"
+        running = f"running (pid {service.proc.pid})" if service.proc and service.running else "DOWN"
         lines.append(f"  {name:10s} {where:28s} {running}")
     seen = {n["node_id"]: n for n in ray_nodes(state)} if state.services["head"].running else {}
     for node in state.nodes:
         known = seen.get(node.node_id or "", {})
-        running = f"running (pid {node.proc.pid})" if node.running else "DOWN"
+        running = f"running (pid {node.proc.pid})" if node.proc and node.running else "DOWN"
         resources = known.get("resources", {})
         cpu, gpu = resources.get("CPU", 0), resources.get("GPU", 0)
         lines.append(

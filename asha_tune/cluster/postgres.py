@@ -9,6 +9,7 @@ import secrets
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from asha_tune.cluster import processes
 from asha_tune.cluster.processes import Proc
@@ -129,7 +130,7 @@ def start_postgres(state: ClusterState) -> Proc:
     )
 
 
-def _connect(state: ClusterState, database: str = "postgres"):
+def _connect(state: ClusterState, database: str = "postgres") -> Any:
     try:
         import psycopg
     except ImportError:

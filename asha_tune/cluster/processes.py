@@ -53,7 +53,7 @@ def alive(proc: Proc | None) -> bool:
     if proc is None:
         return False
     fields = _stat(proc.pid)
-    return bool(fields) and fields[0] not in ("Z", "X") and _start_ticks(fields) == proc.start_ticks
+    return fields is not None and fields[0] not in ("Z", "X") and _start_ticks(fields) == proc.start_ticks
 
 
 def _table() -> dict[int, list[str]]:

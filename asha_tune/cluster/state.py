@@ -3,6 +3,7 @@ URLs and flags that point a sweep at it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -104,7 +105,7 @@ def load(directory: Path) -> ClusterState:
     return ClusterState.model_validate_json(path.read_text())
 
 
-def secret(directory: Path, name: str, make) -> str:
+def secret(directory: Path, name: str, make: Callable[[], str]) -> str:
     path = directory / "secrets" / name
     if not path.is_file():
         write_private(path, make())

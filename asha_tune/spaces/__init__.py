@@ -9,10 +9,10 @@
 
 from __future__ import annotations
 
+from asha_tune.defaults import SPACES_ENV
 from asha_tune.spaces.describe import describe, describe_selection, domain_choices, needs, weight_choices
 from asha_tune.spaces.loading import (
     PACKAGE_SPACES,
-    SPACES_ENV,
     apply_overrides,
     find_space,
     list_spaces,

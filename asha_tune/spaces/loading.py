@@ -171,9 +171,9 @@ def _check_trials(space: SearchSpace) -> list[str]:
             space.trial_config(values)
         except ValidationError as err:
             for path, _, message in validation_problems(err):
-                param = varied or None if is_cross_field(path) else owner(path, varied)
-                if param:
-                    line = f"parameters.{param}: {message}"
+                owning = varied or None if is_cross_field(path) else owner(path, varied)
+                if owning:
+                    line = f"parameters.{owning}: {message}"
                 else:
                     line = f"{path}: {message}" if path else message
                 problems.setdefault(message, line)

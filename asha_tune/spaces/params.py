@@ -58,7 +58,8 @@ class Fixed(_Param):
     def choices(self) -> list[Any]:
         return [self.value]
 
-    corners = choices
+    def corners(self) -> list[Any]:
+        return self.choices()
 
     def optuna_params(self, name: str, value: Any) -> dict[str, Any]:
         return {}
@@ -146,7 +147,8 @@ class Categorical(_Param):
     def choices(self) -> list[Any]:
         return list(self.values)
 
-    corners = choices
+    def corners(self) -> list[Any]:
+        return self.choices()
 
     def describe(self) -> str:
         return f"{self.type} {self.values}"

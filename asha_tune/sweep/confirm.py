@@ -75,7 +75,7 @@ def top_trials(
             f"best can be confirmed; continue it with asha-tune resume {sweep.name}"
         )
     space = sweep.space
-    records = sweep_trials(tracker, tracker.experiment(space.name), sweep.parent_run_id)
+    records = sweep_trials(tracker, tracker.experiment(space.name), sweep.run_id)
     full = [
         r
         for r in ranked_trials(records, space.scheduler.metric, space.scheduler.mode)
@@ -173,10 +173,10 @@ def confirm(sweep: SweepSettings, top: int, seeds: int) -> ConfirmOutcome:
             f"--top {top} --seeds {seeds}{command_tail(sweep)}"
         )
         return ConfirmOutcome(outcome, None)
-    children = sweep_trials(tracker, tracker.experiment(space.name), settings.parent_run_id)
-    runs = ConfirmationRuns(sweep.name, str(sweep.parent_run_id), settings.name, str(settings.parent_run_id))
-    seed_list = settings.space.parameters[SEED].choices()
+    children = sweep_trials(tracker, tracker.experiment(space.name), settings.run_id)
+    runs = ConfirmationRuns(sweep.name, sweep.run_id, settings.name, settings.run_id)
+    seed_list = [int(seed) for seed in settings.space.parameters[SEED].choices()]  # type: ignore[arg-type]
     report = confirmation_report(space, runs, seed_list, best, children)
-    tracker.log_dict(settings.parent_run_id, report, REPORT_FILE)
+    tracker.log_dict(settings.run_id, report, REPORT_FILE)
     say(describe_confirmation(report))
     return ConfirmOutcome(outcome, report)

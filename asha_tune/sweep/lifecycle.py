@@ -115,7 +115,7 @@ def _close(
     """Read the records back and end the parent run by what they say; an unfinished sweep's
     running trials become interrupted in MLflow and WAITING in Optuna (resume takes them back)."""
     space = settings.space
-    trials = sweep_trials(tracker, experiment_id, settings.parent_run_id)
+    trials = sweep_trials(tracker, experiment_id, settings.run_id)
     finished = (
         failure is None
         and len(trials) >= space.num_trials
@@ -129,17 +129,17 @@ def _close(
     best = best_trial(trials, space.scheduler.metric, space.scheduler.mode)
     tags = {TRIALS_TAG: len(trials), **_summarize(settings, tracker, trials)}
     if failure is not None:
-        tracker.finish(settings.parent_run_id, INTERRUPTED, {**tags, FAILURE_TAG: failure[:2000]})
+        tracker.finish(settings.run_id, INTERRUPTED, {**tags, FAILURE_TAG: failure[:2000]})
     elif not finished:
-        tracker.finish(settings.parent_run_id, INTERRUPTED, tags)
+        tracker.finish(settings.run_id, INTERRUPTED, tags)
     elif trials and all(t.status == FAILED for t in trials):
         tracker.finish(
-            settings.parent_run_id,
+            settings.run_id,
             FAILED,
             {**tags, FAILURE_TAG: f"all {count(len(trials), 'trial')} failed"},
         )
     else:
-        tracker.finish(settings.parent_run_id, COMPLETED, tags)
+        tracker.finish(settings.run_id, COMPLETED, tags)
     return SweepOutcome(settings, trials, best, finished)
 
 
@@ -149,18 +149,19 @@ def _summarize(settings: SweepSettings, tracker: Tracker, trials: list[TrialReco
     s = settings.space.scheduler
     metrics, tags = summary(trials, s.metric, s.mode)
     if metrics:
-        tracker.log_metrics(settings.parent_run_id, metrics, step=0)
+        tracker.log_metrics(settings.run_id, metrics, step=0)
     return {**tags, SELECTION_TAG: settings.space.selection.protocol} if tags else {}
 
 
 def _user_error(err: BaseException) -> AshaTuneError | None:
     """An AshaTuneError that Tune wrapped (raised in a callback or the searcher), if any."""
     seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, AshaTuneError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, AshaTuneError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
     return None
 
 
@@ -348,18 +349,18 @@ def resume(settings: SweepSettings) -> SweepOutcome:
     `settings` may carry new runtime options (data root, cache, device); they are saved.
     """
     tracker, experiment_id = _records(settings)
-    trials = sweep_trials(tracker, experiment_id, settings.parent_run_id)
+    trials = sweep_trials(tracker, experiment_id, settings.run_id)
     space = settings.space
     if len(trials) >= space.num_trials and all(t.status in FINAL_STATUSES for t in trials):
         say(f"sweep {settings.name} has finished ({count(len(trials), 'trial')}): nothing to resume")
         best = best_trial(trials, space.scheduler.metric, space.scheduler.mode)
-        tracker.set_tags(settings.parent_run_id, _summarize(settings, tracker, trials))  # older sweeps too
+        tracker.set_tags(settings.run_id, _summarize(settings, tracker, trials))  # older sweeps too
         return _conclude(SweepOutcome(settings, trials, best, True))
     with sigterm_as_sigint():
         preflight(settings)
         settings.save()
         handle = StudyHandle(settings.study_url, settings.name, space)
         handle.unpark()
-        tracker.reopen(settings.parent_run_id)
+        tracker.reopen(settings.run_id)
         say("resuming: finished trials are kept, unfinished ones continue from their checkpoints")
         return _run(settings, tracker, experiment_id, lambda: restored_tuner(settings, handle, experiment_id))

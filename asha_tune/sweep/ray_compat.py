@@ -49,7 +49,7 @@ def reload_token_auth() -> None:
     if "ray" not in sys.modules:
         return
     from ray._private.authentication.authentication_token_setup import _enable_token_auth
-    from ray._raylet import AuthenticationTokenLoader
+    from ray._raylet import AuthenticationTokenLoader  # type: ignore[attr-defined]  # compiled
 
     _enable_token_auth()
     AuthenticationTokenLoader.instance().reset_cache()
@@ -80,7 +80,7 @@ def start_loopback_node(
     sockets = {kind: Path(temp_dir) / f"{name}.{kind}" for kind in ("plasma", "raylet")}
     for path in sockets.values():  # left by this node's previous run: a restart would not bind
         path.unlink(missing_ok=True)
-    params = ray._private.parameter.RayParams(
+    params: Any = ray._private.parameter.RayParams(  # private, loosely typed
         node_ip_address="127.0.0.1",
         num_cpus=num_cpus,
         num_gpus=num_gpus,
@@ -89,7 +89,7 @@ def start_loopback_node(
         dashboard_agent_listen_port=agent_port,
         include_dashboard=head,
         dashboard_host="127.0.0.1",
-        dashboard_port=dashboard_port,
+        dashboard_port=dashboard_port,  # type: ignore[arg-type]  # an int: Ray annotates it bool
         node_name=name,
         # Nodes of one machine share the session folder: name their sockets, or two nodes
         # starting at once race for the same default name.

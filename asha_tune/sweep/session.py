@@ -142,6 +142,7 @@ def _start(settings: SweepSettings, address: str | None) -> RayInfo:
         token = _token_source()
     import ray
 
+    context: Any
     try:
         if address:
             context = ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
@@ -150,8 +151,8 @@ def _start(settings: SweepSettings, address: str | None) -> RayInfo:
             # /tmp/ray/ray_current_cluster (which a plain ray.init() would join).
             context = ray.init(
                 address="local",
-                num_cpus=settings.num_cpus,
-                num_gpus=settings.num_gpus,
+                num_cpus=settings.num_cpus,  # type: ignore[arg-type]  # Ray takes fractional ones
+                num_gpus=settings.num_gpus,  # type: ignore[arg-type]
                 include_dashboard=True,
                 dashboard_host="127.0.0.1",
                 logging_level=logging.WARNING,

@@ -43,6 +43,13 @@ class SweepSettings(BaseModel):
     configuration_tags: dict[str, dict[str, str]] = {}
 
     @property
+    def run_id(self) -> str:
+        """The MLflow parent run's id: set by `launch` before anything runs."""
+        if self.parent_run_id is None:
+            raise ConfigError(f"sweep {self.name} has no MLflow parent run: it was never launched")
+        return self.parent_run_id
+
+    @property
     def sweep_dir(self) -> Path:
         return self.results_dir / self.name
 

@@ -23,6 +23,8 @@ import optuna
 import sqlalchemy.exc
 from optuna.trial import TrialState
 
+__all__ = ["StudyHandle", "TrialState", "archive_study", "create_study", "prepare_storage"]
+
 from asha_tune.defaults import STUDY_RETRY_ENV, STUDY_RETRY_S
 from asha_tune.errors import AshaTuneError, ConfigError
 from asha_tune.spaces import SearchSpace
@@ -85,7 +87,7 @@ def _lost_connection(err: BaseException) -> bool:
             ),
         ):
             return True
-        err = err.__cause__ or err.__context__
+        err = err.__cause__ or err.__context__  # type: ignore[assignment]  # None ends the loop
     return False
 
 
@@ -118,7 +120,11 @@ def retrying(url: str, call: Callable[[], T]) -> T:
 def create_study(url: str, name: str, space: SearchSpace) -> optuna.Study:
     """A new study for a new sweep; a grid's or a list's configurations are enqueued in order."""
     storage = _storage(url)
-    direction = "maximize" if space.scheduler.mode == "max" else "minimize"
+    direction = (
+        optuna.study.StudyDirection.MAXIMIZE
+        if space.scheduler.mode == "max"
+        else optuna.study.StudyDirection.MINIMIZE
+    )
     try:
         study = optuna.create_study(
             storage=storage, study_name=name, direction=direction, sampler=sampler_for(space)
@@ -159,7 +165,7 @@ class StudyHandle:
         return {"url": self.url, "name": self.name, "space": self.space}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["url"], state["name"], state["space"])
+        StudyHandle.__init__(self, state["url"], state["name"], state["space"])
 
     @property
     def study(self) -> optuna.Study:
@@ -180,10 +186,13 @@ class StudyHandle:
     @property
     def storage(self) -> optuna.storages.BaseStorage:
         self.study  # noqa: B018  (opens the connection)
+        assert self._storage is not None
         return self._storage
 
     def _trial_id(self, number: int) -> int:
-        return self.storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
+        storage = self.storage  # opens the connection, which sets the study's id
+        assert self._study_id is not None
+        return storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
 
     # -- the sweep's calls --
 
@@ -415,8 +424,9 @@ def _space_params(
         if calls == [name]:
             out_params[name], out_distributions[name] = params[name], distributions[name]
         elif calls:
-            choices = [",".join(map(str, c)) for c in space.parameters[name].choices()]
-            out_params[name] = ",".join(map(str, values[name]))
+            choices = [",".join(map(str, c)) for c in space.parameters[name].choices()]  # type: ignore[arg-type]
+            conv_set: list[int] = values[name]  # several suggest calls: a conv set
+            out_params[name] = ",".join(map(str, conv_set))
             out_distributions[name] = optuna.distributions.CategoricalDistribution(choices)
     return out_params, out_distributions
 

@@ -75,7 +75,7 @@ def train_trial(config: dict[str, Any], space: SearchSpace, runtime: Runtime) ->
     if ended:
         return  # it ended before the driver stopped, and Tune had not saved that yet
     rungs = asha_rungs(space.scheduler, epochs)
-    saved = {"epoch": int(state["epoch"]) if state else 0, "unsaved_s": 0.0}
+    saved: dict[str, Any] = {"epoch": int(state["epoch"]) if state else 0, "unsaved_s": 0.0}
     first = {"at_entry": entered, "time_imports": imports}
     if (started := process_started_at()) is not None:
         first["at_process"] = started

@@ -36,6 +36,7 @@ def new_tuner(settings: SweepSettings, handle: StudyHandle, experiment_id: str) 
 
     space = settings.space
     s, epochs = space.scheduler, space.train.epochs
+    scheduler: Any
     if s.kind == "asha":
         scheduler = ResumableASHA(
             handle,
@@ -48,9 +49,9 @@ def new_tuner(settings: SweepSettings, handle: StudyHandle, experiment_id: str) 
         )
     else:
         scheduler = FIFOScheduler()
-    callbacks = [
+    callbacks: list[Any] = [
         TrackingCallback(
-            settings.tracking_uri, experiment_id, settings.parent_run_id, space, settings.configuration_tags
+            settings.tracking_uri, experiment_id, settings.run_id, space, settings.configuration_tags
         ),
         ProgressCallback(s.metric, s.mode, space.num_trials, epochs),
         CheckpointCleanup(s.metric, s.mode, epochs),

@@ -86,7 +86,7 @@ def _resize_square(image: Image.Image, size: int) -> np.ndarray:
     w, h = image.size
     scale = size / min(w, h)
     new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-    resized = image.resize((new_w, new_h), Image.BILINEAR)
+    resized = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
     if (new_w, new_h) != (size, size):  # PACS is square (227 px); other data is centre-cropped
         left, top = (new_w - size) // 2, (new_h - size) // 2
         resized = resized.crop((left, top, left + size, top + size))
@@ -96,8 +96,8 @@ def _resize_square(image: Image.Image, size: int) -> np.ndarray:
 def decode(path: Path, sizes: tuple[int, ...]) -> list[np.ndarray]:
     """One image decoded and resized to each of `sizes` (HWC uint8)."""
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")
             return [_resize_square(image, s) for s in sizes]
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"cannot read image {path}: {err}") from None

@@ -209,11 +209,15 @@ class Baseline(ShapingMode):
 class RandomMaps(ShapingMode):
     name = "random"
 
-    def train_logits(self, model, shaper, x, x_target):
+    def train_logits(
+        self, model: nn.Module, shaper: ActivationShaper | None, x: Tensor, x_target: Tensor | None
+    ) -> Tensor:
+        assert shaper is not None  # a mode that shapes always has its hooks
         with shaper.acting("random"):
             return model(x)
 
-    def eval_logits(self, model, shaper, x):
+    def eval_logits(self, model: nn.Module, shaper: ActivationShaper | None, x: Tensor) -> Tensor:
+        assert shaper is not None
         with shaper.acting("random" if self.config.resolved_shape_at_eval else "off"):
             return model(x)
 
@@ -223,16 +227,20 @@ class TargetMaps(ShapingMode):
 
     name = "target"
 
-    def train_logits(self, model, shaper, x, x_target):
+    def train_logits(
+        self, model: nn.Module, shaper: ActivationShaper | None, x: Tensor, x_target: Tensor | None
+    ) -> Tensor:
+        assert shaper is not None
         with torch.no_grad(), frozen_bn_stats(model, not self.config.target_updates_bn):
             with shaper.acting("record"):
                 model(x_target)
         with shaper.acting("apply"):
             return model(x)
 
-    def eval_logits(self, model, shaper, x):
+    def eval_logits(self, model: nn.Module, shaper: ActivationShaper | None, x: Tensor) -> Tensor:
         if not self.config.resolved_shape_at_eval:
             return model(x)
+        assert shaper is not None
         # At test time the batch is itself target data: its own maps are the masks.
         with shaper.acting("record"):
             model(x)
@@ -245,7 +253,9 @@ class TargetBatchNormOnly(ShapingMode):
 
     name = "bn_only"
 
-    def train_logits(self, model, shaper, x, x_target):
+    def train_logits(
+        self, model: nn.Module, shaper: ActivationShaper | None, x: Tensor, x_target: Tensor | None
+    ) -> Tensor:
         with torch.no_grad(), frozen_bn_stats(model, not self.config.target_updates_bn):
             model(x_target)
         return model(x)
@@ -273,7 +283,7 @@ def attach(
     shaper = ActivationShaper(
         model,
         config.convs,
-        config.resolved_shape_fn,
+        config.resolved_shape_fn or "binarize_a",  # a mode that shapes always names one
         p0=config.p0_per_conv(),
         topk_fraction=config.topk_fraction,
         generator=generator,

@@ -95,8 +95,10 @@ def load_trial_data(
             name, tuple(keys[i] for i in keep.tolist()), tuple(images[name].labels.tolist())
         )
     plan = selection.plan_selection(config.selection, domains[d.source], [domains[t] for t in d.targets])
-    targets = {t: _take(images[t], plan.reported[t], ("test",), device) for t in d.targets}
-    val = (
+    targets: dict[str, pacs.DomainImages] = {
+        t: _take(images[t], plan.reported[t], ("test",), device) for t in d.targets
+    }
+    val: dict[str, pacs.DomainImages] = (
         targets
         if plan.selects_on_reported
         else {name: _take(images[name], positions, ("test",), device) for name, positions in plan.val.items()}
@@ -168,7 +170,7 @@ class Trial:
         model = build_model(train.weights)
         self.mode, self.shaper = attach(model, config.shaping, self.gens.mask)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        self.model = model.to(self.device, memory_format=memory_format)
+        self.model = model.to(self.device, memory_format=memory_format)  # type: ignore[call-overload]
         self.data = load_trial_data(config, runtime, self.device, self.mode.uses_target_batches)
         # fused: one kernel for all parameters (5x faster steps than the default on the CPU).
         self.optimizer = torch.optim.SGD(
@@ -222,7 +224,7 @@ class Trial:
 
     # -- one epoch --
 
-    def _autocast(self):
+    def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None)
 
     def _input(self, x: Tensor) -> Tensor:
@@ -233,6 +235,8 @@ class Trial:
         source, target = self.data.source, self.data.adaptation
         self.model.train()
         lr = self.optimizer.param_groups[0]["lr"]
+        batch = train.batch_size
+        assert batch is not None  # TrialConfig fills in the mode's batch size
         cpu_order = torch.randperm(len(source), generator=self.gens.order)
         order = cpu_order.to(self.device)
         paired = None
@@ -246,13 +250,13 @@ class Trial:
             ).to(self.device)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
-        for begin in range(0, len(order), train.batch_size):
-            idx = order[begin : begin + train.batch_size]
+        for begin in range(0, len(order), batch):
+            idx = order[begin : begin + batch]
             x = self._input(pacs.augment(source.train[idx], d.image_size, self.gens.augment))
             y = source.labels[idx]
             x_target = None
             if target is not None and paired is not None:  # paired exactly when target is
-                t_idx = paired[begin : begin + train.batch_size]
+                t_idx = paired[begin : begin + batch]
                 x_target = self._input(pacs.augment(target.train[t_idx], d.image_size, self.gens.augment))
             with self._autocast():
                 logits = self.mode.train_logits(self.model, self.shaper, x, x_target)
