@@ -26,7 +26,9 @@ def imported_packages() -> set[str]:
 
 def declared() -> set[str]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    specs = project["dependencies"] + [d for extra in project["optional-dependencies"].values() for d in extra]
+    specs = project["dependencies"] + [
+        d for extra in project["optional-dependencies"].values() for d in extra
+    ]
     return {spec.split("[")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower() for spec in specs}
 
 
