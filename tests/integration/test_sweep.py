@@ -390,7 +390,9 @@ def test_launch_joins_an_existing_cluster_by_address(tmp_path, tiny_runtime, pro
 
 
 def test_ui_serves_the_sweeps_store(tmp_path):
-    Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}").experiment("x")
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = tracker.experiment("ui-serves-this-store")
+    run_id = tracker.start_run(experiment, "a-run", tags={"asha_tune.sweep": "ui-check"})
     port = free_port()
     ui = subprocess.Popen(
         [
@@ -408,8 +410,19 @@ def test_ui_serves_the_sweeps_store(tmp_path):
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    base = f"http://127.0.0.1:{port}"
     try:
-        assert wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/"), 120, "the MLflow UI")
+        assert wait_for(lambda: http_ok(f"{base}/"), 120, "the MLflow UI")
+        # It serves this store, not another: the experiment and the run written above are there.
+        with urllib.request.urlopen(
+            f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=ui-serves-this-store", timeout=30
+        ) as response:
+            assert json.loads(response.read())["experiment"]["experiment_id"] == experiment
+        with urllib.request.urlopen(
+            f"{base}/api/2.0/mlflow/runs/get?run_id={run_id}", timeout=30
+        ) as response:
+            tags = {t["key"]: t["value"] for t in json.loads(response.read())["run"]["data"]["tags"]}
+        assert tags["asha_tune.sweep"] == "ui-check"
     finally:
         stop_group(ui)
 
