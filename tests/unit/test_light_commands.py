@@ -12,6 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from asha_tune.tracking.tags import EPOCHS_RUN_TAG, STATUS_TAG, SWEEP_TAG, TRIAL_NUMBER_TAG
+from tests.helpers.mlflow import mlflow_store
 
 HEAVY = ("torch", "torchvision", "ray")
 PROBE = """
@@ -77,7 +78,7 @@ def test_a_light_command_imports_neither_torch_nor_ray(argv, tmp_path):
 
 
 def test_compare_imports_neither_torch_nor_ray(tmp_path):
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = mlflow_store(tmp_path / "mlflow.db")
     a_sweep_in(store)
     result = run(["compare", "s", "--tracking-uri", store, "--out", str(tmp_path / "out")], tmp_path)
     assert result["code"] == 0, result["out"]

@@ -12,6 +12,7 @@ from asha_tune.tracking import Tracker
 from asha_tune.tracking.tags import ADAPTATION_TAG, STATUS_TAG
 from asha_tune.tracking.trials import log_epoch, trial_tags
 from asha_tune.trial.config import TrialConfig
+from tests.helpers.mlflow import mlflow_store
 
 TINY = {
     "data": {"targets": ["cartoon"], "image_size": 32},
@@ -30,7 +31,7 @@ def test_only_modes_that_see_target_images_say_which():
 
 
 def test_an_epoch_logs_its_constants_once_as_params_and_the_rest_as_metrics(tmp_path):
-    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracker = Tracker(mlflow_store(tmp_path / "mlflow.db"))
     run = tracker.start_run(tracker.experiment("e"), "t")
     for epoch, acc in ((1, 40.0), (2, 45.0)):
         log_epoch(
@@ -45,7 +46,7 @@ def test_an_epoch_logs_its_constants_once_as_params_and_the_rest_as_metrics(tmp_
 
 def test_a_logged_trial_is_one_finished_run_with_its_config_and_final_metrics(tiny_runtime, tmp_path):
     config = TrialConfig.model_validate({**TINY, "shaping": {"mode": "random", "convs": [1], "p0": 0.5}})
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     logged = run_logged_trial(config, tiny_runtime, tracking_uri=uri, checkpoint=tmp_path / "c.pt")
     run = MlflowClient(uri).get_run(logged.run_id)
     assert run.info.status == "FINISHED" and run.data.tags[STATUS_TAG] == "completed"
