@@ -108,33 +108,41 @@ class Step:
         self.optimizer.step()
 
 
-def rate(batches, count: int, step: Step | None) -> float:
+def timed(batches, step: Step | None) -> float:
     start = time.perf_counter()
     for batch in batches:
         if step is not None:
             step(batch)
-    return count / (time.perf_counter() - start)
+    return time.perf_counter() - start
 
 
 def throughput(entry: cache.CacheEntry, labels, args: argparse.Namespace) -> dict[str, float]:
-    """Images per second of each path, data only and with a training step."""
-    out: dict[str, float] = {}
+    """Images per second of each path, data only and with a training step. The paths take turns
+    over `args.rounds` rounds (cold, warm, in memory, cold, ...), so a shared machine's changing
+    load weighs on each alike; a cold round first evicts the cache file's pages."""
     n = entry.count
     step = Step(args.image_size)
     step(torch.zeros((args.batch, 3, entry.base, entry.base), dtype=torch.uint8))  # warm-up
-    steps = args.train_steps * args.batch
-    for label, with_step, count in (("data only", None, n), ("train step", step, steps)):
-        order = epoch_order(n)[:count]
-        gc.collect()
-        evict(entry)
-        train = cache.open_cache(entry, labels).train  # a fresh, unmapped view: cold pages
-        out[f"{label}, stream (cold)"] = rate(BatchStream(train).batches(order, args.batch), count, with_step)
-        out[f"{label}, stream (warm)"] = rate(BatchStream(train).batches(order, args.batch), count, with_step)
-        copy = train.clone()  # the in-memory path: a private copy, as on a device
-        del train
-        gc.collect()
-        out[f"{label}, in memory"] = rate((copy[i] for i in order.split(args.batch)), count, with_step)
-        del copy
+    copy = cache.open_cache(entry, labels).train.clone()  # in memory: a private copy, as on a device
+    gc.collect()
+    out: dict[str, float] = {}
+    for label, with_step, count in (
+        ("data only", None, n),
+        ("train step", step, args.train_steps * args.batch),
+    ):
+        seconds = {"stream (cold)": 0.0, "stream (warm)": 0.0, "in memory": 0.0}
+        for r in range(args.rounds):
+            order = epoch_order(n, seed=r)[:count]
+            evict(entry)
+            train = cache.open_cache(entry, labels).train  # a fresh view, nothing of it mapped yet
+            seconds["stream (cold)"] += timed(BatchStream(train).batches(order, args.batch), with_step)
+            seconds["stream (warm)"] += timed(BatchStream(train).batches(order, args.batch), with_step)
+            seconds["in memory"] += timed(
+                (copy[i] for i in order.split(args.batch)), with_step
+            )  # as training.py
+            del train
+            gc.collect()  # unmapped, so the next round's eviction can drop its pages
+        out.update({f"{label}, {path}": args.rounds * count / s for path, s in seconds.items()})
     return out
 
 
@@ -227,7 +235,7 @@ def table(r: dict) -> str:
     ]
     for b in r["build"]:
         lines.append(f"  {b['workers']} worker(s){'':22}{b['img_s']:8.0f}{b['seconds']:9.1f}")
-    lines += ["", f"{'one trial, batch ' + str(r['batch']):34}{'img/s':>8}"]
+    lines += ["", f"{'one trial, batch ' + str(r['batch']) + ', paths in turn':34}{'img/s':>8}"]
     for name, value in r["throughput"].items():
         lines.append(f"  {name:32}{value:8.0f}")
     lines += [
@@ -253,7 +261,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--budget-mib", type=int, default=128)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--train-steps", type=int, default=30)
+    parser.add_argument("--train-steps", type=int, default=5, help="per path and round")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
     # A reader process (internal).
     parser.add_argument("--reader", choices=("memory", "stream"))

@@ -13,7 +13,7 @@ def test_data_paths_parts_and_table(tmp_path):
     files = list_dataset("folder", data_paths.make_dataset(tmp_path / "data", 40))["d"]
     assert len(files) == 40 and len(set(files.labels)) == data_paths.CLASSES
     _, built = cache.load_cached_domain(files, 32, tmp_path / "cache", "folder", workers=2)
-    args = argparse.Namespace(image_size=32, batch=8, train_steps=1)
+    args = argparse.Namespace(image_size=32, batch=8, train_steps=1, rounds=2)
     rates = data_paths.throughput(built.entry, files.labels, args)
     assert set(rates) == {
         f"{what}, {path}"
