@@ -130,16 +130,19 @@ def throughput(entry: cache.CacheEntry, labels, args: argparse.Namespace) -> dic
         ("data only", None, n),
         ("train step", step, args.train_steps * args.batch),
     ):
-        seconds = {"stream (cold)": 0.0, "stream (warm)": 0.0, "in memory": 0.0}
+        seconds = dict.fromkeys(
+            ("stream (cold)", "stream (warm)", "in memory", "in memory, index_select"), 0.0
+        )
         for r in range(args.rounds):
             order = epoch_order(n, seed=r)[:count]
             evict(entry)
             train = cache.open_cache(entry, labels).train  # a fresh view, nothing of it mapped yet
             seconds["stream (cold)"] += timed(BatchStream(train).batches(order, args.batch), with_step)
             seconds["stream (warm)"] += timed(BatchStream(train).batches(order, args.batch), with_step)
-            seconds["in memory"] += timed(
-                (copy[i] for i in order.split(args.batch)), with_step
-            )  # as training.py
+            batches = order.split(args.batch)
+            seconds["in memory"] += timed((copy[i] for i in batches), with_step)  # as training.py
+            gathered = (torch.index_select(copy, 0, i) for i in batches)  # the stream's gather
+            seconds["in memory, index_select"] += timed(gathered, with_step)
             del train
             gc.collect()  # unmapped, so the next round's eviction can drop its pages
         out.update({f"{label}, {path}": args.rounds * count / s for path, s in seconds.items()})

@@ -18,7 +18,7 @@ def test_data_paths_parts_and_table(tmp_path):
     assert set(rates) == {
         f"{what}, {path}"
         for what in ("data only", "train step")
-        for path in ("stream (cold)", "stream (warm)", "in memory")
+        for path in ("stream (cold)", "stream (warm)", "in memory", "in memory, index_select")
     }
     assert all(v > 0 for v in rates.values())
     (measured,) = [data_paths.memory(built.entry, "stream", 1, args)]
