@@ -108,31 +108,35 @@ class Step:
         self.optimizer.step()
 
 
-def timed(batches, step: Step | None) -> float:
-    start = time.perf_counter()
+def timed(batches, step: Step | None) -> np.ndarray:
+    """(wall, CPU) seconds of a pass; CPU counts every thread of this process (the gather's too),
+    so it holds up on a loaded machine where wall time does not."""
+    wall, cpu = time.perf_counter(), time.process_time()
     for batch in batches:
         if step is not None:
             step(batch)
-    return time.perf_counter() - start
+    return np.array([time.perf_counter() - wall, time.process_time() - cpu])
 
 
-def throughput(entry: cache.CacheEntry, labels, args: argparse.Namespace) -> dict[str, float]:
-    """Images per second of each path, data only and with a training step. The paths take turns
-    over `args.rounds` rounds (cold, warm, in memory, cold, ...), so a shared machine's changing
-    load weighs on each alike; a cold round first evicts the cache file's pages."""
+PATHS = ("stream (cold)", "stream (warm)", "in memory", "in memory, index_select")
+
+
+def throughput(entry: cache.CacheEntry, labels, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Images per second (wall) and CPU ms per 100 images of each path, data only and with a
+    training step. The paths take turns over `args.rounds` rounds (cold, warm, in memory, ...),
+    so a shared machine's changing load weighs on each alike; a cold pass first evicts the cache
+    file's pages."""
     n = entry.count
     step = Step(args.image_size)
     step(torch.zeros((args.batch, 3, entry.base, entry.base), dtype=torch.uint8))  # warm-up
     copy = cache.open_cache(entry, labels).train.clone()  # in memory: a private copy, as on a device
     gc.collect()
-    out: dict[str, float] = {}
+    out: dict[str, dict[str, float]] = {}
     for label, with_step, count in (
         ("data only", None, n),
         ("train step", step, args.train_steps * args.batch),
     ):
-        seconds = dict.fromkeys(
-            ("stream (cold)", "stream (warm)", "in memory", "in memory, index_select"), 0.0
-        )
+        seconds = {path: np.zeros(2) for path in PATHS}
         for r in range(args.rounds):
             order = epoch_order(n, seed=r)[:count]
             evict(entry)
@@ -145,7 +149,9 @@ def throughput(entry: cache.CacheEntry, labels, args: argparse.Namespace) -> dic
             seconds["in memory, index_select"] += timed(gathered, with_step)
             del train
             gc.collect()  # unmapped, so the next round's eviction can drop its pages
-        out.update({f"{label}, {path}": args.rounds * count / s for path, s in seconds.items()})
+        images = args.rounds * count
+        for path, (wall, cpu) in seconds.items():
+            out[f"{label}, {path}"] = {"img_s": images / wall, "cpu_ms_per_100": 1e5 * cpu / images}
     return out
 
 
@@ -234,23 +240,26 @@ def table(r: dict) -> str:
         f"{d['test_mib']:.0f} MiB test images",
         f"budget {r['budget_mib']} MiB -> {r['decision']}",
         "",
-        f"{'cache build':34}{'img/s':>8}{'wall s':>9}",
+        f"{'cache build':38}{'img/s':>8}{'wall s':>9}",
     ]
     for b in r["build"]:
-        lines.append(f"  {b['workers']} worker(s){'':22}{b['img_s']:8.0f}{b['seconds']:9.1f}")
-    lines += ["", f"{'one trial, batch ' + str(r['batch']) + ', paths in turn':34}{'img/s':>8}"]
-    for name, value in r["throughput"].items():
-        lines.append(f"  {name:32}{value:8.0f}")
+        lines.append(f"  {b['workers']} worker(s){'':26}{b['img_s']:8.0f}{b['seconds']:9.1f}")
     lines += [
         "",
-        f"{'host memory, two epochs read':34}{'PSS MiB':>8}{'/trial':>8}{'anon':>7}{'file':>7}"
+        f"{'one trial, batch ' + str(r['batch']) + ', paths in turn':38}{'img/s':>8}{'CPU ms/100 img':>16}",
+    ]
+    for name, value in r["throughput"].items():
+        lines.append(f"  {name:36}{value['img_s']:8.0f}{value['cpu_ms_per_100']:16.2f}")
+    lines += [
+        "",
+        f"{'host memory, two epochs read':38}{'PSS MiB':>8}{'/trial':>8}{'anon':>7}{'file':>7}"
         f"{'imports':>9}{'img/s each':>12}{'load':>6}",
     ]
     for m in r["memory"]:
         k = m["trials"]
         name = f"  {'in memory' if m['path'] == 'memory' else 'stream'}, {k} trial(s) at once"
         lines.append(
-            f"{name:34}{m['Pss']:8.0f}{m['Pss'] / k:8.0f}{m['Pss_Anon'] / k:7.0f}{m['Pss_File'] / k:7.0f}"
+            f"{name:38}{m['Pss']:8.0f}{m['Pss'] / k:8.0f}{m['Pss_Anon'] / k:7.0f}{m['Pss_File'] / k:7.0f}"
             f"{m['imports_anon_mib']:9.0f}{m['img_s_each']:12.0f}{m['load']:6.1f}"
         )
     lines.append("(per trial: anon and file parts of PSS; imports: anon PSS after importing, before data)")
