@@ -19,6 +19,7 @@ import gc
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -229,6 +230,7 @@ def memory(entry: cache.CacheEntry, path: str, k: int, args: argparse.Namespace)
         for p in procs:
             if p.poll() is None:
                 p.kill()
+        shutil.rmtree(signals, ignore_errors=True)
     mib = {key: sum(m.get(key, 0) for m in per) / 1024 for key in ("Pss", "Pss_Anon", "Pss_File", "Rss")}
     return {
         "trials": k,
@@ -337,7 +339,7 @@ def main() -> None:
             say(f"memory: {k} {path} reader(s)")
             report["memory"].append(memory(entry, path, k, args))
     report["load_end"] = load_average()
-    subprocess.run(["rm", "-rf", str(work)], check=False)
+    shutil.rmtree(work, ignore_errors=True)
     if args.out:
         args.out.write_text(json.dumps(report, indent=1))
     print(table(report))
