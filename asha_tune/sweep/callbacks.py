@@ -30,6 +30,7 @@ from asha_tune.tracking.tags import (
     FINAL_STATUSES,
     MODE_TAG,
     PRUNED,
+    RAY_TRIAL_TAG,
     RESUMED_FROM_TAG,
     RETRIES_TAG,
     RUNNING,
@@ -149,7 +150,7 @@ class TrackingCallback(DriverState, Callback):
         run_id = self.child_run(trial)
         if run_id not in self._final:
             self.tracker.reopen(run_id)
-            self.tracker.set_tags(run_id, {"ray.trial_id": trial.trial_id})
+            self.tracker.set_tags(run_id, {RAY_TRIAL_TAG: trial.trial_id})
             self._restarted.add(run_id)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:

@@ -7,9 +7,13 @@ module imports it lazily, so that light commands never load it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -112,6 +116,34 @@ def git_commit() -> str | None:
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def serve_ui(uri: str, port: int, grace_s: float = 30.0) -> int:
+    """Run MLflow's UI on `uri` until Ctrl-C or SIGTERM, then stop the server and every worker it
+    started (it runs in a session of its own, so a signal to this process alone would leave them)."""
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    server = subprocess.Popen(command, start_new_session=True)
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if server.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
 
 
 def version_tags() -> dict[str, str]:

@@ -18,11 +18,13 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from asha_tune.analysis.verdicts import best_trial
+from asha_tune.cluster import processes
 from asha_tune.cluster.processes import free_port
 from asha_tune.sweep import SweepSettings
 from asha_tune.sweep.lifecycle import launch
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.records import sweep_trials
+from tests.helpers.mlflow import mlflow_store
 from tests.helpers.processes import kill_tagged, stop_group, tagged_processes, wait_for
 from tests.helpers.sweeps import TINY, mlflow_children, quiet_env, settings_for, space_file, study_trials
 
@@ -425,6 +427,36 @@ def test_ui_serves_the_sweeps_store(tmp_path):
         assert tags["asha_tune.sweep"] == "ui-check"
     finally:
         stop_group(ui)
+
+
+def test_a_terminated_ui_stops_the_server_it_started(tmp_path):
+    """SIGTERM to `asha-tune ui` (a service manager, `kill`) stops MLflow's server and its workers."""
+    uri = mlflow_store(tmp_path / "mlflow.db")
+    port = free_port()
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "asha_tune.cli", "ui", "--tracking-uri", uri, "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        assert wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/"), 120, "the MLflow UI")
+        servers = tagged_children(ui.pid)
+        assert servers, "the UI runs in processes of its own"
+        ui.send_signal(signal.SIGTERM)  # this process only, not its group
+        assert ui.wait(timeout=60) == 0
+        assert wait_for(lambda: not any(processes.alive(p) for p in servers), 60, "the server to stop")
+        assert not http_ok(f"http://127.0.0.1:{port}/")
+    finally:
+        if ui.poll() is None:
+            stop_group(ui)
+
+
+def tagged_children(pid: int) -> list:
+    """The processes below `pid` (the UI's server session: gunicorn or uvicorn and its workers)."""
+    me = processes.identify(pid)
+    return [p for p in processes.family(me) if p.pid != pid] if me else []
 
 
 def test_sweep_tracks_to_an_mlflow_tracking_server(tmp_path, tiny_runtime):
