@@ -35,6 +35,10 @@ EPOCHS_RUN_TAG = "asha_tune.epochs_run"
 DURATION_TAG = "asha_tune.duration_s"
 RETRIES_TAG = "asha_tune.retries"
 CHECKPOINT_TAG = "asha_tune.checkpoint"
+# Where a trial computed (devices.describe_device: "cpu", "cuda:0 NVIDIA H200"): a param from its
+# first epoch; a resume on another device (`resume --device`) names the new one in a tag.
+DEVICE_PARAM = "device"
+RESUMED_ON_DEVICE_TAG = "asha_tune.resumed_on_device"
 # A sweep's parent run: how many trials, the best one, where its results and study are.
 TRIALS_TAG = "asha_tune.trials"
 BEST_TRIAL_TAG = "asha_tune.best_trial"
@@ -264,6 +268,14 @@ class Tracker:
         ]
         for begin in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[begin : begin + 100])
+
+    def log_device(self, run_id: str, device: str) -> None:
+        """Record the device a trial computed on (params cannot change: a later one is a tag)."""
+        first = self.client.get_run(run_id).data.params.get(DEVICE_PARAM)
+        if first is None:
+            self.log_params(run_id, {DEVICE_PARAM: device})
+        elif first != device:
+            self.set_tags(run_id, {RESUMED_ON_DEVICE_TAG: device})
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric

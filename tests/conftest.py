@@ -67,6 +67,17 @@ def tiny_runtime(synthetic_pacs: Path, tmp_path: Path) -> Runtime:
     return Runtime(data_root=synthetic_pacs, cache_dir=tmp_path / "cache", device="cpu")
 
 
+@pytest.fixture
+def fp16_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA recipe's fp16 autocast and enabled GradScaler, on the CPU (torch runs both there;
+    the trial itself refuses fp16 on the CPU as slow): for faults a CPU can show."""
+    import torch
+
+    from asha_tune import training
+
+    monkeypatch.setattr(training, "autocast_dtype", lambda precision, device: torch.float16)
+
+
 def tiny_config(**sections: dict) -> TrialConfig:
     """A trial small enough for unit tests: 32 px, random init, a few images."""
     base = {

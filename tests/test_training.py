@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import logging
+import math
+
 import pytest
 import torch
 
+from asha_tune import training
 from asha_tune.errors import AshaTuneError, ConfigError, DivergedError, WeightsError
 from asha_tune.model import build_model
-from asha_tune.training import load_checkpoint, run_trial, save_checkpoint
+from asha_tune.training import Trial, load_checkpoint, reseed, run_trial, save_checkpoint
 
 from .conftest import tiny_config
 
@@ -166,3 +170,152 @@ def test_imagenet_weights_come_from_torchvision_cache(tmp_path, monkeypatch):
     model = build_model("imagenet")
     assert torch.equal(model.conv1.weight, fake.conv1.weight)
     assert model.fc.out_features == 7
+
+
+# --- fp16 with a GradScaler and fused SGD (emulated on the CPU) ------------------------------
+
+
+def momentum_buffers(trial: Trial) -> list[torch.Tensor]:
+    return [s["momentum_buffer"] for s in trial.optimizer.state.values() if "momentum_buffer" in s]
+
+
+def test_an_overflowing_first_fp16_step_is_skipped_without_poisoning_momentum(tiny_runtime, fp16_on_cpu):
+    """torch's fused SGD made its momentum buffers with empty_like on the first step and kept them
+    when the scaler found an inf there: the next steps added garbage (1e38) and the trial diverged."""
+    trial = Trial(tiny_config(train={"epochs": 3}), tiny_runtime)
+    assert trial.amp == torch.float16 and trial.scaler.is_enabled() and trial.optimizer.defaults["fused"]
+
+    def params() -> dict[str, torch.Tensor]:  # not BatchNorm's running statistics: the forward moves those
+        return {name: p.detach().clone() for name, p in trial.model.named_parameters()}
+
+    before = params()
+    calls = []
+
+    def inf_once(grad):  # the first backward overflows, as fp16 at the scaler's 2**16 often does
+        if not calls:
+            grad = grad.clone()
+            grad[0, 0] = float("inf")
+        calls.append(1)
+        return grad
+
+    trial.model.fc.weight.register_hook(inf_once)
+    first = {}
+
+    def after_step(optimizer, args, kwargs):
+        if not first:
+            first["params"] = params()
+            first["buffers"] = [b.clone() for b in momentum_buffers(trial)]
+            first["scale"] = trial.scaler.get_scale()
+
+    trial.optimizer.register_step_post_hook(after_step)
+    losses = [trial.run_epoch()["train_loss"] for _ in range(3)]  # diverged in epoch 2 before the fix
+
+    assert all(torch.equal(first["params"][k], before[k]) for k in before)  # the step was skipped
+    assert len(first["buffers"]) == len(list(trial.model.parameters()))
+    assert all(torch.count_nonzero(b) == 0 for b in first["buffers"])  # zero momentum, not garbage
+    assert all(math.isfinite(loss) for loss in losses)
+    assert all(torch.isfinite(p).all() for p in trial.model.parameters())
+    assert all(torch.isfinite(b).all() for b in momentum_buffers(trial))
+    assert any(not torch.equal(p, before[k]) for k, p in params().items())  # later steps trained
+
+
+def test_zeroed_momentum_gives_torchs_own_first_step_exactly(tiny_runtime, monkeypatch):
+    config = tiny_config(shaping={"mode": "random", "convs": [1], "p0": 0.5})
+    finals = {}
+    for name in ("zeroed", "torch"):
+        if name == "torch":
+            monkeypatch.setattr(training, "zero_momentum", lambda optimizer: None)
+        trial = Trial(config, tiny_runtime)
+        trial.run_epoch()
+        finals[name] = trial.optimizer.state_dict()["state"], trial.model.state_dict()
+    (zeroed_state, zeroed_model), (torch_state, torch_model) = finals["zeroed"], finals["torch"]
+    assert states_equal(zeroed_model, torch_model)
+    assert set(torch_state) < set(zeroed_state)  # torch makes none for conv 1: no gradient reaches it
+    for i, state in zeroed_state.items():
+        if i in torch_state:
+            assert torch.equal(state["momentum_buffer"], torch_state[i]["momentum_buffer"])
+        else:
+            assert torch.count_nonzero(state["momentum_buffer"]) == 0
+
+
+# --- resuming on another device --------------------------------------------------------------
+
+
+def cuda_generator_state(seed: int, offset: int) -> torch.Tensor:
+    """A CUDA (Philox) generator's state as torch saves it: seed and offset, 8 bytes each."""
+    return torch.tensor(list(seed.to_bytes(8, "little") + offset.to_bytes(8, "little")), dtype=torch.uint8)
+
+
+def test_a_cuda_checkpoint_resumes_on_the_cpu_from_reseeded_device_streams(tiny_runtime, tmp_path, caplog):
+    config = tiny_config(shaping={"mode": "random", "convs": [1], "p0": 0.5}, train={"epochs": 3})
+    path = tmp_path / "trial.pt"
+    full = run_trial(
+        config, tiny_runtime, report=lambda m, s: save_checkpoint(s, path) if m["epoch"] == 1 else None
+    )
+    state = load_checkpoint(path)
+    # What a CUDA trial writes: 16-byte device streams, a CUDA RNG, an enabled fp16 scaler.
+    state["rng"]["augment"] = cuda_generator_state(2000, 4 * 96)
+    state["rng"]["mask"] = cuda_generator_state(3000, 4 * 512)
+    state["rng"]["cuda"] = cuda_generator_state(0, 8)
+    state["scaler"] = torch.amp.GradScaler("cpu", init_scale=4096.0).state_dict()
+    assert state["scaler"]["scale"] == 4096.0
+    state["device"] = "cuda"
+    save_checkpoint(state, path)
+
+    trial = Trial(config, tiny_runtime)
+    with caplog.at_level(logging.WARNING, logger="asha_tune.training"):
+        trial.load(load_checkpoint(path))
+    assert "resumed a cuda checkpoint on cpu" in caplog.text
+    # The documented re-seeding: a hash of the saved state, the same for the same checkpoint.
+    assert trial.gens.augment.initial_seed() == reseed(state["rng"]["augment"])
+    assert trial.gens.mask.initial_seed() == reseed(state["rng"]["mask"])
+    assert trial.gens.augment.initial_seed() != trial.gens.mask.initial_seed()
+    assert not trial.scaler.is_enabled()  # fp32 on the CPU: the fp16 scaler's state is dropped
+    assert states_equal(trial.model.state_dict(), state["model"])  # the weights carry over exactly
+    assert torch.equal(trial.gens.order.get_state(), state["rng"]["order"])  # CPU streams too
+
+    finals = []
+    for _ in range(2):
+        resumed = run_trial(
+            config,
+            tiny_runtime,
+            resume=load_checkpoint(path),
+            report=lambda m, s: finals.append({k: v.clone() for k, v in s["model"].items()}),
+        )
+        assert [m["epoch"] for m in resumed.history] == [1, 2, 3]
+        assert all(math.isfinite(m["train_loss"]) for m in resumed.history)
+    assert states_equal(finals[1], finals[3])  # deterministic: the same checkpoint, the same run
+    assert resumed.history[0] == full.history[0]
+    assert resumed.history[1]["train_loss"] != full.history[1]["train_loss"]  # new crops and masks
+
+
+def test_a_cpu_checkpoint_resumes_under_an_enabled_fp16_scaler(tiny_runtime, tmp_path, monkeypatch):
+    """CPU -> CUDA's scaler half: the fp32 run saved a disabled scaler ({}), which an enabled
+    scaler's load_state_dict refuses; the resumed trial starts a fresh one."""
+    config = tiny_config(train={"epochs": 2})
+    path = tmp_path / "trial.pt"
+    run_trial(config, tiny_runtime, report=lambda m, s: save_checkpoint(s, path) if m["epoch"] == 1 else None)
+    state = load_checkpoint(path)
+    assert state["scaler"] == {} and state["device"] == "cpu"
+    monkeypatch.setattr(training, "autocast_dtype", lambda precision, device: torch.float16)
+    trial = Trial(config, tiny_runtime)
+    trial.load(state)
+    assert trial.scaler.is_enabled() and trial.scaler.get_scale() == 2.0**16  # fresh, initial scale
+    resumed = run_trial(config, tiny_runtime, resume=state)
+    assert [m["epoch"] for m in resumed.history] == [1, 2] and math.isfinite(resumed.final["train_loss"])
+
+
+def test_a_checkpoint_whose_cpu_stream_does_not_fit_is_refused_in_one_line(tiny_runtime, tmp_path):
+    states = []
+    run_trial(tiny_config(train={"epochs": 1}), tiny_runtime, report=lambda m, s: states.append(s))
+    states[0]["rng"]["order"] = cuda_generator_state(1, 0)
+    with pytest.raises(
+        AshaTuneError,
+        match=r"^checkpoint's order generator state \(16 bytes\) is not a CPU generator's \(5056 bytes\): not resuming$",
+    ):
+        Trial(tiny_config(train={"epochs": 1}), tiny_runtime).load(states[0])
+
+
+def test_every_epoch_says_which_device_it_used(tiny_runtime):
+    result = run_trial(tiny_config(), tiny_runtime)
+    assert [m["device"] for m in result.history] == ["cpu", "cpu"]

@@ -35,6 +35,7 @@ from ..tracking import (
     Tracker,
     is_epoch_metric,
 )
+from ..training import DEVICE_KEY
 from .trainable import FAILED_KEY, FAILURE_KEY
 
 
@@ -95,6 +96,7 @@ class TrackingCallback(Callback):
         self._final: set[str] = set()  # child runs that already ended
         self._restarted: set[str] = set()  # child runs whose trial (re)started, no result yet
         self._described: set[str] = set()  # child runs whose constants (sizes, split) are logged
+        self._devices: dict[str, str] = {}  # child run id -> the device last logged for it
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
@@ -162,6 +164,10 @@ class TrackingCallback(Callback):
             self._restarted.discard(run_id)
             if epoch > 1:  # a retried or resumed trial went on from its checkpoint
                 self.tracker.set_tags(run_id, {RESUMED_FROM_TAG: epoch - 1})
+        device = result.get(DEVICE_KEY)
+        if device and self._devices.get(run_id) != device and not result.get(FAILED_KEY):
+            self.tracker.log_device(run_id, device)
+            self._devices[run_id] = device
         if run_id in self._final or epoch in self._logged[run_id] or result.get(FAILED_KEY):
             return  # an epoch replayed after a resume keeps its first record
         constants = selection.constants_of(result)
