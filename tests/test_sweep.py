@@ -134,6 +134,7 @@ def test_sweep_end_to_end_with_asha_pruning(tmp_path, pacs_runtime, capsys):
         # never shorter than the compute the trial's own timings report (a sub-second trial too)
         assert float(run.data.tags["asha_tune.duration_s"]) >= run.data.metrics["time_total"] > 0
         assert run.data.params["shaping.mode"] == "random"
+        assert run.data.params["device"] == "cpu"  # the device the trial computed on, from its report
         # resolved values, not None; the trial's metrics and durations, not Ray's bookkeeping
         assert (run.data.params["shaping.shape_fn"], run.data.params["shaping.shape_at_eval"]) == (
             "binarize_a",
