@@ -41,6 +41,7 @@ from asha_tune.tracking.tags import (
 )
 from asha_tune.tracking.trials import trial_tags
 from asha_tune.trial import selection
+from asha_tune.trial.selection import DEVICE_KEY
 
 
 def trial_status(result: dict[str, Any], max_epochs: int) -> str:
@@ -100,6 +101,7 @@ class TrackingCallback(DriverState, Callback):
         self._final: set[str] = set()  # child runs that already ended
         self._restarted: set[str] = set()  # child runs whose trial (re)started, no result yet
         self._described: set[str] = set()  # child runs whose constants (sizes, split) are logged
+        self._devices: dict[str, str] = {}  # child run id -> the device last logged for it
 
     @property
     def tracker(self) -> Tracker:
@@ -160,6 +162,10 @@ class TrackingCallback(DriverState, Callback):
             self._restarted.discard(run_id)
             if epoch > 1:  # a retried or resumed trial went on from its checkpoint
                 self.tracker.set_tags(run_id, {RESUMED_FROM_TAG: epoch - 1})
+        device = result.get(DEVICE_KEY)
+        if device and self._devices.get(run_id) != device and not result.get(FAILED_KEY):
+            self.tracker.log_device(run_id, device)
+            self._devices[run_id] = device
         if run_id in self._final or epoch in self._logged[run_id] or result.get(FAILED_KEY):
             return  # an epoch replayed after a resume keeps its first record
         constants = selection.constants_of(result)

@@ -21,7 +21,14 @@ from typing import Any
 from asha_tune import defaults
 from asha_tune.environ import scoped_environ
 from asha_tune.errors import AshaTuneError
-from asha_tune.tracking.tags import MLFLOW_STATUS, RUNNING, STATUS_TAG, VERSION_TAG
+from asha_tune.tracking.tags import (
+    DEVICE_PARAM,
+    MLFLOW_STATUS,
+    RESUMED_ON_DEVICE_TAG,
+    RUNNING,
+    STATUS_TAG,
+    VERSION_TAG,
+)
 
 # Set while MLflow is imported and called (scoped: the caller's environment is left as it was):
 # no telemetry, no line printed per ended run, no progress bar when an artifact is read back.
@@ -229,6 +236,14 @@ class Tracker:
         ]
         for begin in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[begin : begin + 100])
+
+    def log_device(self, run_id: str, device: str) -> None:
+        """Record the device a trial computed on (params cannot change: a later one is a tag)."""
+        first = self.client.get_run(run_id).data.params.get(DEVICE_PARAM)
+        if first is None:
+            self.log_params(run_id, {DEVICE_PARAM: device})
+        elif first != device:
+            self.set_tags(run_id, {RESUMED_ON_DEVICE_TAG: device})
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric

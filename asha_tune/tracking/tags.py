@@ -24,6 +24,10 @@ EPOCHS_RUN_TAG = "asha_tune.epochs_run"
 DURATION_TAG = "asha_tune.duration_s"
 RETRIES_TAG = "asha_tune.retries"
 CHECKPOINT_TAG = "asha_tune.checkpoint"
+# Where a trial computed (devices.describe_device: "cpu", "cuda:0 NVIDIA H200"): a param from its
+# first epoch; a resume on another device (`resume --device`) names the new one in a tag.
+DEVICE_PARAM = "device"
+RESUMED_ON_DEVICE_TAG = "asha_tune.resumed_on_device"
 # A sweep's parent run: how many trials, the best one, where its results and study are.
 TRIALS_TAG = "asha_tune.trials"
 BEST_TRIAL_TAG = "asha_tune.best_trial"

@@ -75,6 +75,7 @@ def test_sweep_end_to_end_with_asha_pruning(tmp_path, pacs_runtime, capsys):
         # never shorter than the compute the trial's own timings report (a sub-second trial too)
         assert float(run.data.tags["asha_tune.duration_s"]) >= run.data.metrics["time_total"] > 0
         assert run.data.params["shaping.mode"] == "random"
+        assert run.data.params["device"] == "cpu"  # the device the trial computed on, from its report
         # resolved values, not None; the trial's metrics and durations, not Ray's bookkeeping
         assert (run.data.params["shaping.shape_fn"], run.data.params["shaping.shape_at_eval"]) == (
             "binarize_a",
@@ -806,3 +807,38 @@ def test_launch_works_where_ray_was_imported_first(tmp_path, tiny_runtime, proce
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "best trial 0: val_acc" in done.stdout
+
+
+@pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="checks a machine where torch has no CUDA"
+)
+def test_a_trial_given_a_gpu_that_torch_cannot_use_fails_at_once_and_says_why(tmp_path, tiny_runtime, capsys):
+    """A logical GPU (--num-gpus 1) stands for one that torch cannot drive (a driver too old for
+    the build): the trial must not train on the CPU for hours unnoticed."""
+    import torch
+
+    path = space_file(
+        tmp_path,
+        "unusable_gpu",
+        TINY,
+        search={"algorithm": "random", "num_trials": 2, "max_concurrent": 2, "max_failures": 2},
+        resources={"cpu": 1, "gpu": 0.5},
+        parameters={"train.lr": {"type": "float", "low": 0.001, "high": 0.01}},
+    )
+    runtime = tiny_runtime.model_copy(update={"device": "auto"})
+    started = time.monotonic()
+    outcome = launch(settings_for(tmp_path, path, "unusable_gpu", runtime, num_gpus=1))
+    assert outcome.finished and [t.status for t in outcome.trials] == ["failed", "failed"]
+    out = capsys.readouterr().out
+    for run in mlflow_children(tmp_path, "unusable_gpu", outcome.settings.parent_run_id):
+        failure = run.data.tags["asha_tune.failure"]
+        assert failure.startswith(
+            f"DeviceError: Ray gave this trial GPU 0, but torch {torch.__version__} is built for CUDA "
+            f"{torch.version.cuda} and finds no CUDA device"
+        )
+        assert "\n" not in failure
+        assert run.info.status == "FAILED" and run.data.tags["asha_tune.retries"] == "0"  # not retried
+        assert run.data.tags["asha_tune.epochs_run"] == "0"  # at once: not one epoch on the CPU
+        assert "device" not in run.data.params
+        assert failure in out
+    assert time.monotonic() - started < 240

@@ -56,3 +56,23 @@ def test_a_logged_trial_is_one_finished_run_with_its_config_and_final_metrics(ti
     assert json.loads((tmp_path / "c.json").read_text()) == {"mlflow_run_id": logged.run_id}
     history = MlflowClient(uri).get_metric_history(logged.run_id, "target_acc")
     assert [m.step for m in history] == [1, 2]
+
+
+def test_a_logged_trial_records_the_device_it_used(tiny_runtime, tmp_path):
+    config = TrialConfig.model_validate(TINY)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    logged = run_logged_trial(config, tiny_runtime, tracking_uri=uri, checkpoint=tmp_path / "c.pt")
+    run = MlflowClient(uri).get_run(logged.run_id)
+    assert run.data.params["device"] == "cpu"
+    assert "asha_tune.resumed_on_device" not in run.data.tags
+
+
+def test_a_resume_on_another_device_keeps_the_first_as_a_param_and_tags_the_new_one(tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = tracker.start_run(tracker.experiment("e"), "t")
+    tracker.log_device(run, "cpu")
+    tracker.log_device(run, "cpu")  # the same device again: nothing changes, no error
+    tracker.log_device(run, "cuda:0 NVIDIA H200")  # `resume --device cuda`
+    data = MlflowClient(tracker.uri).get_run(run).data
+    assert data.params == {"device": "cpu"}
+    assert data.tags["asha_tune.resumed_on_device"] == "cuda:0 NVIDIA H200"
