@@ -6,7 +6,7 @@
 #  - commit.txt: the commit it was prepared at (the device machine gets no .git).
 # Usage: benchmarks/prepare_device.sh /path/to/PACS
 # Works from a fresh checkout, .venv or not: the Python is the first of $PYTHON, .venv/bin/python,
-# the interpreter of an installed `asha-tune` command, python3, that can import asha_tune.data
+# the interpreter of an installed `asha-tune` command, python3, that can import asha_tune.trial.data
 # (torch, torchvision, pydantic); asha_tune itself comes from this checkout (PYTHONPATH), so an
 # environment with the dependencies and without the package does too.
 set -euo pipefail
@@ -18,13 +18,13 @@ if command -v asha-tune >/dev/null; then candidates+=("$(head -1 "$(command -v a
 candidates+=(python3)
 py=""
 for candidate in "${candidates[@]}"; do
-  if [ -n "$candidate" ] && "$candidate" -c "import asha_tune.data" 2>/dev/null; then
+  if [ -n "$candidate" ] && "$candidate" -c "import asha_tune.trial.data" 2>/dev/null; then
     py="$candidate"
     break
   fi
 done
 if [ -z "$py" ]; then
-  echo "prepare_device.sh: no Python here can import asha_tune.data (tried: ${candidates[*]}); it needs" \
+  echo "prepare_device.sh: no Python here can import asha_tune.trial.data (tried: ${candidates[*]}); it needs" \
     "torch, torchvision and pydantic: run make install, or set PYTHON to an interpreter that has them" >&2
   exit 2
 fi
