@@ -171,6 +171,9 @@ def cmd_trial(args: argparse.Namespace) -> int:
         names={field: flag for flag, field in TRIAL_FLAGS.items()},
     )
     runtime = runtime_from(args, args.device)
+    from asha_tune.sweep.preflight import check_trial_data
+
+    check_trial_data(config, runtime)  # before anything is recorded: one line per problem, exit 2
     show_trial_lines()
     logged = run_logged_trial(
         config,

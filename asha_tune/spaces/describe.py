@@ -18,14 +18,14 @@ def _names(domains: tuple[str, ...] | None, default: str) -> str:
 def describe_selection(space: SearchSpace) -> str:
     """One line: which images select the sweep's configurations, and what the scheduler optimises."""
     s, d = space.selection, space.data
-    held = f"{s.val_fraction:.0%} per class, split seed {s.split_seed}"
-    sources = ", ".join(d.sources)
     each = " of each source domain" if len(d.sources) > 1 else ""
+    held = f"{s.val_fraction:.0%} per class{each}, split seed {s.split_seed}"
+    sources = ", ".join(d.sources)
     targets = _names(d.target_domains, "every domain of the data root but the sources")
     where = {
         "oracle": f"the whole target domain ({targets}) selects and is reported, as the paper "
         "(optimistic: selected on the test data)",
-        "source_val": f"held-out {sources} images ({held}{each}, never trained on) select; the "
+        "source_val": f"held-out {sources} images ({held}, never trained on) select; the "
         "targets are only reported",
         "target_val": f"held-out target images ({held}) select; the targets are reported on the rest",
         "lodo": f"leave one source domain out: for each of {sources}, a fold model trained on the "

@@ -14,7 +14,7 @@ from pathlib import Path
 from asha_tune.errors import ConfigError, DataError, WeightsError
 from asha_tune.spaces import SearchSpace, domain_choices, weight_choices
 from asha_tune.spaces.describe import reads_every_domain
-from asha_tune.trial.config import Runtime
+from asha_tune.trial.config import DataConfig, Runtime, TrialConfig
 from asha_tune.trial.selection import check_metric_names
 
 # Below this image size a CPU trial takes minutes (the quickstart's 64 px); at 224 px, hours.
@@ -42,19 +42,36 @@ def check_data(space: SearchSpace, runtime: Runtime) -> None:
     """The data root holds every domain a trial of the space can read, as its dataset's layout
     says: one line per problem (a missing domain, a class missing from a domain, domains whose
     class folders differ, an empty class or domain, an unknown `folder` domain)."""
+    root = runtime.existing_data_root()
+    problems = data_problems(space.data, root, domain_choices(space), reads_every_domain(space))
+    if problems:
+        raise ConfigError(problems)
+
+
+def check_trial_data(config: TrialConfig, runtime: Runtime) -> None:
+    """check_data for one trial (`asha-tune trial`), before its run is recorded."""
+    root = runtime.existing_data_root()
+    d = config.data
+    targets = d.target_domains
+    named = {*d.sources, *(targets or ())}
+    problems = data_problems(d, root, named, targets is None)
+    if problems:
+        raise ConfigError(problems)
+
+
+def data_problems(data: DataConfig, root: Path, named: set[str], every_domain: bool) -> list[str]:
+    """Every problem of the data root for these domains of data.dataset, one line each."""
     from asha_tune.trial.datasets import dataset_layout, list_dataset
 
-    root = runtime.existing_data_root()
-    layout = dataset_layout(space.data.dataset)
-    named = domain_choices(space)
+    layout = dataset_layout(data.dataset)
     if layout.fixed_domains:
         missing = sorted(d for d in named if not (root / d).is_dir())
         if missing:
-            raise ConfigError(_missing_domains(root, layout.domains, layout.domainbed_folder, missing))
+            return [_missing_domains(root, layout.domains, layout.domainbed_folder, missing)]
     problems: list[str] = []
     found: set[str] = set()
     classes = 0
-    wanted: list[str | None] = [None] if reads_every_domain(space) else []
+    wanted: list[str | None] = [None] if every_domain else []
     for domain in [*wanted, *sorted(named)]:
         try:
             files = list_dataset(layout, root, None if domain is None else [domain])
@@ -62,16 +79,17 @@ def check_data(space: SearchSpace, runtime: Runtime) -> None:
             classes = files.num_classes
         except DataError as err:
             problems.append(f"data root {root}: {err}")
-    limit = space.data.limit_per_domain
+    limit = data.limit_per_domain
     if not problems and limit is not None and limit < classes:
         problems.append(f"data.limit_per_domain {limit} is below the {classes} classes of {root}")
+    if not problems and every_domain and not (found - set(data.sources)):
+        problems.append(f"data root {root} holds no domain besides the sources {', '.join(data.sources)}")
     if not problems:
         try:
             check_metric_names(sorted(found | named))
         except ValueError as err:
             problems.append(f"data root {root}: {err}")
-    if problems:
-        raise ConfigError(list(dict.fromkeys(problems)))
+    return list(dict.fromkeys(problems))
 
 
 def _missing_domains(root: Path, domains: tuple[str, ...], folder: str, missing: list[str]) -> str:

@@ -20,7 +20,8 @@ device.
 Several source domains. Their images are concatenated in the order of `data.sources` (sorted);
 a source image's position (the index pairing of target-map modes) is its position in that
 concatenation. An epoch is ceil(N / B) steps for N training images and batch size B, the last
-step N - (steps - 1)·B images, whatever the sampling:
+step N - (steps - 1)·B images (a last step of one image joins the one before: BatchNorm cannot
+train on a single image), whatever the sampling:
 - `union`: one random permutation of all N images, cut into those batches;
 - `balanced`: a batch of b images holds floor(b / K) images of each of the K sources and one more
   of b mod K of them, the sources taking that extra image in turn from batch to batch. Each
@@ -114,6 +115,8 @@ def epoch_order(
     total = sum(sizes)
     steps = math.ceil(total / batch)
     lengths = [batch] * (steps - 1) + [total - (steps - 1) * batch] if steps else []
+    if len(lengths) > 1 and lengths[-1] == 1:  # BatchNorm cannot train on one image
+        lengths[-2:] = [batch + 1]
     if sampling == "union" or len(sizes) <= 1:
         return torch.randperm(total, generator=generator), lengths
     return _balanced(sizes, lengths, generator), lengths
