@@ -315,7 +315,7 @@ def run_trial(
     progress: bool = False,
 ) -> TrialResult:
     """Train and evaluate one configuration; `report(metrics, state)` after every epoch."""
-    trial = Trial(config, runtime or Runtime(), progress=progress or None)
+    trial = Trial(config, runtime or Runtime(), progress=progress)
     if resume is not None:
         trial.load(resume)
     bar = None
