@@ -51,7 +51,6 @@ from asha_tune.trial import selection
 from asha_tune.trial.cache import load_cached_domain
 from asha_tune.trial.config import CLASSES, Runtime, TrialConfig
 from asha_tune.trial.datasets import list_dataset
-from asha_tune.trial.registry import target_modes
 from asha_tune.trial.streaming import BatchStream, DataPath, Parts, choose_path, device_budget, images_bytes
 
 log = logging.getLogger(__name__)
@@ -232,8 +231,6 @@ def _load_dataset(config: TrialConfig, root: Path, cache: Path, progress: bool |
     targets = d.targets_among(files.domains)
     if not targets:
         raise DataError(f"data root {root} holds no domain besides the sources {', '.join(d.sources)}")
-    if config.shaping.mode in target_modes() and len(targets) != 1:
-        raise DataError(f"mode {config.shaping.mode} adapts to one target domain, got {', '.join(targets)}")
     classes = files.classes
     if d.limit_per_domain is not None and d.limit_per_domain < len(classes):
         raise DataError(
@@ -299,12 +296,28 @@ class _Placer:
         ]
         if self.stream:
             return self._streamed(rows)
-        taken = [_take(self.domains[name].whole, r, parts, self.device) for name, r in rows]
-        if len(taken) == 1:
-            return taken[0]
-        return pacs.DomainImages(
-            *(torch.cat([getattr(t, a) for t in taken]) for a in ("train", "test", "labels"))
-        )
+        if len(rows) == 1:
+            name, r = rows[0]
+            return _take(self.domains[name].whole, r, parts, self.device)
+        train, test = (self._joined(rows, a, a in parts) for a in ("train", "test"))
+        return pacs.DomainImages(train, test, self._labels(rows))
+
+    def _joined(self, rows: list[tuple[str, Tensor]], part: str, needed: bool) -> Tensor:
+        """Several domains' images in one device tensor, copied in place piece by piece (a
+        concatenation on the device would hold them twice for a moment)."""
+        first = getattr(self.domains[rows[0][0]].whole, part)
+        if not needed:
+            return first[:0].to(self.device)
+        shape = (sum(len(r) for _, r in rows), *first.shape[1:])
+        out = torch.empty(shape, dtype=first.dtype, device=self.device)
+        begin = 0
+        for name, r in rows:
+            out[begin : begin + len(r)].copy_(getattr(self.domains[name].whole, part)[r], non_blocking=True)
+            begin += len(r)
+        return out
+
+    def _labels(self, rows: list[tuple[str, Tensor]]) -> Tensor:
+        return torch.cat([self.domains[name].whole.labels[r] for name, r in rows]).to(self.device)
 
     def _streamed(self, rows: list[tuple[str, Tensor]]) -> StreamedImages:
         names = list(dict.fromkeys(name for name, _ in rows))
