@@ -118,7 +118,9 @@ class Trial:
         self.gens = Generators.seeded(train.seed, self.device)
         # The data first: the head has as many outputs as the dataset has classes.
         uses_target_batches = MODES[config.shaping.mode].uses_target_batches
-        self.data = data or load_trial_data(config, runtime, self.device, uses_target_batches, progress)
+        if data is None:
+            data = load_trial_data(config, runtime, self.device, uses_target_batches, progress)
+        self.data = data
         model = build_model(train.weights, self.data.num_classes)
         self.mode, self.shaper = attach(model, config.shaping, self.gens.mask)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
