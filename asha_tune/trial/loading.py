@@ -238,8 +238,9 @@ def _load_dataset(config: TrialConfig, root: Path, cache: Path, progress: bool |
         )
     domains = {}
     for name in (*d.sources, *targets):
+        logged = None if progress else _progress_logger(name)  # a bar shows it, else the log does
         whole, built = load_cached_domain(
-            files[name], d.image_size, cache, d.dataset, progress=progress, on_progress=_progress_logger(name)
+            files[name], d.image_size, cache, d.dataset, progress=progress, on_progress=logged
         )
         if built.decoded:
             log.info(
@@ -254,6 +255,7 @@ def _load_dataset(config: TrialConfig, root: Path, cache: Path, progress: bool |
 
 
 def load_domains(config: TrialConfig, runtime: Runtime, progress: bool | None = None) -> _Loaded:
+    """Every domain the trial reads, each limited as configured, its class order and targets."""
     root, cache = runtime.resolved_data_root(), runtime.resolved_cache_dir()
     if config.data.dataset == "pacs":
         loaded = _load_pacs(config, root, cache)
