@@ -14,12 +14,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from pydantic import ValidationError
+
 from asha_tune import defaults
 from asha_tune.defaults import DATA_ROOT_ENV, SPACES_ENV
 from asha_tune.errors import AshaTuneError, ConfigError
 from asha_tune.spaces.space import nested
 from asha_tune.tracking.tags import FAILED
-from asha_tune.trial.config import Runtime, trial_config
+from asha_tune.trial.config import Runtime, format_validation_error, trial_config
+from asha_tune.trial.datasets import DATASETS
 from asha_tune.trial.registry import MODES, SHAPE_FUNCTIONS
 
 # `asha-tune trial` flags and the TrialConfig field each one sets.
@@ -32,8 +35,10 @@ TRIAL_FLAGS = {
     "--shape-at-eval": "shaping.shape_at_eval",
     "--target-updates-bn": "shaping.target_updates_bn",
     "--target-pairing": "shaping.target_pairing",
+    "--dataset": "data.dataset",
     "--source": "data.source",
     "--target": "data.targets",
+    "--source-sampling": "data.source_sampling",
     "--image-size": "data.image_size",
     "--limit-per-domain": "data.limit_per_domain",
     "--epochs": "train.epochs",
@@ -59,9 +64,10 @@ class Parser(argparse.ArgumentParser):
     def format_help(self) -> str:
         """Names from the registries (registry.py: data, no torch)."""
         text = super().format_help()
-        if "{modes}" in text or "{shape_fns}" in text:
+        if "{modes}" in text or "{shape_fns}" in text or "{datasets}" in text:
             text = text.replace("{modes}", " | ".join(MODES))
             text = text.replace("{shape_fns}", " | ".join(SHAPE_FUNCTIONS))
+            text = text.replace("{datasets}", " | ".join(DATASETS))
         return text
 
 
@@ -72,9 +78,16 @@ def fail(prog: str, err: AshaTuneError) -> int:
 
 
 def add_runtime_flags(p: argparse.ArgumentParser, tracking: bool = True) -> None:
-    p.add_argument("--data-root", help=f"PACS folder <domain>/<class>/<file> (default ${DATA_ROOT_ENV})")
+    p.add_argument(
+        "--data-root", help=f"the dataset's folder <domain>/<class>/<file> (default ${DATA_ROOT_ENV})"
+    )
     p.add_argument(
         "--cache-dir", help=f"decoded-image cache (default ${defaults.CACHE_DIR_ENV} or {defaults.CACHE_DIR})"
+    )
+    p.add_argument(
+        "--data-budget",
+        help="images a trial may keep on its device, e.g. 8GiB; beyond it batches stream from the "
+        "disk cache (default: half the device's memory, split between the trials sharing it)",
     )
     if tracking:
         p.add_argument(
@@ -91,6 +104,11 @@ def runtime_from(args: argparse.Namespace, device: str = "auto", base: Runtime |
     `base` (a resumed sweep's runtime) fills in what the flags leave out.
     """
     base = base or Runtime()
+    budget = getattr(args, "data_budget", None)
+    try:
+        budget = base.data_budget if budget is None else Runtime(data_budget=budget).data_budget
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, {"data_budget": "--data-budget"})) from None
     runtime = Runtime(
         data_root=args.data_root or base.data_root, cache_dir=args.cache_dir or base.cache_dir, device=device
     )
@@ -98,7 +116,7 @@ def runtime_from(args: argparse.Namespace, device: str = "auto", base: Runtime |
     # Absolute paths, so Ray workers and a later `resume` need no environment of their own.
     # (absolute(), not resolve(): a symlinked data root can be pointed elsewhere before a resume).
     cache = runtime.resolved_cache_dir().absolute()
-    return Runtime(data_root=root.absolute(), cache_dir=cache, device=device)
+    return Runtime(data_root=root.absolute(), cache_dir=cache, device=device, data_budget=budget)
 
 
 # --- asha-tune trial -------------------------------------------------------------------------
@@ -111,13 +129,18 @@ def add_trial_parser(sub: argparse._SubParsersAction) -> None:
         "--convs": "convs to shape by the paper's numbers, e.g. 1,7",
         "--p0": "zero probability: 0.7 | 0.7,0.5 (one per conv) | 0.7:0.1 (geometric schedule)",
         "--shape-fn": "{shape_fns} (default by mode)",
-        "--target": "target domain(s), e.g. cartoon or cartoon,sketch,photo",
+        "--dataset": "{datasets} (default pacs; folder: any <root>/<domain>/<class>/<image> tree)",
+        "--source": "source domain(s), e.g. art_painting or art_painting,cartoon (default art_painting)",
+        "--target": "target domain(s), e.g. cartoon or cartoon,sketch (default: every other domain)",
+        "--source-sampling": "union (default: batches from all source images) | balanced (equal "
+        "images of each source domain per batch)",
         "--limit-per-domain": "class-stratified subset size per domain (small runs)",
         "--weights": "imagenet | none | PATH to a state dict (default imagenet)",
         "--precision": "auto | fp32 | fp16 | bf16 (auto: fp16 on CUDA, fp32 on CPU)",
         "--batch-size": "training batch (default the paper's: 256 for modes target and bn_only, else 128)",
         "--target-pairing": "index (the authors': source i with target i %% len) | shuffled",
-        "--selection": "oracle (default: the target selects, as the paper) | source_val | target_val",
+        "--selection": "oracle (default: the target selects, as the paper) | source_val | target_val "
+        "| lodo (two sources or more: a fold model per left-out source selects)",
         "--val-fraction": "held-out fraction per class for source_val and target_val (default 0.2)",
         "--split-seed": "seed of the validation split, independent of --seed (default 0)",
     }
@@ -148,6 +171,10 @@ def cmd_trial(args: argparse.Namespace) -> int:
         names={field: flag for flag, field in TRIAL_FLAGS.items()},
     )
     runtime = runtime_from(args, args.device)
+    from asha_tune.sweep.preflight import check_trial_data
+
+    check_trial_data(config, runtime)  # before anything is recorded: one line per problem, exit 2
+    show_trial_lines()
     logged = run_logged_trial(
         config,
         runtime,
@@ -160,6 +187,17 @@ def cmd_trial(args: argparse.Namespace) -> int:
     print(describe_trial(logged.result.final, len(logged.result.history), config.selection.protocol))
     print(f"MLflow run {logged.run_id}; checkpoint {logged.checkpoint}")
     return 0
+
+
+def show_trial_lines() -> None:
+    """The trial's own lines (its data path, decode progress) on stderr, as `asha-tune trial: ...`."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("asha-tune trial: %(message)s"))
+    logger = logging.getLogger("asha_tune.trial")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 # --- sweeps ----------------------------------------------------------------------------------

@@ -127,6 +127,7 @@ def make_trial(config: TrialConfig, runtime: Runtime, tile: bool) -> Trial:
         oracle = data.val is data.targets  # the reported sets select: keep them one object
         data.source = tiled(data.source, FULL_SIZES[d.source])
         data.source_positions = torch.arange(FULL_SIZES[d.source])  # index pairing as on full PACS
+        data.source_sizes = (FULL_SIZES[d.source],)  # one source domain, tiled
         data.targets = {t: tiled(v, FULL_SIZES[t]) for t, v in data.targets.items()}
         data.val = data.targets if oracle else data.val
         if data.adaptation is not None:

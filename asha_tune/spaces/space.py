@@ -21,6 +21,7 @@ from asha_tune.trial.config import (
     TrainConfig,
     TrialConfig,
 )
+from asha_tune.trial.selection import domain_acc
 
 
 class SearchSettings(BaseModel):
@@ -42,8 +43,22 @@ class SearchSettings(BaseModel):
         return 1 if self.reproducible else self.max_concurrent
 
 
-# What a protocol other than oracle never lets the scheduler or the search optimise.
+# What a protocol other than oracle never lets the scheduler or the search optimise (PACS'; for
+# any dataset: is_reported_target_metric).
 REPORTED_TARGET_METRICS = frozenset({"target_acc", *(f"acc_{d}" for d in DOMAINS)})
+
+
+def is_reported_target_metric(metric: str) -> bool:
+    """target_acc or an acc_<domain>: a trial reports acc_ only for its targets, whatever the
+    dataset (a source's accuracy is source_acc, its held-out images' val_acc)."""
+    return metric == "target_acc" or (metric.startswith("acc_") and not metric.endswith("_se"))
+
+
+def target_metrics(data: DataConfig) -> set[str]:
+    """acc_<target> for each target a configuration names (the defaults resolved where the
+    dataset names its domains; `folder`'s are known only from the data root)."""
+    targets = data.target_domains or ()
+    return {domain_acc(t) for t in targets}
 
 
 class SchedulerSettings(BaseModel):
@@ -142,13 +157,17 @@ class SearchSpace(BaseModel):
         if s.kind == "asha" and s.grace_period > epochs:
             raise ValueError(f"scheduler.grace_period {s.grace_period} is above train.epochs {epochs}")
         metrics = {"val_acc", "target_acc", "train_loss", "source_acc"}
-        metrics |= {f"acc_{t}" for t in self.data.targets}
+        metrics |= target_metrics(self.data)
         if s.metric not in metrics:
+            unnamed = " (name data.targets to optimise one target's accuracy)" * (
+                self.data.target_domains is None and s.metric.startswith("acc_")
+            )
             raise ValueError(
-                f"scheduler.metric {s.metric!r} is not reported; choose one of {', '.join(sorted(metrics))}"
+                f"scheduler.metric {s.metric!r} is not reported; choose one of "
+                f"{', '.join(sorted(metrics))}{unnamed}"
             )
         protocol = self.selection.protocol
-        if protocol != "oracle" and s.metric in REPORTED_TARGET_METRICS:
+        if protocol != "oracle" and is_reported_target_metric(s.metric):
             raise ValueError(
                 f"scheduler.metric: {s.metric} is a reported target accuracy, which selection "
                 f"{protocol} keeps from the scheduler and the search; use val_acc (or "

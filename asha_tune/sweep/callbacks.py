@@ -39,7 +39,7 @@ from asha_tune.tracking.tags import (
     TRIAL_NUMBER_TAG,
     is_epoch_metric,
 )
-from asha_tune.tracking.trials import trial_tags
+from asha_tune.tracking.trials import log_constants, trial_tags
 from asha_tune.trial import selection
 from asha_tune.trial.selection import DEVICE_KEY
 
@@ -170,7 +170,7 @@ class TrackingCallback(DriverState, Callback):
             return  # an epoch replayed after a resume keeps its first record
         constants = selection.constants_of(result)
         if constants and run_id not in self._described:  # once, as params (same values on resume)
-            self.tracker.log_params(run_id, constants)
+            log_constants(self.tracker, run_id, constants)
             self._described.add(run_id)
         metrics = {k: v for k, v in result.items() if is_epoch_metric(k)}
         self.tracker.log_metrics(run_id, metrics, step=epoch)

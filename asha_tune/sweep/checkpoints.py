@@ -38,8 +38,9 @@ MAX_UNSAVED_S = 600.0  # compute a crash may cost at most, beyond the doubling r
 
 
 def final_weights(state: dict[str, Any]) -> dict[str, Any]:
-    """What a trial keeps of its state after its last epoch (`--weights` reads "model")."""
-    return {key: state[key] for key in ("config", "epoch", "history", "model")}
+    """What a trial keeps of its state after its last epoch (`--weights` reads "model"; "classes"
+    says what its head's outputs are)."""
+    return {key: state[key] for key in ("config", "epoch", "history", "model", "classes") if key in state}
 
 
 def asha_rungs(scheduler: SchedulerSettings, max_epochs: int) -> frozenset[int]:

@@ -59,10 +59,34 @@ def restored_state(
     return (True, None) if state["epoch"] >= epochs else (False, state)
 
 
+def device_sharing(space: SearchSpace) -> int:
+    """How many trials may share a device at once: a GPU's by the space's share of it, the
+    host's (CPU trials) by the trials that run at once."""
+    at_once = space.search.concurrency
+    if space.resources.gpu > 0:
+        return max(1, min(at_once, int(1 / space.resources.gpu)))
+    return at_once
+
+
+def log_trial_progress() -> None:
+    """The trial's own lines (data path, decode progress) into this worker's log, once per process:
+    inside Ray there is no progress bar."""
+    logger = logging.getLogger("asha_tune.trial")
+    if not any(getattr(h, "_asha_tune", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("asha-tune trial: %(message)s"))
+        handler._asha_tune = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def train_trial(config: dict[str, Any], space: SearchSpace, runtime: Runtime) -> None:
     """One sweep trial: `config` holds the Optuna trial number and the sampled values."""
     entered = time.time()
     logging.getLogger(ray_compat.STORAGE_LOGGER).setLevel(logging.WARNING)
+    log_trial_progress()
+    sharing = max(runtime.trials_per_device, device_sharing(space))
+    runtime = runtime.model_copy(update={"trials_per_device": sharing})
     begin = time.perf_counter()
     import torch  # here, not at module level: timed, and paid once per reused process
 

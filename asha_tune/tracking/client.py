@@ -258,6 +258,9 @@ class Tracker:
     def logged_steps(self, run_id: str, metric: str) -> set[int]:
         return {m.step for m in self.client.get_metric_history(run_id, metric)}
 
+    def params(self, run_id: str) -> dict[str, str]:
+        return dict(self.client.get_run(run_id).data.params)
+
     def tags(self, run_id: str) -> dict[str, str]:
         return dict(self.client.get_run(run_id).data.tags)
 

@@ -20,11 +20,22 @@ def trial_tags(config: TrialConfig) -> dict[str, str]:
     if config.shaping.mode not in target_modes():
         return {}
     d = config.data
+    targets = d.target_domains  # a target mode names its one target (TrialConfig checks it)
+    assert targets is not None
     return {
-        ADAPTATION_TAG: selection.adaptation_images(
-            config.selection.protocol, d.targets[0], d.limit_per_domain
-        )
+        ADAPTATION_TAG: selection.adaptation_images(config.selection.protocol, targets[0], d.limit_per_domain)
     }
+
+
+def log_constants(tracker: Tracker, run_id: str, constants: dict[str, Any]) -> None:
+    """A trial's constants as params. Those a machine chooses (the data path) keep the first
+    attempt's value: a resumed trial elsewhere may choose otherwise, and params cannot change."""
+    first = {k for k in constants if k in selection.FIRST_ATTEMPT_CONSTANTS}
+    if first:
+        logged = tracker.params(run_id)
+        constants = {k: v for k, v in constants.items() if k not in first or k not in logged}
+    if constants:
+        tracker.log_params(run_id, constants)
 
 
 def log_epoch(tracker: Tracker, run_id: str, metrics: dict[str, Any]) -> None:
@@ -35,6 +46,6 @@ def log_epoch(tracker: Tracker, run_id: str, metrics: dict[str, Any]) -> None:
     """
     constants = selection.constants_of(metrics)
     if constants:
-        tracker.log_params(run_id, constants)
+        log_constants(tracker, run_id, constants)
     per_epoch = {k: v for k, v in metrics.items() if k not in constants}
     tracker.log_metrics(run_id, per_epoch, step=int(metrics["epoch"]))

@@ -6,7 +6,12 @@
 - score_info  what the label-free selection scores are; no torch
 - shaping     forward hooks, shaping functions, the modes' behaviour
 - model       ResNet-18 and its weights
-- data        PACS discovery, the decode-once cache, on-device augmentation
+- data        PACS discovery, the decode-once cache, image modes, on-device augmentation
+- datasets    the dataset registry and layout checks (DomainBed's layouts, `folder`); no torch
+- cache       the parallel, resumable, memory-mapped decode cache of every other dataset
+- streaming   batches streamed from the cache when a trial's images exceed its device budget
+- loading     what a trial reads: its domains, split by protocol, in memory or streamed;
+              source batches (union, balanced) and lodo's fold data
 - pairing     which target images go with each source batch
 - scores      label-free scores of a model's predictions on unlabelled target images
 - training    `run_trial`: per-epoch reports and exact checkpoints

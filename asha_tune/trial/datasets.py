@@ -171,8 +171,12 @@ def _size_mtime(path: Path) -> tuple[int, int]:
     return stat.st_size, stat.st_mtime_ns
 
 
-def _nfc(name: str) -> str:
+def nfc(name: str) -> str:
+    """A name in Unicode NFC: how domain and class names are compared and sorted."""
     return unicodedata.normalize("NFC", name)
+
+
+_nfc = nfc
 
 
 def _visible(name: str) -> bool:

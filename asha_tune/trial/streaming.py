@@ -10,14 +10,16 @@ cache's memory map (cache.py) in a background thread, ahead of use:
 - on the CPU, into plain tensors: the thread's gather (the page faults that read the cache file
   and the copy into a batch tensor) overlaps the step, and nothing else changes.
 Either way a batch holds exactly the uint8 images the in-memory path would index for the same
-order, in the same order, so a trial is the same with either path.
+order, in the same order, so a trial is the same with either path. Several source domains are
+separate caches: `Parts` reads them as one array, without concatenating them.
 """
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -44,7 +46,9 @@ class DataPath:
 
 
 def _size(nbytes: int) -> str:
-    return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+    if nbytes >= 2**30:
+        return f"{nbytes / 2**30:.2f} GiB"
+    return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 else f"{nbytes / 2**10:.1f} KiB"
 
 
 def choose_path(bytes_needed: int, budget_bytes: int) -> DataPath:
@@ -74,6 +78,32 @@ def _host_available() -> int:
     raise OSError("MemAvailable not in /proc/meminfo")
 
 
+class Parts:
+    """Host tensors of one shape, one per domain, read as their concatenation (row r of part p is
+    row starts[p] + r) without copying them into one."""
+
+    def __init__(self, parts: Sequence[Tensor]):
+        if not parts:
+            raise ValueError("Parts needs one tensor at least")
+        self.parts = list(parts)
+        self.starts = torch.tensor([0, *itertools.accumulate(len(p) for p in self.parts)])
+        self.shape = (int(self.starts[-1]), *self.parts[0].shape[1:])
+        self.dtype = self.parts[0].dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def index_select(self, rows: Tensor, out: Tensor) -> Tensor:
+        """`out[i] = concatenation[rows[i]]`, each part gathered with one index_select."""
+        if len(self.parts) == 1:
+            return torch.index_select(self.parts[0], 0, rows, out=out)
+        which = torch.bucketize(rows, self.starts[1:], right=True)
+        for part in which.unique().tolist():
+            at = (which == part).nonzero().flatten()
+            out[at] = torch.index_select(self.parts[part], 0, rows[at] - self.starts[part])
+        return out
+
+
 class _End:
     pass
 
@@ -93,14 +123,14 @@ class _Ready:
 class BatchStream:
     """Batches `images[rows[i]]` for index batches `i`, gathered ahead on a background thread.
 
-    `images` is a (memory-mapped) uint8 tensor on the host, e.g. a cached domain's `train`;
-    `rows` maps the trial's images to rows of it (the limit and the selection split), None for
-    all of them. `pin`: None pins the host buffers exactly when the device is CUDA.
+    `images` is a (memory-mapped) uint8 tensor on the host, e.g. a cached domain's `train`, or
+    several as `Parts`; `rows` maps the trial's images to rows of it (the limit and the selection
+    split), None for all of them. `pin`: None pins the host buffers exactly when the device is CUDA.
     """
 
     def __init__(
         self,
-        images: Tensor,
+        images: Tensor | Parts,
         rows: Tensor | None = None,
         device: torch.device | str = "cpu",
         depth: int = 2,
@@ -179,6 +209,8 @@ class BatchStream:
     def _gather(self, rows: Tensor, out: Tensor | None = None) -> Tensor:
         if out is None:
             out = torch.empty((len(rows), *self.images.shape[1:]), dtype=self.images.dtype)
+        if isinstance(self.images, Parts):
+            return self.images.index_select(rows, out)
         return torch.index_select(self.images, 0, rows, out=out)
 
     def _to_device(

@@ -7,6 +7,7 @@ caller decides where to keep it, and `run_trial(..., resume=state)` continues bi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from torch import Tensor, nn
 
 from asha_tune.errors import AshaTuneError, ConfigError, DeviceError, DivergedError
@@ -24,8 +26,18 @@ from asha_tune.trial import data as pacs
 from asha_tune.trial import selection
 from asha_tune.trial.config import Runtime, TrialConfig
 from asha_tune.trial.devices import cuda_problem, describe_device, has_unusable_gpu
+from asha_tune.trial.loading import (  # noqa: F401  (TrialData, load_trial_data: this module's API)
+    Images,
+    TrialData,
+    epoch_order,
+    load_trial_data,
+    spans,
+    test_batches,
+    train_batches,
+)
 from asha_tune.trial.model import build_model
 from asha_tune.trial.pairing import epoch_pairing
+from asha_tune.trial.registry import MODES
 from asha_tune.trial.selection import DEVICE_KEY
 from asha_tune.trial.shaping import attach
 
@@ -56,79 +68,6 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if device.type == "cpu" and precision == "fp16":
         raise ConfigError("precision fp16 needs CUDA; use fp32 or bf16 on the CPU")
     return {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-
-
-@dataclass
-class TrialData:
-    """Everything a trial reads, already on its device, split as its selection protocol says."""
-
-    source: pacs.DomainImages  # the images trained on (source_val: without the held-out ones)
-    source_positions: Tensor  # their positions in the (limited) source domain, on the CPU
-    targets: dict[str, pacs.DomainImages]  # reported (target_val: without the validation images)
-    val: dict[str, pacs.DomainImages]  # the selection sets (oracle: the reported sets themselves)
-    adaptation: pacs.DomainImages | None  # unlabelled target images for target batches
-    constants: dict[str, float | str]  # sizes, chance levels, split hash (selection.py)
-    load_seconds: float
-
-
-def _take(
-    images: pacs.DomainImages, positions: tuple[int, ...], parts: tuple[str, ...], device: torch.device
-) -> pacs.DomainImages:
-    """The images at `positions`, only the parts needed, on the device (no copy for all of them)."""
-    index = None if positions == tuple(range(len(images))) else torch.tensor(positions, dtype=torch.long)
-
-    def pick(t: Tensor, needed: bool = True) -> Tensor:
-        if not needed:
-            return t[:0].to(device)
-        return (t if index is None else t[index]).to(device, non_blocking=True)
-
-    return pacs.DomainImages(
-        pick(images.train, "train" in parts), pick(images.test, "test" in parts), pick(images.labels)
-    )
-
-
-def load_trial_data(
-    config: TrialConfig, runtime: Runtime, device: torch.device, need_target_train: bool
-) -> TrialData:
-    """Load the trial's domains and split them into training, selection and reported images."""
-    start = time.perf_counter()
-    root, cache = runtime.resolved_data_root(), runtime.resolved_cache_dir()
-    d = config.data
-    images: dict[str, pacs.DomainImages] = {}
-    domains: dict[str, selection.Domain] = {}
-    for name in (d.source, *d.targets):
-        whole = pacs.load_domain(root, name, d.image_size, cache)
-        keep = pacs.stratified_subset(whole.labels, d.limit_per_domain)
-        images[name] = whole if len(keep) == len(whole) else whole.subset(keep)
-        keys = [p.relative_to(root).as_posix() for p in pacs.list_domain(root, name).paths]
-        domains[name] = selection.Domain(
-            name, tuple(keys[i] for i in keep.tolist()), tuple(images[name].labels.tolist())
-        )
-    plan = selection.plan_selection(config.selection, domains[d.source], [domains[t] for t in d.targets])
-    targets: dict[str, pacs.DomainImages] = {
-        t: _take(images[t], plan.reported[t], ("test",), device) for t in d.targets
-    }
-    val: dict[str, pacs.DomainImages] = (
-        targets
-        if plan.selects_on_reported
-        else {name: _take(images[name], positions, ("test",), device) for name, positions in plan.val.items()}
-    )
-    adaptation = None
-    if need_target_train:  # every target image, unlabelled (transductive, as the paper)
-        target = d.targets[0]
-        adaptation = _take(images[target], domains[target].everything, ("train",), device)
-    source = _take(images[d.source], plan.train, ("train",), device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return TrialData(
-        source,
-        torch.tensor(plan.train, dtype=torch.long),
-        targets,
-        val,
-        adaptation,
-        plan.constants(domains),
-        time.perf_counter() - start,
-    )
 
 
 DEVICE_STREAMS = ("augment", "mask")  # the generators that live on the trial's device
@@ -211,9 +150,19 @@ class TrialResult:
 
 
 class Trial:
-    """The objects of one trial; `run_trial` is the entry point."""
+    """The objects of one trial; `run_trial` is the entry point.
 
-    def __init__(self, config: TrialConfig, runtime: Runtime):
+    `data`: the images of a lodo fold model, which shares its trial's (loaded once); `folds`
+    then holds, per left-out source domain, the fold model that selects on it.
+    """
+
+    def __init__(
+        self,
+        config: TrialConfig,
+        runtime: Runtime,
+        data: TrialData | None = None,
+        progress: bool | None = None,
+    ):
         self.config = config
         self.device = resolve_device(runtime.device)
         self.device_name = describe_device(self.device)
@@ -222,11 +171,16 @@ class Trial:
         train = config.train
         torch.manual_seed(train.seed)
         self.gens = Generators.seeded(train.seed, self.device)
-        model = build_model(train.weights)
+        # The data first: the head has as many outputs as the dataset has classes.
+        uses_target_batches = MODES[config.shaping.mode].uses_target_batches
+        if data is None:
+            data = load_trial_data(config, runtime, self.device, uses_target_batches, progress)
+        self.data = data
+        model = build_model(train.weights, self.data.num_classes)
         self.mode, self.shaper = attach(model, config.shaping, self.gens.mask)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=memory_format)  # type: ignore[call-overload]
-        self.data = load_trial_data(config, runtime, self.device, self.mode.uses_target_batches)
+        self.folds = {v: Trial(config, runtime, fold) for v, fold in self.data.folds.items()}
         # fused: one kernel for all parameters (5x faster steps than the default on the CPU).
         self.optimizer = torch.optim.SGD(
             self.model.parameters(),
@@ -253,7 +207,7 @@ class Trial:
         rng = {"torch": torch.get_rng_state(), **self.gens.state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        return {
+        state = {
             "config": self.config.model_dump(mode="json"),
             "device": self.device.type,
             "epoch": self.epoch,
@@ -263,7 +217,11 @@ class Trial:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": rng,
+            "classes": list(self.data.classes),
         }
+        if self.folds:  # lodo: every fold model's own state
+            state["folds"] = {v: fold.state() for v, fold in self.folds.items()}
+        return state
 
     def load(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint: bit-for-bit on the device type that wrote it.
@@ -275,8 +233,15 @@ class Trial:
         dropped on the CPU (fp32), and the kernels round differently: a valid continuation, not
         the run an uninterrupted trial on either device would have been.
         """
-        if state.get("config") != self.config.model_dump(mode="json"):
+        if not _same_config(state.get("config"), self.config):
             raise AshaTuneError("checkpoint was written by a different configuration; not resuming")
+        if "classes" in state and list(state["classes"]) != list(self.data.classes):
+            raise AshaTuneError(
+                f"checkpoint was trained on {len(state['classes'])} classes {_few(state['classes'])}; the "
+                f"data root now holds {len(self.data.classes)}: {_few(self.data.classes)}; not resuming"
+            )
+        for v, fold in self.folds.items():
+            fold.load(state["folds"][v])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -314,57 +279,77 @@ class Trial:
         lr = self.optimizer.param_groups[0]["lr"]
         batch = train.batch_size
         assert batch is not None  # TrialConfig fills in the mode's batch size
-        cpu_order = torch.randperm(len(source), generator=self.gens.order)
+        sizes = self.data.source_sizes or (len(source),)
+        cpu_order, lengths = epoch_order(d.source_sampling, sizes, batch, self.gens.order)
         order = cpu_order.to(self.device)
-        paired = None
+        cuts = spans(lengths)
+        paired = cpu_paired = None
         if target is not None:  # the target image of each source image, this epoch
-            paired = epoch_pairing(
+            cpu_paired = epoch_pairing(
                 self.config.shaping.target_pairing,
                 self.data.source_positions,
                 cpu_order,
                 len(target),
                 self.gens.pair,
-            ).to(self.device)
+            )
+            paired = cpu_paired.to(self.device)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
-        for begin in range(0, len(order), batch):
-            idx = order[begin : begin + batch]
-            x = self._input(pacs.augment(source.train[idx], d.image_size, self.gens.augment))
-            y = source.labels[idx]
-            x_target = None
-            if target is not None and paired is not None:  # paired exactly when target is
-                t_idx = paired[begin : begin + batch]
-                x_target = self._input(pacs.augment(target.train[t_idx], d.image_size, self.gens.augment))
-            with self._autocast():
-                logits = self.mode.train_logits(self.model, self.shaper, x, x_target)
-                loss = self.loss_fn(logits, y)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            loss_sum += loss.detach().float() * len(idx)
-            correct += (logits.argmax(1) == y).sum()
-            if progress:
-                progress(len(idx))
+        with contextlib.ExitStack() as stack:  # a streamed epoch's readers stop with it
+            xs = stack.enter_context(contextlib.closing(train_batches(source, cpu_order, order, cuts)))
+            targets = None
+            if target is not None and paired is not None and cpu_paired is not None:
+                targets = stack.enter_context(
+                    contextlib.closing(train_batches(target, cpu_paired, paired, cuts))
+                )
+            for begin, n in cuts:
+                idx = order[begin : begin + n]
+                x = self._input(pacs.augment(next(xs), d.image_size, self.gens.augment))
+                y = source.labels[idx]
+                x_target = None
+                if targets is not None:  # paired exactly when target is
+                    x_target = self._input(pacs.augment(next(targets), d.image_size, self.gens.augment))
+                with self._autocast():
+                    logits = self.mode.train_logits(self.model, self.shaper, x, x_target)
+                    loss = self.loss_fn(logits, y)
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                loss_sum += loss.detach().float() * len(idx)
+                correct += (logits.argmax(1) == y).sum()
+                if progress:
+                    progress(len(idx))
         self.scheduler.step()
-        train_loss = loss_sum.item() / len(source)
+        seen = len(cpu_order)
+        train_loss = loss_sum.item() / seen
         if not math.isfinite(train_loss):
             raise DivergedError(
                 f"training loss became {train_loss} in epoch {self.epoch + 1}", self.epoch + 1
             )
-        return {"train_loss": train_loss, "source_acc": 100.0 * correct.item() / len(source), "lr": lr}
+        return {"train_loss": train_loss, "source_acc": 100.0 * correct.item() / seen, "lr": lr}
 
     @torch.no_grad()
-    def evaluate(self, images: pacs.DomainImages) -> float:
+    def evaluate(self, images: Images) -> float:
         self.model.eval()
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         step = self.config.train.eval_batch_size
-        for begin in range(0, len(images), step):
-            x = self._input(pacs.normalize(images.test[begin : begin + step]))
-            with self._autocast():
-                logits = self.mode.eval_logits(self.model, self.shaper, x)
-            correct += (logits.argmax(1) == images.labels[begin : begin + step]).sum()
+        with contextlib.closing(test_batches(images, step)) as batches:
+            for batch, labels in batches:
+                x = self._input(pacs.normalize(batch))
+                with self._autocast():
+                    logits = self.mode.eval_logits(self.model, self.shaper, x)
+                correct += (logits.argmax(1) == labels).sum()
         return 100.0 * correct.item() / len(images)
+
+    def selector(self, evaluation_set: str) -> Trial:
+        """The model a selection set is evaluated by: its fold model under lodo, else this one."""
+        return self.folds.get(evaluation_set, self)
+
+    @property
+    def images_per_epoch(self) -> int:
+        """Training images of an epoch, the fold models' included (a progress bar's total)."""
+        return len(self.data.source) + sum(len(f.data.source) for f in self.folds.values())
 
     def _sync(self) -> float:
         if self.device.type == "cuda":
@@ -375,12 +360,17 @@ class Trial:
         start = self._sync()
         metrics: Metrics = {"epoch": self.epoch + 1, **self.train_epoch(progress)}
         metrics[DEVICE_KEY] = self.device_name
+        for fold in self.folds.values():  # lodo: each fold model's epoch too
+            fold.train_epoch(progress)
         trained = self._sync()
         reported = {name: (self.evaluate(images), len(images)) for name, images in self.data.targets.items()}
         val = (
             reported
             if self.data.val is self.data.targets
-            else {name: (self.evaluate(images), len(images)) for name, images in self.data.val.items()}
+            else {
+                name: (self.selector(name).evaluate(images), len(images))
+                for name, images in self.data.val.items()
+            }
         )
         evaluated = self._sync()
         metrics.update(selection.epoch_metrics(reported, val))
@@ -405,7 +395,7 @@ def run_trial(
     progress: bool = False,
 ) -> TrialResult:
     """Train and evaluate one configuration; `report(metrics, state)` after every epoch."""
-    trial = Trial(config, runtime or Runtime())
+    trial = Trial(config, runtime or Runtime(), progress=progress)
     if resume is not None:
         trial.load(resume)
     bar = None
@@ -414,7 +404,7 @@ def run_trial(
             from tqdm import tqdm
 
             bar = tqdm(
-                total=len(trial.data.source),
+                total=trial.images_per_epoch,
                 unit="img",
                 leave=True,
                 desc=f"epoch {epoch + 1}/{config.train.epochs}",
@@ -430,6 +420,19 @@ def run_trial(
         if report:
             report(metrics, trial.state())
     return TrialResult(config, trial.history)
+
+
+def _same_config(saved: Any, config: TrialConfig) -> bool:
+    """A checkpoint's configuration read as today's (settings added since take their defaults)."""
+    try:
+        return TrialConfig.model_validate(saved) == config
+    except ValidationError:
+        return False
+
+
+def _few(names: Any, shown: int = 4) -> str:
+    names = list(names)
+    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:

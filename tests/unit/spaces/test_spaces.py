@@ -22,6 +22,7 @@ SHIPPED = [
     "baseline",
     "paper_grid",
     "paper_search",
+    "office_home",
 ]
 
 VALID = """

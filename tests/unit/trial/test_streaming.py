@@ -128,3 +128,19 @@ def test_cuda_streamed_batches_equal_the_in_memory_ones(cached):
             assert torch.equal(
                 got.float().mul(2).byte(), in_memory[device_order[b : b + 8]].float().mul(2).byte()
             )
+
+
+def test_several_domains_stream_as_their_concatenation_without_being_copied_into_one():
+    from asha_tune.trial.streaming import Parts
+
+    generator = torch.Generator().manual_seed(0)
+    parts = [torch.randint(0, 256, (n, 3, 5, 5), dtype=torch.uint8, generator=generator) for n in (7, 1, 12)]
+    joined = torch.cat(parts)
+    rows = torch.randperm(20, generator=generator)[:15]
+    view = Parts(parts)
+    assert len(view) == 20 and view.shape == (20, 3, 5, 5)
+    out = torch.empty((15, 3, 5, 5), dtype=torch.uint8)
+    assert torch.equal(view.index_select(rows, out), joined[rows])
+    order = torch.randperm(15, generator=generator)
+    streamed = list(BatchStream(view, rows).batches(order, 4))
+    assert torch.equal(torch.cat(streamed), joined[rows][order])
