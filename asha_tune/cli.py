@@ -46,6 +46,7 @@ TRIAL_FLAGS = {
     "--selection": "selection.protocol",
     "--val-fraction": "selection.val_fraction",
     "--split-seed": "selection.split_seed",
+    "--selection-epoch": "selection.epoch",
 }
 BOOLEAN_FLAGS = {"--shape-at-eval", "--target-updates-bn"}
 
@@ -117,7 +118,10 @@ def add_trial_parser(sub: argparse._SubParsersAction) -> None:
         "--precision": "auto | fp32 | fp16 | bf16 (auto: fp16 on CUDA, fp32 on CPU)",
         "--batch-size": "training batch (default the paper's: 256 for mode target, else 128)",
         "--target-pairing": "index (the authors': source i with target i %% len) | shuffled",
-        "--selection": "oracle (default: the target selects, as the paper) | source_val | target_val",
+        "--selection": "oracle (default: the target selects, as the paper) | source_val | target_val | "
+        "entropy | im | snd (label-free: unlabelled target images select)",
+        "--selection-epoch": "last (default, the paper's) | best (the epoch the selection metric picks, "
+        "its weights kept)",
         "--val-fraction": "held-out fraction per class for source_val and target_val (default 0.2)",
         "--split-seed": "seed of the validation split, independent of --seed (default 0)",
     }

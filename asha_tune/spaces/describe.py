@@ -7,20 +7,40 @@ from typing import Any
 import yaml
 
 from asha_tune.spaces.space import CONFIGURATION_KEY, SearchSpace
+from asha_tune.trial.score_info import SCORE_INFO
+from asha_tune.trial.selection import selection_metric
 
 
 def describe_selection(space: SearchSpace) -> str:
     """One line: which images select the sweep's configurations, and what the scheduler optimises."""
-    s, d = space.selection, space.data
+    s, d, scheduler = space.selection, space.data, space.scheduler
     held = f"{s.val_fraction:.0%} per class, split seed {s.split_seed}"
-    where = {
-        "oracle": f"the whole target domain ({', '.join(d.targets)}) selects and is reported, as the paper "
-        "(optimistic: selected on the test data)",
-        "source_val": f"held-out {d.source} images ({held}, never trained on) select; the targets are "
-        "only reported",
-        "target_val": f"held-out target images ({held}) select; the targets are reported on the rest",
-    }[s.protocol]
-    return f"{s.protocol}: {where}; the scheduler and the search optimise {space.scheduler.metric}"
+    info = SCORE_INFO.get(s.protocol)
+    if info is not None:
+        where = (
+            f"the unlabelled images of {', '.join(d.targets)} select by {info.summary} (no target label is "
+            f"read); held-out {d.source} images ({held}) are kept out of training, val_acc reports on "
+            "them; the targets' accuracies are only reported"
+        )
+    else:
+        where = {
+            "oracle": f"the whole target domain ({', '.join(d.targets)}) selects and is reported, as the "
+            "paper (optimistic: selected on the test data)",
+            "source_val": f"held-out {d.source} images ({held}, never trained on) select; the targets are "
+            "only reported",
+            "target_val": f"held-out target images ({held}) select; the targets are reported on the rest",
+        }[s.protocol]
+    better = "lower" if scheduler.mode == "min" else "higher"
+    epoch = (
+        f"; each trial reports its best epoch by {selection_metric(s.protocol)[0]} and keeps its weights "
+        "(selection.epoch best)"
+        if s.epoch == "best"
+        else ""
+    )
+    return (
+        f"{s.protocol}: {where}; the scheduler and the search optimise {scheduler.metric} ({better} is "
+        f"better){epoch}"
+    )
 
 
 def describe(space: SearchSpace) -> str:

@@ -63,6 +63,11 @@ SELECTION_PROTOCOLS: dict[str, str] = {
     "oracle": "the whole target domain selects and is reported (the paper's protocol)",
     "source_val": "a held-out part of the source selects; the targets are only reported",
     "target_val": "a held-out part of each target selects; the rest of it is reported",
+    # Label-free (score_info.py): the reported target images, unlabelled, select; a held-out part
+    # of the source is kept out of training as under source_val (val_acc reports on it).
+    "entropy": "the lowest mean entropy of the predictions on the unlabelled target images selects",
+    "im": "the highest information maximisation of the predictions on the unlabelled target images selects",
+    "snd": "the highest soft neighbourhood density of the unlabelled target images' predictions selects",
 }
 
 TARGET_PAIRINGS: dict[str, str] = {

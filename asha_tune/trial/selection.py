@@ -1,12 +1,21 @@
 """Model selection: which images choose a configuration, which are only reported, and their noise.
 
-Three protocols (DomainBed's terms):
+Three protocols with labels (DomainBed's terms):
 - `oracle`: the whole target domain selects and is reported (the paper's protocol). The
   selection metric then equals the reported one, so a sweep's best is biased upward.
 - `source_val`: a class-stratified fraction of the source domain is held out, never trained on;
   its accuracy selects, the targets are only reported.
 - `target_val`: a class-stratified fraction of each target selects; the target accuracies are
   reported on the remaining images only.
+
+Three label-free ones, as unsupervised domain adaptation can select (score_info.py): `entropy`,
+`im` and `snd` select on a score of the model's predictions for the target images every trial
+already evaluates, unlabelled (no second pass, no label read); the targets' accuracies are only
+reported. They split the source as `source_val` does, so `val_acc` still measures held-out
+source images and a sweep under a label-free protocol records source_val's choice too (the
+selection gap, analysis/replicates.py, compares them on the same trials). Every trial logs the
+three scores whatever its protocol (`<score>_<target>` and their mean over the targets,
+`target_<score>`), so any sweep's records say what each label-free protocol would have chosen.
 
 A split is a pure function of the file names, the fraction and the split seed (never the trial
 seed): every trial of a sweep, in any process on any machine, holds out the same images.
@@ -23,6 +32,7 @@ from dataclasses import dataclass
 
 from asha_tune.trial.config import SelectionConfig
 from asha_tune.trial.registry import lookup
+from asha_tune.trial.score_info import SCORE_INFO, ScoreInfo
 
 # Metric names reported by a trial every epoch.
 VAL_ACC = "val_acc"  # the selection metric (oracle: equal to target_acc)
@@ -34,6 +44,11 @@ CHANCE_PREFIX = "chance_"  # chance_val, ...: majority-class rate of that set, i
 SPLIT_HASH = "split_hash"  # a short hash of the selection images (their file names)
 VAL_SET = "val"
 TARGET_SET = "target"  # all reported target images together (the set behind target_acc)
+# selection.epoch best: the epoch whose figures a trial reports, and each evaluated figure of the
+# epoch itself (before selection) under RAW_PREFIX + its name.
+SELECTED_EPOCH = "selected_epoch"
+RAW_PREFIX = "raw_"
+SCORE_NAMES = tuple(SCORE_INFO)  # entropy, im, snd: logged by every trial
 
 
 def domain_acc(domain: str) -> str:
@@ -50,6 +65,68 @@ def size_key(evaluation_set: str) -> str:
 
 def chance_key(evaluation_set: str) -> str:
     return CHANCE_PREFIX + evaluation_set
+
+
+def score_key(score: str, domain: str) -> str:
+    """`entropy_cartoon`: a label-free score of one target's predictions."""
+    return f"{score}_{domain}"
+
+
+def label_free(protocol: str) -> ScoreInfo | None:
+    """The score a label-free protocol selects on (entropy, im, snd), None for the others."""
+    return SCORE_INFO.get(protocol)
+
+
+def selection_metric(protocol: str) -> tuple[str, str]:
+    """(metric, direction) a trial's epochs are selected on under `protocol` (selection.epoch
+    best), and the scheduler's metric by default: `val_acc` (max), or the label-free score over
+    the targets (`target_entropy`, min; `target_im`, `target_snd`, max)."""
+    info = label_free(protocol)
+    return (info.metric, info.direction) if info else (VAL_ACC, "max")
+
+
+def target_selection(protocol: str, domain: str, metric: str, mode: str) -> tuple[str, str]:
+    """(metric, mode) that picks a sweep's winner for one target in an analysis: under oracle the
+    target's own accuracy, under a label-free protocol that target's score, else the sweep's own
+    selection metric (`metric`, `mode`: val_acc on the held-out images, the same for every target)."""
+    if protocol == "oracle":
+        return domain_acc(domain), "max"
+    info = label_free(protocol)
+    return (score_key(info.name, domain), info.direction) if info else (metric, mode)
+
+
+def what_selection_saw(protocol: str, source: str, targets: Sequence[str]) -> str:
+    """Which images a protocol selects on, and whether it read their labels (a run's tag)."""
+    names = ", ".join(targets)
+    if label_free(protocol):
+        return f"unlabelled target images ({names}): predictions only, no target label"
+    return {
+        "oracle": f"labelled target images ({names}): the reported ones themselves",
+        "source_val": f"labelled held-out source images ({source}); no target image",
+        "target_val": f"labelled held-out target images ({names}); reported on the others",
+    }.get(protocol, protocol)
+
+
+def score_metrics(scores: dict[str, dict[str, float]]) -> dict[str, float]:
+    """`<score>_<domain>` for each target's scores, and `target_<score>`: their mean over the
+    targets (each target counts once, as target_acc)."""
+    metrics: dict[str, float] = {}
+    for domain, values in scores.items():
+        metrics.update({score_key(name, domain): value for name, value in values.items()})
+    for name in SCORE_NAMES:
+        per_target = [values[name] for values in scores.values() if name in values]
+        if per_target:
+            metrics[SCORE_INFO[name].metric] = sum(per_target) / len(per_target)
+    return metrics
+
+
+def better(value: float, than: float | None, direction: str) -> bool:
+    """Strictly better (a tie keeps the earlier epoch); a non-finite value never is."""
+    if not math.isfinite(value):
+        return False
+    if than is None:
+        return True
+    return value > than if direction == "max" else value < than
 
 
 def is_constant(key: str) -> bool:
@@ -214,6 +291,11 @@ PROTOCOLS: dict[str, Callable[[SelectionConfig, Domain, list[Domain]], Sets]] = 
     "oracle": _oracle,
     "source_val": _source_val,
     "target_val": _target_val,
+    # Label-free: the scores select on the reported target images; the source is split as under
+    # source_val, so val_acc measures held-out source images (never trained on).
+    "entropy": _source_val,
+    "im": _source_val,
+    "snd": _source_val,
 }
 
 
