@@ -190,10 +190,11 @@ class SearchSpace(BaseModel):
         self._check_label_free()
         if self.search.algorithm not in ("grid", "list") and self.search.num_trials is None:
             raise ValueError(f"search.num_trials is needed for algorithm {self.search.algorithm}")
-        if self.search.replicates > 1 and "train.seed" in self.parameters:
+        seeded = "train.seed" in self.parameters or any("train.seed" in c.values for c in self.configurations)
+        if self.search.replicates > 1 and seeded:
             raise ValueError(
-                "search.replicates: train.seed is a parameter of this space, so every replicate would "
-                "run the same seeds; replicates set train.seed themselves (remove the parameter)"
+                "search.replicates: this space sets train.seed (a parameter or a configuration's value), so "
+                "every replicate would run the same seeds; replicates set train.seed themselves"
             )
         self._check_configurations()
         return self

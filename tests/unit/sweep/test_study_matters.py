@@ -10,19 +10,17 @@ from optuna.trial import TrialState
 
 from asha_tune.errors import AshaTuneError, ConfigError
 from asha_tune.spaces import SearchSpace, load_space
+from asha_tune.sweep.importance import importances
 from asha_tune.sweep.study import (
     VALUES_ATTR,
     WARM_START_ATTR,
-    PastTrial,
     RecordingSuggester,
     StudyHandle,
     Unexpressible,
     create_study,
     expressed,
-    finished_trials,
-    importances,
-    warm_start,
 )
+from asha_tune.sweep.warm_start import PastTrial, finished_trials, warm_start
 
 
 def variant(base: str = "quickstart", **changes) -> SearchSpace:
@@ -90,7 +88,10 @@ def test_the_parameter_that_decides_the_value_ranks_first(synthetic, evaluator):
     assert early.trials == 40  # every trial reached epoch 1
     assert list(early.values) == ["shaping.convs", "shaping.p0"]
     assert early.values["shaping.convs"] > 0.5
-    assert f"({evaluator}; 40 trials, values at epoch 1):" in early.text()
+    assert (
+        f"({evaluator}; 40 trials, values at epoch 1; objective val_acc (max; selection source_val), "
+        "the study's own):" in early.text()
+    )
 
 
 def test_fanova_leaves_out_conditional_parameters_and_says_so(tmp_path):
