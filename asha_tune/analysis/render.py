@@ -12,6 +12,7 @@ from asha_tune.analysis import reference
 from asha_tune.analysis.comparison import Comparison, GridRow, Group
 from asha_tune.analysis.replicated import Answers, Gap, budget_line, estimate_text, result_lines
 from asha_tune.display import count
+from asha_tune.trial.score_info import SCORE_INFO
 
 ORACLE_NOTE = "oracle: selected on the data it reports (optimistic)"
 
@@ -48,9 +49,17 @@ def report_text(comparison: Comparison) -> str:
     return "\n".join(lines)
 
 
+def selection_note(protocol: str) -> str:
+    """How a protocol's figures were selected, in a heading's words."""
+    if protocol == "oracle":
+        return ORACLE_NOTE
+    if protocol in SCORE_INFO:
+        return f"{protocol}: selected on the unlabelled reported target images (no target label)"
+    return f"{protocol}: selected on held-out images, not the reported ones"
+
+
 def _group_text(g: Group) -> list[str]:
-    held_out = f"{g.protocol}: selected on held-out images, not the reported ones"
-    lines = [f"== target {g.target} · selection {ORACLE_NOTE if g.protocol == 'oracle' else held_out} =="]
+    lines = [f"== target {g.target} · selection {selection_note(g.protocol)} =="]
     pub = g.published_best
     lines.append(
         "published best: " + (f"{pub[1]:.2f} % ({pub[0]}; paper, selected by oracle)" if pub else "none")

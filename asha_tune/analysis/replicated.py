@@ -191,7 +191,7 @@ def kind(members: Sequence[Sweep]) -> str:
 
 def row_label(search: str, members: Sequence[Sweep]) -> str:
     what = {"grid": "grid", "warm": f"search warm-started from {members[0].warm_start}", "search": "search"}
-    return f"{search} ({what[kind(members)]}): winner"
+    return f"{search}'s winner ({what[kind(members)]})"
 
 
 def baseline_row(sweeps: Sequence[Sweep], protocol: str, targets: Sequence[str]) -> TableRow | None:

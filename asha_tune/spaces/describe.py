@@ -63,6 +63,12 @@ def describe(space: SearchSpace) -> str:
         lines.append(
             f"{space.search.algorithm} search: {space.num_trials} trials sampled from the ranges above"
         )
+    replicates = space.search.replicates
+    if replicates > 1:
+        lines.append(
+            f"replicated: the whole search {replicates} times, as sweeps NAME.r0 .. NAME.r{replicates - 1}, "
+            "each with its own sampler, trial and split seeds (replicate 0 keeps the space's)"
+        )
     lines.append(f"needs: {needs(space)}")
     if space.search.reproducible:
         lines.append(
@@ -101,6 +107,8 @@ def needs(space: SearchSpace) -> str:
     per_trial = f"{r.gpu:g} GPU + {r.cpu:g} CPU per trial" if r.gpu else f"{r.cpu:g} CPU per trial, no GPU"
     weights = sorted({str(v) for v in weight_choices(space)})
     budget = f"{space.num_trials} trials x {space.train.epochs} epochs"
+    if space.search.replicates > 1:
+        budget = f"{space.search.replicates} replicates x {budget}"
     if space.scheduler.kind == "asha":
         budget += " (ASHA stops weak ones early)"
     return (

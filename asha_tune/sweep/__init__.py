@@ -4,7 +4,9 @@
 - trainable    the foundation trial inside a Tune trial
 - searcher     an Optuna-study searcher (PRUNED/FAIL/COMPLETE) and a resumable ASHA
 - callbacks    MLflow child runs and live progress, from the driver
-- run          launch and resume
+- lifecycle    launch, resume, restart; replicated: a search run R times (NAME.r0 ...)
+- study        the sweep's Optuna study; importance: which parameters matter; warm_start: another
+               sweep's trials given to a new study
 """
 
 from __future__ import annotations

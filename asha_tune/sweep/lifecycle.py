@@ -410,9 +410,9 @@ def resume(settings: SweepSettings) -> SweepOutcome:
     space = settings.space
     if len(trials) >= space.num_trials and all(t.status in FINAL_STATUSES for t in trials):
         say(f"sweep {settings.name} has finished ({count(len(trials), 'trial')}): nothing to resume")
-        best = best_trial(trials, space.scheduler.metric, space.scheduler.mode)
-        tracker.set_tags(settings.run_id, _summarize(settings, tracker, trials))  # older sweeps too
-        return _conclude(SweepOutcome(settings, trials, best, True))
+        # Its records end the parent run as they say (a driver killed after the last trial left it
+        # interrupted), with the summary tags older sweeps lack.
+        return _conclude(_close(settings, tracker, experiment_id))
     with sigterm_as_sigint():
         preflight(settings)
         settings.save()

@@ -168,16 +168,16 @@ def test_the_table_rows_are_the_winners_then_the_baseline_over_its_seeds():
     a = answers(search() + grid() + warm())
     table = a.tables["oracle"]
     assert [r.label for r in table.rows] == [
-        "G (grid): winner",
-        "S (search): winner",
-        "W (search warm-started from G): winner",
+        "G's winner (grid)",
+        "S's winner (search)",
+        "W's winner (search warm-started from G)",
         "baseline (no shaping)",
     ]
     base = table.rows[-1]
     assert base.protocol == tables.NOT_SELECTED and base.over == "seeds"
     assert (base.cells["cartoon"].mean, base.cells["cartoon"].se) == pytest.approx((51.0, 1.0))
     md = tables.markdown(table)
-    assert "| G (grid): winner | oracle† | 59.0 ± 1.0 (n=2) | 59.0 ± 1.0 (n=2) |" in md
+    assert "| G's winner (grid) | oracle† | 59.0 ± 1.0 (n=2) | 59.0 ± 1.0 (n=2) |" in md
     assert "| baseline (no shaping) | none | 51.0 ± 1.0 (n=2) | 51.0 ± 1.0 (n=2) |" in md
     assert "†oracle: selected on the data it reports" in md
     assert r"59.0 $\pm$ 1.0 (n=2)" in tables.latex(table)
