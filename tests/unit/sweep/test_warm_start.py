@@ -28,8 +28,10 @@ def epochs(*cartoon: float, **others: float) -> list[dict[str, float]]:
     return [{"acc_cartoon": v, "val_acc": v, **others} for v in cartoon]
 
 
-@pytest.fixture
-def stores(tmp_path):
+@pytest.fixture(scope="module")
+def grid_records(tmp_path_factory):
+    """A replicated paper grid's records (two replicates), made once for the module."""
+    tmp_path = tmp_path_factory.mktemp("grid")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
     experiment = client.create_experiment("paper_grid", artifact_location=(tmp_path / "art").as_uri())
@@ -43,10 +45,16 @@ def stores(tmp_path):
     ]
     space_json = grid.model_dump(mode="json")
     records.replicated(client, experiment, "grid", space_json, [made[:3], made[3:]], algorithm="list")
+    return Tracker(uri)
+
+
+@pytest.fixture
+def stores(grid_records, tmp_path):
+    """The grid's records, and a new paper_search study to warm-start."""
     study_url = f"sqlite:///{tmp_path / 'optuna.db'}"
     search = load_space("paper_search", [*SMALL, "scheduler.grace_period=1"])
     create_study(study_url, "search", search)
-    return Tracker(uri), study_url, search
+    return grid_records, study_url, search
 
 
 def test_the_grids_trials_come_from_its_records_valued_by_the_searchs_metric(stores):

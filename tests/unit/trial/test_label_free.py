@@ -129,7 +129,7 @@ def test_best_reports_and_keeps_the_epoch_its_protocol_selects(tiny_runtime, pro
 
 
 def test_last_is_the_default_and_reports_the_last_epoch(tiny_runtime):
-    result = run_trial(tiny_config(train={"epochs": 2}), tiny_runtime)
+    result = run_trial(tiny_config(train={"epochs": 1}), tiny_runtime)
     assert tiny_config().selection.epoch == "last"
     assert "selected_epoch" not in result.final and not any(k.startswith("raw_") for k in result.final)
 
@@ -146,7 +146,7 @@ def test_a_best_checkpoint_gives_its_selected_weights_to_weights_path(tiny_runti
 
 
 def test_best_resumes_bit_for_bit(tiny_runtime):
-    config = tiny_config(selection={"protocol": "im", "epoch": "best"}, train={"epochs": 4, "lr": 0.05})
+    config = tiny_config(selection={"protocol": "im", "epoch": "best"}, train={"epochs": 3, "lr": 0.05})
     states, full = [], []
     whole = run_trial(config, tiny_runtime, report=lambda m, s: full.append(copy.deepcopy(s)))
     resumed = run_trial(config, tiny_runtime, report=lambda m, s: states.append(s), resume=full[1])
