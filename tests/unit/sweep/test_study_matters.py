@@ -255,3 +255,13 @@ def test_warm_start_from_a_replayed_list_of_configurations(search, tmp_path):
     assert study.trials[1].user_attrs[VALUES_ATTR] == {"shaping.convs": [1, 5], "shaping.p0": 0.5}
     with pytest.raises(AshaTuneError, match="warm start: grid runs a list of configurations"):
         warm_start(url, "grid", trials)
+
+
+def test_replicates_pool_into_one_set_of_importances_of_one_objective(synthetic, tmp_path):
+    pooled = importances(synthetic, ["synthetic", "synthetic"])  # the same study twice: twice the trials
+    assert pooled.trials == 40 and pooled.study == "synthetic, synthetic"
+    assert list(pooled.values)[0] == "shaping.p0"
+    other = variant(search={"algorithm": "random", "num_trials": 5}, scheduler={"metric": "source_acc"})
+    create_study(synthetic, "other", other)
+    with pytest.raises(AshaTuneError, match="importances: study other optimises another objective than synthetic"):
+        importances(synthetic, ["synthetic", "other"])
