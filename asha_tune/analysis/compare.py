@@ -1,7 +1,11 @@
 """`asha-tune compare`: does a search beat the paper's grid, and at what cost.
 
-This module reads the sweeps from MLflow and writes the outputs; comparison.py computes,
-render.py and plots.py present.
+This module reads the sweeps from MLflow and writes the outputs; comparison.py computes the
+curves and a replayed grid against the paper, replicated.py the replicate-level answers (a
+replicated search's winners as mean ± SE, a search against a grid, a warm start against a cold
+search, the selection gap, the DomainBed-style table); render.py, tables.py, plots.py and
+matters.py present. A replicated search (NAME, with replicates NAME.r0 ...) is read whole.
+Parameter importances need Optuna, so the sweep room computes them (`importances`, passed in).
 
 Everything is read from stored MLflow records (sweep parent runs, their trials, confirmation
 runs), never from a running sweep. Figures are grouped by target domain and by selection

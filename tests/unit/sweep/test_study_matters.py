@@ -263,5 +263,7 @@ def test_replicates_pool_into_one_set_of_importances_of_one_objective(synthetic,
     assert list(pooled.values)[0] == "shaping.p0"
     other = variant(search={"algorithm": "random", "num_trials": 5}, scheduler={"metric": "source_acc"})
     create_study(synthetic, "other", other)
-    with pytest.raises(AshaTuneError, match="importances: study other optimises another objective than synthetic"):
+    with pytest.raises(
+        AshaTuneError, match="importances: study other optimises another objective than synthetic"
+    ):
         importances(synthetic, ["synthetic", "other"])
