@@ -116,7 +116,7 @@ def add_trial_parser(sub: argparse._SubParsersAction) -> None:
         "--limit-per-domain": "class-stratified subset size per domain (small runs)",
         "--weights": "imagenet | none | PATH to a state dict (default imagenet)",
         "--precision": "auto | fp32 | fp16 | bf16 (auto: fp16 on CUDA, fp32 on CPU)",
-        "--batch-size": "training batch (default the paper's: 256 for mode target, else 128)",
+        "--batch-size": "training batch (default the paper's: 256 for modes target and bn_only, else 128)",
         "--target-pairing": "index (the authors': source i with target i %% len) | shuffled",
         "--selection": "oracle (default: the target selects, as the paper) | source_val | target_val | "
         "entropy | im | snd (label-free: unlabelled target images select)",
@@ -400,11 +400,9 @@ def add_ui_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    import subprocess
-
     from asha_tune.sweep import SweepSettings
     from asha_tune.tracking import Tracker
-    from asha_tune.tracking.client import experiment_url
+    from asha_tune.tracking.client import experiment_url, serve_ui
 
     uri, settings = args.tracking_uri, None
     if args.name:
@@ -420,22 +418,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         print(f"the sweep tracks to an MLflow server: open {uri}")
         return 0
     print(f"MLflow UI for {uri} at {base} (Ctrl-C to stop)", flush=True)
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(args.port),
-    ]
-    try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:
-        return 0
+    return serve_ui(uri, args.port)
 
 
 def add_compare_parser(sub: argparse._SubParsersAction) -> None:

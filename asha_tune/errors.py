@@ -37,3 +37,7 @@ class DivergedError(AshaTuneError):
     def __init__(self, message: str, epoch: int):
         super().__init__(message)
         self.epoch = epoch
+
+
+class DeviceError(ConfigError):
+    """The device a trial was given cannot be used (e.g. a GPU that this torch build cannot drive)."""

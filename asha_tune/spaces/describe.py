@@ -47,7 +47,7 @@ def describe(space: SearchSpace) -> str:
     """The dry run's text: the resolved space, then what would run."""
     fixed = space.model_dump(mode="json", exclude={"parameters", "configurations"})
     if fixed["train"]["batch_size"] is None:
-        fixed["train"]["batch_size"] = "by mode (256 for mode target, else 128)"
+        fixed["train"]["batch_size"] = "by mode (256 for modes target and bn_only, else 128)"
     lines = [yaml.safe_dump(fixed, sort_keys=False, width=1000).rstrip()]
     lines.append("parameters:")
     for name, param in space.parameters.items():

@@ -188,6 +188,14 @@ class SearchSpace(BaseModel):
                 f"selection: oracle to select on the target domain, as the paper)"
             )
         self._check_label_free()
+        for name in self.parameters:
+            section, _, field = name.partition(".")
+            field = field.split(".")[0]  # shaping.p0.first is shaping.p0
+            if section == "shaping" and field in self.shaping:
+                raise ValueError(
+                    f"parameters.{name}: shaping.{field} is also fixed in the shaping section "
+                    f"({self.shaping[field]!r}): set it in one place"
+                )
         if self.search.algorithm not in ("grid", "list") and self.search.num_trials is None:
             raise ValueError(f"search.num_trials is needed for algorithm {self.search.algorithm}")
         seeded = "train.seed" in self.parameters or any("train.seed" in c.values for c in self.configurations)

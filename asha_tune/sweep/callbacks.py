@@ -30,6 +30,7 @@ from asha_tune.tracking.tags import (
     FINAL_STATUSES,
     MODE_TAG,
     PRUNED,
+    RAY_TRIAL_TAG,
     RESUMED_FROM_TAG,
     RETRIES_TAG,
     RUNNING,
@@ -40,6 +41,7 @@ from asha_tune.tracking.tags import (
 )
 from asha_tune.tracking.trials import trial_tags
 from asha_tune.trial import selection
+from asha_tune.trial.selection import DEVICE_KEY
 
 
 def trial_status(result: dict[str, Any], max_epochs: int) -> str:
@@ -99,6 +101,7 @@ class TrackingCallback(DriverState, Callback):
         self._final: set[str] = set()  # child runs that already ended
         self._restarted: set[str] = set()  # child runs whose trial (re)started, no result yet
         self._described: set[str] = set()  # child runs whose constants (sizes, split) are logged
+        self._devices: dict[str, str] = {}  # child run id -> the device last logged for it
 
     @property
     def tracker(self) -> Tracker:
@@ -149,7 +152,7 @@ class TrackingCallback(DriverState, Callback):
         run_id = self.child_run(trial)
         if run_id not in self._final:
             self.tracker.reopen(run_id)
-            self.tracker.set_tags(run_id, {"ray.trial_id": trial.trial_id})
+            self.tracker.set_tags(run_id, {RAY_TRIAL_TAG: trial.trial_id})
             self._restarted.add(run_id)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
@@ -159,6 +162,10 @@ class TrackingCallback(DriverState, Callback):
             self._restarted.discard(run_id)
             if epoch > 1:  # a retried or resumed trial went on from its checkpoint
                 self.tracker.set_tags(run_id, {RESUMED_FROM_TAG: epoch - 1})
+        device = result.get(DEVICE_KEY)
+        if device and self._devices.get(run_id) != device and not result.get(FAILED_KEY):
+            self.tracker.log_device(run_id, device)
+            self._devices[run_id] = device
         if run_id in self._final or epoch in self._logged[run_id] or result.get(FAILED_KEY):
             return  # an epoch replayed after a resume keeps its first record
         constants = selection.constants_of(result)

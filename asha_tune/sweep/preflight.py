@@ -63,8 +63,13 @@ def check_local_resources(
     """A trial must fit on this machine, else a local Ray would wait for it forever."""
     import torch
 
+    from asha_tune.trial.devices import cuda_problem, has_unusable_gpu
+
     has_cuda = torch.cuda.is_available()
+    unusable = not has_cuda and has_unusable_gpu()  # a GPU is there, torch cannot drive it
     if device == "cuda" and not has_cuda:
+        if unusable:
+            raise ConfigError(f"--device cuda: this machine has a GPU, but {cuda_problem()}")
         raise ConfigError("--device cuda: this machine has no CUDA device (use --device auto or cpu)")
     r = space.resources
     gpus = num_gpus if num_gpus is not None else (torch.cuda.device_count() if has_cuda else 0)
@@ -74,6 +79,11 @@ def check_local_resources(
             if space.data.image_size >= CPU_SIZED_PX
             else ""
         )
+        if unusable and num_gpus is None:
+            raise ConfigError(
+                f"space {space.name} asks for {r.gpu:g} GPU per trial and this machine has a GPU, "
+                f"but {cuda_problem()}; or add --set resources.gpu=0 to train on the CPU{slow}"
+            )
         raise ConfigError(
             f"space {space.name} asks for {r.gpu:g} GPU per trial and this machine has "
             f"{'no GPU' if not gpus else f'{gpus:g}'}: add --set resources.gpu=0 to train on the "

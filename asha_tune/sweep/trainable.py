@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 
 from asha_tune.spaces import SearchSpace
@@ -66,6 +67,7 @@ def train_trial(config: dict[str, Any], space: SearchSpace, runtime: Runtime) ->
     import torch  # here, not at module level: timed, and paid once per reused process
 
     from asha_tune.errors import AshaTuneError
+    from asha_tune.trial.devices import assigned_device
     from asha_tune.trial.training import load_checkpoint, run_trial
 
     imports = time.perf_counter() - begin
@@ -98,7 +100,10 @@ def train_trial(config: dict[str, Any], space: SearchSpace, runtime: Runtime) ->
             tune.report({**metrics, **timings}, checkpoint=tune.Checkpoint.from_directory(folder))
 
     try:
-        run_trial(trial_config, runtime, report=report, resume=state)
+        # The GPUs Ray gave this trial decide its device: none, the CPU (CUDA hidden); some, CUDA
+        # or a DeviceError at once (e.g. a driver too old for this torch), never a silent CPU.
+        device = assigned_device(runtime.device, ray.get_gpu_ids())
+        run_trial(trial_config, runtime.model_copy(update={"device": device}), report=report, resume=state)
     except AshaTuneError as err:
         # Diverged, or a configuration, data or weights error: a retry would fail the same way,
         # so report it and end (Tune retries only what raises).

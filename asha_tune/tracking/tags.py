@@ -1,6 +1,6 @@
 """Every name asha-tune writes into MLflow: tags, statuses and the per-epoch metrics.
 
-docs/mlflow.md documents each of them; tests/unit/tracking/test_tags.py checks that the two agree.
+docs/mlflow.md documents each of them; tests/unit/test_docs.py checks that the two agree.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ RESTARTED_AS_TAG = "asha_tune.restarted_as"  # on an archived attempt: the name 
 VERSION_TAG = "asha_tune.version"
 # A trial's run: its number in the sweep, mode, when it started and how it ran.
 TRIAL_NUMBER_TAG = "asha_tune.trial_number"
+RAY_TRIAL_TAG = "ray.trial_id"  # the Tune trial id a sweep's child run was last run as
 MODE_TAG = "asha_tune.mode"
 FINGERPRINT_TAG = "asha_tune.fingerprint"  # TrialConfig.fingerprint(): what the trial computes
 STARTED_AT_TAG = "asha_tune.started_at"
@@ -23,6 +24,10 @@ EPOCHS_RUN_TAG = "asha_tune.epochs_run"
 DURATION_TAG = "asha_tune.duration_s"
 RETRIES_TAG = "asha_tune.retries"
 CHECKPOINT_TAG = "asha_tune.checkpoint"
+# Where a trial computed (devices.describe_device: "cpu", "cuda:0 NVIDIA H200"): a param from its
+# first epoch; a resume on another device (`resume --device`) names the new one in a tag.
+DEVICE_PARAM = "device"
+RESUMED_ON_DEVICE_TAG = "asha_tune.resumed_on_device"
 # A sweep's parent run: how many trials, the best one, where its results and study are.
 TRIALS_TAG = "asha_tune.trials"
 BEST_TRIAL_TAG = "asha_tune.best_trial"

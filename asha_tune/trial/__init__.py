@@ -1,1 +1,15 @@
-"""The trial: one configuration trained and evaluated (torch)."""
+"""The trial: one configuration trained on its source and evaluated on its targets.
+
+- config      the typed configuration (pydantic) and the paper's conv numbering; no torch
+- registry    the names a configuration may use and their defaults, as data; no torch
+- selection   selection protocols, splits, standard errors, chance levels; no torch
+- score_info  what the label-free selection scores are; no torch
+- shaping     forward hooks, shaping functions, the modes' behaviour
+- model       ResNet-18 and its weights
+- data        PACS discovery, the decode-once cache, on-device augmentation
+- pairing     which target images go with each source batch
+- scores      label-free scores of a model's predictions on unlabelled target images
+- training    `run_trial`: per-epoch reports and exact checkpoints
+
+May import torch, torchvision, numpy, PIL, pydantic and the kernel; never Ray, MLflow or Optuna.
+"""

@@ -42,6 +42,7 @@ SE_SUFFIX = "_se"  # binomial standard error of an accuracy, in percentage point
 SIZE_PREFIX = "n_"  # n_val, n_<domain>, n_target: images in an evaluation set
 CHANCE_PREFIX = "chance_"  # chance_val, ...: majority-class rate of that set, in %
 SPLIT_HASH = "split_hash"  # a short hash of the selection images (their file names)
+DEVICE_KEY = "device"  # in every epoch's report: devices.describe_device, e.g. "cuda:0 NVIDIA H200"
 VAL_SET = "val"
 TARGET_SET = "target"  # all reported target images together (the set behind target_acc)
 # selection.epoch best: the epoch whose figures a trial reports, and each evaluated figure of the

@@ -13,6 +13,8 @@ every report carries that epoch's figures under their usual names, the epoch's o
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -23,24 +25,32 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from asha_tune.errors import AshaTuneError, ConfigError, DivergedError
+from asha_tune.errors import AshaTuneError, ConfigError, DeviceError, DivergedError
 from asha_tune.trial import data as pacs
 from asha_tune.trial import selection
 from asha_tune.trial.config import Runtime, TrialConfig
+from asha_tune.trial.devices import cuda_problem, describe_device, has_unusable_gpu
 from asha_tune.trial.model import build_model
 from asha_tune.trial.pairing import epoch_pairing
 from asha_tune.trial.scores import TargetScores
+from asha_tune.trial.selection import DEVICE_KEY
 from asha_tune.trial.shaping import attach
 
-Metrics = dict[str, Any]  # numbers, and the split hash (selection.SPLIT_HASH)
+log = logging.getLogger(__name__)
+
+Metrics = dict[str, Any]  # numbers, the split hash (selection.SPLIT_HASH) and the device used
 Report = Callable[[Metrics, dict[str, Any]], None]
 
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if has_unusable_gpu():  # not silent: hours on the CPU where a GPU was meant
+            log.warning("training on the CPU: this machine has a GPU, but %s", cuda_problem())
+        return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available (use auto or cpu)")
+        raise DeviceError(f"--device cuda: {cuda_problem()} (use --device auto or cpu)")
     return torch.device(name)
 
 
@@ -128,6 +138,9 @@ def load_trial_data(
     )
 
 
+DEVICE_STREAMS = ("augment", "mask")  # the generators that live on the trial's device
+
+
 @dataclass
 class Generators:
     """Every random stream of a trial, seeded from the trial seed, saved in every checkpoint."""
@@ -148,9 +161,50 @@ class Generators:
     def state(self) -> dict[str, Tensor]:
         return {name: g.get_state() for name, g in vars(self).items()}
 
-    def load(self, state: dict[str, Tensor]) -> None:
+    def load(self, state: dict[str, Tensor]) -> list[str]:
+        """Restore every stream; returns the device streams that were re-seeded instead.
+
+        A checkpoint from another device type holds the other generator's state (a CUDA Philox
+        state is 16 bytes, a CPU Mersenne Twister 5,056): such a stream is re-seeded from a hash
+        of the saved state, so a resume is deterministic, though not the uninterrupted run.
+        """
+        reseeded = []
         for name, g in vars(self).items():
-            g.set_state(state[name])
+            saved = state[name]
+            if saved.numel() == g.get_state().numel():
+                g.set_state(saved)
+            elif name in DEVICE_STREAMS:
+                g.manual_seed(reseed(saved))
+                reseeded.append(name)
+            else:
+                raise AshaTuneError(
+                    f"checkpoint's {name} generator state ({saved.numel()} bytes) is not a CPU "
+                    f"generator's ({g.get_state().numel()} bytes): not resuming"
+                )
+        return reseeded
+
+
+def reseed(saved: Tensor) -> int:
+    """A seed for a device stream from its saved state on another device type (documented in
+    Trial.load): the same checkpoint always gives the same seed, every epoch's state another."""
+    digest = hashlib.sha256(saved.to(torch.uint8).numpy().tobytes()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def zero_momentum(optimizer: torch.optim.Optimizer) -> None:
+    """Create SGD's momentum buffers as zeros before the first step.
+
+    torch's fused SGD makes them with `empty_like` on the first step and, when the GradScaler
+    found an inf there (ordinary at its initial scale of 2**16), skips the update but keeps the
+    uninitialised buffers, which poison every later step. Zeros give the same first update
+    (0.9 * 0 + g is g exactly, as dampening is 0), so results are unchanged otherwise.
+    """
+    for group in optimizer.param_groups:
+        if group["momentum"]:
+            for p in group["params"]:
+                optimizer.state[p].setdefault(
+                    "momentum_buffer", torch.zeros_like(p, memory_format=torch.preserve_format)
+                )
 
 
 @dataclass
@@ -169,6 +223,7 @@ class Trial:
     def __init__(self, config: TrialConfig, runtime: Runtime):
         self.config = config
         self.device = resolve_device(runtime.device)
+        self.device_name = describe_device(self.device)
         self.amp = autocast_dtype(config.train.precision, self.device)
         self.channels_last = self.device.type == "cuda"
         train = config.train
@@ -188,6 +243,7 @@ class Trial:
             weight_decay=train.weight_decay,
             fused=True,
         )
+        zero_momentum(self.optimizer)  # fused SGD + an overflowing first step (zero_momentum)
         # MultiStepLR with one milestone: the learning rate drops once, at int(0.8 * epochs), as
         # the authors' StepLR(step_size=int(0.8 * epochs)) does within their 30 epochs.
         step_at = max(1, int(train.lr_step_fraction * train.epochs))
@@ -208,6 +264,7 @@ class Trial:
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
             "config": self.config.model_dump(mode="json"),
+            "device": self.device.type,
             "epoch": self.epoch,
             "history": self.history,
             "model": self.model.state_dict(),
@@ -219,16 +276,36 @@ class Trial:
         }
 
     def load(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint: bit-for-bit on the device type that wrote it.
+
+        From another device type (`resume --device`), the weights, momentum, schedule, epoch,
+        history and the CPU streams (epoch order, target pairing) carry over exactly; the device
+        streams (crops, flips, masks) are re-seeded (Generators.load), a scaler saved disabled
+        (fp32 on the CPU) leaves fp16's fresh one at its initial scale, an fp16 scaler's state is
+        dropped on the CPU (fp32), and the kernels round differently: a valid continuation, not
+        the run an uninterrupted trial on either device would have been.
+        """
         if state.get("config") != self.config.model_dump(mode="json"):
             raise AshaTuneError("checkpoint was written by a different configuration; not resuming")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"] or not self.scaler.is_enabled():  # {}: saved disabled; keep it fresh
+            self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
-        self.gens.load(state["rng"])
+            cuda_state = state["rng"]["cuda"]
+            if cuda_state.numel() == torch.cuda.get_rng_state(self.device).numel():
+                torch.cuda.set_rng_state(cuda_state, self.device)
+        reseeded = self.gens.load(state["rng"])
+        saved_on = state.get("device")  # absent from checkpoints older than this key
+        if reseeded or (saved_on is not None and saved_on != self.device.type):
+            log.warning(
+                "resumed a %s checkpoint on %s: the random crops and masks continue from new seeds "
+                "and the numbers differ from an uninterrupted run (Trial.load says what carries over)",
+                saved_on or "another device's",
+                self.device_name,
+            )
         self.epoch = int(state["epoch"])
         self.history = list(state["history"])
         self.selected = state.get("selected")
@@ -336,6 +413,7 @@ class Trial:
     def run_epoch(self, progress: Callable[[int], None] | None = None) -> Metrics:
         start = self._sync()
         metrics: Metrics = {"epoch": self.epoch + 1, **self.train_epoch(progress)}
+        metrics[DEVICE_KEY] = self.device_name
         trained = self._sync()
         reported, scores = {}, {}
         for name, images in self.data.targets.items():

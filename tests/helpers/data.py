@@ -45,3 +45,26 @@ def tiny_config(**sections: dict) -> TrialConfig:
     for key, values in sections.items():
         base[key] = {**base.get(key, {}), **values}
     return TrialConfig.model_validate(base)
+
+
+def make_folder_dataset(root: Path, per_class: int = 20, classes: int = 3) -> Path:
+    """One domain `d` of noisy JPEGs and PNGs (distinct pixels, so a misplaced image shows)."""
+    rng = np.random.default_rng(1)
+    for c in range(classes):
+        folder = root / "d" / f"class {c}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i:03d}{'.png' if i % 5 == 0 else '.JPG'}")
+    return root
+
+
+def mapped_files(address: int) -> set[str]:
+    """The files mapped into this process at `address` (/proc/self/maps)."""
+    found = set()
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split()
+        begin, end = (int(v, 16) for v in fields[0].split("-"))
+        if begin <= address < end and len(fields) > 5:
+            found.add(fields[5])
+    return found

@@ -210,6 +210,25 @@ INVALID = [
         "malformed YAML at line 3, column 1: expected ',' or ']', but got '<stream end>'",
     ),
     ("not a mapping", "- just\n- a list\n", "a space file must be a mapping of sections (name, data, ...)"),
+    (
+        "a shaping field fixed and searched",
+        edit({"shaping/p0": 0.5}),
+        "parameters.shaping.p0: shaping.p0 is also fixed in the shaping section (0.5): set it in one place",
+    ),
+    (
+        "a key given twice",
+        "name: t\ntrain:\n  epochs: 4\n  epochs: 5\n",
+        "at line 4, column 3: key 'epochs' is given twice (lines 3 and 4): keep one",
+    ),
+    (
+        "a billion laughs",
+        "name: t\n"
+        + "".join(
+            f"{a}: &{a} [{', '.join([f'*{b}'] * 9) if b else ', '.join(['lol'] * 9)}]\n"
+            for a, b in zip("abcdefghi", ["", *"abcdefgh"], strict=True)
+        ),
+        "at line 3, column 8: alias *a (space files hold no aliases: write the value out)",
+    ),
 ]
 
 

@@ -25,6 +25,7 @@ from asha_tune.trial.config import CLASSES, Runtime
 from asha_tune.trial.model import build_model
 from asha_tune.trial.training import Trial, run_trial
 from tests.helpers.data import tiny_config
+from tests.helpers.mlflow import mlflow_store
 
 
 def real_domain(root: Path, name: str) -> selection.Domain:
@@ -138,7 +139,7 @@ def test_oracle_selects_on_the_whole_target(tiny_runtime):
 
 def test_logged_trial_records_the_split_and_what_the_adaptation_saw(tiny_runtime, tmp_path):
     config = tiny_config(shaping={"mode": "bn_only"}, selection={"protocol": "target_val"})
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     logged = run_logged_trial(config, tiny_runtime, tracking_uri=uri, checkpoint=tmp_path / "ck.pt")
     run = MlflowClient(uri).get_run(logged.run_id)
     final = logged.result.final
