@@ -51,6 +51,7 @@ TRIAL_FLAGS = {
     "--selection": "selection.protocol",
     "--val-fraction": "selection.val_fraction",
     "--split-seed": "selection.split_seed",
+    "--selection-epoch": "selection.epoch",
 }
 BOOLEAN_FLAGS = {"--shape-at-eval", "--target-updates-bn"}
 
@@ -140,7 +141,10 @@ def add_trial_parser(sub: argparse._SubParsersAction) -> None:
         "--batch-size": "training batch (default the paper's: 256 for modes target and bn_only, else 128)",
         "--target-pairing": "index (the authors': source i with target i %% len) | shuffled",
         "--selection": "oracle (default: the target selects, as the paper) | source_val | target_val "
-        "| lodo (two sources or more: a fold model per left-out source selects)",
+        "| lodo (two sources or more: a fold model per left-out source selects) | entropy | im | snd "
+        "(label-free: unlabelled target images select)",
+        "--selection-epoch": "last (default, the paper's) | best (the epoch the selection metric picks, "
+        "its weights kept)",
         "--val-fraction": "held-out fraction per class for source_val and target_val (default 0.2)",
         "--split-seed": "seed of the validation split, independent of --seed (default 0)",
     }
@@ -228,6 +232,19 @@ def add_launch_parser(sub: argparse._SubParsersAction) -> None:
         help="run only the listed configurations whose id matches (e.g. 'da-*'; repeatable; "
         "the same as --set search.only=[...])",
     )
+    p.add_argument(
+        "--replicates",
+        type=int,
+        metavar="R",
+        help="R independent runs of the whole search, each with its own sampler, trial and split seeds, "
+        "as sweeps NAME.r0 .. NAME.r<R-1> under one parent run (the same as --set search.replicates=R)",
+    )
+    p.add_argument(
+        "--warm-start",
+        metavar="SWEEP",
+        help="before searching, give the study the ended trials of SWEEP (e.g. a replayed paper_grid) "
+        "that this space can express, with their results; the others are listed as skipped",
+    )
     p.add_argument("--dry-run", action="store_true", help="validate and print the space; start nothing")
     p.add_argument("--name", help="sweep name (default <space>-<date>-<time>)")
     p.add_argument(
@@ -281,6 +298,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
         overrides.append(f"train.weights={json.dumps(args.weights)}")
     if args.only:
         overrides.append(f"search.only={json.dumps(args.only)}")
+    if args.replicates is not None:
+        overrides.append(f"search.replicates={args.replicates}")
     space = load_space(args.space, overrides)
     if args.dry_run:
         print(describe(space))
@@ -296,6 +315,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         num_cpus=args.num_cpus,
         num_gpus=args.num_gpus,
         resource_wait_s=args.resource_wait or 0,
+        warm_start=check_name(args.warm_start) if args.warm_start else None,
     )
     from asha_tune.sweep.lifecycle import launch
 
@@ -445,6 +465,12 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tracking-uri", help="the MLflow store (default: the first sweep's, else ./mlflow.db)")
     add_results_dir_flag(p, "where the sweeps' results are")
     p.add_argument("--out", type=Path, help="folder for the table, CSV and PNGs (default ./compare-<sweeps>)")
+    p.add_argument(
+        "--importances",
+        choices=["ped_anova", "fanova", "none"],
+        default="ped_anova",
+        help="each search's parameter importances, of its study's objective (default ped_anova)",
+    )
     p.set_defaults(handler=cmd_compare)
 
 
@@ -461,10 +487,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
         except ConfigError:
             uri = defaults.tracking_uri()
     out = (args.out or Path.cwd() / f"compare-{'+'.join(args.sweeps)}").resolve()
-    _, text, run_id = run_compare(args.sweeps, uri, out)
+    evaluator = None if args.importances == "none" else args.importances
+    _, text, run_id = run_compare(args.sweeps, uri, out, study_importances(evaluator) if evaluator else None)
     print(text)
-    print(f"\nwritten to {out} (comparison.txt, comparison.csv, PNGs); MLflow comparison run {run_id}")
+    print(
+        f"\nwritten to {out} (comparison.txt, comparison.csv, tables as Markdown and LaTeX, importances, "
+        f"PNGs); MLflow comparison run {run_id}"
+    )
     return 0
+
+
+def study_importances(evaluator: str) -> Callable[[str, list[str]], Any]:
+    """compare's importances: the sweep room's (Optuna), one evaluator for every search."""
+
+    def compute(study_url: str, studies: list[str]) -> Any:
+        from asha_tune.sweep.importance import importances
+
+        return importances(study_url, studies, evaluator)
+
+    return compute
 
 
 # --- asha-tune cluster -----------------------------------------------------------------------

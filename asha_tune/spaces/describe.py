@@ -9,6 +9,8 @@ import yaml
 from asha_tune.spaces.space import CONFIGURATION_KEY, SearchSpace
 from asha_tune.trial.datasets import DATASETS
 from asha_tune.trial.registry import FOLD_PROTOCOLS
+from asha_tune.trial.score_info import SCORE_INFO
+from asha_tune.trial.selection import selection_metric
 
 
 def _names(domains: tuple[str, ...] | None, default: str) -> str:
@@ -17,22 +19,40 @@ def _names(domains: tuple[str, ...] | None, default: str) -> str:
 
 def describe_selection(space: SearchSpace) -> str:
     """One line: which images select the sweep's configurations, and what the scheduler optimises."""
-    s, d = space.selection, space.data
+    s, d, scheduler = space.selection, space.data, space.scheduler
     each = " of each source domain" if len(d.sources) > 1 else ""
     held = f"{s.val_fraction:.0%} per class{each}, split seed {s.split_seed}"
     sources = ", ".join(d.sources)
     targets = _names(d.target_domains, "every domain of the data root but the sources")
-    where = {
-        "oracle": f"the whole target domain ({targets}) selects and is reported, as the paper "
-        "(optimistic: selected on the test data)",
-        "source_val": f"held-out {sources} images ({held}, never trained on) select; the "
-        "targets are only reported",
-        "target_val": f"held-out target images ({held}) select; the targets are reported on the rest",
-        "lodo": f"leave one source domain out: for each of {sources}, a fold model trained on the "
-        "other sources is scored on it, val_acc the mean of those scores (DomainBed's "
-        "leave-one-domain-out); the model trained on all sources is reported on the targets",
-    }.get(s.protocol, f"selected as protocol {s.protocol} says")
-    return f"{s.protocol}: {where}; the scheduler and the search optimise {space.scheduler.metric}"
+    info = SCORE_INFO.get(s.protocol)
+    if info is not None:
+        where = (
+            f"the unlabelled images of {targets} select by {info.summary} (no target label is "
+            f"read); held-out {sources} images ({held}) are kept out of training, val_acc reports on "
+            "them; the targets' accuracies are only reported"
+        )
+    else:
+        where = {
+            "oracle": f"the whole target domain ({targets}) selects and is reported, as the paper "
+            "(optimistic: selected on the test data)",
+            "source_val": f"held-out {sources} images ({held}, never trained on) select; the "
+            "targets are only reported",
+            "target_val": f"held-out target images ({held}) select; the targets are reported on the rest",
+            "lodo": f"leave one source domain out: for each of {sources}, a fold model trained on the "
+            "other sources is scored on it, val_acc the mean of those scores (DomainBed's "
+            "leave-one-domain-out); the model trained on all sources is reported on the targets",
+        }.get(s.protocol, f"selected as protocol {s.protocol} says")
+    better = "lower" if scheduler.mode == "min" else "higher"
+    epoch = (
+        f"; each trial reports its best epoch by {selection_metric(s.protocol)[0]} and keeps its weights "
+        "(selection.epoch best)"
+        if s.epoch == "best"
+        else ""
+    )
+    return (
+        f"{s.protocol}: {where}; the scheduler and the search optimise {scheduler.metric} ({better} is "
+        f"better){epoch}"
+    )
 
 
 def fold_cost(space: SearchSpace) -> str:
@@ -73,6 +93,12 @@ def describe(space: SearchSpace) -> str:
     else:
         lines.append(
             f"{space.search.algorithm} search: {space.num_trials} trials sampled from the ranges above"
+        )
+    replicates = space.search.replicates
+    if replicates > 1:
+        lines.append(
+            f"replicated: the whole search {replicates} times, as sweeps NAME.r0 .. NAME.r{replicates - 1}, "
+            "each with its own sampler, trial and split seeds (replicate 0 keeps the space's)"
         )
     lines.append(f"needs: {needs(space)}")
     lines.append(f"data: {describe_data(space)}")
@@ -119,6 +145,8 @@ def needs(space: SearchSpace) -> str:
     if space.selection.protocol in FOLD_PROTOCOLS:
         counts = sorted({len(_as_sources(v)) for v in _choices(space, "data.source", space.data.source)})
         budget += f" x {'/'.join(str(c + 1) for c in counts)} models (lodo)"
+    if space.search.replicates > 1:
+        budget = f"{space.search.replicates} replicates x {budget}"
     if space.scheduler.kind == "asha":
         budget += " (ASHA stops weak ones early)"
     return (

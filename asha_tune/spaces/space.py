@@ -21,7 +21,8 @@ from asha_tune.trial.config import (
     TrainConfig,
     TrialConfig,
 )
-from asha_tune.trial.selection import domain_acc
+from asha_tune.trial.score_info import SCORE_INFO, ScoreInfo
+from asha_tune.trial.selection import domain_acc, score_key
 
 
 class SearchSettings(BaseModel):
@@ -37,6 +38,9 @@ class SearchSettings(BaseModel):
     # One trial at a time, so every proposal and every stopping decision sees the same history:
     # two runs of the sweep then agree exactly (on the same device).
     reproducible: bool = False
+    # Independent runs of the whole search (sweep/replicated.py), each with its own sampler, trial
+    # and split seeds (analysis.replicates.replicate_seeds): the winner's spread, not one draw.
+    replicates: int = Field(default=1, ge=1)
 
     @property
     def concurrency(self) -> int:
@@ -94,6 +98,18 @@ class Configuration(BaseModel):
     note: str = ""  # e.g. "not in the paper"
 
 
+def score_of(metric: str) -> ScoreInfo | None:
+    """The label-free score a metric is (target_entropy, entropy_cartoon, ...), if any."""
+    return next(
+        (i for i in SCORE_INFO.values() if metric == i.metric or metric.startswith(f"{i.name}_")), None
+    )
+
+
+def _protocol_of(tree: dict[str, Any]) -> Any:
+    selection = tree.get("selection")
+    return selection.get("protocol") if isinstance(selection, dict) else selection
+
+
 def _fixed_shorthand(value: Any) -> Any:
     """`shaping.mode: random` in `parameters` means a fixed value."""
     if isinstance(value, dict) and "type" in value:
@@ -129,6 +145,21 @@ class SearchSpace(BaseModel):
                 tree[section] = {**tree.get(section, {}), key: value}
         return tree
 
+    @model_validator(mode="before")
+    @classmethod
+    def _label_free_defaults(cls, tree: Any) -> Any:
+        """Under a label-free protocol the scheduler selects on its score by default, in the
+        score's direction (entropy: min), unless the space says otherwise (then checked below)."""
+        if not isinstance(tree, dict):
+            return tree
+        info = SCORE_INFO.get(str(_protocol_of(tree)))
+        scheduler = tree.get("scheduler", {})
+        if info is None or not isinstance(scheduler, dict):
+            return tree
+        filled = {"metric": info.metric, **scheduler}
+        filled.setdefault("mode", info.direction if score_of(str(filled["metric"])) else "max")
+        return {**tree, "scheduler": filled}
+
     @field_validator("parameters", mode="before")
     @classmethod
     def _shorthand(cls, params: Any) -> Any:
@@ -158,6 +189,8 @@ class SearchSpace(BaseModel):
             raise ValueError(f"scheduler.grace_period {s.grace_period} is above train.epochs {epochs}")
         metrics = {"val_acc", "target_acc", "train_loss", "source_acc"}
         metrics |= target_metrics(self.data)
+        metrics |= {i.metric for i in SCORE_INFO.values()}
+        metrics |= {score_key(name, t) for name in SCORE_INFO for t in self.data.target_domains or ()}
         if s.metric not in metrics:
             unnamed = " (name data.targets to optimise one target's accuracy)" * (
                 self.data.target_domains is None and s.metric.startswith("acc_")
@@ -173,6 +206,7 @@ class SearchSpace(BaseModel):
                 f"{protocol} keeps from the scheduler and the search; use val_acc (or "
                 f"selection: oracle to select on the target domain, as the paper)"
             )
+        self._check_label_free()
         for name in self.parameters:
             section, _, field = name.partition(".")
             field = field.split(".")[0]  # shaping.p0.first is shaping.p0
@@ -183,8 +217,38 @@ class SearchSpace(BaseModel):
                 )
         if self.search.algorithm not in ("grid", "list") and self.search.num_trials is None:
             raise ValueError(f"search.num_trials is needed for algorithm {self.search.algorithm}")
+        seeded = "train.seed" in self.parameters or any("train.seed" in c.values for c in self.configurations)
+        if self.search.replicates > 1 and seeded:
+            raise ValueError(
+                "search.replicates: this space sets train.seed (a parameter or a configuration's value), so "
+                "every replicate would run the same seeds; replicates set train.seed themselves"
+            )
         self._check_configurations()
         return self
+
+    def _check_label_free(self) -> None:
+        """A label-free protocol's scheduler selects on its own score, in its direction; no other
+        protocol optimises a score of the unlabelled target images."""
+        s, protocol = self.scheduler, self.selection.protocol
+        info, score = SCORE_INFO.get(protocol), score_of(s.metric)
+        if info is not None and score is not info:
+            better = "lower" if info.direction == "min" else "higher"
+            raise ValueError(
+                f"scheduler.metric {s.metric}: selection {protocol} selects on {info.metric} "
+                f"({info.summary}; {better} is better): set scheduler.metric: {info.metric} and "
+                f"scheduler.mode: {info.direction}"
+            )
+        if info is None and score is not None:
+            raise ValueError(
+                f"scheduler.metric {s.metric} is the {score.name} protocol's score of unlabelled target "
+                f"images, not what selection {protocol} selects on: use selection: {score.name}"
+            )
+        if score is not None and s.mode != score.direction:
+            better = "lower" if score.direction == "min" else "higher"
+            raise ValueError(
+                f"scheduler.mode {s.mode} contradicts selection {score.name}: {better} {s.metric} is better "
+                f"({score.summary}); use scheduler.mode: {score.direction}"
+            )
 
     def _check_configurations(self) -> None:
         listed = self.search.algorithm == "list"

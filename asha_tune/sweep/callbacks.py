@@ -140,7 +140,7 @@ class TrackingCallback(DriverState, Callback):
                     TRIAL_NUMBER_TAG: str(number),
                     STARTED_AT_TAG: f"{time.time():.3f}",
                     MODE_TAG: config.shaping.mode,
-                    **trial_tags(config),
+                    **trial_tags(config, self.space.scheduler.metric, self.space.scheduler.mode),
                     **self.configuration_tags.get(values.get(CONFIGURATION_KEY), {}),
                 },
             )

@@ -120,10 +120,28 @@ def session_environ(address: str | None) -> dict[str, str]:
 # --- the session -------------------------------------------------------------------------------
 
 
+_HELD: list[RayInfo] = []  # a session `held_ray_session` keeps open for several sweeps
+
+
+@contextmanager
+def held_ray_session(settings: SweepSettings) -> Iterator[RayInfo]:
+    """One Ray session for several sweeps in a row (the replicates of a search): each sweep's
+    `ray_session` inside it uses this one instead of starting (and stopping) its own."""
+    with ray_session(settings) as info:
+        _HELD.append(info)
+        try:
+            yield info
+        finally:
+            _HELD.pop()
+
+
 @contextmanager
 def ray_session(settings: SweepSettings) -> Iterator[RayInfo]:
     """Join the cluster at the sweep's address, or start a local Ray on loopback; shut down and
-    put the environment back after."""
+    put the environment back after (inside `held_ray_session`: its session, left running)."""
+    if _HELD:
+        yield _HELD[-1]
+        return
     address = cluster_address(settings)
     with scoped_environ(session_environ(address)):
         info = _start(settings, address)

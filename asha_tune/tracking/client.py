@@ -261,6 +261,11 @@ class Tracker:
     def params(self, run_id: str) -> dict[str, str]:
         return dict(self.client.get_run(run_id).data.params)
 
+    def metric_history(self, run_id: str, metric: str) -> dict[int, float]:
+        """{step: value} of one metric (the latest value logged at a step wins)."""
+        history = sorted(self.client.get_metric_history(run_id, metric), key=lambda m: (m.step, m.timestamp))
+        return {int(m.step): float(m.value) for m in history}
+
     def tags(self, run_id: str) -> dict[str, str]:
         return dict(self.client.get_run(run_id).data.tags)
 
@@ -271,6 +276,9 @@ class Tracker:
 
     def log_dict(self, run_id: str, obj: Any, artifact_file: str) -> None:
         self.client.log_dict(run_id, obj, artifact_file)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
 
     def finish(self, run_id: str, status: str, tags: dict[str, Any] | None = None) -> None:
         """End a run with asha-tune's status (completed, pruned, failed, interrupted)."""

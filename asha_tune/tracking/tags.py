@@ -35,6 +35,21 @@ BEST_RUN_TAG = "asha_tune.best_run_id"
 RESULTS_DIR_TAG = "asha_tune.results_dir"
 STUDY_URL_TAG = "asha_tune.study_url"
 SELECTION_TAG = "asha_tune.selection"  # the selection protocol the best trial was chosen by
+# On trial and sweep runs: what selects (the metric, what it is, which way is better), and which
+# images selection saw (label-free protocols: unlabelled target images, no target label).
+SELECTION_METRIC_TAG = "asha_tune.selection_metric"
+SELECTION_IMAGES_TAG = "asha_tune.selection_images"
+# A replicated search (--replicates R): its parent run holds R replicate sweeps, each a sweep of its
+# own (NAME.r0 ...) nested under it, tagged with its kind, its number and its seeds.
+REPLICATES_TAG = "asha_tune.replicates"  # on the replicated search's parent run: R
+REPLICATE_KIND = "replicate"  # KIND_TAG of a replicate's parent run
+REPLICATE_TAG = "asha_tune.replicate"  # on a replicate's parent run: its number r
+REPLICATE_OF_TAG = "asha_tune.replicate_of"  # on a replicate's parent run: the replicated search
+REPLICATE_SEEDS_TAG = "asha_tune.replicate_seeds"  # "sampler S, trial T, split P"
+# --warm-start SWEEP: on the warm-started sweep's parent run, where its study's first trials came from.
+WARM_START_TAG = "asha_tune.warm_start"  # the source sweep's name
+WARM_START_ADDED_TAG = "asha_tune.warm_start_added"  # how many of its trials were added
+WARM_START_SKIPPED_TAG = "asha_tune.warm_start_skipped"  # how many were not (warm_start.txt says why)
 # A parent run's summary of its best trial (reports.summary): is the top separable, is it near chance.
 SEPARABLE_TAG = "asha_tune.top_separable"  # "yes" | "no: ..." (within two standard errors)
 NEAR_CHANCE_TAG = "asha_tune.near_chance"  # "yes: ..." | "no"
@@ -64,13 +79,20 @@ EPOCH_METRICS = frozenset(
         "val_acc_se",
         "target_acc",
         "target_acc_se",
+        "target_entropy",  # the label-free scores over the targets (score_info.py)
+        "target_im",
+        "target_snd",
+        "selected_epoch",  # selection.epoch best: the epoch whose figures the run reports
         *EPOCH_TIMINGS,
     }
 )
+# acc_<domain>(_se); a label-free score of one target, e.g. entropy_cartoon; under selection.epoch
+# best, raw_<metric>: the epoch's own figure before selection.
+EPOCH_METRIC_PREFIXES = ("acc_", "entropy_", "im_", "snd_", "raw_")
 
 
 def is_epoch_metric(key: str) -> bool:
-    return key in EPOCH_METRICS or key.startswith("acc_")  # acc_<domain>, acc_<domain>_se
+    return key in EPOCH_METRICS or key.startswith(EPOCH_METRIC_PREFIXES)
 
 
 # A run's asha-tune status (STATUS_TAG); the first three are how a trial can end.

@@ -402,6 +402,10 @@ class SelectionConfig(Strict):
     protocol: str = "oracle"  # a name in registry.SELECTION_PROTOCOLS
     val_fraction: float = Field(default=0.2, gt=0, lt=1)  # held out, per class (not for oracle)
     split_seed: int = 0  # its own seed: the split never follows the trial seed
+    # Which epoch of a trial counts. last: its last one (the paper's). best: the epoch whose
+    # selection metric (selection.selection_metric: the protocol's) is best; its figures are the
+    # trial's, and its weights are the ones kept.
+    epoch: Literal["last", "best"] = "last"
 
     @field_validator("protocol")
     @classmethod

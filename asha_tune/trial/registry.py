@@ -65,6 +65,11 @@ SELECTION_PROTOCOLS: dict[str, str] = {
     "target_val": "a held-out part of each target selects; the rest of it is reported",
     "lodo": "leave one source domain out: a model per left-out source, trained on the other "
     "sources, selects on it (DomainBed); the model on all sources is reported",
+    # Label-free (score_info.py): the reported target images, unlabelled, select; a held-out part
+    # of the source is kept out of training as under source_val (val_acc reports on it).
+    "entropy": "the lowest mean entropy of the predictions on the unlabelled target images selects",
+    "im": "the highest information maximisation of the predictions on the unlabelled target images selects",
+    "snd": "the highest soft neighbourhood density of the unlabelled target images' predictions selects",
 }
 
 # lodo (DomainBed's leave-one-domain-out cross-validation) trains a fold model per source domain

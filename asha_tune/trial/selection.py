@@ -1,6 +1,6 @@
 """Model selection: which images choose a configuration, which are only reported, and their noise.
 
-The protocols (DomainBed's terms):
+Four protocols with labels (DomainBed's terms):
 - `oracle`: the whole target domain selects and is reported (the paper's protocol). The
   selection metric then equals the reported one, so a sweep's best is biased upward.
 - `source_val`: a class-stratified fraction of the source domain is held out, never trained on;
@@ -18,6 +18,15 @@ Several source domains: a protocol splits each source domain on its own (source_
 the stated fraction of each, per class: DomainBed's training-domain validation) and val_acc is
 the mean over the selection sets, one per source domain (DomainBed's mean of env_out_acc).
 
+Three label-free ones, as unsupervised domain adaptation can select (score_info.py): `entropy`,
+`im` and `snd` select on a score of the model's predictions for the target images every trial
+already evaluates, unlabelled (no second pass, no label read); the targets' accuracies are only
+reported. They split the source as `source_val` does, so `val_acc` still measures held-out
+source images and a sweep under a label-free protocol records source_val's choice too (the
+selection gap, analysis/replicates.py, compares them on the same trials). Every trial logs the
+three scores whatever its protocol (`<score>_<target>` and their mean over the targets,
+`target_<score>`), so any sweep's records say what each label-free protocol would have chosen.
+
 A split is a pure function of the file names, the fraction and the split seed (never the trial
 seed): every trial of a sweep, in any process on any machine, holds out the same images.
 Every accuracy comes with its binomial standard error, and every evaluation set with its size
@@ -34,6 +43,7 @@ from dataclasses import dataclass, field
 
 from asha_tune.trial.config import SelectionConfig
 from asha_tune.trial.registry import FOLD_PROTOCOLS, lookup
+from asha_tune.trial.score_info import SCORE_INFO, ScoreInfo
 
 # Metric names reported by a trial every epoch.
 VAL_ACC = "val_acc"  # the selection metric (oracle: equal to target_acc)
@@ -46,6 +56,11 @@ SPLIT_HASH = "split_hash"  # a short hash of the selection images (their file na
 DEVICE_KEY = "device"  # in every epoch's report: devices.describe_device, e.g. "cuda:0 NVIDIA H200"
 VAL_SET = "val"
 TARGET_SET = "target"  # all reported target images together (the set behind target_acc)
+# selection.epoch best: the epoch whose figures a trial reports, and each evaluated figure of the
+# epoch itself (before selection) under RAW_PREFIX + its name.
+SELECTED_EPOCH = "selected_epoch"
+RAW_PREFIX = "raw_"
+SCORE_NAMES = tuple(SCORE_INFO)  # entropy, im, snd: logged by every trial
 
 
 # What the trial read, reported with its constants (params of its run).
@@ -93,6 +108,69 @@ def size_key(evaluation_set: str) -> str:
 
 def chance_key(evaluation_set: str) -> str:
     return CHANCE_PREFIX + evaluation_set
+
+
+def score_key(score: str, domain: str) -> str:
+    """`entropy_cartoon`: a label-free score of one target's predictions (domain names made safe
+    for MLflow as for accuracies, metric_name)."""
+    return f"{score}_{metric_name(domain)}"
+
+
+def label_free(protocol: str) -> ScoreInfo | None:
+    """The score a label-free protocol selects on (entropy, im, snd), None for the others."""
+    return SCORE_INFO.get(protocol)
+
+
+def selection_metric(protocol: str) -> tuple[str, str]:
+    """(metric, direction) a trial's epochs are selected on under `protocol` (selection.epoch
+    best), and the scheduler's metric by default: `val_acc` (max), or the label-free score over
+    the targets (`target_entropy`, min; `target_im`, `target_snd`, max)."""
+    info = label_free(protocol)
+    return (info.metric, info.direction) if info else (VAL_ACC, "max")
+
+
+def target_selection(protocol: str, domain: str, metric: str, mode: str) -> tuple[str, str]:
+    """(metric, mode) that picks a sweep's winner for one target in an analysis: under oracle the
+    target's own accuracy, under a label-free protocol that target's score, else the sweep's own
+    selection metric (`metric`, `mode`: val_acc on the held-out images, the same for every target)."""
+    if protocol == "oracle":
+        return domain_acc(domain), "max"
+    info = label_free(protocol)
+    return (score_key(info.name, domain), info.direction) if info else (metric, mode)
+
+
+def what_selection_saw(protocol: str, source: str, targets: Sequence[str]) -> str:
+    """Which images a protocol selects on, and whether it read their labels (a run's tag)."""
+    names = ", ".join(targets)
+    if label_free(protocol):
+        return f"unlabelled target images ({names}): predictions only, no target label"
+    return {
+        "oracle": f"labelled target images ({names}): the reported ones themselves",
+        "source_val": f"labelled held-out source images ({source}); no target image",
+        "target_val": f"labelled held-out target images ({names}); reported on the others",
+    }.get(protocol, protocol)
+
+
+def score_metrics(scores: dict[str, dict[str, float]]) -> dict[str, float]:
+    """`<score>_<domain>` for each target's scores, and `target_<score>`: their mean over the
+    targets (each target counts once, as target_acc)."""
+    metrics: dict[str, float] = {}
+    for domain, values in scores.items():
+        metrics.update({score_key(name, domain): value for name, value in values.items()})
+    for name in SCORE_NAMES:
+        per_target = [values[name] for values in scores.values() if name in values]
+        if per_target:
+            metrics[SCORE_INFO[name].metric] = sum(per_target) / len(per_target)
+    return metrics
+
+
+def better(value: float, than: float | None, direction: str) -> bool:
+    """Strictly better (a tie keeps the earlier epoch); a non-finite value never is."""
+    if not math.isfinite(value):
+        return False
+    if than is None:
+        return True
+    return value > than if direction == "max" else value < than
 
 
 def is_constant(key: str) -> bool:
@@ -268,6 +346,11 @@ PROTOCOLS: dict[str, Callable[[SelectionConfig, Domain, list[Domain]], Sets]] = 
     "source_val": _source_val,
     "target_val": _target_val,
     "lodo": _lodo,
+    # Label-free: the scores select on the reported target images; the source is split as under
+    # source_val, so val_acc measures held-out source images (never trained on).
+    "entropy": _source_val,
+    "im": _source_val,
+    "snd": _source_val,
 }
 
 

@@ -3,6 +3,12 @@
 `run_trial` knows nothing of Ray or MLflow. After every epoch it calls `report(metrics, state)`;
 `state` is a complete checkpoint (model, optimiser, scheduler, scaler, every generator), so the
 caller decides where to keep it, and `run_trial(..., resume=state)` continues bit-for-bit.
+
+Each evaluation of a reported target also feeds its logits to `TargetScores` (scores.py), so the
+label-free scores cost no second pass. Under `selection.epoch: best` a trial keeps the epoch whose
+selection metric is best so far (its figures, and a copy of its weights in `state["selected"]`):
+every report carries that epoch's figures under their usual names, the epoch's own under
+`raw_<name>`, and `selected_epoch`; the weights a trial ends with are the selected epoch's.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from asha_tune.trial.loading import (  # noqa: F401  (TrialData, load_trial_data
 from asha_tune.trial.model import build_model
 from asha_tune.trial.pairing import epoch_pairing
 from asha_tune.trial.registry import MODES
+from asha_tune.trial.scores import TargetScores
 from asha_tune.trial.selection import DEVICE_KEY
 from asha_tune.trial.shaping import attach
 
@@ -199,6 +206,8 @@ class Trial:
         self.loss_fn = nn.CrossEntropyLoss()
         self.epoch = 0
         self.history: list[Metrics] = []
+        # selection.epoch best: {"epoch", "value", "metrics" (its evaluated figures), "model"}.
+        self.selected: dict[str, Any] | None = None
         self._data_reported = False
 
     # -- checkpoints --
@@ -218,6 +227,7 @@ class Trial:
             "scaler": self.scaler.state_dict(),
             "rng": rng,
             "classes": list(self.data.classes),
+            **({"selected": self.selected} if self.selected is not None else {}),
         }
         if self.folds:  # lodo: every fold model's own state
             state["folds"] = {v: fold.state() for v, fold in self.folds.items()}
@@ -263,6 +273,7 @@ class Trial:
             )
         self.epoch = int(state["epoch"])
         self.history = list(state["history"])
+        self.selected = state.get("selected")
 
     # -- one epoch --
 
@@ -330,7 +341,8 @@ class Trial:
         return {"train_loss": train_loss, "source_acc": 100.0 * correct.item() / seen, "lr": lr}
 
     @torch.no_grad()
-    def evaluate(self, images: Images) -> float:
+    def evaluate(self, images: Images, scores: TargetScores | None = None) -> float:
+        """Accuracy in %; `scores`, if given, takes every batch's logits (the label-free scores)."""
         self.model.eval()
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         step = self.config.train.eval_batch_size
@@ -340,6 +352,8 @@ class Trial:
                 with self._autocast():
                     logits = self.mode.eval_logits(self.model, self.shaper, x)
                 correct += (logits.argmax(1) == labels).sum()
+                if scores is not None:
+                    scores.add(logits)
         return 100.0 * correct.item() / len(images)
 
     def selector(self, evaluation_set: str) -> Trial:
@@ -350,6 +364,31 @@ class Trial:
     def images_per_epoch(self) -> int:
         """Training images of an epoch, the fold models' included (a progress bar's total)."""
         return len(self.data.source) + sum(len(f.data.source) for f in self.folds.values())
+
+    def evaluate_target(self, images: Images) -> tuple[tuple[float, int], dict[str, float]]:
+        """A reported target: ((accuracy, n), its label-free scores) from one pass over it."""
+        names = selection.SCORE_NAMES if len(images) >= 2 else ("entropy", "im")  # snd needs 2
+        tally = TargetScores(names)
+        acc = self.evaluate(images, tally)
+        return (acc, len(images)), {**dict.fromkeys(selection.SCORE_NAMES, math.nan), **tally.result()}
+
+    def _select(self, evaluated: Metrics) -> Metrics:
+        """selection.epoch best: keep this epoch if its selection metric is the best so far, and
+        return the figures to report (the selected epoch's, this epoch's as raw_<name>)."""
+        metric, direction = selection.selection_metric(self.config.selection.protocol)
+        value = float(evaluated[metric])
+        if selection.better(value, self.selected["value"] if self.selected else None, direction):
+            model = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.selected = {
+                "epoch": self.epoch + 1,
+                "value": value,
+                "metrics": dict(evaluated),
+                "model": model,
+            }
+        if self.selected is None:  # no finite value yet: this epoch's figures, nothing selected
+            return {**evaluated, selection.SELECTED_EPOCH: self.epoch + 1}
+        raw = {selection.RAW_PREFIX + k: v for k, v in evaluated.items()}
+        return {**raw, **self.selected["metrics"], selection.SELECTED_EPOCH: self.selected["epoch"]}
 
     def _sync(self) -> float:
         if self.device.type == "cuda":
@@ -363,7 +402,9 @@ class Trial:
         for fold in self.folds.values():  # lodo: each fold model's epoch too
             fold.train_epoch(progress)
         trained = self._sync()
-        reported = {name: (self.evaluate(images), len(images)) for name, images in self.data.targets.items()}
+        reported, scores = {}, {}
+        for name, images in self.data.targets.items():
+            reported[name], scores[name] = self.evaluate_target(images)
         val = (
             reported
             if self.data.val is self.data.targets
@@ -373,7 +414,10 @@ class Trial:
             }
         )
         evaluated = self._sync()
-        metrics.update(selection.epoch_metrics(reported, val))
+        figures = {**selection.epoch_metrics(reported, val), **selection.score_metrics(scores)}
+        if self.config.selection.epoch == "best":
+            figures = self._select(figures)
+        metrics.update(figures)
         metrics.update(self.data.constants)
         metrics["time_train"] = trained - start
         metrics["time_eval"] = evaluated - trained

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from asha_tune.runner import run_logged_trial
 from asha_tune.tracking import Tracker
-from asha_tune.tracking.tags import ADAPTATION_TAG, STATUS_TAG
+from asha_tune.tracking.tags import ADAPTATION_TAG, SELECTION_IMAGES_TAG, STATUS_TAG
 from asha_tune.tracking.trials import log_epoch, trial_tags
 from asha_tune.trial.config import TrialConfig
 from tests.helpers.mlflow import mlflow_store
@@ -21,9 +21,9 @@ TINY = {
 
 
 def test_only_modes_that_see_target_images_say_which():
-    assert (
-        trial_tags(TrialConfig.model_validate({"shaping": {"mode": "random", "convs": [1], "p0": 0.5}})) == {}
-    )
+    random = trial_tags(TrialConfig.model_validate({"shaping": {"mode": "random", "convs": [1], "p0": 0.5}}))
+    assert ADAPTATION_TAG not in random  # every run says what selection saw; only these adapt
+    assert random[SELECTION_IMAGES_TAG] == "labelled target images (cartoon): the reported ones themselves"
     tags = trial_tags(
         TrialConfig.model_validate({"shaping": {"mode": "bn_only"}, "data": {"targets": ["sketch"]}})
     )

@@ -255,7 +255,14 @@ def test_outputs_are_written_and_logged_as_a_run_linked_to_the_sweeps(store, tmp
     with (out / "comparison.csv").open() as f:
         rows = list(csv.DictReader(f))
     sections = {r["section"] for r in rows}
-    assert sections == {"best_so_far", "best", "grid_vs_published"}
+    assert sections == {
+        "best_so_far",
+        "best",
+        "grid_vs_published",
+        "replicated",
+        "versus_grid",
+        "selection_gap",
+    }
     assert any(r["sweep"] == "paper (published)" and r["acc"] == "63.95" for r in rows)
     client = MlflowClient(tracking_uri=uri)
     run = client.get_run(run_id)

@@ -127,7 +127,7 @@ INVALID = [
     (
         "metric never reported",
         edit({"scheduler/metric": "acc_photo"}),
-        "scheduler.metric 'acc_photo' is not reported; choose one of acc_cartoon, source_acc, target_acc, train_loss",
+        "scheduler.metric 'acc_photo' is not reported; choose one of acc_cartoon, entropy_cartoon, im_cartoon, snd_cartoon, source_acc, target_acc, target_entropy, target_im, target_snd, train_loss, val_acc",
     ),
     (
         "missing num_trials",

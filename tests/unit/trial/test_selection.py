@@ -207,7 +207,7 @@ REFUSAL = (
         (
             {"selection": {"protocol": "holdout"}},
             [],
-            "selection.protocol: Input should be 'oracle', 'source_val', 'target_val' or 'lodo' (got 'holdout')",
+            "selection.protocol: Input should be 'oracle', 'source_val', 'target_val', 'lodo', 'entropy', 'im' or 'snd' (got 'holdout')",
         ),
         (
             {"selection": {"protocol": "source_val", "val_fraction": 1.5}},
@@ -265,7 +265,10 @@ def test_the_default_scheduler_metric_is_val_acc_and_shipped_searches_use_source
 @pytest.mark.parametrize(
     ("args", "line"),
     [
-        (["--selection", "holdout"], "--selection: Input should be 'oracle', 'source_val', 'target_val'"),
+        (
+            ["--selection", "holdout"],
+            "--selection: Input should be 'oracle', 'source_val', 'target_val', 'lodo', 'entropy', 'im' or 'snd'",
+        ),
         (
             ["--selection", "source_val", "--val-fraction", "0"],
             "--val-fraction: Input should be greater than 0",
