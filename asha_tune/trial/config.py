@@ -496,6 +496,7 @@ class TrialConfig(Strict):
 
 _LATER_DEFAULTS: dict[str, dict[str, Any]] = {
     "data": {"dataset": DEFAULT_DATASET, "source_sampling": "union"},
+    "selection": {"epoch": "last"},
 }
 
 

@@ -21,7 +21,11 @@ TINY = {
 
 
 def test_only_modes_that_see_target_images_say_which():
-    random = trial_tags(TrialConfig.model_validate({"shaping": {"mode": "random", "convs": [1], "p0": 0.5}}))
+    random = trial_tags(
+        TrialConfig.model_validate(
+            {"shaping": {"mode": "random", "convs": [1], "p0": 0.5}, "data": {"targets": ["cartoon"]}}
+        )
+    )
     assert ADAPTATION_TAG not in random  # every run says what selection saw; only these adapt
     assert random[SELECTION_IMAGES_TAG] == "labelled target images (cartoon): the reported ones themselves"
     tags = trial_tags(
