@@ -6,6 +6,10 @@ the CLI prints it as one line (no traceback) and exits non-zero.
 
 from __future__ import annotations
 
+import os
+import sys
+from typing import NoReturn
+
 
 class AshaTuneError(Exception):
     """A problem the user can fix; `str(err)` is the one-line message."""
@@ -37,3 +41,29 @@ class DivergedError(AshaTuneError):
     def __init__(self, message: str, epoch: int):
         super().__init__(message)
         self.epoch = epoch
+
+
+class ClusterLostError(AshaTuneError):
+    """The Ray cluster's head stopped answering while a sweep ran (its records are closed)."""
+
+    exit_code = 3
+
+
+class NoSpaceError(AshaTuneError):
+    """The disk under --results-dir has (or would have) too little space for the sweep."""
+
+    exit_code = 4
+
+
+# The command whose errors the CLI prints ("asha-tune launch"); set by asha_tune.cli.main.
+program = "asha-tune"
+
+
+def exit_now(err: AshaTuneError) -> NoReturn:
+    """Print `err` as the CLI does and end the process at once, from any thread: for a driver
+    whose Ray core can no longer be shut down (its cluster is gone). Records must be closed first."""
+    for line in str(err).splitlines() or [type(err).__name__]:
+        print(f"{program}: error: {line}", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(err.exit_code)

@@ -23,12 +23,17 @@ EPOCHS_RUN_TAG = "asha_tune.epochs_run"
 DURATION_TAG = "asha_tune.duration_s"
 RETRIES_TAG = "asha_tune.retries"
 CHECKPOINT_TAG = "asha_tune.checkpoint"
+NODE_TAG = "asha_tune.node_id"  # the Ray node a trial's latest epoch ran on
+NODES_TAG = "asha_tune.node_ids"  # every Ray node it ran on, in order, comma-separated (retries)
 # A sweep's parent run: how many trials, the best one, where its results and study are.
 TRIALS_TAG = "asha_tune.trials"
 BEST_TRIAL_TAG = "asha_tune.best_trial"
 BEST_RUN_TAG = "asha_tune.best_run_id"
 RESULTS_DIR_TAG = "asha_tune.results_dir"
 STUDY_URL_TAG = "asha_tune.study_url"
+# The driver running the sweep now (JSON: host, pid, Ray session and job), so that a second driver
+# (a resubmitted job) continues a sweep whose driver is gone but never one whose driver is alive.
+DRIVER_TAG = "asha_tune.driver"
 SELECTION_TAG = "asha_tune.selection"  # the selection protocol the best trial was chosen by
 # A parent run's summary of its best trial (reports.summary): is the top separable, is it near chance.
 SEPARABLE_TAG = "asha_tune.top_separable"  # "yes" | "no: ..." (within two standard errors)
