@@ -314,6 +314,8 @@ def _announce(settings: SweepSettings, ray_info: RayInfo) -> None:
         say("Ray dashboard: not available on this cluster")
     if ray_info.logs:
         say(f"Ray's logs (trial output, tracebacks): {ray_info.logs}")
+    if ray_info.driver_log:
+        say(f"Ray's own warnings in this driver: {ray_info.driver_log}")
     say(f"results and checkpoints: {settings.sweep_dir}")
     say(f"MLflow: {settings.tracking_uri} (parent run {settings.parent_run_id})")
     say(f"Optuna study: {name} in {settings.study_url}")

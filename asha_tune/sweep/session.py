@@ -27,7 +27,6 @@ from asha_tune.errors import AshaTuneError, ConfigError
 from asha_tune.sweep import ray_compat
 from asha_tune.sweep.settings import SweepSettings
 
-DEFAULT_TOKEN_FILE = Path.home() / ".ray" / "auth_token"  # Ray's own default
 # Tune's own lines that asha-tune replaces: tracebacks of failed trials (one line per trial is
 # printed instead; the traceback stays in the trial's error file) and its `Tuner.restore` hint.
 _TUNE_NOISE = (
@@ -98,8 +97,9 @@ def resolve_address(address: str | None) -> str | None:
 
 
 def ray_token_file() -> Path:
-    """Where Ray's clients and nodes look for the token: $RAY_AUTH_TOKEN_PATH or Ray's default."""
-    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or DEFAULT_TOKEN_FILE)
+    """Where Ray's clients and nodes look for the token: $RAY_AUTH_TOKEN_PATH or Ray's default,
+    ~/.ray/auth_token, with HOME read now (not when this module was imported)."""
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
 
 
 def ensure_ray_token() -> Path:

@@ -592,21 +592,28 @@ def test_postgres_restart_loses_nothing(harness):
 # --- the RayJob's driver ----------------------------------------------------------------------
 
 
+def cluster_token_file(h: Harness) -> Path:
+    """The Ray token the cluster's nodes use: the one `cluster up` made in the harness's HOME."""
+    return Path(h.env["HOME"]) / ".ray" / "auth_token"
+
+
 def job_api(h: Harness, path: str) -> dict:
     """Ray's job REST API on the head's dashboard (what `ray job status/logs` read), with the token."""
+    token = cluster_token_file(h).read_text().strip()
     request = urllib.request.Request(
-        h.state.dashboard_url + path, headers={"Authorization": f"Bearer {ray_token()}"}
+        h.state.dashboard_url + path, headers={"Authorization": f"Bearer {token}"}
     )
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())
 
 
 def submit_job(h: Harness, entrypoint: str, submission_id: str) -> None:
-    """`ray job submit` as KubeRay's submitter does: to the head's dashboard, with the Ray token."""
-    env = {**h.env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(ray_token_file())}
+    """`ray job submit` as KubeRay's submitter does (`ray job submit --address ... -- ENTRYPOINT`,
+    the entrypoint's words after `--`): to the head's dashboard, with the Ray token."""
+    env = {**h.env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(cluster_token_file(h))}
     done = subprocess.run(
         [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address", h.state.dashboard_url]
-        + ["--submission-id", submission_id, "--no-wait", "--", entrypoint],
+        + ["--submission-id", submission_id, "--no-wait", "--", *shlex.split(entrypoint)],
         env=env,
         capture_output=True,
         text=True,
@@ -649,11 +656,15 @@ def test_the_rayjob_entrypoint_runs_as_a_job_and_its_retry_after_a_lost_driver_c
     entrypoint = shlex.join(command)
 
     submit_job(harness, entrypoint, "rayjob-1")
-    wait_for(
-        lambda: any(len(h) >= 2 for h in progress(harness, space, name).values()),
-        600,
-        "a trial with two epochs logged",
-    )
+
+    def two_epochs_logged() -> bool:
+        job = job_api(harness, "/api/jobs/rayjob-1")
+        if job["status"] not in ("PENDING", "RUNNING"):
+            logs = job_api(harness, "/api/jobs/rayjob-1/logs")["logs"]
+            raise AssertionError(f"the job ended {job['status']}: {job.get('message')}\n{logs[-3000:]}")
+        return any(len(h) >= 2 for h in progress(harness, space, name).values())
+
+    wait_for(two_epochs_logged, 600, "a trial with two epochs logged", poll=2)
     # A second submission while the first driver runs is refused, and changes nothing.
     submit_job(harness, entrypoint, "rayjob-busy")
     busy, busy_log = job_ended(harness, "rayjob-busy", timeout=300)

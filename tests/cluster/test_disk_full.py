@@ -121,6 +121,19 @@ def test_launch_refuses_a_results_dir_without_room_for_the_sweeps_checkpoints(
     )
 
 
+def checkpoint_size(sweep: Path) -> int | None:
+    """The size of a trial's checkpoint once one is complete (Tune writes it in place, then
+    replaces it at the next one)."""
+    for path in sweep.glob("train_trial_*/checkpoint_*/trial.pt"):
+        try:
+            size = path.stat().st_size
+        except OSError:
+            continue
+        if size > 80 * MB:
+            return size
+    return None
+
+
 def fill(folder: Path) -> int:
     """Write a filler file until the disk is full, as another program would; its size."""
     written = 0
@@ -150,14 +163,9 @@ def test_a_disk_that_fills_mid_sweep_stops_it_in_one_line_and_resume_finishes_it
             text=True,
         )
         try:
-            first = wait_for(
-                lambda: next(disk.glob(f"{name}/train_trial_*/checkpoint_*/trial.pt"), None),
-                600,
-                "a trial's first checkpoint",
-                poll=0.5,
+            checkpoint_bytes = wait_for(
+                lambda: checkpoint_size(disk / name), 600, "a trial's first checkpoint", poll=0.5
             )
-            time.sleep(1)
-            checkpoint_bytes = first.stat().st_size
             filled_at = time.monotonic()
             filler = fill(disk)
             stdout, stderr = driver.communicate(timeout=600)
@@ -173,6 +181,7 @@ def test_a_disk_that_fills_mid_sweep_stops_it_in_one_line_and_resume_finishes_it
             errors
         )
         assert f"(the sweep is kept: asha-tune resume {name} --results-dir {disk})" in errors[0]
+        print(f"the line: {errors[0]}")
         assert "Traceback" not in stdout and "No space left on device" not in stdout
 
         # Records closed and consistent: the parent interrupted, no trial running or failed.
