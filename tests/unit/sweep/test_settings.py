@@ -79,7 +79,11 @@ def test_launch_if_exists_resume_continues_a_sweep_only_as_it_was_launched(tmp_p
 
     saved = saved_sweep(tmp_path, "job", address="127.0.0.1:6379", resource_wait_s=30)
     again = saved.model_copy(
-        update={"address": None, "resource_wait_s": None, "runtime": Runtime(data_root=tmp_path, device="cpu")}
+        update={
+            "address": None,
+            "resource_wait_s": None,
+            "runtime": Runtime(data_root=tmp_path, device="cpu"),
+        }
     )
     kept = continuing(again)  # a resubmitted job: its own cluster and runtime, the sweep's records
     assert kept.parent_run_id == saved.parent_run_id and kept.address is None and kept.resource_wait_s is None
