@@ -6,10 +6,6 @@ the CLI prints it as one line (no traceback) and exits non-zero.
 
 from __future__ import annotations
 
-import os
-import sys
-from typing import NoReturn
-
 
 class AshaTuneError(Exception):
     """A problem the user can fix; `str(err)` is the one-line message."""
@@ -44,7 +40,8 @@ class DivergedError(AshaTuneError):
 
 
 class ClusterLostError(AshaTuneError):
-    """The Ray cluster's head stopped answering while a sweep ran (its records are closed)."""
+    """The Ray cluster's head stopped answering while a sweep ran (its records are closed); the
+    exit status is the signal the head watch ends the driver with (SIGQUIT)."""
 
     exit_code = 3
 
@@ -55,15 +52,6 @@ class NoSpaceError(AshaTuneError):
     exit_code = 4
 
 
-# The command whose errors the CLI prints ("asha-tune launch"); set by asha_tune.cli.main.
+# The command whose errors the CLI prints ("asha-tune launch"); set by asha_tune.cli.main, read by
+# the processes that print for it (the head watch, sweep/watch.py).
 program = "asha-tune"
-
-
-def exit_now(err: AshaTuneError) -> NoReturn:
-    """Print `err` as the CLI does and end the process at once, from any thread: for a driver
-    whose Ray core can no longer be shut down (its cluster is gone). Records must be closed first."""
-    for line in str(err).splitlines() or [type(err).__name__]:
-        print(f"{program}: error: {line}", file=sys.stderr)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(err.exit_code)

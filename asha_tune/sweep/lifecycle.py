@@ -13,12 +13,13 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from asha_tune import defaults
 from asha_tune.analysis.verdicts import best_trial, describe_best, summary
 from asha_tune.display import count, size_text
-from asha_tune.errors import AshaTuneError, ClusterLostError, ConfigError, NoSpaceError, exit_now
+from asha_tune.errors import AshaTuneError, ConfigError, NoSpaceError
 from asha_tune.spaces import describe_selection
 from asha_tune.sweep.disk import Reserve, is_no_space, stopped_for_space
 from asha_tune.sweep.preflight import (
@@ -42,11 +43,11 @@ from asha_tune.sweep.session import (
     resolve_address,
     say,
     wait_for_a_fitting_node,
-    watching_the_head,
 )
 from asha_tune.sweep.settings import SWEEP_FILE, SweepSettings
 from asha_tune.sweep.study import StudyHandle, archive_study, create_study
 from asha_tune.sweep.tuner import new_tuner, restored_tuner
+from asha_tune.sweep.watch import watching
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.client import version_tags
 from asha_tune.tracking.records import TrialRecord, sweep_trials
@@ -206,28 +207,21 @@ def _claim(settings: SweepSettings, tracker: Tracker, takeover: bool) -> None:
     tracker.set_tags(settings.run_id, {DRIVER_TAG: json.dumps(driver_identity())})
 
 
-def _on_head_lost(settings: SweepSettings, experiment_id: str, info: RayInfo) -> Callable[[float], None]:
-    """What the head watch does once the head is gone: close the records (MLflow and Optuna need
-    no Ray), say so in one line with the command that continues, and end the process."""
-
-    def lost(silent_s: float) -> None:
-        what = "the local Ray instance" if is_local(settings) else "the Ray cluster's head"
-        back = (
-            ""
-            if is_local(settings)
-            else "once the head is back (asha-tune cluster up, for a local cluster), "
-        )
-        message = (
-            f"lost {what} at {info.gcs_address} (no answer for {silent_s:.0f} s); the sweep is kept: "
-            f"{back}asha-tune resume {settings.name}{command_tail(settings)}"
-        )
-        try:
-            _close(settings, Tracker(settings.tracking_uri), experiment_id, failure=f"lost {what}")
-        except Exception as err:  # the tracking server gone as well: resume closes them
-            message += f" (its records are not closed: {str(err).splitlines()[0] if str(err) else err!r})"
-        exit_now(ClusterLostError(message))
-
-    return lost
+def head_lost(sweep_file: Path, experiment_id: str, gcs_address: str, silent_s: float, local: bool) -> str:
+    """In the head watch (sweep/watch.py), once the head is gone: close the sweep's records
+    (MLflow and Optuna need no Ray) and return the line that says so and how to continue."""
+    settings = SweepSettings.model_validate_json(sweep_file.read_text())
+    what = "the local Ray instance" if local else "the Ray cluster's head"
+    back = "" if local else "once the head is back (asha-tune cluster up, for a local cluster), "
+    message = (
+        f"lost {what} at {gcs_address} (no answer for {silent_s:.0f} s); the sweep is kept: "
+        f"{back}asha-tune resume {settings.name}{command_tail(settings)}"
+    )
+    try:
+        _close(settings, Tracker(settings.tracking_uri), experiment_id, failure=f"lost {what}")
+    except Exception as err:  # the tracking server gone as well: resume closes them
+        message += f" (its records are not closed: {str(err).splitlines()[0] if str(err) else err!r})"
+    return message
 
 
 def _no_space(settings: SweepSettings, free: int | None) -> NoSpaceError:
@@ -256,7 +250,14 @@ def _run(
                 wait_for_a_fitting_node(settings, info.gcs_address)
             _announce(settings, info)
             reserve.hold()
-            with watching_the_head(info, _on_head_lost(settings, experiment_id, info)):
+            with watching(
+                info.gcs_address,
+                info.head_lost_s,
+                settings.sweep_dir / SWEEP_FILE,
+                experiment_id,
+                is_local(settings),
+                info.stderr_fd,
+            ):
                 make_tuner().fit()
     except DriverAliveError:
         raise  # the other driver's records are its own

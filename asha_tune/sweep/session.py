@@ -13,10 +13,10 @@ import logging
 import os
 import secrets
 import socket
+import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +44,6 @@ REQUEST_AGAIN_S = 20.0
 # The head watch: how long the head's GCS may not answer before the sweep stops (see head_lost_s).
 HEAD_LOST_ENV = "ASHA_TUNE_HEAD_LOST_S"
 HEAD_LOST_S = 30.0
-HEAD_POLL_S = 1.0
 
 
 @dataclass
@@ -54,6 +53,8 @@ class RayInfo:
     token: str | None  # where the dashboard's token is, when token auth is on
     gcs_address: str = ""  # the head's GCS, host:port (what --address auto resolved to)
     driver_log: Path | None = None  # Ray's own log lines in the driver (warnings, tracebacks)
+    stderr_fd: int | None = None  # the terminal's stderr while fd 2 goes to the driver log
+    head_lost_s: float = HEAD_LOST_S  # the head watch's limit (from the user's environment)
 
 
 def say(message: str) -> None:
@@ -146,7 +147,7 @@ def head_lost_s() -> float:
     if os.environ.get(HEAD_LOST_ENV):
         return float(os.environ[HEAD_LOST_ENV])
     if os.environ.get(ray_compat.GCS_RECONNECT_ENV):
-        return max(HEAD_POLL_S * 5, float(os.environ[ray_compat.GCS_RECONNECT_ENV]) - 10)
+        return max(5.0, float(os.environ[ray_compat.GCS_RECONNECT_ENV]) - 10)
     return HEAD_LOST_S
 
 
@@ -206,27 +207,56 @@ def ray_logs_to(path: Path) -> Iterator[None]:
 
 
 @contextmanager
+def core_logs_to(path: Path) -> Iterator[int]:
+    """File descriptor 2 goes to `path` while the session runs: Ray's C++ core writes its log
+    lines there (a driver's go to stderr: retries, a lost GCS), and so do the processes a local
+    Ray starts. Python's sys.stderr, where asha-tune's own one-line errors go, stays the terminal."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(target, 2)
+    os.close(target)
+    previous = sys.stderr
+    try:
+        on_fd2 = previous.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # a stand-in (pytest's capture): left as it is
+        on_fd2 = False
+    rebound = None
+    if on_fd2:
+        rebound = os.fdopen(os.dup(saved), "w", buffering=1, encoding=previous.encoding, errors="replace")
+        sys.stderr = rebound
+    try:
+        yield saved
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        if rebound is not None:
+            sys.stderr = previous
+            rebound.close()
+
+
+@contextmanager
 def ray_session(settings: SweepSettings) -> Iterator[RayInfo]:
     """Join the cluster at the sweep's address, or start a local Ray on loopback; shut down and
-    put the environment back after."""
+    put the environment back after. Ray's own output (Python logger and C++ core) goes to the
+    driver's log file, never the terminal."""
     address = resolve_address(cluster_address(settings))
-    with scoped_environ(session_environ(address)):
-        info = _start(settings, address)
+    log = driver_log_path(settings)
+    lost_s = head_lost_s()  # before the session raises Ray's own reconnect timeout above it
+    with scoped_environ(session_environ(address)), core_logs_to(log) as terminal:
+        info = _start(settings, address, log)
+        info.stderr_fd, info.head_lost_s = terminal, lost_s
         import ray
 
         try:
-            with ray_logs_to(info.driver_log) if info.driver_log else _nothing():
+            with ray_logs_to(log):
                 yield info
         finally:
             ray.shutdown()
 
 
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
-
-
-def _start(settings: SweepSettings, address: str | None) -> RayInfo:
+def _start(settings: SweepSettings, address: str | None, driver_log: Path | None = None) -> RayInfo:
     token = None
     if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
         ray_compat.reload_token_auth()  # Ray reads the mode at import: it may have been imported
@@ -266,55 +296,7 @@ def _start(settings: SweepSettings, address: str | None) -> RayInfo:
     url = f"http://{url}" if url and not url.startswith("http") else url
     session = (context.address_info or {}).get("session_dir")
     logs = Path(session) / "logs" if session and not address else None
-    return RayInfo(url, logs, token, gcs, driver_log_path(settings))
-
-
-class HeadWatch(threading.Thread):
-    """Probes the head's GCS (a TCP connect, no Ray call that could block on it) every second
-    while a sweep runs; after `lost_s` without an answer it calls `on_lost(seconds)` once.
-
-    Ray's driver core ends the process with a fatal log line once it has failed to reach the
-    GCS for its reconnect timeout, which Python cannot catch: records would stay RUNNING. The
-    session sets that timeout above `lost_s`, so this watch acts first.
-    """
-
-    def __init__(self, gcs_address: str, lost_s: float, on_lost: Callable[[float], None]):
-        super().__init__(name="asha-tune-head-watch", daemon=True)
-        host, _, port = gcs_address.rpartition(":")
-        self.target = (host, int(port))
-        self.lost_s, self.on_lost = lost_s, on_lost
-        self.stopped = threading.Event()
-
-    def answers(self) -> bool:
-        try:
-            with socket.create_connection(self.target, timeout=min(2.0, self.lost_s)):
-                return True
-        except OSError:
-            return False
-
-    def run(self) -> None:
-        silent_since: float | None = None
-        while not self.stopped.wait(HEAD_POLL_S):
-            if self.answers():
-                silent_since = None
-                continue
-            silent_since = silent_since or time.monotonic()
-            if time.monotonic() - silent_since >= self.lost_s and not self.stopped.is_set():
-                self.on_lost(time.monotonic() - silent_since + HEAD_POLL_S)
-                return
-
-    def stop(self) -> None:
-        self.stopped.set()
-
-
-@contextmanager
-def watching_the_head(info: RayInfo, on_lost: Callable[[float], None]) -> Iterator[None]:
-    watch = HeadWatch(info.gcs_address, head_lost_s(), on_lost)
-    watch.start()
-    try:
-        yield
-    finally:
-        watch.stop()
+    return RayInfo(url, logs, token, gcs, driver_log)
 
 
 # --- the driver --------------------------------------------------------------------------------

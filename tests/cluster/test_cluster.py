@@ -636,6 +636,7 @@ def job_ended(h: Harness, submission_id: str, timeout: float = 900) -> tuple[str
 
 def test_the_rayjob_entrypoint_runs_as_a_job_and_its_retry_after_a_lost_driver_continues(harness):
     state = harness.state
+    epochs = 24  # long enough that the first driver still runs while a second submission is refused
     command = localized(
         rayjob_entrypoint(),
         {  # the cluster's services in place of the Kubernetes ones, this machine's disk for the volume
@@ -646,7 +647,14 @@ def test_the_rayjob_entrypoint_runs_as_a_job_and_its_retry_after_a_lost_driver_c
         },
         # CPU-sized here: small images, no ImageNet weights, CPU trials on the 1-CPU workers.
         *("--device", "cpu", "--weights", "none", "--set", "resources.gpu=0", "--set", "resources.cpu=1"),
-        *("--set", "data.image_size=32", "--set", "data.limit_per_domain=70", "--set", "train.epochs=8"),
+        *(
+            "--set",
+            "data.image_size=32",
+            "--set",
+            "data.limit_per_domain=70",
+            "--set",
+            f"train.epochs={epochs}",
+        ),
         *("--set", "train.batch_size=16", "--set", "scheduler.kind=fifo", "--set", "search.num_trials=4"),
         *("--set", "search.max_concurrent=2"),
     )
@@ -669,7 +677,7 @@ def test_the_rayjob_entrypoint_runs_as_a_job_and_its_retry_after_a_lost_driver_c
     submit_job(harness, entrypoint, "rayjob-busy")
     busy, busy_log = job_ended(harness, "rayjob-busy", timeout=300)
     assert busy == "FAILED" and "is being run by another driver" in busy_log, busy_log[-2000:]
-    assert job_api(harness, "/api/jobs/rayjob-1")["status"] == "RUNNING"
+    assert job_api(harness, "/api/jobs/rayjob-1")["status"] == "RUNNING", "the sweep ended too soon"
 
     before = progress(harness, space, name)
     drivers = tagged_processes(harness.tag, name)  # the entrypoint's shell and asha-tune
@@ -686,7 +694,7 @@ def test_the_rayjob_entrypoint_runs_as_a_job_and_its_retry_after_a_lost_driver_c
     assert status == "SUCCEEDED", log[-4000:]
     assert f"sweep {name} was recorded as running, but its driver" in log and "is gone: continuing it" in log
     assert "resuming: finished trials are kept" in log
-    runs = assert_mlflow_and_optuna_agree(harness, space, name, trials=4, epochs=8)
+    runs = assert_mlflow_and_optuna_agree(harness, space, name, trials=4, epochs=epochs)
     after = histories(harness, runs)
     kept = sum(point in after[n] for n, points in before.items() for point in points)
     assert kept == sum(map(len, before.values()))
@@ -696,7 +704,7 @@ def test_the_rayjob_entrypoint_runs_as_a_job_and_its_retry_after_a_lost_driver_c
     submit_job(harness, entrypoint, "rayjob-3")  # re-applied after it finished: it reports, succeeds
     again, again_log = job_ended(harness, "rayjob-3", timeout=300)
     assert again == "SUCCEEDED" and f"sweep {name} has finished (4 trials): nothing to resume" in again_log
-    assert_mlflow_and_optuna_agree(harness, space, name, trials=4, epochs=8)
+    assert_mlflow_and_optuna_agree(harness, space, name, trials=4, epochs=epochs)
     figures(
         "rayjob driver killed",
         requested=4,
@@ -774,8 +782,10 @@ def test_a_lost_head_ends_the_driver_in_one_line_and_resume_continues_after_up(h
     runs = assert_mlflow_and_optuna_agree(harness, name, name, trials=4, epochs=8)
     after = histories(harness, runs)
     kept = sum(point in after[n] for n, points in before.items() for point in points)
+    silent_s = int(re.search(r"no answer for (\d+) s", errors[0]).group(1))
     figures(
         "head killed",
+        head_silent_when_watch_fired_s=silent_s,
         requested=4,
         finished=len(runs),
         lost=4 - len(runs),

@@ -9,12 +9,20 @@ import subprocess
 import sys
 import time
 
+import optuna
 import pytest
+from optuna.trial import TrialState
 
 from asha_tune.errors import ConfigError
-from asha_tune.sweep import ray_compat, session
+from asha_tune.spaces import load_space
+from asha_tune.sweep import SweepSettings, ray_compat, session
 from asha_tune.sweep.ray_compat import AutoscalerReport, _v1_report
-from asha_tune.sweep.session import AutoscalerWait, HeadWatch, head_lost_s, resolve_address, session_environ
+from asha_tune.sweep.session import AutoscalerWait, head_lost_s, resolve_address, session_environ
+from asha_tune.sweep.study import create_study
+from asha_tune.tracking import Tracker
+from asha_tune.tracking.records import sweep_trials
+from asha_tune.tracking.tags import TRIAL_NUMBER_TAG
+from asha_tune.trial.config import Runtime
 
 NEED = {"CPU": 2.0, "GPU": 0.25}
 
@@ -92,32 +100,97 @@ def test_the_v1_report_says_what_the_autoscaler_adds_and_is_none_where_none_runs
     )  # a monitor that stopped reporting runs no autoscaler
 
 
-def test_the_head_watch_calls_once_after_the_head_stops_answering():
+DRIVER = (  # a stand-in for a sweep's driver, bound as a real one is (watch._exit_on)
+    "import sys, time; from asha_tune.sweep import watch; watch._exit_on(watch.EXIT_SIGNAL); "
+    "print('ready', flush=True); time.sleep(120)"
+)
+
+
+def sweep_with_a_running_trial(tmp_path) -> tuple[SweepSettings, str]:
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    space = load_space("quickstart", ["train.epochs=1"])
+    tracker = Tracker(tracking)
+    experiment = tracker.experiment(space.name)
+    parent = tracker.start_run(experiment, "lost")
+    tracker.start_run(experiment, "trial-000", parent_run_id=parent, tags={TRIAL_NUMBER_TAG: "0"})
+    settings = SweepSettings(
+        name="lost",
+        space=space,
+        results_dir=tmp_path / "results",
+        tracking_uri=tracking,
+        study_url=f"sqlite:///{tmp_path / 'optuna.db'}",
+        parent_run_id=parent,
+        runtime=Runtime(data_root=tmp_path / "pacs", device="cpu"),
+    )
+    settings.save()
+    create_study(settings.study_url, "lost", space).ask()  # a RUNNING trial
+    return settings, experiment
+
+
+def watch_command(
+    port: int, driver: int, settings: SweepSettings, experiment: str, lost_s: int = 2
+) -> list[str]:
+    return [
+        *(
+            sys.executable,
+            "-m",
+            "asha_tune.sweep.watch",
+            "--gcs",
+            f"127.0.0.1:{port}",
+            "--lost-s",
+            str(lost_s),
+        ),
+        *("--parent", str(driver), "--sweep-file", str(settings.sweep_dir / "sweep.json")),
+        *("--experiment", experiment, "--program", "asha-tune launch"),
+    ]
+
+
+def test_the_head_watch_closes_the_records_and_ends_the_driver_with_status_3(tmp_path):
+    settings, experiment = sweep_with_a_running_trial(tmp_path)
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
-    lost: list[float] = []
-    watch = HeadWatch(f"127.0.0.1:{port}", 2.0, lost.append)
-    watch.start()
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER], stdout=subprocess.PIPE, text=True)
+    assert driver.stdout.readline().strip() == "ready"
+    watch = subprocess.Popen(
+        watch_command(port, driver.pid, settings, experiment), stderr=subprocess.PIPE, text=True
+    )
     try:
-        time.sleep(3)
-        assert lost == []  # it answers: nothing happens
-        server.close()
+        time.sleep(4)
+        assert driver.poll() is None and watch.poll() is None  # the head answers: nothing happens
+        server.close()  # the head is gone
         stopped = time.monotonic()
-        watch.join(timeout=15)
-        assert not watch.is_alive() and len(lost) == 1
-        assert 2.0 <= lost[0] < 6 and time.monotonic() - stopped < 8
+        assert driver.wait(timeout=60) == 3
+        ended_s = time.monotonic() - stopped
+        stderr = watch.communicate(timeout=30)[1]
     finally:
-        watch.stop()
+        driver.kill()
+        watch.kill()
         server.close()
+    lines = stderr.splitlines()
+    assert len(lines) == 1, lines
+    silent = int(lines[0].split("no answer for ")[1].split(" s)")[0])
+    assert lines[0] == (
+        f"asha-tune launch: error: lost the Ray cluster's head at 127.0.0.1:{port} (no answer for {silent} s); "
+        f"the sweep is kept: once the head is back (asha-tune cluster up, for a local cluster), "
+        f"asha-tune resume lost --results-dir {settings.results_dir}"
+    )
+    assert 2 <= silent < 10 and ended_s < 30
+    tracker = Tracker(settings.tracking_uri)
+    assert tracker.status(settings.run_id) == "interrupted"
+    assert [r.status for r in sweep_trials(tracker, experiment, settings.run_id)] == ["interrupted"]
+    trials = optuna.load_study(study_name="lost", storage=settings.study_url).trials
+    assert [t.state for t in trials] == [TrialState.WAITING]  # parked: resume takes it back
 
 
-def test_a_stopped_watch_never_calls():
-    lost: list[float] = []
-    watch = HeadWatch("127.0.0.1:1", 1.0, lost.append)  # nothing listens there
-    watch.start()
-    watch.stop()
-    watch.join(timeout=5)
-    assert lost == []
+def test_the_watch_ends_without_a_word_when_the_driver_ends_first(tmp_path):
+    settings, experiment = sweep_with_a_running_trial(tmp_path)
+    driver = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(2)"])
+    watch = subprocess.Popen(
+        watch_command(1, driver.pid, settings, experiment, lost_s=20), stderr=subprocess.PIPE, text=True
+    )
+    driver.wait(timeout=30)
+    assert watch.wait(timeout=30) == 0 and watch.stderr.read() == ""
+    assert Tracker(settings.tracking_uri).status(settings.run_id) == "running"  # left for a takeover
 
 
 def test_rays_own_abort_comes_after_the_watch(monkeypatch):
