@@ -1,40 +1,56 @@
-"""asha-tune: hyperparameter sweeps for activation-shaping domain adaptation on PACS.
+"""asha-tune: hyperparameter sweeps for activation-shaping domain adaptation.
 
-The modules, one concern each:
-- config      the typed trial configuration (pydantic) and the paper's conv numbering
-- shaping     forward hooks, shaping functions and the shaping modes (the registries of names)
-- model       ResNet-18 and its weights
-- data        PACS discovery, the decode-once cache, on-device augmentation
-- selection   selection protocols (oracle, source_val, target_val), splits, standard errors
-- pairing     which target images go with each source batch (index, shuffled)
-- training    one trial (`run_trial`), with per-epoch reports and exact checkpoints
-- runner      one trial outside Ray (`asha-tune trial`): its checkpoint file and MLflow run
-- spaces/     search spaces: parameter types, the space model, loading files, describing them
-- study       the Optuna study of a sweep (the only module that imports optuna)
-- sweep/      sweeps on Ray Tune (the only package that imports Ray): launch and resume,
-              the trainable, searcher and scheduler, callbacks, checkpoints, cluster nodes
-- tracking    MLflow runs, tags and metric names (the only module that imports mlflow)
-- reports     what stored records say: a sweep's trials, its best one and how noisy it is
-- confirm     `asha-tune confirm`: the best configurations again, with new seeds
-- compare     `asha-tune compare`: sweeps, a replayed grid and the published figures
-- plots       the comparison's PNGs
-- reference   what judging a difference from the paper needs (seed spreads, domain sizes)
-- preflight   checks a sweep passes before anything starts (data, resources, weights)
-- cluster     a local multi-node cluster: Ray nodes, PostgreSQL, an MLflow server
-- processes   processes a command started: start, identify, stop
-- defaults    where things go unless told otherwise, and the environment variables that say so
-- display     how values read on a terminal
-- errors      the errors a user can act on (one line, exit status 2)
-- cli         the `asha-tune` command, a thin layer over the modules above
+The package is a house of rooms, each a folder that says what it may import (`make lint` checks
+it with import-linter; the layers are listed top to bottom, each importing only those below it):
+
+- cli.py     the `asha-tune` command: argument parsing over the Python API below
+- cluster/   a local multi-node cluster (Ray nodes, PostgreSQL, an MLflow server) started and
+             stopped by pid; imports the sweep room for Ray's token and private calls
+- sweep/     sweeps on Ray Tune with an Optuna study: the only room that imports Ray and Optuna
+             (settings, study, preflight, session, tuner, lifecycle, searcher, trainable,
+             callbacks, checkpoints, confirm; every private Ray call in ray_compat)
+- runner.py  one trial outside Ray (`asha-tune trial`): a checkpoint file and an MLflow run
+- analysis/  records into answers (best trial and its noise, confirmation report, compare, plots,
+             replicates, tables): no torch, no Ray, no Optuna
+- tracking/  MLflow, and only here: the client, every name written to it, runs read back as records
+- spaces/    search spaces: YAML files validated with pydantic, sampled define-by-run
+- trial/     one trial: configuration, registry of names, shaping, model, data, selection, training;
+             torch, never Ray, MLflow or Optuna (config, registry and selection import no torch)
+- the kernel every room may use: defaults, errors, display, environ, files
+
+The Python API is the CLI's (`asha_tune.launch(settings)` ...), imported on first use so that
+`import asha_tune` stays light.
 """
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 try:
     __version__ = version("asha-tune")  # one version number: pyproject.toml's
 except PackageNotFoundError:  # a source tree on sys.path without an install
     __version__ = "0+unknown"
 
-__all__ = ["__version__"]
+# The entry points the README documents, by the module that defines each.
+_API = {
+    "TrialConfig": "asha_tune.trial.config",
+    "Runtime": "asha_tune.trial.config",
+    "run_trial": "asha_tune.trial.training",
+    "run_logged_trial": "asha_tune.runner",
+    "load_space": "asha_tune.spaces",
+    "SweepSettings": "asha_tune.sweep.settings",
+    "launch": "asha_tune.sweep.lifecycle",
+    "resume": "asha_tune.sweep.lifecycle",
+    "confirm": "asha_tune.sweep.confirm",
+    "run_compare": "asha_tune.analysis.compare",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'asha_tune' has no attribute {name!r}")

@@ -14,13 +14,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from pydantic import ValidationError
+
 from asha_tune import defaults, errors
 from asha_tune.defaults import DATA_ROOT_ENV, SPACES_ENV
 from asha_tune.errors import AshaTuneError, ConfigError
 from asha_tune.spaces.space import nested
 from asha_tune.sweep.settings import IF_EXISTS
 from asha_tune.tracking.tags import FAILED
-from asha_tune.trial.config import Runtime, trial_config
+from asha_tune.trial.config import Runtime, format_validation_error, trial_config
+from asha_tune.trial.datasets import DATASETS
 from asha_tune.trial.registry import MODES, SHAPE_FUNCTIONS
 
 # `asha-tune trial` flags and the TrialConfig field each one sets.
@@ -33,8 +36,10 @@ TRIAL_FLAGS = {
     "--shape-at-eval": "shaping.shape_at_eval",
     "--target-updates-bn": "shaping.target_updates_bn",
     "--target-pairing": "shaping.target_pairing",
+    "--dataset": "data.dataset",
     "--source": "data.source",
     "--target": "data.targets",
+    "--source-sampling": "data.source_sampling",
     "--image-size": "data.image_size",
     "--limit-per-domain": "data.limit_per_domain",
     "--epochs": "train.epochs",
@@ -47,6 +52,7 @@ TRIAL_FLAGS = {
     "--selection": "selection.protocol",
     "--val-fraction": "selection.val_fraction",
     "--split-seed": "selection.split_seed",
+    "--selection-epoch": "selection.epoch",
 }
 BOOLEAN_FLAGS = {"--shape-at-eval", "--target-updates-bn"}
 
@@ -60,9 +66,10 @@ class Parser(argparse.ArgumentParser):
     def format_help(self) -> str:
         """Names from the registries (registry.py: data, no torch)."""
         text = super().format_help()
-        if "{modes}" in text or "{shape_fns}" in text:
+        if "{modes}" in text or "{shape_fns}" in text or "{datasets}" in text:
             text = text.replace("{modes}", " | ".join(MODES))
             text = text.replace("{shape_fns}", " | ".join(SHAPE_FUNCTIONS))
+            text = text.replace("{datasets}", " | ".join(DATASETS))
         return text
 
 
@@ -73,9 +80,16 @@ def fail(prog: str, err: AshaTuneError) -> int:
 
 
 def add_runtime_flags(p: argparse.ArgumentParser, tracking: bool = True) -> None:
-    p.add_argument("--data-root", help=f"PACS folder <domain>/<class>/<file> (default ${DATA_ROOT_ENV})")
+    p.add_argument(
+        "--data-root", help=f"the dataset's folder <domain>/<class>/<file> (default ${DATA_ROOT_ENV})"
+    )
     p.add_argument(
         "--cache-dir", help=f"decoded-image cache (default ${defaults.CACHE_DIR_ENV} or {defaults.CACHE_DIR})"
+    )
+    p.add_argument(
+        "--data-budget",
+        help="images a trial may keep on its device, e.g. 8GiB; beyond it batches stream from the "
+        "disk cache (default: half the device's memory, split between the trials sharing it)",
     )
     if tracking:
         p.add_argument(
@@ -92,6 +106,11 @@ def runtime_from(args: argparse.Namespace, device: str = "auto", base: Runtime |
     `base` (a resumed sweep's runtime) fills in what the flags leave out.
     """
     base = base or Runtime()
+    budget = getattr(args, "data_budget", None)
+    try:
+        budget = base.data_budget if budget is None else Runtime(data_budget=budget).data_budget
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, {"data_budget": "--data-budget"})) from None
     runtime = Runtime(
         data_root=args.data_root or base.data_root, cache_dir=args.cache_dir or base.cache_dir, device=device
     )
@@ -99,7 +118,7 @@ def runtime_from(args: argparse.Namespace, device: str = "auto", base: Runtime |
     # Absolute paths, so Ray workers and a later `resume` need no environment of their own.
     # (absolute(), not resolve(): a symlinked data root can be pointed elsewhere before a resume).
     cache = runtime.resolved_cache_dir().absolute()
-    return Runtime(data_root=root.absolute(), cache_dir=cache, device=device)
+    return Runtime(data_root=root.absolute(), cache_dir=cache, device=device, data_budget=budget)
 
 
 # --- asha-tune trial -------------------------------------------------------------------------
@@ -112,13 +131,21 @@ def add_trial_parser(sub: argparse._SubParsersAction) -> None:
         "--convs": "convs to shape by the paper's numbers, e.g. 1,7",
         "--p0": "zero probability: 0.7 | 0.7,0.5 (one per conv) | 0.7:0.1 (geometric schedule)",
         "--shape-fn": "{shape_fns} (default by mode)",
-        "--target": "target domain(s), e.g. cartoon or cartoon,sketch,photo",
+        "--dataset": "{datasets} (default pacs; folder: any <root>/<domain>/<class>/<image> tree)",
+        "--source": "source domain(s), e.g. art_painting or art_painting,cartoon (default art_painting)",
+        "--target": "target domain(s), e.g. cartoon or cartoon,sketch (default: every other domain)",
+        "--source-sampling": "union (default: batches from all source images) | balanced (equal "
+        "images of each source domain per batch)",
         "--limit-per-domain": "class-stratified subset size per domain (small runs)",
         "--weights": "imagenet | none | PATH to a state dict (default imagenet)",
         "--precision": "auto | fp32 | fp16 | bf16 (auto: fp16 on CUDA, fp32 on CPU)",
-        "--batch-size": "training batch (default the paper's: 256 for mode target, else 128)",
+        "--batch-size": "training batch (default the paper's: 256 for modes target and bn_only, else 128)",
         "--target-pairing": "index (the authors': source i with target i %% len) | shuffled",
-        "--selection": "oracle (default: the target selects, as the paper) | source_val | target_val",
+        "--selection": "oracle (default: the target selects, as the paper) | source_val | target_val "
+        "| lodo (two sources or more: a fold model per left-out source selects) | entropy | im | snd "
+        "(label-free: unlabelled target images select)",
+        "--selection-epoch": "last (default, the paper's) | best (the epoch the selection metric picks, "
+        "its weights kept)",
         "--val-fraction": "held-out fraction per class for source_val and target_val (default 0.2)",
         "--split-seed": "seed of the validation split, independent of --seed (default 0)",
     }
@@ -149,6 +176,10 @@ def cmd_trial(args: argparse.Namespace) -> int:
         names={field: flag for flag, field in TRIAL_FLAGS.items()},
     )
     runtime = runtime_from(args, args.device)
+    from asha_tune.sweep.preflight import check_trial_data
+
+    check_trial_data(config, runtime)  # before anything is recorded: one line per problem, exit 2
+    show_trial_lines()
     logged = run_logged_trial(
         config,
         runtime,
@@ -161,6 +192,17 @@ def cmd_trial(args: argparse.Namespace) -> int:
     print(describe_trial(logged.result.final, len(logged.result.history), config.selection.protocol))
     print(f"MLflow run {logged.run_id}; checkpoint {logged.checkpoint}")
     return 0
+
+
+def show_trial_lines() -> None:
+    """The trial's own lines (its data path, decode progress) on stderr, as `asha-tune trial: ...`."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("asha-tune trial: %(message)s"))
+    logger = logging.getLogger("asha_tune.trial")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 # --- sweeps ----------------------------------------------------------------------------------
@@ -195,6 +237,19 @@ def add_launch_parser(sub: argparse._SubParsersAction) -> None:
         metavar="PATTERN",
         help="run only the listed configurations whose id matches (e.g. 'da-*'; repeatable; "
         "the same as --set search.only=[...])",
+    )
+    p.add_argument(
+        "--replicates",
+        type=int,
+        metavar="R",
+        help="R independent runs of the whole search, each with its own sampler, trial and split seeds, "
+        "as sweeps NAME.r0 .. NAME.r<R-1> under one parent run (the same as --set search.replicates=R)",
+    )
+    p.add_argument(
+        "--warm-start",
+        metavar="SWEEP",
+        help="before searching, give the study the ended trials of SWEEP (e.g. a replayed paper_grid) "
+        "that this space can express, with their results; the others are listed as skipped",
     )
     p.add_argument("--dry-run", action="store_true", help="validate and print the space; start nothing")
     p.add_argument("--name", help="sweep name (default <space>-<date>-<time>)")
@@ -282,6 +337,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
         overrides.append(f"train.weights={json.dumps(args.weights)}")
     if args.only:
         overrides.append(f"search.only={json.dumps(args.only)}")
+    if args.replicates is not None:
+        overrides.append(f"search.replicates={args.replicates}")
     space = load_space(args.space, overrides)
     if args.dry_run:
         print(describe(space))
@@ -297,6 +354,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         num_cpus=args.num_cpus,
         num_gpus=args.num_gpus,
         resource_wait_s=args.resource_wait,
+        warm_start=check_name(args.warm_start) if args.warm_start else None,
     )
     from asha_tune.sweep.lifecycle import launch
 
@@ -421,11 +479,9 @@ def add_ui_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    import subprocess
-
     from asha_tune.sweep import SweepSettings
     from asha_tune.tracking import Tracker
-    from asha_tune.tracking.client import experiment_url
+    from asha_tune.tracking.client import experiment_url, serve_ui
 
     uri, settings = args.tracking_uri, None
     if args.name:
@@ -441,22 +497,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         print(f"the sweep tracks to an MLflow server: open {uri}")
         return 0
     print(f"MLflow UI for {uri} at {base} (Ctrl-C to stop)", flush=True)
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(args.port),
-    ]
-    try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:
-        return 0
+    return serve_ui(uri, args.port)
 
 
 def add_compare_parser(sub: argparse._SubParsersAction) -> None:
@@ -465,6 +506,12 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tracking-uri", help="the MLflow store (default: the first sweep's, else ./mlflow.db)")
     add_results_dir_flag(p, "where the sweeps' results are")
     p.add_argument("--out", type=Path, help="folder for the table, CSV and PNGs (default ./compare-<sweeps>)")
+    p.add_argument(
+        "--importances",
+        choices=["ped_anova", "fanova", "none"],
+        default="ped_anova",
+        help="each search's parameter importances, of its study's objective (default ped_anova)",
+    )
     p.set_defaults(handler=cmd_compare)
 
 
@@ -481,10 +528,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
         except ConfigError:
             uri = defaults.tracking_uri()
     out = (args.out or Path.cwd() / f"compare-{'+'.join(args.sweeps)}").resolve()
-    _, text, run_id = run_compare(args.sweeps, uri, out)
+    evaluator = None if args.importances == "none" else args.importances
+    _, text, run_id = run_compare(args.sweeps, uri, out, study_importances(evaluator) if evaluator else None)
     print(text)
-    print(f"\nwritten to {out} (comparison.txt, comparison.csv, PNGs); MLflow comparison run {run_id}")
+    print(
+        f"\nwritten to {out} (comparison.txt, comparison.csv, tables as Markdown and LaTeX, importances, "
+        f"PNGs); MLflow comparison run {run_id}"
+    )
     return 0
+
+
+def study_importances(evaluator: str) -> Callable[[str, list[str]], Any]:
+    """compare's importances: the sweep room's (Optuna), one evaluator for every search."""
+
+    def compute(study_url: str, studies: list[str]) -> Any:
+        from asha_tune.sweep.importance import importances
+
+        return importances(study_url, studies, evaluator)
+
+    return compute
 
 
 # --- asha-tune cluster -----------------------------------------------------------------------

@@ -52,6 +52,10 @@ class NoSpaceError(AshaTuneError):
     exit_code = 4
 
 
+class DeviceError(ConfigError):
+    """The device a trial was given cannot be used (e.g. a GPU that this torch build cannot drive)."""
+
+
 # The command whose errors the CLI prints ("asha-tune launch"); set by asha_tune.cli.main, read by
 # the processes that print for it (the head watch, sweep/watch.py).
 program = "asha-tune"

@@ -27,6 +27,7 @@ from asha_tune.tracking.tags import (
 from asha_tune.tracking.trials import log_epoch, trial_tags
 from asha_tune.trial import selection
 from asha_tune.trial.config import Runtime, TrialConfig
+from asha_tune.trial.selection import DEVICE_KEY
 from asha_tune.trial.training import TrialResult, load_checkpoint, run_trial, save_checkpoint
 
 DEFAULT_EXPERIMENT = "asha-tune-trials"
@@ -81,9 +82,13 @@ def run_logged_trial(
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         sidecar.write_text(json.dumps({"mlflow_run_id": run_id}))
     started = time.perf_counter()
+    devices: set[str] = set()
 
     def report(metrics: dict[str, Any], trial_state: dict[str, Any]) -> None:
         save_checkpoint(trial_state, checkpoint)
+        if metrics[DEVICE_KEY] not in devices:  # once per process: the device it computed on
+            tracker.log_device(run_id, metrics[DEVICE_KEY])
+            devices.add(metrics[DEVICE_KEY])
         log_epoch(tracker, run_id, metrics)
 
     try:

@@ -2,13 +2,35 @@
 # Builds .device-data/ (git-ignored) for the GPU check, within the device tool's 64 MiB:
 #  - PACS/: half of art_painting and of cartoon (class-stratified, the same files every time);
 #    the benchmark tiles them to the real domain sizes (--tile);
-#  - whl/: the wheels the GPU machine lacks (pydantic and its parts) for its Python 3.12.
+#  - whl/: the wheels the GPU machine lacks (pydantic and its parts) for its Python 3.12;
+#  - commit.txt: the commit it was prepared at (the device machine gets no .git).
 # Usage: benchmarks/prepare_device.sh /path/to/PACS
+# Works from a fresh checkout, .venv or not: the Python is the first of $PYTHON, .venv/bin/python,
+# the interpreter of an installed `asha-tune` command, python3, that can import asha_tune.trial.data
+# (torch, torchvision, pydantic); asha_tune itself comes from this checkout (PYTHONPATH), so an
+# environment with the dependencies and without the package does too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="${1:?usage: $0 /path/to/PACS}"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+candidates=("${PYTHON:-}" .venv/bin/python)
+if command -v asha-tune >/dev/null; then candidates+=("$(head -1 "$(command -v asha-tune)" | sed 's/^#!//')"); fi
+candidates+=(python3)
+py=""
+for candidate in "${candidates[@]}"; do
+  if [ -n "$candidate" ] && "$candidate" -c "import asha_tune.trial.data" 2>/dev/null; then
+    py="$candidate"
+    break
+  fi
+done
+if [ -z "$py" ]; then
+  echo "prepare_device.sh: no Python here can import asha_tune.trial.data (tried: ${candidates[*]}); it needs" \
+    "torch, torchvision and pydantic: run make install, or set PYTHON to an interpreter that has them" >&2
+  exit 2
+fi
+echo "using $py"
 rm -rf .device-data && mkdir -p .device-data/whl
-.venv/bin/python - "$root" <<'PY'
+"$py" - "$root" <<'PY'
 import shutil, sys
 from pathlib import Path
 import torch
@@ -24,8 +46,12 @@ for domain in ("art_painting", "cartoon"):
         shutil.copy2(src, dst)
     print(domain, len(keep), "images")
 PY
-.venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+"$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   -d .device-data/whl pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 \
   typing-inspection==0.4.5 typing-extensions==4.16.0
+if commit=$(git rev-parse --short HEAD 2>/dev/null); then
+  [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && commit="$commit+changes"
+  echo "$commit" >.device-data/commit.txt
+fi
 du -sh .device-data

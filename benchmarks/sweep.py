@@ -166,7 +166,9 @@ def run_child(spec: dict) -> dict:
     space = load_space(space_path)
     runtime = Runtime(data_root=spec["data_root"], cache_dir=spec["cache_dir"], device="cpu")
     d = TrialConfig.model_validate({"data": spec["tree"]["data"]}).data
-    for domain in (d.source, *d.targets):  # a warm cache: decoding is not what is measured
+    sources = getattr(d, "sources", (d.source,))  # older versions: one source, targets named
+    targets = getattr(d, "target_domains", None) or d.targets
+    for domain in (*sources, *targets):  # a warm cache: decoding is not what is measured
         load_domain(Path(spec["data_root"]), domain, d.image_size, Path(spec["cache_dir"]))
     settings = SweepSettings(
         name="bench",

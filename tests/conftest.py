@@ -48,6 +48,17 @@ def tiny_runtime(synthetic_pacs: Path, tmp_path: Path) -> Runtime:
 
 
 @pytest.fixture
+def fp16_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA recipe's fp16 autocast and enabled GradScaler, on the CPU (torch runs both there;
+    the trial itself refuses fp16 on the CPU as slow): for faults a CPU can show."""
+    import torch
+
+    from asha_tune.trial import training
+
+    monkeypatch.setattr(training, "autocast_dtype", lambda precision, device: torch.float16)
+
+
+@pytest.fixture
 def process_tag(monkeypatch: pytest.MonkeyPatch):
     """A marker set in this test's environment; whatever it started is killed at the end."""
     tag = uuid.uuid4().hex

@@ -15,7 +15,7 @@ from asha_tune.analysis.verdicts import best_trial
 from asha_tune.display import values_text
 from asha_tune.tracking.records import TrialRecord
 from asha_tune.tracking.tags import COMPLETED
-from asha_tune.trial.selection import SE_SUFFIX, VAL_ACC, binomial_se
+from asha_tune.trial.selection import SE_SUFFIX, VAL_ACC, binomial_se, target_selection
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,8 @@ class TrialRun:
     device_s: float  # sum over its logged epochs of time_train + time_eval
     configuration: str | None
     n: dict[str, int]  # evaluation set sizes (n_<domain>), from the run's params
+    mode: str | None = None  # its shaping mode (baseline, random, ...), from the run's params
+    settings: dict[str, Any] = field(default_factory=dict)  # shaping.p0 and shaping.convs it ran with
 
 
 @dataclass
@@ -37,15 +39,30 @@ class Sweep:
     trials: list[TrialRun]  # ended trials, in order of completion
     published: dict[str, dict[str, float]]  # configuration id -> published figures (its space)
     confirmations: dict[int, list[dict[str, float]]] = field(default_factory=dict)  # trial -> runs
+    metric: str = VAL_ACC  # the scheduler's (and the search's) selection metric
+    mode: str = "max"
+    family: str = ""  # a replicate's replicated search; "" for a sweep of its own
+    family_run_id: str | None = None  # that search's parent run
+    replicate: int = 0
+    seeds: str = ""  # a replicate's seeds, as its parent run says
+    study_url: str | None = None
+    warm_start: str | None = None  # the sweep whose trials its study received first
+    warm_added: int = 0
 
     @property
     def is_grid(self) -> bool:
         return self.algorithm == "list"
 
+    @property
+    def search(self) -> str:
+        """The search this sweep is one run of: its replicated search's name, or its own."""
+        return self.family or self.name
 
-def selection_metric(protocol: str, domain: str) -> str:
-    """What picks the best trial for a target: under oracle the target's own accuracy."""
-    return f"acc_{domain}" if protocol == "oracle" else VAL_ACC
+
+def selection_metric(protocol: str, domain: str, metric: str = VAL_ACC, mode: str = "max") -> tuple[str, str]:
+    """(metric, mode) that picks the best trial for a target (selection.target_selection): under
+    oracle the target's own accuracy, under a label-free protocol that target's score."""
+    return target_selection(protocol, domain, metric, mode)
 
 
 @dataclass(frozen=True)
@@ -66,13 +83,13 @@ class CurvePoint:
 
 def curve(sweep: Sweep, domain: str) -> list[CurvePoint]:
     """Best selection so far against budget spent (the whole sweep's), trial by trial as they
-    ended; the best is picked by `reports.best_trial`'s rule, as the sweep's final answer."""
-    metric, acc = selection_metric(sweep.protocol, domain), f"acc_{domain}"
+    ended; the best is picked by `verdicts.ranked_trials`'s rule, as the sweep's final answer."""
+    (metric, mode), acc = selection_metric(sweep.protocol, domain, sweep.metric, sweep.mode), f"acc_{domain}"
     points, ended, epochs, seconds = [], [], 0, 0.0
     for k, trial in enumerate(sweep.trials, 1):
         epochs, seconds = epochs + trial.record.epochs, seconds + trial.device_s
         ended.append(trial.record)
-        best = best_trial([r for r in ended if acc in r.metrics], metric, "max")
+        best = best_trial(ended, metric, mode, require=(acc,))
         m = best.metrics if best else {}
         points.append(
             CurvePoint(

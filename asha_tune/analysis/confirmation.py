@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asha_tune.analysis.verdicts import reported_metrics
-from asha_tune.display import values_text
+from asha_tune.display import is_accuracy, values_text
 from asha_tune.spaces import SearchSpace
 from asha_tune.spaces.space import CONFIGURATION_KEY
 from asha_tune.tracking.records import TrialRecord
@@ -21,6 +21,7 @@ from asha_tune.trial.selection import se_key
 
 REPORT_FILE = "confirmation.json"  # the report, an artifact of the confirmation's parent run
 SEED = "train.seed"
+ACCURACY_RANGE = (0.0, 100.0)
 
 
 def configuration_id(record: TrialRecord) -> str:
@@ -43,9 +44,10 @@ def t_quantile(df: int) -> float:
     return float(t.ppf(0.975, df))
 
 
-def interval(values: list[float]) -> dict[str, Any]:
+def interval(values: list[float], bounds: tuple[float, float] | None = None) -> dict[str, Any]:
     """n, mean, sample standard deviation and the t-based 95 % interval of the mean (None for
-    the last three with a single value: one run says nothing about its spread)."""
+    the last three with a single value: one run says nothing about its spread). The interval is
+    clipped to `bounds` (an accuracy's [0, 100]): with few seeds it can reach past them."""
     n = len(values)
     if n == 0:
         return {"n": 0, "mean": None, "sd": None, "ci95": None, "values": []}
@@ -54,7 +56,10 @@ def interval(values: list[float]) -> dict[str, Any]:
         return {"n": 1, "mean": mean, "sd": None, "ci95": None, "values": values}
     sd = statistics.stdev(values)
     half = t_quantile(n - 1) * sd / math.sqrt(n)
-    return {"n": n, "mean": mean, "sd": sd, "ci95": [mean - half, mean + half], "values": values}
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return {"n": n, "mean": mean, "sd": sd, "ci95": [low, high], "values": values}
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,10 @@ def confirmation_report(
                     name: {
                         "sweep": original.metrics.get(name),
                         "sweep_se": original.metrics.get(se_key(name)),
-                        **interval([c.metrics[name] for c in runs if name in c.metrics]),
+                        **interval(
+                            [c.metrics[name] for c in runs if name in c.metrics],
+                            ACCURACY_RANGE if is_accuracy(name) else None,
+                        ),
                     }
                     for name in names
                 },
@@ -135,7 +143,8 @@ def confirmation_report(
         "mode": mode,
         "selection": space.selection.protocol,
         "seeds": seeds,
-        "interval": "95 % interval of the mean: mean ± t(0.975, n-1) · sd / sqrt(n)",
+        "interval": "95 % interval of the mean: mean ± t(0.975, n-1) · sd / sqrt(n), "
+        "accuracies clipped to [0, 100]",
         "configurations": rows,
         "ranking_holds": not swaps,
         "swaps": swaps,  # [a, b]: a ranked above b in the sweep, b above a by confirmed mean

@@ -24,6 +24,7 @@ SELECTED_ON = {
     "oracle": "oracle: selected on the data it reports",
     "source_val": "source_val: selected on held-out source images",
     "target_val": "target_val: selected on labelled held-out target images",
+    "lodo": "lodo: selected on left-out source domains by fold models",
     "entropy": "entropy: selected on unlabelled target images",
     "im": "im: selected on unlabelled target images",
     "snd": "snd: selected on unlabelled target images",

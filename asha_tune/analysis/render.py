@@ -10,7 +10,9 @@ from typing import Any
 
 from asha_tune.analysis import reference
 from asha_tune.analysis.comparison import Comparison, GridRow, Group
+from asha_tune.analysis.replicated import Answers, Gap, budget_line, estimate_text, result_lines
 from asha_tune.display import count
+from asha_tune.trial.score_info import SCORE_INFO
 
 ORACLE_NOTE = "oracle: selected on the data it reports (optimistic)"
 
@@ -33,6 +35,10 @@ def report_text(comparison: Comparison) -> str:
     lines = ["sweeps and the selection protocol each used (recorded on its parent run):"]
     for s in comparison.sweeps:
         kind = "replayed grid" if s.is_grid else f"{s.algorithm} search"
+        if s.family:
+            kind += f", replicate {s.replicate} of {s.family}" + (f" (seeds: {s.seeds})" if s.seeds else "")
+        if s.warm_start:
+            kind += f", warm-started from {s.warm_start} ({count(s.warm_added, 'trial')} added)"
         note = f" ({ORACLE_NOTE})" if s.protocol == "oracle" else ""
         ended = count(len(s.trials), "trial")
         lines.append(f"  {s.name}: {kind}, selection {s.protocol}{note}, {ended} ended")
@@ -43,9 +49,17 @@ def report_text(comparison: Comparison) -> str:
     return "\n".join(lines)
 
 
+def selection_note(protocol: str) -> str:
+    """How a protocol's figures were selected, in a heading's words."""
+    if protocol == "oracle":
+        return ORACLE_NOTE
+    if protocol in SCORE_INFO:
+        return f"{protocol}: selected on the unlabelled reported target images (no target label)"
+    return f"{protocol}: selected on held-out images, not the reported ones"
+
+
 def _group_text(g: Group) -> list[str]:
-    held_out = f"{g.protocol}: selected on held-out images, not the reported ones"
-    lines = [f"== target {g.target} · selection {ORACLE_NOTE if g.protocol == 'oracle' else held_out} =="]
+    lines = [f"== target {g.target} · selection {selection_note(g.protocol)} =="]
     pub = g.published_best
     lines.append(
         "published best: " + (f"{pub[1]:.2f} % ({pub[0]}; paper, selected by oracle)" if pub else "none")
@@ -104,10 +118,12 @@ def _grid_text(rows: list[GridRow]) -> list[str]:
         f"  {'configuration':26s} {'target':8s} {'ours ± se':>14s} {'published':>9s} {'diff':>7s} "
         f"{'2·se':>6s} {'seed spread':>11s}  within noise",
     ]
+    several = len({r.sweep for r in rows}) > 1
     for r in rows:
         spread = "-" if r.seed_spread is None else f"{r.seed_spread:.1f}"
+        label = f"{r.configuration} ({r.sweep})" if several else r.configuration
         lines.append(
-            f"  {r.configuration:26s} {r.target:8s} {_pct(r.ours, r.ours_se):>14s} "
+            f"  {label:26s} {r.target:8s} {_pct(r.ours, r.ours_se):>14s} "
             f"{r.published:9.2f} {r.difference:+7.2f} {2 * r.se_difference:6.2f} {spread:>11s}  "
             f"{'yes' if r.within_noise else 'no'}"
         )
@@ -116,6 +132,104 @@ def _grid_text(rows: list[GridRow]) -> list[str]:
         f"({reference.SEED_SPREAD_SOURCE})"
     )
     return lines
+
+
+def answers_text(a: Answers) -> str:
+    """Replicate-level figures: each search's answer, searches against grids, warm against cold,
+    and the selection gap; a sweep of its own counts as one replicate."""
+    lines = [
+        "== replicated results: per target and protocol, each replicate's winner selected by its own "
+        "protocol, its reported accuracy as mean ± SE over replicates (a sweep of its own is one) =="
+    ]
+    for name, found in a.results.items():
+        if not found:
+            continue
+        lines.append(f"{name} ({a.kinds[name]}):")
+        lines += [f"  {line}" for r in found for line in result_lines(r)]
+        lines.append(f"  {budget_line(found[0])}")
+    for kind, title in (
+        (
+            "grid",
+            "a search against a grid: it beats the grid only beyond two standard errors of the difference",
+        ),
+        ("cold", "a warm-started search against a cold one (same rule)"),
+    ):
+        mine = [v for v in a.versus if v.kind == kind]
+        if mine:
+            lines += ["", f"== {title} =="]
+            for v in mine:
+                oracle = f" ({ORACLE_NOTE})" if v.protocol == "oracle" else ""
+                lines.append(f"  target {v.target} · selection {v.protocol}{oracle}: {v.text()}")
+    if a.gaps:
+        lines += ["", *_gap_lines_by_search(a.gaps)]
+    return "\n".join(lines)
+
+
+def _gap_lines_by_search(gaps: list[Gap]) -> list[str]:
+    lines = [
+        "== selection gap: the oracle's winner's reported accuracy minus each honest protocol's winner's "
+        "among the same trials, per target (what selecting on the test data would have bought) =="
+    ]
+    for g in sorted(gaps, key=lambda g: (g.search, g.target, g.protocol)):
+        gap = estimate_text(g.gap, " points")
+        lines.append(f"  {g.search} · target {g.target} · {g.protocol} (by {g.metric}): {gap}")
+    return lines
+
+
+def answers_rows(a: Answers) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for name, found in a.results.items():
+        for r in found:
+            e = r.accuracy
+            rows.append(
+                {
+                    "section": "replicated",
+                    "sweep": name,
+                    "kind": a.kinds[name],
+                    "protocol": r.protocol,
+                    "target": r.target,
+                    "selection_metric": r.metric,
+                    "acc": e.mean,
+                    "acc_se": e.se if e.n > 1 else None,
+                    "acc_sd": e.sd if e.n > 1 else None,
+                    "replicates": e.n,
+                    "won": "; ".join(f"{label} x{n}" for label, n in r.won),
+                    "epochs": sum(b.epochs for b in r.budgets),
+                    "device_s": sum(b.device_s for b in r.budgets),
+                }
+            )
+    for v in a.versus:
+        sep = v.separation
+        rows.append(
+            {
+                "section": f"versus_{v.kind}",
+                "sweep": v.search,
+                "other": v.other,
+                "protocol": v.protocol,
+                "target": v.target,
+                "difference": sep.difference,
+                "se_difference": sep.se,
+                "verdict": sep.verdict,
+                "replicates": sep.search.n,
+                "other_replicates": sep.grid.n,
+                "replicates_needed": sep.replicates_needed,
+                "welch_t95": sep.welch_t95,
+            }
+        )
+    for g in a.gaps:
+        rows.append(
+            {
+                "section": "selection_gap",
+                "sweep": g.search,
+                "protocol": g.protocol,
+                "target": g.target,
+                "selection_metric": g.metric,
+                "gap": g.gap.mean,
+                "gap_se": g.gap.se if g.gap.n > 1 else None,
+                "replicates": g.gap.n,
+            }
+        )
+    return rows
 
 
 def csv_rows(comparison: Comparison) -> list[dict[str, Any]]:

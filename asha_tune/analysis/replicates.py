@@ -13,9 +13,9 @@ repetitions; so does this module, from plain records (no torch, no Ray, no MLflo
   difference, else "not separable at R replicates" and how many would separate them;
 - `selection_gaps`: what selecting on the test data would have bought over an honest protocol.
 
-A winner is chosen by the rule of `reports.best_trial` (the sweep's own final answer): the best
-last-epoch value of the selection metric among trials that ran every epoch, else among those
-stopped early; ties go to the lower trial number.
+A winner is chosen by the one rule of `verdicts.ranked_trials` (the sweep's own final answer):
+the best last-epoch value of the selection metric among trials that ran every epoch, else among
+those stopped early; ties go to the lower trial number.
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from asha_tune.analysis.verdicts import best_trial
 from asha_tune.display import values_text
+from asha_tune.trial.selection import target_selection
 
 PURPOSES = ("sampler", "trial", "split")  # the random streams a replicate reseeds
 ORACLE = "oracle"
 SEED_KEY = "train.seed"  # a trial's seed: not part of which configuration won
-SCORED_STATUSES = ("completed", "pruned")
 
 
 # --- seeds ---------------------------------------------------------------------------------------
@@ -111,24 +112,16 @@ class Replicate:
     trials: tuple[TrialOutcome, ...]
 
     def selection(self, target: str) -> tuple[str, str]:
-        """(metric, mode) that picks the winner for `target`."""
-        return (f"acc_{target}", "max") if self.protocol == ORACLE else (self.metric, self.mode)
-
-
-def _finite(record: TrialOutcome, key: str) -> bool:
-    value = record.metrics.get(key)
-    return value is not None and math.isfinite(value)
+        """(metric, mode) that picks the winner for `target` (selection.target_selection: under
+        oracle the target's accuracy, under a label-free protocol the target's score)."""
+        return target_selection(self.protocol, target, self.metric, self.mode)
 
 
 def winner(trials: Iterable[TrialOutcome], metric: str, mode: str, reported: str) -> TrialOutcome | None:
-    """The sweep's answer by `reports.best_trial`'s rule, among trials holding both the selection
-    metric and the reported accuracy: full-budget trials first, ties to the lower number."""
-    scored = [
-        t for t in trials if t.status in SCORED_STATUSES and _finite(t, metric) and _finite(t, reported)
-    ]
-    sign = -1 if mode == "max" else 1
-    ranked = sorted(scored, key=lambda t: (t.status != "completed", sign * t.metrics[metric], t.number))
-    return ranked[0] if ranked else None
+    """The sweep's answer by the one rule of `verdicts.ranked_trials`, among trials holding both
+    the selection metric and the reported accuracy: full-budget trials first, ties to the lower
+    number."""
+    return best_trial(trials, metric, mode, require=(reported,))
 
 
 # --- mean ± SE -----------------------------------------------------------------------------------

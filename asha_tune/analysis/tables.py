@@ -22,6 +22,7 @@ PROTOCOL_NOTES = {
     "oracle": "selected on the data it reports (the paper's protocol; optimistic)",
     "source_val": "selected on held-out source images; the targets are only reported",
     "target_val": "selected on labelled held-out target images; reported on the other target images",
+    "lodo": "selected by leave-one-source-domain-out models (DomainBed); the targets are only reported",
     "entropy": "selected on the entropy of the predictions for unlabelled target images (no target label)",
     "im": "selected on information maximisation over unlabelled target images (no target label)",
     "snd": "selected on the soft neighbourhood density of unlabelled target images (no target label)",

@@ -8,8 +8,9 @@ seeds are needed: `asha-tune confirm`), and whether the best is near chance at a
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from asha_tune.display import count, is_accuracy, metric_text, values_text
 from asha_tune.tracking.records import TrialRecord, constants_from_params
@@ -37,27 +38,49 @@ MEANINGFUL_RUN = (
 )
 
 
-def ranked_trials(records: list[TrialRecord], metric: str, mode: str) -> list[TrialRecord]:
+class Scored(Protocol):
+    """What the ranking reads of a trial (a TrialRecord, an analysis.replicates.TrialOutcome)."""
+
+    @property
+    def number(self) -> int: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def metrics(self) -> Mapping[str, float]: ...
+
+
+S = TypeVar("S", bound=Scored)
+
+
+def _finite(record: Scored, key: str) -> bool:
+    value = record.metrics.get(key)
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def ranked_trials(records: Iterable[S], metric: str, mode: str, require: Sequence[str] = ()) -> list[S]:
     """Trials by their last-epoch value, best first: those that ran every epoch, then those that
-    were stopped early (scored on fewer epochs, they only lead when no trial ran the full budget)."""
-    scored = [r for r in records if r.status in (COMPLETED, PRUNED) and metric in r.metrics]
+    were stopped early (scored on fewer epochs, they only lead when no trial ran the full budget);
+    ties to the lower trial number. Only trials that ended with a finite `metric` (and a finite
+    value of each `require`d metric, e.g. the accuracy a winner reports) are ranked.
+
+    The one rule for every answer a sweep gives: its best trial, a confirmation's top K, each
+    replicate's winner (analysis/replicates.py) and compare's best so far."""
+    scored = [
+        r
+        for r in records
+        if r.status in (COMPLETED, PRUNED) and all(_finite(r, key) for key in (metric, *require))
+    ]
     sign = -1 if mode == "max" else 1
-
-    def ordered(pool: list[TrialRecord]) -> list[TrialRecord]:
-        return sorted(pool, key=lambda r: (sign * r.metrics[metric], r.number))
-
-    return ordered([r for r in scored if r.status == COMPLETED]) + ordered(
-        [r for r in scored if r.status != COMPLETED]
-    )
+    return sorted(scored, key=lambda r: (r.status != COMPLETED, sign * r.metrics[metric], r.number))
 
 
-def best_trial(records: list[TrialRecord], metric: str, mode: str) -> TrialRecord | None:
+def best_trial(records: Iterable[S], metric: str, mode: str, require: Sequence[str] = ()) -> S | None:
     """The best last-epoch value among trials that ran every epoch; else among all that ended.
 
     Trials that ASHA stopped after a few epochs are scored on fewer epochs, so they only
     compete when no trial ran the full budget.
     """
-    ranked = ranked_trials(records, metric, mode)
+    ranked = ranked_trials(records, metric, mode, require)
     return ranked[0] if ranked else None
 
 
@@ -240,10 +263,22 @@ def describe_trial(final: dict[str, Any], epochs: int, protocol: str) -> str:
         metrics={k: v for k, v in final.items() if isinstance(v, (int, float))},
         constants=constants_from_params(constants_of(final)),
     )
+    from asha_tune.trial.selection import SELECTED_EPOCH, label_free
+
     lines = [
         f"done: {count(epochs, 'epoch')}, {figure(record, VAL_ACC)} (selection {protocol})",
         f"  reported on the targets: {', '.join(figure(record, m) for m in reported_metrics(record))}",
     ]
+    info = label_free(protocol)
+    if info is not None and info.metric in record.metrics:
+        better = "lower" if info.direction == "min" else "higher"
+        lines[0] = (
+            f"done: {count(epochs, 'epoch')}, {metric_text(info.metric, record.metrics[info.metric])} "
+            f"(selection {protocol}, on unlabelled target images; {better} is better); "
+            f"{figure(record, VAL_ACC)} on held-out source images"
+        )
+    if SELECTED_EPOCH in record.metrics:
+        lines.insert(1, f"  figures of epoch {int(record.metrics[SELECTED_EPOCH])} (selection.epoch best)")
     near = _near_chance(record, VAL_ACC)
     if near:
         lines.append(_chance_line(record, near, "so its figures say nothing about the method"))

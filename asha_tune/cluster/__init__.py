@@ -25,17 +25,19 @@ their processes and speaks HTTP to them.
 
 from __future__ import annotations
 
-from asha_tune.cluster.lifecycle import describe, down, launch_hint, stop_service, up
-from asha_tune.cluster.state import ClusterError, ClusterState, default_dir, load
+import importlib
+from typing import Any
 
-__all__ = [
-    "ClusterError",
-    "ClusterState",
-    "default_dir",
-    "describe",
-    "down",
-    "launch_hint",
-    "load",
-    "stop_service",
-    "up",
-]
+# What `asha-tune cluster` uses, imported on first use: `cluster.processes` alone stays light.
+_API = {
+    **dict.fromkeys(("describe", "down", "launch_hint", "stop_service", "up"), "lifecycle"),
+    **dict.fromkeys(("ClusterError", "ClusterState", "default_dir", "load"), "state"),
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module(f"asha_tune.cluster.{_API[name]}"), name)
+    raise AttributeError(f"module 'asha_tune.cluster' has no attribute {name!r}")

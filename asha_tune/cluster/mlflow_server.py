@@ -20,7 +20,10 @@ def start_mlflow(state: ClusterState) -> Proc:
     try:
         import flask_wtf  # noqa: F401  (MLflow's basic-auth app needs it)
     except ImportError:
-        raise ClusterError("MLflow's basic-auth app is missing: pip install 'asha-tune[cluster]'") from None
+        raise ClusterError(
+            "MLflow's basic-auth app is missing: pip install 'mlflow[auth]' "
+            "(or, in a checkout, pip install -e '.[cluster]')"
+        ) from None
     user, password = mlflow_credentials()
     if user != state.mlflow_user:
         raise ClusterError(

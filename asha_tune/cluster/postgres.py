@@ -134,7 +134,10 @@ def _connect(state: ClusterState, database: str = "postgres") -> Any:
     try:
         import psycopg
     except ImportError:
-        raise ClusterError("the PostgreSQL driver is missing: pip install 'asha-tune[cluster]'") from None
+        raise ClusterError(
+            "the PostgreSQL driver is missing: pip install 'psycopg[binary]' "
+            "(or, in a checkout, pip install -e '.[cluster]')"
+        ) from None
     return psycopg.connect(
         host=HOST,
         port=state.services["postgres"].port,

@@ -5,6 +5,8 @@
 - space      SearchSpace: the fixed sections, search and scheduler settings, and trial configs
 - loading    finding, reading, `--set` overrides and validation (one line per problem)
 - describe   the dry run's text, the selection line, what a space needs of a machine
+
+May import pydantic, yaml, trial's torch-free modules (config, registry) and the kernel.
 """
 
 from __future__ import annotations

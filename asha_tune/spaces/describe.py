@@ -7,27 +7,78 @@ from typing import Any
 import yaml
 
 from asha_tune.spaces.space import CONFIGURATION_KEY, SearchSpace
+from asha_tune.trial.datasets import DATASETS
+from asha_tune.trial.registry import FOLD_PROTOCOLS
+from asha_tune.trial.score_info import SCORE_INFO
+from asha_tune.trial.selection import selection_metric
+
+
+def _names(domains: tuple[str, ...] | None, default: str) -> str:
+    return ", ".join(domains) if domains is not None else default
 
 
 def describe_selection(space: SearchSpace) -> str:
     """One line: which images select the sweep's configurations, and what the scheduler optimises."""
-    s, d = space.selection, space.data
-    held = f"{s.val_fraction:.0%} per class, split seed {s.split_seed}"
-    where = {
-        "oracle": f"the whole target domain ({', '.join(d.targets)}) selects and is reported, as the paper "
-        "(optimistic: selected on the test data)",
-        "source_val": f"held-out {d.source} images ({held}, never trained on) select; the targets are "
-        "only reported",
-        "target_val": f"held-out target images ({held}) select; the targets are reported on the rest",
-    }[s.protocol]
-    return f"{s.protocol}: {where}; the scheduler and the search optimise {space.scheduler.metric}"
+    s, d, scheduler = space.selection, space.data, space.scheduler
+    each = " of each source domain" if len(d.sources) > 1 else ""
+    held = f"{s.val_fraction:.0%} per class{each}, split seed {s.split_seed}"
+    sources = ", ".join(d.sources)
+    targets = _names(d.target_domains, "every domain of the data root but the sources")
+    info = SCORE_INFO.get(s.protocol)
+    if info is not None:
+        where = (
+            f"the unlabelled images of {targets} select by {info.summary} (no target label is "
+            f"read); held-out {sources} images ({held}) are kept out of training, val_acc reports on "
+            "them; the targets' accuracies are only reported"
+        )
+    else:
+        where = {
+            "oracle": f"the whole target domain ({targets}) selects and is reported, as the paper "
+            "(optimistic: selected on the test data)",
+            "source_val": f"held-out {sources} images ({held}, never trained on) select; the "
+            "targets are only reported",
+            "target_val": f"held-out target images ({held}) select; the targets are reported on the rest",
+            "lodo": f"leave one source domain out: for each of {sources}, a fold model trained on the "
+            "other sources is scored on it, val_acc the mean of those scores (DomainBed's "
+            "leave-one-domain-out); the model trained on all sources is reported on the targets",
+        }.get(s.protocol, f"selected as protocol {s.protocol} says")
+    better = "lower" if scheduler.mode == "min" else "higher"
+    epoch = (
+        f"; each trial reports its best epoch by {selection_metric(s.protocol)[0]} and keeps its weights "
+        "(selection.epoch best)"
+        if s.epoch == "best"
+        else ""
+    )
+    return (
+        f"{s.protocol}: {where}; the scheduler and the search optimise {scheduler.metric} ({better} is "
+        f"better){epoch}"
+    )
+
+
+def fold_cost(space: SearchSpace) -> str:
+    """What lodo adds to a trial: a fold model per source domain (K + 1 models, K times the
+    training images of one model on all sources: N + sum over v of (N - N_v) = K·N)."""
+    counts = sorted({len(_as_sources(v)) for v in _choices(space, "data.source", space.data.source)})
+    k = "/".join(map(str, counts))
+    models = "/".join(str(c + 1) for c in counts)
+    return (
+        f"lodo trains {models} models per trial (one per source domain, on the other sources, "
+        f"besides the reported one): {k}x the training images per epoch of one model on all "
+        f"sources, plus each fold's evaluation of its left-out domain"
+    )
+
+
+def _as_sources(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [v for v in value.split(",") if v.strip()]
+    return list(value)
 
 
 def describe(space: SearchSpace) -> str:
     """The dry run's text: the resolved space, then what would run."""
     fixed = space.model_dump(mode="json", exclude={"parameters", "configurations"})
     if fixed["train"]["batch_size"] is None:
-        fixed["train"]["batch_size"] = "by mode (256 for mode target, else 128)"
+        fixed["train"]["batch_size"] = "by mode (256 for modes target and bn_only, else 128)"
     lines = [yaml.safe_dump(fixed, sort_keys=False, width=1000).rstrip()]
     lines.append("parameters:")
     for name, param in space.parameters.items():
@@ -43,7 +94,17 @@ def describe(space: SearchSpace) -> str:
         lines.append(
             f"{space.search.algorithm} search: {space.num_trials} trials sampled from the ranges above"
         )
+    replicates = space.search.replicates
+    if replicates > 1:
+        lines.append(
+            f"replicated: the whole search {replicates} times, as sweeps NAME.r0 .. NAME.r{replicates - 1}, "
+            "each with its own sampler, trial and split seeds (replicate 0 keeps the space's)"
+        )
     lines.append(f"needs: {needs(space)}")
+    lines.append(f"data: {describe_data(space)}")
+    lines.append(f"selection: {describe_selection(space)}")
+    if space.selection.protocol in FOLD_PROTOCOLS:
+        lines.append(f"cost: {fold_cost(space)}")
     if space.search.reproducible:
         lines.append(
             "reproducible: one trial at a time, so a second run gives the same trials, stops and metrics"
@@ -81,6 +142,11 @@ def needs(space: SearchSpace) -> str:
     per_trial = f"{r.gpu:g} GPU + {r.cpu:g} CPU per trial" if r.gpu else f"{r.cpu:g} CPU per trial, no GPU"
     weights = sorted({str(v) for v in weight_choices(space)})
     budget = f"{space.num_trials} trials x {space.train.epochs} epochs"
+    if space.selection.protocol in FOLD_PROTOCOLS:
+        counts = sorted({len(_as_sources(v)) for v in _choices(space, "data.source", space.data.source)})
+        budget += f" x {'/'.join(str(c + 1) for c in counts)} models (lodo)"
+    if space.search.replicates > 1:
+        budget = f"{space.search.replicates} replicates x {budget}"
     if space.scheduler.kind == "asha":
         budget += " (ASHA stops weak ones early)"
     return (
@@ -108,9 +174,36 @@ def weight_choices(space: SearchSpace) -> list[str]:
     return [str(w) for w in _choices(space, "train.weights", space.train.weights)]
 
 
+def describe_data(space: SearchSpace) -> str:
+    """One line: the dataset, its sources and targets, how batches are drawn."""
+    d = space.data
+    layout = DATASETS[d.dataset]
+    targets = _names(d.target_domains, "every other domain of the data root")
+    sampling = f", {d.source_sampling} batches" if len(d.sources) > 1 else ""
+    return (
+        f"dataset {d.dataset} ({layout.origin}); source {', '.join(d.sources)}{sampling}; targets {targets}"
+    )
+
+
 def domain_choices(space: SearchSpace) -> set[str]:
-    """Every PACS domain a trial of this space can read."""
-    domains = set(_choices(space, "data.source", space.data.source))
+    """Every domain a trial of this space names (defaults resolved where the dataset names its
+    domains; `folder`'s default targets are every domain of the data root: reads_every_domain)."""
+    domains: set[str] = set()
+    layout = DATASETS[space.data.dataset]
+    sources = [_as_sources(v) for v in _choices(space, "data.source", space.data.source)]
+    for chosen in sources:
+        domains |= set(chosen)
     for targets in _choices(space, "data.targets", space.data.targets):
+        if targets is None:
+            if layout.fixed_domains:
+                domains |= {d for d in layout.domains if not all(d in s for s in sources)}
+            continue
         domains |= {targets} if isinstance(targets, str) else set(targets)
     return domains
+
+
+def reads_every_domain(space: SearchSpace) -> bool:
+    """`folder` with default targets: a trial reads every domain its data root holds."""
+    return not DATASETS[space.data.dataset].fixed_domains and any(
+        t is None for t in _choices(space, "data.targets", space.data.targets)
+    )

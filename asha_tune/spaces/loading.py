@@ -54,9 +54,45 @@ def find_space(name: str) -> Path:
     return spaces[stem]
 
 
+class _SpaceLoader(yaml.SafeLoader):
+    """YAML as a space file may hold it: no aliases, no key given twice.
+
+    An alias shares a node, so nine nested levels of nine aliases each (a "billion laughs") are
+    387 million nodes for validation to walk; and a key given twice silently keeps the last value.
+    Both are refused at the line where they happen.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.MarkedYAMLError(
+                problem=f"alias *{event.anchor} (space files hold no aliases: write the value out)",
+                problem_mark=event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.MarkedYAMLError(
+                    problem=f"key {key!r} is given twice (lines {seen[key]} and {line}): keep one",
+                    problem_mark=key_node.start_mark,
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml_text(text: str) -> Any:
+    """YAML text as a space file (or a `--set` value) may hold it (see _SpaceLoader)."""
+    return yaml.load(text, Loader=_SpaceLoader)  # noqa: S506  (a SafeLoader)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        tree = yaml.safe_load(path.read_text())
+        tree = load_yaml_text(path.read_text())
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -117,7 +153,7 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> None:
             raise ConfigError(f"--set {item}: expected key.path=value")
         _check_key(item, key)
         try:
-            value = yaml.safe_load(text)
+            value = load_yaml_text(text)
         except yaml.YAMLError:
             raise ConfigError(f"--set {item}: cannot read value {text!r}") from None
         if not _pin(tree, key, value):

@@ -21,6 +21,8 @@ from asha_tune.trial.config import (
     TrainConfig,
     TrialConfig,
 )
+from asha_tune.trial.score_info import SCORE_INFO, ScoreInfo
+from asha_tune.trial.selection import domain_acc, score_key
 
 
 class SearchSettings(BaseModel):
@@ -36,14 +38,31 @@ class SearchSettings(BaseModel):
     # One trial at a time, so every proposal and every stopping decision sees the same history:
     # two runs of the sweep then agree exactly (on the same device).
     reproducible: bool = False
+    # Independent runs of the whole search (sweep/replicated.py), each with its own sampler, trial
+    # and split seeds (analysis.replicates.replicate_seeds): the winner's spread, not one draw.
+    replicates: int = Field(default=1, ge=1)
 
     @property
     def concurrency(self) -> int:
         return 1 if self.reproducible else self.max_concurrent
 
 
-# What a protocol other than oracle never lets the scheduler or the search optimise.
+# What a protocol other than oracle never lets the scheduler or the search optimise (PACS'; for
+# any dataset: is_reported_target_metric).
 REPORTED_TARGET_METRICS = frozenset({"target_acc", *(f"acc_{d}" for d in DOMAINS)})
+
+
+def is_reported_target_metric(metric: str) -> bool:
+    """target_acc or an acc_<domain>: a trial reports acc_ only for its targets, whatever the
+    dataset (a source's accuracy is source_acc, its held-out images' val_acc)."""
+    return metric == "target_acc" or (metric.startswith("acc_") and not metric.endswith("_se"))
+
+
+def target_metrics(data: DataConfig) -> set[str]:
+    """acc_<target> for each target a configuration names (the defaults resolved where the
+    dataset names its domains; `folder`'s are known only from the data root)."""
+    targets = data.target_domains or ()
+    return {domain_acc(t) for t in targets}
 
 
 class SchedulerSettings(BaseModel):
@@ -77,6 +96,18 @@ class Configuration(BaseModel):
     published: dict[str, float] = {}
     source: str = ""  # where the published figures come from, e.g. "paper, Tables 3 and 4"
     note: str = ""  # e.g. "not in the paper"
+
+
+def score_of(metric: str) -> ScoreInfo | None:
+    """The label-free score a metric is (target_entropy, entropy_cartoon, ...), if any."""
+    return next(
+        (i for i in SCORE_INFO.values() if metric == i.metric or metric.startswith(f"{i.name}_")), None
+    )
+
+
+def _protocol_of(tree: dict[str, Any]) -> Any:
+    selection = tree.get("selection")
+    return selection.get("protocol") if isinstance(selection, dict) else selection
 
 
 def _fixed_shorthand(value: Any) -> Any:
@@ -114,6 +145,21 @@ class SearchSpace(BaseModel):
                 tree[section] = {**tree.get(section, {}), key: value}
         return tree
 
+    @model_validator(mode="before")
+    @classmethod
+    def _label_free_defaults(cls, tree: Any) -> Any:
+        """Under a label-free protocol the scheduler selects on its score by default, in the
+        score's direction (entropy: min), unless the space says otherwise (then checked below)."""
+        if not isinstance(tree, dict):
+            return tree
+        info = SCORE_INFO.get(str(_protocol_of(tree)))
+        scheduler = tree.get("scheduler", {})
+        if info is None or not isinstance(scheduler, dict):
+            return tree
+        filled = {"metric": info.metric, **scheduler}
+        filled.setdefault("mode", info.direction if score_of(str(filled["metric"])) else "max")
+        return {**tree, "scheduler": filled}
+
     @field_validator("parameters", mode="before")
     @classmethod
     def _shorthand(cls, params: Any) -> Any:
@@ -142,22 +188,67 @@ class SearchSpace(BaseModel):
         if s.kind == "asha" and s.grace_period > epochs:
             raise ValueError(f"scheduler.grace_period {s.grace_period} is above train.epochs {epochs}")
         metrics = {"val_acc", "target_acc", "train_loss", "source_acc"}
-        metrics |= {f"acc_{t}" for t in self.data.targets}
+        metrics |= target_metrics(self.data)
+        metrics |= {i.metric for i in SCORE_INFO.values()}
+        metrics |= {score_key(name, t) for name in SCORE_INFO for t in self.data.target_domains or ()}
         if s.metric not in metrics:
+            unnamed = " (name data.targets to optimise one target's accuracy)" * (
+                self.data.target_domains is None and s.metric.startswith("acc_")
+            )
             raise ValueError(
-                f"scheduler.metric {s.metric!r} is not reported; choose one of {', '.join(sorted(metrics))}"
+                f"scheduler.metric {s.metric!r} is not reported; choose one of "
+                f"{', '.join(sorted(metrics))}{unnamed}"
             )
         protocol = self.selection.protocol
-        if protocol != "oracle" and s.metric in REPORTED_TARGET_METRICS:
+        if protocol != "oracle" and is_reported_target_metric(s.metric):
             raise ValueError(
                 f"scheduler.metric: {s.metric} is a reported target accuracy, which selection "
                 f"{protocol} keeps from the scheduler and the search; use val_acc (or "
                 f"selection: oracle to select on the target domain, as the paper)"
             )
+        self._check_label_free()
+        for name in self.parameters:
+            section, _, field = name.partition(".")
+            field = field.split(".")[0]  # shaping.p0.first is shaping.p0
+            if section == "shaping" and field in self.shaping:
+                raise ValueError(
+                    f"parameters.{name}: shaping.{field} is also fixed in the shaping section "
+                    f"({self.shaping[field]!r}): set it in one place"
+                )
         if self.search.algorithm not in ("grid", "list") and self.search.num_trials is None:
             raise ValueError(f"search.num_trials is needed for algorithm {self.search.algorithm}")
+        seeded = "train.seed" in self.parameters or any("train.seed" in c.values for c in self.configurations)
+        if self.search.replicates > 1 and seeded:
+            raise ValueError(
+                "search.replicates: this space sets train.seed (a parameter or a configuration's value), so "
+                "every replicate would run the same seeds; replicates set train.seed themselves"
+            )
         self._check_configurations()
         return self
+
+    def _check_label_free(self) -> None:
+        """A label-free protocol's scheduler selects on its own score, in its direction; no other
+        protocol optimises a score of the unlabelled target images."""
+        s, protocol = self.scheduler, self.selection.protocol
+        info, score = SCORE_INFO.get(protocol), score_of(s.metric)
+        if info is not None and score is not info:
+            better = "lower" if info.direction == "min" else "higher"
+            raise ValueError(
+                f"scheduler.metric {s.metric}: selection {protocol} selects on {info.metric} "
+                f"({info.summary}; {better} is better): set scheduler.metric: {info.metric} and "
+                f"scheduler.mode: {info.direction}"
+            )
+        if info is None and score is not None:
+            raise ValueError(
+                f"scheduler.metric {s.metric} is the {score.name} protocol's score of unlabelled target "
+                f"images, not what selection {protocol} selects on: use selection: {score.name}"
+            )
+        if score is not None and s.mode != score.direction:
+            better = "lower" if score.direction == "min" else "higher"
+            raise ValueError(
+                f"scheduler.mode {s.mode} contradicts selection {score.name}: {better} {s.metric} is better "
+                f"({score.summary}); use scheduler.mode: {score.direction}"
+            )
 
     def _check_configurations(self) -> None:
         listed = self.search.algorithm == "list"

@@ -40,6 +40,7 @@ from asha_tune.tracking.tags import (
     NODE_TAG,
     NODES_TAG,
     PRUNED,
+    RAY_TRIAL_TAG,
     RESUMED_FROM_TAG,
     RETRIES_TAG,
     RUNNING,
@@ -48,8 +49,9 @@ from asha_tune.tracking.tags import (
     TRIAL_NUMBER_TAG,
     is_epoch_metric,
 )
-from asha_tune.tracking.trials import trial_tags
+from asha_tune.tracking.trials import log_constants, trial_tags
 from asha_tune.trial import selection
+from asha_tune.trial.selection import DEVICE_KEY
 
 
 def trial_status(result: dict[str, Any], max_epochs: int) -> str:
@@ -110,6 +112,7 @@ class TrackingCallback(DriverState, Callback):
         self._restarted: set[str] = set()  # child runs whose trial (re)started, no result yet
         self._described: set[str] = set()  # child runs whose constants (sizes, split) are logged
         self._nodes: dict[str, list[str]] = {}  # child run id -> the Ray nodes it ran on
+        self._devices: dict[str, str] = {}  # child run id -> the device last logged for it
 
     @property
     def tracker(self) -> Tracker:
@@ -148,7 +151,7 @@ class TrackingCallback(DriverState, Callback):
                     TRIAL_NUMBER_TAG: str(number),
                     STARTED_AT_TAG: f"{time.time():.3f}",
                     MODE_TAG: config.shaping.mode,
-                    **trial_tags(config),
+                    **trial_tags(config, self.space.scheduler.metric, self.space.scheduler.mode),
                     **self.configuration_tags.get(values.get(CONFIGURATION_KEY), {}),
                 },
             )
@@ -160,7 +163,7 @@ class TrackingCallback(DriverState, Callback):
         run_id = self.child_run(trial)
         if run_id not in self._final:
             self.tracker.reopen(run_id)
-            self.tracker.set_tags(run_id, {"ray.trial_id": trial.trial_id})
+            self.tracker.set_tags(run_id, {RAY_TRIAL_TAG: trial.trial_id})
             self._restarted.add(run_id)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
@@ -172,11 +175,15 @@ class TrackingCallback(DriverState, Callback):
                 self.tracker.set_tags(run_id, {RESUMED_FROM_TAG: epoch - 1})
         if run_id not in self._final:
             self._tag_node(run_id, result.get(NODE_KEY))
+        device = result.get(DEVICE_KEY)
+        if device and self._devices.get(run_id) != device and not result.get(FAILED_KEY):
+            self.tracker.log_device(run_id, device)
+            self._devices[run_id] = device
         if run_id in self._final or epoch in self._logged[run_id] or result.get(FAILED_KEY):
             return  # an epoch replayed after a resume keeps its first record
         constants = selection.constants_of(result)
         if constants and run_id not in self._described:  # once, as params (same values on resume)
-            self.tracker.log_params(run_id, constants)
+            log_constants(self.tracker, run_id, constants)
             self._described.add(run_id)
         metrics = {k: v for k, v in result.items() if is_epoch_metric(k)}
         self.tracker.log_metrics(run_id, metrics, step=epoch)

@@ -9,7 +9,8 @@ epochs 2, 4, 8, ...), or when `MAX_UNSAVED_S` of compute would otherwise be at r
 at an epoch where ASHA may stop it (it writes at the next one instead). A retry then loses at
 most half of a trial's work and at most `MAX_UNSAVED_S`. After its last epoch a trial writes
 its final weights (`final_weights`: the model, its configuration and history, 45 MB; nothing
-is left to resume): the best full-budget trial's are what the sweep keeps for the user.
+is left to resume; under selection.epoch best, the selected epoch's model): the best
+full-budget trial's are what the sweep keeps for the user.
 
 Once a trial has finished or been stopped, nothing resumes it, so its checkpoints are emptied
 (`CheckpointCleanup`), except the best full-budget trial's. A failed trial keeps its latest: a
@@ -38,8 +39,16 @@ MAX_UNSAVED_S = 600.0  # compute a crash may cost at most, beyond the doubling r
 
 
 def final_weights(state: dict[str, Any]) -> dict[str, Any]:
-    """What a trial keeps of its state after its last epoch (`--weights` reads "model")."""
-    return {key: state[key] for key in ("config", "epoch", "history", "model")}
+    """What a trial keeps of its state after its last epoch (`--weights` reads "model"; "classes"
+    says what its head's outputs are): under selection.epoch best, the weights of its selected
+    epoch (and that epoch's number)."""
+    kept: dict[str, Any] = {
+        k: state[k] for k in ("config", "epoch", "history", "model", "classes") if k in state
+    }
+    selected = state.get("selected")
+    if selected is not None:
+        kept.update(model=selected["model"], selected_epoch=selected["epoch"])
+    return kept
 
 
 def asha_rungs(scheduler: SchedulerSettings, max_epochs: int) -> frozenset[int]:

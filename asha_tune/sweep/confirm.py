@@ -66,8 +66,14 @@ def top_trials(
         raise ConfigError(f"--top {top}: confirm at least 1 configuration")
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds}: run at least 1 new seed per configuration")
-    if sweep.nested_under:
+    if sweep.is_confirmation:
         raise ConfigError(f"{sweep.name} is itself a confirmation: confirm the sweep it belongs to")
+    if sweep.space.search.replicates > 1:
+        last = sweep.space.search.replicates - 1
+        raise ConfigError(
+            f"{sweep.name} is a replicated search: confirm one of its replicates ({sweep.name}.r0 .. "
+            f"{sweep.name}.r{last}); compare {sweep.name} gives the replicates' answer"
+        )
     status = tracker.status(sweep.parent_run_id) if sweep.parent_run_id else "never started"
     if status != COMPLETED:
         raise ConfigError(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from asha_tune import defaults
+from asha_tune.analysis.compare import find_parent
 from asha_tune.analysis.verdicts import best_trial, describe_best, summary
 from asha_tune.display import count, size_text
 from asha_tune.errors import AshaTuneError, ConfigError, NoSpaceError
@@ -47,6 +48,7 @@ from asha_tune.sweep.session import (
 from asha_tune.sweep.settings import SWEEP_FILE, SweepSettings
 from asha_tune.sweep.study import StudyHandle, archive_study, create_study
 from asha_tune.sweep.tuner import new_tuner, restored_tuner
+from asha_tune.sweep.warm_start import check_warm_start, warm_start_from
 from asha_tune.sweep.watch import watching
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.client import version_tags
@@ -58,6 +60,7 @@ from asha_tune.tracking.tags import (
     FAILURE_TAG,
     FINAL_STATUSES,
     INTERRUPTED,
+    REPLICATE_OF_TAG,
     RESTARTED_AS_TAG,
     RESULTS_DIR_TAG,
     RUNNING,
@@ -66,7 +69,11 @@ from asha_tune.tracking.tags import (
     STUDY_URL_TAG,
     SWEEP_TAG,
     TRIALS_TAG,
+    WARM_START_ADDED_TAG,
+    WARM_START_SKIPPED_TAG,
+    WARM_START_TAG,
 )
+from asha_tune.tracking.trials import selection_tags
 
 __all__ = ["SweepOutcome", "archive", "command_tail", "launch", "resume", "say"]
 
@@ -285,7 +292,7 @@ def _run(
 
 def _with_resume_hint(err: AshaTuneError, settings: SweepSettings) -> AshaTuneError:
     """The same error (type and exit status), saying that the sweep is kept and how to go on."""
-    message = f"{err} (the sweep is kept: asha-tune resume {settings.name}{command_tail(settings)})"
+    message = f"{err} (the sweep is kept: asha-tune resume {settings.resume_name}{command_tail(settings)})"
     try:
         return type(err)(message)
     except TypeError:  # an error class whose constructor wants more than a message
@@ -327,7 +334,7 @@ def _conclude(outcome: SweepOutcome) -> SweepOutcome:
 
     settings = outcome.settings
     space = settings.space
-    if settings.nested_under is None:  # a confirmation prints its own report (asha_tune.confirm)
+    if not settings.is_confirmation:  # a confirmation prints its own report (asha_tune.confirm)
         confirm = f"asha-tune confirm {settings.name}{command_tail(settings)}"
         say(
             describe_best(
@@ -343,7 +350,7 @@ def _conclude(outcome: SweepOutcome) -> SweepOutcome:
             say(f"its final weights: {kept} (--weights accepts the file)")
     if not outcome.finished:
         say(
-            f"the sweep did not finish; continue it with: asha-tune resume {settings.name}"
+            f"the sweep did not finish; continue it with: asha-tune resume {settings.resume_name}"
             f"{command_tail(settings)}"
         )
     say(f"look at it in MLflow: asha-tune ui {settings.name}{command_tail(settings)}")
@@ -380,26 +387,37 @@ def existing_sweep_problem(settings: SweepSettings) -> str:
     )
 
 
-def archive(settings: SweepSettings) -> str:
+def archived_name(settings: SweepSettings) -> str:
+    """NAME.attempt-K: the first K not taken in the results folder."""
+    k = 1
+    while (settings.results_dir / f"{settings.name}.attempt-{k}").exists():
+        k += 1
+    return f"{settings.name}.attempt-{k}"
+
+
+def archive(settings: SweepSettings, as_name: str | None = None, family: str | None = None) -> str:
     """`launch --restart`: the old attempt's records move to NAME.attempt-K (Ray folder, Optuna
-    study, MLflow parent run renamed), so nothing is lost and the name is free again."""
+    study, MLflow parent run renamed), so nothing is lost and the name is free again. A replicated
+    search's replicates move with it, to NAME.attempt-K.r<r> (`family`: that archived search)."""
     old = SweepSettings.load(settings.name, settings.results_dir)
     tracker = Tracker(old.tracking_uri)
     if old.parent_run_id and tracker.status(old.parent_run_id) == RUNNING:
         raise ConfigError(existing_sweep_problem(settings))
-    k = 1
-    while (old.results_dir / f"{old.name}.attempt-{k}").exists():
-        k += 1
-    archived = f"{old.name}.attempt-{k}"
+    archived = as_name or archived_name(old)
+    for r in range(old.space.search.replicates if old.space.search.replicates > 1 else 0):
+        if (old.results_dir / f"{old.name}.r{r}" / SWEEP_FILE).is_file():
+            replicate = SweepSettings.load(f"{old.name}.r{r}", old.results_dir)
+            archive(replicate, f"{archived}.r{r}", family=archived)
     try:
         archive_study(old.study_url, old.name, archived)
     except KeyError:
         pass  # its study was never created
+    family_tags = {REPLICATE_OF_TAG: family} if family else {}
     if old.parent_run_id:
         tracker.rename(old.parent_run_id, archived)
-        tracker.set_tags(old.parent_run_id, {SWEEP_TAG: archived, RESTARTED_AS_TAG: old.name})
+        tracker.set_tags(old.parent_run_id, {SWEEP_TAG: archived, RESTARTED_AS_TAG: old.name, **family_tags})
     old.sweep_dir.rename(old.results_dir / archived)
-    old.model_copy(update={"name": archived}).save()
+    old.model_copy(update={"name": archived, **({"replicate_of": family} if family else {})}).save()
     say(f"sweep {old.name}: the earlier attempt is kept as {archived}")
     return archived
 
@@ -439,9 +457,16 @@ def launch(settings: SweepSettings, restart: bool = False, if_exists: str = "fai
     one stopped, and one submitted after the sweep finished just reports it)."""
     if (settings.sweep_dir / SWEEP_FILE).exists() and not restart and if_exists == "resume":
         return resume(continuing(settings))
+    if settings.space.search.replicates > 1:  # a replicated search runs as replicated.py says
+        from asha_tune.sweep.replicated import launch_replicated
+
+        return launch_replicated(settings, restart)
     with sigterm_as_sigint():
         if (settings.sweep_dir / SWEEP_FILE).exists() and not restart:
             raise ConfigError(existing_sweep_problem(settings))
+        if settings.warm_start:
+            check_warm_start(settings.space, settings.name, settings.warm_start)
+            find_parent(Tracker(settings.tracking_uri), settings.warm_start)  # it exists, or one line
         preflight(settings)
         if (settings.sweep_dir / SWEEP_FILE).exists():
             archive(settings)
@@ -464,28 +489,59 @@ def launch(settings: SweepSettings, restart: bool = False, if_exists: str = "fai
                 SPACE_TAG: space.name,
                 RESULTS_DIR_TAG: str(settings.sweep_dir),
                 STUDY_URL_TAG: settings.study_url,
+                **selection_tags(
+                    space.selection.protocol,
+                    ", ".join(space.data.sources),
+                    list(space.data.target_domains or ()),
+                    space.scheduler.metric,
+                    space.scheduler.mode,
+                ),
                 **settings.run_tags,
             },
         )
         tracker.log_dict(settings.parent_run_id, space.model_dump(mode="json"), "space.json")
         settings.save()
+        if settings.warm_start:
+            _warm_start(settings, tracker)
         handle = StudyHandle(settings.study_url, settings.name, space)
         return _run(settings, tracker, experiment_id, lambda: new_tuner(settings, handle, experiment_id))
+
+
+def _warm_start(settings: SweepSettings, tracker: Tracker) -> None:
+    """The study receives the other sweep's trials before the first is asked; the parent run says
+    how many and keeps the list (warm_start.txt)."""
+    assert settings.warm_start is not None
+    result = warm_start_from(tracker, settings.warm_start, settings.study_url, settings.name)
+    say(result.text())
+    tracker.set_tags(
+        settings.run_id,
+        {
+            WARM_START_TAG: settings.warm_start,
+            WARM_START_ADDED_TAG: len(result.added),
+            WARM_START_SKIPPED_TAG: len(result.skipped),
+        },
+    )
+    tracker.log_text(settings.run_id, result.text() + "\n", "warm_start.txt")
 
 
 def resume(settings: SweepSettings) -> SweepOutcome:
     """Continue an unfinished sweep: same study, same parent run, trials from their checkpoints.
 
-    `settings` may carry new runtime options (data root, cache, device); they are saved.
+    `settings` may carry new runtime options (data root, cache, device); they are saved. A
+    replicated search continues its unfinished replicates and launches those not started.
     """
+    if settings.space.search.replicates > 1:
+        from asha_tune.sweep.replicated import resume_replicated
+
+        return resume_replicated(settings)
     tracker, experiment_id = _records(settings)
     trials = sweep_trials(tracker, experiment_id, settings.run_id)
     space = settings.space
     if len(trials) >= space.num_trials and all(t.status in FINAL_STATUSES for t in trials):
         say(f"sweep {settings.name} has finished ({count(len(trials), 'trial')}): nothing to resume")
-        best = best_trial(trials, space.scheduler.metric, space.scheduler.mode)
-        tracker.set_tags(settings.run_id, _summarize(settings, tracker, trials))  # older sweeps too
-        return _conclude(SweepOutcome(settings, trials, best, True))
+        # Its records end the parent run as they say (a driver killed after the last trial left it
+        # interrupted), with the summary tags older sweeps lack.
+        return _conclude(_close(settings, tracker, experiment_id))
     with sigterm_as_sigint():
         preflight(settings)
         running = tracker.status(settings.run_id) == RUNNING  # its driver was lost, or still runs

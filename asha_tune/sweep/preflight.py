@@ -16,7 +16,9 @@ from pathlib import Path
 from asha_tune.display import size_text
 from asha_tune.errors import ConfigError, DataError, NoSpaceError, WeightsError
 from asha_tune.spaces import SearchSpace, domain_choices, weight_choices
-from asha_tune.trial.config import DOMAINS, Runtime
+from asha_tune.spaces.describe import reads_every_domain
+from asha_tune.trial.config import DataConfig, Runtime, TrialConfig
+from asha_tune.trial.selection import check_metric_names
 
 # Below this image size a CPU trial takes minutes (the quickstart's 64 px); at 224 px, hours.
 CPU_SIZED_PX = 128
@@ -40,24 +42,68 @@ def check_address(address: str, timeout_s: float = 10.0) -> None:
 
 
 def check_data(space: SearchSpace, runtime: Runtime) -> None:
-    """Every domain the space can read is a PACS domain folder under the data root."""
-    from asha_tune.trial.data import list_domain
-
+    """The data root holds every domain a trial of the space can read, as its dataset's layout
+    says: one line per problem (a missing domain, a class missing from a domain, domains whose
+    class folders differ, an empty class or domain, an unknown `folder` domain)."""
     root = runtime.existing_data_root()
-    missing = sorted(d for d in domain_choices(space) if not (root / d).is_dir())
-    if missing:
-        inside = [p for p in sorted(root.iterdir()) if p.is_dir() and all((p / d).is_dir() for d in DOMAINS)]
-        hint = (
-            f"; did you mean --data-root {inside[0]}?"
-            if inside
-            else f" (expected {', '.join(d + '/' for d in DOMAINS)} in it)"
-        )
-        raise ConfigError(f"data root {root} does not hold the PACS domain(s) {', '.join(missing)}{hint}")
-    for domain in sorted(domain_choices(space)):
+    problems = data_problems(space.data, root, domain_choices(space), reads_every_domain(space))
+    if problems:
+        raise ConfigError(problems)
+
+
+def check_trial_data(config: TrialConfig, runtime: Runtime) -> None:
+    """check_data for one trial (`asha-tune trial`), before its run is recorded."""
+    root = runtime.existing_data_root()
+    d = config.data
+    targets = d.target_domains
+    named = {*d.sources, *(targets or ())}
+    problems = data_problems(d, root, named, targets is None)
+    if problems:
+        raise ConfigError(problems)
+
+
+def data_problems(data: DataConfig, root: Path, named: set[str], every_domain: bool) -> list[str]:
+    """Every problem of the data root for these domains of data.dataset, one line each."""
+    from asha_tune.trial.datasets import dataset_layout, list_dataset
+
+    layout = dataset_layout(data.dataset)
+    if layout.fixed_domains:
+        missing = sorted(d for d in named if not (root / d).is_dir())
+        if missing:
+            return [_missing_domains(root, layout.domains, layout.domainbed_folder, missing)]
+    problems: list[str] = []
+    found: set[str] = set()
+    classes = 0
+    wanted: list[str | None] = [None] if every_domain else []
+    for domain in [*wanted, *sorted(named)]:
         try:
-            list_domain(root, domain)
+            files = list_dataset(layout, root, None if domain is None else [domain])
+            found |= set(files.domains)
+            classes = files.num_classes
         except DataError as err:
-            raise ConfigError(f"data root {root}: {err}") from None
+            problems.append(f"data root {root}: {err}")
+    limit = data.limit_per_domain
+    if not problems and limit is not None and limit < classes:
+        problems.append(f"data.limit_per_domain {limit} is below the {classes} classes of {root}")
+    if not problems and every_domain and not (found - set(data.sources)):
+        problems.append(f"data root {root} holds no domain besides the sources {', '.join(data.sources)}")
+    if not problems:
+        try:
+            check_metric_names(sorted(found | named))
+        except ValueError as err:
+            problems.append(f"data root {root}: {err}")
+    return list(dict.fromkeys(problems))
+
+
+def _missing_domains(root: Path, domains: tuple[str, ...], folder: str, missing: list[str]) -> str:
+    """Domains not under the data root, and the folder inside it that holds them if one does."""
+    inside = [p for p in sorted(root.iterdir()) if p.is_dir() and all((p / d).is_dir() for d in domains)]
+    hint = (
+        f"; did you mean --data-root {inside[0]}?"
+        if inside
+        else f" (expected {', '.join(d + '/' for d in domains)} in it)"
+    )
+    return f"data root {root} does not hold the {folder} domain(s) {', '.join(missing)}{hint}"
 
 
 def check_local_resources(
@@ -66,8 +112,13 @@ def check_local_resources(
     """A trial must fit on this machine, else a local Ray would wait for it forever."""
     import torch
 
+    from asha_tune.trial.devices import cuda_problem, has_unusable_gpu
+
     has_cuda = torch.cuda.is_available()
+    unusable = not has_cuda and has_unusable_gpu()  # a GPU is there, torch cannot drive it
     if device == "cuda" and not has_cuda:
+        if unusable:
+            raise ConfigError(f"--device cuda: this machine has a GPU, but {cuda_problem()}")
         raise ConfigError("--device cuda: this machine has no CUDA device (use --device auto or cpu)")
     r = space.resources
     gpus = num_gpus if num_gpus is not None else (torch.cuda.device_count() if has_cuda else 0)
@@ -77,6 +128,11 @@ def check_local_resources(
             if space.data.image_size >= CPU_SIZED_PX
             else ""
         )
+        if unusable and num_gpus is None:
+            raise ConfigError(
+                f"space {space.name} asks for {r.gpu:g} GPU per trial and this machine has a GPU, "
+                f"but {cuda_problem()}; or add --set resources.gpu=0 to train on the CPU{slow}"
+            )
         raise ConfigError(
             f"space {space.name} asks for {r.gpu:g} GPU per trial and this machine has "
             f"{'no GPU' if not gpus else f'{gpus:g}'}: add --set resources.gpu=0 to train on the "

@@ -11,7 +11,7 @@ from ray.tune.search import Searcher
 
 from asha_tune.sweep import ray_compat
 from asha_tune.sweep.keys import FAILED_KEY, TRIAL_NUMBER_KEY, VALUES_KEY
-from asha_tune.sweep.study import StudyHandle, TrialState
+from asha_tune.sweep.study import WARM_PREFIX, StudyHandle, TrialState
 
 
 class StudySearcher(Searcher):
@@ -72,6 +72,13 @@ class ResumableASHA(ASHAScheduler):
     Ray restores trials but not the scheduler's record of earlier results, so a resumed sweep
     would compare new trials against nothing. Before its first trial this scheduler replays every
     stored intermediate value through its own public hooks.
+
+    A warm-started study's added trials (warm_start.py) are replayed too, so they sit in the
+    rungs from the start: their per-epoch values are of the same metric, from trials with the same
+    settings and budget, which is what a rung records, and a new trial that the warm start's
+    trials already beat at a rung is stopped there instead of spending the budget they spent. The
+    cost: rungs filled by a strong grid stop more new trials early. A resumed sweep replays the
+    same study, so it decides as the first run did.
     """
 
     def __init__(self, handle: StudyHandle, *, time_attr: str, metric: str, mode: str, **kwargs: Any):
@@ -91,7 +98,9 @@ class ResumableASHA(ASHAScheduler):
                 super().on_trial_result(controller, stand_in, {time_attr: epoch, metric: value})
             super().on_trial_remove(controller, stand_in)
         if history:
-            print(f"ASHA: rungs rebuilt from the results of {len(history)} earlier trials", flush=True)
+            warm = sum(1 for trial_id, _ in history if trial_id.startswith(WARM_PREFIX))
+            added = f" ({warm} of them from the warm start)" if warm else ""
+            print(f"ASHA: rungs rebuilt from the results of {len(history)} earlier trials{added}", flush=True)
         return len(history)
 
     def on_trial_add(self, controller: Any, trial: Any) -> None:

@@ -236,11 +236,29 @@ def core_logs_to(path: Path) -> Iterator[int]:
             rebound.close()
 
 
+_HELD: list[RayInfo] = []  # a session `held_ray_session` keeps open for several sweeps
+
+
+@contextmanager
+def held_ray_session(settings: SweepSettings) -> Iterator[RayInfo]:
+    """One Ray session for several sweeps in a row (the replicates of a search): each sweep's
+    `ray_session` inside it uses this one instead of starting (and stopping) its own."""
+    with ray_session(settings) as info:
+        _HELD.append(info)
+        try:
+            yield info
+        finally:
+            _HELD.pop()
+
+
 @contextmanager
 def ray_session(settings: SweepSettings) -> Iterator[RayInfo]:
     """Join the cluster at the sweep's address, or start a local Ray on loopback; shut down and
-    put the environment back after. Ray's own output (Python logger and C++ core) goes to the
-    driver's log file, never the terminal."""
+    put the environment back after (inside `held_ray_session`: its session, left running). Ray's
+    own output (Python logger and C++ core) goes to the driver's log file, never the terminal."""
+    if _HELD:
+        yield _HELD[-1]
+        return
     address = resolve_address(cluster_address(settings))
     log = driver_log_path(settings)
     lost_s = head_lost_s()  # before the session raises Ray's own reconnect timeout above it

@@ -44,6 +44,11 @@ class SweepSettings(BaseModel):
     nested_under: str | None = None
     run_tags: dict[str, str] = {}
     configuration_tags: dict[str, dict[str, str]] = {}
+    # --warm-start SWEEP: before it searches, its study receives that sweep's trials (warm_start.py).
+    warm_start: str | None = None
+    # One replicate of a replicated search (sweep/replicated.py): its number, and the search's name.
+    replicate: int | None = None
+    replicate_of: str | None = None
 
     @property
     def run_id(self) -> str:
@@ -51,6 +56,15 @@ class SweepSettings(BaseModel):
         if self.parent_run_id is None:
             raise ConfigError(f"sweep {self.name} has no MLflow parent run: it was never launched")
         return self.parent_run_id
+
+    @property
+    def is_confirmation(self) -> bool:
+        return self.nested_under is not None and self.replicate is None
+
+    @property
+    def resume_name(self) -> str:
+        """What `asha-tune resume` continues: a replicate's whole replicated search."""
+        return self.replicate_of or self.name
 
     @property
     def sweep_dir(self) -> Path:

@@ -3,8 +3,11 @@
 Trials are asked define-by-run from the search space and told COMPLETE, PRUNED (stopped early
 by ASHA, with the intermediate value of every epoch it ran) or FAIL. Everything goes through
 Optuna's public study and storage APIs, so `optuna-dashboard <storage>` shows the same study,
-and a study outlives the process that ran it. This is the only module that imports optuna
-(the Tune searcher takes `TrialState` from here).
+and a study outlives the process that ran it. The Tune searcher takes `TrialState` from here.
+
+Beside it, in the sweep room as every Optuna import: importance.py (which parameters matter,
+from a finished study) and warm_start.py (another sweep's trials given to a new study). Both
+read a space's distributions through `expressed`, below: the space's own suggest calls.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,12 +25,21 @@ import optuna
 import sqlalchemy.exc
 from optuna.trial import TrialState
 
-__all__ = ["StudyHandle", "TrialState", "archive_study", "create_study", "prepare_storage"]
+__all__ = [
+    "RecordingSuggester",
+    "StudyHandle",
+    "TrialState",
+    "Unexpressible",
+    "archive_study",
+    "create_study",
+    "expressed",
+    "load_recorded",
+    "prepare_storage",
+]
 
 from asha_tune.defaults import STUDY_RETRY_ENV, STUDY_RETRY_S
-from asha_tune.errors import AshaTuneError, ConfigError
+from asha_tune.errors import AshaTuneError
 from asha_tune.spaces import SearchSpace
-from asha_tune.spaces.space import CONFIGURATION_KEY
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -38,6 +49,8 @@ T = TypeVar("T")
 VALUES_ATTR = "values"  # the decoded trial values, so a trial can be handed out again
 RAY_TRIAL_ATTR = "ray_trial_id"
 INTERRUPTED_ATTR = "interrupted"  # a trial parked as WAITING by an interrupt, until resume
+WARM_START_ATTR = "warm_start_from"  # on a trial added by a warm start (warm_start.py): its source
+WARM_PREFIX = "warm-"  # how `history` names a warm-started trial (it never ran in this sweep's Ray)
 
 
 class StudyUnavailableError(AshaTuneError):
@@ -264,7 +277,15 @@ class StudyHandle:
         return retrying(
             self.url,
             lambda: [
-                (t.user_attrs.get(RAY_TRIAL_ATTR, f"optuna-{t.number}"), dict(t.intermediate_values))
+                (
+                    t.user_attrs.get(
+                        RAY_TRIAL_ATTR,
+                        f"{WARM_PREFIX}{t.number}"
+                        if WARM_START_ATTR in t.user_attrs
+                        else f"optuna-{t.number}",
+                    ),
+                    dict(t.intermediate_values),
+                )
                 for t in self.study.get_trials(deepcopy=False)
                 if t.intermediate_values
             ],
@@ -354,84 +375,8 @@ def expressed(
     return {k: recorder.params[k] for k in recorder.distributions}, recorder.distributions
 
 
-# --- parameter importances -------------------------------------------------------------------------
-
-MIN_IMPORTANCE_TRIALS = 5
-
-
-def _ped_anova(n: int, seed: int) -> optuna.importance.BaseImportanceEvaluator:
-    # The top quantile holds at least 5 trials where the study has them (PED-ANOVA's advice),
-    # between Optuna's default 10 % and half the trials.
-    return optuna.importance.PedAnovaImportanceEvaluator(target_quantile=min(0.5, max(0.1, 5 / n)))
-
-
-def _fanova(n: int, seed: int) -> optuna.importance.BaseImportanceEvaluator:
-    try:
-        return optuna.importance.FanovaImportanceEvaluator(seed=seed)
-    except ImportError:
-        raise AshaTuneError(
-            "importances with fanova need scikit-learn (pip install scikit-learn); "
-            "ped_anova needs nothing more"
-        ) from None
-
-
-# PED-ANOVA first: Optuna's default, and it assesses conditional parameters (a `when`), which
-# fANOVA leaves out (it sees only parameters every trial has). fANOVA needs scikit-learn (here
-# through mlflow).
-IMPORTANCE_EVALUATORS: dict[str, Callable[[int, int], optuna.importance.BaseImportanceEvaluator]] = {
-    "ped_anova": _ped_anova,
-    "fanova": _fanova,
-}
-
-
-@dataclass(frozen=True)
-class Importances:
-    study: str
-    evaluator: str
-    epoch: int | None  # None: COMPLETE trials' final values; else every trial's value at this epoch
-    trials: int  # the trials the importances rest on
-    values: dict[str, float]  # space parameter -> importance (summing to 1), most important first
-    left_out: tuple[str, ...]  # searched parameters the evaluator did not assess
-    notes: tuple[str, ...]  # what the evaluator warned about
-
-    def text(self) -> str:
-        at = "final values of full-budget trials" if self.epoch is None else f"values at epoch {self.epoch}"
-        lines = [
-            f"parameter importances of {self.study} ({self.evaluator}; {self.trials} trials, {at}):",
-            *(f"  {name:28s} {value:.3f}" for name, value in self.values.items()),
-        ]
-        if self.left_out:
-            lines.append(f"  not assessed by {self.evaluator}: {', '.join(self.left_out)}")
-        return "\n".join(lines + [f"  note: {n}" for n in self.notes])
-
-
-def _space_params(
-    space: SearchSpace, values: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, optuna.distributions.BaseDistribution]]:
-    """One dimension per searched space parameter, as the user named it: its own distribution
-    where one suggest call samples it, and a conv set (a size, then which convs of that size:
-    several Optuna parameters) as one categorical over every conv set it allows."""
-    params, distributions = expressed(space, values)
-    names = [n for n in values if n == CONFIGURATION_KEY or n in space.parameters]
-    owner = {
-        call: max((n for n in names if call == n or call.startswith(n + ".")), key=len, default=call)
-        for call in distributions
-    }
-    out_params: dict[str, Any] = {}
-    out_distributions: dict[str, optuna.distributions.BaseDistribution] = {}
-    for name in names:
-        calls = [c for c, n in owner.items() if n == name]
-        if calls == [name]:
-            out_params[name], out_distributions[name] = params[name], distributions[name]
-        elif calls:
-            choices = [",".join(map(str, c)) for c in space.parameters[name].choices()]  # type: ignore[arg-type]
-            conv_set: list[int] = values[name]  # several suggest calls: a conv set
-            out_params[name] = ",".join(map(str, conv_set))
-            out_distributions[name] = optuna.distributions.CategoricalDistribution(choices)
-    return out_params, out_distributions
-
-
-def _load(url: str, name: str) -> tuple[optuna.Study, SearchSpace]:
+def load_recorded(url: str, name: str) -> tuple[optuna.Study, SearchSpace]:
+    """A finished asha-tune study and the space it records (a ConfigError-like line if not)."""
     try:
         study = optuna.load_study(study_name=name, storage=_storage(url))
     except KeyError:
@@ -439,251 +384,3 @@ def _load(url: str, name: str) -> tuple[optuna.Study, SearchSpace]:
     if "space" not in study.user_attrs:
         raise AshaTuneError(f"study {name} in {url} was not made by asha-tune (it records no space)")
     return study, SearchSpace.model_validate(study.user_attrs["space"])
-
-
-def importances(
-    study_url: str,
-    study_name: str,
-    evaluator: str = "ped_anova",
-    *,
-    at_epoch: int | None = None,
-    seed: int = 0,
-    min_trials: int = MIN_IMPORTANCE_TRIALS,
-) -> Importances:
-    """Parameter importances of a sweep's study (Optuna's PED-ANOVA or fANOVA).
-
-    Which values: by default each COMPLETE trial's final value (every one ran the full budget).
-    A PRUNED trial's last value was measured after fewer epochs, so mixing it in would rank
-    parameters by how long ASHA let their trials run; `at_epoch` instead compares every trial
-    (COMPLETE or PRUNED) that reached that epoch at that epoch, e.g. ASHA's grace period, which
-    all of them reach. Parameters are the space's, as named in its file (a conv set is one).
-    """
-    make = IMPORTANCE_EVALUATORS.get(evaluator)
-    if make is None:
-        raise ConfigError(
-            f"unknown importance evaluator {evaluator!r}: choose one of {', '.join(IMPORTANCE_EVALUATORS)}"
-        )
-    study, space = _load(study_url, study_name)
-    rows, unreadable = [], []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        value = trial.value if at_epoch is None else trial.intermediate_values.get(at_epoch)
-        if at_epoch is None and trial.state != TrialState.COMPLETE:
-            continue
-        if value is None or not math.isfinite(value) or VALUES_ATTR not in trial.user_attrs:
-            continue
-        try:
-            rows.append((_space_params(space, trial.user_attrs[VALUES_ATTR]), value))
-        except Unexpressible as err:  # values the recorded space no longer takes
-            unreadable.append(f"trial {trial.number} left out: {err}")
-    which = "COMPLETE trials" if at_epoch is None else f"trials that reached epoch {at_epoch}"
-    if len(rows) < min_trials:
-        raise AshaTuneError(
-            f"parameter importances need at least {min_trials} {which}; study {study_name} has {len(rows)}"
-        )
-    scratch = optuna.create_study(direction=study.direction)
-    scratch.add_trials([optuna.trial.create_trial(params=p, distributions=d, value=v) for (p, d), v in rows])
-    searched = list(dict.fromkeys(name for (p, _), _ in rows for name in p))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        values = optuna.importance.get_param_importances(scratch, evaluator=make(len(rows), seed))
-    notes = tuple(dict.fromkeys([*unreadable, *(str(w.message) for w in caught)]))
-    left_out = tuple(n for n in searched if n not in values)
-    return Importances(study_name, evaluator, at_epoch, len(rows), dict(values), left_out, notes)
-
-
-# --- warm starts -----------------------------------------------------------------------------------
-
-WARM_START_ATTR = "warm_start_from"  # on a trial added by a warm start: where it came from
-WARM_STATES = {"completed": TrialState.COMPLETE, "pruned": TrialState.PRUNED}
-
-
-@dataclass(frozen=True)
-class PastTrial:
-    """A finished trial of another sweep, as a warm start reads it (from a study or records)."""
-
-    source: str  # e.g. "paper_grid trial 3": shown, and kept on the added trial
-    state: str  # completed | pruned | failed
-    config: dict[str, Any]  # the full trial settings it ran with (TrialConfig.model_dump(mode="json"))
-    metric: str  # what `value` and `intermediate` measure
-    value: float | None
-    intermediate: dict[int, float]  # epoch -> value
-
-
-@dataclass(frozen=True)
-class WarmStart:
-    added: list[tuple[str, int]]  # (source, trial number in this study)
-    skipped: list[tuple[str, str]]  # (source, why)
-
-    def text(self) -> str:
-        lines = [f"warm start: {len(self.added)} trials added, {len(self.skipped)} skipped"]
-        lines += [f"  added {source} as trial {number}" for source, number in self.added]
-        lines += [f"  skipped {source}: {why}" for source, why in self.skipped]
-        return "\n".join(lines)
-
-
-def _read(tree: dict[str, Any], path: str) -> tuple[bool, Any]:
-    """`shaping.p0` of a nested settings tree, taking the longest key at each level as set_path."""
-    node: Any = tree
-    parts = path.split(".")
-    while parts:
-        if not isinstance(node, dict):
-            return False, None
-        for n in range(len(parts), 0, -1):
-            key = ".".join(parts[:n])
-            if key in node:
-                node, parts = node[key], parts[n:]
-                break
-        else:
-            return False, None
-    return True, node
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
-
-
-def _values_for(space: SearchSpace, config: dict[str, Any]) -> dict[str, Any]:
-    """The values of `space`'s parameters (those active, in file order) that a trial ran with."""
-    values: dict[str, Any] = {}
-    for name, param in space.parameters.items():
-        if not param.active(values):
-            continue
-        found, value = _read(config, name)
-        if not found:
-            raise Unexpressible(f"its settings have no {name}")
-        values[name] = value
-    return values
-
-
-def _targets_differ(past: list[str], here: list[str], metric: str, protocol: str) -> str | None:
-    """Why a trial's targets make its value another quantity here, if they do. A per-domain
-    accuracy, or val_acc on held-out source images, does not depend on the other targets."""
-    if past == here:
-        return None
-    per_domain = metric.startswith("acc_") and metric.removeprefix("acc_") in here
-    if set(here) <= set(past) and (per_domain or (metric == "val_acc" and protocol == "source_val")):
-        return None
-    ran, has = ", ".join(past), ", ".join(here)
-    return f"it ran on targets {ran} (its {metric} depends on them); this space has {has}"
-
-
-def _fit(space: SearchSpace, past: PastTrial, ignore: tuple[str, ...]) -> tuple[dict, dict, dict]:
-    """(values, Optuna params, distributions) for a past trial in `space`, or Unexpressible."""
-    values = _values_for(space, past.config)
-    params, distributions = expressed(space, values)
-    try:
-        here = space.trial_config(values).model_dump(mode="json")
-    except (ValueError, AshaTuneError) as err:
-        raise Unexpressible(f"this space cannot run its values: {str(err).splitlines()[0]}") from None
-    why = _targets_differ(
-        past.config.get("data", {}).get("targets", []),
-        here["data"]["targets"],
-        past.metric,
-        space.selection.protocol,
-    )
-    if why:
-        raise Unexpressible(why)
-    theirs, ours = _flat(past.config), _flat(here)
-    for path in sorted(set(theirs) | set(ours)):
-        if path in ignore or path == "data.targets" or theirs.get(path) == ours.get(path):
-            continue
-        raise Unexpressible(f"it ran with {path} {theirs.get(path)!r}; this space runs {ours.get(path)!r}")
-    return values, params, distributions
-
-
-def _why_not(past: PastTrial, space: SearchSpace) -> str | None:
-    if past.state not in WARM_STATES:
-        return f"it {past.state}: no result to learn from"
-    if past.metric != space.scheduler.metric:
-        return f"its value is {past.metric}; this sweep optimises {space.scheduler.metric}"
-    if past.state == "completed" and (past.value is None or not math.isfinite(past.value)):
-        return "it completed without a finite value"
-    if past.state == "pruned" and not any(math.isfinite(v) for v in past.intermediate.values()):
-        return "it was stopped before reporting a value"
-    return None
-
-
-def warm_start(
-    url: str, study_name: str, trials: list[PastTrial], ignore: tuple[str, ...] = ("train.seed",)
-) -> WarmStart:
-    """Give a sweep's study, before it searches, the finished trials of another sweep whose
-    values its space (the one the study records) can express, with their results; list the
-    others with a reason each.
-
-    Expressible: the trial's settings give a value for every active parameter of this space,
-    each inside its distribution (the space's own suggest calls decide: `RecordingSuggester`),
-    every other setting equals what this space runs (except `ignore`: a seed is noise, not a
-    setting the value depends on), its targets make its value the same quantity, and its value
-    is of this sweep's metric. COMPLETE trials keep their value, PRUNED ones their epochs'
-    values (TPE ranks a pruned trial by its last). Run again, it adds nothing twice.
-    """
-    study, space = _load(url, study_name)
-    if space.search.algorithm in ("grid", "list"):
-        raise AshaTuneError(
-            f"warm start: {study_name} runs a {space.search.algorithm} of configurations, whatever "
-            f"was run before; warm-start an optuna search instead"
-        )
-    done = {
-        t.user_attrs[WARM_START_ATTR]: t.number
-        for t in study.get_trials(deepcopy=False)
-        if WARM_START_ATTR in t.user_attrs
-    }
-    added, skipped = [], []
-    for past in trials:
-        if past.source in done:
-            skipped.append((past.source, f"already added (trial {done[past.source]})"))
-            continue
-        try:
-            why = _why_not(past, space)
-            if why is None:
-                values, params, distributions = _fit(space, past, ignore)
-        except Unexpressible as err:
-            why = str(err)
-        if why is not None:
-            skipped.append((past.source, why))
-            continue
-        steps = {int(k): float(v) for k, v in past.intermediate.items() if math.isfinite(v)}
-        state = WARM_STATES[past.state]
-        value = past.value if state == TrialState.COMPLETE else steps[max(steps)]
-        study.add_trial(
-            optuna.trial.create_trial(
-                state=state,
-                value=value,
-                params=params,
-                distributions=distributions,
-                intermediate_values=steps,
-                user_attrs={VALUES_ATTR: values, WARM_START_ATTR: past.source},
-            )
-        )
-        number = len(study.trials) - 1
-        done[past.source] = number
-        added.append((past.source, number))
-    return WarmStart(added, skipped)
-
-
-def finished_trials(url: str, study_name: str) -> list[PastTrial]:
-    """Every trial of another asha-tune study as a PastTrial: its settings from the space the
-    study records (a listed configuration's resolved), its value of that space's metric."""
-    study, space = _load(url, study_name)
-    states = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
-    out = []
-    for t in study.get_trials(deepcopy=False):
-        if t.state not in states or VALUES_ATTR not in t.user_attrs:
-            continue
-        out.append(
-            PastTrial(
-                f"{study_name} trial {t.number}",
-                states[t.state],
-                space.trial_config(t.user_attrs[VALUES_ATTR]).model_dump(mode="json"),
-                space.scheduler.metric,
-                t.value,
-                dict(t.intermediate_values),
-            )
-        )
-    return out

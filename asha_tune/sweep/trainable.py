@@ -60,14 +60,39 @@ def restored_state(
     return (True, None) if state["epoch"] >= epochs else (False, state)
 
 
+def device_sharing(space: SearchSpace) -> int:
+    """How many trials may share a device at once: a GPU's by the space's share of it, the
+    host's (CPU trials) by the trials that run at once."""
+    at_once = space.search.concurrency
+    if space.resources.gpu > 0:
+        return max(1, min(at_once, int(1 / space.resources.gpu)))
+    return at_once
+
+
+def log_trial_progress() -> None:
+    """The trial's own lines (data path, decode progress) into this worker's log, once per process:
+    inside Ray there is no progress bar."""
+    logger = logging.getLogger("asha_tune.trial")
+    if not any(getattr(h, "_asha_tune", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("asha-tune trial: %(message)s"))
+        handler._asha_tune = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def train_trial(config: dict[str, Any], space: SearchSpace, runtime: Runtime) -> None:
     """One sweep trial: `config` holds the Optuna trial number and the sampled values."""
     entered = time.time()
     logging.getLogger(ray_compat.STORAGE_LOGGER).setLevel(logging.WARNING)
+    log_trial_progress()
+    sharing = max(runtime.trials_per_device, device_sharing(space))
+    runtime = runtime.model_copy(update={"trials_per_device": sharing})
     begin = time.perf_counter()
     import torch  # here, not at module level: timed, and paid once per reused process
 
     from asha_tune.errors import AshaTuneError
+    from asha_tune.trial.devices import assigned_device
     from asha_tune.trial.training import load_checkpoint, run_trial
 
     imports = time.perf_counter() - begin
@@ -106,7 +131,10 @@ def train_trial(config: dict[str, Any], space: SearchSpace, runtime: Runtime) ->
             saved.update(epoch=epoch, unsaved_s=0.0)
 
     try:
-        run_trial(trial_config, runtime, report=report, resume=state)
+        # The GPUs Ray gave this trial decide its device: none, the CPU (CUDA hidden); some, CUDA
+        # or a DeviceError at once (e.g. a driver too old for this torch), never a silent CPU.
+        device = assigned_device(runtime.device, ray.get_gpu_ids())
+        run_trial(trial_config, runtime.model_copy(update={"device": device}), report=report, resume=state)
     except AshaTuneError as err:
         # Diverged, or a configuration, data or weights error: a retry would fail the same way,
         # so report it and end (Tune retries only what raises).

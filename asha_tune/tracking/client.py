@@ -7,9 +7,13 @@ module imports it lazily, so that light commands never load it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,14 @@ from typing import Any
 from asha_tune import defaults
 from asha_tune.environ import scoped_environ
 from asha_tune.errors import AshaTuneError
-from asha_tune.tracking.tags import MLFLOW_STATUS, RUNNING, STATUS_TAG, VERSION_TAG
+from asha_tune.tracking.tags import (
+    DEVICE_PARAM,
+    MLFLOW_STATUS,
+    RESUMED_ON_DEVICE_TAG,
+    RUNNING,
+    STATUS_TAG,
+    VERSION_TAG,
+)
 
 # Set while MLflow is imported and called (scoped: the caller's environment is left as it was):
 # no telemetry, no line printed per ended run, no progress bar when an artifact is read back.
@@ -114,6 +125,34 @@ def git_commit() -> str | None:
         return None
 
 
+def serve_ui(uri: str, port: int, grace_s: float = 30.0) -> int:
+    """Run MLflow's UI on `uri` until Ctrl-C or SIGTERM, then stop the server and every worker it
+    started (it runs in a session of its own, so a signal to this process alone would leave them)."""
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    server = subprocess.Popen(command, start_new_session=True)
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if server.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
+
+
 def version_tags() -> dict[str, str]:
     """Versions that decide a result, read from package metadata (no heavy imports)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -198,6 +237,14 @@ class Tracker:
         for begin in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[begin : begin + 100])
 
+    def log_device(self, run_id: str, device: str) -> None:
+        """Record the device a trial computed on (params cannot change: a later one is a tag)."""
+        first = self.client.get_run(run_id).data.params.get(DEVICE_PARAM)
+        if first is None:
+            self.log_params(run_id, {DEVICE_PARAM: device})
+        elif first != device:
+            self.set_tags(run_id, {RESUMED_ON_DEVICE_TAG: device})
+
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
@@ -211,6 +258,14 @@ class Tracker:
     def logged_steps(self, run_id: str, metric: str) -> set[int]:
         return {m.step for m in self.client.get_metric_history(run_id, metric)}
 
+    def params(self, run_id: str) -> dict[str, str]:
+        return dict(self.client.get_run(run_id).data.params)
+
+    def metric_history(self, run_id: str, metric: str) -> dict[int, float]:
+        """{step: value} of one metric (the latest value logged at a step wins)."""
+        history = sorted(self.client.get_metric_history(run_id, metric), key=lambda m: (m.step, m.timestamp))
+        return {int(m.step): float(m.value) for m in history}
+
     def tags(self, run_id: str) -> dict[str, str]:
         return dict(self.client.get_run(run_id).data.tags)
 
@@ -221,6 +276,9 @@ class Tracker:
 
     def log_dict(self, run_id: str, obj: Any, artifact_file: str) -> None:
         self.client.log_dict(run_id, obj, artifact_file)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
 
     def finish(self, run_id: str, status: str, tags: dict[str, Any] | None = None) -> None:
         """End a run with asha-tune's status (completed, pruned, failed, interrupted)."""

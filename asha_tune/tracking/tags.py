@@ -1,6 +1,6 @@
 """Every name asha-tune writes into MLflow: tags, statuses and the per-epoch metrics.
 
-docs/mlflow.md documents each of them; tests/unit/tracking/test_tags.py checks that the two agree.
+docs/mlflow.md documents each of them; tests/unit/test_docs.py checks that the two agree.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ RESTARTED_AS_TAG = "asha_tune.restarted_as"  # on an archived attempt: the name 
 VERSION_TAG = "asha_tune.version"
 # A trial's run: its number in the sweep, mode, when it started and how it ran.
 TRIAL_NUMBER_TAG = "asha_tune.trial_number"
+RAY_TRIAL_TAG = "ray.trial_id"  # the Tune trial id a sweep's child run was last run as
 MODE_TAG = "asha_tune.mode"
 FINGERPRINT_TAG = "asha_tune.fingerprint"  # TrialConfig.fingerprint(): what the trial computes
 STARTED_AT_TAG = "asha_tune.started_at"
@@ -25,6 +26,10 @@ RETRIES_TAG = "asha_tune.retries"
 CHECKPOINT_TAG = "asha_tune.checkpoint"
 NODE_TAG = "asha_tune.node_id"  # the Ray node a trial's latest epoch ran on
 NODES_TAG = "asha_tune.node_ids"  # every Ray node it ran on, in order, comma-separated (retries)
+# Where a trial computed (devices.describe_device: "cpu", "cuda:0 NVIDIA H200"): a param from its
+# first epoch; a resume on another device (`resume --device`) names the new one in a tag.
+DEVICE_PARAM = "device"
+RESUMED_ON_DEVICE_TAG = "asha_tune.resumed_on_device"
 # A sweep's parent run: how many trials, the best one, where its results and study are.
 TRIALS_TAG = "asha_tune.trials"
 BEST_TRIAL_TAG = "asha_tune.best_trial"
@@ -35,6 +40,21 @@ STUDY_URL_TAG = "asha_tune.study_url"
 # (a resubmitted job) continues a sweep whose driver is gone but never one whose driver is alive.
 DRIVER_TAG = "asha_tune.driver"
 SELECTION_TAG = "asha_tune.selection"  # the selection protocol the best trial was chosen by
+# On trial and sweep runs: what selects (the metric, what it is, which way is better), and which
+# images selection saw (label-free protocols: unlabelled target images, no target label).
+SELECTION_METRIC_TAG = "asha_tune.selection_metric"
+SELECTION_IMAGES_TAG = "asha_tune.selection_images"
+# A replicated search (--replicates R): its parent run holds R replicate sweeps, each a sweep of its
+# own (NAME.r0 ...) nested under it, tagged with its kind, its number and its seeds.
+REPLICATES_TAG = "asha_tune.replicates"  # on the replicated search's parent run: R
+REPLICATE_KIND = "replicate"  # KIND_TAG of a replicate's parent run
+REPLICATE_TAG = "asha_tune.replicate"  # on a replicate's parent run: its number r
+REPLICATE_OF_TAG = "asha_tune.replicate_of"  # on a replicate's parent run: the replicated search
+REPLICATE_SEEDS_TAG = "asha_tune.replicate_seeds"  # "sampler S, trial T, split P"
+# --warm-start SWEEP: on the warm-started sweep's parent run, where its study's first trials came from.
+WARM_START_TAG = "asha_tune.warm_start"  # the source sweep's name
+WARM_START_ADDED_TAG = "asha_tune.warm_start_added"  # how many of its trials were added
+WARM_START_SKIPPED_TAG = "asha_tune.warm_start_skipped"  # how many were not (warm_start.txt says why)
 # A parent run's summary of its best trial (reports.summary): is the top separable, is it near chance.
 SEPARABLE_TAG = "asha_tune.top_separable"  # "yes" | "no: ..." (within two standard errors)
 NEAR_CHANCE_TAG = "asha_tune.near_chance"  # "yes: ..." | "no"
@@ -64,13 +84,20 @@ EPOCH_METRICS = frozenset(
         "val_acc_se",
         "target_acc",
         "target_acc_se",
+        "target_entropy",  # the label-free scores over the targets (score_info.py)
+        "target_im",
+        "target_snd",
+        "selected_epoch",  # selection.epoch best: the epoch whose figures the run reports
         *EPOCH_TIMINGS,
     }
 )
+# acc_<domain>(_se); a label-free score of one target, e.g. entropy_cartoon; under selection.epoch
+# best, raw_<metric>: the epoch's own figure before selection.
+EPOCH_METRIC_PREFIXES = ("acc_", "entropy_", "im_", "snd_", "raw_")
 
 
 def is_epoch_metric(key: str) -> bool:
-    return key in EPOCH_METRICS or key.startswith("acc_")  # acc_<domain>, acc_<domain>_se
+    return key in EPOCH_METRICS or key.startswith(EPOCH_METRIC_PREFIXES)
 
 
 # A run's asha-tune status (STATUS_TAG); the first three are how a trial can end.

@@ -1,1 +1,20 @@
-"""The trial: one configuration trained and evaluated (torch)."""
+"""The trial: one configuration trained on its source and evaluated on its targets.
+
+- config      the typed configuration (pydantic) and the paper's conv numbering; no torch
+- registry    the names a configuration may use and their defaults, as data; no torch
+- selection   selection protocols, splits, standard errors, chance levels; no torch
+- score_info  what the label-free selection scores are; no torch
+- shaping     forward hooks, shaping functions, the modes' behaviour
+- model       ResNet-18 and its weights
+- data        PACS discovery, the decode-once cache, image modes, on-device augmentation
+- datasets    the dataset registry and layout checks (DomainBed's layouts, `folder`); no torch
+- cache       the parallel, resumable, memory-mapped decode cache of every other dataset
+- streaming   batches streamed from the cache when a trial's images exceed its device budget
+- loading     what a trial reads: its domains, split by protocol, in memory or streamed;
+              source batches (union, balanced) and lodo's fold data
+- pairing     which target images go with each source batch
+- scores      label-free scores of a model's predictions on unlabelled target images
+- training    `run_trial`: per-epoch reports and exact checkpoints
+
+May import torch, torchvision, numpy, PIL, pydantic and the kernel; never Ray, MLflow or Optuna.
+"""

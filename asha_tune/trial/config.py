@@ -12,24 +12,36 @@ import json
 import os
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from asha_tune import defaults
 from asha_tune.defaults import DATA_ROOT_ENV
 from asha_tune.errors import ConfigError
+from asha_tune.trial.datasets import DATASETS, DEFAULT_DATASET, PACS_CLASSES, PACS_DOMAINS, nfc
 from asha_tune.trial.registry import (
+    FOLD_PROTOCOLS,
     MODES,
     SELECTION_PROTOCOLS,
     SHAPE_FUNCTIONS,
+    SOURCE_SAMPLINGS,
     TARGET_PAIRINGS,
     one_of,
     target_modes,
 )
 
-DOMAINS = ("art_painting", "cartoon", "photo", "sketch")
-CLASSES = ("dog", "elephant", "giraffe", "guitar", "horse", "house", "person")
+DOMAINS = PACS_DOMAINS  # the default dataset's; other datasets' are in datasets.DATASETS
+CLASSES = PACS_CLASSES
 
 # The paper's conv numbering: the order in which torchvision's resnet18 yields Conv2d.
 CONV_NAMES = (
@@ -41,8 +53,6 @@ CONV_NAMES = (
 )  # fmt: skip
 DOWNSAMPLING_CONVS = (8, 13, 18)
 SHAPEABLE_CONVS = tuple(n for n in range(1, len(CONV_NAMES) + 1) if n not in DOWNSAMPLING_CONVS)
-
-DomainName = Literal["art_painting", "cartoon", "photo", "sketch"]
 
 
 class Strict(BaseModel):
@@ -88,7 +98,8 @@ def parse_p0(value: Any) -> Any:
 
 
 def geometric_schedule(first: float, last: float, convs: list[int]) -> list[float]:
-    """Interpolate p0 geometrically over conv depth: `0.7:0.1` on convs 1..7 gives Table 8."""
+    """Interpolate p0 geometrically over conv depth: `0.7:0.1` on convs 1..7 gives Table 8 to two
+    decimals (the authors ran rounded values, up to 0.0046 away: docs/differences.md)."""
     lo, hi = min(convs), max(convs)
     if hi == lo or first == last:  # a constant schedule (0:0 included, which has no ratio)
         return [first] * len(convs)
@@ -248,25 +259,121 @@ class ShapingConfig(Strict):
         return dict(zip(self.convs, values, strict=True))
 
 
+def _domain_list(value: Any) -> Any:
+    """`a,b` (the CLI's form) as a list; other values as given."""
+    return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+
+def _domain_item(name: str, info: ValidationInfo) -> str:
+    name = nfc(name)
+    _check_domain(name, info)
+    return name
+
+
 class DataConfig(Strict):
-    source: DomainName = "art_painting"
-    targets: list[DomainName] = ["cartoon"]
+    """Which images a trial reads. Domains are checked against the dataset's layout here when it
+    names them (every dataset but `folder`), else against the data root before a sweep starts."""
+
+    dataset: str = DEFAULT_DATASET  # a name in datasets.DATASETS
+    # One domain, or several trained on together (kept sorted: the order means nothing).
+    source: str | list[str] = "art_painting"
+    # None: every domain of the dataset that is not a source (`folder`: of the data root).
+    targets: list[Annotated[str, AfterValidator(_domain_item)]] | None = None
+    source_sampling: str = "union"  # a name in registry.SOURCE_SAMPLINGS
     image_size: int = Field(default=224, ge=32, le=512)
-    limit_per_domain: int | None = Field(default=None, ge=len(CLASSES))
+    limit_per_domain: int | None = Field(default=None, ge=1)  # at least one image per class
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        return one_of(value, DATASETS)
+
+    @field_validator("source_sampling")
+    @classmethod
+    def _known_sampling(cls, value: str) -> str:
+        return one_of(value, SOURCE_SAMPLINGS)
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _split_source(cls, value: Any) -> Any:
+        if not isinstance(value, (str, list, tuple)):
+            raise ValueError(f"give a source domain or a list of them (got {value!r})")
+        return _domain_list(value)
 
     @field_validator("targets", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
-        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+        return _domain_list(value)
+
+    @field_validator("source")
+    @classmethod
+    def _sources(cls, value: str | list[str], info: ValidationInfo) -> str | list[str]:
+        names = [nfc(n) for n in ([value] if isinstance(value, str) else value)]
+        if not names:
+            raise ValueError("at least one source domain is needed")
+        if len(set(names)) != len(names):
+            raise ValueError(f"source domain listed twice in {names}")
+        for name in names:
+            _check_domain(name, info)
+        names = sorted(names, key=nfc)
+        return names[0] if len(names) == 1 else names
 
     @field_validator("targets")
     @classmethod
-    def _targets(cls, targets: list[str]) -> list[str]:
+    def _targets(cls, targets: list[str] | None) -> list[str] | None:
+        if targets is None:
+            return None
         if not targets:
             raise ValueError("at least one target domain is needed")
         if len(set(targets)) != len(targets):
             raise ValueError(f"target domain listed twice in {targets}")
         return targets
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataConfig:
+        both = [s for s in self.sources if s in (self.targets or ())]
+        if both:
+            raise ValueError(f"source {', '.join(both)} is also a target")
+        layout = DATASETS[self.dataset]
+        if layout.fixed_domains and not self.target_domains:
+            raise ValueError(f"data.source lists every domain of {self.dataset}: no target is left")
+        classes = layout.num_classes
+        if classes is not None and self.limit_per_domain is not None and self.limit_per_domain < classes:
+            raise ValueError(
+                f"data.limit_per_domain {self.limit_per_domain} is below the {classes} classes of "
+                f"{self.dataset} (a subset keeps one image of each class at least)"
+            )
+        return self
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The source domains, sorted (one for a single-source trial)."""
+        return (self.source,) if isinstance(self.source, str) else tuple(self.source)
+
+    @property
+    def target_domains(self) -> tuple[str, ...] | None:
+        """The targets, the defaults resolved; None where only the data root can say (`folder`)."""
+        if self.targets is not None:
+            return tuple(self.targets)
+        layout = DATASETS[self.dataset]
+        if not layout.fixed_domains:
+            return None
+        return tuple(d for d in layout.domains if d not in self.sources)
+
+    def targets_among(self, domains: Collection[str]) -> tuple[str, ...]:
+        """The targets once the data root's domains are known (`folder`'s default: all others)."""
+        found = self.target_domains
+        return found if found is not None else tuple(d for d in domains if d not in self.sources)
+
+
+def _check_domain(name: str, info: ValidationInfo) -> None:
+    """A domain of a dataset that names its domains (`folder` is checked against its data root)."""
+    dataset = info.data.get("dataset")
+    layout = DATASETS.get(dataset) if isinstance(dataset, str) else None
+    if layout is not None and layout.fixed_domains:
+        one_of(name, layout.domains)
+    elif not name.strip() or "/" in name or name in (".", ".."):
+        raise ValueError(f"{name!r} cannot be a domain folder's name")
 
 
 class TrainConfig(Strict):
@@ -295,6 +402,10 @@ class SelectionConfig(Strict):
     protocol: str = "oracle"  # a name in registry.SELECTION_PROTOCOLS
     val_fraction: float = Field(default=0.2, gt=0, lt=1)  # held out, per class (not for oracle)
     split_seed: int = 0  # its own seed: the split never follows the trial seed
+    # Which epoch of a trial counts. last: its last one (the paper's). best: the epoch whose
+    # selection metric (selection.selection_metric: the protocol's) is best; its figures are the
+    # trial's, and its weights are the ones kept.
+    epoch: Literal["last", "best"] = "last"
 
     @field_validator("protocol")
     @classmethod
@@ -334,29 +445,75 @@ class TrialConfig(Strict):
 
     @model_validator(mode="after")
     def _domains(self) -> TrialConfig:
-        if self.data.source in self.data.targets:
-            raise ValueError(f"source {self.data.source} is also a target")
-        if self.shaping.mode in target_modes() and len(self.data.targets) != 1:
+        d, mode = self.data, self.shaping.mode
+        targets = d.target_domains
+        if mode in target_modes() and targets is None:
             raise ValueError(
-                f"mode {self.shaping.mode} adapts to one target domain per trial, "
-                f"got {','.join(self.data.targets)}"
+                f"mode {mode} adapts to one target domain per trial: name it in data.targets "
+                f"(dataset {d.dataset} finds its domains only in the data root)"
+            )
+        if mode in target_modes() and targets is not None and len(targets) != 1:
+            default = "" if d.targets is not None else " (every domain but the sources, by default)"
+            raise ValueError(
+                f"mode {mode} adapts to one target domain per trial, got {','.join(targets)}{default}"
+            )
+        protocol = self.selection.protocol
+        if protocol in FOLD_PROTOCOLS and len(d.sources) < 2:
+            raise ValueError(
+                f"selection {protocol} leaves one source domain out in turn: it needs two source "
+                f"domains at least (got source {d.source})"
             )
         return self
 
     def resolved_dump(self) -> dict[str, Any]:
-        """The config as a run logs it: what the mode fills in (shape_fn, shape_at_eval) resolved,
-        so a run's params say what the trial used, not `None` (fingerprint keeps the raw form)."""
+        """The config as a run logs it: what the mode fills in (shape_fn, shape_at_eval) and the
+        default targets resolved, so a run's params say what the trial used, not `None`
+        (fingerprint keeps the raw form). `folder`'s default targets stay None: the run's
+        n_<domain> params name them."""
         tree = self.model_dump(mode="json")
         tree["shaping"].update(
             shape_fn=self.shaping.resolved_shape_fn or "none",
             shape_at_eval=self.shaping.resolved_shape_at_eval,
         )
+        targets = self.data.target_domains
+        tree["data"]["targets"] = list(targets) if targets is not None else None
         return tree
 
     def fingerprint(self) -> str:
-        """A short stable hash, so a trial's files can be named by what it computes."""
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """A short stable hash, so a trial's files can be named by what it computes.
+
+        Settings added after trials were first named by it are left out at their defaults, so a
+        configuration that could be written before keeps its name (checkpoints, resumed sweeps).
+        """
+        tree = self.model_dump(mode="json")
+        for section, later in _LATER_DEFAULTS.items():
+            for name, default in later.items():
+                if tree[section].get(name) == default:
+                    del tree[section][name]
+        text = json.dumps(tree, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+_LATER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "data": {"dataset": DEFAULT_DATASET, "source_sampling": "union"},
+}
+
+
+_UNITS = {"": 1, "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_UNITS |= {"kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "k": 2**10, "m": 2**20, "g": 2**30}
+
+
+def parse_bytes(value: Any) -> Any:
+    """`8GiB`, `512MB`, `1.5g` or a number of bytes."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip().lower().replace(" ", "")
+    number = text.rstrip("kmgtib")
+    unit = text[len(number) :]
+    try:
+        return int(float(number) * _UNITS[unit])
+    except (ValueError, KeyError):
+        raise ValueError(f"cannot read a size from {value!r}: use e.g. 8GiB, 512MiB or 2GB") from None
 
 
 class Runtime(Strict):
@@ -365,6 +522,16 @@ class Runtime(Strict):
     data_root: Path | None = None
     cache_dir: Path | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Bytes of images a trial may keep on its device; beyond them it streams batches from the
+    # disk cache. None: streaming.device_budget, half the device's memory split between the
+    # trials that share it (`trials_per_device`: a sweep sets it from the space's resources).
+    data_budget: int | None = Field(default=None, ge=0)
+    trials_per_device: int = Field(default=1, ge=1)
+
+    @field_validator("data_budget", mode="before")
+    @classmethod
+    def _parse_budget(cls, value: Any) -> Any:
+        return parse_bytes(value)
 
     def resolved_data_root(self) -> Path:
         root = self.data_root or os.environ.get(DATA_ROOT_ENV)
@@ -431,7 +598,7 @@ def format_validation_error(err: ValidationError, names: dict[str, str] | None =
     return list(dict.fromkeys(lines))
 
 
-_UNION_MEMBERS = {"float", "list[float]", "P0Schedule", "int", "str"}
+_UNION_MEMBERS = {"float", "list[float]", "P0Schedule", "int", "str", "list[str]"}
 # Errors whose message already says what was wrong with the value (or there is none).
 _NAMES_ITS_VALUE = {"value_error", "missing", "union_tag_invalid", "union_tag_not_found"}
 _MODELS = {"", "data", "shaping", "train", "selection"}

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from filelock import FileLock
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageChops, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torchvision.ops import roi_align
 
@@ -35,6 +35,10 @@ STD = (0.229, 0.224, 0.225)
 RESIZE_RATIO = 256 / 224
 CROP_SCALE = (0.7, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
+# Image modes (decode): those with an alpha channel, and 16-bit grey.
+ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+SIXTEEN_BIT_GRAY = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+WHITE = (255, 255, 255, 255)
 
 
 def train_base_size(image_size: int) -> int:
@@ -93,13 +97,52 @@ def _resize_square(image: Image.Image, size: int) -> np.ndarray:
     return np.array(resized)  # a writable copy, so torch can take it
 
 
+def _over_white(image: Image.Image) -> Image.Image:
+    """Transparent pixels as a viewer shows them on a white page (their hidden colour is noise)."""
+    rgba = image.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, WHITE), rgba).convert("RGB")
+
+
+def _sixteen_bit_gray(image: Image.Image) -> Image.Image:
+    """A 16-bit grey image to 8 bits by its high byte, as Pillow reads 16-bit RGB PNGs
+    (`convert("RGB")` would clip every value above 255 to white)."""
+    values = np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8
+    return Image.fromarray(values.astype(np.uint8), "L").convert("RGB")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any decoded image as 8-bit RGB, upright as its EXIF orientation says.
+
+    RGB (all of PACS) passes unchanged. Grey (1, L) is repeated over three channels; palette
+    images take their colours. Alpha (RGBA, LA, PA, a palette or grey image with transparency)
+    is composited over white: ImageFolder's `convert("RGB")` drops it instead and shows the
+    arbitrary colour under transparent pixels. CMYK uses Pillow's conversion (no ICC profile);
+    Pillow reads every CMYK JPEG as Adobe-inverted, so one without Adobe's APP14 marker (plain
+    CMYK, as libjpeg-based viewers read it) is inverted back first. 16-bit grey (I;16, I) keeps
+    its high byte (its transparency, if any, is ignored).
+
+    EXIF orientation is applied (ImageFolder ignores it): a phone photo tagged "rotate 90" is
+    upright in every viewer, so upright is how whoever labelled it saw it.
+    """
+    plain_cmyk = image.mode == "CMYK" and image.format == "JPEG" and "adobe" not in image.info
+    image = ImageOps.exif_transpose(image)  # a copy when upright (it drops `format`)
+    if plain_cmyk:
+        image = ImageChops.invert(image)
+    if image.mode in SIXTEEN_BIT_GRAY:  # checked first: convert("RGBA") would clip it too
+        return _sixteen_bit_gray(image)
+    if image.mode in ALPHA_MODES or "transparency" in image.info:
+        return _over_white(image)
+    return image.convert("RGB")
+
+
 def decode(path: Path, sizes: tuple[int, ...]) -> list[np.ndarray]:
     """One image decoded and resized to each of `sizes` (HWC uint8)."""
     try:
-        with Image.open(path) as opened:
-            image = opened.convert("RGB")
-            return [_resize_square(image, s) for s in sizes]
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        with Image.open(path) as image:
+            image.load()  # a truncated file fails here, named below
+            rgb = to_rgb(image)
+            return [_resize_square(rgb, s) for s in sizes]
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(f"cannot read image {path}: {err}") from None
 
 

@@ -34,7 +34,9 @@ def file_state_dict(path: Path) -> dict[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise WeightsError(f"cannot load weights file {path}: {str(err).splitlines()[0]}") from None
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+    if isinstance(state, dict) and isinstance(state.get("selected"), dict) and "model" in state["selected"]:
+        state = state["selected"]["model"]  # a checkpoint of selection.epoch best: its selected epoch
+    elif isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]  # an asha-tune checkpoint
     if not isinstance(state, dict):
         raise WeightsError(f"weights file {path} does not hold a state dict")

@@ -63,6 +63,23 @@ SELECTION_PROTOCOLS: dict[str, str] = {
     "oracle": "the whole target domain selects and is reported (the paper's protocol)",
     "source_val": "a held-out part of the source selects; the targets are only reported",
     "target_val": "a held-out part of each target selects; the rest of it is reported",
+    "lodo": "leave one source domain out: a model per left-out source, trained on the other "
+    "sources, selects on it (DomainBed); the model on all sources is reported",
+    # Label-free (score_info.py): the reported target images, unlabelled, select; a held-out part
+    # of the source is kept out of training as under source_val (val_acc reports on it).
+    "entropy": "the lowest mean entropy of the predictions on the unlabelled target images selects",
+    "im": "the highest information maximisation of the predictions on the unlabelled target images selects",
+    "snd": "the highest soft neighbourhood density of the unlabelled target images' predictions selects",
+}
+
+# lodo (DomainBed's leave-one-domain-out cross-validation) trains a fold model per source domain
+# besides the reported one: it needs two sources at least, and costs about K times the training.
+FOLD_PROTOCOLS = frozenset({"lodo"})
+
+SOURCE_SAMPLINGS: dict[str, str] = {
+    "union": "batches drawn from all source images together (each domain in proportion to its size)",
+    "balanced": "every batch holds the same number of images of each source domain (DomainBed's "
+    "one minibatch per domain)",
 }
 
 TARGET_PAIRINGS: dict[str, str] = {

@@ -1,12 +1,31 @@
 """Model selection: which images choose a configuration, which are only reported, and their noise.
 
-Three protocols (DomainBed's terms):
+Four protocols with labels (DomainBed's terms):
 - `oracle`: the whole target domain selects and is reported (the paper's protocol). The
   selection metric then equals the reported one, so a sweep's best is biased upward.
 - `source_val`: a class-stratified fraction of the source domain is held out, never trained on;
   its accuracy selects, the targets are only reported.
 - `target_val`: a class-stratified fraction of each target selects; the target accuracies are
   reported on the remaining images only.
+- `lodo`: DomainBed's leave-one-domain-out cross-validation, for two source domains or more.
+  The reported model trains on every source image; besides it, one fold model per source domain
+  v trains on the other sources (the same configuration and seed) and is evaluated on every
+  image of v. val_acc is the mean over the K folds of their accuracy on their left-out domain
+  (DomainBed: sum of the folds' accuracies / K); it costs K fold models on top of the reported
+  one, about K times the training images of an epoch in all.
+
+Several source domains: a protocol splits each source domain on its own (source_val holds out
+the stated fraction of each, per class: DomainBed's training-domain validation) and val_acc is
+the mean over the selection sets, one per source domain (DomainBed's mean of env_out_acc).
+
+Three label-free ones, as unsupervised domain adaptation can select (score_info.py): `entropy`,
+`im` and `snd` select on a score of the model's predictions for the target images every trial
+already evaluates, unlabelled (no second pass, no label read); the targets' accuracies are only
+reported. They split the source as `source_val` does, so `val_acc` still measures held-out
+source images and a sweep under a label-free protocol records source_val's choice too (the
+selection gap, analysis/replicates.py, compares them on the same trials). Every trial logs the
+three scores whatever its protocol (`<score>_<target>` and their mean over the targets,
+`target_<score>`), so any sweep's records say what each label-free protocol would have chosen.
 
 A split is a pure function of the file names, the fraction and the split seed (never the trial
 seed): every trial of a sweep, in any process on any machine, holds out the same images.
@@ -18,11 +37,13 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from asha_tune.trial.config import SelectionConfig
-from asha_tune.trial.registry import lookup
+from asha_tune.trial.registry import FOLD_PROTOCOLS, lookup
+from asha_tune.trial.score_info import SCORE_INFO, ScoreInfo
 
 # Metric names reported by a trial every epoch.
 VAL_ACC = "val_acc"  # the selection metric (oracle: equal to target_acc)
@@ -32,12 +53,48 @@ SE_SUFFIX = "_se"  # binomial standard error of an accuracy, in percentage point
 SIZE_PREFIX = "n_"  # n_val, n_<domain>, n_target: images in an evaluation set
 CHANCE_PREFIX = "chance_"  # chance_val, ...: majority-class rate of that set, in %
 SPLIT_HASH = "split_hash"  # a short hash of the selection images (their file names)
+DEVICE_KEY = "device"  # in every epoch's report: devices.describe_device, e.g. "cuda:0 NVIDIA H200"
 VAL_SET = "val"
 TARGET_SET = "target"  # all reported target images together (the set behind target_acc)
+# selection.epoch best: the epoch whose figures a trial reports, and each evaluated figure of the
+# epoch itself (before selection) under RAW_PREFIX + its name.
+SELECTED_EPOCH = "selected_epoch"
+RAW_PREFIX = "raw_"
+SCORE_NAMES = tuple(SCORE_INFO)  # entropy, im, snd: logged by every trial
+
+
+# What the trial read, reported with its constants (params of its run).
+CLASSES_KEY = "classes"  # the class names in id order (JSON), as the head numbers them
+DATA_PATH_KEY = "data_path"  # memory | stream (streaming.DataPath): where its batches came from
+DATA_CONSTANTS = frozenset({CLASSES_KEY, DATA_PATH_KEY})
+# A machine's choice, not the experiment's: a resumed trial may take the other path (its run keeps
+# the first attempt's).
+FIRST_ATTEMPT_CONSTANTS = frozenset({DATA_PATH_KEY})
+# MLflow's names: letters, digits, `_ - . / :` and spaces (`acc_Real World` is one); a domain
+# whose name holds anything else is reported under its name with those characters as `_`.
+_UNSAFE = re.compile(r"[^\w.\- ]")
+RESERVED_SET_NAMES = frozenset({VAL_SET, TARGET_SET})
+
+
+def metric_name(domain: str) -> str:
+    """A domain's name as its metric keys hold it (acc_<name>, n_<name>): MLflow-safe, and never
+    the name of the val or target set (a domain so named is `<name>_domain`)."""
+    name = _UNSAFE.sub("_", domain)
+    return f"{name}_domain" if name in RESERVED_SET_NAMES else name
+
+
+def check_metric_names(domains: Sequence[str]) -> None:
+    """Two domains that would report under one metric name (e.g. `a+b` and `a&b`) are an error."""
+    seen: dict[str, str] = {}
+    for domain in domains:
+        name = metric_name(domain)
+        if name in seen and seen[name] != domain:
+            raise ValueError(f"domains {seen[name]!r} and {domain!r} would both report as acc_{name}")
+        seen[name] = domain
 
 
 def domain_acc(domain: str) -> str:
-    return f"acc_{domain}"
+    return f"acc_{metric_name(domain)}"
 
 
 def se_key(metric: str) -> str:
@@ -45,6 +102,7 @@ def se_key(metric: str) -> str:
 
 
 def size_key(evaluation_set: str) -> str:
+    """n_val, n_target, or n_<metric_name(domain)> for a domain's set."""
     return SIZE_PREFIX + evaluation_set
 
 
@@ -52,9 +110,73 @@ def chance_key(evaluation_set: str) -> str:
     return CHANCE_PREFIX + evaluation_set
 
 
+def score_key(score: str, domain: str) -> str:
+    """`entropy_cartoon`: a label-free score of one target's predictions (domain names made safe
+    for MLflow as for accuracies, metric_name)."""
+    return f"{score}_{metric_name(domain)}"
+
+
+def label_free(protocol: str) -> ScoreInfo | None:
+    """The score a label-free protocol selects on (entropy, im, snd), None for the others."""
+    return SCORE_INFO.get(protocol)
+
+
+def selection_metric(protocol: str) -> tuple[str, str]:
+    """(metric, direction) a trial's epochs are selected on under `protocol` (selection.epoch
+    best), and the scheduler's metric by default: `val_acc` (max), or the label-free score over
+    the targets (`target_entropy`, min; `target_im`, `target_snd`, max)."""
+    info = label_free(protocol)
+    return (info.metric, info.direction) if info else (VAL_ACC, "max")
+
+
+def target_selection(protocol: str, domain: str, metric: str, mode: str) -> tuple[str, str]:
+    """(metric, mode) that picks a sweep's winner for one target in an analysis: under oracle the
+    target's own accuracy, under a label-free protocol that target's score, else the sweep's own
+    selection metric (`metric`, `mode`: val_acc on the held-out images, the same for every target)."""
+    if protocol == "oracle":
+        return domain_acc(domain), "max"
+    info = label_free(protocol)
+    return (score_key(info.name, domain), info.direction) if info else (metric, mode)
+
+
+def what_selection_saw(protocol: str, source: str, targets: Sequence[str]) -> str:
+    """Which images a protocol selects on, and whether it read their labels (a run's tag)."""
+    names = ", ".join(targets)
+    if label_free(protocol):
+        return f"unlabelled target images ({names}): predictions only, no target label"
+    return {
+        "oracle": f"labelled target images ({names}): the reported ones themselves",
+        "source_val": f"labelled held-out source images ({source}); no target image",
+        "target_val": f"labelled held-out target images ({names}); reported on the others",
+    }.get(protocol, protocol)
+
+
+def score_metrics(scores: dict[str, dict[str, float]]) -> dict[str, float]:
+    """`<score>_<domain>` for each target's scores, and `target_<score>`: their mean over the
+    targets (each target counts once, as target_acc)."""
+    metrics: dict[str, float] = {}
+    for domain, values in scores.items():
+        metrics.update({score_key(name, domain): value for name, value in values.items()})
+    for name in SCORE_NAMES:
+        per_target = [values[name] for values in scores.values() if name in values]
+        if per_target:
+            metrics[SCORE_INFO[name].metric] = sum(per_target) / len(per_target)
+    return metrics
+
+
+def better(value: float, than: float | None, direction: str) -> bool:
+    """Strictly better (a tie keeps the earlier epoch); a non-finite value never is."""
+    if not math.isfinite(value):
+        return False
+    if than is None:
+        return True
+    return value > than if direction == "max" else value < than
+
+
 def is_constant(key: str) -> bool:
-    """True for the per-trial constants (sizes, chance levels, split hash) in a trial's report."""
-    return key == SPLIT_HASH or key.startswith((SIZE_PREFIX, CHANCE_PREFIX))
+    """True for the per-trial constants (sizes, chance levels, split hash, what the trial read)
+    in a trial's report."""
+    return key == SPLIT_HASH or key in DATA_CONSTANTS or key.startswith((SIZE_PREFIX, CHANCE_PREFIX))
 
 
 def constants_of(report: dict) -> dict:
@@ -161,6 +283,9 @@ class SelectionPlan:
     val: dict[str, tuple[int, ...]]  # domain -> positions that select
     reported: dict[str, tuple[int, ...]]  # target -> positions reported
     split_hash: str
+    # lodo: left-out source domain -> the positions its fold model trains on; the fold model
+    # evaluates val[that domain]. Empty for the other protocols (the reported model selects).
+    folds: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def selects_on_reported(self) -> bool:
@@ -180,8 +305,8 @@ class SelectionPlan:
             chance_key(VAL_SET): chance_level(val),
         }
         for name, ls in reported.items():
-            out[size_key(name)] = len(ls)
-            out[chance_key(name)] = chance_level([ls])
+            out[size_key(metric_name(name))] = len(ls)
+            out[chance_key(metric_name(name))] = chance_level([ls])
         out[size_key(TARGET_SET)] = sum(map(len, reported.values()))
         out[chance_key(TARGET_SET)] = chance_level(list(reported.values()))
         out[SPLIT_HASH] = self.split_hash
@@ -210,19 +335,60 @@ def _target_val(selection: SelectionConfig, source: Domain, targets: list[Domain
     )
 
 
+def _lodo(selection: SelectionConfig, source: Domain, targets: list[Domain]) -> Sets:
+    """A source domain trains the reported model whole and is, whole, its fold's selection set
+    (evaluated by the fold model that never trained on it: SelectionPlan.folds)."""
+    return source.everything, {source.name: source.everything}, {t.name: t.everything for t in targets}
+
+
 PROTOCOLS: dict[str, Callable[[SelectionConfig, Domain, list[Domain]], Sets]] = {
     "oracle": _oracle,
     "source_val": _source_val,
     "target_val": _target_val,
+    "lodo": _lodo,
+    # Label-free: the scores select on the reported target images; the source is split as under
+    # source_val, so val_acc measures held-out source images (never trained on).
+    "entropy": _source_val,
+    "im": _source_val,
+    "snd": _source_val,
 }
 
 
-def plan_selection(selection: SelectionConfig, source: Domain, targets: list[Domain]) -> SelectionPlan:
+def plan_selection(
+    selection: SelectionConfig, source: Domain | Sequence[Domain], targets: list[Domain]
+) -> SelectionPlan:
+    """The protocol applied to each source domain on its own; their training images together
+    (positions in the sources' concatenation, in the order given), their selection sets side by
+    side (val_acc is their mean)."""
+    sources = [source] if isinstance(source, Domain) else list(source)
     split = lookup(PROTOCOLS, selection.protocol, "selection protocol")
-    train, val, reported = split(selection, source, targets)
-    domains = {d.name: d for d in (source, *targets)}
+    train: list[int] = []
+    val: dict[str, tuple[int, ...]] = {}
+    reported: dict[str, tuple[int, ...]] = {}
+    offset = 0
+    for domain in sources:
+        kept, selects, reports = split(selection, domain, targets)
+        train += [offset + p for p in kept]
+        val.update(selects)
+        reported.update(reports)
+        offset += len(domain.keys)
+    domains = {d.name: d for d in (*sources, *targets)}
     keys = [domains[name].keys[p] for name, positions in val.items() for p in positions]
-    return SelectionPlan(selection.protocol, train, val, reported, split_hash(keys))
+    folds = _folds(sources) if selection.protocol in FOLD_PROTOCOLS else {}
+    return SelectionPlan(selection.protocol, tuple(train), val, reported, split_hash(keys), folds)
+
+
+def _folds(sources: Sequence[Domain]) -> dict[str, tuple[int, ...]]:
+    """For each source domain, the positions (in the sources' concatenation) its fold trains on:
+    every image of the other sources."""
+    spans, offset = {}, 0
+    for d in sources:
+        spans[d.name] = range(offset, offset + len(d.keys))
+        offset += len(d.keys)
+    return {
+        left_out: tuple(p for name, span in spans.items() if name != left_out for p in span)
+        for left_out in spans
+    }
 
 
 def adaptation_images(protocol: str, target: str, limit_per_domain: int | None) -> str:

@@ -40,7 +40,16 @@ def binarize_a(a: Tensor, m: Tensor, k: float | None = None) -> Tensor:
 
 
 def raw(a: Tensor, m: Tensor, k: float | None = None) -> Tensor:
-    """A * M: the authors' domain adaptation with target maps."""
+    """A * M: the authors' domain adaptation with target maps.
+
+    Two fp16 activations can multiply past fp16's 65,504 (inf, which BatchNorm then spreads over
+    the whole batch), so under fp16 the product is computed and returned in float32: the
+    BatchNorm after the conv takes float32 as it is, and the next conv casts back to fp16 after
+    BatchNorm, where values are small. (Measured from random initialisation the product stays
+    below 120 at every conv: benchmarks/RESULTS.md; ImageNet weights could not be measured.)
+    """
+    if a.dtype == torch.float16 or m.dtype == torch.float16:
+        return a.float() * m.float()
     return a * m
 
 

@@ -13,9 +13,12 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from asha_tune.cluster import processes
-from asha_tune.cluster.state import ClusterState
+
+if TYPE_CHECKING:  # the GPU machine runs these helpers without the cluster's packages
+    from asha_tune.cluster.state import ClusterState
 
 # Ray's processes (raylet, GCS, workers) inherit the environment of whoever started them, so a
 # per-test marker variable finds exactly this test's processes: other Ray instances on the same

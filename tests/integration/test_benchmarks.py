@@ -70,6 +70,71 @@ def test_trial_measurements_and_table(tiny_runtime):
     assert "random conv 1" in text and "full trial, warm cache" in text
 
 
+def test_the_speed_benchmark_keeps_every_section_and_survives_failing_ones(
+    tiny_runtime, tmp_path, monkeypatch
+):
+    """End to end on synthetic PACS: a section made to fail and variants that fail on the CPU
+    (fp16) are recorded with their reason, and every other section still runs and is written."""
+    import json
+    import sys
+
+    from benchmarks import speed
+
+    monkeypatch.setitem(speed.PROFILES, "cpu", Profile(32, 8, 16, 1, 1, 1, 1, (), False, "tiny"))
+    monkeypatch.setenv(speed.FAIL_ENV, "mode baseline")
+    out, table_file = tmp_path / "bench.json", tmp_path / "bench.txt"
+    seen_on_disk = []
+    real_full_trial = speed.full_trial
+
+    def full_trial(*args, **kwargs):  # what is on disk when the warm trial starts
+        seen_on_disk.append(json.loads(out.read_text()))
+        return real_full_trial(*args, **kwargs)
+
+    monkeypatch.setattr(speed, "full_trial", full_trial)
+    argv = ["speed.py", "--profile", "cpu", "--data-root", str(tiny_runtime.data_root), "--device", "cpu"]
+    argv += ["--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--table", str(table_file)]
+    monkeypatch.setattr(sys, "argv", argv + ["--variants", "--skip-authors"])
+    speed.main()
+
+    report = json.loads(out.read_text())
+    assert report["modes"]["baseline"] == {"error": f"RuntimeError: deliberate failure ({speed.FAIL_ENV})"}
+    assert set(report["modes"]) == set(speed.MODES)
+    assert all(m["train_img_s"] > 0 for name, m in report["modes"].items() if name != "baseline")
+    assert report["variants"]["fp16 NCHW"]["error"].startswith("ConfigError: precision fp16 needs CUDA")
+    assert report["variants"]["bf16 channels_last"]["train_img_s"] > 0
+    assert report["variants"]["bf16 channels_last"]["amp"] == "torch.bfloat16"
+    assert report["warm_trial"]["wall_s"] > 0 and report["cold_trial"]["device"] == "cpu"
+    assert report["versions"]["torch"] == torch.__version__ and report["versions"]["python"]
+    # The cold trial and the modes were on disk before the warm trial ran.
+    assert "cold_trial" in seen_on_disk[1] and set(seen_on_disk[1]["modes"]) == set(speed.MODES)
+    text = table_file.read_text()
+    assert f"baseline                 failed: RuntimeError: deliberate failure ({speed.FAIL_ENV})" in text
+    assert "fp16 NCHW" in text and "failed: ConfigError: precision fp16 needs CUDA" in text
+    assert f"torch {torch.__version__} (CUDA {torch.version.cuda}" in text.splitlines()[0]
+
+
+def test_a_crashed_sharing_worker_is_an_error_not_an_index_error(tmp_path):
+    from benchmarks.speed import worker_result
+
+    log = tmp_path / "worker.err"
+    log.write_text("Traceback (most recent call last):\n  ...\ntorch.OutOfMemoryError: CUDA out of memory\n")
+    assert worker_result(1, "", log) == {"error": "exit 1: torch.OutOfMemoryError: CUDA out of memory"}
+    assert worker_result(0, 'noise\n{"peak_mib": 5.0}\n', log) == {"peak_mib": 5.0}
+    log.write_text("")
+    assert worker_result(-9, "", log) == {"error": "exit -9: no output"}
+
+
+def test_the_commit_without_git(tmp_path, monkeypatch):
+    from benchmarks import speed
+
+    monkeypatch.setattr(speed, "REPO", tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no git at all
+    assert speed.commit() is None
+    (tmp_path / ".device-data").mkdir()
+    (tmp_path / ".device-data" / "commit.txt").write_text("8a5611b+changes\n")
+    assert speed.commit() == "8a5611b+changes (as prepared)"
+
+
 # --- the sweep benchmark ------------------------------------------------------------------
 
 

@@ -71,7 +71,9 @@ def test_a_finished_sweep_keeps_only_the_best_trials_final_weights(tmp_path, pac
     assert number == outcome.best.number
     state = torch.load(kept, weights_only=True)
     assert state["epoch"] == 4 and state["history"][-1]["train_loss"] == outcome.best.metrics["train_loss"]
-    assert set(state) == {"config", "epoch", "history", "model"}  # weights: no optimiser to resume
+    # weights: no optimiser to resume; the class order says what the head's outputs are
+    assert set(state) == {"config", "epoch", "history", "model", "classes"}
+    assert state["classes"] == ["dog", "elephant", "giraffe", "guitar", "horse", "house", "person"]
     assert build_model(str(kept)).fc.weight.equal(state["model"]["fc.weight"])
     assert f"its final weights: {kept}" in capsys.readouterr().out
     for folder in settings.sweep_dir.glob("*/checkpoint_*"):

@@ -58,7 +58,7 @@ def test_index_pairing_coverage_matches_an_independent_count(pacs_root, target):
     seen, uses = pairing_coverage(pacs_root, target, "index", epochs=3)
     assert dict(seen) == expected  # the same images every epoch
     assert sum(1 for n in uses.values() if n > 3) == twice
-    # The facts the README states.
+    # The facts docs/selection.md states.
     if target == "sketch":
         assert set(seen) == {"dog", "elephant", "giraffe"}
     if target == "cartoon":

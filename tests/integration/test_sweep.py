@@ -18,11 +18,13 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from asha_tune.analysis.verdicts import best_trial
+from asha_tune.cluster import processes
 from asha_tune.cluster.processes import free_port
 from asha_tune.sweep import SweepSettings
 from asha_tune.sweep.lifecycle import launch
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.records import sweep_trials
+from tests.helpers.mlflow import mlflow_store
 from tests.helpers.processes import kill_tagged, stop_group, tagged_processes, wait_for
 from tests.helpers.sweeps import TINY, mlflow_children, quiet_env, settings_for, space_file, study_trials
 
@@ -73,6 +75,7 @@ def test_sweep_end_to_end_with_asha_pruning(tmp_path, pacs_runtime, capsys):
         # never shorter than the compute the trial's own timings report (a sub-second trial too)
         assert float(run.data.tags["asha_tune.duration_s"]) >= run.data.metrics["time_total"] > 0
         assert run.data.params["shaping.mode"] == "random"
+        assert run.data.params["device"] == "cpu"  # the device the trial computed on, from its report
         # resolved values, not None; the trial's metrics and durations, not Ray's bookkeeping
         assert (run.data.params["shaping.shape_fn"], run.data.params["shaping.shape_at_eval"]) == (
             "binarize_a",
@@ -390,7 +393,9 @@ def test_launch_joins_an_existing_cluster_by_address(tmp_path, tiny_runtime, pro
 
 
 def test_ui_serves_the_sweeps_store(tmp_path):
-    Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}").experiment("x")
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = tracker.experiment("ui-serves-this-store")
+    run_id = tracker.start_run(experiment, "a-run", tags={"asha_tune.sweep": "ui-check"})
     port = free_port()
     ui = subprocess.Popen(
         [
@@ -408,10 +413,51 @@ def test_ui_serves_the_sweeps_store(tmp_path):
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    base = f"http://127.0.0.1:{port}"
     try:
-        assert wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/"), 120, "the MLflow UI")
+        assert wait_for(lambda: http_ok(f"{base}/"), 120, "the MLflow UI")
+        # It serves this store, not another: the experiment and the run written above are there.
+        with urllib.request.urlopen(
+            f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=ui-serves-this-store", timeout=30
+        ) as response:
+            assert json.loads(response.read())["experiment"]["experiment_id"] == experiment
+        with urllib.request.urlopen(
+            f"{base}/api/2.0/mlflow/runs/get?run_id={run_id}", timeout=30
+        ) as response:
+            tags = {t["key"]: t["value"] for t in json.loads(response.read())["run"]["data"]["tags"]}
+        assert tags["asha_tune.sweep"] == "ui-check"
     finally:
         stop_group(ui)
+
+
+def test_a_terminated_ui_stops_the_server_it_started(tmp_path):
+    """SIGTERM to `asha-tune ui` (a service manager, `kill`) stops MLflow's server and its workers."""
+    uri = mlflow_store(tmp_path / "mlflow.db")
+    port = free_port()
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "asha_tune.cli", "ui", "--tracking-uri", uri, "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        assert wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/"), 120, "the MLflow UI")
+        servers = tagged_children(ui.pid)
+        assert servers, "the UI runs in processes of its own"
+        ui.send_signal(signal.SIGTERM)  # this process only, not its group
+        assert ui.wait(timeout=60) == 0
+        assert wait_for(lambda: not any(processes.alive(p) for p in servers), 60, "the server to stop")
+        assert not http_ok(f"http://127.0.0.1:{port}/")
+    finally:
+        if ui.poll() is None:
+            stop_group(ui)
+
+
+def tagged_children(pid: int) -> list:
+    """The processes below `pid` (the UI's server session: gunicorn or uvicorn and its workers)."""
+    me = processes.identify(pid)
+    return [p for p in processes.family(me) if p.pid != pid] if me else []
 
 
 def test_sweep_tracks_to_an_mlflow_tracking_server(tmp_path, tiny_runtime):
@@ -762,3 +808,38 @@ def test_launch_works_where_ray_was_imported_first(tmp_path, tiny_runtime, proce
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "best trial 0: val_acc" in done.stdout
+
+
+@pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="checks a machine where torch has no CUDA"
+)
+def test_a_trial_given_a_gpu_that_torch_cannot_use_fails_at_once_and_says_why(tmp_path, tiny_runtime, capsys):
+    """A logical GPU (--num-gpus 1) stands for one that torch cannot drive (a driver too old for
+    the build): the trial must not train on the CPU for hours unnoticed."""
+    import torch
+
+    path = space_file(
+        tmp_path,
+        "unusable_gpu",
+        TINY,
+        search={"algorithm": "random", "num_trials": 2, "max_concurrent": 2, "max_failures": 2},
+        resources={"cpu": 1, "gpu": 0.5},
+        parameters={"train.lr": {"type": "float", "low": 0.001, "high": 0.01}},
+    )
+    runtime = tiny_runtime.model_copy(update={"device": "auto"})
+    started = time.monotonic()
+    outcome = launch(settings_for(tmp_path, path, "unusable_gpu", runtime, num_gpus=1))
+    assert outcome.finished and [t.status for t in outcome.trials] == ["failed", "failed"]
+    out = capsys.readouterr().out
+    for run in mlflow_children(tmp_path, "unusable_gpu", outcome.settings.parent_run_id):
+        failure = run.data.tags["asha_tune.failure"]
+        assert failure.startswith(
+            f"DeviceError: Ray gave this trial GPU 0, but torch {torch.__version__} is built for CUDA "
+            f"{torch.version.cuda} and finds no CUDA device"
+        )
+        assert "\n" not in failure
+        assert run.info.status == "FAILED" and run.data.tags["asha_tune.retries"] == "0"  # not retried
+        assert run.data.tags["asha_tune.epochs_run"] == "0"  # at once: not one epoch on the CPU
+        assert "device" not in run.data.params
+        assert failure in out
+    assert time.monotonic() - started < 240

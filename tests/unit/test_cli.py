@@ -46,6 +46,14 @@ CLI = [sys.executable, "-m", "asha_tune.cli"]
             "--topk-fraction: Input should be less than or equal to 1",
         ),
         (["--data-root", "/no/such/pacs"], "--data-root /no/such/pacs: no such folder"),
+        (["--dataset", "officehome"], "--dataset: Input should be 'pacs', 'folder', 'vlcs', 'office_home'"),
+        (["--source", "art_painting,moon"], "--source: Input should be 'art_painting', 'cartoon'"),
+        (
+            ["--source-sampling", "even"],
+            "--source-sampling: Input should be 'union' or 'balanced' (got 'even')",
+        ),
+        (["--selection", "lodo"], "selection lodo leaves one source domain out in turn: it needs two"),
+        (["--data-budget", "lots"], "--data-budget: cannot read a size from 'lots'"),
         (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
         (["--bogus"], "unrecognized arguments: --bogus"),
     ],
@@ -112,3 +120,53 @@ def test_every_sweep_flag_has_help(capsys):
     text = capsys.readouterr().out
     for flag in ("--data-root", "--cache-dir", "--num-cpus", "--num-gpus", "--resource-wait"):
         assert flag in text  # resume takes launch's runtime options
+
+
+def test_trial_flags_name_the_dataset_its_sources_and_their_sampling(tmp_path, monkeypatch, capsys):
+    from mlflow.tracking import MlflowClient
+
+    from tests.helpers.data import make_domains
+    from tests.helpers.mlflow import mlflow_store
+
+    root = make_domains(tmp_path / "odd")
+    uri = mlflow_store(tmp_path / "mlflow.db")
+    monkeypatch.chdir(tmp_path)
+    args = ["--dataset", "folder", "--source", "clipart,Real World", "--target", "sketch"]
+    args += ["--source-sampling", "balanced", "--selection", "lodo", "--data-budget", "1KiB"]
+    args += [
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--weights",
+        "none",
+        "--device",
+        "cpu",
+    ]
+    args += [
+        "--data-root",
+        str(root),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--tracking-uri",
+        uri,
+        "--no-progress",
+    ]
+    assert main(["trial", *args]) == 0
+    captured = capsys.readouterr()
+    assert "(selection lodo)" in captured.out
+    assert "asha-tune trial: data path: images streamed from the disk cache: " in captured.err
+    assert "exceed the 1.0 KiB budget" in captured.err
+    (run,) = MlflowClient(uri).search_runs(
+        [MlflowClient(uri).get_experiment_by_name("asha-tune-trials").experiment_id]
+    )
+    params = run.data.params
+    assert (params["data.dataset"], params["data.source_sampling"], params["selection.protocol"]) == (
+        "folder",
+        "balanced",
+        "lodo",
+    )
+    assert params["data.source"] == '["Real World", "clipart"]' and params["data_path"] == "stream"
+    assert params["n_val"] == str(15 + 16)  # lodo: each left-out source whole

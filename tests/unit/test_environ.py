@@ -7,6 +7,7 @@ import os
 from asha_tune.environ import scoped_environ
 from asha_tune.sweep.session import session_environ
 from asha_tune.tracking import Tracker
+from tests.helpers.mlflow import mlflow_store
 
 
 def test_a_scoped_variable_is_set_inside_and_restored_after(monkeypatch):
@@ -22,7 +23,7 @@ def test_a_scoped_variable_is_set_inside_and_restored_after(monkeypatch):
 
 def test_a_tracker_leaves_the_environment_as_it_found_it(tmp_path):
     before = dict(os.environ)
-    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracker = Tracker(mlflow_store(tmp_path / "mlflow.db"))
     run = tracker.start_run(tracker.experiment("e"), "r")
     tracker.finish(run, "completed")
     assert dict(os.environ) == before

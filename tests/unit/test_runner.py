@@ -9,9 +9,10 @@ from mlflow.tracking import MlflowClient
 
 from asha_tune.runner import run_logged_trial
 from asha_tune.tracking import Tracker
-from asha_tune.tracking.tags import ADAPTATION_TAG, STATUS_TAG
+from asha_tune.tracking.tags import ADAPTATION_TAG, SELECTION_IMAGES_TAG, STATUS_TAG
 from asha_tune.tracking.trials import log_epoch, trial_tags
 from asha_tune.trial.config import TrialConfig
+from tests.helpers.mlflow import mlflow_store
 
 TINY = {
     "data": {"targets": ["cartoon"], "image_size": 32},
@@ -20,9 +21,9 @@ TINY = {
 
 
 def test_only_modes_that_see_target_images_say_which():
-    assert (
-        trial_tags(TrialConfig.model_validate({"shaping": {"mode": "random", "convs": [1], "p0": 0.5}})) == {}
-    )
+    random = trial_tags(TrialConfig.model_validate({"shaping": {"mode": "random", "convs": [1], "p0": 0.5}}))
+    assert ADAPTATION_TAG not in random  # every run says what selection saw; only these adapt
+    assert random[SELECTION_IMAGES_TAG] == "labelled target images (cartoon): the reported ones themselves"
     tags = trial_tags(
         TrialConfig.model_validate({"shaping": {"mode": "bn_only"}, "data": {"targets": ["sketch"]}})
     )
@@ -30,7 +31,7 @@ def test_only_modes_that_see_target_images_say_which():
 
 
 def test_an_epoch_logs_its_constants_once_as_params_and_the_rest_as_metrics(tmp_path):
-    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracker = Tracker(mlflow_store(tmp_path / "mlflow.db"))
     run = tracker.start_run(tracker.experiment("e"), "t")
     for epoch, acc in ((1, 40.0), (2, 45.0)):
         log_epoch(
@@ -45,7 +46,7 @@ def test_an_epoch_logs_its_constants_once_as_params_and_the_rest_as_metrics(tmp_
 
 def test_a_logged_trial_is_one_finished_run_with_its_config_and_final_metrics(tiny_runtime, tmp_path):
     config = TrialConfig.model_validate({**TINY, "shaping": {"mode": "random", "convs": [1], "p0": 0.5}})
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     logged = run_logged_trial(config, tiny_runtime, tracking_uri=uri, checkpoint=tmp_path / "c.pt")
     run = MlflowClient(uri).get_run(logged.run_id)
     assert run.info.status == "FINISHED" and run.data.tags[STATUS_TAG] == "completed"
@@ -55,3 +56,23 @@ def test_a_logged_trial_is_one_finished_run_with_its_config_and_final_metrics(ti
     assert json.loads((tmp_path / "c.json").read_text()) == {"mlflow_run_id": logged.run_id}
     history = MlflowClient(uri).get_metric_history(logged.run_id, "target_acc")
     assert [m.step for m in history] == [1, 2]
+
+
+def test_a_logged_trial_records_the_device_it_used(tiny_runtime, tmp_path):
+    config = TrialConfig.model_validate(TINY)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    logged = run_logged_trial(config, tiny_runtime, tracking_uri=uri, checkpoint=tmp_path / "c.pt")
+    run = MlflowClient(uri).get_run(logged.run_id)
+    assert run.data.params["device"] == "cpu"
+    assert "asha_tune.resumed_on_device" not in run.data.tags
+
+
+def test_a_resume_on_another_device_keeps_the_first_as_a_param_and_tags_the_new_one(tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = tracker.start_run(tracker.experiment("e"), "t")
+    tracker.log_device(run, "cpu")
+    tracker.log_device(run, "cpu")  # the same device again: nothing changes, no error
+    tracker.log_device(run, "cuda:0 NVIDIA H200")  # `resume --device cuda`
+    data = MlflowClient(tracker.uri).get_run(run).data
+    assert data.params == {"device": "cpu"}
+    assert data.tags["asha_tune.resumed_on_device"] == "cuda:0 NVIDIA H200"

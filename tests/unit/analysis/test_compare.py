@@ -26,6 +26,7 @@ from asha_tune.tracking.tags import (
     SWEEP_TAG,
 )
 from asha_tune.trial.selection import binomial_se
+from tests.helpers.mlflow import mlflow_store
 
 GRID_SPACE = {
     "configurations": [
@@ -83,7 +84,7 @@ def acc(cartoon: float, se: float = 1.0, **more: float) -> dict:
 def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, str]]:
     """One store for the module (creating one takes seconds); compare only adds runs beside them."""
     tmp_path = tmp_path_factory.mktemp("store")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     client = MlflowClient(tracking_uri=uri)
     exp = client.create_experiment("hand-made", artifact_location=(tmp_path / "artifacts").as_uri())
     parents = {}
@@ -254,7 +255,14 @@ def test_outputs_are_written_and_logged_as_a_run_linked_to_the_sweeps(store, tmp
     with (out / "comparison.csv").open() as f:
         rows = list(csv.DictReader(f))
     sections = {r["section"] for r in rows}
-    assert sections == {"best_so_far", "best", "grid_vs_published"}
+    assert sections == {
+        "best_so_far",
+        "best",
+        "grid_vs_published",
+        "replicated",
+        "versus_grid",
+        "selection_gap",
+    }
     assert any(r["sweep"] == "paper (published)" and r["acc"] == "63.95" for r in rows)
     client = MlflowClient(tracking_uri=uri)
     run = client.get_run(run_id)

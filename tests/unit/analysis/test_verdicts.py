@@ -84,7 +84,7 @@ def test_the_best_shows_its_standard_error_size_chance_and_protocol():
         "  reported on the targets: acc_cartoon 55.0 ± 1.0% (n = 2,344; chance 19.5%), "
         "target_acc 55.0 ± 1.0% (n = 2,344; chance 19.5%)"
     )
-    assert math.isclose(binomial_se(61.2, 2344), 1.0065, abs_tol=1e-4)  # the README's example
+    assert math.isclose(binomial_se(61.2, 2344), 1.0065, abs_tol=1e-4)  # docs/selection.md's example
     assert [r.number for r in ranked_trials(records, "val_acc", "max")] == [0, 1, 2]
 
 

@@ -22,6 +22,7 @@ SHIPPED = [
     "baseline",
     "paper_grid",
     "paper_search",
+    "office_home",
 ]
 
 VALID = """
@@ -126,7 +127,7 @@ INVALID = [
     (
         "metric never reported",
         edit({"scheduler/metric": "acc_photo"}),
-        "scheduler.metric 'acc_photo' is not reported; choose one of acc_cartoon, source_acc, target_acc, train_loss",
+        "scheduler.metric 'acc_photo' is not reported; choose one of acc_cartoon, entropy_cartoon, im_cartoon, snd_cartoon, source_acc, target_acc, target_entropy, target_im, target_snd, train_loss, val_acc",
     ),
     (
         "missing num_trials",
@@ -210,6 +211,25 @@ INVALID = [
         "malformed YAML at line 3, column 1: expected ',' or ']', but got '<stream end>'",
     ),
     ("not a mapping", "- just\n- a list\n", "a space file must be a mapping of sections (name, data, ...)"),
+    (
+        "a shaping field fixed and searched",
+        edit({"shaping/p0": 0.5}),
+        "parameters.shaping.p0: shaping.p0 is also fixed in the shaping section (0.5): set it in one place",
+    ),
+    (
+        "a key given twice",
+        "name: t\ntrain:\n  epochs: 4\n  epochs: 5\n",
+        "at line 4, column 3: key 'epochs' is given twice (lines 3 and 4): keep one",
+    ),
+    (
+        "a billion laughs",
+        "name: t\n"
+        + "".join(
+            f"{a}: &{a} [{', '.join([f'*{b}'] * 9) if b else ', '.join(['lol'] * 9)}]\n"
+            for a, b in zip("abcdefghi", ["", *"abcdefgh"], strict=True)
+        ),
+        "at line 3, column 8: alias *a (space files hold no aliases: write the value out)",
+    ),
 ]
 
 

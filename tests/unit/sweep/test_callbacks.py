@@ -1,7 +1,7 @@
 """The driver-side Tune callbacks: how a trial's end is named, the progress line, failure lines.
 
 Tune's Trial objects are stood in for by the attributes the callbacks read (config, status,
-last_result, error_file, num_failures); the callbacks run against real Tune in tests/test_sweep.py.
+last_result, error_file, num_failures); the callbacks run against real Tune in tests/integration/test_sweep.py.
 """
 
 from __future__ import annotations
@@ -93,3 +93,25 @@ def test_a_runs_duration_is_never_shorter_than_the_compute_it_reports():
     assert run_duration(0.0004, {"time_total": 0.37}) == 0.37
     assert run_duration(12.3456, {"time_total": 3.0}) == 12.346  # wall time, millisecond stamps
     assert run_duration(0.25, {}) == 0.25  # a trial that reported nothing
+
+
+def test_a_sweep_child_run_records_the_device_its_trial_used(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from asha_tune.spaces import load_space
+    from asha_tune.sweep.callbacks import TrackingCallback
+    from asha_tune.tracking import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri)
+    experiment = tracker.experiment("devices")
+    parent = tracker.start_run(experiment, "sweep")
+    space = load_space("quickstart")
+    callback = TrackingCallback(uri, experiment, parent, space)
+    t = trial(0, trial_id="t0")
+    t.config["values"] = {"shaping.p0": 0.5, "shaping.convs": [1]}
+    callback.on_trial_start(0, [t], t)
+    for epoch in (1, 2):
+        callback.on_trial_result(0, [t], t, {"epoch": epoch, "val_acc": 40.0, "device": "cpu"})
+    run = MlflowClient(uri).get_run(callback.child_run(t)).data
+    assert run.params["device"] == "cpu" and "device" not in run.metrics

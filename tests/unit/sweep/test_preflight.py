@@ -149,3 +149,29 @@ def test_weights_files_must_exist_and_be_absolute(synthetic_pacs, tmp_path, caps
         ["--space", "quickstart", "--data-root", str(synthetic_pacs), "--weights", "w.pth"], tmp_path, capsys
     )
     assert line.endswith("weights w.pth: give an absolute path (trials run in other folders)")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine where torch has no CUDA")
+def test_a_gpu_that_torch_cannot_use_is_not_called_no_gpu(
+    synthetic_pacs, tmp_path, capsys, in_work, monkeypatch
+):
+    from asha_tune.trial import devices
+
+    version = tmp_path / "nvidia-version"  # the file a real NVIDIA driver 535 writes
+    version.write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 2023\n")
+    monkeypatch.setattr(devices, "NVIDIA_VERSION_FILE", version)
+    monkeypatch.setattr(devices.shutil, "which", lambda name: None)
+    line = launch_fails(["--space", "random_layers", "--data-root", str(synthetic_pacs)], tmp_path, capsys)
+    assert line.startswith(
+        "asha-tune launch: error: space random_layers asks for 0.25 GPU per trial and this machine "
+        f"has a GPU, but torch {torch.__version__} is built for CUDA {torch.version.cuda}"
+    )
+    assert "the NVIDIA driver is 535.104.05" in line and "no GPU" not in line
+    assert line.endswith(
+        "or add --set resources.gpu=0 to train on the CPU (slow: a 30-epoch trial at "
+        "224 px takes hours on a CPU)"
+    )
+    line = launch_fails(
+        ["--space", "quickstart", "--data-root", str(synthetic_pacs), "--device", "cuda"], tmp_path, capsys
+    )
+    assert line.startswith("asha-tune launch: error: --device cuda: this machine has a GPU, but torch ")

@@ -15,10 +15,11 @@ from asha_tune.sweep.settings import SWEEP_FILE, check_name
 from asha_tune.sweep.study import create_study
 from asha_tune.tracking import Tracker
 from asha_tune.trial.config import Runtime
+from tests.helpers.mlflow import mlflow_store
 
 
 def saved_sweep(tmp_path, name: str, **extra) -> SweepSettings:
-    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking = mlflow_store(tmp_path / "mlflow.db")
     space = load_space("quickstart", ["train.epochs=1"])
     tracker = Tracker(tracking)
     parent = tracker.start_run(tracker.experiment(space.name), name)

@@ -10,19 +10,17 @@ from optuna.trial import TrialState
 
 from asha_tune.errors import AshaTuneError, ConfigError
 from asha_tune.spaces import SearchSpace, load_space
+from asha_tune.sweep.importance import importances
 from asha_tune.sweep.study import (
     VALUES_ATTR,
     WARM_START_ATTR,
-    PastTrial,
     RecordingSuggester,
     StudyHandle,
     Unexpressible,
     create_study,
     expressed,
-    finished_trials,
-    importances,
-    warm_start,
 )
+from asha_tune.sweep.warm_start import PastTrial, finished_trials, warm_start
 
 
 def variant(base: str = "quickstart", **changes) -> SearchSpace:
@@ -90,7 +88,10 @@ def test_the_parameter_that_decides_the_value_ranks_first(synthetic, evaluator):
     assert early.trials == 40  # every trial reached epoch 1
     assert list(early.values) == ["shaping.convs", "shaping.p0"]
     assert early.values["shaping.convs"] > 0.5
-    assert f"({evaluator}; 40 trials, values at epoch 1):" in early.text()
+    assert (
+        f"({evaluator}; 40 trials, values at epoch 1; objective val_acc (max; selection source_val), "
+        "the study's own):" in early.text()
+    )
 
 
 def test_fanova_leaves_out_conditional_parameters_and_says_so(tmp_path):
@@ -254,3 +255,15 @@ def test_warm_start_from_a_replayed_list_of_configurations(search, tmp_path):
     assert study.trials[1].user_attrs[VALUES_ATTR] == {"shaping.convs": [1, 5], "shaping.p0": 0.5}
     with pytest.raises(AshaTuneError, match="warm start: grid runs a list of configurations"):
         warm_start(url, "grid", trials)
+
+
+def test_replicates_pool_into_one_set_of_importances_of_one_objective(synthetic, tmp_path):
+    pooled = importances(synthetic, ["synthetic", "synthetic"])  # the same study twice: twice the trials
+    assert pooled.trials == 40 and pooled.study == "synthetic, synthetic"
+    assert list(pooled.values)[0] == "shaping.p0"
+    other = variant(search={"algorithm": "random", "num_trials": 5}, scheduler={"metric": "source_acc"})
+    create_study(synthetic, "other", other)
+    with pytest.raises(
+        AshaTuneError, match="importances: study other optimises another objective than synthetic"
+    ):
+        importances(synthetic, ["synthetic", "other"])

@@ -11,11 +11,12 @@ from mlflow.tracking import MlflowClient
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.client import flatten, local_store
 from asha_tune.tracking.tags import FAILURE_TAG, STATUS_TAG
+from tests.helpers.mlflow import mlflow_store
 
 
 @pytest.fixture
 def store(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'records' / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "records" / "mlflow.db")
     return Tracker(uri), MlflowClient(uri)
 
 

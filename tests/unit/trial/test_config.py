@@ -101,17 +101,21 @@ def test_the_paper_batch_size_is_the_default_of_each_mode(tmp_path):
     from asha_tune.spaces import load_space
     from asha_tune.sweep.settings import SweepSettings
 
-    assert TrialConfig.model_validate({"shaping": {"mode": "target", "convs": [4]}}).train.batch_size == 256
-    assert TrialConfig.model_validate({"shaping": {"mode": "bn_only"}}).train.batch_size == 256
+    one = {"data": {"targets": ["cartoon"]}}  # a target mode adapts to one target
+    assert (
+        TrialConfig.model_validate({**one, "shaping": {"mode": "target", "convs": [4]}}).train.batch_size
+        == 256
+    )
+    assert TrialConfig.model_validate({**one, "shaping": {"mode": "bn_only"}}).train.batch_size == 256
     for mode in ({"mode": "baseline"}, {"mode": "random", "convs": [1], "p0": 0.5}):
         assert TrialConfig.model_validate({"shaping": mode}).train.batch_size == 128
-    explicit = {"shaping": {"mode": "target", "convs": [4]}, "train": {"batch_size": 64}}
+    explicit = {**one, "shaping": {"mode": "target", "convs": [4]}, "train": {"batch_size": 64}}
     assert TrialConfig.model_validate(explicit).train.batch_size == 64
     # In a space whose mode is searched, each trial gets its mode's size, also after a resume
     # reads the space back from sweep.json.
     path = tmp_path / "s.yaml"
     path.write_text(
-        "name: s\nsearch: {algorithm: grid}\nscheduler: {kind: fifo}\n"
+        "name: s\nsearch: {algorithm: grid}\nscheduler: {kind: fifo}\ndata: {targets: [cartoon]}\n"
         "parameters:\n  shaping.mode: {type: grid, values: [baseline, target]}\n"
         "  shaping.convs: {type: fixed, value: [4], when: {shaping.mode: target}}\n"
     )

@@ -8,6 +8,7 @@ import torch
 
 from asha_tune.errors import ConfigError, DataError
 from asha_tune.trial import data
+from tests.helpers.data import mapped_files
 
 
 def test_decode_cache_is_reused(synthetic_pacs, tmp_path, monkeypatch):
@@ -156,17 +157,6 @@ def test_root_is_never_assumed(monkeypatch):
         Runtime().resolved_data_root()
     monkeypatch.setenv("ASHA_TUNE_DATA_ROOT", "/somewhere")
     assert Runtime().resolved_data_root() == Path("/somewhere")
-
-
-def mapped_files(address: int) -> set[str]:
-    """The files mapped into this process at `address` (/proc/self/maps)."""
-    found = set()
-    for line in Path("/proc/self/maps").read_text().splitlines():
-        fields = line.split()
-        begin, end = (int(v, 16) for v in fields[0].split("-"))
-        if begin <= address < end and len(fields) > 5:
-            found.add(fields[5])
-    return found
 
 
 def test_a_whole_domain_stays_memory_mapped_from_the_cache(synthetic_pacs, tmp_path):

@@ -27,11 +27,12 @@ def test_every_name_has_its_behaviour_and_nothing_else(names, behaviour):
 def test_each_mode_class_reads_its_own_entry(mode):
     config = TrialConfig.model_validate(
         {
+            "data": {"targets": ["cartoon"]},  # a target mode adapts to one target
             "shaping": {
                 "mode": mode,
                 **({"convs": [1]} if registry.MODES[mode].shapes else {}),
                 **({"p0": 0.5} if mode == "random" else {}),
-            }
+            },
         }
     )
     instance = shaping.shaping_mode(config.shaping)
@@ -40,8 +41,9 @@ def test_each_mode_class_reads_its_own_entry(mode):
 
 
 def test_the_bn_only_control_trains_with_the_batch_of_the_target_mode_it_controls_for():
-    control = TrialConfig.model_validate({"shaping": {"mode": "bn_only"}})
-    target = TrialConfig.model_validate({"shaping": {"mode": "target", "convs": [4]}})
+    one = {"data": {"targets": ["cartoon"]}}
+    control = TrialConfig.model_validate({**one, "shaping": {"mode": "bn_only"}})
+    target = TrialConfig.model_validate({**one, "shaping": {"mode": "target", "convs": [4]}})
     assert control.train.batch_size == target.train.batch_size == 256
 
 

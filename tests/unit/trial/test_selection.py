@@ -25,6 +25,7 @@ from asha_tune.trial.config import CLASSES, Runtime
 from asha_tune.trial.model import build_model
 from asha_tune.trial.training import Trial, run_trial
 from tests.helpers.data import tiny_config
+from tests.helpers.mlflow import mlflow_store
 
 
 def real_domain(root: Path, name: str) -> selection.Domain:
@@ -138,7 +139,7 @@ def test_oracle_selects_on_the_whole_target(tiny_runtime):
 
 def test_logged_trial_records_the_split_and_what_the_adaptation_saw(tiny_runtime, tmp_path):
     config = tiny_config(shaping={"mode": "bn_only"}, selection={"protocol": "target_val"})
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     logged = run_logged_trial(config, tiny_runtime, tracking_uri=uri, checkpoint=tmp_path / "ck.pt")
     run = MlflowClient(uri).get_run(logged.run_id)
     final = logged.result.final
@@ -206,7 +207,7 @@ REFUSAL = (
         (
             {"selection": {"protocol": "holdout"}},
             [],
-            "selection.protocol: Input should be 'oracle', 'source_val' or 'target_val' (got 'holdout')",
+            "selection.protocol: Input should be 'oracle', 'source_val', 'target_val', 'lodo', 'entropy', 'im' or 'snd' (got 'holdout')",
         ),
         (
             {"selection": {"protocol": "source_val", "val_fraction": 1.5}},
@@ -264,7 +265,10 @@ def test_the_default_scheduler_metric_is_val_acc_and_shipped_searches_use_source
 @pytest.mark.parametrize(
     ("args", "line"),
     [
-        (["--selection", "holdout"], "--selection: Input should be 'oracle', 'source_val' or 'target_val'"),
+        (
+            ["--selection", "holdout"],
+            "--selection: Input should be 'oracle', 'source_val', 'target_val', 'lodo', 'entropy', 'im' or 'snd'",
+        ),
         (
             ["--selection", "source_val", "--val-fraction", "0"],
             "--val-fraction: Input should be greater than 0",

@@ -239,3 +239,37 @@ def test_every_mode_trains_one_step():
         assert logits.shape == (2, 7), name
         logits.sum().backward()
         assert model.fc.weight.grad.abs().sum() > 0, name
+
+
+def test_raw_shaping_cannot_overflow_fp16():
+    a = torch.tensor([300.0, -400.0, 2.0], dtype=torch.float16)
+    m = torch.tensor([300.0, 500.0, 0.5], dtype=torch.float16)
+    assert torch.isinf(a * m).any()  # what fp16 makes of 90,000 and -200,000
+    out = shape_function("raw")(a, m)
+    assert out.dtype == torch.float32 and out.tolist() == [90000.0, -200000.0, 1.0]
+    assert shape_function("raw")(a.float(), m.float()).dtype == torch.float32  # fp32 stays fp32
+    # topk multiplies A by a 0/1 mask: never more than A itself, so fp16 holds it.
+    big = torch.full((1, 4), 60000.0, dtype=torch.float16)
+    assert torch.isfinite(shape_function("topk")(big, big, 0.5)).all()
+
+
+def test_target_maps_with_large_activations_train_under_fp16_autocast():
+    """Activations of about 400 at conv 4 (A * M_t about 160,000): the step stays finite."""
+    torch.manual_seed(0)
+    model = build_model("none").train()
+    conv = numbered_convs(model)[4]
+    mode, shaper = attach(model, ShapingConfig(mode="target", convs=[4]))
+    x, x_target = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        out = {}
+        handle = conv.register_forward_hook(lambda m, i, o: out.__setitem__("a", o))
+        model(x)
+        handle.remove()
+        conv.weight *= 400 / out["a"].abs().max()
+    with torch.autocast("cpu", dtype=torch.float16):
+        logits = mode.train_logits(model, shaper, x, x_target)
+        loss = nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 3]))
+    assert shaper.recorded[4].dtype == torch.float16 and shaper.recorded[4].abs().max() > 256
+    assert torch.isfinite(logits).all() and torch.isfinite(loss)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -1,0 +1,252 @@
+"""The documentation against the code it describes: README.md and docs/*.md.
+
+Each test reads files only (no Ray, no PACS) and fails when the prose drifts from the code: a tag
+renamed in tracking/tags.py, a page or heading moved, a command, marker or environment variable
+added without a word in the docs, or a README grown back into a specification.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from asha_tune import defaults
+from asha_tune.tracking import tags
+
+REPO = Path(__file__).resolve().parents[2]
+README = REPO / "README.md"
+DOCS = REPO / "docs"
+MLFLOW_PAGE = DOCS / "mlflow.md"
+PAGES = [README, *sorted(DOCS.glob("*.md"))]
+README_WORD_LIMIT = 1500
+
+FENCED = re.compile(r"^(```|~~~)[^\n]*\n.*?^\1[ \t]*$", re.S | re.M)
+BLOCK = re.compile(r"^(?:```|~~~)[^\n]*\n(.*?)^(?:```|~~~)[ \t]*$", re.S | re.M)
+INLINE_CODE = re.compile(r"`[^`\n]*`")
+LINK = re.compile(r"(?<!!)\[[^\]\n]*\]\(([^)\s]+)\)")
+DOTTED = re.compile(r"asha_tune(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
+
+
+def prose(text: str) -> str:
+    """Markdown without its fenced code blocks."""
+    return FENCED.sub("", text)
+
+
+def code_spans(text: str) -> set[str]:
+    return {span.strip("`") for span in INLINE_CODE.findall(prose(text))}
+
+
+# --- the MLflow page and tracking/tags.py -------------------------------------------------------
+
+
+def tag_module_names() -> dict[str, str]:
+    """Every name tags.py defines for MLflow: each upper-case str constant (tags, statuses, kinds)
+    and each per-epoch metric, by the constant (or collection) that holds it."""
+    names = {name: value for name, value in vars(tags).items() if name.isupper() and isinstance(value, str)}
+    for collection in ("EPOCH_METRICS", "EPOCH_TIMINGS", "DEVICE_TIME_METRICS"):
+        names.update({f"{collection}[{m}]": m for m in getattr(tags, collection)})
+    names.update({f"MLFLOW_STATUS[{k}]": v for k, v in tags.MLFLOW_STATUS.items()})
+    return names
+
+
+def defined_tags() -> set[str]:
+    return {value for name, value in vars(tags).items() if name.endswith("_TAG") and isinstance(value, str)}
+
+
+def test_the_tag_constants_are_what_the_mlflow_page_is_checked_against():
+    """The check below sees the constants it must: every tag family, the statuses, the kinds."""
+    names = tag_module_names()
+    assert {"STATUS_TAG", "KIND_TAG", "COMPLETED", "INTERRUPTED", "CONFIRMATION_KIND"} <= set(names)
+    assert len(defined_tags()) >= 30 and all(t.startswith(("asha_tune.", "ray.")) for t in defined_tags())
+
+
+def test_the_mlflow_page_names_every_tag_status_kind_and_epoch_metric():
+    """docs/mlflow.md names each value as code (`asha_tune.status`, `completed`, `time_train`),
+    and MLflow's own statuses as words: a constant added or renamed in tags.py fails here."""
+    text = MLFLOW_PAGE.read_text()
+    spans = code_spans(text)
+    missing = sorted(
+        f"{name} = {value!r}"
+        for name, value in tag_module_names().items()
+        if (value not in spans if not name.startswith("MLFLOW_STATUS") else value not in prose(text))
+    )
+    assert not missing, f"docs/mlflow.md does not name: {', '.join(missing)}"
+
+
+def test_the_mlflow_page_names_no_asha_tune_tag_the_code_does_not_define():
+    """Every `asha_tune.*` name on the page is a tag tags.py defines (a family such as
+    `asha_tune.compares.<sweep>` counts as its prefix): a tag removed from the code fails here."""
+    defined = defined_tags()
+    undefined = sorted(set(DOTTED.findall(MLFLOW_PAGE.read_text())) - defined)
+    assert not undefined, f"docs/mlflow.md names tags the code does not define: {', '.join(undefined)}"
+
+
+def module_names(path: Path) -> set[str]:
+    """The top-level names a module defines or imports, read without importing it."""
+    names: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {t.id for t in targets if isinstance(t, ast.Name)}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return names
+
+
+def resolves(dotted: str) -> bool:
+    """`asha_tune.a.b[.name]` is a module or package of the checkout, or a name defined in one."""
+    parts = dotted.split(".")
+    for n in range(len(parts), 0, -1):
+        base = REPO.joinpath(*parts[:n])
+        module = base.with_suffix(".py") if base.with_suffix(".py").is_file() else base / "__init__.py"
+        if module.is_file():
+            rest = parts[n:]
+            return not rest or (len(rest) == 1 and rest[0] in module_names(module))
+    return False
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_asha_tune_name_in_the_docs_is_a_tag_or_a_module_of_the_package(page):
+    """Elsewhere an `asha_tune.*` name is a tag or a Python path (`asha_tune.sweep.lifecycle.launch`)
+    that exists: a function moved or renamed fails here."""
+    found = set(DOTTED.findall(page.read_text()))
+    unknown = sorted(name for name in found if name not in defined_tags() and not resolves(name))
+    assert not unknown, f"{page.name}: no such tag or module: {', '.join(unknown)}"
+
+
+def test_the_name_check_refuses_what_does_not_exist():
+    assert resolves("asha_tune.sweep.lifecycle.launch") and resolves("asha_tune.trial")
+    assert not resolves("asha_tune.sweep.lifecycle.no_such_function")
+    assert not resolves("asha_tune.nowhere") and "asha_tune.best_trial_id" not in defined_tags()
+
+
+# --- links -------------------------------------------------------------------------------------
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[`*_]", "", heading.strip().lower())
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    found: set[str] = set()
+    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*#*\s*$", prose(page.read_text()), re.M):
+        base = slug(heading)
+        anchor, k = base, 1
+        while anchor in found:
+            anchor, k = f"{base}-{k}", k + 1
+        found.add(anchor)
+    return found
+
+
+def relative_links(page: Path) -> list[str]:
+    text = INLINE_CODE.sub("", prose(page.read_text()))
+    return [t for t in LINK.findall(text) if not re.match(r"[a-z][a-z0-9+.-]*:", t)]
+
+
+def test_the_slug_follows_githubs_rules():
+    assert slug("Does Optuna beat the paper's grid?") == "does-optuna-beat-the-papers-grid"
+    assert slug("Overrides: `--set`") == "overrides---set"
+    assert slug("A sweep's parent run") == "a-sweeps-parent-run"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_relative_link_points_to_a_file_and_heading_that_exist(page):
+    broken = []
+    for target in relative_links(page):
+        path, _, anchor = target.partition("#")
+        file = (page.parent / path).resolve() if path else page
+        if not file.exists():
+            broken.append(f"{target} (no such file)")
+        elif anchor and file.suffix == ".md" and anchor not in anchors(file):
+            broken.append(f"{target} (no heading #{anchor} in {file.name})")
+    assert not broken, f"{page.relative_to(REPO)}: broken links: {', '.join(broken)}"
+
+
+def test_the_link_check_sees_links_and_skips_urls_and_code(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("[a](b.md#c) [web](https://example.org) `[x](y.md)`\n```\n[z](w.md)\n```\n")
+    assert relative_links(page) == ["b.md#c"]
+
+
+def test_the_readme_links_every_page_of_docs():
+    linked = {(README.parent / t.partition("#")[0]).resolve() for t in relative_links(README)}
+    orphans = sorted(p.name for p in DOCS.glob("*.md") if p.resolve() not in linked)
+    assert not orphans, f"README.md does not link docs/{', docs/'.join(orphans)}"
+
+
+# --- the README --------------------------------------------------------------------------------
+
+
+def words(text: str) -> int:
+    """Words of prose: whitespace-separated tokens outside fenced code blocks (the quickstart's
+    output and the command lines are examples, not reading)."""
+    return len(prose(text).split())
+
+
+def test_the_word_count_leaves_code_blocks_out():
+    assert words("one two\n```bash\nthree four five\n```\nsix\n") == 3
+
+
+def test_the_readme_is_a_front_door_not_a_specification():
+    count = words(README.read_text())
+    assert count <= README_WORD_LIMIT, f"README.md has {count} words of prose (limit {README_WORD_LIMIT})"
+
+
+def code_lines(text: str) -> list[str]:
+    return [line.strip() for block in BLOCK.findall(text) for line in block.splitlines()]
+
+
+def test_the_readme_gives_the_two_commands_and_the_test_command_ci_runs():
+    """`make quickstart` and `make test` stay the front door's two commands; `make test` is what
+    .ci/run calls, and `make test-fast` the fast tier."""
+    text, lines = README.read_text(), code_lines(README.read_text())
+    ci = (REPO / ".ci" / "run").read_text()
+    assert re.search(r"^make test\s*$", ci, re.M), ".ci/run no longer calls `make test`: update README.md"
+    assert any(re.search(r"(^|\s)make quickstart(\s|$)", line) for line in lines)
+    assert any(re.match(r"make test(\s|$)", line) for line in lines)
+    assert any(re.match(r"make test-fast(\s|$)", line) for line in lines)
+    assert ".ci/run" in prose(text)
+
+
+def test_every_make_target_the_docs_name_exists():
+    targets = set(re.findall(r"^([A-Za-z][\w-]*):", (REPO / "Makefile").read_text(), re.M))
+    code = [c for page in PAGES for c in (*code_spans(page.read_text()), *code_lines(page.read_text()))]
+    named = {m for c in code for m in re.findall(r"(?:^|\s)make ([a-z][\w-]*)", c)}
+    assert named and not named - targets, f"no such make target: {sorted(named - targets)}"
+
+
+def test_the_readme_names_every_test_marker():
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    markers = [m.split(":")[0] for m in pyproject["tool"]["pytest"]["ini_options"]["markers"]]
+    assert markers
+    spans = code_spans(README.read_text())
+    assert all(m in spans for m in markers), f"README.md should name the markers {markers}"
+
+
+def test_the_readme_gives_every_command_one_line(capsys):
+    """Each subcommand `asha-tune --help` lists has its line in README.md."""
+    from asha_tune.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    subcommands = re.search(r"\{([a-z,_-]+)\}", capsys.readouterr().out).group(1).split(",")
+    assert "launch" in subcommands
+    text = README.read_text()
+    missing = [c for c in subcommands if not re.search(rf"^asha-tune {c}\b", text, re.M)]
+    assert not missing, f"README.md has no command line for: {', '.join(missing)}"
+
+
+def test_the_sweeps_page_lists_every_environment_variable_of_defaults():
+    env = [v for k, v in vars(defaults).items() if k.endswith("_ENV")]
+    assert env
+    spans = code_spans((DOCS / "sweeps.md").read_text())
+    assert all(v in spans for v in env), f"docs/sweeps.md should list {env}"
