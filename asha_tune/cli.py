@@ -16,10 +16,11 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from asha_tune import defaults
+from asha_tune import defaults, errors
 from asha_tune.defaults import DATA_ROOT_ENV, SPACES_ENV
 from asha_tune.errors import AshaTuneError, ConfigError
 from asha_tune.spaces.space import nested
+from asha_tune.sweep.settings import IF_EXISTS
 from asha_tune.tracking.tags import FAILED
 from asha_tune.trial.config import Runtime, format_validation_error, trial_config
 from asha_tune.trial.datasets import DATASETS
@@ -208,7 +209,12 @@ def show_trial_lines() -> None:
 
 
 def add_launch_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("launch", help="start a sweep on Ray Tune (ASHA + Optuna, tracked in MLflow)")
+    p = sub.add_parser(
+        "launch",
+        help="start a sweep on Ray Tune (ASHA + Optuna, tracked in MLflow)",
+        description="Start a sweep on Ray Tune (ASHA + Optuna, tracked in MLflow).",
+        epilog=EXIT_STATUS,
+    )
     p.add_argument("--space", required=True, help="a space in search_spaces/ by name, or a YAML path")
     p.add_argument(
         "--set",
@@ -252,6 +258,16 @@ def add_launch_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="start the sweep --name over; its earlier records are kept as NAME.attempt-K",
     )
+    p.add_argument(
+        "--if-exists",
+        choices=IF_EXISTS,
+        default="fail",
+        help="when the sweep --name already exists: fail (the default) | resume: continue it as "
+        "asha-tune resume does, or report it if it has finished, so that a job entrypoint (a KubeRay "
+        "RayJob, a SLURM script) resubmitted after its driver was lost goes on where it stopped; a "
+        "sweep recorded as running is taken over only if its driver is gone; refused if this "
+        "launch asks for another space or other records",
+    )
     add_sweep_flags(p)
     add_runtime_flags(p)
     p.add_argument(
@@ -266,15 +282,38 @@ def add_results_dir_flag(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--results-dir", type=Path, help=f"{what} (default ./{defaults.RESULTS_DIR})")
 
 
+EXIT_STATUS = (
+    "exit status: 0 the sweep ran through; 1 every trial failed, or a sweep error; 2 bad input "
+    "(nothing started); 3 lost the Ray cluster's head (records closed; resume once it is back); "
+    "4 too little space under --results-dir (refused, or stopped: resume once space is freed); "
+    "130 interrupted (resume continues it)"
+)
+
+
 def add_sweep_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--address", help="join this Ray cluster (default $RAY_ADDRESS, else a local Ray)")
-    add_results_dir_flag(p, "where Ray keeps trial results and checkpoints (shared storage on clusters)")
+    p.add_argument(
+        "--address",
+        help="join this Ray cluster, HOST:PORT, or auto: the one `ray start --head` started on this "
+        "machine, as on the head of a `ray up` cluster (default $RAY_ADDRESS, which Ray sets for "
+        "job drivers, else a local Ray); while the sweep runs its head is watched: if it stops "
+        "answering for 30 s ($ASHA_TUNE_HEAD_LOST_S), the records are closed and the sweep "
+        "stops (exit 3) with the command that continues it",
+    )
+    add_results_dir_flag(
+        p,
+        "where Ray keeps trial results and checkpoints (shared storage on clusters); it must have "
+        "room for the running trials' checkpoints (about 90 MB each, twice while one is written) "
+        "and the best trial's final weights (45 MB): launch refuses less, and a sweep whose disk "
+        "fills stops cleanly, to be resumed once space is freed",
+    )
     p.add_argument(
         "--resource-wait",
         type=float,
         metavar="SECONDS",
-        help="on a cluster where no node fits a trial, wait this long for one (autoscaling "
-        "clusters), then stop (default 0: check once)",
+        help="on a cluster where no node can hold a trial yet, how long to wait for one. Default: "
+        "where an autoscaler runs (ray up, KubeRay), it is asked for such a node and the sweep "
+        "waits up to 900 s while it adds one, and stops at once if none of its node types can "
+        "hold a trial; a cluster without an autoscaler is checked once. 0: check once",
     )
 
 
@@ -314,12 +353,12 @@ def cmd_launch(args: argparse.Namespace) -> int:
         address=args.address,
         num_cpus=args.num_cpus,
         num_gpus=args.num_gpus,
-        resource_wait_s=args.resource_wait or 0,
+        resource_wait_s=args.resource_wait,
         warm_start=check_name(args.warm_start) if args.warm_start else None,
     )
     from asha_tune.sweep.lifecycle import launch
 
-    return sweep_exit(launch(settings, restart=args.restart))
+    return sweep_exit(launch(settings, restart=args.restart, if_exists=args.if_exists))
 
 
 def add_resume_parser(sub: argparse._SubParsersAction) -> None:
@@ -327,7 +366,9 @@ def add_resume_parser(sub: argparse._SubParsersAction) -> None:
         "resume",
         help="continue an interrupted sweep",
         description="Continue an interrupted sweep. The runtime options replace the "
-        "ones it was launched with (e.g. when PACS moved) and are saved.",
+        "ones it was launched with (e.g. when PACS moved) and are saved. A sweep recorded as "
+        "running (its driver was killed) is continued only if that driver is gone.",
+        epilog=EXIT_STATUS,
     )
     p.add_argument("name", help="the sweep's name (printed at launch)")
     add_sweep_flags(p)
@@ -583,6 +624,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     prog = f"asha-tune {args.command}"
+    errors.program = prog
     if extra:
         parser.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(extra)}\n")
     try:

@@ -34,3 +34,12 @@ def values_text(values: dict[str, Any]) -> str:
 def count(n: int, noun: str) -> str:
     """`1 epoch`, `4 epochs`."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def size_text(n_bytes: float) -> str:
+    """`45 MB`, `1.2 GB` (decimal units, as `df -H` shows them)."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n_bytes) >= size:
+            value = n_bytes / size
+            return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
+    return f"{n_bytes:.0f} B"

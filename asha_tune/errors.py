@@ -39,5 +39,23 @@ class DivergedError(AshaTuneError):
         self.epoch = epoch
 
 
+class ClusterLostError(AshaTuneError):
+    """The Ray cluster's head stopped answering while a sweep ran (its records are closed); the
+    exit status is the signal the head watch ends the driver with (SIGQUIT)."""
+
+    exit_code = 3
+
+
+class NoSpaceError(AshaTuneError):
+    """The disk under --results-dir has (or would have) too little space for the sweep."""
+
+    exit_code = 4
+
+
 class DeviceError(ConfigError):
     """The device a trial was given cannot be used (e.g. a GPU that this torch build cannot drive)."""
+
+
+# The command whose errors the CLI prints ("asha-tune launch"); set by asha_tune.cli.main, read by
+# the processes that print for it (the head watch, sweep/watch.py).
+program = "asha-tune"

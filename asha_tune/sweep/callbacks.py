@@ -19,7 +19,15 @@ from ray.tune import Callback
 from asha_tune.display import metric_text
 from asha_tune.spaces import SearchSpace
 from asha_tune.spaces.space import CONFIGURATION_KEY
-from asha_tune.sweep.keys import FAILED_KEY, FAILURE_KEY, TRIAL_NUMBER_KEY, VALUES_KEY, DriverState
+from asha_tune.sweep.disk import CHECK_EVERY_S, stop_if_full
+from asha_tune.sweep.keys import (
+    FAILED_KEY,
+    FAILURE_KEY,
+    NODE_KEY,
+    TRIAL_NUMBER_KEY,
+    VALUES_KEY,
+    DriverState,
+)
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.tags import (
     COMPLETED,
@@ -29,6 +37,8 @@ from asha_tune.tracking.tags import (
     FAILURE_TAG,
     FINAL_STATUSES,
     MODE_TAG,
+    NODE_TAG,
+    NODES_TAG,
     PRUNED,
     RAY_TRIAL_TAG,
     RESUMED_FROM_TAG,
@@ -101,6 +111,7 @@ class TrackingCallback(DriverState, Callback):
         self._final: set[str] = set()  # child runs that already ended
         self._restarted: set[str] = set()  # child runs whose trial (re)started, no result yet
         self._described: set[str] = set()  # child runs whose constants (sizes, split) are logged
+        self._nodes: dict[str, list[str]] = {}  # child run id -> the Ray nodes it ran on
         self._devices: dict[str, str] = {}  # child run id -> the device last logged for it
 
     @property
@@ -162,6 +173,8 @@ class TrackingCallback(DriverState, Callback):
             self._restarted.discard(run_id)
             if epoch > 1:  # a retried or resumed trial went on from its checkpoint
                 self.tracker.set_tags(run_id, {RESUMED_FROM_TAG: epoch - 1})
+        if run_id not in self._final:
+            self._tag_node(run_id, result.get(NODE_KEY))
         device = result.get(DEVICE_KEY)
         if device and self._devices.get(run_id) != device and not result.get(FAILED_KEY):
             self.tracker.log_device(run_id, device)
@@ -175,6 +188,19 @@ class TrackingCallback(DriverState, Callback):
         metrics = {k: v for k, v in result.items() if is_epoch_metric(k)}
         self.tracker.log_metrics(run_id, metrics, step=epoch)
         self._logged[run_id].add(epoch)
+
+    def _tag_node(self, run_id: str, node: str | None) -> None:
+        """NODE_TAG and NODES_TAG: where the trial ran (a retry or resume may move it)."""
+        if not node:
+            return
+        if run_id not in self._nodes:
+            recorded = self.tracker.tags(run_id).get(NODES_TAG, "")
+            self._nodes[run_id] = [n for n in recorded.split(",") if n]
+        nodes = self._nodes[run_id]
+        if nodes and nodes[-1] == node:
+            return
+        nodes.append(node)
+        self.tracker.set_tags(run_id, {NODE_TAG: node, NODES_TAG: ",".join(nodes)})
 
     def _finish(self, trial: Any, status: str, tags: dict[str, Any]) -> None:
         run_id = self.child_run(trial)
@@ -269,3 +295,23 @@ class ProgressCallback(DriverState, Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         print(failure_line(trial, None), flush=True)
         self._print(trials, ending=trial, failed=True)
+
+
+class SpaceGuard(DriverState, Callback):
+    """Checks the disk under the sweep's folder every few seconds while Tune runs, and stops the
+    sweep cleanly when it is all but full (sweep/disk.py)."""
+
+    def __init__(self, sweep_dir: str):
+        self.sweep_dir = sweep_dir
+        self._reset()
+
+    def _reset(self) -> None:
+        self._checked = 0.0
+        self._tripped = False
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        now = time.monotonic()
+        if self._tripped or now - self._checked < CHECK_EVERY_S:
+            return
+        self._checked = now
+        self._tripped = stop_if_full(Path(self.sweep_dir))

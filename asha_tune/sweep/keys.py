@@ -12,6 +12,7 @@ TRIAL_NUMBER_KEY = "trial_number"
 VALUES_KEY = "values"
 FAILED_KEY = "failed"
 FAILURE_KEY = "failure"
+NODE_KEY = "node_id"  # in every result: the id of the Ray node the trial ran on
 
 
 class DriverState:

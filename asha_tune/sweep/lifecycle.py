@@ -7,25 +7,41 @@ Ray session, `_close` ends the records by what they say, so nothing stays RUNNIN
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from asha_tune import defaults
 from asha_tune.analysis.compare import find_parent
 from asha_tune.analysis.verdicts import best_trial, describe_best, summary
-from asha_tune.display import count
-from asha_tune.errors import AshaTuneError, ConfigError
+from asha_tune.display import count, size_text
+from asha_tune.errors import AshaTuneError, ConfigError, NoSpaceError
 from asha_tune.spaces import describe_selection
-from asha_tune.sweep.preflight import check_address, check_data, check_local_resources, check_weights
+from asha_tune.sweep.disk import Reserve, is_no_space, stopped_for_space
+from asha_tune.sweep.preflight import (
+    check_address,
+    check_data,
+    check_local_resources,
+    check_space,
+    check_weights,
+    folder_bytes,
+    reserve_bytes,
+    sweep_bytes,
+)
 from asha_tune.sweep.session import (
     RayInfo,
     cluster_address,
+    describe_driver,
+    driver_alive,
+    driver_identity,
     is_local,
     ray_session,
+    resolve_address,
     say,
     wait_for_a_fitting_node,
 )
@@ -33,11 +49,13 @@ from asha_tune.sweep.settings import SWEEP_FILE, SweepSettings
 from asha_tune.sweep.study import StudyHandle, archive_study, create_study
 from asha_tune.sweep.tuner import new_tuner, restored_tuner
 from asha_tune.sweep.warm_start import check_warm_start, warm_start_from
+from asha_tune.sweep.watch import watching
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.client import version_tags
 from asha_tune.tracking.records import TrialRecord, sweep_trials
 from asha_tune.tracking.tags import (
     COMPLETED,
+    DRIVER_TAG,
     FAILED,
     FAILURE_TAG,
     FINAL_STATUSES,
@@ -107,13 +125,16 @@ def sigterm_as_sigint() -> Iterator[None]:
 
 
 def preflight(settings: SweepSettings) -> None:
-    """What can be checked before anything is written or started (exit 2 on a problem)."""
+    """What can be checked before anything is written or started (exit 2 on a problem; 4 when
+    --results-dir has too little space)."""
     check_data(settings.space, settings.runtime)
-    if not is_local(settings):
-        check_address(str(cluster_address(settings)))
-    if is_local(settings):
+    address = cluster_address(settings)
+    if address is not None:
+        check_address(str(resolve_address(address)))
+    else:
         check_local_resources(settings.space, settings.runtime.device, settings.num_cpus, settings.num_gpus)
         check_weights(settings.space)
+    check_space(settings.results_dir, settings.space, held=folder_bytes(settings.sweep_dir))
 
 
 def _close(
@@ -172,26 +193,100 @@ def _user_error(err: BaseException) -> AshaTuneError | None:
     return None
 
 
+class DriverAliveError(ConfigError):
+    """Another driver runs the sweep now: nothing may be closed or changed."""
+
+
+def _claim(settings: SweepSettings, tracker: Tracker, takeover: bool) -> None:
+    """Record this driver on the parent run; a sweep recorded as running is taken over only when
+    its recorded driver is gone (a resubmitted job after a lost driver), never while it is alive."""
+    if takeover:
+        recorded = tracker.tags(settings.run_id).get(DRIVER_TAG)
+        old = json.loads(recorded) if recorded else None
+        if old and driver_alive(old):
+            raise DriverAliveError(
+                f"sweep {settings.name} is being run by another driver ({describe_driver(old)}): "
+                f"wait for it to end, or stop it (Ctrl-C, or ray job stop), then asha-tune resume "
+                f"{settings.name}{command_tail(settings)}"
+            )
+        gone = f" ({describe_driver(old)})" if old else ""
+        say(f"sweep {settings.name} was recorded as running, but its driver{gone} is gone: continuing it")
+    tracker.set_tags(settings.run_id, {DRIVER_TAG: json.dumps(driver_identity())})
+
+
+def head_lost(sweep_file: Path, experiment_id: str, gcs_address: str, silent_s: float, local: bool) -> str:
+    """In the head watch (sweep/watch.py), once the head is gone: close the sweep's records
+    (MLflow and Optuna need no Ray) and return the line that says so and how to continue."""
+    settings = SweepSettings.model_validate_json(sweep_file.read_text())
+    what = "the local Ray instance" if local else "the Ray cluster's head"
+    back = "" if local else "once the head is back (asha-tune cluster up, for a local cluster), "
+    message = (
+        f"lost {what} at {gcs_address} (no answer for {silent_s:.0f} s); the sweep is kept: "
+        f"{back}asha-tune resume {settings.name}{command_tail(settings)}"
+    )
+    try:
+        _close(settings, Tracker(settings.tracking_uri), experiment_id, failure=f"lost {what}")
+    except Exception as err:  # the tracking server gone as well: resume closes them
+        message += f" (its records are not closed: {str(err).splitlines()[0] if str(err) else err!r})"
+    return message
+
+
+def _no_space(settings: SweepSettings, free: int | None) -> NoSpaceError:
+    need = sweep_bytes(settings.space)
+    have = f" ({size_text(free)} free)" if free is not None else ""
+    return NoSpaceError(
+        f"no space left under --results-dir {settings.results_dir}{have}: the sweep stopped before its "
+        f"trials' next checkpoints; free at least {size_text(need.peak)} there ({need.text()})"
+    )
+
+
 def _run(
-    settings: SweepSettings, tracker: Tracker, experiment_id: str, make_tuner: Callable[[], Any]
+    settings: SweepSettings,
+    tracker: Tracker,
+    experiment_id: str,
+    make_tuner: Callable[[], Any],
+    takeover: bool = False,
 ) -> SweepOutcome:
     """Start Ray, run the tuner, and close the records however it ends."""
+    reserve = Reserve(settings.sweep_dir, reserve_bytes(settings.space))
     try:
         with ray_session(settings) as info:
             catch_sigterm()  # ray.init installed its own handler
+            _claim(settings, tracker, takeover)
             if not is_local(settings):
-                wait_for_a_fitting_node(settings)
+                wait_for_a_fitting_node(settings, info.gcs_address)
             _announce(settings, info)
-            make_tuner().fit()
+            reserve.hold()
+            with watching(
+                info.gcs_address,
+                info.head_lost_s,
+                settings.sweep_dir / SWEEP_FILE,
+                experiment_id,
+                is_local(settings),
+                info.stderr_fd,
+            ):
+                make_tuner().fit()
+    except DriverAliveError:
+        raise  # the other driver's records are its own
     except KeyboardInterrupt:
         pass  # Tune saved its state; the records below say what is left to do
     except Exception as err:
-        if (user := _user_error(err)) is None:  # not one that Tune wrapped (e.g. a lost server)
+        if is_no_space(err) or stopped_for_space(settings.sweep_dir) is not None:
+            user: AshaTuneError | None = _no_space(settings, None)
+        else:
+            user = _user_error(err)
+        if user is None:  # not one that Tune wrapped (e.g. a lost server)
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             _close(settings, tracker, experiment_id, failure=reason)
             raise AshaTuneError(f"the sweep stopped: {reason}") from None
         _close(settings, tracker, experiment_id, failure=str(user))
         raise _with_resume_hint(user, settings) from None
+    finally:
+        reserve.release()
+    if (free := stopped_for_space(settings.sweep_dir)) is not None:
+        full = _no_space(settings, free)
+        _close(settings, tracker, experiment_id, failure=str(full))
+        raise _with_resume_hint(full, settings)
     return _conclude(_close(settings, tracker, experiment_id))
 
 
@@ -227,6 +322,8 @@ def _announce(settings: SweepSettings, ray_info: RayInfo) -> None:
         say("Ray dashboard: not available on this cluster")
     if ray_info.logs:
         say(f"Ray's logs (trial output, tracebacks): {ray_info.logs}")
+    if ray_info.driver_log:
+        say(f"Ray's own warnings in this driver: {ray_info.driver_log}")
     say(f"results and checkpoints: {settings.sweep_dir}")
     say(f"MLflow: {settings.tracking_uri} (parent run {settings.parent_run_id})")
     say(f"Optuna study: {name} in {settings.study_url}")
@@ -325,10 +422,42 @@ def archive(settings: SweepSettings, as_name: str | None = None, family: str | N
     return archived
 
 
-def launch(settings: SweepSettings, restart: bool = False) -> SweepOutcome:
+def continuing(settings: SweepSettings) -> SweepSettings:
+    """`launch --if-exists resume` of a sweep that exists: its saved settings, with this launch's
+    runtime options (data, cache, device, the cluster it joins); refused when this launch asks
+    for another space or other records, which a resume would silently ignore."""
+    old = SweepSettings.load(settings.name, settings.results_dir)
+    differs = [
+        what
+        for what, mine, theirs in (
+            ("space", settings.space.model_dump(mode="json"), old.space.model_dump(mode="json")),
+            ("--tracking-uri", settings.tracking_uri, old.tracking_uri),
+            ("--study-url", settings.study_url, old.study_url),
+        )
+        if mine != theirs
+    ]
+    if differs:
+        raise ConfigError(
+            f"sweep {settings.name} exists with another {' and '.join(differs)} than this launch's: "
+            f"--if-exists resume continues a sweep only as it was launched (asha-tune resume "
+            f"{settings.name}{command_tail(settings)} continues it as it is); choose another --name, "
+            f"or start it over with --restart"
+        )
+    runtime = {
+        k: getattr(settings, k) for k in ("runtime", "address", "num_cpus", "num_gpus", "resource_wait_s")
+    }
+    return old.model_copy(update=runtime)
+
+
+def launch(settings: SweepSettings, restart: bool = False, if_exists: str = "fail") -> SweepOutcome:
     """Start a new sweep: check it can run, create its study and MLflow parent run, run it on Ray.
-    A replicated search (search.replicates > 1) runs as replicated.py says."""
-    if settings.space.search.replicates > 1:
+
+    A name already taken is refused (`if_exists` "fail"), or continued as `resume` does
+    ("resume": what a job's entrypoint wants, so that a resubmitted job goes on where the lost
+    one stopped, and one submitted after the sweep finished just reports it)."""
+    if (settings.sweep_dir / SWEEP_FILE).exists() and not restart and if_exists == "resume":
+        return resume(continuing(settings))
+    if settings.space.search.replicates > 1:  # a replicated search runs as replicated.py says
         from asha_tune.sweep.replicated import launch_replicated
 
         return launch_replicated(settings, restart)
@@ -415,9 +544,16 @@ def resume(settings: SweepSettings) -> SweepOutcome:
         return _conclude(_close(settings, tracker, experiment_id))
     with sigterm_as_sigint():
         preflight(settings)
+        running = tracker.status(settings.run_id) == RUNNING  # its driver was lost, or still runs
         settings.save()
         handle = StudyHandle(settings.study_url, settings.name, space)
         handle.unpark()
         tracker.reopen(settings.run_id)
         say("resuming: finished trials are kept, unfinished ones continue from their checkpoints")
-        return _run(settings, tracker, experiment_id, lambda: restored_tuner(settings, handle, experiment_id))
+        return _run(
+            settings,
+            tracker,
+            experiment_id,
+            lambda: restored_tuner(settings, handle, experiment_id),
+            takeover=running,
+        )

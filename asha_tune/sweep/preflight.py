@@ -8,10 +8,13 @@ all while Ray waits for resources. Each check raises a ConfigError (exit 2) that
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
-from asha_tune.errors import ConfigError, DataError, WeightsError
+from asha_tune.display import size_text
+from asha_tune.errors import ConfigError, DataError, NoSpaceError, WeightsError
 from asha_tune.spaces import SearchSpace, domain_choices, weight_choices
 from asha_tune.spaces.describe import reads_every_domain
 from asha_tune.trial.config import DataConfig, Runtime, TrialConfig
@@ -159,3 +162,93 @@ def check_weights(space: SearchSpace) -> None:
             build_model(weights)
         except WeightsError as err:
             raise ConfigError(str(err)) from None
+
+
+# --- the disk under --results-dir ----------------------------------------------------------------
+
+STATE_OVERHEAD_BYTES = 256 << 10  # a checkpoint's beyond its tensors: RNG states, history, pickling
+# Room kept free for Tune's own files (experiment state, per-trial results): a reserve file the
+# driver holds while a sweep runs and deletes when the disk fills, so Tune can still save its state.
+RESERVE_BYTES = 16 << 20
+RESERVE_PER_TRIAL_BYTES = 256 << 10
+MARGIN_BYTES = 32 << 20
+
+
+@dataclass(frozen=True)
+class SweepBytes:
+    """What a sweep writes under --results-dir at its peak."""
+
+    running: int  # trials at once
+    checkpoint: int  # one trial checkpoint (model, optimiser, generators)
+    final: int  # one trial's final weights
+    reserve: int  # the reserve for Tune's own files
+    margin: int
+
+    @property
+    def peak(self) -> int:
+        """Each running trial holds its last checkpoint while it writes the next (2 each), the best
+        trial's final weights are kept, and the reserve and a margin stay free."""
+        return self.running * 2 * self.checkpoint + self.final + self.reserve + self.margin
+
+    @property
+    def next_checkpoints(self) -> int:
+        """What the running trials' next checkpoints need: below this the sweep stops cleanly."""
+        return self.running * self.checkpoint + self.margin
+
+    def text(self) -> str:
+        return (
+            f"{self.running} running trial{'s' if self.running > 1 else ''} x 2 checkpoints of "
+            f"{size_text(self.checkpoint)} + final weights of {size_text(self.final)} + "
+            f"{size_text(self.reserve + self.margin)} for Tune's files"
+        )
+
+
+def sweep_bytes(space: SearchSpace) -> SweepBytes:
+    from asha_tune.trial.model import state_bytes
+
+    state, params = state_bytes()
+    return SweepBytes(
+        running=min(space.search.concurrency, space.num_trials),
+        checkpoint=state + params + STATE_OVERHEAD_BYTES,
+        final=state + STATE_OVERHEAD_BYTES,
+        reserve=reserve_bytes(space),
+        margin=MARGIN_BYTES,
+    )
+
+
+def reserve_bytes(space: SearchSpace) -> int:
+    return RESERVE_BYTES + RESERVE_PER_TRIAL_BYTES * space.num_trials
+
+
+def free_bytes(folder: Path) -> int:
+    """Free space for this user on the filesystem that holds `folder` (or would: its nearest
+    existing parent)."""
+    path = folder
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def folder_bytes(folder: Path) -> int:
+    """What the files under `folder` take (0 where it does not exist)."""
+    total = 0
+    for path in folder.rglob("*") if folder.is_dir() else []:
+        try:
+            total += path.stat().st_size if path.is_file() else 0
+        except OSError:
+            pass
+    return total
+
+
+def check_space(results_dir: Path, space: SearchSpace, held: int = 0) -> None:
+    """The disk under --results-dir has room for the sweep's checkpoints at their peak (`held`:
+    bytes the sweep already has there, which count toward that peak: a resumed sweep's checkpoints)."""
+    need = sweep_bytes(space)
+    free = free_bytes(results_dir) + held
+    if free < need.peak:
+        own = f" (with the {size_text(held)} the sweep holds there)" if held else ""
+        raise NoSpaceError(
+            f"--results-dir {results_dir} has {size_text(free)} free{own}; this sweep writes up to "
+            f"{size_text(need.peak)} there ({need.text()}): free space, lower "
+            f"search.max_concurrent, or choose another --results-dir"
+        )

@@ -11,8 +11,11 @@ Nothing here imports Ray at module level: importing this module is free.
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -161,3 +164,124 @@ def dashboard_nodes(dashboard_url: str, token: str, timeout_s: float = 30) -> li
         }
         for n in summary
     ]
+
+
+# --- joining a cluster ---------------------------------------------------------------------------
+
+# Read by the driver's Ray core at `ray.init`: how long it tries to reach a lost GCS before it ends
+# the process with a fatal log line, which Python cannot catch (sweep/session.py's head watch must
+# act first, so the session sets it above the watch's own limit).
+GCS_RECONNECT_ENV = "RAY_gcs_rpc_server_reconnect_timeout_s"
+GCS_RECONNECT_DEFAULT_S = 60.0
+
+
+def ray_address_file() -> Path:
+    """Where `ray start --head` records the cluster it started on this machine, by Ray's rule
+    (ray._common.utils.get_ray_address_file): $RAY_TMPDIR, else $TMPDIR on Linux, else /tmp; then
+    ray/ray_current_cluster. Computed here without importing Ray, which reads the environment
+    (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER, the auth mode) once, at import, before the session sets it."""
+    temp = os.environ.get("RAY_TMPDIR") or (
+        os.environ.get("TMPDIR") if sys.platform.startswith("linux") else None
+    )
+    return Path(temp or "/tmp") / "ray" / "ray_current_cluster"
+
+
+def bootstrap_address() -> str | None:
+    """The GCS address in `ray_address_file()`, which `ray.init(address="auto")` joins; None when
+    there is none."""
+    try:
+        return ray_address_file().read_text().strip() or None
+    except OSError:
+        return None
+
+
+def live_driver_jobs() -> set[str]:
+    """The Ray job ids (hex) of drivers alive on the cluster this process joined: the GCS job
+    table (private: ray._private.state; the public state API needs the dashboard)."""
+    import ray._private.state
+
+    return {job["JobID"] for job in ray._private.state.jobs() if not job["IsDead"]}
+
+
+# --- the autoscaler's view ---------------------------------------------------------------------
+# Ray 2.60 has no public API that tells whether an autoscaler runs or what it will do with a
+# request: `ray.autoscaler.sdk` only sends requests (request_resources). The autoscaler's own
+# reports are what `ray status` reads: v1 (the default for `ray up`, KubeRay and the fake
+# multi-node provider) writes a JSON report to the GCS key-value store; v2 answers the GCS's
+# GetClusterStatus. The monitor of a cluster without an autoscaler (manual `ray start`, SLURM,
+# `asha-tune cluster`, a local Ray) reports too, as a read-only mirror that can add nothing.
+
+V1_STATUS_KEY = "__autoscaling_status"  # ray._private.ray_constants.DEBUG_AUTOSCALING_STATUS
+V2_ENABLED_KEY = "__autoscaler_v2_enabled"  # ray._raylet.GCS_AUTOSCALER_V2_ENABLED_KEY
+STALE_REPORT_S = 120.0  # a report older than this: the autoscaler is not running
+
+
+@dataclass(frozen=True)
+class AutoscalerReport:
+    """One report of an autoscaler that can add nodes."""
+
+    stamp: float  # changes with every report
+    launching: tuple[str, ...]  # node types it is adding now
+    failed: tuple[str, ...]  # node types whose launch failed recently
+    requested: tuple[dict[str, float], ...]  # request_resources bundles it has seen
+    infeasible: tuple[dict[str, float], ...]  # bundles it says no node type can hold (v2 only)
+
+
+def _bundles(pairs: Any) -> tuple[dict[str, float], ...]:
+    return tuple({k: float(v) for k, v in bundle.items()} for bundle, _count in pairs or [])
+
+
+def _v1_report(raw: bytes | None) -> AutoscalerReport | None:
+    if not raw:
+        return None
+    status = json.loads(raw)
+    report = status.get("autoscaler_report")
+    if not report or time.time() - float(status.get("time", 0)) > STALE_REPORT_S:
+        return None
+    types = report.get("node_type_mapping") or {}
+    if all(kind == f"node_{node}" for node, kind in types.items()):
+        return None  # the read-only mirror (format_readonly_node_type): nothing it can add
+    launching = [node[-2] for node in report.get("pending_nodes") or [] if len(node) >= 2]
+    launching += [kind for kind, n in (report.get("pending_launches") or {}).items() for _ in range(n)]
+    return AutoscalerReport(
+        stamp=float(status["time"]),
+        launching=tuple(launching),
+        failed=tuple(node[-1] for node in report.get("failed_nodes") or []),
+        requested=_bundles((status.get("load_metrics_report") or {}).get("request_demand")),
+        infeasible=(),
+    )
+
+
+def _v2_report(gcs_address: str) -> AutoscalerReport | None:
+    from ray._raylet import GcsClient  # type: ignore[attr-defined]  # compiled
+    from ray.core.generated.autoscaler_pb2 import GetClusterStatusReply  # type: ignore[attr-defined]
+
+    reply = GetClusterStatusReply()
+    reply.ParseFromString(GcsClient(address=gcs_address).get_cluster_status(timeout_s=10))
+    state = reply.autoscaling_state
+    if not state.autoscaler_state_version:
+        return None  # no v2 autoscaler has reported
+
+    def constraints(items: Any) -> tuple[dict[str, float], ...]:
+        return tuple(dict(r.request.resources_bundle) for item in items for r in item.resource_requests)
+
+    return AutoscalerReport(
+        stamp=float(state.autoscaler_state_version),
+        launching=tuple(
+            [r.ray_node_type_name for r in state.pending_instance_requests for _ in range(r.count)]
+            + [i.ray_node_type_name for i in state.pending_instances]
+        ),
+        failed=tuple(r.ray_node_type_name for r in state.failed_instance_requests),
+        requested=constraints(reply.cluster_resource_state.cluster_resource_constraints),
+        infeasible=constraints(state.infeasible_cluster_resource_constraints),
+    )
+
+
+def autoscaler_report(gcs_address: str) -> AutoscalerReport | None:
+    """The latest report of the cluster's autoscaler, or None where no autoscaler that can add
+    nodes runs. Needs a connected driver (`ray.init`)."""
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    if _internal_kv_get(V2_ENABLED_KEY) == b"1":
+        return _v2_report(gcs_address)
+    return _v1_report(_internal_kv_get(V1_STATUS_KEY))

@@ -15,6 +15,7 @@ from asha_tune.spaces import SearchSpace
 from asha_tune.trial.config import Runtime
 
 SWEEP_FILE = "sweep.json"
+IF_EXISTS = ("fail", "resume")  # launch --if-exists: what a launch does with a name already taken
 
 
 def sweep_name(space: SearchSpace) -> str:
@@ -34,7 +35,9 @@ class SweepSettings(BaseModel):
     address: str | None = None  # an existing Ray cluster; None starts a local one
     num_cpus: float | None = None  # local Ray only
     num_gpus: float | None = None  # local Ray only (logical GPUs allowed)
-    resource_wait_s: float = 0  # a cluster: how long to wait for a node that fits a trial
+    # A cluster: how long to wait for a node that fits a trial; None: 900 s where an autoscaler
+    # can add one (sweep/session.py's AUTOSCALER_WAIT_S), else check once.
+    resource_wait_s: float | None = None
     parent_run_id: str | None = None
     # A sweep run on behalf of another (a confirmation, asha_tune.confirm): where its parent run
     # nests in MLflow, the parent run's extra tags, and its child runs' extra tags by configuration id.

@@ -27,7 +27,8 @@ from asha_tune.sweep.checkpoints import (
     checkpoint_due,
     final_weights,
 )
-from asha_tune.sweep.keys import FAILED_KEY, FAILURE_KEY, VALUES_KEY
+from asha_tune.sweep.disk import is_no_space, wait_for_the_stop
+from asha_tune.sweep.keys import FAILED_KEY, FAILURE_KEY, NODE_KEY, VALUES_KEY
 from asha_tune.trial.config import Runtime
 
 
@@ -102,12 +103,13 @@ def train_trial(config: dict[str, Any], space: SearchSpace, runtime: Runtime) ->
         return  # it ended before the driver stopped, and Tune had not saved that yet
     rungs = asha_rungs(space.scheduler, epochs)
     saved: dict[str, Any] = {"epoch": int(state["epoch"]) if state else 0, "unsaved_s": 0.0}
-    first = {"at_entry": entered, "time_imports": imports}
+    first: dict[str, Any] = {"at_entry": entered, "time_imports": imports}
+    node = ray.get_runtime_context().get_node_id()  # the Ray node this trial runs on (MLflow tag)
     if (started := process_started_at()) is not None:
         first["at_process"] = started
 
     def report(metrics: dict[str, float], trial_state: dict[str, Any]) -> None:
-        timings = {"at_report": time.time(), "time_checkpoint": 0.0, **first}
+        timings = {"at_report": time.time(), "time_checkpoint": 0.0, NODE_KEY: node, **first}
         first.clear()
         epoch = int(metrics["epoch"])
         saved["unsaved_s"] += metrics["time_train"] + metrics["time_eval"]
@@ -120,8 +122,13 @@ def train_trial(config: dict[str, Any], space: SearchSpace, runtime: Runtime) ->
                 trial_state if epoch < epochs else final_weights(trial_state), Path(folder) / CHECKPOINT_FILE
             )
             timings["time_checkpoint"] = time.perf_counter() - begin
+            try:
+                tune.report({**metrics, **timings}, checkpoint=tune.Checkpoint.from_directory(folder))
+            except OSError as err:
+                if not is_no_space(err):
+                    raise
+                wait_for_the_stop(err)  # the disk under --results-dir is full (sweep/disk.py)
             saved.update(epoch=epoch, unsaved_s=0.0)
-            tune.report({**metrics, **timings}, checkpoint=tune.Checkpoint.from_directory(folder))
 
     try:
         # The GPUs Ray gave this trial decide its device: none, the CPU (CUDA hidden); some, CUDA

@@ -30,7 +30,7 @@ def new_tuner(settings: SweepSettings, handle: StudyHandle, experiment_id: str) 
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     from ray.tune.schedulers import FIFOScheduler
 
-    from asha_tune.sweep.callbacks import ProgressCallback, TrackingCallback
+    from asha_tune.sweep.callbacks import ProgressCallback, SpaceGuard, TrackingCallback
     from asha_tune.sweep.checkpoints import CheckpointCleanup
     from asha_tune.sweep.searcher import ResumableASHA, StudySearcher
 
@@ -55,6 +55,7 @@ def new_tuner(settings: SweepSettings, handle: StudyHandle, experiment_id: str) 
         ),
         ProgressCallback(s.metric, s.mode, space.num_trials, epochs),
         CheckpointCleanup(s.metric, s.mode, epochs),
+        SpaceGuard(str(settings.sweep_dir)),
         CSVLoggerCallback(),
         JsonLoggerCallback(),
     ]

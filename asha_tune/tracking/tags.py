@@ -24,6 +24,8 @@ EPOCHS_RUN_TAG = "asha_tune.epochs_run"
 DURATION_TAG = "asha_tune.duration_s"
 RETRIES_TAG = "asha_tune.retries"
 CHECKPOINT_TAG = "asha_tune.checkpoint"
+NODE_TAG = "asha_tune.node_id"  # the Ray node a trial's latest epoch ran on
+NODES_TAG = "asha_tune.node_ids"  # every Ray node it ran on, in order, comma-separated (retries)
 # Where a trial computed (devices.describe_device: "cpu", "cuda:0 NVIDIA H200"): a param from its
 # first epoch; a resume on another device (`resume --device`) names the new one in a tag.
 DEVICE_PARAM = "device"
@@ -34,6 +36,9 @@ BEST_TRIAL_TAG = "asha_tune.best_trial"
 BEST_RUN_TAG = "asha_tune.best_run_id"
 RESULTS_DIR_TAG = "asha_tune.results_dir"
 STUDY_URL_TAG = "asha_tune.study_url"
+# The driver running the sweep now (JSON: host, pid, Ray session and job), so that a second driver
+# (a resubmitted job) continues a sweep whose driver is gone but never one whose driver is alive.
+DRIVER_TAG = "asha_tune.driver"
 SELECTION_TAG = "asha_tune.selection"  # the selection protocol the best trial was chosen by
 # On trial and sweep runs: what selects (the metric, what it is, which way is better), and which
 # images selection saw (label-free protocols: unlabelled target images, no target label).

@@ -63,3 +63,14 @@ def build_model(weights: str = "imagenet", num_classes: int = len(CLASSES)) -> n
             f"weights {weights} do not fit resnet18: missing {missing[:3]}, unexpected {unexpected[:3]}"
         )
     return model
+
+
+def state_bytes(num_classes: int = len(CLASSES)) -> tuple[int, int]:
+    """(bytes of the model's state dict, bytes of its trainable parameters), counted on a model
+    built on the meta device (no memory, no weights read). A trial's final weights hold the
+    first; its checkpoint holds both (the model, and SGD's momentum: one buffer per parameter)."""
+    with torch.device("meta"):
+        model = resnet18(weights=None, num_classes=num_classes)
+    state = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    params = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    return state, params

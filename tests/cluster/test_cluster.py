@@ -1,5 +1,8 @@
 """The local cluster under real load and real faults: separate Ray nodes, PostgreSQL, an MLflow
-server with basic auth, all on 127.0.0.1; sweeps launched with the flags `cluster up` prints.
+server with basic auth, all on 127.0.0.1; sweeps launched with the flags `cluster up` prints, and
+deploy/kuberay/rayjob.yaml's entrypoint submitted as a Ray job (then resubmitted after its driver
+was killed, as a RayJob retry does). Faults: a worker node killed, the MLflow server and PostgreSQL
+restarted, the head node killed.
 
 Every test here is marked `cluster` (minutes; `.ci/run` runs them after the default suite). Each
 fault test prints its figures (trials requested, finished, retried, lost; metric points before
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -36,13 +40,15 @@ from asha_tune.cluster.state import STATE_FILE
 from asha_tune.sweep.checkpoints import checkpoint_due
 from asha_tune.sweep.session import ray_token, ray_token_file
 from asha_tune.tracking.credentials import mlflow_credentials
-from asha_tune.tracking.tags import RESUMED_FROM_TAG, RETRIES_TAG
+from asha_tune.tracking.tags import DRIVER_TAG, RESUMED_FROM_TAG, RETRIES_TAG
+from tests.helpers.deploy import localized, rayjob_entrypoint
 from tests.helpers.processes import (
     PROCESS_TAG_ENV,
     is_loopback,
     kill_tagged,
     listening,
     started_pids,
+    tagged_processes,
     wait_for,
 )
 
@@ -157,6 +163,8 @@ def harness(pacs_root, shared_cache):
         "HOME": str(home),
         "ASHA_TUNE_CACHE_DIR": str(shared_cache),
         "PYTHONUNBUFFERED": "1",
+        # asha-tune on the PATH, as where it is installed: a Ray job's entrypoint calls it by name.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         PROCESS_TAG_ENV: tag,
     }
     # As a user's shell would be: the product must keep a loopback cluster on loopback by itself.
@@ -181,6 +189,7 @@ def harness(pacs_root, shared_cache):
     ):
         patch.delenv(name, raising=False)
     h = Harness(directory, env, pacs_root)
+    h.tag = tag
     started = time.time()
     try:
         out = h.up().stdout
@@ -578,6 +587,218 @@ def test_mlflow_server_restart_loses_no_metric(harness):
 
 def test_postgres_restart_loses_nothing(harness):
     outage_test(harness, "postgres-outage", "postgres")
+
+
+# --- the RayJob's driver ----------------------------------------------------------------------
+
+
+def cluster_token_file(h: Harness) -> Path:
+    """The Ray token the cluster's nodes use: the one `cluster up` made in the harness's HOME."""
+    return Path(h.env["HOME"]) / ".ray" / "auth_token"
+
+
+def job_api(h: Harness, path: str) -> dict:
+    """Ray's job REST API on the head's dashboard (what `ray job status/logs` read), with the token."""
+    token = cluster_token_file(h).read_text().strip()
+    request = urllib.request.Request(
+        h.state.dashboard_url + path, headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def submit_job(h: Harness, entrypoint: str, submission_id: str) -> None:
+    """`ray job submit` as KubeRay's submitter does (`ray job submit --address ... -- ENTRYPOINT`,
+    the entrypoint's words after `--`): to the head's dashboard, with the Ray token."""
+    env = {**h.env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(cluster_token_file(h))}
+    done = subprocess.run(
+        [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address", h.state.dashboard_url]
+        + ["--submission-id", submission_id, "--no-wait", "--", *shlex.split(entrypoint)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def job_ended(h: Harness, submission_id: str, timeout: float = 900) -> tuple[str, str]:
+    """(status, driver output) once the job has ended."""
+    ended = ("SUCCEEDED", "FAILED", "STOPPED")
+    status = wait_for(
+        lambda: (s := job_api(h, f"/api/jobs/{submission_id}")["status"]) in ended and s,
+        timeout,
+        f"job {submission_id} to end",
+        poll=2,
+    )
+    return status, job_api(h, f"/api/jobs/{submission_id}/logs")["logs"]
+
+
+def test_the_rayjob_entrypoint_runs_as_a_job_and_its_retry_after_a_lost_driver_continues(harness):
+    state = harness.state
+    epochs = 24  # long enough that the first driver still runs while a second submission is refused
+    command = localized(
+        rayjob_entrypoint(),
+        {  # the cluster's services in place of the Kubernetes ones, this machine's disk for the volume
+            "--tracking-uri": state.tracking_uri,
+            "--study-url": state.database_url("optuna"),
+            "--results-dir": str(state.results_dir),
+            "--data-root": str(harness.pacs_root),
+        },
+        # CPU-sized here: small images, no ImageNet weights, CPU trials on the 1-CPU workers.
+        *("--device", "cpu", "--weights", "none", "--set", "resources.gpu=0", "--set", "resources.cpu=1"),
+        *(
+            "--set",
+            "data.image_size=32",
+            "--set",
+            "data.limit_per_domain=70",
+            "--set",
+            f"train.epochs={epochs}",
+        ),
+        *("--set", "train.batch_size=16", "--set", "scheduler.kind=fifo", "--set", "search.num_trials=4"),
+        *("--set", "search.max_concurrent=2"),
+    )
+    assert command[:2] == ["asha-tune", "launch"] and "--if-exists" in command
+    name = command[command.index("--name") + 1]
+    space = command[command.index("--space") + 1]
+    entrypoint = shlex.join(command)
+
+    submit_job(harness, entrypoint, "rayjob-1")
+
+    def two_epochs_logged() -> bool:
+        job = job_api(harness, "/api/jobs/rayjob-1")
+        if job["status"] not in ("PENDING", "RUNNING"):
+            logs = job_api(harness, "/api/jobs/rayjob-1/logs")["logs"]
+            raise AssertionError(f"the job ended {job['status']}: {job.get('message')}\n{logs[-3000:]}")
+        return any(len(h) >= 2 for h in progress(harness, space, name).values())
+
+    wait_for(two_epochs_logged, 600, "a trial with two epochs logged", poll=2)
+    # A second submission while the first driver runs is refused, and changes nothing.
+    submit_job(harness, entrypoint, "rayjob-busy")
+    busy, busy_log = job_ended(harness, "rayjob-busy", timeout=300)
+    assert busy == "FAILED" and "is being run by another driver" in busy_log, busy_log[-2000:]
+    assert job_api(harness, "/api/jobs/rayjob-1")["status"] == "RUNNING", "the sweep ended too soon"
+
+    before = progress(harness, space, name)
+    drivers = tagged_processes(harness.tag, name)  # the entrypoint's shell and asha-tune
+    assert drivers
+    for pid in drivers:
+        os.kill(pid, signal.SIGKILL)  # the driver lost, as when its pod or node goes
+    lost, first_log = job_ended(harness, "rayjob-1", timeout=300)
+    assert lost == "FAILED", first_log[-2000:]
+    parent = harness.client().get_run(sweep_parent(harness, name))
+    assert parent.data.tags["asha_tune.status"] == "running"  # nobody closed it: the driver was killed
+
+    submit_job(harness, entrypoint, "rayjob-2")  # what KubeRay's retry does (backoffLimit)
+    status, log = job_ended(harness, "rayjob-2")
+    assert status == "SUCCEEDED", log[-4000:]
+    assert f"sweep {name} was recorded as running, but its driver" in log and "is gone: continuing it" in log
+    assert "resuming: finished trials are kept" in log
+    runs = assert_mlflow_and_optuna_agree(harness, space, name, trials=4, epochs=epochs)
+    after = histories(harness, runs)
+    kept = sum(point in after[n] for n, points in before.items() for point in points)
+    assert kept == sum(map(len, before.values()))
+    driver = json.loads(harness.client().get_run(sweep_parent(harness, name)).data.tags[DRIVER_TAG])
+    assert driver["ray_job"] == job_api(harness, "/api/jobs/rayjob-2")["driver_info"]["id"]
+
+    submit_job(harness, entrypoint, "rayjob-3")  # re-applied after it finished: it reports, succeeds
+    again, again_log = job_ended(harness, "rayjob-3", timeout=300)
+    assert again == "SUCCEEDED" and f"sweep {name} has finished (4 trials): nothing to resume" in again_log
+    assert_mlflow_and_optuna_agree(harness, space, name, trials=4, epochs=epochs)
+    figures(
+        "rayjob driver killed",
+        requested=4,
+        finished=len(runs),
+        lost=4 - len(runs),
+        metric_points_before=sum(map(len, before.values())),
+        kept=kept,
+        metric_points_after=sum(map(len, after.values())),
+        retried_job="SUCCEEDED",
+        busy_job="FAILED (refused)",
+    )
+
+
+# --- the head node lost -------------------------------------------------------------------------
+
+
+def test_a_lost_head_ends_the_driver_in_one_line_and_resume_continues_after_up(harness):
+    name = "headloss"
+    space = harness.space(
+        name,
+        search={"algorithm": "random", "num_trials": 4, "max_concurrent": 2, "seed": 11},
+        train={"epochs": 8},
+        data={"limit_per_domain": 70},
+    )
+    driver, log = harness.launch(space, name)
+    wait_for(
+        lambda: any(len(h) >= 2 for h in progress(harness, name, name).values()),
+        600,
+        "a trial with two epochs logged",
+    )
+    before = progress(harness, name, name)
+    state = harness.state
+    head = state.services["head"]
+    doomed = processes.family(head.proc)
+    for proc in doomed:  # the head's runner, GCS, raylet, dashboard and workers, as a crashed machine
+        try:
+            os.kill(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    killed_at = time.time()
+    try:
+        driver.wait(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(driver.pid, signal.SIGKILL)
+        raise AssertionError(f"the driver did not end: {log.read_text()[-3000:]}") from None
+    ended_s = time.time() - killed_at
+    out = log.read_text()
+    assert driver.returncode == 3, out[-3000:]
+    errors = [line for line in out.splitlines() if "error" in line.lower() or "Traceback" in line]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(
+        f"asha-tune launch: error: lost the Ray cluster's head at {state.ray_address}"
+    )
+    assert "asha-tune cluster up" in errors[0]
+    assert f"asha-tune resume {name} --results-dir {state.results_dir}" in errors[0]
+    assert "rpc_client" not in out and "The program will terminate" not in out  # not Ray's abort
+    # Every record closed: nothing RUNNING, the trials resumable.
+    parent = harness.client().get_run(sweep_parent(harness, name))
+    assert parent.info.status == "KILLED" and parent.data.tags["asha_tune.status"] == "interrupted"
+    assert "lost the Ray cluster's head" in parent.data.tags["asha_tune.failure"]
+    children = child_runs(harness, name, sweep_parent(harness, name))
+    assert all(r.info.status != "RUNNING" for r in children.values())
+    assert all(r.data.tags["asha_tune.status"] != "running" for r in children.values())
+    interrupted = [n for n, r in children.items() if r.data.tags["asha_tune.status"] == "interrupted"]
+    trials = harness.study(name).trials
+    assert all(t.state != TrialState.RUNNING for t in trials)
+    parked = [t.number for t in trials if t.state == TrialState.WAITING]
+    assert interrupted and sorted(parked) == sorted(interrupted)
+
+    harness.up()  # the head back, on the cluster's ports (its workers restarted with it)
+    resumed = harness.cli(
+        "resume", name, "--results-dir", str(state.results_dir), "--device", "cpu", timeout=900
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    runs = assert_mlflow_and_optuna_agree(harness, name, name, trials=4, epochs=8)
+    after = histories(harness, runs)
+    kept = sum(point in after[n] for n, points in before.items() for point in points)
+    silent_s = int(re.search(r"no answer for (\d+) s", errors[0]).group(1))
+    figures(
+        "head killed",
+        head_silent_when_watch_fired_s=silent_s,
+        requested=4,
+        finished=len(runs),
+        lost=4 - len(runs),
+        driver_ended_after_kill_s=round(ended_s),
+        watch_limit_s=30,
+        exit_code=driver.returncode,
+        records_running_after=0,
+        trials_interrupted=len(interrupted),
+        metric_points_before=sum(map(len, before.values())),
+        kept=kept,
+        metric_points_after=sum(map(len, after.values())),
+    )
+    assert kept == sum(map(len, before.values()))
 
 
 def test_down_stops_exactly_what_up_started(pacs_root, tmp_path):

@@ -27,6 +27,7 @@ from packaging.requirements import Requirement
 import asha_tune
 from asha_tune.cli import build_parser
 from tests.helpers.data import REPO
+from tests.helpers.deploy import documented_ray_exec
 
 DEPLOY = REPO / "deploy"
 IMAGE = f"REGISTRY/asha-tune:{asha_tune.__version__}"
@@ -300,18 +301,12 @@ def test_launcher_setup_works_on_the_image(launcher):
     assert "IamInstanceProfile" not in json.dumps(gpu["node_config"])  # nothing for workers to read
 
 
-def documented_ray_exec(text: str) -> str:
-    """The `asha-tune launch` command a file documents for `ray exec`, as one line."""
-    found = re.search(r'ray exec deploy/ray-cluster.aws.yaml "(asha-tune launch[^"]+)"', text, re.S)
-    assert found, "no documented ray exec launch"
-    return re.sub(r"\\\n#?\s*", " ", found.group(1))
-
-
 def test_the_documented_ray_exec_launch_joins_the_cluster_and_waits_for_workers():
     for path in (DEPLOY / "ray-cluster.aws.yaml", DEPLOY / "README.md"):
         args = launch_args(documented_ray_exec(path.read_text()))
         assert args.address == "auto", path  # `ray exec` sets no RAY_ADDRESS: join the head's Ray
-        assert args.resource_wait and args.resource_wait >= 300, path  # it starts with no GPU worker
+        # It starts with no GPU worker: the default wait for the autoscaler, or a long one.
+        assert args.resource_wait is None or args.resource_wait >= 300, path
         assert str(args.results_dir).startswith("/mnt/shared/") and args.data_root.startswith("/mnt/shared/")
 
 
@@ -373,6 +368,9 @@ def test_rayjob_runs_a_valid_launch_against_the_tracking_services(k8s, raycluste
     assert job["spec"]["clusterSelector"] == {"ray.io/cluster": raycluster["metadata"]["name"]}
     args = launch_args(job["spec"]["entrypoint"])
     assert args.address is None  # the job's driver joins through $RAY_ADDRESS, set by Ray
+    assert args.resource_wait is None or args.resource_wait >= 300  # the autoscaler adds GPU workers
+    # A retried job (backoffLimit) runs the same entrypoint: it must continue the sweep, not fail.
+    assert args.if_exists == "resume" and job["spec"]["backoffLimit"] > 0
     from asha_tune.spaces import list_spaces
 
     assert args.space in list_spaces()

@@ -73,3 +73,25 @@ def test_the_results_folder_and_the_study_url_have_one_name_each(capsys):
         with pytest.raises(SystemExit) as exit_:
             parser.parse_args(["launch", "--space", "q", old, "x"])
         assert exit_.value.code == 2 and f"unrecognized arguments: {old} x" in capsys.readouterr().err
+
+
+def test_launch_if_exists_resume_continues_a_sweep_only_as_it_was_launched(tmp_path):
+    from asha_tune.sweep.lifecycle import continuing
+
+    saved = saved_sweep(tmp_path, "job", address="127.0.0.1:6379", resource_wait_s=30)
+    again = saved.model_copy(
+        update={
+            "address": None,
+            "resource_wait_s": None,
+            "runtime": Runtime(data_root=tmp_path, device="cpu"),
+        }
+    )
+    kept = continuing(again)  # a resubmitted job: its own cluster and runtime, the sweep's records
+    assert kept.parent_run_id == saved.parent_run_id and kept.address is None and kept.resource_wait_s is None
+    assert kept.runtime.data_root == tmp_path
+    other = again.model_copy(update={"space": load_space("quickstart", ["train.epochs=2"])})
+    with pytest.raises(ConfigError, match=r"^sweep job exists with another space than this launch's"):
+        continuing(other)
+    elsewhere = again.model_copy(update={"study_url": f"sqlite:///{tmp_path / 'other.db'}"})
+    with pytest.raises(ConfigError, match="another --study-url"):
+        continuing(elsewhere)
