@@ -269,7 +269,10 @@ def test_resume_after_sigkill_keeps_every_trial_once(tmp_path, pacs_root, shared
 
     after = sweep_trials(tracker, experiment, settings.parent_run_id)
     assert sorted(t.number for t in after) == list(range(6))  # exactly the trials requested, once
-    assert all(t.status in ("completed", "pruned") for t in after)
+    assert all(t.status in ("completed", "pruned") for t in after), (
+        [(t.number, t.status, tracker.tags(t.run_id).get("asha_tune.failure")) for t in after],
+        done.stdout[-3000:],
+    )
     for number, record in before.items():
         kept = next(t for t in after if t.number == number)
         assert kept.run_id == record.run_id and kept.status == record.status
