@@ -17,6 +17,7 @@ CACHE_DIR_ENV = "ASHA_TUNE_CACHE_DIR"  # decoded images
 SPACES_ENV = "ASHA_TUNE_SPACES"  # extra folders of search spaces, searched first
 STUDY_RETRY_ENV = "ASHA_TUNE_STUDY_RETRY_S"  # how long to retry a lost study database
 CLUSTER_DIR_ENV = "ASHA_TUNE_CLUSTER_DIR"  # `asha-tune cluster`'s folder
+HEAD_LOST_ENV = "ASHA_TUNE_HEAD_LOST_S"  # how long a cluster's head may not answer a sweep
 
 TRACKING_DB = "mlflow.db"  # MLflow's embedded store, in the working directory
 STUDY_DB = "optuna.db"  # the Optuna studies, in the working directory
@@ -24,6 +25,7 @@ RESULTS_DIR = "asha-tune-results"  # Ray's results, in the working directory
 CACHE_DIR = "~/.cache/asha-tune"  # or $XDG_CACHE_HOME/asha-tune
 CLUSTER_DIR = "asha-tune-cluster"  # a local cluster's data and logs, in the working directory
 STUDY_RETRY_S = 300.0
+HEAD_LOST_S = 30.0
 
 
 def tracking_uri(directory: Path | None = None) -> str:

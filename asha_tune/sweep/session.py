@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from asha_tune import defaults
 from asha_tune.environ import scoped_environ
 from asha_tune.errors import AshaTuneError, ConfigError
 from asha_tune.sweep import ray_compat
@@ -42,8 +43,7 @@ POLL_S = 2.0
 PROGRESS_EVERY_S = 30.0
 REQUEST_AGAIN_S = 20.0
 # The head watch: how long the head's GCS may not answer before the sweep stops (see head_lost_s).
-HEAD_LOST_ENV = "ASHA_TUNE_HEAD_LOST_S"
-HEAD_LOST_S = 30.0
+HEAD_LOST_ENV, HEAD_LOST_S = defaults.HEAD_LOST_ENV, defaults.HEAD_LOST_S
 
 
 @dataclass
