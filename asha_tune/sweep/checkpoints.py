@@ -14,16 +14,20 @@ full-budget trial's are what the sweep keeps for the user.
 
 Once a trial has finished or been stopped, nothing resumes it, so its checkpoints are emptied
 (`CheckpointCleanup`), except the best full-budget trial's. A failed trial keeps its latest: a
-resume that retries failed trials would go on from it. Ray keeps only each running trial's latest
-(`CheckpointConfig(num_to_keep=1)`). An emptied checkpoint keeps an `ENDED` marker: Tune saves
-its view of the trials about once a second, so a driver killed just after a trial ended may
-resume that trial from its last checkpoint, and the marker tells it there is nothing left to do.
+resume that retries failed trials would go on from it. A running trial keeps only its latest: a
+new one empties the older ones (`CheckpointCleanup.on_checkpoint`), leaving a `SUPERSEDED`
+marker, and an emptied one of an ended trial keeps an `ENDED` marker. The folders stay, and Ray
+deletes none (no `num_to_keep`), because Tune saves its view of the trials at most every 10 s and
+syncs it in the background: a driver killed in between resumes a trial from the checkpoint that
+view names, which Ray refuses to restore from once it is gone. From a superseded one the trial
+goes on from its newest (`restorable_checkpoints`); from an ended one there is nothing left to do.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +38,8 @@ from asha_tune.sweep import ray_compat
 from asha_tune.sweep.keys import TRIAL_NUMBER_KEY, DriverState
 
 CHECKPOINT_FILE = "trial.pt"
-ENDED_MARKER = "ENDED"  # what an emptied checkpoint folder holds
+ENDED_MARKER = "ENDED"  # what an emptied checkpoint folder of an ended trial holds
+SUPERSEDED_MARKER = "SUPERSEDED"  # what a running trial's emptied older checkpoint holds
 MAX_UNSAVED_S = 600.0  # compute a crash may cost at most, beyond the doubling rule
 
 
@@ -103,6 +108,10 @@ class CheckpointCleanup(DriverState, Callback):
             and math.isfinite(value)
         )
 
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
+        """A running trial reported a new checkpoint: its older ones are emptied."""
+        empty_checkpoints(trial, SUPERSEDED_MARKER, keep=checkpoint.path)
+
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # Tune updates the ending trial's status only after it tells callbacks.
         ended = [t for t in trials if t is trial or t.status == "TERMINATED"]
@@ -121,14 +130,64 @@ class CheckpointCleanup(DriverState, Callback):
 def retire_checkpoints(trial: Any) -> None:
     """Empty every checkpoint folder of a finished trial, on whatever filesystem Ray keeps them,
     leaving the marker."""
+    empty_checkpoints(trial, ENDED_MARKER)
+
+
+MARKER_TEXT = {
+    ENDED_MARKER: b"this trial ended; its checkpoint was deleted\n",
+    SUPERSEDED_MARKER: b"the trial wrote a newer checkpoint; this one was deleted\n",
+}
+
+
+def empty_checkpoints(trial: Any, marker: str, keep: str | None = None) -> None:
+    """Empty a trial's checkpoint folders but `keep`, each left holding `marker` alone."""
     from pyarrow.fs import FileSelector, FileType
 
     fs, folder = ray_compat.trial_storage(trial)
+    keep = keep.rstrip("/") if keep else None
     for info in fs.get_file_info(FileSelector(folder, allow_not_found=True)):
-        if info.type == FileType.Directory and info.base_name.startswith("checkpoint_"):
-            fs.delete_dir_contents(info.path)
-            with fs.open_output_stream(f"{info.path}/{ENDED_MARKER}") as marker:
-                marker.write(b"this trial ended; its checkpoint was deleted\n")
+        if info.type != FileType.Directory or not info.base_name.startswith("checkpoint_"):
+            continue
+        if info.path.rstrip("/") == keep:
+            continue
+        if marker == SUPERSEDED_MARKER and not holds_a_checkpoint(fs, info.path):
+            continue  # already emptied
+        fs.delete_dir_contents(info.path)
+        with fs.open_output_stream(f"{info.path}/{marker}") as out:
+            out.write(MARKER_TEXT[marker])
+
+
+def holds_a_checkpoint(fs: Any, folder: str) -> bool:
+    """Whether a checkpoint folder holds a trial's state or the marker of an emptied one."""
+    from pyarrow.fs import FileType
+
+    infos = fs.get_file_info([f"{folder}/{CHECKPOINT_FILE}", f"{folder}/{ENDED_MARKER}"])
+    return any(info.type == FileType.File for info in infos)
+
+
+def restorable_checkpoints(checkpoint: Any) -> list[Any]:
+    """The checkpoints a restored trial may start from, in the order to try them.
+
+    The one Tune restored with, if it still holds one. After a SIGKILL, Tune's saved view may
+    name a checkpoint that was superseded (or, written by older versions, deleted) once the trial
+    reported a newer one: then the trial's checkpoints on disk, newest first (the newest may be
+    half-written when the kill came during its copy)."""
+    from pyarrow.fs import FileSelector, FileType
+    from ray import tune
+
+    fs, path = checkpoint.filesystem, checkpoint.path.rstrip("/")
+    if holds_a_checkpoint(fs, path):
+        return [checkpoint]
+    parent = path.rsplit("/", 1)[0]
+    found = [
+        info.path
+        for info in fs.get_file_info(FileSelector(parent, allow_not_found=True))
+        if info.type == FileType.Directory
+        and re.fullmatch(r"checkpoint_\d+", info.base_name)
+        and holds_a_checkpoint(fs, info.path)
+    ]
+    found.sort(key=lambda p: int(p.rsplit("_", 1)[1]), reverse=True)
+    return [tune.Checkpoint(path=p, filesystem=fs) for p in found]
 
 
 def kept_checkpoint(sweep_dir: Path, trial_number: int) -> Path | None:

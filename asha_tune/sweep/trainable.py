@@ -18,6 +18,7 @@ from typing import Any
 import ray
 from ray import tune
 
+from asha_tune.errors import AshaTuneError
 from asha_tune.spaces import SearchSpace
 from asha_tune.sweep import ray_compat
 from asha_tune.sweep.checkpoints import (
@@ -26,6 +27,7 @@ from asha_tune.sweep.checkpoints import (
     asha_rungs,
     checkpoint_due,
     final_weights,
+    restorable_checkpoints,
 )
 from asha_tune.sweep.disk import is_no_space, wait_for_the_stop
 from asha_tune.sweep.keys import FAILED_KEY, FAILURE_KEY, NODE_KEY, VALUES_KEY
@@ -50,14 +52,25 @@ def restored_state(
     checkpoint: tune.Checkpoint | None, load: Any, epochs: int
 ) -> tuple[bool, dict[str, Any] | None]:
     """(ended, state): state None starts afresh; ended means the trial had already run its last
-    epoch (its checkpoint holds the final weights, or was emptied when it ended)."""
+    epoch (its checkpoint holds the final weights and history, or was emptied when it ended).
+
+    When the checkpoint Tune restored with is gone (see `restorable_checkpoints`), the trial's
+    newest one that reads is used instead; a half-written one is passed over."""
     if checkpoint is None:
         return False, None
-    with checkpoint.as_directory() as folder:
-        if (Path(folder) / ENDED_MARKER).exists():
-            return True, None
-        state = load(Path(folder) / CHECKPOINT_FILE)
-    return (True, None) if state["epoch"] >= epochs else (False, state)
+    candidates = restorable_checkpoints(checkpoint)
+    for i, candidate in enumerate(candidates):
+        with candidate.as_directory() as folder:
+            if (Path(folder) / ENDED_MARKER).exists():
+                return True, None
+            try:
+                state = load(Path(folder) / CHECKPOINT_FILE)
+            except AshaTuneError:
+                if candidate is checkpoint or i == len(candidates) - 1:
+                    raise  # the one Tune named, or the last left: nothing else to fall back on
+                continue
+        return state["epoch"] >= epochs, state
+    return False, None  # every checkpoint of the trial is gone: it starts afresh
 
 
 def device_sharing(space: SearchSpace) -> int:
@@ -91,7 +104,6 @@ def train_trial(config: dict[str, Any], space: SearchSpace, runtime: Runtime) ->
     begin = time.perf_counter()
     import torch  # here, not at module level: timed, and paid once per reused process
 
-    from asha_tune.errors import AshaTuneError
     from asha_tune.trial.devices import assigned_device
     from asha_tune.trial.training import load_checkpoint, run_trial
 
@@ -100,7 +112,12 @@ def train_trial(config: dict[str, Any], space: SearchSpace, runtime: Runtime) ->
     epochs = trial_config.train.epochs
     ended, state = restored_state(tune.get_checkpoint(), load_checkpoint, epochs)
     if ended:
-        return  # it ended before the driver stopped, and Tune had not saved that yet
+        # It ended before the driver stopped, and Tune had not saved that yet. Its last epoch is
+        # reported again, so that Tune ends it with that result, not the older one it restored
+        # (an epoch already logged is not logged twice).
+        if state and state.get("history"):
+            tune.report({**state["history"][-1], NODE_KEY: ray.get_runtime_context().get_node_id()})
+        return
     rungs = asha_rungs(space.scheduler, epochs)
     saved: dict[str, Any] = {"epoch": int(state["epoch"]) if state else 0, "unsaved_s": 0.0}
     first: dict[str, Any] = {"at_entry": entered, "time_imports": imports}

@@ -73,7 +73,8 @@ def new_tuner(settings: SweepSettings, handle: StudyHandle, experiment_id: str) 
             storage_path=str(settings.results_dir),
             verbose=0,
             callbacks=callbacks,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # Ray deletes none: CheckpointCleanup empties them, leaving the folders (checkpoints.py).
+            checkpoint_config=tune.CheckpointConfig(),
             failure_config=tune.FailureConfig(max_failures=space.search.max_failures),
         ),
     )

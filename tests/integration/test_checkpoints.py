@@ -9,7 +9,7 @@ import yaml
 
 from asha_tune.spaces import load_space
 from asha_tune.sweep import SweepSettings
-from asha_tune.sweep.checkpoints import CHECKPOINT_FILE, ENDED_MARKER
+from asha_tune.sweep.checkpoints import CHECKPOINT_FILE, ENDED_MARKER, SUPERSEDED_MARKER
 from asha_tune.sweep.lifecycle import launch
 from asha_tune.trial.config import Runtime
 from asha_tune.trial.model import build_model
@@ -77,7 +77,9 @@ def test_a_finished_sweep_keeps_only_the_best_trials_final_weights(tmp_path, pac
     assert build_model(str(kept)).fc.weight.equal(state["model"]["fc.weight"])
     assert f"its final weights: {kept}" in capsys.readouterr().out
     for folder in settings.sweep_dir.glob("*/checkpoint_*"):
-        if folder != kept.parent:
+        if folder.parent == kept.parent.parent and folder != kept.parent:  # replaced as it ran
+            assert [p.name for p in folder.iterdir()] == [SUPERSEDED_MARKER]
+        elif folder != kept.parent:  # the other trials' folders, emptied when they ended
             assert [p.name for p in folder.iterdir()] == [ENDED_MARKER]
     # The footprint: those weights (45 MB) and the sweep's records (a few hundred KB).
     total = sum(p.stat().st_size for p in settings.sweep_dir.rglob("*") if p.is_file())

@@ -221,6 +221,9 @@ def test_resume_after_sigkill_keeps_every_trial_once(tmp_path, pacs_root, shared
         "ASHA_TUNE_DATA_ROOT": str(pacs_root),
         "ASHA_TUNE_CACHE_DIR": str(shared_cache),
         "PYTHONUNBUFFERED": "1",
+        # Tune saves its view of the trials at most this often: the kill then leaves it stale (it
+        # may name checkpoints the trials have since replaced), which a resume must survive.
+        "TUNE_GLOBAL_CHECKPOINT_S": "25",
     }
     log = tmp_path / "launch.log"
     cli = [sys.executable, "-m", "asha_tune.cli"]

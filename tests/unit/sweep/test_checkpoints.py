@@ -9,8 +9,15 @@ import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
+from asha_tune.errors import AshaTuneError
 from asha_tune.spaces import SchedulerSettings
-from asha_tune.sweep.checkpoints import CHECKPOINT_FILE, ENDED_MARKER, asha_rungs, checkpoint_due
+from asha_tune.sweep.checkpoints import (
+    CHECKPOINT_FILE,
+    ENDED_MARKER,
+    SUPERSEDED_MARKER,
+    asha_rungs,
+    checkpoint_due,
+)
 from asha_tune.sweep.trainable import restored_state
 
 
@@ -67,4 +74,42 @@ def test_a_trial_restored_from_an_emptied_or_final_checkpoint_has_nothing_to_red
     assert restored_state(tune.Checkpoint.from_directory(str(full)), load, 4) == (False, {"epoch": 3})
     # A trial whose checkpoint was emptied, or holds its last epoch, has nothing left to do.
     assert restored_state(tune.Checkpoint.from_directory(str(emptied)), load, 4) == (True, None)
-    assert restored_state(tune.Checkpoint.from_directory(str(full)), load, 3) == (True, None)
+    assert restored_state(tune.Checkpoint.from_directory(str(full)), load, 3) == (True, {"epoch": 3})
+
+
+def load_or_refuse(path: Path) -> dict:
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception:
+        raise AshaTuneError(f"cannot read checkpoint {path}") from None
+
+
+def test_a_trial_whose_restored_checkpoint_was_replaced_goes_on_from_its_newest_readable_one(tmp_path):
+    """After a SIGKILL Tune's saved state may name a checkpoint that was emptied (or deleted) when
+    the trial reported a newer one; the newest that reads is used, a half-written one passed over."""
+    trial = tmp_path / "trial"
+    for index, epoch in ((1, 2), (3, 4)):
+        (trial / f"checkpoint_{index:06d}").mkdir(parents=True)
+        torch.save({"epoch": epoch}, trial / f"checkpoint_{index:06d}" / CHECKPOINT_FILE)
+    (trial / "checkpoint_000004").mkdir()
+    (trial / "checkpoint_000004" / CHECKPOINT_FILE).write_bytes(b"PK\x03")  # the kill came mid-copy
+    (trial / "checkpoint_000002").mkdir()  # a folder without a checkpoint is not one
+    named = tune.Checkpoint(path=str(trial / "checkpoint_000000"))  # deleted since Tune saved
+    superseded = trial / "checkpoint_000000"
+    superseded.mkdir()
+    (superseded / SUPERSEDED_MARKER).write_text("superseded")  # emptied since Tune saved
+    assert restored_state(named, load_or_refuse, 6) == (False, {"epoch": 4})
+    assert restored_state(named, load_or_refuse, 4) == (True, {"epoch": 4})  # its final epoch
+    # The one Tune named is used while it is there, even when a newer one exists.
+    older = tune.Checkpoint(path=str(trial / "checkpoint_000001"))
+    assert restored_state(older, load_or_refuse, 6) == (False, {"epoch": 2})
+    # One that Tune named and that cannot be read is an error, not a silent fresh start.
+    with pytest.raises(AshaTuneError):
+        restored_state(tune.Checkpoint(path=str(trial / "checkpoint_000004")), load_or_refuse, 6)
+    # None left at all: the trial starts afresh.
+    assert restored_state(
+        tune.Checkpoint(path=str(tmp_path / "gone" / "checkpoint_000000")), load_or_refuse, 6
+    ) == (
+        False,
+        None,
+    )
