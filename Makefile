@@ -5,11 +5,13 @@ PY := $(VENV)/bin/python
 # Only the tests default to the PACS copy beside the checkout; the product never assumes a path.
 TEST_DATA_ROOT ?= $(abspath ../shared/PACS)
 
-$(VENV)/.installed: pyproject.toml
+# The tests run on the versions the image ships (deploy/constraints.txt), not on whatever the
+# registry holds that day; packages only the tests need are not pinned there.
+$(VENV)/.installed: pyproject.toml deploy/constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test]" -c deploy/constraints.txt
 	touch $@
 
 install: $(VENV)/.installed
