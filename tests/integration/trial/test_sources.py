@@ -1,6 +1,7 @@
 """Trials on any dataset and on several source domains: the head, the class order, balanced
 batches, source_val per source domain, lodo's fold models, and the streamed data path inside a
-real trial (synthetic `folder` datasets in odd shapes: tests/helpers/data.make_domains)."""
+real trial (synthetic `folder` datasets in odd shapes: tests/helpers/data.make_domains). They
+train whole trials, so they sit in the integration tier, out of the fast one."""
 
 from __future__ import annotations
 
