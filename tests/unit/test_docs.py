@@ -7,15 +7,21 @@ added without a word in the docs, or a README grown back into a specification.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import re
 import tomllib
 from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import pytest
+from pydantic import BaseModel
 
 from asha_tune import defaults
+from asha_tune.spaces.space import SearchSpace
 from asha_tune.tracking import tags
+from asha_tune.trial import datasets, registry
+from asha_tune.trial.config import TrialConfig
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
@@ -250,3 +256,144 @@ def test_the_sweeps_page_lists_every_environment_variable_of_defaults():
     assert env
     spans = code_spans((DOCS / "sweeps.md").read_text())
     assert all(v in spans for v in env), f"docs/sweeps.md should list {env}"
+
+
+# --- the search-space reference, the protocols and the flags of launch ---------------------------
+
+SPACES_PAGE = DOCS / "spaces.md"
+SELECTION_PAGE = DOCS / "selection.md"
+SWEEPS_PAGE = DOCS / "sweeps.md"
+ANY = "*"  # in a schema path: a key or position the user chooses (a parameter's name, a list index)
+
+
+def _annotations(annotation: Any) -> list[Any]:
+    """The types inside an annotation: the members of a union, the items of a list or a mapping
+    (Annotated's metadata left out), depth first."""
+    if get_origin(annotation) is Annotated:
+        return _annotations(get_args(annotation)[0])
+    found = [annotation]
+    for arg in get_args(annotation):
+        found += _annotations(arg)
+    return found
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def schema_fields(model: type[BaseModel], prefix: str = "") -> dict[str, Any]:
+    """Every field of a space, by its dotted path as the user writes it in YAML (`selection.epoch`,
+    `shaping.p0.first`; `parameters.*.low` where the user names the key), with its annotation.
+
+    A section the space keeps as a plain mapping and checks as a trial's (`shaping`) is walked as
+    the trial configuration's section of that name."""
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        path, annotation = f"{prefix}{name}", info.annotation
+        if model is SearchSpace and get_origin(annotation) is dict and name in TrialConfig.model_fields:
+            annotation = TrialConfig.model_fields[name].annotation
+        fields[path] = annotation
+        container = get_origin(annotation) in (dict, list)
+        for inner in _annotations(annotation):
+            if _is_model(inner):
+                fields |= schema_fields(inner, f"{path}.{ANY}." if container else f"{path}.")
+    return fields
+
+
+def literal_values(annotation: Any) -> set[str]:
+    return {v for a in _annotations(annotation) if get_origin(a) is Literal for v in get_args(a)}
+
+
+def registry_names() -> dict[str, str]:
+    """Every name a space may give a registry field, by where it comes from: each registry of
+    trial/registry.py (a mapping of names), the datasets and their domains, and every value of a
+    Literal field of the space (search algorithms, schedulers, parameter types, precisions)."""
+    names: dict[str, str] = {}
+    for constant, value in vars(registry).items():
+        if constant.isupper() and isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            names |= {name: f"registry.{constant}" for name in value}
+    for dataset, layout in datasets.DATASETS.items():
+        names[dataset] = "datasets.DATASETS"
+        names |= {domain: f"the domains of {dataset}" for domain in layout.domains}
+    for path, annotation in schema_fields(SearchSpace).items():
+        names |= {value: path for value in literal_values(annotation)}
+    return names
+
+
+def test_the_schema_walk_sees_every_section_nested_field_and_registry():
+    """The lists the pages are checked against hold what they must: a field of every section,
+    the nested ones, the parameters' and configurations' fields, and every kind of name."""
+    fields = schema_fields(SearchSpace)
+    assert {"name", "data.dataset", "data.source", "selection.epoch", "search.replicates"} <= set(fields)
+    assert {"shaping.mode", "shaping.p0.first", "shaping.p0.last", "train.precision"} <= set(fields)
+    assert {"parameters.*.low", "parameters.*.when", "configurations.*.published"} <= set(fields)
+    sections = {s: TrialConfig.model_fields[s].annotation for s in ("data", "shaping", "train", "selection")}
+    assert all(f"{s}.{f}" in fields for s, model in sections.items() for f in model.model_fields)
+    names = registry_names()
+    assert {"target", "topk", "lodo", "entropy", "im", "snd", "balanced", "shuffled"} <= set(names)
+    assert {"office_home", "Real World", "grid", "list", "fifo", "conv_subset", "bf16", "best"} <= set(names)
+
+
+def unnamed_fields(text: str) -> list[str]:
+    """The space fields a page does not name as code: by its YAML path (`selection.epoch`), or a
+    field inside a mapping or list whose keys the user chooses (`parameters.*.low`) by its own
+    name (`low`)."""
+    spans = code_spans(text)
+    return sorted(
+        path
+        for path in schema_fields(SearchSpace)
+        if (path.rpartition(f"{ANY}.")[2] if ANY in path else path) not in spans
+    )
+
+
+def unnamed_registry_names(text: str) -> list[str]:
+    spans = code_spans(text)
+    return sorted(f"{name} ({where})" for name, where in registry_names().items() if name not in spans)
+
+
+def test_the_spaces_page_names_every_field_of_the_space():
+    """A field added to a section of the space without a word on docs/spaces.md fails here."""
+    missing = unnamed_fields(SPACES_PAGE.read_text())
+    assert not missing, f"docs/spaces.md does not name the space fields: {', '.join(missing)}"
+
+
+def test_the_spaces_page_names_every_registry_name():
+    """Every shaping mode, shaping function, protocol, sampling, pairing, dataset and its domains,
+    search algorithm, scheduler, parameter type and Literal value a space may write is code on
+    docs/spaces.md."""
+    missing = unnamed_registry_names(SPACES_PAGE.read_text())
+    assert not missing, f"docs/spaces.md does not name: {', '.join(missing)}"
+
+
+def test_the_space_checks_refuse_a_page_that_leaves_one_out():
+    """The page without `selection.epoch`, without `low`, without `snd` fails: a name in prose or
+    inside a longer span (`selection.epoch: best`) does not count."""
+    text = SPACES_PAGE.read_text()
+    for span, path in (("`selection.epoch`", "selection.epoch"), ("`low`", "parameters.*.low")):
+        assert path in unnamed_fields(text.replace(span, span.strip("`") + " and `selection.epoch: best`"))
+    assert "snd (registry.SELECTION_PROTOCOLS)" in unnamed_registry_names(text.replace("`snd`", "snd"))
+
+
+def test_the_selection_page_names_every_protocol():
+    spans = code_spans(SELECTION_PAGE.read_text())
+    missing = [p for p in registry.SELECTION_PROTOCOLS if p not in spans]
+    assert not missing, f"docs/selection.md does not name the protocols {', '.join(missing)}"
+
+
+def launch_flags() -> list[str]:
+    from asha_tune.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    launch = sub.choices["launch"]
+    return [o for a in launch._actions for o in a.option_strings if o.startswith("--") and o != "--help"]
+
+
+def test_the_sweeps_page_names_every_flag_of_launch():
+    """Each option of `asha-tune launch` appears in code on docs/sweeps.md (`--warm-start SWEEP`,
+    or a command line that uses it)."""
+    text = SWEEPS_PAGE.read_text()
+    code = [*code_spans(text), *code_lines(text)]
+    flags = launch_flags()
+    assert {"--space", "--set", "--replicates", "--warm-start", "--dry-run"} <= set(flags)
+    missing = [f for f in flags if not any(re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", c) for c in code)]
+    assert not missing, f"docs/sweeps.md does not name the launch flags {', '.join(missing)}"
