@@ -89,8 +89,8 @@ class ProtocolInfo:
 
     @property
     def holds_out(self) -> bool:
-        """It selects on images the model it reports on never trained on or is not reported on
-        (a split, or lodo's left-out domains): a replicate reseeds its split."""
+        """Images are kept apart to select on (a split held out of training or of the reported
+        targets, or lodo's left-out source domains): a replicate reseeds its split."""
         return bool(self.split) or self.folds
 
 
