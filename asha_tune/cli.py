@@ -22,9 +22,15 @@ from asha_tune.errors import AshaTuneError, ConfigError
 from asha_tune.spaces.space import nested
 from asha_tune.sweep.settings import IF_EXISTS
 from asha_tune.tracking.tags import FAILED
-from asha_tune.trial.config import Runtime, format_validation_error, trial_config
+from asha_tune.trial.config import Runtime, SelectionConfig, format_validation_error, trial_config
 from asha_tune.trial.datasets import DATASETS
-from asha_tune.trial.registry import MODES, SHAPE_FUNCTIONS
+from asha_tune.trial.registry import (
+    MODES,
+    PAPER_PROTOCOL,
+    SELECTION_PROTOCOLS,
+    SHAPE_FUNCTIONS,
+    protocols_with_split,
+)
 
 # `asha-tune trial` flags and the TrialConfig field each one sets.
 TRIAL_FLAGS = {
@@ -124,6 +130,20 @@ def runtime_from(args: argparse.Namespace, device: str = "auto", base: Runtime |
 # --- asha-tune trial -------------------------------------------------------------------------
 
 
+def selection_help() -> str:
+    """`--selection`: each protocol and what selects under it, from its record (registry.py)."""
+    default = SelectionConfig().protocol
+    parts = []
+    for name, info in SELECTION_PROTOCOLS.items():
+        notes = [info.selected_on]
+        if info.folds:
+            notes.append("two source domains or more")
+        if name == default:
+            notes.append("the default" + (", as the paper" if name == PAPER_PROTOCOL else ""))
+        parts.append(f"{name} ({'; '.join(notes)})")
+    return ("what selects: " + " | ".join(parts)).replace("%", "%%")
+
+
 def add_trial_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("trial", help="run one trial without Ray, logged to MLflow")
     help_text = {
@@ -141,12 +161,11 @@ def add_trial_parser(sub: argparse._SubParsersAction) -> None:
         "--precision": "auto | fp32 | fp16 | bf16 (auto: fp16 on CUDA, fp32 on CPU)",
         "--batch-size": "training batch (default the paper's: 256 for modes target and bn_only, else 128)",
         "--target-pairing": "index (the authors': source i with target i %% len) | shuffled",
-        "--selection": "oracle (default: the target selects, as the paper) | source_val | target_val "
-        "| lodo (two sources or more: a fold model per left-out source selects) | entropy | im | snd "
-        "(label-free: unlabelled target images select)",
+        "--selection": selection_help(),
         "--selection-epoch": "last (default, the paper's) | best (the epoch the selection metric picks, "
         "its weights kept)",
-        "--val-fraction": "held-out fraction per class for source_val and target_val (default 0.2)",
+        "--val-fraction": f"held-out fraction per class for {', '.join(protocols_with_split())} "
+        "(default 0.2)",
         "--split-seed": "seed of the validation split, independent of --seed (default 0)",
     }
     for flag in TRIAL_FLAGS:

@@ -2,8 +2,9 @@
 
 From plain (values, metric) pairs, one per trial (no torch, no Ray, no Optuna). The numbers
 behind each figure come from a function of their own (`slices`, `heat_map_cells`), so they can
-be tested and logged without reading pixels. Every label says what was selected on what: a
-figure of `oracle` records is "selected on the data it reports".
+be tested and logged without reading pixels. Every label says what was selected on what, in the
+words of the protocol's record (registry.selection_label): a figure of `oracle` records is
+"selected on the data it reports".
 """
 
 from __future__ import annotations
@@ -15,20 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from asha_tune.trial.registry import selection_label
+
 P0 = "shaping.p0"
 CONVS = "shaping.convs"
 MAX_SETS = 10  # conv sets drawn in the slice plot (the most tried first); the rest are counted
 MAX_ROWS = 30  # rows of the heat map, likewise
-
-SELECTED_ON = {
-    "oracle": "oracle: selected on the data it reports",
-    "source_val": "source_val: selected on held-out source images",
-    "target_val": "target_val: selected on labelled held-out target images",
-    "lodo": "lodo: selected on left-out source domains by fold models",
-    "entropy": "entropy: selected on unlabelled target images",
-    "im": "im: selected on unlabelled target images",
-    "snd": "snd: selected on unlabelled target images",
-}
 
 
 @dataclass(frozen=True)
@@ -45,7 +38,7 @@ class Point:
 
 def selected_label(metric: str, protocol: str, mode: str = "max") -> str:
     """`val_acc (source_val: selected on held-out source images; higher is better)`."""
-    where = SELECTED_ON.get(protocol, f"{protocol}: selected as its sweep records")
+    where = selection_label(protocol)
     better = "higher" if mode == "max" else "lower"
     return f"{metric} ({where}; {better} is better)"
 

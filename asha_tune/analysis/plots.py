@@ -1,12 +1,18 @@
 """The comparison's figures (matplotlib, headless): every label says what was selected on what,
-and published figures are drawn as the paper's, never as ours."""
+in the protocol's record's words (registry.selection_label), and published figures are drawn as
+the paper's, never as ours. The labels come from functions of their own, so they can be tested
+without reading pixels."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from asha_tune.analysis import reference
 from asha_tune.analysis.comparison import GridRow, Group
+from asha_tune.trial.registry import selection_label
+
+GRID_TITLE = f"replayed grid: ours against published (both {reference.PUBLISHED_SELECTION} protocol)"
 
 
 def _pyplot() -> Any:
@@ -16,6 +22,20 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def curve_label(sweep: str, group: Group) -> str:
+    """A sweep's curve in the legend: `opt (selection oracle)`."""
+    return f"{sweep} (selection {group.protocol})"
+
+
+def published_label(config: str, value: float) -> str:
+    return f"published best (paper, {reference.PUBLISHED_SELECTION}-selected): {value:.2f} ({config})"
+
+
+def best_so_far_title(group: Group) -> str:
+    """`target cartoon · oracle: selected on the data it reports`."""
+    return f"target {group.target} · {selection_label(group.protocol)}"
 
 
 def best_so_far(group: Group, path: Path) -> None:
@@ -40,7 +60,7 @@ def best_so_far(group: Group, path: Path) -> None:
                     where="post",
                     marker="o",
                     markersize=3,
-                    label=f"{name} (selection {group.protocol})",
+                    label=curve_label(name, group),
                 )
         if group.published_best:
             config, value = group.published_best
@@ -48,7 +68,7 @@ def best_so_far(group: Group, path: Path) -> None:
                 value,
                 color="black",
                 linestyle="--",
-                label=f"published best (paper, oracle-selected): {value:.2f} ({config})",
+                label=published_label(config, value),
             )
         if group.grid_best is not None:
             axis.axhline(
@@ -59,14 +79,9 @@ def best_so_far(group: Group, path: Path) -> None:
             )
         axis.set_xlabel(label)
         axis.grid(alpha=0.3)
-    selected = (
-        "oracle: selected on the data it reports"
-        if group.protocol == "oracle"
-        else f"selected on {group.protocol}"
-    )
     axes[0].set_ylabel(f"acc_{group.target} (%) of the best trial so far")
     axes[0].legend(fontsize=7, loc="best")
-    fig.suptitle(f"target {group.target} · {selected}", fontsize=10)
+    fig.suptitle(best_so_far_title(group), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -92,7 +107,7 @@ def grid_vs_published(rows: list[GridRow], path: Path) -> None:
     axis.plot([low, high], [low, high], color="black", linewidth=0.8, label="ours = published")
     axis.set_xlabel("published accuracy (%) (paper)")
     axis.set_ylabel("our accuracy (%), single run, ± 2 SE of the difference")
-    axis.set_title("replayed grid: ours against published (both oracle protocol)", fontsize=10)
+    axis.set_title(GRID_TITLE, fontsize=10)
     axis.legend(fontsize=8)
     axis.grid(alpha=0.3)
     fig.tight_layout()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from asha_tune.trial.registry import PAPER_PROTOCOL
+
 # How far repeating one configuration moves a target's accuracy (percentage points): GPU
 # nondeterminism alone, same code and seed (repeats of the authors' code). Photo: unknown.
 SEED_SPREAD_PP = {"cartoon": 0.8, "sketch": 1.5}
@@ -16,7 +18,7 @@ SEED_SPREAD_SOURCE = (
 )
 # The whole test domains the paper reports on (a target's size when a run did not log it).
 DOMAIN_SIZES = {"art_painting": 2048, "cartoon": 2344, "photo": 1670, "sketch": 3929}
-PUBLISHED_SELECTION = "oracle"  # every published best was picked on the test domain itself
+PUBLISHED_SELECTION = PAPER_PROTOCOL  # every published best was picked on the test domain itself
 
 
 def paper_grid_path() -> Path:

@@ -1,5 +1,6 @@
-"""The comparison as text and CSV: every figure says its protocol; oracle ones say they were
-selected on the data they report; published figures are the paper's."""
+"""The comparison as text and CSV: every figure says its protocol; those of a protocol that
+selects on the data it reports (oracle) say so, in its record's words (registry.selection_label);
+published figures are the paper's."""
 
 from __future__ import annotations
 
@@ -12,9 +13,7 @@ from asha_tune.analysis import reference
 from asha_tune.analysis.comparison import Comparison, GridRow, Group
 from asha_tune.analysis.replicated import Answers, Gap, budget_line, estimate_text, result_lines
 from asha_tune.display import count
-from asha_tune.trial.score_info import SCORE_INFO
-
-ORACLE_NOTE = "oracle: selected on the data it reports (optimistic)"
+from asha_tune.trial.registry import selection_label, selects_on_reported
 
 
 def _pct(value: float | None, se: float | None = None) -> str:
@@ -39,7 +38,7 @@ def report_text(comparison: Comparison) -> str:
             kind += f", replicate {s.replicate} of {s.family}" + (f" (seeds: {s.seeds})" if s.seeds else "")
         if s.warm_start:
             kind += f", warm-started from {s.warm_start} ({count(s.warm_added, 'trial')} added)"
-        note = f" ({ORACLE_NOTE})" if s.protocol == "oracle" else ""
+        note = _reported_note(s.protocol)
         ended = count(len(s.trials), "trial")
         lines.append(f"  {s.name}: {kind}, selection {s.protocol}{note}, {ended} ended")
     for g in comparison.groups:
@@ -50,19 +49,26 @@ def report_text(comparison: Comparison) -> str:
 
 
 def selection_note(protocol: str) -> str:
-    """How a protocol's figures were selected, in a heading's words."""
-    if protocol == "oracle":
-        return ORACLE_NOTE
-    if protocol in SCORE_INFO:
-        return f"{protocol}: selected on the unlabelled reported target images (no target label)"
-    return f"{protocol}: selected on held-out images, not the reported ones"
+    """How a protocol's figures were selected, in a heading's words: `oracle: selected on the
+    data it reports (optimistic)`."""
+    return selection_label(protocol, caveat=True)
+
+
+def _reported_note(protocol: str) -> str:
+    """` (oracle: ...)` beside the name of a protocol selected on the data it reports."""
+    return f" ({selection_note(protocol)})" if selects_on_reported(protocol) else ""
 
 
 def _group_text(g: Group) -> list[str]:
     lines = [f"== target {g.target} · selection {selection_note(g.protocol)} =="]
     pub = g.published_best
     lines.append(
-        "published best: " + (f"{pub[1]:.2f} % ({pub[0]}; paper, selected by oracle)" if pub else "none")
+        "published best: "
+        + (
+            f"{pub[1]:.2f} % ({pub[0]}; paper, selected by {reference.PUBLISHED_SELECTION})"
+            if pub
+            else "none"
+        )
     )
     lines.append(
         "grid's best under this protocol: "
@@ -86,7 +92,9 @@ def _group_text(g: Group) -> list[str]:
     lines.append("best configuration of each sweep (selected by its protocol) beside the paper's best:")
     lines += [_best_line(g, r) for r in g.best_rows]
     if pub:
-        lines.append(f"  paper (published, oracle): {pub[0]}: acc_{g.target} {pub[1]:.2f}")
+        lines.append(
+            f"  paper (published, {reference.PUBLISHED_SELECTION}): {pub[0]}: acc_{g.target} {pub[1]:.2f}"
+        )
     return lines
 
 
@@ -158,8 +166,8 @@ def answers_text(a: Answers) -> str:
         if mine:
             lines += ["", f"== {title} =="]
             for v in mine:
-                oracle = f" ({ORACLE_NOTE})" if v.protocol == "oracle" else ""
-                lines.append(f"  target {v.target} · selection {v.protocol}{oracle}: {v.text()}")
+                note = _reported_note(v.protocol)
+                lines.append(f"  target {v.target} · selection {v.protocol}{note}: {v.text()}")
     if a.gaps:
         lines += ["", *_gap_lines_by_search(a.gaps)]
     return "\n".join(lines)
@@ -249,7 +257,10 @@ def csv_rows(comparison: Comparison) -> list[dict[str, Any]]:
                     "acc": g.published_best[1],
                 }
             )
-    rows += [{"section": "grid_vs_published", "protocol": "oracle", **asdict(r)} for r in comparison.grid]
+    rows += [
+        {"section": "grid_vs_published", "protocol": reference.PUBLISHED_SELECTION, **asdict(r)}
+        for r in comparison.grid
+    ]
     return rows
 
 

@@ -32,8 +32,13 @@ from asha_tune.analysis.replicates import (
 from asha_tune.analysis.tables import NOT_SELECTED, Table, TableRow, build_table, row_from_results
 from asha_tune.display import count
 from asha_tune.tracking.tags import COMPLETED
-from asha_tune.trial.score_info import SCORE_INFO
-from asha_tune.trial.selection import SE_SUFFIX, VAL_ACC, score_key
+from asha_tune.trial.registry import (
+    SELECTION_PROTOCOLS,
+    selection_label,
+    selects_on_reported,
+    val_acc_protocol,
+)
+from asha_tune.trial.selection import SE_SUFFIX, VAL_ACC, label_free, score_key
 
 BASELINE = "baseline"
 FIXED_ALGORITHMS = ("list", "grid")  # sweeps of fixed configurations: where a baseline row comes from
@@ -94,12 +99,13 @@ def honest_protocols(sweep: Sweep, target: str) -> dict[str, tuple[str, str]]:
     accuracy val_acc under the protocol that held it out (a label-free sweep holds out source
     images, as source_val)."""
     protocols: dict[str, tuple[str, str]] = {}
-    if sweep.protocol in ("source_val", "target_val"):
-        protocols[sweep.protocol] = (VAL_ACC, "max")
-    elif sweep.protocol in SCORE_INFO:
-        protocols["source_val"] = (VAL_ACC, "max")
-    for name, info in SCORE_INFO.items():
-        protocols[name] = (score_key(name, target), info.direction)
+    held_out = val_acc_protocol(sweep.protocol)
+    if held_out is not None:
+        protocols[held_out] = (VAL_ACC, "max")
+    for name in SELECTION_PROTOCOLS:
+        score = label_free(name)
+        if score is not None:
+            protocols[name] = (score_key(score.name, target), score.direction)
     return protocols
 
 
@@ -246,9 +252,9 @@ def estimate_text(e: Estimate, unit: str = "") -> str:
 
 def result_lines(result: ReplicatedResult) -> list[str]:
     """A search's answer for one target: mean ± SE, each replicate's winner, what won how often."""
-    oracle = " (oracle: selected on the data it reports)" if result.protocol == "oracle" else ""
+    note = f" ({selection_label(result.protocol)})" if selects_on_reported(result.protocol) else ""
     lines = [
-        f"target {result.target} · selection {result.protocol}{oracle}, each replicate's winner by "
+        f"target {result.target} · selection {result.protocol}{note}, each replicate's winner by "
         f"{result.metric} ({result.mode}): acc_{result.target} {estimate_text(result.accuracy)}"
     ]
     for w in result.winners:

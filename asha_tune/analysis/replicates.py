@@ -33,7 +33,6 @@ from asha_tune.display import values_text
 from asha_tune.trial.selection import target_selection
 
 PURPOSES = ("sampler", "trial", "split")  # the random streams a replicate reseeds
-ORACLE = "oracle"
 SEED_KEY = "train.seed"  # a trial's seed: not part of which configuration won
 
 

@@ -3,7 +3,8 @@
 Rows are the grid's winner, each search's winner and the baseline; columns the targets and
 their mean. Every cell is mean ± SE over replicates (or over seeds, for a fixed configuration)
 with its n, and every row says how it was selected: a `selection` column, with a footnote mark
-on `oracle` (selected on the data it reports). The mean column is computed per replicate (the
+on a protocol selected on the data it reports (oracle), and the protocol's own note beneath
+(registry.ProtocolInfo.note). The mean column is computed per replicate (the
 mean over targets of that replicate's figures), then mean ± SE of those replicate-level means,
 never by averaging the targets' SEs: the targets of one replicate share its seeds and are not
 independent. A replicate missing a target is left out of the mean column (and said so).
@@ -15,19 +16,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from asha_tune.analysis.replicates import Estimate, ReplicatedResult
+from asha_tune.trial.registry import SELECTION_PROTOCOLS, selects_on_reported
 
 NOT_SELECTED = "none"  # a fixed configuration (the baseline): nothing was chosen
-ORACLE_MARK = "†"
-PROTOCOL_NOTES = {
-    "oracle": "selected on the data it reports (the paper's protocol; optimistic)",
-    "source_val": "selected on held-out source images; the targets are only reported",
-    "target_val": "selected on labelled held-out target images; reported on the other target images",
-    "lodo": "selected by leave-one-source-domain-out models (DomainBed); the targets are only reported",
-    "entropy": "selected on the entropy of the predictions for unlabelled target images (no target label)",
-    "im": "selected on information maximisation over unlabelled target images (no target label)",
-    "snd": "selected on the soft neighbourhood density of unlabelled target images (no target label)",
-    NOT_SELECTED: "a fixed configuration: nothing was selected",
-}
+ORACLE_MARK = "†"  # on a protocol selected on the data it reports (registry: selects_on_reported)
+NOT_SELECTED_NOTE = "a fixed configuration: nothing was selected"
+
+
+def protocol_note(protocol: str) -> str:
+    """A row's selection in a footnote's words: its protocol's record, or the fixed configuration's."""
+    if protocol == NOT_SELECTED:
+        return NOT_SELECTED_NOTE
+    info = SELECTION_PROTOCOLS.get(protocol)
+    return info.note if info is not None else "selected as its sweep records"
+
+
+def protocol_mark(protocol: str, mark: str = ORACLE_MARK) -> str:
+    """`mark` on a protocol selected on the data it reports, else nothing."""
+    return mark if selects_on_reported(protocol) else ""
 
 
 @dataclass(frozen=True)
@@ -97,10 +103,6 @@ def _cell(estimate: Estimate | None, digits: int, pm: str) -> str:
     return f"{estimate.mean:.{digits}f} {pm} {estimate.se:.{digits}f} (n={estimate.n})"
 
 
-def _protocol(protocol: str, mark: str) -> str:
-    return protocol + (mark if protocol == "oracle" else "")
-
-
 def _footnotes(table: Table) -> list[str]:
     overs = sorted({r.over for r in table.rows})
     notes = [
@@ -108,9 +110,7 @@ def _footnotes(table: Table) -> list[str]:
         "mean: per replicate (or seed) the mean over the targets, then mean ± SE of those."
     ]
     for protocol in dict.fromkeys(r.protocol for r in table.rows):
-        mark = ORACLE_MARK if protocol == "oracle" else ""
-        what = PROTOCOL_NOTES.get(protocol, "selected as its sweep records")
-        notes.append(f"{mark}{protocol}: {what}.")
+        notes.append(f"{protocol_mark(protocol)}{protocol}: {protocol_note(protocol)}.")
     for r in table.rows:
         if r.dropped:
             unit = r.over if r.dropped != 1 else r.over.removesuffix("s")
@@ -132,7 +132,7 @@ def markdown(table: Table, digits: int = 1) -> str:
     for r in table.rows:
         cells = [_cell(r.cells[t], digits, "±") for t in table.targets] + [_cell(r.mean, digits, "±")]
         lines.append(
-            "| " + " | ".join([_md(r.label), _md(_protocol(r.protocol, ORACLE_MARK)), *cells]) + " |"
+            "| " + " | ".join([_md(r.label), _md(r.protocol + protocol_mark(r.protocol)), *cells]) + " |"
         )
     return "\n".join(lines + [""] + [f"- {note}" for note in _footnotes(table)]) + "\n"
 
@@ -178,7 +178,7 @@ def latex(table: Table, digits: int = 1) -> str:
         cells = [_cell(r.cells[t], digits, r"$\pm$") for t in table.targets] + [
             _cell(r.mean, digits, r"$\pm$")
         ]
-        protocol = latex_escape(r.protocol) + (r"$^\dagger$" if r.protocol == "oracle" else "")
+        protocol = latex_escape(r.protocol) + protocol_mark(r.protocol, r"$^\dagger$")
         lines.append(" & ".join([latex_escape(r.label), protocol, *cells]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", "", r"{\footnotesize"]
     lines += [_latex_note(note) + r"\par" for note in _footnotes(table)]

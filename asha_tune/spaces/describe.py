@@ -8,9 +8,7 @@ import yaml
 
 from asha_tune.spaces.space import CONFIGURATION_KEY, SearchSpace
 from asha_tune.trial.datasets import DATASETS
-from asha_tune.trial.registry import FOLD_PROTOCOLS
-from asha_tune.trial.score_info import SCORE_INFO
-from asha_tune.trial.selection import selection_metric
+from asha_tune.trial.selection import label_free, selection_metric
 
 
 def _names(domains: tuple[str, ...] | None, default: str) -> str:
@@ -24,24 +22,10 @@ def describe_selection(space: SearchSpace) -> str:
     held = f"{s.val_fraction:.0%} per class{each}, split seed {s.split_seed}"
     sources = ", ".join(d.sources)
     targets = _names(d.target_domains, "every domain of the data root but the sources")
-    info = SCORE_INFO.get(s.protocol)
-    if info is not None:
-        where = (
-            f"the unlabelled images of {targets} select by {info.summary} (no target label is "
-            f"read); held-out {sources} images ({held}) are kept out of training, val_acc reports on "
-            "them; the targets' accuracies are only reported"
-        )
-    else:
-        where = {
-            "oracle": f"the whole target domain ({targets}) selects and is reported, as the paper "
-            "(optimistic: selected on the test data)",
-            "source_val": f"held-out {sources} images ({held}, never trained on) select; the "
-            "targets are only reported",
-            "target_val": f"held-out target images ({held}) select; the targets are reported on the rest",
-            "lodo": f"leave one source domain out: for each of {sources}, a fold model trained on the "
-            "other sources is scored on it, val_acc the mean of those scores (DomainBed's "
-            "leave-one-domain-out); the model trained on all sources is reported on the targets",
-        }.get(s.protocol, f"selected as protocol {s.protocol} says")
+    score = label_free(s.protocol)
+    where = s.info.described.format(
+        sources=sources, targets=targets, held=held, score=score.summary if score else ""
+    )
     better = "lower" if scheduler.mode == "min" else "higher"
     epoch = (
         f"; each trial reports its best epoch by {selection_metric(s.protocol)[0]} and keeps its weights "
@@ -56,14 +40,14 @@ def describe_selection(space: SearchSpace) -> str:
 
 
 def fold_cost(space: SearchSpace) -> str:
-    """What lodo adds to a trial: a fold model per source domain (K + 1 models, K times the
-    training images of one model on all sources: N + sum over v of (N - N_v) = K·N)."""
+    """What a fold protocol (lodo) adds to a trial: a fold model per source domain (K + 1 models,
+    K times the training images of one model on all sources: N + sum over v of (N - N_v) = K·N)."""
     counts = sorted({len(_as_sources(v)) for v in _choices(space, "data.source", space.data.source)})
     k = "/".join(map(str, counts))
     models = "/".join(str(c + 1) for c in counts)
     return (
-        f"lodo trains {models} models per trial (one per source domain, on the other sources, "
-        f"besides the reported one): {k}x the training images per epoch of one model on all "
+        f"{space.selection.protocol} trains {models} models per trial (one per source domain, on the "
+        f"other sources, besides the reported one): {k}x the training images per epoch of one model on all "
         f"sources, plus each fold's evaluation of its left-out domain"
     )
 
@@ -103,7 +87,7 @@ def describe(space: SearchSpace) -> str:
     lines.append(f"needs: {needs(space)}")
     lines.append(f"data: {describe_data(space)}")
     lines.append(f"selection: {describe_selection(space)}")
-    if space.selection.protocol in FOLD_PROTOCOLS:
+    if space.selection.info.folds:
         lines.append(f"cost: {fold_cost(space)}")
     if space.search.reproducible:
         lines.append(
@@ -142,9 +126,9 @@ def needs(space: SearchSpace) -> str:
     per_trial = f"{r.gpu:g} GPU + {r.cpu:g} CPU per trial" if r.gpu else f"{r.cpu:g} CPU per trial, no GPU"
     weights = sorted({str(v) for v in weight_choices(space)})
     budget = f"{space.num_trials} trials x {space.train.epochs} epochs"
-    if space.selection.protocol in FOLD_PROTOCOLS:
+    if space.selection.info.folds:
         counts = sorted({len(_as_sources(v)) for v in _choices(space, "data.source", space.data.source)})
-        budget += f" x {'/'.join(str(c + 1) for c in counts)} models (lodo)"
+        budget += f" x {'/'.join(str(c + 1) for c in counts)} models ({space.selection.protocol})"
     if space.search.replicates > 1:
         budget = f"{space.search.replicates} replicates x {budget}"
     if space.scheduler.kind == "asha":

@@ -21,8 +21,9 @@ from asha_tune.trial.config import (
     TrainConfig,
     TrialConfig,
 )
+from asha_tune.trial.registry import PAPER_PROTOCOL, scored_by
 from asha_tune.trial.score_info import SCORE_INFO, ScoreInfo
-from asha_tune.trial.selection import domain_acc, score_key
+from asha_tune.trial.selection import domain_acc, label_free, score_key
 
 
 class SearchSettings(BaseModel):
@@ -152,7 +153,7 @@ class SearchSpace(BaseModel):
         score's direction (entropy: min), unless the space says otherwise (then checked below)."""
         if not isinstance(tree, dict):
             return tree
-        info = SCORE_INFO.get(str(_protocol_of(tree)))
+        info = label_free(str(_protocol_of(tree)))
         scheduler = tree.get("scheduler", {})
         if info is None or not isinstance(scheduler, dict):
             return tree
@@ -200,11 +201,11 @@ class SearchSpace(BaseModel):
                 f"{', '.join(sorted(metrics))}{unnamed}"
             )
         protocol = self.selection.protocol
-        if protocol != "oracle" and is_reported_target_metric(s.metric):
+        if not self.selection.info.selects_on_reported and is_reported_target_metric(s.metric):
             raise ValueError(
                 f"scheduler.metric: {s.metric} is a reported target accuracy, which selection "
                 f"{protocol} keeps from the scheduler and the search; use val_acc (or "
-                f"selection: oracle to select on the target domain, as the paper)"
+                f"selection: {PAPER_PROTOCOL} to select on the target domain, as the paper)"
             )
         self._check_label_free()
         for name in self.parameters:
@@ -230,7 +231,7 @@ class SearchSpace(BaseModel):
         """A label-free protocol's scheduler selects on its own score, in its direction; no other
         protocol optimises a score of the unlabelled target images."""
         s, protocol = self.scheduler, self.selection.protocol
-        info, score = SCORE_INFO.get(protocol), score_of(s.metric)
+        info, score = label_free(protocol), score_of(s.metric)
         if info is not None and score is not info:
             better = "lower" if info.direction == "min" else "higher"
             raise ValueError(
@@ -239,14 +240,15 @@ class SearchSpace(BaseModel):
                 f"scheduler.mode: {info.direction}"
             )
         if info is None and score is not None:
+            its = scored_by(score.name)
             raise ValueError(
-                f"scheduler.metric {s.metric} is the {score.name} protocol's score of unlabelled target "
-                f"images, not what selection {protocol} selects on: use selection: {score.name}"
+                f"scheduler.metric {s.metric} is the {its} protocol's score of unlabelled target "
+                f"images, not what selection {protocol} selects on: use selection: {its}"
             )
-        if score is not None and s.mode != score.direction:
+        if score is not None and s.mode != score.direction:  # score is info: the protocol's own
             better = "lower" if score.direction == "min" else "higher"
             raise ValueError(
-                f"scheduler.mode {s.mode} contradicts selection {score.name}: {better} {s.metric} is better "
+                f"scheduler.mode {s.mode} contradicts selection {protocol}: {better} {s.metric} is better "
                 f"({score.summary}); use scheduler.mode: {score.direction}"
             )
 

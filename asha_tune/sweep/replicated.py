@@ -81,7 +81,7 @@ def seeds_text(space: SearchSpace, seeds: ReplicateSeeds) -> str:
     parts = [f"trial {seeds.trial}"]
     if space.search.algorithm not in ("grid", "list"):
         parts.insert(0, f"sampler {seeds.sampler}")
-    if space.selection.protocol != "oracle":
+    if space.selection.info.holds_out:
         parts.append(f"split {seeds.split}")
     return ", ".join(parts)
 
@@ -92,7 +92,7 @@ def replicate_space(space: SearchSpace, replicate: int) -> SearchSpace:
     tree = space.model_dump(mode="json")
     tree["search"].update(seed=seeds.sampler, replicates=1)
     tree["train"]["seed"] = seeds.trial
-    if space.selection.protocol != "oracle":  # oracle holds nothing out: no split to reseed
+    if space.selection.info.holds_out:  # oracle holds nothing out: no split to reseed
         tree["selection"]["split_seed"] = seeds.split
     return SearchSpace.model_validate(tree)
 

@@ -104,13 +104,14 @@ def _values_for(space: SearchSpace, config: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _targets_differ(past: list[str], here: list[str], metric: str, protocol: str) -> str | None:
+def _targets_differ(past: list[str], here: list[str], metric: str, split: str) -> str | None:
     """Why a trial's targets make its value another quantity here, if they do. A per-domain
-    accuracy, or val_acc on held-out source images, does not depend on the other targets."""
+    accuracy, or val_acc on held-out source images (`split`: the protocol's, ProtocolInfo.split),
+    does not depend on the other targets."""
     if past == here:
         return None
     per_domain = metric.startswith("acc_") and metric.removeprefix("acc_") in here
-    if set(here) <= set(past) and (per_domain or (metric == "val_acc" and protocol == "source_val")):
+    if set(here) <= set(past) and (per_domain or (metric == "val_acc" and split == "source")):
         return None
     ran, has = ", ".join(past), ", ".join(here)
     return f"it ran on targets {ran} (its {metric} depends on them); this space has {has}"
@@ -128,7 +129,7 @@ def _fit(space: SearchSpace, past: PastTrial, ignore: tuple[str, ...]) -> tuple[
         past.config.get("data", {}).get("targets", []),
         here["data"]["targets"],
         past.metric,
-        space.selection.protocol,
+        space.selection.info.split,
     )
     if why:
         raise Unexpressible(why)

@@ -12,7 +12,7 @@ from asha_tune.tracking.client import Tracker
 from asha_tune.tracking.tags import ADAPTATION_TAG, SELECTION_IMAGES_TAG, SELECTION_METRIC_TAG
 from asha_tune.trial import selection
 from asha_tune.trial.config import TrialConfig
-from asha_tune.trial.registry import target_modes
+from asha_tune.trial.registry import protocol_info, target_modes
 from asha_tune.trial.score_info import SCORE_INFO
 
 
@@ -24,10 +24,7 @@ def selection_metric_text(protocol: str, metric: str, mode: str) -> str:
     if info is not None:
         what = info.summary
     elif metric == selection.VAL_ACC:
-        what = {
-            "oracle": "accuracy on the whole target domain, the reported images themselves",
-            "target_val": "accuracy on held-out labelled target images",
-        }.get(protocol, "accuracy on held-out source images")
+        what = protocol_info(protocol).val_acc
     else:
         what = "accuracy on the reported target images" if metric.startswith("acc_") else metric
     better = "higher" if mode == "max" else "lower"

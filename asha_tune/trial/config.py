@@ -30,12 +30,13 @@ from asha_tune.defaults import DATA_ROOT_ENV
 from asha_tune.errors import ConfigError
 from asha_tune.trial.datasets import DATASETS, DEFAULT_DATASET, PACS_CLASSES, PACS_DOMAINS, nfc
 from asha_tune.trial.registry import (
-    FOLD_PROTOCOLS,
     MODES,
+    PAPER_PROTOCOL,
     SELECTION_PROTOCOLS,
     SHAPE_FUNCTIONS,
     SOURCE_SAMPLINGS,
     TARGET_PAIRINGS,
+    ProtocolInfo,
     one_of,
     target_modes,
 )
@@ -399,9 +400,13 @@ class TrainConfig(Strict):
 class SelectionConfig(Strict):
     """How a configuration is selected (selection.py). Fixed for a whole sweep, never searched."""
 
-    protocol: str = "oracle"  # a name in registry.SELECTION_PROTOCOLS
-    val_fraction: float = Field(default=0.2, gt=0, lt=1)  # held out, per class (not for oracle)
-    split_seed: int = 0  # its own seed: the split never follows the trial seed
+    # A name in registry.SELECTION_PROTOCOLS, whose ProtocolInfo says what it selects on and
+    # reports. A trial's default is the paper's (a space's is source_val: spaces/space.py).
+    protocol: str = PAPER_PROTOCOL
+    # Held out, per class, by a protocol that splits (ProtocolInfo.split: source_val, target_val
+    # and the label-free ones); the split's own seed: it never follows the trial seed.
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    split_seed: int = 0
     # Which epoch of a trial counts. last: its last one (the paper's). best: the epoch whose
     # selection metric (selection.selection_metric: the protocol's) is best; its figures are the
     # trial's, and its weights are the ones kept.
@@ -411,6 +416,11 @@ class SelectionConfig(Strict):
     @classmethod
     def _known_protocol(cls, value: str) -> str:
         return one_of(value, SELECTION_PROTOCOLS)
+
+    @property
+    def info(self) -> ProtocolInfo:
+        """The protocol's record: what selects, what is reported, what it holds out."""
+        return SELECTION_PROTOCOLS[self.protocol]
 
     @model_validator(mode="before")
     @classmethod
@@ -458,7 +468,7 @@ class TrialConfig(Strict):
                 f"mode {mode} adapts to one target domain per trial, got {','.join(targets)}{default}"
             )
         protocol = self.selection.protocol
-        if protocol in FOLD_PROTOCOLS and len(d.sources) < 2:
+        if self.selection.info.folds and len(d.sources) < 2:
             raise ValueError(
                 f"selection {protocol} leaves one source domain out in turn: it needs two source "
                 f"domains at least (got source {d.source})"

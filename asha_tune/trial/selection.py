@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from asha_tune.trial.config import SelectionConfig
-from asha_tune.trial.registry import FOLD_PROTOCOLS, lookup
+from asha_tune.trial.registry import SELECTION_PROTOCOLS, lookup, protocol_info
 from asha_tune.trial.score_info import SCORE_INFO, ScoreInfo
 
 # Metric names reported by a trial every epoch.
@@ -117,8 +117,10 @@ def score_key(score: str, domain: str) -> str:
 
 
 def label_free(protocol: str) -> ScoreInfo | None:
-    """The score a label-free protocol selects on (entropy, im, snd), None for the others."""
-    return SCORE_INFO.get(protocol)
+    """The score a label-free protocol selects on (entropy, im, snd), None for the others (and
+    for a name no longer registered, as a past sweep's records may hold)."""
+    info = SELECTION_PROTOCOLS.get(protocol)
+    return SCORE_INFO[info.score] if info is not None and info.score else None
 
 
 def selection_metric(protocol: str) -> tuple[str, str]:
@@ -133,22 +135,16 @@ def target_selection(protocol: str, domain: str, metric: str, mode: str) -> tupl
     """(metric, mode) that picks a sweep's winner for one target in an analysis: under oracle the
     target's own accuracy, under a label-free protocol that target's score, else the sweep's own
     selection metric (`metric`, `mode`: val_acc on the held-out images, the same for every target)."""
-    if protocol == "oracle":
+    info = SELECTION_PROTOCOLS.get(protocol)
+    if info is not None and info.selects_on_reported:
         return domain_acc(domain), "max"
-    info = label_free(protocol)
-    return (score_key(info.name, domain), info.direction) if info else (metric, mode)
+    score = label_free(protocol)
+    return (score_key(score.name, domain), score.direction) if score else (metric, mode)
 
 
 def what_selection_saw(protocol: str, source: str, targets: Sequence[str]) -> str:
     """Which images a protocol selects on, and whether it read their labels (a run's tag)."""
-    names = ", ".join(targets)
-    if label_free(protocol):
-        return f"unlabelled target images ({names}): predictions only, no target label"
-    return {
-        "oracle": f"labelled target images ({names}): the reported ones themselves",
-        "source_val": f"labelled held-out source images ({source}); no target image",
-        "target_val": f"labelled held-out target images ({names}); reported on the others",
-    }.get(protocol, protocol)
+    return protocol_info(protocol).images.format(source=source, targets=", ".join(targets))
 
 
 def score_metrics(scores: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -374,7 +370,7 @@ def plan_selection(
         offset += len(domain.keys)
     domains = {d.name: d for d in (*sources, *targets)}
     keys = [domains[name].keys[p] for name, positions in val.items() for p in positions]
-    folds = _folds(sources) if selection.protocol in FOLD_PROTOCOLS else {}
+    folds = _folds(sources) if selection.info.folds else {}
     return SelectionPlan(selection.protocol, tuple(train), val, reported, split_hash(keys), folds)
 
 
@@ -397,7 +393,6 @@ def adaptation_images(protocol: str, target: str, limit_per_domain: int | None) 
     scope = (
         f"the {limit_per_domain}-image subset of {target}" if limit_per_domain else f"all images of {target}"
     )
-    included = (
-        "validation and reported images alike" if protocol == "target_val" else "the reported images included"
-    )
+    split = protocol_info(protocol).split
+    included = "validation and reported images alike" if split == "target" else "the reported images included"
     return f"transductive: {scope}, unlabelled, {included} (as the paper)"
