@@ -334,7 +334,7 @@ def _conclude(outcome: SweepOutcome) -> SweepOutcome:
 
     settings = outcome.settings
     space = settings.space
-    if not settings.is_confirmation:  # a confirmation prints its own report (asha_tune.confirm)
+    if not settings.is_confirmation:  # a confirmation prints its own report (sweep/confirm.py)
         confirm = f"asha-tune confirm {settings.name}{command_tail(settings)}"
         say(
             describe_best(

@@ -39,7 +39,7 @@ class SweepSettings(BaseModel):
     # can add one (sweep/session.py's AUTOSCALER_WAIT_S), else check once.
     resource_wait_s: float | None = None
     parent_run_id: str | None = None
-    # A sweep run on behalf of another (a confirmation, asha_tune.confirm): where its parent run
+    # A sweep run on behalf of another (a confirmation, sweep/confirm.py): where its parent run
     # nests in MLflow, the parent run's extra tags, and its child runs' extra tags by configuration id.
     nested_under: str | None = None
     run_tags: dict[str, str] = {}
