@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from asha_tune import defaults, errors
 from asha_tune.defaults import DATA_ROOT_ENV, SPACES_ENV
-from asha_tune.errors import AshaTuneError, ConfigError
+from asha_tune.errors import AshaTuneError, ConfigError, first_line
 from asha_tune.spaces.space import nested
 from asha_tune.sweep.settings import IF_EXISTS
 from asha_tune.tracking.tags import FAILED
@@ -74,7 +74,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def fail(prog: str, err: AshaTuneError) -> int:
-    for line in str(err).splitlines() or [type(err).__name__]:
+    for line in str(err).splitlines() or [first_line(err)]:
         print(f"{prog}: error: {line}", file=sys.stderr)
     return err.exit_code
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from asha_tune import defaults
 from asha_tune.environ import scoped_environ
-from asha_tune.errors import AshaTuneError, ConfigError
+from asha_tune.errors import AshaTuneError, ConfigError, first_line
 from asha_tune.sweep import ray_compat
 from asha_tune.sweep.settings import SweepSettings
 
@@ -299,7 +299,7 @@ def _start(settings: SweepSettings, address: str | None, driver_log: Path | None
             )
     except Exception as err:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-        raise AshaTuneError(f"cannot start or join {where}: {str(err).splitlines()[0]}") from None
+        raise AshaTuneError(f"cannot start or join {where}: {first_line(err)}") from None
     for name in ray_compat.TUNE_LOGGERS:
         logging.getLogger(name).addFilter(_QuietTune())
     gcs = ray.get_runtime_context().gcs_address

@@ -19,7 +19,7 @@ import optuna
 from optuna.trial import TrialState
 
 from asha_tune.analysis.compare import sweep_parents
-from asha_tune.errors import AshaTuneError, ConfigError
+from asha_tune.errors import AshaTuneError, ConfigError, first_line
 from asha_tune.spaces import SearchSpace
 from asha_tune.sweep.study import VALUES_ATTR, WARM_START_ATTR, Unexpressible, expressed, load_recorded
 from asha_tune.tracking import Tracker
@@ -123,7 +123,7 @@ def _fit(space: SearchSpace, past: PastTrial, ignore: tuple[str, ...]) -> tuple[
     try:
         here = space.trial_config(values).model_dump(mode="json")
     except (ValueError, AshaTuneError) as err:
-        raise Unexpressible(f"this space cannot run its values: {str(err).splitlines()[0]}") from None
+        raise Unexpressible(f"this space cannot run its values: {first_line(err)}") from None
     why = _targets_differ(
         past.config.get("data", {}).get("targets", []),
         here["data"]["targets"],
@@ -258,7 +258,7 @@ def past_trials(tracker: Tracker, sweep: str, metric: str) -> tuple[list[PastTri
             try:
                 config = space.trial_config(record.values).model_dump(mode="json")
             except (ValueError, AshaTuneError) as err:
-                skipped.append((source, f"its recorded space cannot rebuild it: {str(err).splitlines()[0]}"))
+                skipped.append((source, f"its recorded space cannot rebuild it: {first_line(err)}"))
                 continue
             if record.status != FAILED and metric not in record.metrics:
                 skipped.append((source, f"its records hold no {metric}"))
