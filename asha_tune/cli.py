@@ -18,8 +18,8 @@ from pydantic import ValidationError
 
 from asha_tune import defaults, errors
 from asha_tune.defaults import DATA_ROOT_ENV, SPACES_ENV
+from asha_tune.dotted import nested
 from asha_tune.errors import AshaTuneError, ConfigError, first_line
-from asha_tune.spaces.space import nested
 from asha_tune.sweep.settings import IF_EXISTS
 from asha_tune.tracking.tags import FAILED
 from asha_tune.trial.config import Runtime, format_validation_error, trial_config

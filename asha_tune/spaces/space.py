@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from asha_tune.errors import ConfigError
+from asha_tune.dotted import set_path
 from asha_tune.spaces.params import Param, Suggester
 from asha_tune.trial.config import (
     DOMAINS,
@@ -362,33 +362,3 @@ def trial_paths() -> set[str]:
         for field in model.model_fields
     }
     return paths | {"shaping.p0.first", "shaping.p0.last"}
-
-
-def nested(flat: dict[str, Any]) -> dict[str, Any]:
-    """{"a.b": 1} -> {"a": {"b": 1}}: the tree that `set_path` builds from dotted paths."""
-    tree: dict[str, Any] = {}
-    for path, value in flat.items():
-        set_path(tree, path, value)
-    return tree
-
-
-def set_path(tree: dict[str, Any], path: str, value: Any) -> None:
-    """Set `a.b.c` in a nested dict, taking the longest existing key at each level.
-
-    Longest-key matching lets `--set parameters.shaping.p0.high=0.5` reach the parameter named
-    `shaping.p0` inside `parameters`.
-    """
-    parts = path.split(".")
-    node = tree
-    while len(parts) > 1:
-        for n in range(len(parts) - 1, 0, -1):
-            key = ".".join(parts[:n])
-            if isinstance(node.get(key), dict):
-                node, parts = node[key], parts[n:]
-                break
-        else:
-            node = node.setdefault(parts[0], {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{path}: {parts[0]} is not a section")
-            parts = parts[1:]
-    node[parts[0]] = value

@@ -19,6 +19,7 @@ import optuna
 from optuna.trial import TrialState
 
 from asha_tune.analysis.compare import sweep_parents
+from asha_tune.dotted import flatten, get_path
 from asha_tune.errors import AshaTuneError, ConfigError, first_line
 from asha_tune.spaces import SearchSpace
 from asha_tune.sweep.study import VALUES_ATTR, WARM_START_ATTR, Unexpressible, expressed, load_recorded
@@ -64,40 +65,13 @@ class WarmStart:
         return "\n".join(lines)
 
 
-def _read(tree: dict[str, Any], path: str) -> tuple[bool, Any]:
-    """`shaping.p0` of a nested settings tree, taking the longest key at each level as set_path."""
-    node: Any = tree
-    parts = path.split(".")
-    while parts:
-        if not isinstance(node, dict):
-            return False, None
-        for n in range(len(parts), 0, -1):
-            key = ".".join(parts[:n])
-            if key in node:
-                node, parts = node[key], parts[n:]
-                break
-        else:
-            return False, None
-    return True, node
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
-
-
 def _values_for(space: SearchSpace, config: dict[str, Any]) -> dict[str, Any]:
     """The values of `space`'s parameters (those active, in file order) that a trial ran with."""
     values: dict[str, Any] = {}
     for name, param in space.parameters.items():
         if not param.active(values):
             continue
-        found, value = _read(config, name)
+        found, value = get_path(config, name)
         if not found:
             raise Unexpressible(f"its settings have no {name}")
         values[name] = value
@@ -132,7 +106,7 @@ def _fit(space: SearchSpace, past: PastTrial, ignore: tuple[str, ...]) -> tuple[
     )
     if why:
         raise Unexpressible(why)
-    theirs, ours = _flat(past.config), _flat(here)
+    theirs, ours = flatten(past.config), flatten(here)
     for path in sorted(set(theirs) | set(ours)):
         if path in ignore or path == "data.targets" or theirs.get(path) == ours.get(path):
             continue
