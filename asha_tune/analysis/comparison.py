@@ -15,7 +15,7 @@ from asha_tune.analysis.verdicts import best_trial
 from asha_tune.display import values_text
 from asha_tune.tracking.records import TrialRecord
 from asha_tune.tracking.tags import COMPLETED
-from asha_tune.trial.selection import SE_SUFFIX, VAL_ACC, binomial_se, target_selection
+from asha_tune.trial.selection import SE_SUFFIX, VAL_ACC, binomial_se, target_of, target_selection
 
 
 @dataclass(frozen=True)
@@ -237,11 +237,11 @@ def compare(sweeps: list[Sweep]) -> Comparison:
     groups = []
     keys = sorted(
         {
-            (sweep.protocol, metric.removeprefix("acc_"))
+            (sweep.protocol, domain)
             for sweep in sweeps
             for t in sweep.trials
             for metric in t.record.metrics
-            if metric.startswith("acc_") and not metric.endswith(SE_SUFFIX)
+            if (domain := target_of(metric)) is not None
         }
     )
     for protocol, domain in keys:

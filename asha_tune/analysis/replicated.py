@@ -33,7 +33,7 @@ from asha_tune.analysis.tables import NOT_SELECTED, Table, TableRow, build_table
 from asha_tune.display import count
 from asha_tune.tracking.tags import COMPLETED
 from asha_tune.trial.score_info import SCORE_INFO
-from asha_tune.trial.selection import SE_SUFFIX, VAL_ACC, score_key
+from asha_tune.trial.selection import VAL_ACC, score_key, target_of
 
 BASELINE = "baseline"
 FIXED_ALGORITHMS = ("list", "grid")  # sweeps of fixed configurations: where a baseline row comes from
@@ -69,11 +69,11 @@ def targets_of(sweeps: Sequence[Sweep]) -> list[str]:
     """The target domains the sweeps' trials report (acc_<domain>), alphabetically."""
     return sorted(
         {
-            metric.removeprefix("acc_")
+            target
             for s in sweeps
             for t in s.trials
             for metric in t.record.metrics
-            if metric.startswith("acc_") and not metric.endswith(SE_SUFFIX)
+            if (target := target_of(metric)) is not None
         }
     )
 

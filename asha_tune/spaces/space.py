@@ -22,7 +22,7 @@ from asha_tune.trial.config import (
     TrialConfig,
 )
 from asha_tune.trial.score_info import SCORE_INFO, ScoreInfo
-from asha_tune.trial.selection import domain_acc, score_key
+from asha_tune.trial.selection import TARGET_ACC, domain_acc, score_key, target_of
 
 
 class SearchSettings(BaseModel):
@@ -55,7 +55,7 @@ REPORTED_TARGET_METRICS = frozenset({"target_acc", *(f"acc_{d}" for d in DOMAINS
 def is_reported_target_metric(metric: str) -> bool:
     """target_acc or an acc_<domain>: a trial reports acc_ only for its targets, whatever the
     dataset (a source's accuracy is source_acc, its held-out images' val_acc)."""
-    return metric == "target_acc" or (metric.startswith("acc_") and not metric.endswith("_se"))
+    return metric == TARGET_ACC or target_of(metric) is not None
 
 
 def target_metrics(data: DataConfig) -> set[str]:

@@ -26,6 +26,7 @@ from asha_tune.sweep.study import VALUES_ATTR, WARM_START_ATTR, Unexpressible, e
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.records import sweep_trials
 from asha_tune.tracking.tags import COMPLETED, FAILED, FINAL_STATUSES, SWEEP_TAG
+from asha_tune.trial.selection import target_of
 
 __all__ = [
     "WARM_START_ATTR",
@@ -83,7 +84,7 @@ def _targets_differ(past: list[str], here: list[str], metric: str, protocol: str
     accuracy, or val_acc on held-out source images, does not depend on the other targets."""
     if past == here:
         return None
-    per_domain = metric.startswith("acc_") and metric.removeprefix("acc_") in here
+    per_domain = target_of(metric) in here
     if set(here) <= set(past) and (per_domain or (metric == "val_acc" and protocol == "source_val")):
         return None
     ran, has = ", ".join(past), ", ".join(here)
