@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from asha_tune.analysis.comparison import Sweep, TrialRun
+from asha_tune.analysis.estimates import Estimate
 from asha_tune.analysis.replicates import (
-    Estimate,
     Replicate,
     ReplicatedResult,
     SelectionGap,

@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from asha_tune.analysis.replicates import Estimate, ReplicatedResult
+from asha_tune.analysis.estimates import Estimate
+from asha_tune.analysis.replicates import ReplicatedResult
 
 NOT_SELECTED = "none"  # a fixed configuration (the baseline): nothing was chosen
 ORACLE_MARK = "†"
