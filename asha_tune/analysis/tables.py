@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from asha_tune.analysis.estimates import Estimate
 from asha_tune.analysis.replicates import ReplicatedResult
+from asha_tune.display import count
 
 NOT_SELECTED = "none"  # a fixed configuration (the baseline): nothing was chosen
 ORACLE_MARK = "†"
@@ -114,8 +115,8 @@ def _footnotes(table: Table) -> list[str]:
         notes.append(f"{mark}{protocol}: {what}.")
     for r in table.rows:
         if r.dropped:
-            unit = r.over if r.dropped != 1 else r.over.removesuffix("s")
-            notes.append(f"{r.label}: {r.dropped} {unit} without every target left out of the mean.")
+            dropped = count(r.dropped, r.over.removesuffix("s"))
+            notes.append(f"{r.label}: {dropped} without every target left out of the mean.")
     return notes
 
 

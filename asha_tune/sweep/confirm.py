@@ -89,8 +89,8 @@ def top_trials(
     ]
     if top > len(full):
         raise ConfigError(
-            f"--top {top}: sweep {sweep.name} has only {len(full)} finished full-budget "
-            f"trial{'' if len(full) == 1 else 's'} to confirm"
+            f"--top {top}: sweep {sweep.name} has only {count(len(full), 'finished full-budget trial')} "
+            f"to confirm"
         )
     return full[:top], records
 

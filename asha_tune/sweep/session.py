@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from asha_tune import defaults
+from asha_tune.display import count
 from asha_tune.environ import scoped_environ
 from asha_tune.errors import AshaTuneError, ConfigError, first_line
 from asha_tune.sweep import ray_compat
@@ -376,7 +377,7 @@ def _nodes_text(nodes: list[dict[str, Any]]) -> str:
     others = [_shape(r) for r in alive if "node:__internal_head__" not in r]
     for shape in dict.fromkeys(others):
         n = others.count(shape)
-        parts.append(f"{n} other{'s' if n > 1 else ''} ({shape})")
+        parts.append(f"{count(n, 'other')} ({shape})")
     return ", ".join(parts) or "none alive"
 
 
