@@ -55,7 +55,7 @@ WARM_PREFIX = "warm-"  # how `history` names a warm-started trial (it never ran 
 
 class StudyUnavailableError(AshaTuneError):
     """The study's database stopped answering for longer than the retry window
-    ($ASHA_TUNE_STUDY_RETRY_S, 300 s by default: a restarted PostgreSQL comes back within it)."""
+    ($ASHA_TUNE_STUDY_RETRY_S, else defaults.STUDY_RETRY_S)."""
 
 
 def sampler_for(space: SearchSpace, finished_before: int = 0) -> optuna.samplers.BaseSampler:
