@@ -6,11 +6,11 @@ compare.py's, the text and CSV render.py's, the figures plots.py's.
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
 from asha_tune.analysis import reference
+from asha_tune.analysis.estimates import Estimate
 from asha_tune.analysis.verdicts import best_trial
 from asha_tune.display import values_text
 from asha_tune.tracking.records import TrialRecord
@@ -176,7 +176,8 @@ def confirmed(sweep: Sweep, trial: int | None, metric: str) -> tuple[float, floa
     values = [m[metric] for m in runs if metric in m]
     if not values:
         return None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
+    e = Estimate(tuple(values))
+    return e.mean, e.sd if e.n > 1 else 0.0, e.n
 
 
 @dataclass
