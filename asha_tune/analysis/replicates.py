@@ -29,7 +29,7 @@ from typing import Any
 
 from asha_tune.analysis.estimates import Estimate, t_quantile
 from asha_tune.analysis.verdicts import best_trial
-from asha_tune.display import values_text
+from asha_tune.display import count, values_text
 from asha_tune.trial.selection import target_selection
 
 PURPOSES = ("sampler", "trial", "split")  # the random streams a replicate reseeds
@@ -253,7 +253,7 @@ class Separation:
     def replicates(self) -> str:
         """`3 replicates`, or `3 and 2 replicates` where the sides differ."""
         a, b = self.search.n, self.grid.n
-        return f"{a} replicate{'s' * (a != 1)}" if a == b else f"{a} and {b} replicates"
+        return count(a, "replicate") if a == b else f"{a} and {b} replicates"
 
     def text(self, search: str, grid: str, unit: str = " points") -> str:
         d = f"{self.difference:+.2f}{unit}"

@@ -19,6 +19,7 @@ import optuna
 from optuna.trial import TrialState
 
 from asha_tune.analysis.compare import sweep_parents
+from asha_tune.display import count
 from asha_tune.dotted import flatten, get_path
 from asha_tune.errors import AshaTuneError, ConfigError, first_line
 from asha_tune.spaces import SearchSpace
@@ -60,7 +61,7 @@ class WarmStart:
     skipped: list[tuple[str, str]]  # (source, why)
 
     def text(self) -> str:
-        lines = [f"warm start: {len(self.added)} trials added, {len(self.skipped)} skipped"]
+        lines = [f"warm start: {count(len(self.added), 'trial')} added, {len(self.skipped)} skipped"]
         lines += [f"  added {source} as trial {number}" for source, number in self.added]
         lines += [f"  skipped {source}: {why}" for source, why in self.skipped]
         return "\n".join(lines)
