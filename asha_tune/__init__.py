@@ -16,6 +16,7 @@ it with import-linter; the layers are listed top to bottom, each importing only 
 - spaces/    search spaces: YAML files validated with pydantic, sampled define-by-run
 - trial/     one trial: configuration, registry of names, shaping, model, data, selection, training;
              torch, never Ray, MLflow or Optuna (config, registry and selection import no torch)
+- dotted.py  dotted paths (`train.lr`) in nested dicts: configurations, `--set`, MLflow's params
 - the kernel every room may use: defaults, errors, display, environ, files
 
 The Python API is the CLI's (`asha_tune.launch(settings)` ...), imported on first use so that

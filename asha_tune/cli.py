@@ -18,8 +18,8 @@ from pydantic import ValidationError
 
 from asha_tune import defaults, errors
 from asha_tune.defaults import DATA_ROOT_ENV, SPACES_ENV
-from asha_tune.errors import AshaTuneError, ConfigError
-from asha_tune.spaces.space import nested
+from asha_tune.dotted import nested
+from asha_tune.errors import AshaTuneError, ConfigError, first_line
 from asha_tune.sweep.settings import IF_EXISTS
 from asha_tune.tracking.tags import FAILED
 from asha_tune.trial.config import Runtime, SelectionConfig, format_validation_error, trial_config
@@ -80,7 +80,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def fail(prog: str, err: AshaTuneError) -> int:
-    for line in str(err).splitlines() or [type(err).__name__]:
+    for line in str(err).splitlines() or [first_line(err)]:
         print(f"{prog}: error: {line}", file=sys.stderr)
     return err.exit_code
 
@@ -315,8 +315,8 @@ def add_sweep_flags(p: argparse.ArgumentParser) -> None:
         help="join this Ray cluster, HOST:PORT, or auto: the one `ray start --head` started on this "
         "machine, as on the head of a `ray up` cluster (default $RAY_ADDRESS, which Ray sets for "
         "job drivers, else a local Ray); while the sweep runs its head is watched: if it stops "
-        "answering for 30 s ($ASHA_TUNE_HEAD_LOST_S), the records are closed and the sweep "
-        "stops (exit 3) with the command that continues it",
+        f"answering for {defaults.HEAD_LOST_S:.0f} s (${defaults.HEAD_LOST_ENV}), the records are "
+        "closed and the sweep stops (exit 3) with the command that continues it",
     )
     add_results_dir_flag(
         p,
@@ -331,8 +331,9 @@ def add_sweep_flags(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="on a cluster where no node can hold a trial yet, how long to wait for one. Default: "
         "where an autoscaler runs (ray up, KubeRay), it is asked for such a node and the sweep "
-        "waits up to 900 s while it adds one, and stops at once if none of its node types can "
-        "hold a trial; a cluster without an autoscaler is checked once. 0: check once",
+        f"waits up to {defaults.AUTOSCALER_WAIT_S:.0f} s while it adds one, and stops at once if none "
+        "of its node types can hold a trial; a cluster without an autoscaler is checked once. 0: "
+        "check once",
     )
 
 
@@ -527,9 +528,9 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="folder for the table, CSV and PNGs (default ./compare-<sweeps>)")
     p.add_argument(
         "--importances",
-        choices=["ped_anova", "fanova", "none"],
-        default="ped_anova",
-        help="each search's parameter importances, of its study's objective (default ped_anova)",
+        choices=[*defaults.IMPORTANCE_EVALUATORS, "none"],
+        default=defaults.IMPORTANCE_EVALUATORS[0],
+        help="each search's parameter importances, of its study's objective (default %(default)s)",
     )
     p.set_defaults(handler=cmd_compare)
 

@@ -24,8 +24,14 @@ STUDY_DB = "optuna.db"  # the Optuna studies, in the working directory
 RESULTS_DIR = "asha-tune-results"  # Ray's results, in the working directory
 CACHE_DIR = "~/.cache/asha-tune"  # or $XDG_CACHE_HOME/asha-tune
 CLUSTER_DIR = "asha-tune-cluster"  # a local cluster's data and logs, in the working directory
-STUDY_RETRY_S = 300.0
+STUDY_RETRY_S = 300.0  # a restarted PostgreSQL comes back within it
 HEAD_LOST_S = 30.0
+# launch --resource-wait where an autoscaler can add a node that fits a trial: a cloud GPU node
+# boots in 5-15 min.
+AUTOSCALER_WAIT_S = 900.0
+# compare --importances: Optuna's importance evaluators by name (sweep/importance.py), the default
+# first.
+IMPORTANCE_EVALUATORS = ("ped_anova", "fanova")
 
 
 def tracking_uri(directory: Path | None = None) -> str:

@@ -31,9 +31,9 @@ def values_text(values: dict[str, Any]) -> str:
     return ", ".join(f"{k}={value_text(v)}" for k, v in values.items())
 
 
-def count(n: int, noun: str) -> str:
-    """`1 epoch`, `4 epochs`."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """`1 epoch`, `4 epochs`; `2 retries` where the plural is not the noun with an s."""
+    return f"{n} {noun}" if n == 1 else f"{n} {plural or noun + 's'}"
 
 
 def size_text(n_bytes: float) -> str:

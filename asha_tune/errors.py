@@ -6,6 +6,8 @@ the CLI prints it as one line (no traceback) and exits non-zero.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 
 class AshaTuneError(Exception):
     """A problem the user can fix; `str(err)` is the one-line message."""
@@ -54,6 +56,28 @@ class NoSpaceError(AshaTuneError):
 
 class DeviceError(ConfigError):
     """The device a trial was given cannot be used (e.g. a GPU that this torch build cannot drive)."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first non-blank line of an error's message, for a one-line report; an error without a
+    message (`OSError()`), or whose message cannot be built, is named by its type: reporting an
+    error never fails itself."""
+    try:
+        text = str(err)
+    except Exception:  # a broken __str__
+        text = ""
+    return next((line.strip() for line in text.splitlines() if line.strip()), type(err).__name__)
+
+
+def chain(err: BaseException) -> Iterator[BaseException]:
+    """The error, then what it was raised from or while handling (`__cause__`, else
+    `__context__`), and so on: each error once, so a chain that loops back ends."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        yield current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
 
 
 # The command whose errors the CLI prints ("asha-tune launch"); set by asha_tune.cli.main, read by

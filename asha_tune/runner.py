@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from asha_tune.errors import first_line
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.client import version_tags
 from asha_tune.tracking.tags import (
@@ -97,7 +98,7 @@ def run_logged_trial(
         tracker.finish(run_id, INTERRUPTED)
         raise
     except Exception as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        reason = first_line(err)
         tracker.finish(run_id, FAILED, {FAILURE_TAG: reason[:5000]})
         raise
     final = {

@@ -2,6 +2,7 @@
 TrialRecords, Optuna studies through the sweep room's results), never from a running sweep.
 
 - verdicts      the best trial by one rule, its noise (separable? near chance?), summaries
+- estimates     mean, sd, SE and t-interval of independent measurements (replicates, seeds)
 - confirmation  the report of `asha-tune confirm`
 - comparison    `asha-tune compare`'s types and computation; render (text, CSV), plots (PNGs)
 - compare       reads the sweeps from MLflow, writes the outputs, logs a comparison run

@@ -6,16 +6,16 @@ compare.py's, the text and CSV render.py's, the figures plots.py's.
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
 from asha_tune.analysis import reference
+from asha_tune.analysis.estimates import Estimate
 from asha_tune.analysis.verdicts import best_trial
 from asha_tune.display import values_text
 from asha_tune.tracking.records import TrialRecord
 from asha_tune.tracking.tags import COMPLETED
-from asha_tune.trial.selection import SE_SUFFIX, VAL_ACC, binomial_se, target_selection
+from asha_tune.trial.selection import SE_SUFFIX, VAL_ACC, binomial_se, target_of, target_selection
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,8 @@ def confirmed(sweep: Sweep, trial: int | None, metric: str) -> tuple[float, floa
     values = [m[metric] for m in runs if metric in m]
     if not values:
         return None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
+    e = Estimate(tuple(values))
+    return e.mean, e.sd if e.n > 1 else 0.0, e.n
 
 
 @dataclass
@@ -237,11 +238,11 @@ def compare(sweeps: list[Sweep]) -> Comparison:
     groups = []
     keys = sorted(
         {
-            (sweep.protocol, metric.removeprefix("acc_"))
+            (sweep.protocol, domain)
             for sweep in sweeps
             for t in sweep.trials
             for metric in t.record.metrics
-            if metric.startswith("acc_") and not metric.endswith(SE_SUFFIX)
+            if (domain := target_of(metric)) is not None
         }
     )
     for protocol, domain in keys:

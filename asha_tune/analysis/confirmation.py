@@ -6,11 +6,10 @@ sweep/confirm.py's.
 
 from __future__ import annotations
 
-import math
-import statistics
 from dataclasses import dataclass
 from typing import Any
 
+from asha_tune.analysis.estimates import Estimate
 from asha_tune.analysis.verdicts import reported_metrics
 from asha_tune.display import is_accuracy, values_text
 from asha_tune.spaces import SearchSpace
@@ -37,29 +36,15 @@ def trial_values(space: SearchSpace, record: TrialRecord) -> dict[str, Any]:
     return values
 
 
-def t_quantile(df: int) -> float:
-    """The 0.975 quantile of Student's t with `df` degrees of freedom (two-sided 95 %)."""
-    from scipy.stats import t
-
-    return float(t.ppf(0.975, df))
-
-
 def interval(values: list[float], bounds: tuple[float, float] | None = None) -> dict[str, Any]:
     """n, mean, sample standard deviation and the t-based 95 % interval of the mean (None for
-    the last three with a single value: one run says nothing about its spread). The interval is
-    clipped to `bounds` (an accuracy's [0, 100]): with few seeds it can reach past them."""
-    n = len(values)
-    if n == 0:
-        return {"n": 0, "mean": None, "sd": None, "ci95": None, "values": []}
-    mean = statistics.fmean(values)
-    if n == 1:
-        return {"n": 1, "mean": mean, "sd": None, "ci95": None, "values": values}
-    sd = statistics.stdev(values)
-    half = t_quantile(n - 1) * sd / math.sqrt(n)
-    low, high = mean - half, mean + half
-    if bounds is not None:
-        low, high = max(low, bounds[0]), min(high, bounds[1])
-    return {"n": n, "mean": mean, "sd": sd, "ci95": [low, high], "values": values}
+    the last three with a single value: one run says nothing about its spread), the interval
+    clipped to `bounds` (Estimate.ci95)."""
+    e = Estimate(tuple(values))
+    if e.n < 2:
+        return {"n": e.n, "mean": e.mean if e.n else None, "sd": None, "ci95": None, "values": values}
+    ci95 = e.ci95(bounds)
+    return {"n": e.n, "mean": e.mean, "sd": e.sd, "ci95": list(ci95) if ci95 else None, "values": values}
 
 
 @dataclass(frozen=True)

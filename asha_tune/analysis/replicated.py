@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from asha_tune.analysis.comparison import Sweep, TrialRun
+from asha_tune.analysis.estimates import Estimate
 from asha_tune.analysis.replicates import (
-    Estimate,
     Replicate,
     ReplicatedResult,
     SelectionGap,
@@ -38,7 +38,7 @@ from asha_tune.trial.registry import (
     selects_on_reported,
     val_acc_protocol,
 )
-from asha_tune.trial.selection import SE_SUFFIX, VAL_ACC, label_free, score_key
+from asha_tune.trial.selection import VAL_ACC, label_free, score_key, target_of
 
 BASELINE = "baseline"
 FIXED_ALGORITHMS = ("list", "grid")  # sweeps of fixed configurations: where a baseline row comes from
@@ -74,11 +74,11 @@ def targets_of(sweeps: Sequence[Sweep]) -> list[str]:
     """The target domains the sweeps' trials report (acc_<domain>), alphabetically."""
     return sorted(
         {
-            metric.removeprefix("acc_")
+            target
             for s in sweeps
             for t in s.trials
             for metric in t.record.metrics
-            if metric.startswith("acc_") and not metric.endswith(SE_SUFFIX)
+            if (target := target_of(metric)) is not None
         }
     )
 

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from asha_tune.analysis.estimates import Estimate, t_quantile
 from asha_tune.analysis.verdicts import best_trial
-from asha_tune.display import values_text
+from asha_tune.display import count, values_text
 from asha_tune.trial.selection import target_selection
 
 PURPOSES = ("sampler", "trial", "split")  # the random streams a replicate reseeds
@@ -121,33 +121,6 @@ def winner(trials: Iterable[TrialOutcome], metric: str, mode: str, reported: str
     the selection metric and the reported accuracy: full-budget trials first, ties to the lower
     number."""
     return best_trial(trials, metric, mode, require=(reported,))
-
-
-# --- mean ± SE -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """Independent measurements of one quantity: mean, sample sd, and SE = sd / sqrt(n)."""
-
-    values: tuple[float, ...]
-
-    @property
-    def n(self) -> int:
-        return len(self.values)
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.values) if self.values else math.nan
-
-    @property
-    def sd(self) -> float:
-        """Sample standard deviation (n - 1); nan below two values (no spread is measured)."""
-        return statistics.stdev(self.values) if self.n > 1 else math.nan
-
-    @property
-    def se(self) -> float:
-        return self.sd / math.sqrt(self.n) if self.n > 1 else math.nan
 
 
 # --- one search, replicated ------------------------------------------------------------------------
@@ -279,7 +252,7 @@ class Separation:
     def replicates(self) -> str:
         """`3 replicates`, or `3 and 2 replicates` where the sides differ."""
         a, b = self.search.n, self.grid.n
-        return f"{a} replicate{'s' * (a != 1)}" if a == b else f"{a} and {b} replicates"
+        return count(a, "replicate") if a == b else f"{a} and {b} replicates"
 
     def text(self, search: str, grid: str, unit: str = " points") -> str:
         d = f"{self.difference:+.2f}{unit}"
@@ -308,10 +281,8 @@ def _welch_t95(search: Estimate, grid: Estimate) -> float | None:
     v1, v2 = search.sd**2 / search.n, grid.sd**2 / grid.n
     if not (math.isfinite(v1) and math.isfinite(v2)) or v1 + v2 == 0:
         return None
-    from scipy.stats import t  # scipy comes with mlflow and scikit-learn
-
     df = (v1 + v2) ** 2 / (v1**2 / (search.n - 1) + v2**2 / (grid.n - 1))
-    return float(t.ppf(0.975, df)) * math.sqrt(v1 + v2)
+    return t_quantile(df) * math.sqrt(v1 + v2)
 
 
 def replicates_to_separate(sd_a: float, sd_b: float, difference: float) -> int | None:

@@ -15,7 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from asha_tune.analysis.replicates import Estimate, ReplicatedResult
+from asha_tune.analysis.estimates import Estimate
+from asha_tune.analysis.replicates import ReplicatedResult
+from asha_tune.display import count
 from asha_tune.trial.registry import SELECTION_PROTOCOLS, selects_on_reported
 
 NOT_SELECTED = "none"  # a fixed configuration (the baseline): nothing was chosen
@@ -113,8 +115,8 @@ def _footnotes(table: Table) -> list[str]:
         notes.append(f"{protocol_mark(protocol)}{protocol}: {protocol_note(protocol)}.")
     for r in table.rows:
         if r.dropped:
-            unit = r.over if r.dropped != 1 else r.over.removesuffix("s")
-            notes.append(f"{r.label}: {r.dropped} {unit} without every target left out of the mean.")
+            dropped = count(r.dropped, r.over.removesuffix("s"))
+            notes.append(f"{r.label}: {dropped} without every target left out of the mean.")
     return notes
 
 

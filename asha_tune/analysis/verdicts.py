@@ -30,6 +30,7 @@ from asha_tune.trial.selection import (
     VAL_ACC,
     VAL_SET,
     se_key,
+    target_of,
 )
 
 MEANINGFUL_RUN = (
@@ -93,12 +94,12 @@ def evaluation_set(metric: str) -> str | None:
         return VAL_SET
     if metric == TARGET_ACC:
         return TARGET_SET
-    return metric.removeprefix("acc_") if metric.startswith("acc_") else None
+    return target_of(metric)
 
 
 def reported_metrics(record: TrialRecord) -> list[str]:
     """The target accuracies a trial reports: acc_<domain> for each target, then target_acc."""
-    domains = sorted(k for k in record.metrics if k.startswith("acc_") and not k.endswith("_se"))
+    domains = sorted(k for k in record.metrics if target_of(k) is not None)
     return domains + ([TARGET_ACC] if TARGET_ACC in record.metrics else [])
 
 

@@ -39,8 +39,6 @@ from asha_tune.spaces.space import (
     SchedulerSettings,
     SearchSettings,
     SearchSpace,
-    nested,
-    set_path,
     trial_paths,
 )
 
@@ -69,8 +67,6 @@ __all__ = [
     "load_space",
     "needs",
     "read_yaml",
-    "nested",
-    "set_path",
     "settable_keys",
     "space_dirs",
     "trial_paths",

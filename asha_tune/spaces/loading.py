@@ -11,9 +11,10 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from asha_tune.defaults import SPACES_ENV
+from asha_tune.dotted import set_path
 from asha_tune.errors import ConfigError
 from asha_tune.spaces.params import PARAM_TYPES
-from asha_tune.spaces.space import CONFIGURATION_KEY, SearchSpace, set_path, trial_paths
+from asha_tune.spaces.space import CONFIGURATION_KEY, SearchSpace, trial_paths
 from asha_tune.trial.config import is_cross_field, validation_problems
 
 # The shipped spaces: asha_tune/search_spaces in an installed wheel, search_spaces/ in a checkout.

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from asha_tune.errors import ConfigError
+from asha_tune.dotted import set_path
 from asha_tune.spaces.params import Param, Suggester
 from asha_tune.trial.config import (
     DOMAINS,
@@ -23,7 +23,7 @@ from asha_tune.trial.config import (
 )
 from asha_tune.trial.registry import PAPER_PROTOCOL, scored_by
 from asha_tune.trial.score_info import SCORE_INFO, ScoreInfo
-from asha_tune.trial.selection import domain_acc, label_free, score_key
+from asha_tune.trial.selection import TARGET_ACC, domain_acc, label_free, score_key, target_of
 
 
 class SearchSettings(BaseModel):
@@ -56,7 +56,7 @@ REPORTED_TARGET_METRICS = frozenset({"target_acc", *(f"acc_{d}" for d in DOMAINS
 def is_reported_target_metric(metric: str) -> bool:
     """target_acc or an acc_<domain>: a trial reports acc_ only for its targets, whatever the
     dataset (a source's accuracy is source_acc, its held-out images' val_acc)."""
-    return metric == "target_acc" or (metric.startswith("acc_") and not metric.endswith("_se"))
+    return metric == TARGET_ACC or target_of(metric) is not None
 
 
 def target_metrics(data: DataConfig) -> set[str]:
@@ -364,33 +364,3 @@ def trial_paths() -> set[str]:
         for field in model.model_fields
     }
     return paths | {"shaping.p0.first", "shaping.p0.last"}
-
-
-def nested(flat: dict[str, Any]) -> dict[str, Any]:
-    """{"a.b": 1} -> {"a": {"b": 1}}: the tree that `set_path` builds from dotted paths."""
-    tree: dict[str, Any] = {}
-    for path, value in flat.items():
-        set_path(tree, path, value)
-    return tree
-
-
-def set_path(tree: dict[str, Any], path: str, value: Any) -> None:
-    """Set `a.b.c` in a nested dict, taking the longest existing key at each level.
-
-    Longest-key matching lets `--set parameters.shaping.p0.high=0.5` reach the parameter named
-    `shaping.p0` inside `parameters`.
-    """
-    parts = path.split(".")
-    node = tree
-    while len(parts) > 1:
-        for n in range(len(parts) - 1, 0, -1):
-            key = ".".join(parts[:n])
-            if isinstance(node.get(key), dict):
-                node, parts = node[key], parts[n:]
-                break
-        else:
-            node = node.setdefault(parts[0], {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{path}: {parts[0]} is not a section")
-            parts = parts[1:]
-    node[parts[0]] = value

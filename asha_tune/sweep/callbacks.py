@@ -16,7 +16,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from asha_tune.display import metric_text
+from asha_tune.display import count, metric_text
 from asha_tune.spaces import SearchSpace
 from asha_tune.spaces.space import CONFIGURATION_KEY
 from asha_tune.sweep.disk import CHECK_EVERY_S, stop_if_full
@@ -83,7 +83,7 @@ def failure_line(trial: Any, result: dict[str, Any] | None) -> str:
     if result and result.get(FAILED_KEY):
         return f"trial {number} failed: {result.get(FAILURE_KEY)} (not retried: it would fail again)"
     n = trial.num_failures - 1  # Tune counts the failure that ended it
-    retries = f" after {n} {'retry' if n == 1 else 'retries'}" if n > 0 else ""
+    retries = f" after {count(n, 'retry', 'retries')}" if n > 0 else ""
     where = f" (traceback: {trial.error_file})" if trial.error_file else ""
     return f"trial {number} failed{retries}: {error_reason(trial)}{where}"
 

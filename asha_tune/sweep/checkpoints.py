@@ -86,7 +86,7 @@ def checkpoint_due(
 class CheckpointCleanup(DriverState, Callback):
     """Empties a trial's checkpoints when it finishes or is stopped, but the best full-budget one's.
 
-    "Best" follows `reports.best_trial`: the best last value of `metric` among trials that ran
+    "Best" follows `verdicts.best_trial`: the best last value of `metric` among trials that ran
     every epoch, the lower trial number on a tie. The state lives in the trials Tune passes in,
     so a resumed sweep needs nothing restored.
     """

@@ -1,7 +1,7 @@
 """`asha-tune confirm`: re-run the best configurations of a finished sweep with new seeds.
 
 One run per configuration cannot tell apart trials whose figures differ by less than their noise
-(reports.Verdict). A confirmation re-runs the top K trials (by the sweep's selection metric and
+(verdicts.Verdict). A confirmation re-runs the top K trials (by the sweep's selection metric and
 `best_trial`'s rule) with S seeds the sweep never used, to full budget, and reports per
 configuration the mean, standard deviation and 95 % interval of each figure, and whether the
 sweep's ranking holds.
@@ -11,7 +11,7 @@ values without its seed) crossed with the new seeds as a grid parameter, run wit
 budget on the sweep's cluster and resources. Retries, checkpoints and resuming after a kill are
 therefore the sweep's own (sweep/lifecycle.py). It is named SWEEP.confirm-topK-seedsS: the same command
 again continues it after an interruption, or prints the report of a finished one. Its MLflow
-parent run nests under the sweep's parent run; the names of its tags are in tracking.py.
+parent run nests under the sweep's parent run; the names of its tags are in tracking/tags.py.
 """
 
 from __future__ import annotations
@@ -89,8 +89,8 @@ def top_trials(
     ]
     if top > len(full):
         raise ConfigError(
-            f"--top {top}: sweep {sweep.name} has only {len(full)} finished full-budget "
-            f"trial{'' if len(full) == 1 else 's'} to confirm"
+            f"--top {top}: sweep {sweep.name} has only {count(len(full), 'finished full-budget trial')} "
+            f"to confirm"
         )
     return full[:top], records
 

@@ -22,6 +22,7 @@ import signal
 import time
 from pathlib import Path
 
+from asha_tune.errors import chain
 from asha_tune.sweep.preflight import MARGIN_BYTES, free_bytes
 
 LOW_BYTES = MARGIN_BYTES  # no trial checkpoint (~90 MB) fits in less; preflight leaves more at peak
@@ -37,16 +38,10 @@ _stopped: dict[str, int] = {}
 
 def is_no_space(err: BaseException) -> bool:
     """An OSError of a full disk (ENOSPC), also as pyarrow words it, anywhere in the chain."""
-    seen: set[int] = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        if isinstance(current, OSError) and (
-            current.errno == errno.ENOSPC or "No space left on device" in str(current)
-        ):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
+    return any(
+        isinstance(e, OSError) and (e.errno == errno.ENOSPC or "No space left on device" in str(e))
+        for e in chain(err)
+    )
 
 
 def wait_for_the_stop(err: OSError) -> None:

@@ -17,12 +17,13 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from asha_tune.defaults import IMPORTANCE_EVALUATORS
 from asha_tune.errors import AshaTuneError, ConfigError
 from asha_tune.spaces import SearchSpace
 from asha_tune.spaces.space import CONFIGURATION_KEY
 from asha_tune.sweep.study import VALUES_ATTR, WARM_START_ATTR, Unexpressible, expressed, load_recorded
 
-__all__ = ["IMPORTANCE_EVALUATORS", "MIN_IMPORTANCE_TRIALS", "Importances", "importances"]
+__all__ = ["EVALUATORS", "MIN_IMPORTANCE_TRIALS", "Importances", "importances"]
 
 MIN_IMPORTANCE_TRIALS = 5
 
@@ -43,13 +44,12 @@ def _fanova(n: int, seed: int) -> optuna.importance.BaseImportanceEvaluator:
         ) from None
 
 
-# PED-ANOVA first: Optuna's default, and it assesses conditional parameters (a `when`), which
-# fANOVA leaves out (it sees only parameters every trial has). fANOVA needs scikit-learn (here
-# through mlflow).
-IMPORTANCE_EVALUATORS: dict[str, Callable[[int, int], optuna.importance.BaseImportanceEvaluator]] = {
-    "ped_anova": _ped_anova,
-    "fanova": _fanova,
-}
+# By the names of defaults.IMPORTANCE_EVALUATORS. PED-ANOVA first: Optuna's default, and it
+# assesses conditional parameters (a `when`), which fANOVA leaves out (it sees only parameters
+# every trial has). fANOVA needs scikit-learn (here through mlflow).
+EVALUATORS: dict[str, Callable[[int, int], optuna.importance.BaseImportanceEvaluator]] = dict(
+    zip(IMPORTANCE_EVALUATORS, (_ped_anova, _fanova), strict=True)
+)
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def _space_params(
 def importances(
     study_url: str,
     study_name: str | Sequence[str],
-    evaluator: str = "ped_anova",
+    evaluator: str = IMPORTANCE_EVALUATORS[0],
     *,
     at_epoch: int | None = None,
     seed: int = 0,
@@ -122,7 +122,7 @@ def importances(
     (COMPLETE or PRUNED) that reached that epoch at that epoch, e.g. ASHA's grace period, which
     all of them reach. Parameters are the space's, as named in its file (a conv set is one).
     """
-    make = IMPORTANCE_EVALUATORS.get(evaluator)
+    make = EVALUATORS.get(evaluator)
     if make is None:
         raise ConfigError(
             f"unknown importance evaluator {evaluator!r}: choose one of {', '.join(IMPORTANCE_EVALUATORS)}"

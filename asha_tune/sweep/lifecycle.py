@@ -20,7 +20,7 @@ from asha_tune import defaults
 from asha_tune.analysis.compare import find_parent
 from asha_tune.analysis.verdicts import best_trial, describe_best, summary
 from asha_tune.display import count, size_text
-from asha_tune.errors import AshaTuneError, ConfigError, NoSpaceError
+from asha_tune.errors import AshaTuneError, ConfigError, NoSpaceError, chain, first_line
 from asha_tune.spaces import describe_selection
 from asha_tune.sweep.disk import Reserve, is_no_space, stopped_for_space
 from asha_tune.sweep.preflight import (
@@ -183,14 +183,7 @@ def _summarize(settings: SweepSettings, tracker: Tracker, trials: list[TrialReco
 
 def _user_error(err: BaseException) -> AshaTuneError | None:
     """An AshaTuneError that Tune wrapped (raised in a callback or the searcher), if any."""
-    seen: set[int] = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        if isinstance(current, AshaTuneError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
+    return next((e for e in chain(err) if isinstance(e, AshaTuneError)), None)
 
 
 class DriverAliveError(ConfigError):
@@ -227,7 +220,7 @@ def head_lost(sweep_file: Path, experiment_id: str, gcs_address: str, silent_s: 
     try:
         _close(settings, Tracker(settings.tracking_uri), experiment_id, failure=f"lost {what}")
     except Exception as err:  # the tracking server gone as well: resume closes them
-        message += f" (its records are not closed: {str(err).splitlines()[0] if str(err) else err!r})"
+        message += f" (its records are not closed: {first_line(err)})"
     return message
 
 
@@ -276,7 +269,7 @@ def _run(
         else:
             user = _user_error(err)
         if user is None:  # not one that Tune wrapped (e.g. a lost server)
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            reason = first_line(err)
             _close(settings, tracker, experiment_id, failure=reason)
             raise AshaTuneError(f"the sweep stopped: {reason}") from None
         _close(settings, tracker, experiment_id, failure=str(user))
@@ -334,7 +327,7 @@ def _conclude(outcome: SweepOutcome) -> SweepOutcome:
 
     settings = outcome.settings
     space = settings.space
-    if not settings.is_confirmation:  # a confirmation prints its own report (asha_tune.confirm)
+    if not settings.is_confirmation:  # a confirmation prints its own report (sweep/confirm.py)
         confirm = f"asha-tune confirm {settings.name}{command_tail(settings)}"
         say(
             describe_best(

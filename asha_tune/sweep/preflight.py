@@ -13,7 +13,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from asha_tune.display import size_text
+from asha_tune.display import count, size_text
 from asha_tune.errors import ConfigError, DataError, NoSpaceError, WeightsError
 from asha_tune.spaces import SearchSpace, domain_choices, weight_choices
 from asha_tune.spaces.describe import reads_every_domain
@@ -197,7 +197,7 @@ class SweepBytes:
 
     def text(self) -> str:
         return (
-            f"{self.running} running trial{'s' if self.running > 1 else ''} x 2 checkpoints of "
+            f"{count(self.running, 'running trial')} x 2 checkpoints of "
             f"{size_text(self.checkpoint)} + final weights of {size_text(self.final)} + "
             f"{size_text(self.reserve + self.margin)} for Tune's files"
         )

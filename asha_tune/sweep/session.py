@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from asha_tune import defaults
+from asha_tune.display import count
 from asha_tune.environ import scoped_environ
-from asha_tune.errors import AshaTuneError, ConfigError
+from asha_tune.errors import AshaTuneError, ConfigError, first_line
 from asha_tune.sweep import ray_compat
 from asha_tune.sweep.settings import SweepSettings
 
@@ -38,7 +39,6 @@ _TUNE_NOISE = (
     "Training has been interrupted",
 )
 # Waiting for a node that can hold a trial.
-AUTOSCALER_WAIT_S = 900.0  # where an autoscaler can add one: a cloud GPU node boots in 5-15 min
 POLL_S = 2.0
 PROGRESS_EVERY_S = 30.0
 REQUEST_AGAIN_S = 20.0
@@ -143,7 +143,7 @@ def auth_environ(address: str | None) -> dict[str, str]:
 def head_lost_s() -> float:
     """How long the head's GCS may not answer before the sweep stops: $ASHA_TUNE_HEAD_LOST_S, else
     10 s less than Ray's own reconnect timeout where the user set it (a cluster whose GCS restarts
-    by itself, e.g. KubeRay's GCS fault tolerance), else 30 s."""
+    by itself, e.g. KubeRay's GCS fault tolerance), else HEAD_LOST_S (defaults.py)."""
     if os.environ.get(HEAD_LOST_ENV):
         return float(os.environ[HEAD_LOST_ENV])
     if os.environ.get(ray_compat.GCS_RECONNECT_ENV):
@@ -299,7 +299,7 @@ def _start(settings: SweepSettings, address: str | None, driver_log: Path | None
             )
     except Exception as err:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-        raise AshaTuneError(f"cannot start or join {where}: {str(err).splitlines()[0]}") from None
+        raise AshaTuneError(f"cannot start or join {where}: {first_line(err)}") from None
     for name in ray_compat.TUNE_LOGGERS:
         logging.getLogger(name).addFilter(_QuietTune())
     gcs = ray.get_runtime_context().gcs_address
@@ -376,7 +376,7 @@ def _nodes_text(nodes: list[dict[str, Any]]) -> str:
     others = [_shape(r) for r in alive if "node:__internal_head__" not in r]
     for shape in dict.fromkeys(others):
         n = others.count(shape)
-        parts.append(f"{n} other{'s' if n > 1 else ''} ({shape})")
+        parts.append(f"{count(n, 'other')} ({shape})")
     return ", ".join(parts) or "none alive"
 
 
@@ -442,7 +442,7 @@ def _minutes(seconds: float) -> str:
 def wait_for_a_fitting_node(settings: SweepSettings, gcs_address: str) -> None:
     """On a cluster, a trial no node can hold would wait forever. Where an autoscaler runs, it is
     asked for such a node and the sweep waits while it adds one (`resource_wait_s`, default
-    `AUTOSCALER_WAIT_S`), stopping at once when it will add none; a cluster without one is
+    defaults.AUTOSCALER_WAIT_S), stopping at once when it will add none; a cluster without one is
     checked once (or for `resource_wait_s`, for nodes joined by hand)."""
     import ray
     from ray.autoscaler.sdk import request_resources
@@ -457,7 +457,7 @@ def wait_for_a_fitting_node(settings: SweepSettings, gcs_address: str) -> None:
     if report is None:
         _wait_for_nodes(settings, need, settings.resource_wait_s or 0, each, fix)
         return
-    wait_s = AUTOSCALER_WAIT_S if settings.resource_wait_s is None else settings.resource_wait_s
+    wait_s = defaults.AUTOSCALER_WAIT_S if settings.resource_wait_s is None else settings.resource_wait_s
     watch = AutoscalerWait(need)
     say(
         f"no node of the cluster fits a trial ({each}) yet: asking the autoscaler, "

@@ -35,11 +35,11 @@ class SweepSettings(BaseModel):
     address: str | None = None  # an existing Ray cluster; None starts a local one
     num_cpus: float | None = None  # local Ray only
     num_gpus: float | None = None  # local Ray only (logical GPUs allowed)
-    # A cluster: how long to wait for a node that fits a trial; None: 900 s where an autoscaler
-    # can add one (sweep/session.py's AUTOSCALER_WAIT_S), else check once.
+    # A cluster: how long to wait for a node that fits a trial; None: defaults.AUTOSCALER_WAIT_S
+    # where an autoscaler can add one, else check once.
     resource_wait_s: float | None = None
     parent_run_id: str | None = None
-    # A sweep run on behalf of another (a confirmation, asha_tune.confirm): where its parent run
+    # A sweep run on behalf of another (a confirmation, sweep/confirm.py): where its parent run
     # nests in MLflow, the parent run's extra tags, and its child runs' extra tags by configuration id.
     nested_under: str | None = None
     run_tags: dict[str, str] = {}

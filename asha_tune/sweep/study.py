@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 from asha_tune.defaults import STUDY_RETRY_ENV, STUDY_RETRY_S
-from asha_tune.errors import AshaTuneError
+from asha_tune.errors import AshaTuneError, chain, first_line
 from asha_tune.spaces import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ WARM_PREFIX = "warm-"  # how `history` names a warm-started trial (it never ran 
 
 class StudyUnavailableError(AshaTuneError):
     """The study's database stopped answering for longer than the retry window
-    ($ASHA_TUNE_STUDY_RETRY_S, 300 s by default: a restarted PostgreSQL comes back within it)."""
+    ($ASHA_TUNE_STUDY_RETRY_S, else defaults.STUDY_RETRY_S)."""
 
 
 def sampler_for(space: SearchSpace, finished_before: int = 0) -> optuna.samplers.BaseSampler:
@@ -78,7 +78,7 @@ def _storage(url: str) -> optuna.storages.BaseStorage:
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine)
     except Exception as err:
-        raise AshaTuneError(f"cannot open Optuna storage {url}: {str(err).splitlines()[0]}") from None
+        raise AshaTuneError(f"cannot open Optuna storage {url}: {first_line(err)}") from None
 
 
 def prepare_storage(url: str) -> None:
@@ -88,11 +88,11 @@ def prepare_storage(url: str) -> None:
 
 def _lost_connection(err: BaseException) -> bool:
     """A dropped or refused database connection (not bad data), anywhere in the error's chain."""
-    while err is not None:
-        if isinstance(err, StudyUnavailableError):  # an inner retry already waited its window
+    for e in chain(err):
+        if isinstance(e, StudyUnavailableError):  # an inner retry already waited its window
             return False
         if isinstance(
-            err,
+            e,
             (
                 sqlalchemy.exc.OperationalError,
                 sqlalchemy.exc.InterfaceError,
@@ -100,7 +100,6 @@ def _lost_connection(err: BaseException) -> bool:
             ),
         ):
             return True
-        err = err.__cause__ or err.__context__  # type: ignore[assignment]  # None ends the loop
     return False
 
 
@@ -120,8 +119,7 @@ def retrying(url: str, call: Callable[[], T]) -> T:
                 raise
             if time.monotonic() > deadline:
                 raise StudyUnavailableError(
-                    f"the Optuna storage {url} did not answer for {window:.0f} s "
-                    f"({str(err).splitlines()[0][:200]})"
+                    f"the Optuna storage {url} did not answer for {window:.0f} s ({first_line(err)[:200]})"
                 ) from None
             if not warned:
                 log.warning("Optuna storage %s unreachable; retrying for up to %.0f s", url, window)

@@ -19,12 +19,15 @@ import optuna
 from optuna.trial import TrialState
 
 from asha_tune.analysis.compare import sweep_parents
-from asha_tune.errors import AshaTuneError, ConfigError
+from asha_tune.display import count
+from asha_tune.dotted import flatten, get_path
+from asha_tune.errors import AshaTuneError, ConfigError, first_line
 from asha_tune.spaces import SearchSpace
 from asha_tune.sweep.study import VALUES_ATTR, WARM_START_ATTR, Unexpressible, expressed, load_recorded
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.records import sweep_trials
 from asha_tune.tracking.tags import COMPLETED, FAILED, FINAL_STATUSES, SWEEP_TAG
+from asha_tune.trial.selection import target_of
 
 __all__ = [
     "WARM_START_ATTR",
@@ -58,37 +61,10 @@ class WarmStart:
     skipped: list[tuple[str, str]]  # (source, why)
 
     def text(self) -> str:
-        lines = [f"warm start: {len(self.added)} trials added, {len(self.skipped)} skipped"]
+        lines = [f"warm start: {count(len(self.added), 'trial')} added, {len(self.skipped)} skipped"]
         lines += [f"  added {source} as trial {number}" for source, number in self.added]
         lines += [f"  skipped {source}: {why}" for source, why in self.skipped]
         return "\n".join(lines)
-
-
-def _read(tree: dict[str, Any], path: str) -> tuple[bool, Any]:
-    """`shaping.p0` of a nested settings tree, taking the longest key at each level as set_path."""
-    node: Any = tree
-    parts = path.split(".")
-    while parts:
-        if not isinstance(node, dict):
-            return False, None
-        for n in range(len(parts), 0, -1):
-            key = ".".join(parts[:n])
-            if key in node:
-                node, parts = node[key], parts[n:]
-                break
-        else:
-            return False, None
-    return True, node
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
 
 
 def _values_for(space: SearchSpace, config: dict[str, Any]) -> dict[str, Any]:
@@ -97,7 +73,7 @@ def _values_for(space: SearchSpace, config: dict[str, Any]) -> dict[str, Any]:
     for name, param in space.parameters.items():
         if not param.active(values):
             continue
-        found, value = _read(config, name)
+        found, value = get_path(config, name)
         if not found:
             raise Unexpressible(f"its settings have no {name}")
         values[name] = value
@@ -110,7 +86,7 @@ def _targets_differ(past: list[str], here: list[str], metric: str, split: str) -
     does not depend on the other targets."""
     if past == here:
         return None
-    per_domain = metric.startswith("acc_") and metric.removeprefix("acc_") in here
+    per_domain = target_of(metric) in here
     if set(here) <= set(past) and (per_domain or (metric == "val_acc" and split == "source")):
         return None
     ran, has = ", ".join(past), ", ".join(here)
@@ -124,7 +100,7 @@ def _fit(space: SearchSpace, past: PastTrial, ignore: tuple[str, ...]) -> tuple[
     try:
         here = space.trial_config(values).model_dump(mode="json")
     except (ValueError, AshaTuneError) as err:
-        raise Unexpressible(f"this space cannot run its values: {str(err).splitlines()[0]}") from None
+        raise Unexpressible(f"this space cannot run its values: {first_line(err)}") from None
     why = _targets_differ(
         past.config.get("data", {}).get("targets", []),
         here["data"]["targets"],
@@ -133,7 +109,7 @@ def _fit(space: SearchSpace, past: PastTrial, ignore: tuple[str, ...]) -> tuple[
     )
     if why:
         raise Unexpressible(why)
-    theirs, ours = _flat(past.config), _flat(here)
+    theirs, ours = flatten(past.config), flatten(here)
     for path in sorted(set(theirs) | set(ours)):
         if path in ignore or path == "data.targets" or theirs.get(path) == ours.get(path):
             continue
@@ -259,7 +235,7 @@ def past_trials(tracker: Tracker, sweep: str, metric: str) -> tuple[list[PastTri
             try:
                 config = space.trial_config(record.values).model_dump(mode="json")
             except (ValueError, AshaTuneError) as err:
-                skipped.append((source, f"its recorded space cannot rebuild it: {str(err).splitlines()[0]}"))
+                skipped.append((source, f"its recorded space cannot rebuild it: {first_line(err)}"))
                 continue
             if record.status != FAILED and metric not in record.metrics:
                 skipped.append((source, f"its records hold no {metric}"))

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from asha_tune import defaults
+from asha_tune.dotted import flatten
 from asha_tune.environ import scoped_environ
 from asha_tune.errors import AshaTuneError
 from asha_tune.tracking.tags import (
@@ -101,18 +102,6 @@ def experiment_url(base: str, experiment_id: str) -> str:
     """An experiment's runs in MLflow's UI. MLflow 3 opens experiments in its GenAI view (traces)
     unless the URL asks for the model-training one."""
     return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}: MLflow params are flat."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def git_commit() -> str | None:

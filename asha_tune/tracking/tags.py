@@ -55,10 +55,10 @@ REPLICATE_SEEDS_TAG = "asha_tune.replicate_seeds"  # "sampler S, trial T, split 
 WARM_START_TAG = "asha_tune.warm_start"  # the source sweep's name
 WARM_START_ADDED_TAG = "asha_tune.warm_start_added"  # how many of its trials were added
 WARM_START_SKIPPED_TAG = "asha_tune.warm_start_skipped"  # how many were not (warm_start.txt says why)
-# A parent run's summary of its best trial (reports.summary): is the top separable, is it near chance.
+# A parent run's summary of its best trial (verdicts.summary): is the top separable, is it near chance.
 SEPARABLE_TAG = "asha_tune.top_separable"  # "yes" | "no: ..." (within two standard errors)
 NEAR_CHANCE_TAG = "asha_tune.near_chance"  # "yes: ..." | "no"
-# Confirmation runs (asha_tune.confirm). `asha-tune compare` reads these names: keep them.
+# Confirmation runs (sweep/confirm.py). `asha-tune compare` reads these names: keep them.
 KIND_TAG = "asha_tune.kind"  # runs that are not trials: CONFIRMATION_KIND | COMPARISON_KIND
 CONFIRMATION_KIND = "confirmation"
 COMPARISON_KIND = "comparison"  # an `asha-tune compare` run

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
-from asha_tune.errors import WeightsError
+from asha_tune.errors import WeightsError, first_line
 from asha_tune.trial.config import CLASSES
 
 IMAGENET = ResNet18_Weights.IMAGENET1K_V1  # the authors' weights
@@ -20,7 +20,7 @@ def imagenet_state_dict() -> dict[str, torch.Tensor]:
         return IMAGENET.get_state_dict(progress=False, check_hash=True, map_location="cpu", weights_only=True)
     except Exception as err:  # URLError, HTTPError, timeouts, a corrupt partial file
         cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(IMAGENET.url).name
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        reason = first_line(err)
         raise WeightsError(
             f"cannot fetch ImageNet weights from {IMAGENET.url} ({reason}); put that file at "
             f"{cache}, or pass --weights PATH to a local state dict, or --weights none"
@@ -33,7 +33,7 @@ def file_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise WeightsError(f"cannot load weights file {path}: {str(err).splitlines()[0]}") from None
+        raise WeightsError(f"cannot load weights file {path}: {first_line(err)}") from None
     if isinstance(state, dict) and isinstance(state.get("selected"), dict) and "model" in state["selected"]:
         state = state["selected"]["model"]  # a checkpoint of selection.epoch best: its selected epoch
     elif isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):

@@ -49,6 +49,7 @@ from asha_tune.trial.score_info import SCORE_INFO, ScoreInfo
 VAL_ACC = "val_acc"  # the selection metric (oracle: equal to target_acc)
 TARGET_ACC = "target_acc"  # mean accuracy over the reported target sets
 SE_SUFFIX = "_se"  # binomial standard error of an accuracy, in percentage points
+ACC_PREFIX = "acc_"  # acc_<target>: the accuracy on one target domain (domain_acc, target_of)
 # Constants of a trial, reported with every epoch too: log them once (as params), not per step.
 SIZE_PREFIX = "n_"  # n_val, n_<domain>, n_target: images in an evaluation set
 CHANCE_PREFIX = "chance_"  # chance_val, ...: majority-class rate of that set, in %
@@ -94,11 +95,19 @@ def check_metric_names(domains: Sequence[str]) -> None:
 
 
 def domain_acc(domain: str) -> str:
-    return f"acc_{metric_name(domain)}"
+    return f"{ACC_PREFIX}{metric_name(domain)}"
 
 
 def se_key(metric: str) -> str:
     return metric + SE_SUFFIX
+
+
+def target_of(metric: str) -> str | None:
+    """The target an `acc_<target>` metric reports (its metric name); None for any other metric,
+    the standard error `acc_<target>_se` included. A trial reports acc_ for its targets only."""
+    if metric.startswith(ACC_PREFIX) and not metric.endswith(SE_SUFFIX):
+        return metric.removeprefix(ACC_PREFIX)
+    return None
 
 
 def size_key(evaluation_set: str) -> str:

@@ -27,7 +27,7 @@ import torch
 from pydantic import ValidationError
 from torch import Tensor, nn
 
-from asha_tune.errors import AshaTuneError, ConfigError, DeviceError, DivergedError
+from asha_tune.errors import AshaTuneError, ConfigError, DeviceError, DivergedError, first_line
 from asha_tune.trial import data as pacs
 from asha_tune.trial import selection
 from asha_tune.trial.config import Runtime, TrialConfig
@@ -491,4 +491,4 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise AshaTuneError(f"cannot read checkpoint {path}: {str(err).splitlines()[0]}") from None
+        raise AshaTuneError(f"cannot read checkpoint {path}: {first_line(err)}") from None

@@ -122,6 +122,26 @@ def test_every_sweep_flag_has_help(capsys):
         assert flag in text  # resume takes launch's runtime options
 
 
+def test_the_help_takes_its_numbers_and_names_from_the_constants(capsys, monkeypatch):
+    """The head watch's limit, the autoscaler wait and the importance evaluators: the help says
+    what the code does because it reads the same constants (changed here, the help follows)."""
+    from asha_tune import defaults
+    from asha_tune.sweep.importance import EVALUATORS
+
+    assert tuple(EVALUATORS) == defaults.IMPORTANCE_EVALUATORS
+    monkeypatch.setattr(defaults, "HEAD_LOST_S", 45.0)
+    monkeypatch.setattr(defaults, "AUTOSCALER_WAIT_S", 600.0)
+    monkeypatch.setattr(defaults, "IMPORTANCE_EVALUATORS", ("fanova", "ped_anova"))
+    with pytest.raises(SystemExit):
+        main(["launch", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "answering for 45 s ($ASHA_TUNE_HEAD_LOST_S)" in text and "waits up to 600 s" in text
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--importances {fanova,ped_anova,none}" in text and "(default fanova)" in text
+
+
 def test_trial_flags_name_the_dataset_its_sources_and_their_sampling(tmp_path, monkeypatch, capsys):
     from mlflow.tracking import MlflowClient
 

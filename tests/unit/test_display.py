@@ -16,6 +16,8 @@ def test_metrics_values_and_counts_read_as_a_person_expects():
         == "shaping.convs=[1,5], shaping.p0=0.6036, train.weights=none"
     )
     assert (count(1, "epoch"), count(4, "epoch")) == ("1 epoch", "4 epochs")
+    assert (count(1, "retry", "retries"), count(2, "retry", "retries")) == ("1 retry", "2 retries")
+    assert count(0, "running trial") == "0 running trials"
 
 
 def test_the_final_answer_says_its_rule():

@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
+from asha_tune.analysis.estimates import Estimate
 from asha_tune.analysis.replicates import (
-    Estimate,
     Replicate,
     TrialOutcome,
     gaps_over_replicates,

@@ -8,8 +8,9 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
+from asha_tune.dotted import flatten
 from asha_tune.tracking import Tracker
-from asha_tune.tracking.client import flatten, local_store
+from asha_tune.tracking.client import local_store
 from asha_tune.tracking.tags import FAILURE_TAG, STATUS_TAG
 from tests.helpers.mlflow import mlflow_store
 
