@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
 import pytest
 import torch
 
-from asha_tune.trial import data
+from asha_tune.trial import cache, config, data
 from asha_tune.trial.config import CLASSES
+from asha_tune.trial.data import DomainImages, decode
+from asha_tune.trial.datasets import list_dataset
 
 PACS_COUNTS = {"art_painting": 2048, "cartoon": 2344, "photo": 1670, "sketch": 3929}
 
@@ -24,3 +30,79 @@ def test_stratified_subset_of_real_pacs(pacs_root):
     picked = data.stratified_subset(labels, 70)
     assert len(picked) == 70
     assert torch.bincount(labels[picked], minlength=7).min() >= 1
+
+
+# --- one discovery for PACS: the generic dataset path reads what the PACS path read ------------
+
+# Recorded from the PACS path the trial used before PACS joined the generic dataset path
+# (data.list_domain + data.load_domain, the `.pt` cache), Pillow 13.0.0 (libjpeg-turbo 6.2): per
+# domain, the image count, the order (relative paths and class ids), the labels, every image
+# decoded at 32 px (crop base and test size), and every 199th image at 256 and 224 px (the
+# paper's sizes). A digest that changes means a trial now sees other pixels, another order or
+# other class ids than every trial before: find out why before recording a new one.
+RECORDED = {
+    "art_painting": {
+        "n": 2048,
+        "order": "8837c4606a6dd649",
+        "labels": "01adb9f9575e546a",
+        "pixels32": "a23cbe239c42b7c2",
+        "pixels224": "98f6e51c0a70ce43",
+    },
+    "cartoon": {
+        "n": 2344,
+        "order": "df35300e9c034c60",
+        "labels": "6eef0b272cb056b0",
+        "pixels32": "fcb557f3a4abc03c",
+        "pixels224": "87957922cbb4c69d",
+    },
+    "photo": {
+        "n": 1670,
+        "order": "cb5c81d7d93eca2d",
+        "labels": "e7ca8a770364e6c3",
+        "pixels32": "cb5a50c24eb917df",
+        "pixels224": "443f57efd44bd901",
+    },
+    "sketch": {
+        "n": 3929,
+        "order": "9eb7083fd4dcfba1",
+        "labels": "b0009d235f9647b4",
+        "pixels32": "a7c142a319320286",
+        "pixels224": "c03ba551ed2ebc77",
+    },
+}
+
+
+def digest(*chunks: bytes) -> str:
+    h = hashlib.sha256()
+    for chunk in chunks:
+        h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def summary(root: Path, paths: Sequence[Path], labels: Sequence[int], images: DomainImages) -> dict:
+    """What RECORDED holds, for one domain as a path listed and decoded it."""
+    keys = [p.relative_to(root).as_posix() for p in paths]
+    subset = [a.tobytes() for p in paths[::199] for a in decode(p, (256, 224))]
+    return {
+        "n": len(keys),
+        "order": digest("".join(f"{k}\t{c}\n" for k, c in zip(keys, labels, strict=True)).encode()),
+        "labels": digest(images.labels.numpy().tobytes()),
+        "pixels32": digest(
+            images.train.contiguous().numpy().tobytes(), images.test.contiguous().numpy().tobytes()
+        ),
+        "pixels224": digest(*subset),
+    }
+
+
+def test_generic_dataset_path_reads_pacs_bit_for_bit_as_the_pacs_path(pacs_root, tmp_path):
+    for domain in config.DOMAINS:
+        old_files = data.list_domain(pacs_root, domain)
+        old = data.load_domain(pacs_root, domain, 32, tmp_path / "old")
+        files = list_dataset("pacs", pacs_root, [domain])[domain]
+        new, _ = cache.load_cached_domain(files, 32, tmp_path / "generic", "pacs", progress=False)
+        assert files.paths == old_files.paths and files.labels == old_files.labels
+        assert files.fingerprint() == old_files.fingerprint()  # the cache key
+        assert torch.equal(new.labels, old.labels)
+        assert torch.equal(new.train, old.train) and torch.equal(new.test, old.test)
+        assert summary(pacs_root, old_files.paths, old_files.labels, old) == RECORDED[domain]
+        assert summary(pacs_root, files.paths, files.labels, new) == RECORDED[domain]
