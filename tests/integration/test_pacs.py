@@ -7,17 +7,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from asha_tune.trial import cache, config, data
-from asha_tune.trial.config import CLASSES
-from asha_tune.trial.data import DomainImages, decode
+from asha_tune.trial import cache, config
+from asha_tune.trial.config import CLASSES, Runtime, TrialConfig
 from asha_tune.trial.datasets import list_dataset
+from asha_tune.trial.decoding import DomainImages, decode
+from asha_tune.trial.loading import load_domains, stratified_subset
+from tests.helpers.data import pacs_domain
 
 PACS_COUNTS = {"art_painting": 2048, "cartoon": 2344, "photo": 1670, "sketch": 3929}
 
 
 @pytest.mark.parametrize(("domain", "count"), PACS_COUNTS.items())
 def test_real_pacs_counts_and_class_ids(pacs_root, domain, count):
-    files = data.list_domain(pacs_root, domain)
+    files = pacs_domain(pacs_root, domain)
     assert len(files.paths) == count
     assert sorted(set(files.labels)) == list(range(7))
     for path, label in zip(files.paths[::97], files.labels[::97], strict=True):
@@ -26,8 +28,8 @@ def test_real_pacs_counts_and_class_ids(pacs_root, domain, count):
 
 
 def test_stratified_subset_of_real_pacs(pacs_root):
-    labels = torch.tensor(data.list_domain(pacs_root, "art_painting").labels)
-    picked = data.stratified_subset(labels, 70)
+    labels = torch.tensor(pacs_domain(pacs_root, "art_painting").labels)
+    picked = stratified_subset(labels, 70)
     assert len(picked) == 70
     assert torch.bincount(labels[picked], minlength=7).min() >= 1
 
@@ -35,7 +37,7 @@ def test_stratified_subset_of_real_pacs(pacs_root):
 # --- one discovery for PACS: the generic dataset path reads what the PACS path read ------------
 
 # Recorded from the PACS path the trial used before PACS joined the generic dataset path
-# (data.list_domain + data.load_domain, the `.pt` cache), Pillow 13.0.0 (libjpeg-turbo 6.2): per
+# (trial/data.py's list_domain + load_domain, the `.pt` cache), Pillow 13.0.0 (libjpeg-turbo 6.2): per
 # domain, the image count, the order (relative paths and class ids), the labels, every image
 # decoded at 32 px (crop base and test size), and every 199th image at 256 and 224 px (the
 # paper's sizes). A digest that changes means a trial now sees other pixels, another order or
@@ -94,15 +96,58 @@ def summary(root: Path, paths: Sequence[Path], labels: Sequence[int], images: Do
     }
 
 
-def test_generic_dataset_path_reads_pacs_bit_for_bit_as_the_pacs_path(pacs_root, tmp_path):
+def listed_as_before(root: Path, domain: str) -> tuple[list[Path], list[int]]:
+    """The PACS path's listing, frozen here: `<class>/*` with .jpg, .jpeg or .png, sorted."""
+    paths: list[Path] = []
+    labels: list[int] = []
+    for label, name in enumerate(CLASSES):
+        found = sorted(
+            p for p in (root / domain / name).iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"}
+        )
+        paths += found
+        labels += [label] * len(found)
+    return paths, labels
+
+
+def fingerprint_as_before(root: Path, paths: Sequence[Path]) -> str:
+    """The PACS path's fingerprint, frozen here: the `.pt` cache files on users' disks carry it."""
+    h = hashlib.sha256()
+    for path in paths:
+        stat = path.stat()
+        h.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def test_real_pacs_lists_exactly_as_the_pacs_path_did(pacs_root):
+    files = list_dataset("pacs", pacs_root)
     for domain in config.DOMAINS:
-        old_files = data.list_domain(pacs_root, domain)
-        old = data.load_domain(pacs_root, domain, 32, tmp_path / "old")
-        files = list_dataset("pacs", pacs_root, [domain])[domain]
-        new, _ = cache.load_cached_domain(files, 32, tmp_path / "generic", "pacs", progress=False)
-        assert files.paths == old_files.paths and files.labels == old_files.labels
-        assert files.fingerprint() == old_files.fingerprint()  # the cache key
-        assert torch.equal(new.labels, old.labels)
-        assert torch.equal(new.train, old.train) and torch.equal(new.test, old.test)
-        assert summary(pacs_root, old_files.paths, old_files.labels, old) == RECORDED[domain]
-        assert summary(pacs_root, files.paths, files.labels, new) == RECORDED[domain]
+        paths, labels = listed_as_before(pacs_root, domain)
+        mine = files[domain]
+        assert list(mine.paths) == paths and list(mine.labels) == labels
+        assert mine.fingerprint() == fingerprint_as_before(pacs_root, paths)  # so cache keys stay the same
+        name = f"pacs-{domain}-224px-v1-{fingerprint_as_before(pacs_root, paths)}.pt"
+        assert cache.pt_cache_path(Path("c"), "pacs", mine, 224) == Path("c") / name
+    assert files.ignored == ()
+
+
+def test_a_pacs_trial_reads_the_pixels_and_class_ids_it_always_read(pacs_root, tmp_path):
+    """Through the trial's loader (the `.pt` cache) and through the folder cache of every other
+    dataset: the digests recorded from the PACS path before it joined the generic one."""
+    trial = TrialConfig.model_validate({"data": {"image_size": 32}})
+    loaded = load_domains(trial, Runtime(data_root=pacs_root, cache_dir=tmp_path / "pt", device="cpu"))
+    assert set(loaded.domains) == set(config.DOMAINS) and loaded.classes == CLASSES
+    files = list_dataset("pacs", pacs_root)
+    for domain in config.DOMAINS:
+        whole = loaded.domains[domain].whole
+        assert loaded.domains[domain].split.keys == files[domain].keys()
+        assert summary(pacs_root, files[domain].paths, files[domain].labels, whole) == RECORDED[domain]
+        assert [p.name for p in (tmp_path / "pt").glob(f"pacs-{domain}-32px-v1-*.pt")] == [
+            cache.pt_cache_path(Path(), "pacs", files[domain], 32).name
+        ]
+    folder, _ = cache.load_cached_domain(
+        files["art_painting"], 32, tmp_path / "folder", "pacs", progress=False
+    )
+    assert (
+        summary(pacs_root, files["art_painting"].paths, files["art_painting"].labels, folder)
+        == RECORDED["art_painting"]
+    )
