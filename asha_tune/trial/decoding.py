@@ -69,8 +69,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
     CMYK, as libjpeg-based viewers read it) is inverted back first. 16-bit grey (I;16, I) keeps
     its high byte (its transparency, if any, is ignored).
 
-    EXIF orientation is applied (ImageFolder ignores it): a phone photo tagged "rotate 90" is
-    upright in every viewer, so upright is how whoever labelled it saw it.
+    EXIF orientation is applied (ImageFolder and the authors' loader ignore it: a departure
+    listed in docs/differences.md): a phone photo tagged "rotate 90" is upright in every viewer,
+    so upright is how whoever labelled it saw it.
     """
     plain_cmyk = image.mode == "CMYK" and image.format == "JPEG" and "adobe" not in image.info
     image = ImageOps.exif_transpose(image)  # a copy when upright (it drops `format`)
