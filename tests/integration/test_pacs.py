@@ -96,40 +96,6 @@ def summary(root: Path, paths: Sequence[Path], labels: Sequence[int], images: Do
     }
 
 
-def listed_as_before(root: Path, domain: str) -> tuple[list[Path], list[int]]:
-    """The PACS path's listing, frozen here: `<class>/*` with .jpg, .jpeg or .png, sorted."""
-    paths: list[Path] = []
-    labels: list[int] = []
-    for label, name in enumerate(CLASSES):
-        found = sorted(
-            p for p in (root / domain / name).iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"}
-        )
-        paths += found
-        labels += [label] * len(found)
-    return paths, labels
-
-
-def fingerprint_as_before(root: Path, paths: Sequence[Path]) -> str:
-    """The PACS path's fingerprint, frozen here: the `.pt` cache files on users' disks carry it."""
-    h = hashlib.sha256()
-    for path in paths:
-        stat = path.stat()
-        h.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
-
-
-def test_real_pacs_lists_exactly_as_the_pacs_path_did(pacs_root):
-    files = list_dataset("pacs", pacs_root)
-    for domain in config.DOMAINS:
-        paths, labels = listed_as_before(pacs_root, domain)
-        mine = files[domain]
-        assert list(mine.paths) == paths and list(mine.labels) == labels
-        assert mine.fingerprint() == fingerprint_as_before(pacs_root, paths)  # so cache keys stay the same
-        name = f"pacs-{domain}-224px-v1-{fingerprint_as_before(pacs_root, paths)}.pt"
-        assert cache.pt_cache_path(Path("c"), "pacs", mine, 224) == Path("c") / name
-    assert files.ignored == ()
-
-
 def test_a_pacs_trial_reads_the_pixels_and_class_ids_it_always_read(pacs_root, tmp_path):
     """Through the trial's loader (the `.pt` cache) and through the folder cache of every other
     dataset: the digests recorded from the PACS path before it joined the generic one."""
