@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from asha_tune.trial import data as pacs
+from asha_tune.trial.augmentation import augment
 from asha_tune.trial.config import SHAPEABLE_CONVS, Runtime, TrialConfig
 from asha_tune.trial.devices import versions
 from asha_tune.trial.shaping import frozen_bn_stats, numbered_convs
@@ -42,7 +42,7 @@ def conv_outputs(trial: Trial, images: torch.Tensor, size: int, seed: int) -> di
         convs[n].register_forward_hook(lambda m, i, out, n=n: outputs.__setitem__(n, out.detach()))
         for n in SHAPEABLE_CONVS
     ]
-    x = pacs.augment(images, size, torch.Generator().manual_seed(seed))
+    x = augment(images, size, torch.Generator().manual_seed(seed))
     try:
         trial.model.train()
         with torch.no_grad(), frozen_bn_stats(trial.model), trial.shaper.acting("off"):

@@ -23,14 +23,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from asha_tune.trial.data import MEAN, STD, list_domain, train_base_size
+from asha_tune.trial.augmentation import MEAN, STD
+from asha_tune.trial.datasets import list_dataset
+from asha_tune.trial.decoding import train_base_size
 from asha_tune.trial.model import build_model
 from asha_tune.trial.shaping import numbered_convs
 
 
 class PacsFolder(Dataset):
     def __init__(self, root: Path, domain: str, transform: transforms.Compose, length: int | None = None):
-        files = list_domain(root, domain)
+        files = list_dataset("pacs", root, [domain])[domain]
         self.items = list(zip(files.paths, files.labels, strict=True))
         self.length = length or len(self.items)  # longer than the folder: files are reused
         self.transform = transform

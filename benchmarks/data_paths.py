@@ -33,7 +33,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from asha_tune.trial import cache, data
+from asha_tune.trial import augmentation, cache, decoding
 from asha_tune.trial.datasets import list_dataset
 from asha_tune.trial.model import build_model
 from asha_tune.trial.streaming import BatchStream, choose_path, images_bytes
@@ -100,7 +100,7 @@ class Step:
         self.loss = torch.nn.CrossEntropyLoss()
 
     def __call__(self, batch: torch.Tensor) -> None:
-        x = data.augment(batch, self.image_size, self.generator)
+        x = augmentation.augment(batch, self.image_size, self.generator)
         y = torch.zeros(len(batch), dtype=torch.long)
         loss = self.loss(self.model(x), y)
         self.optimizer.zero_grad(set_to_none=True)
@@ -173,7 +173,7 @@ def reader(args: argparse.Namespace) -> None:
     signals = Path(args.signals)
     imports = memory_kib(os.getpid()) or {}  # torch and the model code, before any data
     entry = cache.CacheEntry(
-        Path(args.entry), args.count, data.train_base_size(args.image_size), args.image_size
+        Path(args.entry), args.count, decoding.train_base_size(args.image_size), args.image_size
     )
     train = cache.open_cache(entry, [0] * args.count).train
     if args.reader == "memory":

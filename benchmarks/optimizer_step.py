@@ -24,8 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from asha_tune.trial import training
+from asha_tune.trial.augmentation import augment
 from asha_tune.trial.config import Runtime, TrialConfig
-from asha_tune.trial.data import augment
 from asha_tune.trial.devices import versions
 from benchmarks.speed import device_name, sync  # noqa: E402
 

@@ -6,8 +6,8 @@
 #  - commit.txt: the commit it was prepared at (the device machine gets no .git).
 # Usage: benchmarks/prepare_device.sh /path/to/PACS
 # Works from a fresh checkout, .venv or not: the Python is the first of $PYTHON, .venv/bin/python,
-# the interpreter of an installed `asha-tune` command, python3, that can import asha_tune.trial.data
-# (torch, torchvision, pydantic); asha_tune itself comes from this checkout (PYTHONPATH), so an
+# the interpreter of an installed `asha-tune` command, python3, that can import asha_tune.trial.loading
+# (torch, pydantic, Pillow); asha_tune itself comes from this checkout (PYTHONPATH), so an
 # environment with the dependencies and without the package does too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,14 +18,14 @@ if command -v asha-tune >/dev/null; then candidates+=("$(head -1 "$(command -v a
 candidates+=(python3)
 py=""
 for candidate in "${candidates[@]}"; do
-  if [ -n "$candidate" ] && "$candidate" -c "import asha_tune.trial.data" 2>/dev/null; then
+  if [ -n "$candidate" ] && "$candidate" -c "import asha_tune.trial.loading" 2>/dev/null; then
     py="$candidate"
     break
   fi
 done
 if [ -z "$py" ]; then
-  echo "prepare_device.sh: no Python here can import asha_tune.trial.data (tried: ${candidates[*]}); it needs" \
-    "torch, torchvision and pydantic: run make install, or set PYTHON to an interpreter that has them" >&2
+  echo "prepare_device.sh: no Python here can import asha_tune.trial.loading (tried: ${candidates[*]}); it needs" \
+    "torch, pydantic and Pillow: run make install, or set PYTHON to an interpreter that has them" >&2
   exit 2
 fi
 echo "using $py"
@@ -34,14 +34,15 @@ rm -rf .device-data && mkdir -p .device-data/whl
 import shutil, sys
 from pathlib import Path
 import torch
-from asha_tune.trial.data import list_domain, stratified_subset
+from asha_tune.trial.datasets import list_dataset
+from asha_tune.trial.loading import stratified_subset
 root, out = Path(sys.argv[1]), Path(".device-data/PACS")
 for domain in ("art_painting", "cartoon"):
-    files = list_domain(root, domain)
+    files = list_dataset("pacs", root, [domain])[domain]
     keep = stratified_subset(torch.tensor(files.labels), len(files.paths) // 2)
     for i in keep.tolist():
         src = files.paths[i]
-        dst = out / domain / src.parent.name / src.name
+        dst = out / src.relative_to(root)
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dst)
     print(domain, len(keep), "images")

@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from asha_tune.trial.config import Runtime, TrialConfig
-from asha_tune.trial.data import DomainImages
+from asha_tune.trial.decoding import DomainImages
 from asha_tune.trial.devices import versions
 from asha_tune.trial.training import Trial, resolve_device
 from benchmarks.authors import time_authors  # noqa: E402
@@ -494,9 +494,10 @@ def main() -> None:
         "cold_trial",
     )
     if cold and args.tile:  # the decode ran on the subset: scale it to the full domains
-        from asha_tune.trial.data import list_domain
+        from asha_tune.trial.datasets import list_dataset
 
-        decoded = sum(len(list_domain(args.data_root, d).paths) for d in ("art_painting", "cartoon"))
+        listed = list_dataset("pacs", args.data_root, ["art_painting", "cartoon"])
+        decoded = sum(len(files) for files in listed.domains.values())
         cold["data_s_scaled_to_full_domains"] = (
             cold["data_s"] * (FULL_SIZES["art_painting"] + FULL_SIZES["cartoon"]) / decoded
         )

@@ -139,6 +139,21 @@ def disk_usage(folder: Path) -> dict[str, float]:
     }
 
 
+def warm_cache(data_root: Path, domain: str, image_size: int, cache_dir: Path) -> None:
+    """Decode one PACS domain into the cache, as the code at hand (perhaps a baseline's) reads it."""
+    try:  # PACS listed like every dataset
+        from asha_tune.trial.datasets import list_dataset
+        from asha_tune.trial.loading import load_domain
+    except ImportError:  # older: its own PACS path, in the layer layout or before it
+        try:
+            from asha_tune.trial.data import load_domain as load_pacs
+        except ImportError:
+            from asha_tune.data import load_domain as load_pacs
+        load_pacs(data_root, domain, image_size, cache_dir)
+        return
+    load_domain(list_dataset("pacs", data_root, [domain]), domain, image_size, cache_dir)
+
+
 def run_child(spec: dict) -> dict:
     """One sweep with the code at spec['code'] (first on sys.path and PYTHONPATH)."""
     code, work = Path(spec["code"]), Path(spec["workdir"])
@@ -150,12 +165,10 @@ def run_child(spec: dict) -> dict:
         from asha_tune.sweep import lifecycle as sweep_run
         from asha_tune.sweep import session as ray_start
         from asha_tune.trial.config import Runtime, TrialConfig
-        from asha_tune.trial.data import load_domain
 
         start_name = "_start"
     except ImportError:
         from asha_tune.config import Runtime, TrialConfig  # type: ignore[no-redef]
-        from asha_tune.data import load_domain  # type: ignore[no-redef]
 
         from asha_tune.sweep import run as sweep_run  # type: ignore[no-redef]
 
@@ -169,7 +182,7 @@ def run_child(spec: dict) -> dict:
     sources = getattr(d, "sources", (d.source,))  # older versions: one source, targets named
     targets = getattr(d, "target_domains", None) or d.targets
     for domain in (*sources, *targets):  # a warm cache: decoding is not what is measured
-        load_domain(Path(spec["data_root"]), domain, d.image_size, Path(spec["cache_dir"]))
+        warm_cache(Path(spec["data_root"]), domain, d.image_size, Path(spec["cache_dir"]))
     settings = SweepSettings(
         name="bench",
         space=space,

@@ -6,9 +6,11 @@
 - score_info  what the label-free selection scores are; no torch
 - shaping     forward hooks, shaping functions, the modes' behaviour
 - model       ResNet-18 and its weights
-- data        PACS discovery, the decode-once cache, image modes, on-device augmentation
-- datasets    the dataset registry and layout checks (DomainBed's layouts, `folder`); no torch
-- cache       the parallel, resumable, memory-mapped decode cache of every other dataset
+- datasets    the dataset registry (PACS, DomainBed's layouts, `folder`), layout checks and the
+              one listing of a data root that the preflight and the trial share; no torch
+- decoding    image files to uint8 pixels (image modes, EXIF orientation, the authors' Resize)
+- cache       the decode caches: PACS's `.pt` file; the parallel, resumable, memory-mapped one
+- augmentation  the paper's train transform on whole batches on the trial's device
 - streaming   batches streamed from the cache when a trial's images exceed its device budget
 - loading     what a trial reads: its domains, split by protocol, in memory or streamed;
               source batches (union, balanced) and lodo's fold data

@@ -1,11 +1,16 @@
-"""A decode cache that scales: decoded in parallel into memory-mapped files, resumable.
+"""The decode caches: each domain decoded once per image size, then mapped by every trial.
 
-A domain at one image size is a folder of the cache directory holding two raw uint8 arrays,
-`train.u8` (N, 3, base, base) at the crop base size and `test.u8` (N, 3, size, size), a
-done-record `done.u8` (one byte per image, 1 once its pixels are on disk) and `meta.json`. The
-folder name holds the dataset, domain, image size, format and the files' fingerprint, so a
-changed file or another size is another entry, as with data.py's `.pt` cache (which PACS keeps
-using until it moves here).
+PACS keeps the cache it always had: one `.pt` file per domain and size (format 1), decoded in
+one process (`load_pt_cache`). Its name (dataset, domain, size, format, the files' fingerprint)
+is unchanged, so the caches on users' disks stay valid; `tests/integration/test_pacs.py` checks
+that the folder cache below holds the same pixels, bit for bit.
+
+Every other dataset uses a cache that scales: decoded in parallel into memory-mapped files,
+resumable (`load_cached_domain`). A domain at one image size is a folder of the cache directory
+holding two raw uint8 arrays, `train.u8` (N, 3, base, base) at the crop base size and `test.u8`
+(N, 3, size, size), a done-record `done.u8` (one byte per image, 1 once its pixels are on disk)
+and `meta.json`. The folder name holds the dataset, domain, image size, format and the files'
+fingerprint, so a changed file or another size is another entry, as with the `.pt` cache.
 
 Building: worker processes decode chunks of images and write their pixels straight into the
 memory-mapped arrays; the parent marks a chunk done only after fsync-ing the arrays, so a build
@@ -36,12 +41,15 @@ from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from asha_tune.errors import DataError
-from asha_tune.trial import data as images
+from asha_tune.trial import decoding
 from asha_tune.trial.datasets import DomainFiles
+from asha_tune.trial.decoding import DomainImages
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 2
+PT_CACHE_FORMAT = 1
+PT_CACHE_DATASETS = frozenset({"pacs"})  # the datasets kept in their `.pt` files (see above)
 CHUNK = 16  # images per task: long enough to hide the hand-off, short enough to lose little
 COMMIT_EVERY_S = 2.0  # how often finished chunks are made durable and marked done
 ProgressCallback = Callable[[int, int], None]  # (images done, images in the domain)
@@ -53,7 +61,7 @@ class CacheEntry:
 
     folder: Path
     count: int
-    base: int  # train images are base x base (data.train_base_size)
+    base: int  # train images are base x base (decoding.train_base_size)
     size: int  # test images are size x size
 
     @property
@@ -107,7 +115,7 @@ def default_workers() -> int:
 
 def cache_entry(cache_dir: Path, dataset: str, files: DomainFiles, image_size: int) -> CacheEntry:
     name = f"{dataset}-{files.domain}-{image_size}px-v{CACHE_FORMAT}-{files.fingerprint()}"
-    return CacheEntry(cache_dir / name, len(files.paths), images.train_base_size(image_size), image_size)
+    return CacheEntry(cache_dir / name, len(files.paths), decoding.train_base_size(image_size), image_size)
 
 
 # --- the record on disk ----------------------------------------------------------------------
@@ -217,7 +225,7 @@ def _decode_chunk(chunk: Sequence[tuple[int, str]]) -> list[int]:
     assert _worker_arrays is not None, "worker not initialised"
     train, test, sizes = _worker_arrays
     for index, path in chunk:
-        big, small = images.decode(Path(path), sizes)  # looked up per call: tests count calls
+        big, small = decoding.decode(Path(path), sizes)  # looked up per call: tests count calls
         train[index] = big.transpose(2, 0, 1)
         test[index] = small.transpose(2, 0, 1)
     return [index for index, _ in chunk]
@@ -375,11 +383,11 @@ def build_cache(
 # --- reading -----------------------------------------------------------------------------------
 
 
-def open_cache(entry: CacheEntry, labels: Sequence[int]) -> images.DomainImages:
+def open_cache(entry: CacheEntry, labels: Sequence[int]) -> DomainImages:
     """A complete entry, mapped copy-on-write: pages come from the shared page cache."""
     train = np.memmap(entry.train_file, dtype=np.uint8, mode="c", shape=entry.train_shape)
     test = np.memmap(entry.test_file, dtype=np.uint8, mode="c", shape=entry.test_shape)
-    return images.DomainImages(
+    return DomainImages(
         torch.from_numpy(train), torch.from_numpy(test), torch.tensor(labels, dtype=torch.int64)
     )
 
@@ -392,7 +400,7 @@ def load_cached_domain(
     workers: int | None = None,
     progress: bool | None = None,
     on_progress: ProgressCallback | None = None,
-) -> tuple[images.DomainImages, CacheBuild]:
+) -> tuple[DomainImages, CacheBuild]:
     """A whole domain from the cache, decoding (or finishing) it first if needed (file-locked)."""
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -414,3 +422,35 @@ def load_cached_domain(
         return open_cache(entry, files.labels), built
     finally:
         lock.release()
+
+
+# --- PACS's `.pt` file (format 1) ------------------------------------------------------------
+
+
+def pt_cache_path(cache_dir: Path, dataset: str, files: DomainFiles, image_size: int) -> Path:
+    name = f"{dataset}-{files.domain}-{image_size}px-v{PT_CACHE_FORMAT}-{files.fingerprint()}.pt"
+    return cache_dir / name
+
+
+def load_pt_cache(
+    files: DomainFiles, image_size: int, cache_dir: Path, dataset: str = "pacs"
+) -> DomainImages:
+    """A whole domain from its `.pt` file, decoded first if there is none (file-locked); a
+    damaged file is decoded again, never trusted."""
+    path = pt_cache_path(cache_dir, dataset, files, image_size)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"cannot create cache folder {cache_dir}: {err.strerror}") from None
+    with FileLock(str(path) + ".lock"):
+        if path.exists():
+            try:
+                stored = torch.load(path, mmap=True, weights_only=True)
+                return DomainImages(stored["train"], stored["test"], stored["labels"])
+            except Exception as err:  # a damaged cache file is rebuilt, never trusted
+                log.warning("rebuilding damaged cache %s (%s)", path, err)
+        images = decoding.decode_domain(files, image_size)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"train": images.train, "test": images.test, "labels": images.labels}, tmp)
+        os.replace(tmp, path)
+    return images

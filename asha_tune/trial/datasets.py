@@ -4,6 +4,9 @@ Every dataset is `<root>/<domain>/<class>/<image>`, the layout of DomainBed and 
 ImageFolder. A `Layout` says which domains and classes a root must hold; `list_dataset` checks
 the root against it (each problem one line naming the folder, as a `DataError`) and lists the
 images in a fixed order, so every process on every machine numbers the same image the same way.
+PACS is one layout among them (as DomainBed's PACS is its image-folder dataset with the domains
+named): the sweep's preflight and the trial list every dataset with `list_dataset`, so a trial
+loads exactly the images the preflight counted.
 
 Order (deterministic, independent of the file system's listing order):
 - domains: the layout's order (DomainBed's: folder names sorted); for `folder`, sorted;
@@ -119,7 +122,7 @@ def dataset_layout(name: str) -> Layout:
 
 @dataclass(frozen=True)
 class DomainFiles:
-    """The images of one domain in load order; attribute-compatible with data.DomainFiles."""
+    """The images of one domain in load order, with their class ids."""
 
     domain: str
     root: Path  # the data root: keys and the fingerprint are relative to it
@@ -135,8 +138,8 @@ class DomainFiles:
         return tuple(p.relative_to(self.root).as_posix() for p in self.paths)
 
     def fingerprint(self) -> str:
-        """Changes when a file is added, removed, renamed or rewritten (data.py's formula, so a
-        PACS domain keeps today's cache key)."""
+        """Changes when a file is added, removed, renamed or rewritten. The formula is part of
+        every cache key (PACS's `.pt` files were named with it): changing it orphans them."""
         stats = self.stats or tuple(_size_mtime(p) for p in self.paths)
         digest = hashlib.sha256()
         for path, (size, mtime) in zip(self.paths, stats, strict=True):

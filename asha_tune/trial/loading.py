@@ -1,11 +1,12 @@
 """What a trial reads: its domains loaded once, split as its selection protocol says, and placed
 on its device or left in host memory to be streamed.
 
-Datasets. PACS keeps its own path (data.load_domain: the `.pt` decode cache, the authors' class
-ids), so a PACS trial reads exactly what it read before. Every other dataset is checked against
-its layout and listed once (datasets.list_dataset), then decoded into the parallel, resumable,
-memory-mapped cache (cache.load_cached_domain). The class order (ids = positions) is reported
-with the trial's constants (selection.CLASSES_KEY) and kept in its checkpoints.
+Datasets. Every dataset, PACS included, is checked against its layout and listed once
+(datasets.list_dataset: the listing the sweep's preflight checked), then each domain is read
+from its decode cache (`load_domain`): PACS from the `.pt` file it always had, every other
+dataset from the parallel, resumable, memory-mapped cache (cache.py). PACS's class ids are the
+authors'. The class order (ids = positions) is reported with the trial's constants
+(selection.CLASSES_KEY) and kept in its checkpoints.
 
 Data paths. A trial's images (its training images at the crop base size, the adaptation target
 at the same size, every evaluation set at image size, and a fold model's own copies under lodo)
@@ -46,11 +47,11 @@ import torch
 from torch import Tensor
 
 from asha_tune.errors import DataError
-from asha_tune.trial import data as pacs
 from asha_tune.trial import selection
-from asha_tune.trial.cache import load_cached_domain
+from asha_tune.trial.cache import PT_CACHE_DATASETS, load_cached_domain, load_pt_cache
 from asha_tune.trial.config import CLASSES, Runtime, TrialConfig
-from asha_tune.trial.datasets import list_dataset
+from asha_tune.trial.datasets import DatasetFiles, list_dataset
+from asha_tune.trial.decoding import DomainImages, train_base_size
 from asha_tune.trial.streaming import BatchStream, DataPath, Parts, choose_path, device_budget, images_bytes
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class StreamedImages:
     """Images left in host memory (memory-mapped caches), gathered batch by batch to the device.
 
     `rows[i]` is image i's row in `train`/`test` (the domains read as one); `labels` is on the
-    device. The same attributes as data.DomainImages where they mean the same (`labels`, len).
+    device. The same attributes as decoding.DomainImages where they mean the same (`labels`, len).
     """
 
     train: Parts
@@ -80,7 +81,7 @@ class StreamedImages:
         return BatchStream(getattr(self, part), self.rows, self.device)
 
 
-Images = pacs.DomainImages | StreamedImages
+Images = DomainImages | StreamedImages
 
 
 @dataclass
@@ -181,7 +182,7 @@ def test_batches(images: Images, step: int) -> Generator[tuple[Tensor, Tensor], 
 class _Domain:
     """A loaded domain: the whole cached domain (host) and the rows the trial keeps of it."""
 
-    whole: pacs.DomainImages
+    whole: DomainImages
     rows: Tensor  # rows of `whole` in the trial's (limited) domain, CPU
     split: selection.Domain
 
@@ -205,26 +206,37 @@ def _progress_logger(domain: str) -> Callable[[int, int], None]:
     return report
 
 
-def _limited(name: str, whole: pacs.DomainImages, keys: Sequence[str], limit: int | None) -> _Domain:
-    rows = pacs.stratified_subset(whole.labels, limit)
+def stratified_subset(labels: Tensor, limit: int | None) -> Tensor:
+    """A deterministic subset of `limit` indices keeping the class proportions (evenly spaced)."""
+    n = len(labels)
+    if limit is None or limit >= n:
+        return torch.arange(n)
+    classes = labels.unique().tolist()
+    counts = {c: int((labels == c).sum()) for c in classes}
+    # Largest-remainder quotas, at least one image per class.
+    exact = {c: max(1.0, limit * counts[c] / n) for c in classes}
+    quota = {c: min(counts[c], math.floor(exact[c])) for c in classes}
+    for c in sorted(classes, key=lambda c: exact[c] - quota[c], reverse=True):
+        if sum(quota.values()) >= limit:
+            break
+        if quota[c] < counts[c]:
+            quota[c] += 1
+    picked = []
+    for c in classes:
+        members = (labels == c).nonzero().flatten()
+        step = counts[c] / quota[c]
+        picked += [members[int((j + 0.5) * step)] for j in range(quota[c])]
+    return torch.stack(picked).sort().values
+
+
+def _limited(name: str, whole: DomainImages, keys: Sequence[str], limit: int | None) -> _Domain:
+    rows = stratified_subset(whole.labels, limit)
     labels = whole.labels[rows].tolist()
     return _Domain(whole, rows, selection.Domain(name, tuple(keys[i] for i in rows.tolist()), tuple(labels)))
 
 
-def _load_pacs(config: TrialConfig, root: Path, cache: Path) -> _Loaded:
-    """PACS as it always was: data.load_domain, the `.pt` cache, the authors' class ids."""
-    d = config.data
-    targets = d.target_domains or ()
-    domains = {}
-    for name in (*d.sources, *targets):
-        whole = pacs.load_domain(root, name, d.image_size, cache)
-        keys = [p.relative_to(root).as_posix() for p in pacs.list_domain(root, name).paths]
-        domains[name] = _limited(name, whole, keys, d.limit_per_domain)
-    return _Loaded(CLASSES, domains, targets)
-
-
 def _load_dataset(config: TrialConfig, root: Path, cache: Path, progress: bool | None) -> _Loaded:
-    """Any other dataset: checked against its layout, decoded into the memory-mapped cache."""
+    """The data root checked against the dataset's layout, each domain read from its cache."""
     d = config.data
     wanted = d.target_domains
     files = list_dataset(d.dataset, root, None if wanted is None else [*d.sources, *wanted])
@@ -238,29 +250,38 @@ def _load_dataset(config: TrialConfig, root: Path, cache: Path, progress: bool |
         )
     domains = {}
     for name in (*d.sources, *targets):
-        logged = None if progress else _progress_logger(name)  # a bar shows it, else the log does
-        whole, built = load_cached_domain(
-            files[name], d.image_size, cache, d.dataset, progress=progress, on_progress=logged
-        )
-        if built.decoded:
-            log.info(
-                "decoded %d images of %s in %.1f s (%d workers)",
-                built.decoded,
-                name,
-                built.seconds,
-                built.workers,
-            )
+        whole = load_domain(files, name, d.image_size, cache, progress)
         domains[name] = _limited(name, whole, files[name].keys(), d.limit_per_domain)
     return _Loaded(classes, domains, targets)
+
+
+def load_domain(
+    files: DatasetFiles, domain: str, image_size: int, cache: Path, progress: bool | None = None
+) -> DomainImages:
+    """One whole domain of a listed data root, decoded first if its cache lacks it: PACS into
+    its `.pt` file (cache.load_pt_cache), every other dataset in parallel into the folder cache,
+    with a progress bar (`progress` None: on a terminal) or else log lines."""
+    if files.dataset in PT_CACHE_DATASETS:
+        return load_pt_cache(files[domain], image_size, cache, files.dataset)
+    logged = None if progress else _progress_logger(domain)  # a bar shows it, else the log does
+    whole, built = load_cached_domain(
+        files[domain], image_size, cache, files.dataset, progress=progress, on_progress=logged
+    )
+    if built.decoded:
+        log.info(
+            "decoded %d images of %s in %.1f s (%d workers)",
+            built.decoded,
+            domain,
+            built.seconds,
+            built.workers,
+        )
+    return whole
 
 
 def load_domains(config: TrialConfig, runtime: Runtime, progress: bool | None = None) -> _Loaded:
     """Every domain the trial reads, each limited as configured, its class order and targets."""
     root, cache = runtime.resolved_data_root(), runtime.resolved_cache_dir()
-    if config.data.dataset == "pacs":
-        loaded = _load_pacs(config, root, cache)
-    else:
-        loaded = _load_dataset(config, root, cache, progress)
+    loaded = _load_dataset(config, root, cache, progress)
     try:
         selection.check_metric_names(list(loaded.domains))
     except ValueError as err:
@@ -302,7 +323,7 @@ class _Placer:
             name, r = rows[0]
             return _take(self.domains[name].whole, r, parts, self.device)
         train, test = (self._joined(rows, a, a in parts) for a in ("train", "test"))
-        return pacs.DomainImages(train, test, self._labels(rows))
+        return DomainImages(train, test, self._labels(rows))
 
     def _joined(self, rows: list[tuple[str, Tensor]], part: str, needed: bool) -> Tensor:
         """Several domains' images in one device tensor, copied in place piece by piece (a
@@ -330,9 +351,7 @@ class _Placer:
         return StreamedImages(train, test, index, labels.to(self.device), self.device)
 
 
-def _take(
-    images: pacs.DomainImages, rows: Tensor, parts: tuple[str, ...], device: torch.device
-) -> pacs.DomainImages:
+def _take(images: DomainImages, rows: Tensor, parts: tuple[str, ...], device: torch.device) -> DomainImages:
     """The images at `rows`, only the parts needed, on the device (no copy for all of them)."""
     index = None if torch.equal(rows, torch.arange(len(images))) else rows
 
@@ -341,7 +360,7 @@ def _take(
             return t[:0].to(device)
         return (t if index is None else t[index]).to(device, non_blocking=True)
 
-    return pacs.DomainImages(
+    return DomainImages(
         pick(images.train, "train" in parts), pick(images.test, "test" in parts), pick(images.labels)
     )
 
@@ -350,7 +369,7 @@ def _bytes_needed(
     plan: selection.SelectionPlan, loaded: _Loaded, image_size: int, adaptation: str | None
 ) -> int:
     """What the memory path would put on the device (module docstring)."""
-    base = pacs.train_base_size(image_size)
+    base = train_base_size(image_size)
     train = len(plan.train) + sum(len(p) for p in plan.folds.values())
     if adaptation is not None:
         train += len(loaded.domains[adaptation].rows)

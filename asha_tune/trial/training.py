@@ -28,8 +28,8 @@ from pydantic import ValidationError
 from torch import Tensor, nn
 
 from asha_tune.errors import AshaTuneError, ConfigError, DeviceError, DivergedError, first_line
-from asha_tune.trial import data as pacs
 from asha_tune.trial import selection
+from asha_tune.trial.augmentation import augment, normalize
 from asha_tune.trial.config import Runtime, TrialConfig
 from asha_tune.trial.devices import cuda_problem, describe_device, has_unusable_gpu
 from asha_tune.trial.loading import (  # noqa: F401  (TrialData, load_trial_data: this module's API)
@@ -315,11 +315,11 @@ class Trial:
                 )
             for begin, n in cuts:
                 idx = order[begin : begin + n]
-                x = self._input(pacs.augment(next(xs), d.image_size, self.gens.augment))
+                x = self._input(augment(next(xs), d.image_size, self.gens.augment))
                 y = source.labels[idx]
                 x_target = None
                 if targets is not None:  # paired exactly when target is
-                    x_target = self._input(pacs.augment(next(targets), d.image_size, self.gens.augment))
+                    x_target = self._input(augment(next(targets), d.image_size, self.gens.augment))
                 with self._autocast():
                     logits = self.mode.train_logits(self.model, self.shaper, x, x_target)
                     loss = self.loss_fn(logits, y)
@@ -348,7 +348,7 @@ class Trial:
         step = self.config.train.eval_batch_size
         with contextlib.closing(test_batches(images, step)) as batches:
             for batch, labels in batches:
-                x = self._input(pacs.normalize(batch))
+                x = self._input(normalize(batch))
                 with self._autocast():
                     logits = self.mode.eval_logits(self.model, self.shaper, x)
                 correct += (logits.argmax(1) == labels).sum()

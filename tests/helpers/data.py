@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from asha_tune.trial.config import CLASSES, DOMAINS, TrialConfig
+from asha_tune.trial.datasets import DomainFiles, list_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -17,6 +18,18 @@ REPO = Path(__file__).resolve().parents[2]
 def real_pacs_root() -> Path:
     """$ASHA_TUNE_DATA_ROOT, else the PACS copy beside the checkout (as CI has it)."""
     return Path(os.environ.get("ASHA_TUNE_DATA_ROOT", REPO.parent / "shared" / "PACS"))
+
+
+def pacs_domain(root: Path, domain: str) -> DomainFiles:
+    """One PACS domain as the preflight and the trial list it."""
+    return list_dataset("pacs", root, [domain])[domain]
+
+
+def load_pacs_domain(root: Path, domain: str, image_size: int, cache_dir: Path):  # -> DomainImages
+    """One whole PACS domain as a trial reads it (its `.pt` decode cache, built if missing)."""
+    from asha_tune.trial.loading import load_domain  # torch: only where a test loads images
+
+    return load_domain(list_dataset("pacs", root, [domain]), domain, image_size, cache_dir)
 
 
 def make_synthetic_pacs(

@@ -1,41 +1,46 @@
-"""The dataset registry and layout checks (asha_tune/trial/datasets.py) on tiny synthetic trees."""
+"""The dataset registry's listing of the real PACS (asha_tune/trial/datasets.py): exactly the files,
+order, class ids and cache keys of the PACS path it replaced."""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
-from PIL import Image
-
-from asha_tune.trial import config, data
+from asha_tune.trial import cache, config
+from asha_tune.trial.config import CLASSES
 from asha_tune.trial.datasets import list_dataset
 
 
-def image(path: Path, colour: tuple[int, int, int] = (10, 20, 30), fmt: str | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (4, 4), colour).save(path, format=fmt)
-    return path
+def listed_as_before(root: Path, domain: str) -> tuple[list[Path], list[int]]:
+    """The PACS path's listing, frozen here: `<class>/*` with .jpg, .jpeg or .png, sorted."""
+    paths: list[Path] = []
+    labels: list[int] = []
+    for label, name in enumerate(CLASSES):
+        found = sorted(
+            p for p in (root / domain / name).iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"}
+        )
+        paths += found
+        labels += [label] * len(found)
+    return paths, labels
 
 
-def tree(root: Path, domains: tuple[str, ...], classes: tuple[str, ...], per_class: int = 1) -> Path:
-    """Every domain holding every class, `per_class` copies of one tiny PNG each."""
-    png = image(root / ".template.png", fmt="PNG").read_bytes()
-    for domain in domains:
-        for name in classes:
-            (root / domain / name).mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                (root / domain / name / f"{i}.png").write_bytes(png)
-    return root
+def fingerprint_as_before(root: Path, paths: Sequence[Path]) -> str:
+    """The PACS path's fingerprint, frozen here: the `.pt` cache files on users' disks carry it."""
+    h = hashlib.sha256()
+    for path in paths:
+        stat = path.stat()
+        h.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
 
 
-def test_real_pacs_lists_exactly_as_data_py(pacs_root):
+def test_real_pacs_lists_exactly_as_the_pacs_path_did(pacs_root):
     files = list_dataset("pacs", pacs_root)
     for domain in config.DOMAINS:
-        today = data.list_domain(pacs_root, domain)
+        paths, labels = listed_as_before(pacs_root, domain)
         mine = files[domain]
-        assert mine.paths == today.paths and mine.labels == today.labels
-        assert mine.fingerprint() == today.fingerprint()  # so cache keys stay the same
+        assert list(mine.paths) == paths and list(mine.labels) == labels
+        assert mine.fingerprint() == fingerprint_as_before(pacs_root, paths)  # so cache keys stay the same
+        name = f"pacs-{domain}-224px-v1-{fingerprint_as_before(pacs_root, paths)}.pt"
+        assert cache.pt_cache_path(Path("c"), "pacs", mine, 224) == Path("c") / name
     assert files.ignored == ()
-
-
-def pacs(root: Path) -> Path:
-    return tree(root, config.DOMAINS, config.CLASSES)

@@ -18,11 +18,13 @@ from asha_tune.spaces import load_space
 from asha_tune.sweep import SweepSettings
 from asha_tune.sweep.checkpoints import final_weights
 from asha_tune.tracking.tags import SELECTION_IMAGES_TAG, SELECTION_METRIC_TAG
-from asha_tune.trial import data as pacs
 from asha_tune.trial import scores
+from asha_tune.trial.augmentation import normalize
 from asha_tune.trial.config import Runtime, TrialConfig
+from asha_tune.trial.loading import stratified_subset
 from asha_tune.trial.model import build_model
 from asha_tune.trial.training import run_trial
+from tests.helpers.data import load_pacs_domain
 
 SMALL = {"source": "art_painting", "image_size": 32, "limit_per_domain": 49}
 
@@ -74,9 +76,9 @@ def test_scores_of_an_unshaped_trial_equal_its_models_scores_recomputed(pacs_run
     model = build_model("none")
     model.load_state_dict(states[-1]["model"])
     model.eval()
-    images = pacs.load_domain(pacs_runtime.data_root, "photo", 32, pacs_runtime.cache_dir)
+    images = load_pacs_domain(pacs_runtime.data_root, "photo", 32, pacs_runtime.cache_dir)
     with torch.no_grad():
-        logits = model(pacs.normalize(images.subset(pacs.stratified_subset(images.labels, 49)).test))
+        logits = model(normalize(images.subset(stratified_subset(images.labels, 49)).test))
     assert metrics["entropy_photo"] == pytest.approx(scores.entropy(logits), abs=1e-5)
     assert metrics["im_photo"] == pytest.approx(scores.im(logits), abs=1e-5)
     assert metrics["snd_photo"] == pytest.approx(scores.snd(logits), abs=1e-4)  # evaluated in batches of 16

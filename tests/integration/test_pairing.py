@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from asha_tune.trial import data as pacs
 from asha_tune.trial import selection
 from asha_tune.trial.config import CLASSES, SelectionConfig
-from asha_tune.trial.data import IMAGE_SUFFIXES
+from asha_tune.trial.datasets import IMAGE_SUFFIXES
 from asha_tune.trial.pairing import epoch_pairing
 from asha_tune.trial.training import Generators
+from tests.helpers.data import pacs_domain
 
 
 def counted_by_hand(root: Path, domain: str) -> list[int]:
@@ -37,7 +37,7 @@ def index_coverage_by_hand(source_count: int, target_counts: list[int]) -> tuple
 
 def pairing_coverage(root: Path, target: str, pairing: str, epochs: int = 1) -> tuple[Counter, Counter]:
     """(images seen per class, uses per target image) over `epochs` epochs, with asha_tune's code."""
-    files = {d: pacs.list_domain(root, d) for d in ("art_painting", target)}
+    files = {d: pacs_domain(root, d) for d in ("art_painting", target)}
     domains = {d: selection.Domain(d, tuple(map(str, f.paths)), f.labels) for d, f in files.items()}
     plan = selection.plan_selection(SelectionConfig(), domains["art_painting"], [domains[target]])
     positions = torch.tensor(plan.train)

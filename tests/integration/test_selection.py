@@ -20,13 +20,13 @@ from optuna.trial import TrialState
 from asha_tune.spaces import load_space
 from asha_tune.sweep import SweepSettings
 from asha_tune.sweep.searcher import ResumableASHA, StudySearcher
-from asha_tune.trial import data as pacs
 from asha_tune.trial import selection
 from asha_tune.trial.config import CLASSES, Runtime, SelectionConfig, TrialConfig
+from tests.helpers.data import pacs_domain
 
 
 def real_domain(root: Path, name: str) -> selection.Domain:
-    files = pacs.list_domain(root, name)
+    files = pacs_domain(root, name)
     return selection.Domain(name, tuple(p.relative_to(root).as_posix() for p in files.paths), files.labels)
 
 
@@ -72,9 +72,10 @@ def test_split_follows_its_own_seed_not_the_trial(pacs_root):
 SPLIT_IN_ANOTHER_PROCESS = """
 import json, sys
 from pathlib import Path
-from asha_tune.trial import data as pacs, selection
+from asha_tune.trial import selection
+from asha_tune.trial.datasets import list_dataset
 root = Path(sys.argv[1])
-files = pacs.list_domain(root, "sketch")
+files = list_dataset("pacs", root, ["sketch"])["sketch"]
 domain = selection.Domain("sketch", tuple(p.relative_to(root).as_posix() for p in files.paths), files.labels)
 print(json.dumps(selection.stratified_split(domain, 0.2, 3)[1]))
 """

@@ -17,7 +17,7 @@ from PIL import Image
 from asha_tune.errors import AshaTuneError
 from asha_tune.trial import selection
 from asha_tune.trial.config import Runtime
-from asha_tune.trial.data import train_base_size
+from asha_tune.trial.decoding import train_base_size
 from asha_tune.trial.loading import StreamedImages, epoch_order, load_trial_data
 from asha_tune.trial.training import Trial, load_checkpoint, run_trial, save_checkpoint
 from tests.helpers.data import ODD_CLASSES, folder_config, make_domains, tiny_config

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from asha_tune.errors import DataError
-from asha_tune.trial import cache, data
+from asha_tune.trial import cache, decoding
 from asha_tune.trial.datasets import list_dataset
 from tests.helpers.data import REPO, make_folder_dataset, mapped_files
 from tests.helpers.processes import wait_for
@@ -32,14 +32,14 @@ def domain(tmp_path):
 def count_decodes(monkeypatch, log: Path) -> None:
     """Every decode appends its path to `log` (forked workers inherit the patch; O_APPEND lines
     from several processes do not interleave)."""
-    original = data.decode
+    original = decoding.decode
 
     def logged(path, sizes):
         with open(log, "a") as f:
             f.write(f"{path}\n")
         return original(path, sizes)
 
-    monkeypatch.setattr(data, "decode", logged)
+    monkeypatch.setattr(decoding, "decode", logged)
 
 
 def decoded(log: Path) -> list[str]:
@@ -54,10 +54,10 @@ def test_parallel_build_equals_serial_build_and_todays_decode(domain, tmp_path):
     parallel, built = cache.load_cached_domain(domain, SIZE, tmp_path / "a", "folder", workers=2)
     serial, _ = cache.load_cached_domain(domain, SIZE, tmp_path / "b", "folder", workers=0)
     assert built.decoded == 60 and built.already_done == 0 and built.workers == 2
-    base = data.train_base_size(SIZE)
+    base = decoding.train_base_size(SIZE)
     assert parallel.train.shape == (60, 3, base, base) and parallel.test.shape == (60, 3, SIZE, SIZE)
     assert parallel.train.dtype == torch.uint8
-    today = data.decode_domain(domain, SIZE)  # the .pt cache's decoding
+    today = decoding.decode_domain(domain, SIZE)  # the .pt cache's decoding
     for images in (parallel, serial):
         assert torch.equal(images.train, today.train) and torch.equal(images.test, today.test)
         assert torch.equal(images.labels, today.labels)
@@ -72,7 +72,7 @@ def test_a_complete_cache_is_mapped_not_decoded(domain, tmp_path, monkeypatch):
     def no_decoding(*args):
         raise AssertionError("decoded again despite a complete cache")
 
-    monkeypatch.setattr(data, "decode", no_decoding)
+    monkeypatch.setattr(decoding, "decode", no_decoding)
     again, built = cache.load_cached_domain(domain, SIZE, tmp_path, "folder", workers=2)
     assert built.decoded == 0 and built.already_done == 60
     assert torch.equal(again.train, first.train) and torch.equal(again.test, first.test)
@@ -109,18 +109,18 @@ def test_an_interrupted_build_resumes_without_decoding_again(domain, tmp_path, m
 BUILD = """
 import sys, time
 from pathlib import Path
-from asha_tune.trial import data
+from asha_tune.trial import decoding
 from asha_tune.trial import cache
 from asha_tune.trial.datasets import list_dataset
 
 root, cache_dir, log, delay = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], float(sys.argv[4])
-original = data.decode
+original = decoding.decode
 def slow(path, sizes):
     time.sleep(delay)
     with open(log, "a") as f:
         f.write(f"{path}\\n")
     return original(path, sizes)
-data.decode = slow
+decoding.decode = slow
 cache.COMMIT_EVERY_S = 0.0  # every finished chunk marked done at once: the kill lands mid-build
 files = list_dataset("folder", root)["d"]
 images, built = cache.load_cached_domain(files, 32, cache_dir, "folder", workers=2)

@@ -1,4 +1,4 @@
-"""Decoding images as real folders hold them (data.decode / data.to_rgb): every mode ends as RGB
+"""Decoding images as real folders hold them (decoding.decode / decoding.to_rgb): every mode ends as RGB
 uint8, by a stated rule, and PACS decodes exactly as before."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from asha_tune.errors import DataError
-from asha_tune.trial import data
+from asha_tune.trial import decoding
 
 
 def saved(image: Image.Image, path: Path, **options) -> Path:
@@ -23,7 +23,7 @@ def saved(image: Image.Image, path: Path, **options) -> Path:
 
 def rgb_of(path: Path) -> np.ndarray:
     """The decoded image at its own size (8 px squares here), one pixel per row/column."""
-    (decoded,) = data.decode(path, (8,))
+    (decoded,) = decoding.decode(path, (8,))
     assert decoded.dtype == np.uint8 and decoded.shape == (8, 8, 3)
     return decoded
 
@@ -140,7 +140,7 @@ def test_exif_orientation_is_applied(tmp_path):
     exif[0x0112] = 6  # "rotate 90 CW to display"
     path = saved(Image.fromarray(pixels), tmp_path / "phone.jpg", exif=exif, quality=100)
     with Image.open(path) as im:
-        upright = data.to_rgb(im)
+        upright = decoding.to_rgb(im)
     assert upright.size == (8, 16)  # now tall
     top, bottom = np.array(upright)[:8].mean(), np.array(upright)[8:].mean()
     assert top < 20 and bottom > 220  # the left half went to the top
@@ -167,7 +167,7 @@ def test_a_file_that_cannot_be_decoded_is_named_in_one_line(tmp_path, damage):
     path.parent.mkdir()
     damage(path)
     with pytest.raises(DataError, match=r"^cannot read image .*/cls/bad file\.jpg: ") as err:
-        data.decode(path, (8,))
+        decoding.decode(path, (8,))
     assert "\n" not in str(err.value)
 
 

@@ -16,11 +16,11 @@ from asha_tune.cli import main
 from asha_tune.runner import run_logged_trial
 from asha_tune.spaces import load_space
 from asha_tune.tracking.tags import SELECTION_IMAGES_TAG, SELECTION_METRIC_TAG, is_epoch_metric
-from asha_tune.trial import data as pacs
 from asha_tune.trial import scores
+from asha_tune.trial.augmentation import normalize
 from asha_tune.trial.model import build_model
 from asha_tune.trial.training import Trial, run_trial
-from tests.helpers.data import tiny_config
+from tests.helpers.data import load_pacs_domain, tiny_config
 
 SCORE_KEYS = ("entropy", "im", "snd")
 
@@ -31,7 +31,7 @@ def logits_on(state: dict, images: torch.Tensor) -> torch.Tensor:
     model.load_state_dict(state)
     model.eval()
     with torch.no_grad():
-        return model(pacs.normalize(images))
+        return model(normalize(images))
 
 
 @pytest.mark.parametrize("protocol", ["entropy", "oracle"])
@@ -39,7 +39,7 @@ def test_every_trial_logs_the_scores_of_its_reported_targets(tiny_runtime, proto
     config = tiny_config(selection={"protocol": protocol}, train={"epochs": 1})
     states = []
     (metrics,) = run_trial(config, tiny_runtime, report=lambda m, s: states.append(s)).history
-    cartoon = pacs.load_domain(tiny_runtime.data_root, "cartoon", 32, tiny_runtime.cache_dir)
+    cartoon = load_pacs_domain(tiny_runtime.data_root, "cartoon", 32, tiny_runtime.cache_dir)
     logits = logits_on(states[-1]["model"], cartoon.test)
     assert metrics["entropy_cartoon"] == pytest.approx(scores.entropy(logits), abs=1e-5)
     assert metrics["im_cartoon"] == pytest.approx(scores.im(logits), abs=1e-5)

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from asha_tune.trial import data as pacs
+from asha_tune.trial.augmentation import MEAN, STD
 from asha_tune.trial.config import CLASSES, Runtime
 from asha_tune.trial.pairing import epoch_pairing
 from asha_tune.trial.training import Generators, Trial
@@ -52,7 +52,7 @@ def test_a_trial_forwards_the_target_images_its_pairing_names(tmp_path, pairing,
     trial.run_epoch()
 
     # bn_only forwards the target batch, then the source batch: every other training forward.
-    mean, std = torch.tensor(pacs.MEAN), torch.tensor(pacs.STD)
+    mean, std = torch.tensor(MEAN), torch.tensor(STD)
     palette = torch.tensor(list(colours), dtype=torch.float32)
     got = []
     for x in forwarded[0::2]:

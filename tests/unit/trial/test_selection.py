@@ -19,17 +19,17 @@ from asha_tune.cli import main
 from asha_tune.runner import run_logged_trial
 from asha_tune.spaces import load_space
 from asha_tune.tracking.tags import ADAPTATION_TAG
-from asha_tune.trial import data as pacs
 from asha_tune.trial import selection
+from asha_tune.trial.augmentation import normalize
 from asha_tune.trial.config import CLASSES, Runtime
 from asha_tune.trial.model import build_model
 from asha_tune.trial.training import Trial, run_trial
-from tests.helpers.data import tiny_config
+from tests.helpers.data import load_pacs_domain, pacs_domain, tiny_config
 from tests.helpers.mlflow import mlflow_store
 
 
 def real_domain(root: Path, name: str) -> selection.Domain:
-    files = pacs.list_domain(root, name)
+    files = pacs_domain(root, name)
     return selection.Domain(name, tuple(p.relative_to(root).as_posix() for p in files.paths), files.labels)
 
 
@@ -39,7 +39,7 @@ def real_domain(root: Path, name: str) -> selection.Domain:
 def test_source_val_never_trains_on_held_out_images(tiny_runtime):
     config = tiny_config(selection={"protocol": "source_val", "val_fraction": 0.34})
     trial = Trial(config, tiny_runtime)
-    whole = pacs.load_domain(tiny_runtime.data_root, "art_painting", 32, tiny_runtime.cache_dir)
+    whole = load_pacs_domain(tiny_runtime.data_root, "art_painting", 32, tiny_runtime.cache_dir)
     held = torch.tensor([p for p in range(len(whole)) if p not in trial.data.source_positions.tolist()])
     assert len(held) == 7 and len(trial.data.source) == len(whole) - 7  # one per class (3 each)
     trained = {bytes(x.numpy()) for x in trial.data.source.train}
@@ -54,7 +54,7 @@ def test_target_val_reports_on_the_rest_and_adapts_on_every_target_image(tiny_ru
         shaping={"mode": "bn_only"}, selection={"protocol": "target_val", "val_fraction": 0.34}
     )
     trial = Trial(config, tiny_runtime)
-    whole = pacs.load_domain(tiny_runtime.data_root, "cartoon", 32, tiny_runtime.cache_dir)
+    whole = load_pacs_domain(tiny_runtime.data_root, "cartoon", 32, tiny_runtime.cache_dir)
     val, reported = trial.data.val["cartoon"], trial.data.targets["cartoon"]
     assert len(val) == 7 and len(reported) == 14 and len(trial.data.source) == 21
     rows = lambda t: {bytes(x.numpy()) for x in t}  # noqa: E731
@@ -112,12 +112,12 @@ def test_val_acc_is_the_accuracy_on_the_held_out_images(tmp_path):
     # Independently: the held-out images by the split's rule, the trained model in eval mode.
     source = real_domain(runtime.data_root, "art_painting")
     _, held = selection.stratified_split(source, 0.2, seed=4)
-    images = pacs.load_domain(runtime.data_root, "art_painting", 32, runtime.cache_dir)
+    images = load_pacs_domain(runtime.data_root, "art_painting", 32, runtime.cache_dir)
     model = build_model("none")
     model.load_state_dict(states[-1]["model"])
     model.eval()
     with torch.no_grad():
-        predicted = model(pacs.normalize(images.test[list(held)])).argmax(1)
+        predicted = model(normalize(images.test[list(held)])).argmax(1)
     labels = images.labels[list(held)]
     n, correct = len(held), int((predicted == labels).sum())
     assert n == 10 and Counter(labels.tolist())[0] == 4  # 20 % of 20 dogs, 1 of each 5

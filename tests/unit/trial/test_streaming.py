@@ -8,9 +8,10 @@ import threading
 import pytest
 import torch
 
-from asha_tune.trial import cache, data, selection, streaming
+from asha_tune.trial import cache, selection, streaming
 from asha_tune.trial.config import SelectionConfig
 from asha_tune.trial.datasets import list_dataset
+from asha_tune.trial.loading import stratified_subset
 from asha_tune.trial.streaming import BatchStream, choose_path
 from tests.helpers.data import make_folder_dataset, mapped_files
 
@@ -26,7 +27,7 @@ def cached(tmp_path):
 def trial_rows(files, images, limit: int) -> torch.Tensor:
     """The source rows a trial trains on, as training.load_trial_data picks them: the
     stratified limit, then the source_val split's kept positions."""
-    keep = data.stratified_subset(images.labels, limit)
+    keep = stratified_subset(images.labels, limit)
     keys = files.keys()
     domain = selection.Domain("d", tuple(keys[i] for i in keep.tolist()), tuple(images.labels[keep].tolist()))
     plan = selection.plan_selection(SelectionConfig(protocol="source_val"), domain, [domain])

@@ -1,3 +1,6 @@
+"""PACS read as a trial reads it: listed like every dataset (datasets.list_dataset), decoded
+once per image size into its `.pt` cache, limited to a class-stratified subset."""
+
 from __future__ import annotations
 
 import shutil
@@ -5,47 +8,51 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from asha_tune.errors import ConfigError, DataError
-from asha_tune.trial import data
-from tests.helpers.data import mapped_files
+from asha_tune.sweep.preflight import data_problems
+from asha_tune.trial import decoding
+from asha_tune.trial.datasets import list_dataset
+from asha_tune.trial.loading import load_domains, stratified_subset
+from tests.helpers.data import load_pacs_domain, mapped_files, pacs_domain, tiny_config
 
 
 def test_decode_cache_is_reused(synthetic_pacs, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
-    first = data.load_domain(synthetic_pacs, "cartoon", 32, cache)
-    assert first.train.shape == (21, 3, data.train_base_size(32), data.train_base_size(32))
+    first = load_pacs_domain(synthetic_pacs, "cartoon", 32, cache)
+    assert first.train.shape == (21, 3, decoding.train_base_size(32), decoding.train_base_size(32))
     assert first.test.shape == (21, 3, 32, 32) and first.train.dtype == torch.uint8
     (cached,) = cache.glob("pacs-cartoon-32px-*.pt")
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again despite a cache")
 
-    monkeypatch.setattr(data, "decode", no_decoding)
-    again = data.load_domain(synthetic_pacs, "cartoon", 32, cache)
+    monkeypatch.setattr(decoding, "decode", no_decoding)
+    again = load_pacs_domain(synthetic_pacs, "cartoon", 32, cache)
     assert torch.equal(again.train, first.train) and torch.equal(again.labels, first.labels)
     # Another image size is another cache entry (and needs decoding).
     with pytest.raises(AssertionError, match="decoded again"):
-        data.load_domain(synthetic_pacs, "cartoon", 48, cache)
+        load_pacs_domain(synthetic_pacs, "cartoon", 48, cache)
     assert cached.exists()
 
 
 def test_cache_key_follows_source_files(synthetic_pacs, tmp_path):
     cache = tmp_path / "cache"
-    data.load_domain(synthetic_pacs, "photo", 32, cache)
+    load_pacs_domain(synthetic_pacs, "photo", 32, cache)
     extra = synthetic_pacs / "photo" / "dog" / "extra.jpg"
     shutil.copy(next((synthetic_pacs / "photo" / "dog").glob("*.jpg")), extra)
-    grown = data.load_domain(synthetic_pacs, "photo", 32, cache)
+    grown = load_pacs_domain(synthetic_pacs, "photo", 32, cache)
     assert len(grown) == 22
     assert len(list(cache.glob("pacs-photo-32px-*.pt"))) == 2
 
 
 def test_damaged_cache_is_rebuilt(synthetic_pacs, tmp_path):
     cache = tmp_path / "cache"
-    good = data.load_domain(synthetic_pacs, "photo", 32, cache)
+    good = load_pacs_domain(synthetic_pacs, "photo", 32, cache)
     (path,) = cache.glob("pacs-photo-*.pt")
     path.write_bytes(b"not a cache")
-    rebuilt = data.load_domain(synthetic_pacs, "photo", 32, cache)
+    rebuilt = load_pacs_domain(synthetic_pacs, "photo", 32, cache)
     assert torch.equal(rebuilt.test, good.test)
 
 
@@ -53,11 +60,11 @@ def test_test_images_match_torchvision_resize(synthetic_pacs, tmp_path):
     from PIL import Image
     from torchvision import transforms
 
-    images = data.load_domain(synthetic_pacs, "art_painting", 32, tmp_path / "c")
-    path = data.list_domain(synthetic_pacs, "art_painting").paths[0]
+    images = load_pacs_domain(synthetic_pacs, "art_painting", 32, tmp_path / "c")
+    path = pacs_domain(synthetic_pacs, "art_painting").paths[0]
     with Image.open(path) as im:
         expected = transforms.PILToTensor()(transforms.Resize(32)(im.convert("RGB")))
-        base = transforms.PILToTensor()(transforms.Resize(data.train_base_size(32))(im.convert("RGB")))
+        base = transforms.PILToTensor()(transforms.Resize(decoding.train_base_size(32))(im.convert("RGB")))
     assert torch.equal(images.test[0], expected)
     assert torch.equal(images.train[0], base)
 
@@ -70,81 +77,41 @@ def test_test_images_match_torchvision_resize(synthetic_pacs, tmp_path):
         (lambda root: shutil.rmtree(root / "sketch" / "horse"), r"class folder .*sketch/horse is missing"),
         (
             lambda root: [p.unlink() for p in (root / "sketch" / "dog").iterdir()],
-            r"class folder .*sketch/dog has no .jpg or .png images",
+            r"class folder .*sketch/dog has no images",
         ),
     ],
 )
 def test_layout_errors_name_the_path(synthetic_pacs, tmp_path, damage, message):
     damage(synthetic_pacs)
     with pytest.raises(DataError, match=message):
-        data.load_domain(synthetic_pacs, "sketch", 32, tmp_path / "cache")
+        load_pacs_domain(synthetic_pacs, "sketch", 32, tmp_path / "cache")
 
 
 def test_unreadable_image_names_the_file(synthetic_pacs, tmp_path):
     bad = synthetic_pacs / "cartoon" / "giraffe" / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
     with pytest.raises(DataError, match=r"cannot read image .*cartoon/giraffe/broken.jpg"):
-        data.load_domain(synthetic_pacs, "cartoon", 32, tmp_path / "cache")
+        load_pacs_domain(synthetic_pacs, "cartoon", 32, tmp_path / "cache")
     assert not list((tmp_path / "cache").glob("*.pt"))  # nothing half-written is cached
 
 
 def test_unknown_domain(synthetic_pacs, tmp_path):
     with pytest.raises(DataError, match="unknown domain 'mars'"):
-        data.load_domain(synthetic_pacs, "mars", 32, tmp_path)
+        load_pacs_domain(synthetic_pacs, "mars", 32, tmp_path)
 
 
 def test_stratified_subset_is_deterministic_and_keeps_proportions():
     labels = torch.tensor([0] * 100 + [1] * 50 + [2] * 10)
-    picked = data.stratified_subset(labels, 32)
+    picked = stratified_subset(labels, 32)
     assert len(picked) == 32 and len(set(picked.tolist())) == 32
     counts = torch.bincount(labels[picked]).tolist()
     assert counts == [20, 10, 2]
-    assert torch.equal(picked, data.stratified_subset(labels, 32))
-    assert torch.equal(data.stratified_subset(labels, None), torch.arange(160))
-
-
-def test_crop_boxes_follow_random_resized_crop():
-    from torchvision.transforms import RandomResizedCrop
-
-    g = torch.Generator().manual_seed(0)
-    boxes = data.random_crop_boxes(20000, 256, g, torch.device("cpu"))
-    w, h = boxes[:, 3] - boxes[:, 1], boxes[:, 4] - boxes[:, 2]
-    area = w * h / 256**2
-    assert area.min() >= 0.69 and area.max() <= 1.0
-    assert (w / h).min() >= 0.74 and (w / h).max() <= 1.34
-    assert boxes[:, 1].min() >= 0 and boxes[:, 3].max() <= 256 and boxes[:, 4].max() <= 256
-    # Same distribution as torchvision's own sampler (rejection biases the area below 0.85).
-    torch.manual_seed(0)
-    image = torch.zeros(3, 256, 256)
-    ref = torch.tensor(
-        [RandomResizedCrop.get_params(image, data.CROP_SCALE, data.CROP_RATIO) for _ in range(20000)],
-        dtype=torch.float32,
-    )
-    ref_area = ref[:, 2] * ref[:, 3] / 256**2
-    assert area.mean() == pytest.approx(ref_area.mean().item(), abs=0.003)
-    assert area.std() == pytest.approx(ref_area.std().item(), abs=0.003)
-    assert boxes[:, 1].mean() == pytest.approx(ref[:, 1].mean().item(), abs=0.5)
-
-
-def test_augment_shapes_and_normalisation():
-    g = torch.Generator().manual_seed(0)
-    batch = torch.full((4, 3, 73, 73), 128, dtype=torch.uint8)
-    out = data.augment(batch, 64, g)
-    assert out.shape == (4, 3, 64, 64)
-    expected = (128 / 255 - torch.tensor(data.MEAN)) / torch.tensor(data.STD)
-    assert torch.allclose(out[:, :, 10, 10], expected.expand(4, 3), atol=1e-4)
-
-
-def test_augment_flips_about_half():
-    g = torch.Generator().manual_seed(0)
-    ramp = torch.arange(40, dtype=torch.uint8).repeat(200, 3, 40, 1)  # brightness grows to the right
-    out = data.augment(ramp, 32, g)
-    flipped = (out[:, 0, 16, 0] > out[:, 0, 16, -1]).float().mean().item()
-    assert 0.4 < flipped < 0.6
+    assert torch.equal(picked, stratified_subset(labels, 32))
+    assert torch.equal(stratified_subset(labels, None), torch.arange(160))
 
 
 def test_domain_images_move_only_needed_parts(synthetic_pacs, tmp_path):
-    images = data.load_domain(synthetic_pacs, "cartoon", 32, tmp_path / "c")
+    images = load_pacs_domain(synthetic_pacs, "cartoon", 32, tmp_path / "c")
     moved = images.to("cpu", ("test",))
     assert len(moved.train) == 0 and len(moved.test) == len(images)
 
@@ -175,3 +142,26 @@ def test_a_whole_domain_stays_memory_mapped_from_the_cache(synthetic_pacs, tmp_p
     # A subset is a (small) copy of its own.
     subset = load_trial_data(tiny_config(data={"limit_per_domain": 7}), runtime, torch.device("cpu"), False)
     assert len(subset.source) == 7 and str(source_file) not in mapped_files(subset.source.train.data_ptr())
+
+
+def test_a_pacs_copy_with_bmp_files_and_nested_folders_loads_what_the_preflight_checked(
+    synthetic_pacs, tiny_runtime
+):
+    """The preflight and the trial list PACS alike: every ImageFolder extension, sub-folders."""
+    dog = synthetic_pacs / "cartoon" / "dog"
+    (dog / "scans").mkdir()
+    with Image.open(dog / "dog_0.jpg") as im:
+        im.rotate(90).save(dog / "extra.BMP")
+        im.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(dog / "scans" / "nested.png")
+    config = tiny_config()
+    assert data_problems(config.data, synthetic_pacs, {"art_painting", "cartoon"}, False) == []
+    listed = list_dataset("pacs", synthetic_pacs, ["cartoon"])["cartoon"]
+    assert len(listed) == 23 and listed.labels[:5] == (0, 0, 0, 0, 0)
+    loaded = load_domains(config, tiny_runtime).domains["cartoon"]
+    assert loaded.split.keys == listed.keys()
+    assert loaded.split.labels == listed.labels and len(loaded.whole) == 23
+    for key in ("cartoon/dog/extra.BMP", "cartoon/dog/scans/nested.png"):
+        i = listed.keys().index(key)
+        (expected,) = decoding.decode(synthetic_pacs / key, (32,))
+        assert torch.equal(loaded.whole.test[i], torch.from_numpy(expected).permute(2, 0, 1))
+        assert loaded.whole.labels[i] == 0
