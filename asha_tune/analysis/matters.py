@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-P0 = "shaping.p0"
-CONVS = "shaping.convs"
+from asha_tune.tracking.records import CONVS, P0
+
 MAX_SETS = 10  # conv sets drawn in the slice plot (the most tried first); the rest are counted
 MAX_ROWS = 30  # rows of the heat map, likewise
 

@@ -35,6 +35,7 @@ TRIALS_TAG = "asha_tune.trials"
 BEST_TRIAL_TAG = "asha_tune.best_trial"
 BEST_RUN_TAG = "asha_tune.best_run_id"
 RESULTS_DIR_TAG = "asha_tune.results_dir"
+SPACE_ARTIFACT = "space.json"  # the resolved space, an artifact of the parent run (records.recorded_space)
 STUDY_URL_TAG = "asha_tune.study_url"
 # The driver running the sweep now (JSON: host, pid, Ray session and job), so that a second driver
 # (a resubmitted job) continues a sweep whose driver is gone but never one whose driver is alive.
