@@ -13,8 +13,8 @@ it with import-linter; the layers are listed top to bottom, each importing only 
              trainable, callbacks, checkpoints, confirm; every private Ray call in ray_compat);
              never analysis. Beside it, independent of it and of each other:
   runner.py  one trial outside Ray (`asha-tune trial`): a checkpoint file and an MLflow run
-  analysis/  records into answers (best trial and its noise, confirmation report, compare, plots,
-             replicates, tables): no torch, no Ray, no Optuna
+  analysis/  records into answers (the best trial with its noise, confirmation report, compare,
+             plots, replicates, tables): no torch, no Ray, no Optuna
 - tracking/  MLflow, and only here: the client, every name written to it, runs read back as records,
              which trial is best
 - spaces/    search spaces: YAML files validated with pydantic, sampled define-by-run
