@@ -195,8 +195,11 @@ def launch(settings: SweepSettings, restart: bool = False, reports: Reports = SI
             archive(settings)
         space = settings.space
         tracker = Tracker(settings.tracking_uri)
-        tags = {REPLICATES_TAG: str(space.search.replicates)}
-        open_run(settings, tracker, tracker.experiment(space.name), tags | _warm_start_tag(settings))
+        tags = {
+            REPLICATES_TAG: str(space.search.replicates),
+            **({WARM_START_TAG: settings.warm_start} if settings.warm_start else {}),
+        }
+        open_run(settings, tracker, tracker.experiment(space.name), tags)
         names = ", ".join(replicate_name(settings.name, r) for r in range(space.search.replicates))
         say(
             f"replicated search {settings.name}: {count(space.search.replicates, 'replicate')} of space "
@@ -205,15 +208,9 @@ def launch(settings: SweepSettings, restart: bool = False, reports: Reports = SI
         return _run_replicates(settings, tracker, reports)
 
 
-def _warm_start_tag(settings: SweepSettings) -> dict[str, str]:
-    """A replicated search names its warm start; each replicate's study receives the trials."""
-    return {WARM_START_TAG: settings.warm_start} if settings.warm_start else {}
-
-
 def resume(settings: SweepSettings, reports: Reports = SILENT) -> SweepOutcome:
-    """Continue a replicated search as asha_tune.api's resume policy says: finished replicates are
-    kept, an unfinished one continues, the ones never started are launched; a finished search only
-    reports."""
+    """Continue a replicated search as resume_policy.py says: ended replicates are kept, an
+    unfinished one continues, the ones never started are launched; a finished search only reports."""
     tracker = Tracker(settings.tracking_uri)
     if not _pending(settings, tracker):
         say(f"replicated search {settings.name} has finished: nothing to resume")

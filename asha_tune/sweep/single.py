@@ -4,7 +4,7 @@ A sweep is its settings (sweep.json), an Optuna study, an MLflow parent run with
 and Tune's folder. `launch` checks it can run before anything is written, `_run` runs Tune inside a
 Ray session, records.close ends the records by what they say, so nothing stays RUNNING. A
 replicated search runs its replicates through this module (replicated.py); which one a command
-runs, and what `resume` re-runs, is asha_tune.api's.
+runs is asha_tune.api's; what `resume` re-runs, resume_policy.py's.
 """
 
 from __future__ import annotations
@@ -291,8 +291,8 @@ def _warm_start(settings: SweepSettings, tracker: Tracker) -> None:
 
 
 def resume(settings: SweepSettings, reports: Reports = SILENT) -> SweepOutcome:
-    """Continue an unfinished sweep as asha_tune.api's resume policy says: same study, same parent
-    run, its unfinished trials from their checkpoints; a finished one only reports.
+    """Continue an unfinished sweep as resume_policy.py says: same study, same parent run, its
+    unfinished trials from their checkpoints; a finished one only reports.
 
     `settings` may carry new runtime options (data root, cache, device); they are saved."""
     tracker, experiment_id = experiment_of(settings)
