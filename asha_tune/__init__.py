@@ -4,15 +4,19 @@ The package is a house of rooms, each a folder that says what it may import (`ma
 it with import-linter; the layers are listed top to bottom, each importing only those below it):
 
 - cli.py     the `asha-tune` command: argument parsing over the Python API below
-- cluster/   a local multi-node cluster (Ray nodes, PostgreSQL, an MLflow server) started and
+- api.py     the Python API (launch, resume, confirm; the resume policy): runs a sweep (sweep/) and
+             tells its answer (analysis/); beside it, independent of it:
+  cluster/   a local multi-node cluster (Ray nodes, PostgreSQL, an MLflow server) started and
              stopped by pid; imports the sweep room for Ray's token and private calls
 - sweep/     sweeps on Ray Tune with an Optuna study: the only room that imports Ray and Optuna
-             (settings, study, preflight, session, tuner, lifecycle, searcher, trainable,
-             callbacks, checkpoints, confirm; every private Ray call in ray_compat)
-- runner.py  one trial outside Ray (`asha-tune trial`): a checkpoint file and an MLflow run
-- analysis/  records into answers (best trial and its noise, confirmation report, compare, plots,
-             replicates, tables): no torch, no Ray, no Optuna
-- tracking/  MLflow, and only here: the client, every name written to it, runs read back as records
+             (settings, study, preflight, session, tuner, records, single, replicated, searcher,
+             trainable, callbacks, checkpoints, confirm; every private Ray call in ray_compat);
+             never analysis. Beside it, independent of it and of each other:
+  runner.py  one trial outside Ray (`asha-tune trial`): a checkpoint file and an MLflow run
+  analysis/  records into answers (the best trial with its noise, confirmation report, compare,
+             plots, replicates, tables): no torch, no Ray, no Optuna
+- tracking/  MLflow, and only here: the client, every name written to it, runs read back as records,
+             which trial is best
 - spaces/    search spaces: YAML files validated with pydantic, sampled define-by-run
 - trial/     one trial: configuration, registry of names, shaping, model, data, selection, training;
              torch, never Ray, MLflow or Optuna (config, registry and selection import no torch)
@@ -42,9 +46,9 @@ _API = {
     "run_logged_trial": "asha_tune.runner",
     "load_space": "asha_tune.spaces",
     "SweepSettings": "asha_tune.sweep.settings",
-    "launch": "asha_tune.sweep.lifecycle",
-    "resume": "asha_tune.sweep.lifecycle",
-    "confirm": "asha_tune.sweep.confirm",
+    "launch": "asha_tune.api",
+    "resume": "asha_tune.api",
+    "confirm": "asha_tune.api",
     "run_compare": "asha_tune.analysis.compare",
 }
 

@@ -21,7 +21,7 @@ from asha_tune.defaults import DATA_ROOT_ENV, SPACES_ENV
 from asha_tune.dotted import nested
 from asha_tune.errors import AshaTuneError, ConfigError, first_line
 from asha_tune.sweep.settings import IF_EXISTS
-from asha_tune.tracking.tags import FAILED
+from asha_tune.tracking.records import all_failed, all_failed_text
 from asha_tune.trial.config import Runtime, SelectionConfig, format_validation_error, trial_config
 from asha_tune.trial.datasets import DATASETS
 from asha_tune.trial.registry import (
@@ -376,7 +376,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         resource_wait_s=args.resource_wait,
         warm_start=check_name(args.warm_start) if args.warm_start else None,
     )
-    from asha_tune.sweep.lifecycle import launch
+    from asha_tune.api import launch
 
     return sweep_exit(launch(settings, restart=args.restart, if_exists=args.if_exists))
 
@@ -398,26 +398,29 @@ def add_resume_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from asha_tune.sweep.lifecycle import resume
+    from asha_tune.api import resume
 
     return sweep_exit(resume(saved_settings(args)))
 
 
 def saved_settings(args: argparse.Namespace) -> Any:
-    """A sweep's saved settings, with the runtime flags of resume and confirm replacing theirs."""
-    from asha_tune.sweep import SweepSettings
+    """A sweep's saved settings, with the runtime flags of resume and confirm replacing theirs
+    (each of the settings' RUNTIME_FIELDS has its flags here)."""
+    from asha_tune.sweep.settings import RUNTIME_FIELDS, SweepSettings
 
     settings = SweepSettings.load(args.name, results_folder(args))
-    if args.address:
-        settings.address = args.address
-    if args.data_root or args.cache_dir or args.device:
-        settings.runtime = runtime_from(args, args.device or settings.runtime.device, base=settings.runtime)
-    for field in ("num_cpus", "num_gpus"):
-        if getattr(args, field) is not None:
-            setattr(settings, field, getattr(args, field))
-    if args.resource_wait is not None:
-        settings.resource_wait_s = args.resource_wait
-    return settings
+    given = {
+        "runtime": (
+            runtime_from(args, args.device or settings.runtime.device, base=settings.runtime)
+            if args.data_root or args.cache_dir or args.device
+            else None
+        ),
+        "address": args.address or None,
+        "num_cpus": args.num_cpus,
+        "num_gpus": args.num_gpus,
+        "resource_wait_s": args.resource_wait,
+    }
+    return settings.model_copy(update={k: given[k] for k in RUNTIME_FIELDS if given[k] is not None})
 
 
 def add_confirm_parser(sub: argparse._SubParsersAction) -> None:
@@ -438,31 +441,27 @@ def add_confirm_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
-    from asha_tune.sweep.confirm import confirm
+    from asha_tune.api import confirm
 
-    outcome = confirm(saved_settings(args), args.top, args.seeds).sweep
-    if outcome.finished and outcome.trials and all(t.status == FAILED for t in outcome.trials):
-        print(
-            f"asha-tune confirm: error: all {len(outcome.trials)} runs failed (each reason is printed "
-            "above and kept in MLflow)",
-            file=sys.stderr,
-        )
-        return 1
-    return sweep_exit(outcome)
+    return sweep_exit(confirm(saved_settings(args), args.top, args.seeds).sweep, confirmation=True)
 
 
-def sweep_exit(outcome: Any) -> int:
-    """0 when the sweep ran through, 130 when it was interrupted, 1 when every trial failed."""
+def sweep_exit(outcome: Any, confirmation: bool = False) -> int:
+    """0 when the sweep ran through, 130 when it was interrupted, 1 when every trial (every run of
+    a confirmation) failed."""
     if not outcome.finished:
         return 130
-    if outcome.trials and all(t.status == FAILED for t in outcome.trials):
-        name = outcome.settings.name
-        print(
-            f"asha-tune: error: all {len(outcome.trials)} trials failed (each reason is printed above "
-            f"and kept in MLflow); once fixed, start it over: asha-tune launch --space "
-            f"{outcome.settings.space.name} --name {name} --restart",
-            file=sys.stderr,
-        )
+    if all_failed(outcome.trials):
+        n, settings = len(outcome.trials), outcome.settings
+        why = "(each reason is printed above and kept in MLflow)"
+        if confirmation:
+            line = f"asha-tune confirm: error: {all_failed_text(n, 'run')} {why}"
+        else:
+            line = (
+                f"asha-tune: error: {all_failed_text(n)} {why}; once fixed, start it over: "
+                f"asha-tune launch --space {settings.space.name} --name {settings.name} --restart"
+            )
+        print(line, file=sys.stderr)
         return 1
     return 0
 
@@ -511,7 +510,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     remote = uri.startswith(("http://", "https://"))
     base = uri.rstrip("/") if remote else f"http://127.0.0.1:{args.port}"
     if settings and settings.parent_run_id:  # the sweep's runs, in MLflow's model-training view
-        experiment = Tracker(uri).client.get_run(settings.parent_run_id).info.experiment_id
+        experiment = Tracker(uri).experiment_of(settings.parent_run_id)
         print(f"sweep {settings.name}: {experiment_url(base, experiment)}", flush=True)
     if remote:
         print(f"the sweep tracks to an MLflow server: open {uri}")

@@ -162,11 +162,14 @@ def run_child(spec: dict) -> dict:
     from asha_tune.sweep import SweepSettings
 
     try:  # the layer layout; a baseline commit may predate it
-        from asha_tune.sweep import lifecycle as sweep_run
         from asha_tune.sweep import session as ray_start
         from asha_tune.trial.config import Runtime, TrialConfig
 
         start_name = "_start"
+        try:
+            from asha_tune import api as sweep_run
+        except ImportError:  # before the facade above the sweep
+            from asha_tune.sweep import lifecycle as sweep_run  # type: ignore[no-redef]
     except ImportError:
         from asha_tune.config import Runtime, TrialConfig  # type: ignore[no-redef]
 

@@ -3,9 +3,10 @@ TrialRecords, Optuna studies through the sweep room's results), never from a run
 
 - verdicts      the best trial by one rule, its noise (separable? near chance?), summaries
 - estimates     mean, sd, SE and t-interval of independent measurements (replicates, seeds)
+- verdicts      the best trial with its noise, as printed (tracking.best decides both)
 - confirmation  the report of `asha-tune confirm`
-- comparison    `asha-tune compare`'s types and computation; render (text, CSV), plots (PNGs)
-- compare       reads the sweeps from MLflow, writes the outputs, logs a comparison run
+- comparison    `asha-tune compare`'s computation; render (text, CSV), plots (PNGs)
+- compare       reads the sweeps (tracking.records), writes the outputs, logs a comparison run
 - reference     what judging a difference from the paper needs (published figures, seed spreads)
 - replicates, tables, matters  replicated searches, the DomainBed-style table, what matters
 

@@ -1,6 +1,6 @@
 """`asha-tune compare`: does a search beat the paper's grid, and at what cost.
 
-This module reads the sweeps from MLflow and writes the outputs; comparison.py computes the
+This module reads the sweeps (tracking.records) and writes the outputs; comparison.py computes the
 curves and a replayed grid against the paper, replicated.py the replicate-level answers (a
 replicated search's winners as mean ± SE, a search against a grid, a warm start against a cold
 search, the selection gap, the DomainBed-style table); render.py, tables.py, plots.py and
@@ -20,185 +20,24 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from asha_tune.analysis import matters, plots, tables
-from asha_tune.analysis.comparison import Comparison, Sweep, TrialRun, compare, selection_metric
-from asha_tune.analysis.matters import CONVS, P0
+from asha_tune.analysis.comparison import Comparison, compare, selection_metric
 from asha_tune.analysis.render import answers_rows, answers_text, csv_rows, report_text, write_csv
 from asha_tune.analysis.replicated import Answers, answers, searches
 from asha_tune.errors import AshaTuneError, ConfigError
 from asha_tune.tracking import Tracker
-from asha_tune.tracking.client import local_store
-from asha_tune.tracking.records import trial_record
+from asha_tune.tracking.records import Sweep, open_store, read_sweeps
 from asha_tune.tracking.tags import (
     COMPARED_IN_TAG,
     COMPARES_RUNS_TAG,
     COMPARES_TAG,
     COMPARISON_KIND,
     COMPLETED,
-    CONFIRMS_TRIAL_TAG,
-    DEVICE_TIME_METRICS,
-    FINAL_STATUSES,
     KIND_TAG,
     PRUNED,
-    REPLICATE_KIND,
-    REPLICATE_OF_TAG,
-    REPLICATE_SEEDS_TAG,
-    REPLICATE_TAG,
-    REPLICATES_TAG,
-    STATUS_TAG,
-    STUDY_URL_TAG,
-    SWEEP_TAG,
-    WARM_START_ADDED_TAG,
-    WARM_START_TAG,
 )
-from asha_tune.trial.selection import VAL_ACC
-
-
-def open_store(uri: str) -> Tracker:
-    db = local_store(uri)
-    if db is not None and not db.is_file():
-        raise ConfigError(f"no MLflow store at {db}: pass --tracking-uri (the store the sweeps used)")
-    return Tracker(uri)
-
-
-def _is_sweep(run: Any) -> bool:
-    """A sweep's parent run: a sweep of its own, a replicated search, or one of its replicates."""
-    tags = run.data.tags
-    if tags.get(KIND_TAG) == REPLICATE_KIND:
-        return True
-    return KIND_TAG not in tags and "mlflow.parentRunId" not in tags
-
-
-def find_parent(tracker: Tracker, name: str) -> Any:
-    ids = tracker.experiment_ids()
-    runs = [
-        r
-        for r in tracker.client.search_runs(ids, f"tags.`{SWEEP_TAG}` = '{name}'", max_results=50)
-        if _is_sweep(r)
-    ]
-    if not runs:
-        known = sorted(
-            {
-                r.data.tags[SWEEP_TAG]
-                for r in tracker.client.search_runs(ids, f"tags.`{SWEEP_TAG}` != ''", max_results=500)
-                if "mlflow.parentRunId" not in r.data.tags
-            }
-        )
-        hint = f" (sweeps there: {', '.join(known)})" if known else " (it holds no sweep)"
-        raise ConfigError(f"no sweep named {name} in {tracker.uri}{hint}")
-    return runs[0]
-
-
-def _device_seconds(tracker: Tracker, run: Any) -> float:
-    history = tracker.client.get_metric_history
-    return sum(m.value for key in DEVICE_TIME_METRICS for m in history(run.info.run_id, key))
-
-
-def replicate_parents(tracker: Tracker, parent: Any) -> list[Any]:
-    """The replicates' parent runs of a replicated search, by number; else the sweep itself."""
-    if REPLICATES_TAG not in parent.data.tags:
-        return [parent]
-    nested = tracker.find_runs(
-        parent.info.experiment_id,
-        f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.`{KIND_TAG}` = '{REPLICATE_KIND}'",
-    )
-    return sorted(nested, key=lambda r: int(r.data.tags.get(REPLICATE_TAG, 0)))
-
-
-def sweep_parents(tracker: Tracker, name: str) -> list[Any]:
-    """The parent runs whose trials make up sweep `name`: its own, or its replicates'."""
-    return replicate_parents(tracker, find_parent(tracker, name))
-
-
-def _settings(params: dict[str, str]) -> dict[str, Any]:
-    """shaping.p0 (a number, where it is one) and shaping.convs, as the run logged them."""
-    out: dict[str, Any] = {}
-    try:
-        out[P0] = float(params[P0])
-    except (KeyError, ValueError):
-        pass
-    try:
-        convs = json.loads(params.get(CONVS, "null"))
-        if isinstance(convs, list) and convs:
-            out[CONVS] = convs
-    except ValueError:
-        pass
-    return out
-
-
-def _trial(tracker: Tracker, run: Any) -> TrialRun:
-    record = trial_record(run)
-    values, params = record.values, run.data.params
-    n = {k[2:]: int(v) for k, v in params.items() if k.startswith("n_") and v.isdigit()}
-    return TrialRun(
-        record,
-        int(run.info.end_time or 0),
-        _device_seconds(tracker, run),
-        values.get("configuration"),
-        n,
-        params.get("shaping.mode"),
-        _settings(params),
-    )
-
-
-def _confirmations(tracker: Tracker, experiment_id: str, parent_run_id: str) -> dict[int, list[dict]]:
-    """Confirmation runs nested under the sweep's parent: the last metrics of each repeat, by trial."""
-    found: dict[int, list[dict[str, float]]] = {}
-    nested = tracker.find_runs(
-        experiment_id, f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`{KIND_TAG}` = 'confirmation'"
-    )
-    for confirmation in nested:
-        children = f"tags.mlflow.parentRunId = '{confirmation.info.run_id}'"
-        for run in tracker.find_runs(experiment_id, children):
-            number = run.data.tags.get(CONFIRMS_TRIAL_TAG)
-            if number is not None and run.data.tags.get(STATUS_TAG) == COMPLETED:
-                found.setdefault(int(number), []).append(dict(run.data.metrics))
-    return found
-
-
-def read_sweeps(tracker: Tracker, name: str) -> list[Sweep]:
-    """A sweep, or every replicate of a replicated search (NAME.r0, NAME.r1, ...)."""
-    return [_read(tracker, parent) for parent in sweep_parents(tracker, name)]
-
-
-def read_sweep(tracker: Tracker, name: str) -> Sweep:
-    return _read(tracker, find_parent(tracker, name))
-
-
-def _read(tracker: Tracker, parent: Any) -> Sweep:
-    name = parent.data.tags[SWEEP_TAG]
-    pid, experiment_id = parent.info.run_id, parent.info.experiment_id
-    children = tracker.find_runs(experiment_id, f"tags.mlflow.parentRunId = '{pid}'")
-    trials = [
-        _trial(tracker, r)
-        for r in children  # ended trials; not a nested confirmation
-        if KIND_TAG not in r.data.tags and r.data.tags.get(STATUS_TAG) in FINAL_STATUSES
-    ]
-    trials.sort(key=lambda t: (t.ended_ms, t.record.number))
-    space = tracker.load_dict(pid, "space.json") or {}
-    published = {c["id"]: dict(c.get("published") or {}) for c in space.get("configurations", [])}
-    params, tags = parent.data.params, parent.data.tags
-    return Sweep(
-        name,
-        pid,
-        experiment_id,
-        params.get("selection.protocol", "unknown"),
-        params.get("search.algorithm", "unknown"),
-        trials,
-        published,
-        _confirmations(tracker, experiment_id, pid),
-        metric=params.get("scheduler.metric", VAL_ACC),
-        mode=params.get("scheduler.mode", "max"),
-        family=tags.get(REPLICATE_OF_TAG, ""),
-        family_run_id=tags.get("mlflow.parentRunId") if REPLICATE_OF_TAG in tags else None,
-        replicate=int(tags.get(REPLICATE_TAG, 0)),
-        seeds=tags.get(REPLICATE_SEEDS_TAG, ""),
-        study_url=tags.get(STUDY_URL_TAG),
-        warm_start=tags.get(WARM_START_TAG),
-        warm_added=int(tags.get(WARM_START_ADDED_TAG, 0)),
-    )
 
 
 class Importances(Protocol):

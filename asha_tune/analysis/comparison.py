@@ -1,62 +1,21 @@
 """The comparison itself, from records: best so far against budget, each sweep's best, a replayed
-grid against the published figures. Pure computation on the types below: reading MLflow is
-compare.py's, the text and CSV render.py's, the figures plots.py's.
+grid against the published figures. Pure computation on the sweeps tracking.records reads back
+(Sweep, TrialRun); the text and CSV are render.py's, the figures plots.py's.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from asha_tune.analysis import reference
 from asha_tune.analysis.estimates import Estimate
-from asha_tune.analysis.verdicts import best_trial
 from asha_tune.display import values_text
-from asha_tune.tracking.records import TrialRecord
+from asha_tune.tracking.best import best_trial
+from asha_tune.tracking.records import Sweep
 from asha_tune.tracking.tags import COMPLETED
 from asha_tune.trial.selection import SE_SUFFIX, VAL_ACC, binomial_se, target_of, target_selection
-
-
-@dataclass(frozen=True)
-class TrialRun:
-    record: TrialRecord
-    ended_ms: int
-    device_s: float  # sum over its logged epochs of time_train + time_eval
-    configuration: str | None
-    n: dict[str, int]  # evaluation set sizes (n_<domain>), from the run's params
-    mode: str | None = None  # its shaping mode (baseline, random, ...), from the run's params
-    settings: dict[str, Any] = field(default_factory=dict)  # shaping.p0 and shaping.convs it ran with
-
-
-@dataclass
-class Sweep:
-    name: str
-    parent_run_id: str
-    experiment_id: str
-    protocol: str
-    algorithm: str
-    trials: list[TrialRun]  # ended trials, in order of completion
-    published: dict[str, dict[str, float]]  # configuration id -> published figures (its space)
-    confirmations: dict[int, list[dict[str, float]]] = field(default_factory=dict)  # trial -> runs
-    metric: str = VAL_ACC  # the scheduler's (and the search's) selection metric
-    mode: str = "max"
-    family: str = ""  # a replicate's replicated search; "" for a sweep of its own
-    family_run_id: str | None = None  # that search's parent run
-    replicate: int = 0
-    seeds: str = ""  # a replicate's seeds, as its parent run says
-    study_url: str | None = None
-    warm_start: str | None = None  # the sweep whose trials its study received first
-    warm_added: int = 0
-
-    @property
-    def is_grid(self) -> bool:
-        return self.algorithm == "list"
-
-    @property
-    def search(self) -> str:
-        """The search this sweep is one run of: its replicated search's name, or its own."""
-        return self.family or self.name
 
 
 def selection_metric(protocol: str, domain: str, metric: str = VAL_ACC, mode: str = "max") -> tuple[str, str]:
@@ -83,7 +42,7 @@ class CurvePoint:
 
 def curve(sweep: Sweep, domain: str) -> list[CurvePoint]:
     """Best selection so far against budget spent (the whole sweep's), trial by trial as they
-    ended; the best is picked by `verdicts.ranked_trials`'s rule, as the sweep's final answer."""
+    ended; the best is picked by `tracking.best.ranked_trials`'s rule, as the sweep's final answer."""
     (metric, mode), acc = selection_metric(sweep.protocol, domain, sweep.metric, sweep.mode), f"acc_{domain}"
     points, ended, epochs, seconds = [], [], 0, 0.0
     for k, trial in enumerate(sweep.trials, 1):

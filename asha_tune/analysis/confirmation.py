@@ -1,7 +1,7 @@
 """The report of a confirmation (`asha-tune confirm`): each confirmed configuration's figures over
 its new seeds (mean, sd, a t-based 95 % interval of the mean) beside the sweep's single run, and
 whether the sweep's ranking holds. Computed from records; running the confirmation is
-sweep/confirm.py's.
+sweep/confirm.py's, and asha_tune.api prints and logs this report once it has run.
 """
 
 from __future__ import annotations
@@ -10,30 +10,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from asha_tune.analysis.estimates import Estimate
-from asha_tune.analysis.verdicts import reported_metrics
 from asha_tune.display import is_accuracy, values_text
 from asha_tune.spaces import SearchSpace
 from asha_tune.spaces.space import CONFIGURATION_KEY
-from asha_tune.tracking.records import TrialRecord
+from asha_tune.tracking.best import reported_metrics
+from asha_tune.tracking.records import SEED, TrialRecord, configuration_id, trial_values
 from asha_tune.tracking.tags import COMPLETED
 from asha_tune.trial.selection import se_key
 
 REPORT_FILE = "confirmation.json"  # the report, an artifact of the confirmation's parent run
-SEED = "train.seed"
 ACCURACY_RANGE = (0.0, 100.0)
-
-
-def configuration_id(record: TrialRecord) -> str:
-    return f"trial-{record.number}"
-
-
-def trial_values(space: SearchSpace, record: TrialRecord) -> dict[str, Any]:
-    """A trial's settings by path (a listed configuration's resolved), without its seed."""
-    values = dict(record.values)
-    if CONFIGURATION_KEY in values:
-        values = {**space.configuration(values.pop(CONFIGURATION_KEY)).values, **values}
-    values.pop(SEED, None)
-    return values
 
 
 def interval(values: list[float], bounds: tuple[float, float] | None = None) -> dict[str, Any]:

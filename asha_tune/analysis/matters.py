@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from asha_tune.tracking.records import CONVS, P0
 from asha_tune.trial.registry import selection_label
 
-P0 = "shaping.p0"
-CONVS = "shaping.convs"
 MAX_SETS = 10  # conv sets drawn in the slice plot (the most tried first); the rest are counted
 MAX_ROWS = 30  # rows of the heat map, likewise
 

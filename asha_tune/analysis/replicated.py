@@ -3,7 +3,7 @@ end and `compare` builds on.
 
 A replicated search NAME is R sweeps NAME.r0 ... (sweep/replicated.py); a sweep of its own is a
 search of one replicate. Per target, each replicate's winner is chosen by its own protocol
-(selection.target_selection, the rule of verdicts.ranked_trials) and the winners' reported
+(selection.target_selection, the rule of tracking.best.ranked_trials) and the winners' reported
 accuracies give mean ± SE over replicates (analysis/replicates.py). Beside it: which
 configurations won, what each replicate spent, the selection gap (the oracle's winner minus each
 honest protocol's winner among the same trials), a search against a grid, and the rows of the
@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from asha_tune.analysis.comparison import Sweep, TrialRun
 from asha_tune.analysis.estimates import Estimate
 from asha_tune.analysis.replicates import (
     Replicate,
@@ -31,6 +30,7 @@ from asha_tune.analysis.replicates import (
 )
 from asha_tune.analysis.tables import NOT_SELECTED, Table, TableRow, build_table, row_from_results
 from asha_tune.display import count
+from asha_tune.tracking.records import Sweep, TrialRun
 from asha_tune.tracking.tags import COMPLETED
 from asha_tune.trial.registry import (
     SELECTION_PROTOCOLS,

@@ -3,24 +3,22 @@
 One run of a search picks one winner; run the whole search again with other seeds (the
 sampler's, the trials', the split's) and it may pick another, with another accuracy. DomainBed
 (Gulrajani & Lopez-Paz, 2020) therefore repeats every sweep and reports mean ± SE over the
-repetitions; so does this module, from plain records (no torch, no Ray, no MLflow):
+repetitions; so does this module, from plain records (no torch, no Ray, no MLflow; the seeds a
+replicate runs with are sweep/replicated.py's):
 
-- `replicate_seed`: the seeds of replicate r, derived from a hash of (base seed, r, purpose)
-  as DomainBed's `seed_hash`, so adding a replicate never changes the others;
 - `replicated_result`: per target and protocol, the winners' reported accuracy as mean ± SE
   over replicates, which configurations won how often, and the budget each replicate spent;
 - `separate`: a search against the grid: "beats" only beyond two standard errors of the
   difference, else "not separable at R replicates" and how many would separate them;
 - `selection_gaps`: what selecting on the test data would have bought over an honest protocol.
 
-A winner is chosen by the one rule of `verdicts.ranked_trials` (the sweep's own final answer):
+A winner is chosen by the one rule of `tracking.best.ranked_trials` (the sweep's own final answer):
 the best last-epoch value of the selection metric among trials that ran every epoch, else among
 those stopped early; ties go to the lower trial number.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,51 +26,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asha_tune.analysis.estimates import Estimate, t_quantile
-from asha_tune.analysis.verdicts import best_trial
 from asha_tune.display import count, values_text
+from asha_tune.tracking.best import best_trial
 from asha_tune.trial.selection import target_selection
 
-PURPOSES = ("sampler", "trial", "split")  # the random streams a replicate reseeds
 SEED_KEY = "train.seed"  # a trial's seed: not part of which configuration won
-
-
-# --- seeds ---------------------------------------------------------------------------------------
-
-
-def replicate_seed(base: int, replicate: int, purpose: str) -> int:
-    """The seed for `purpose` in replicate `replicate` of a search whose own seed is `base`.
-
-    Replicate 0 keeps `base`, so one replicate is the sweep as it always ran. Replicate r >= 1
-    takes sha256 of (base, r, purpose) modulo 2^31, as DomainBed's seed_hash: it depends on
-    nothing else, so adding replicates never changes earlier ones, and the sampler, the trials
-    and the split of one replicate are seeded independently of each other.
-    """
-    if purpose not in PURPOSES:
-        raise ValueError(f"unknown seed purpose {purpose!r}: choose one of {', '.join(PURPOSES)}")
-    if replicate < 0:
-        raise ValueError(f"replicate {replicate}: replicates are numbered from 0")
-    if replicate == 0:
-        return base
-    digest = hashlib.sha256(f"asha-tune replicate\0{base}\0{replicate}\0{purpose}".encode()).hexdigest()
-    return int(digest, 16) % 2**31
-
-
-@dataclass(frozen=True)
-class ReplicateSeeds:
-    replicate: int
-    sampler: int  # search.seed
-    trial: int  # train.seed (a list space replicates over this one)
-    split: int  # selection.split_seed (source_val, target_val)
-
-
-def replicate_seeds(replicate: int, sampler: int, trial: int, split: int) -> ReplicateSeeds:
-    """All three seeds of one replicate, from the space's own seeds."""
-    return ReplicateSeeds(
-        replicate,
-        replicate_seed(sampler, replicate, "sampler"),
-        replicate_seed(trial, replicate, "trial"),
-        replicate_seed(split, replicate, "split"),
-    )
 
 
 # --- records -------------------------------------------------------------------------------------
@@ -117,7 +75,7 @@ class Replicate:
 
 
 def winner(trials: Iterable[TrialOutcome], metric: str, mode: str, reported: str) -> TrialOutcome | None:
-    """The sweep's answer by the one rule of `verdicts.ranked_trials`, among trials holding both
+    """The sweep's answer by the one rule of `tracking.best.ranked_trials`, among trials holding both
     the selection metric and the reported accuracy: full-budget trials first, ties to the lower
     number."""
     return best_trial(trials, metric, mode, require=(reported,))

@@ -29,6 +29,7 @@ from asha_tune.sweep.keys import (
     DriverState,
 )
 from asha_tune.tracking import Tracker
+from asha_tune.tracking.records import trial_run_of
 from asha_tune.tracking.tags import (
     COMPLETED,
     DURATION_TAG,
@@ -124,17 +125,14 @@ class TrackingCallback(DriverState, Callback):
         number = int(trial.config[TRIAL_NUMBER_KEY])
         if number in self._runs:
             return self._runs[number]
-        existing = self.tracker.find_runs(
-            self.experiment_id,
-            f"tags.mlflow.parentRunId = '{self.parent_run_id}' and tags.`{TRIAL_NUMBER_TAG}` = '{number}'",
-        )
+        existing = trial_run_of(self.tracker, self.experiment_id, self.parent_run_id, number)
         values = trial.config[VALUES_KEY]
         config = self.space.trial_config(values)
         params = {**config.resolved_dump(), "search": json.dumps(values)}
         if CONFIGURATION_KEY in values:  # a listed configuration's id, a column in MLflow's UI
             params[CONFIGURATION_KEY] = values[CONFIGURATION_KEY]
-        if existing:  # a resumed sweep: the trial's run is continued, never duplicated
-            run = existing[0]
+        if existing is not None:  # a resumed sweep: the trial's run is continued, never duplicated
+            run = existing
             run_id = run.info.run_id
             if "search" not in run.data.params:  # the driver died between creating and filling it
                 self.tracker.log_params(run_id, params)

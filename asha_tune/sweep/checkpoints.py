@@ -13,14 +13,16 @@ is left to resume; under selection.epoch best, the selected epoch's model): the 
 full-budget trial's are what the sweep keeps for the user.
 
 Once a trial has finished or been stopped, nothing resumes it, so its checkpoints are emptied
-(`CheckpointCleanup`), except the best full-budget trial's. A failed trial keeps its latest: a
-resume that retries failed trials would go on from it. A running trial keeps only its latest: a
-new one empties the older ones (`CheckpointCleanup.on_checkpoint`), leaving a `SUPERSEDED`
-marker, and an emptied one of an ended trial keeps an `ENDED` marker. The folders stay, and Ray
-deletes none (no `num_to_keep`), because Tune saves its view of the trials at most every 10 s and
-syncs it in the background: a driver killed in between resumes a trial from the checkpoint that
-view names, which Ray refuses to restore from once it is gone. From a superseded one the trial
-goes on from its newest (`restorable_checkpoints`); from an ended one there is nothing left to do.
+(`CheckpointCleanup`), except the best full-budget trial's. A trial that failed with an error
+keeps its latest: Tune's retries of it (`search.max_failures`) went on from it, and once they
+are spent nothing does (`resume` does not retry a failed trial: resume_policy.py); it is only
+left on disk. A running trial keeps only its latest: a new one empties the older ones
+(`CheckpointCleanup.on_checkpoint`), leaving a `SUPERSEDED` marker, and an emptied one of an
+ended trial keeps an `ENDED` marker. The folders stay, and Ray deletes none (no `num_to_keep`),
+because Tune saves its view of the trials at most every 10 s and syncs it in the background: a
+driver killed in between resumes a trial from the checkpoint that view names, which Ray refuses
+to restore from once it is gone. From a superseded one the trial goes on from its newest
+(`restorable_checkpoints`); from an ended one there is nothing left to do.
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ def checkpoint_due(
 class CheckpointCleanup(DriverState, Callback):
     """Empties a trial's checkpoints when it finishes or is stopped, but the best full-budget one's.
 
-    "Best" follows `verdicts.best_trial`: the best last value of `metric` among trials that ran
+    "Best" follows `tracking.best.best_trial`: the best last value of `metric` among trials that ran
     every epoch, the lower trial number on a tie. The state lives in the trials Tune passes in,
     so a resumed sweep needs nothing restored.
     """

@@ -1,40 +1,34 @@
 """`asha-tune confirm`: re-run the best configurations of a finished sweep with new seeds.
 
 One run per configuration cannot tell apart trials whose figures differ by less than their noise
-(verdicts.Verdict). A confirmation re-runs the top K trials (by the sweep's selection metric and
-`best_trial`'s rule) with S seeds the sweep never used, to full budget, and reports per
+(tracking.best.Verdict). A confirmation re-runs the top K trials (by the sweep's selection metric
+and `best_trial`'s rule) with S seeds the sweep never used, to full budget; its report (per
 configuration the mean, standard deviation and 95 % interval of each figure, and whether the
-sweep's ranking holds.
+sweep's ranking holds) is analysis/confirmation.py's, printed and logged by asha_tune.api.
 
 A confirmation is itself a sweep, of a list space: one configuration per confirmed trial (its
-values without its seed) crossed with the new seeds as a grid parameter, run with FIFO to full
-budget on the sweep's cluster and resources. Retries, checkpoints and resuming after a kill are
-therefore the sweep's own (sweep/lifecycle.py). It is named SWEEP.confirm-topK-seedsS: the same command
-again continues it after an interruption, or prints the report of a finished one. Its MLflow
-parent run nests under the sweep's parent run; the names of its tags are in tracking/tags.py.
+values without its seed, tracking.records.trial_values) crossed with the new seeds as a grid
+parameter, run with FIFO to full budget on the sweep's cluster and resources. Retries,
+checkpoints and resuming after a kill are therefore the sweep's own (sweep/single.py). It is
+named SWEEP.confirm-topK-seedsS: the same command again continues it after an interruption, or
+reports a finished one. Its MLflow parent run nests under the sweep's parent run; the names of its
+tags are in tracking/tags.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from asha_tune.analysis.confirmation import (
-    REPORT_FILE,
-    SEED,
-    ConfirmationRuns,
-    configuration_id,
-    confirmation_report,
-    describe_confirmation,
-    trial_values,
-)
-from asha_tune.analysis.verdicts import ranked_trials
 from asha_tune.display import count
 from asha_tune.errors import ConfigError
 from asha_tune.spaces import SearchSpace
-from asha_tune.sweep.settings import SWEEP_FILE, SweepSettings
+from asha_tune.sweep import single
+from asha_tune.sweep.records import SweepOutcome
+from asha_tune.sweep.session import say
+from asha_tune.sweep.settings import SWEEP_FILE, SweepSettings, command_tail
 from asha_tune.tracking import Tracker
-from asha_tune.tracking.records import TrialRecord, sweep_trials
+from asha_tune.tracking.best import ranked_trials
+from asha_tune.tracking.records import SEED, TrialRecord, configuration_id, sweep_trials, trial_values
 from asha_tune.tracking.tags import (
     COMPLETED,
     CONFIRMATION_KIND,
@@ -46,9 +40,17 @@ from asha_tune.tracking.tags import (
 
 
 @dataclass
-class ConfirmOutcome:
-    sweep: Any  # the confirmation's SweepOutcome
-    report: dict[str, Any] | None  # None until every run has ended
+class Confirmation:
+    """A confirmation run (or continued, or found finished): what its report is computed from."""
+
+    outcome: SweepOutcome  # the confirmation's own sweep
+    settings: SweepSettings  # the confirmation's
+    top: list[TrialRecord]  # the confirmed trials, best first
+
+    @property
+    def seeds(self) -> list[int]:
+        """The new seeds each configuration ran with (its grid parameter)."""
+        return [int(seed) for seed in self.settings.space.parameters[SEED].choices()]  # type: ignore[arg-type]
 
 
 def confirmation_name(sweep: str, top: int, seeds: int) -> str:
@@ -137,14 +139,12 @@ def confirmation_settings(
 # --- run ----------------------------------------------------------------------------------------
 
 
-def confirm(sweep: SweepSettings, top: int, seeds: int) -> ConfirmOutcome:
-    """Run (or continue, or only report) the confirmation of `sweep`'s top `top` trials.
+def run_confirmation(sweep: SweepSettings, top: int, seeds: int) -> Confirmation:
+    """Run (or continue, or find finished) the confirmation of `sweep`'s top `top` trials.
 
     `sweep` carries the runtime to use (data root, device, cluster address, CPUs): a
     confirmation started earlier takes them too, as `resume` does.
     """
-    from asha_tune.sweep.lifecycle import command_tail, launch, resume, say
-
     tracker = Tracker(sweep.tracking_uri)
     best, records = top_trials(sweep, tracker, top, seeds)
     name = confirmation_name(sweep.name, top, seeds)
@@ -156,14 +156,9 @@ def confirm(sweep: SweepSettings, top: int, seeds: int) -> ConfirmOutcome:
                 f"confirmation {name} belongs to an earlier attempt of sweep {sweep.name} "
                 f"(started over with --restart): move or delete {settings.sweep_dir}"
             )
-        settings = settings.model_copy(
-            update={
-                k: getattr(sweep, k)
-                for k in ("runtime", "address", "num_cpus", "num_gpus", "resource_wait_s")
-            }
-        )
+        settings = settings.with_runtime_of(sweep)
         say(f"confirmation {name} exists: continuing it (finished runs are kept)")
-        outcome = resume(settings)
+        outcome = single.resume(settings)
     else:
         seed_list = new_seeds(space, records, seeds)
         settings = confirmation_settings(sweep, best, seed_list, name)
@@ -172,17 +167,10 @@ def confirm(sweep: SweepSettings, top: int, seeds: int) -> ConfirmOutcome:
             f"{space.selection.protocol}; trials {', '.join(str(r.number) for r in best)}), each with "
             f"{count(seeds, 'new seed')} ({', '.join(map(str, seed_list))}), to full budget"
         )
-        outcome = launch(settings)
+        outcome = single.launch(settings)
     if not outcome.finished:
         say(
             f"the confirmation did not finish; continue it with: asha-tune confirm {sweep.name} "
             f"--top {top} --seeds {seeds}{command_tail(sweep)}"
         )
-        return ConfirmOutcome(outcome, None)
-    children = sweep_trials(tracker, tracker.experiment(space.name), settings.run_id)
-    runs = ConfirmationRuns(sweep.name, sweep.run_id, settings.name, settings.run_id)
-    seed_list = [int(seed) for seed in settings.space.parameters[SEED].choices()]  # type: ignore[arg-type]
-    report = confirmation_report(space, runs, seed_list, best, children)
-    tracker.log_dict(settings.run_id, report, REPORT_FILE)
-    say(describe_confirmation(report))
-    return ConfirmOutcome(outcome, report)
+    return Confirmation(outcome, settings, best)

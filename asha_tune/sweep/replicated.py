@@ -5,67 +5,99 @@ split's), so a replicated search runs the search R times and reports the spread.
 
 - NAME is the replicated search: a parent run in MLflow, with no trials of its own, and a
   sweep.json that holds its space (search.replicates R) and runtime.
-- Replicate r is the sweep NAME.r<r>: the same space with its own seeds
-  (analysis.replicates.replicate_seeds: sampler, trial and, for the protocols that hold images
-  out, split; replicate 0 keeps the space's own, and adding a replicate changes none of the
-  others) and search.replicates 1, nested under NAME's parent run. It is a sweep like any other:
-  its own study, Tune folder, checkpoints and `asha-tune resume NAME.r<r>`. A list space (the
-  paper grid) replicates over trial seeds: its configurations are enqueued, not sampled.
+- Replicate r is the sweep NAME.r<r>: the same space with its own seeds (`replicate_seeds`:
+  sampler, trial and, for the protocols that hold images out, split; replicate 0 keeps the
+  space's own, and adding a replicate changes none of the others) and search.replicates 1,
+  nested under NAME's parent run. It is a sweep like any other (single.py): its own study, Tune
+  folder, checkpoints and `asha-tune resume NAME.r<r>`. A list space (the paper grid) replicates
+  over trial seeds: its configurations are enqueued, not sampled.
 - The replicates run one after another in one Ray session. `asha-tune resume NAME` continues
   the unfinished ones in order and launches those never started; a finished one is kept.
-- At the end, NAME's report (analysis/replicated.py: per target, the winners' reported accuracy
-  as mean ± SE over replicates, which configurations won, each replicate's budget, the selection
-  gap) is printed and logged on its parent run (replicates.txt, replicates.json, metrics
-  replicated_acc_<target>).
+- At the end, NAME's report (`Reports.search`: asha_tune.api renders it with
+  analysis/replicated.py: per target, the winners' reported accuracy as mean ± SE over
+  replicates, which configurations won, each replicate's budget, the selection gap) is printed
+  and logged on its parent run (replicates.txt, replicates.json, metrics replicated_acc_<target>).
 """
 
 from __future__ import annotations
 
-from asha_tune.analysis.compare import find_parent, read_sweeps
-from asha_tune.analysis.replicated import report, report_text, results, targets_of
-from asha_tune.analysis.replicates import ReplicateSeeds, replicate_seeds
+import hashlib
+from dataclasses import dataclass
+
 from asha_tune.display import count
 from asha_tune.errors import AshaTuneError, ConfigError
 from asha_tune.spaces import SearchSpace
-from asha_tune.sweep.lifecycle import (
+from asha_tune.sweep import single
+from asha_tune.sweep.records import (
+    SILENT,
+    Reports,
     SweepOutcome,
-    catch_sigterm,
-    command_tail,
+    archive,
+    end_run,
     existing_sweep_problem,
-    launch,
-    preflight,
-    resume,
-    say,
-    sigterm_as_sigint,
+    open_run,
 )
-from asha_tune.sweep.session import held_ray_session
-from asha_tune.sweep.settings import SWEEP_FILE, SweepSettings
-from asha_tune.sweep.warm_start import check_warm_start
+from asha_tune.sweep.resume_policy import KEPT_REPLICATES
+from asha_tune.sweep.session import held_ray_session, say
+from asha_tune.sweep.settings import SWEEP_FILE, SweepSettings, command_tail
 from asha_tune.tracking import Tracker
-from asha_tune.tracking.client import version_tags
-from asha_tune.tracking.records import TrialRecord
+from asha_tune.tracking.records import TrialRecord, read_sweeps
 from asha_tune.tracking.tags import (
     COMPLETED,
-    FAILED,
-    FAILURE_TAG,
-    INTERRUPTED,
     KIND_TAG,
     REPLICATE_KIND,
     REPLICATE_OF_TAG,
     REPLICATE_SEEDS_TAG,
     REPLICATE_TAG,
     REPLICATES_TAG,
-    RESULTS_DIR_TAG,
-    SPACE_TAG,
-    STUDY_URL_TAG,
-    SWEEP_TAG,
-    TRIALS_TAG,
     WARM_START_TAG,
 )
-from asha_tune.tracking.trials import selection_tags
 
 REPORT_FILE = "replicates.json"
 REPORT_TEXT = "replicates.txt"
+PURPOSES = ("sampler", "trial", "split")  # the random streams a replicate reseeds
+
+
+# --- seeds ---------------------------------------------------------------------------------------
+
+
+def replicate_seed(base: int, replicate: int, purpose: str) -> int:
+    """The seed for `purpose` in replicate `replicate` of a search whose own seed is `base`.
+
+    Replicate 0 keeps `base`, so one replicate is the sweep as it always ran. Replicate r >= 1
+    takes sha256 of (base, r, purpose) modulo 2^31, as DomainBed's seed_hash: it depends on
+    nothing else, so adding replicates never changes earlier ones, and the sampler, the trials
+    and the split of one replicate are seeded independently of each other.
+    """
+    if purpose not in PURPOSES:
+        raise ValueError(f"unknown seed purpose {purpose!r}: choose one of {', '.join(PURPOSES)}")
+    if replicate < 0:
+        raise ValueError(f"replicate {replicate}: replicates are numbered from 0")
+    if replicate == 0:
+        return base
+    digest = hashlib.sha256(f"asha-tune replicate\0{base}\0{replicate}\0{purpose}".encode()).hexdigest()
+    return int(digest, 16) % 2**31
+
+
+@dataclass(frozen=True)
+class ReplicateSeeds:
+    replicate: int
+    sampler: int  # search.seed
+    trial: int  # train.seed (a list space replicates over this one)
+    split: int  # selection.split_seed (source_val, target_val)
+
+
+def replicate_seeds(replicate: int, sampler: int, trial: int, split: int) -> ReplicateSeeds:
+    """All three seeds of one replicate, from the space's own seeds."""
+    return ReplicateSeeds(
+        replicate,
+        replicate_seed(sampler, replicate, "sampler"),
+        replicate_seed(trial, replicate, "trial"),
+        replicate_seed(split, replicate, "split"),
+    )
+
+
+# --- a replicate ---------------------------------------------------------------------------------
 
 
 def replicate_name(name: str, replicate: int) -> str:
@@ -130,8 +162,7 @@ def _existing(search: SweepSettings, replicate: int) -> SweepSettings | None:
             f"replicate {name} belongs to another run of {search.name} (started over with --restart): "
             f"move or delete {saved.sweep_dir}"
         )
-    runtime = ("runtime", "address", "num_cpus", "num_gpus", "resource_wait_s")
-    return saved.model_copy(update={k: getattr(search, k) for k in runtime})
+    return saved.with_runtime_of(search)
 
 
 def _replicates_taken(settings: SweepSettings) -> list[str]:
@@ -146,11 +177,9 @@ def _replicates_taken(settings: SweepSettings) -> list[str]:
 # --- launch and resume -------------------------------------------------------------------------------
 
 
-def launch_replicated(settings: SweepSettings, restart: bool = False) -> SweepOutcome:
+def launch(settings: SweepSettings, restart: bool = False, reports: Reports = SILENT) -> SweepOutcome:
     """Start a replicated search: check it can run, create its parent run, run its replicates."""
-    from asha_tune.sweep.lifecycle import archive
-
-    with sigterm_as_sigint():
+    with single.sigterm_as_sigint():
         exists = (settings.sweep_dir / SWEEP_FILE).exists()
         if exists and not restart:
             raise ConfigError(existing_sweep_problem(settings))
@@ -160,141 +189,105 @@ def launch_replicated(settings: SweepSettings, restart: bool = False) -> SweepOu
                 f"sweep {taken[0]} already exists, but no replicated search {settings.name}: choose another "
                 f"--name, or move {settings.results_dir / taken[0]}"
             )
-        if settings.warm_start:
-            check_warm_start(settings.space, settings.name, settings.warm_start)
-            find_parent(Tracker(settings.tracking_uri), settings.warm_start)
-        preflight(settings)
+        single.check_warm_start_source(settings)
+        single.preflight(settings)
         if exists:
             archive(settings)
         space = settings.space
         tracker = Tracker(settings.tracking_uri)
-        experiment_id = tracker.experiment(space.name)
-        settings.parent_run_id = tracker.start_run(
-            experiment_id,
-            name=settings.name,
-            params={
-                "search": space.search.model_dump(mode="json"),
-                "selection": space.selection.model_dump(mode="json"),
-                "scheduler": space.scheduler.model_dump(mode="json"),
-                "resources": space.resources.model_dump(mode="json"),
-            },
-            tags={
-                **version_tags(),
-                SWEEP_TAG: settings.name,
-                SPACE_TAG: space.name,
-                REPLICATES_TAG: str(space.search.replicates),
-                RESULTS_DIR_TAG: str(settings.sweep_dir),
-                STUDY_URL_TAG: settings.study_url,
-                **selection_tags(
-                    space.selection.protocol,
-                    ", ".join(space.data.sources),
-                    list(space.data.target_domains or ()),
-                    space.scheduler.metric,
-                    space.scheduler.mode,
-                ),
-                **({WARM_START_TAG: settings.warm_start} if settings.warm_start else {}),
-            },
-        )
-        tracker.log_dict(settings.parent_run_id, space.model_dump(mode="json"), "space.json")
-        settings.save()
+        tags = {
+            REPLICATES_TAG: str(space.search.replicates),
+            **({WARM_START_TAG: settings.warm_start} if settings.warm_start else {}),
+        }
+        open_run(settings, tracker, tracker.experiment(space.name), tags)
         names = ", ".join(replicate_name(settings.name, r) for r in range(space.search.replicates))
         say(
             f"replicated search {settings.name}: {count(space.search.replicates, 'replicate')} of space "
             f"{space.name} ({names}), one after another, each with its own seeds"
         )
-        return _run_replicates(settings, tracker)
+        return _run_replicates(settings, tracker, reports)
 
 
-def resume_replicated(settings: SweepSettings) -> SweepOutcome:
-    """Continue a replicated search: finished replicates are kept, an unfinished one continues, the
-    ones never started are launched; a finished search only reports."""
+def resume(settings: SweepSettings, reports: Reports = SILENT) -> SweepOutcome:
+    """Continue a replicated search as resume_policy.py says: ended replicates are kept, an
+    unfinished one continues, the ones never started are launched; a finished search only reports."""
     tracker = Tracker(settings.tracking_uri)
     if not _pending(settings, tracker):
         say(f"replicated search {settings.name} has finished: nothing to resume")
-        return _conclude(settings, tracker, finished=True)
-    with sigterm_as_sigint():
-        preflight(settings)
+        return _conclude(settings, tracker, reports, finished=True)
+    with single.sigterm_as_sigint():
+        single.preflight(settings)
         settings.save()
         tracker.reopen(settings.run_id)
-        return _run_replicates(settings, tracker)
+        return _run_replicates(settings, tracker, reports)
+
+
+def _ended(tracker: Tracker, saved: SweepSettings | None) -> bool | None:
+    """Whether a replicate is one `resume` keeps as it is (resume_policy); None: never launched."""
+    if saved is None or saved.parent_run_id is None:
+        return None
+    return tracker.status(saved.parent_run_id) in KEPT_REPLICATES
 
 
 def _pending(settings: SweepSettings, tracker: Tracker) -> list[int]:
     """The replicates still to run: never launched, or launched and not ended."""
-    pending = []
-    for r in range(settings.space.search.replicates):
-        saved = _existing(settings, r)
-        if saved is None or saved.parent_run_id is None:
-            pending.append(r)
-        elif tracker.status(saved.parent_run_id) not in (COMPLETED, FAILED):
-            pending.append(r)
-    return pending
+    return [r for r in range(settings.space.search.replicates) if not _ended(tracker, _existing(settings, r))]
 
 
-def _run_replicates(settings: SweepSettings, tracker: Tracker) -> SweepOutcome:
+def _run_replicates(settings: SweepSettings, tracker: Tracker, reports: Reports) -> SweepOutcome:
     """Each pending replicate in order, in one Ray session; stop at the first that does not finish."""
     finished = True
     try:
         with held_ray_session(settings):
             for r in range(settings.space.search.replicates):
-                catch_sigterm()  # between replicates too (ray.init installed its own handler)
+                single.catch_sigterm()  # between replicates too (ray.init installed its own handler)
                 saved = _existing(settings, r)
-                if saved is not None and saved.parent_run_id is not None:
-                    if tracker.status(saved.parent_run_id) in (COMPLETED, FAILED):
-                        continue
+                ended = _ended(tracker, saved)
+                if ended:
+                    continue
+                if saved is not None and ended is not None:
                     say(f"replicate {r} of {settings.name}: continuing {saved.name}")
-                    outcome = resume(saved)
+                    outcome = single.resume(saved, reports)
                 else:
                     fresh = replicate_settings(settings, r)
                     seeds = fresh.run_tags[REPLICATE_SEEDS_TAG]
                     say(f"replicate {r} of {settings.name}: {fresh.name} (seeds: {seeds})")
-                    outcome = launch(fresh, restart=saved is not None)
+                    outcome = single.launch(fresh, restart=saved is not None, reports=reports)
                 if not outcome.finished:
                     finished = False
                     break
     except KeyboardInterrupt:
         finished = False
     except AshaTuneError as err:
-        _conclude(settings, tracker, finished=False, failure=str(err))
+        _conclude(settings, tracker, reports, finished=False, failure=str(err))
         raise
-    return _conclude(settings, tracker, finished)
+    return _conclude(settings, tracker, reports, finished)
 
 
 def _conclude(
-    settings: SweepSettings, tracker: Tracker, finished: bool, failure: str | None = None
+    settings: SweepSettings, tracker: Tracker, reports: Reports, finished: bool, failure: str | None = None
 ) -> SweepOutcome:
     """Read the replicates back, print and log the search's report, end its parent run."""
     sweeps = read_sweeps(tracker, settings.name)
     trials: list[TrialRecord] = [t.record for s in sweeps for t in s.trials]
-    text = (
-        report_text(settings.name, sweeps)
-        if sweeps
-        else f"replicated search {settings.name}: no replicate ran"
-    )
-    say(text)
     run_id = settings.run_id
-    tracker.log_text(run_id, text + "\n", REPORT_TEXT)
-    if sweeps:
-        tracker.log_dict(run_id, report(settings.name, sweeps), REPORT_FILE)
-        metrics = {}
-        for r in results(sweeps, targets_of(sweeps)):
-            metrics[f"replicated_acc_{r.target}"] = r.accuracy.mean
-            if r.accuracy.n > 1:
-                metrics[f"replicated_acc_{r.target}_se"] = r.accuracy.se
-        if metrics:
-            tracker.log_metrics(run_id, metrics, step=0)
-    tags = {TRIALS_TAG: len(trials)}
-    if failure is not None:
-        tracker.finish(run_id, INTERRUPTED, {**tags, FAILURE_TAG: failure[:2000]})
-    elif not finished:
-        tracker.finish(run_id, INTERRUPTED, tags)
+    if not sweeps:
+        text = f"replicated search {settings.name}: no replicate ran"
+        say(text)
+        tracker.log_text(run_id, text + "\n", REPORT_TEXT)
+    elif reports.search is not None:
+        report = reports.search(settings.name, sweeps)
+        say(report.text)
+        tracker.log_text(run_id, report.text + "\n", REPORT_TEXT)
+        tracker.log_dict(run_id, report.record, REPORT_FILE)
+        if report.metrics:
+            tracker.log_metrics(run_id, report.metrics, step=0)
+    status = end_run(tracker, run_id, trials, finished, failure)
+    if failure is None and not finished:
         say(
             f"the replicated search did not finish; continue it with: asha-tune resume {settings.name}"
             f"{command_tail(settings)}"
         )
-    elif trials and all(t.status == FAILED for t in trials):
-        tracker.finish(run_id, FAILED, {**tags, FAILURE_TAG: f"all {count(len(trials), 'trial')} failed"})
-    else:
-        tracker.finish(run_id, COMPLETED, tags)
+    elif status == COMPLETED:
         say(f"compare it with others: asha-tune compare {settings.name} OTHER{command_tail(settings)}")
     return SweepOutcome(settings, trials, None, finished and failure is None)

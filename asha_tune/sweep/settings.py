@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from asha_tune import defaults
 from asha_tune.errors import ConfigError
 from asha_tune.files import write_atomic
 from asha_tune.spaces import SearchSpace
@@ -16,6 +17,9 @@ from asha_tune.trial.config import Runtime
 
 SWEEP_FILE = "sweep.json"
 IF_EXISTS = ("fail", "resume")  # launch --if-exists: what a launch does with a name already taken
+# Where and on what a sweep runs, not what it computes or where it records: what a later command
+# (resume, confirm, launch --if-exists resume, a replicated search's next replicate) may replace.
+RUNTIME_FIELDS = ("runtime", "address", "num_cpus", "num_gpus", "resource_wait_s")
 
 
 def sweep_name(space: SearchSpace) -> str:
@@ -70,6 +74,10 @@ class SweepSettings(BaseModel):
     def sweep_dir(self) -> Path:
         return self.results_dir / self.name
 
+    def with_runtime_of(self, other: SweepSettings) -> SweepSettings:
+        """These settings, running where and as `other` runs (its RUNTIME_FIELDS)."""
+        return self.model_copy(update={k: getattr(other, k) for k in RUNTIME_FIELDS})
+
     def save(self) -> None:
         write_atomic(self.sweep_dir / SWEEP_FILE, self.model_dump_json(indent=2))  # resume reads it
 
@@ -81,6 +89,35 @@ class SweepSettings(BaseModel):
             hint = f" (sweeps there: {', '.join(known)})" if known else ""
             raise ConfigError(f"no sweep {name} in {results_dir}{hint}")
         return cls.model_validate(json.loads(path.read_text()))
+
+
+def command_tail(settings: SweepSettings) -> str:
+    """` --results-dir DIR` where a later command needs it to find this sweep."""
+    return "" if settings.results_dir == defaults.results_dir() else f" --results-dir {settings.results_dir}"
+
+
+def continuing(settings: SweepSettings) -> SweepSettings:
+    """`launch --if-exists resume` of a sweep that exists: its saved settings, with this launch's
+    runtime options (data, cache, device, the cluster it joins); refused when this launch asks
+    for another space or other records, which a resume would silently ignore."""
+    old = SweepSettings.load(settings.name, settings.results_dir)
+    differs = [
+        what
+        for what, mine, theirs in (
+            ("space", settings.space.model_dump(mode="json"), old.space.model_dump(mode="json")),
+            ("--tracking-uri", settings.tracking_uri, old.tracking_uri),
+            ("--study-url", settings.study_url, old.study_url),
+        )
+        if mine != theirs
+    ]
+    if differs:
+        raise ConfigError(
+            f"sweep {settings.name} exists with another {' and '.join(differs)} than this launch's: "
+            f"--if-exists resume continues a sweep only as it was launched (asha-tune resume "
+            f"{settings.name}{command_tail(settings)} continues it as it is); choose another --name, "
+            f"or start it over with --restart"
+        )
+    return old.with_runtime_of(settings)
 
 
 def check_name(name: str) -> str:

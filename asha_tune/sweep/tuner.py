@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from asha_tune.sweep.resume_policy import RETRY_FAILED
 from asha_tune.sweep.settings import SweepSettings
 from asha_tune.sweep.study import StudyHandle
 
@@ -81,13 +82,13 @@ def new_tuner(settings: SweepSettings, handle: StudyHandle, experiment_id: str) 
 
 
 def restored_tuner(settings: SweepSettings, handle: StudyHandle, experiment_id: str) -> Any:
-    """The sweep's Tuner as Tune saved it (`resume`): finished trials kept, unfinished ones
-    continue from their checkpoints, errored ones are not retried. A sweep stopped before Tune
-    saved anything starts Tune afresh."""
+    """The sweep's Tuner as Tune saved it (`resume`), as resume_policy says: ended trials kept,
+    unfinished ones continue from their checkpoints, failed ones are not retried. A sweep stopped
+    before Tune saved anything starts Tune afresh."""
     if not (settings.sweep_dir / TUNER_FILE).is_file():
         return new_tuner(settings, handle, experiment_id)
     from ray import tune
 
     return tune.Tuner.restore(
-        str(settings.sweep_dir), trainable(settings), resume_unfinished=True, resume_errored=False
+        str(settings.sweep_dir), trainable(settings), resume_unfinished=True, resume_errored=RETRY_FAILED
     )

@@ -18,15 +18,14 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from asha_tune.analysis.compare import sweep_parents
 from asha_tune.display import count
 from asha_tune.dotted import flatten, get_path
 from asha_tune.errors import AshaTuneError, ConfigError, first_line
 from asha_tune.spaces import SearchSpace
 from asha_tune.sweep.study import VALUES_ATTR, WARM_START_ATTR, Unexpressible, expressed, load_recorded
 from asha_tune.tracking import Tracker
-from asha_tune.tracking.records import sweep_trials
-from asha_tune.tracking.tags import COMPLETED, FAILED, FINAL_STATUSES, SWEEP_TAG
+from asha_tune.tracking.records import recorded_space, sweep_runs, sweep_trials
+from asha_tune.tracking.tags import COMPLETED, FAILED, FINAL_STATUSES, SPACE_ARTIFACT
 from asha_tune.trial.selection import target_of
 
 __all__ = [
@@ -219,15 +218,15 @@ def past_trials(tracker: Tracker, sweep: str, metric: str) -> tuple[list[PastTri
     whose records cannot say are returned apart, with why."""
     found: list[PastTrial] = []
     skipped: list[tuple[str, str]] = []
-    for parent in sweep_parents(tracker, sweep):
-        name, pid = parent.data.tags[SWEEP_TAG], parent.info.run_id
-        tree = tracker.load_dict(pid, "space.json")
+    for parent in sweep_runs(tracker, sweep):
+        name, pid = parent.name, parent.run_id
+        tree = recorded_space(tracker, pid)
         if tree is None:
             raise ConfigError(
-                f"--warm-start {sweep}: sweep {name} records no space (space.json): cannot read it"
+                f"--warm-start {sweep}: sweep {name} records no space ({SPACE_ARTIFACT}): cannot read it"
             )
         space = SearchSpace.model_validate(tree)
-        for record in sweep_trials(tracker, parent.info.experiment_id, pid):
+        for record in sweep_trials(tracker, parent.experiment_id, pid):
             source = f"{name} trial {record.number}"
             if record.status not in FINAL_STATUSES:
                 skipped.append((source, f"it did not end (it is {record.status})"))

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     os.kill(args.parent, signal.SIGSTOP)  # nothing of the driver writes while the records close
     try:
-        from asha_tune.sweep.lifecycle import head_lost
+        from asha_tune.sweep.records import head_lost
 
         message = head_lost(args.sweep_file, args.experiment, args.gcs, silent, args.local)
         print(f"{args.program}: error: {message}", file=sys.stderr, flush=True)

@@ -31,6 +31,12 @@ from asha_tune.tracking.tags import (
     VERSION_TAG,
 )
 
+PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's own: the run a run is nested under
+# Runs and experiments are read a page at a time, every page: MLflow's search returns at most
+# `max_results` and a token for the rest. A sweep of up to this many runs is one request; MLflow's
+# server takes up to 50,000 a page.
+PAGE_SIZE = 5000
+
 # Set while MLflow is imported and called (scoped: the caller's environment is left as it was):
 # no telemetry, no line printed per ended run, no progress bar when an artifact is read back.
 QUIET_MLFLOW = {
@@ -163,6 +169,8 @@ def version_tags() -> dict[str, str]:
 class Tracker:
     """A handle on one MLflow tracking store."""
 
+    page_size = PAGE_SIZE  # runs and experiments read per request (every page is read)
+
     def __init__(self, uri: str | None = None):
         import logging
 
@@ -208,7 +216,7 @@ class Tracker:
     ) -> str:
         tags = dict(tags or {})
         if parent_run_id:
-            tags["mlflow.parentRunId"] = parent_run_id
+            tags[PARENT_RUN_TAG] = parent_run_id
         tags.setdefault(STATUS_TAG, RUNNING)
         run = self.client.create_run(experiment_id, run_name=name, tags=tags)
         if params:
@@ -241,8 +249,33 @@ class Tracker:
         items = [Metric(k, float(v), now, step) for k, v in metrics.items() if isinstance(v, (int, float))]
         self.client.log_batch(run_id, metrics=items)
 
+    def search_runs(self, experiment_ids: list[str], filter_string: str) -> list[Any]:
+        """Every run of these experiments that matches `filter_string`, page after page."""
+        runs: list[Any] = []
+        token = None
+        while True:
+            page = self.client.search_runs(
+                experiment_ids, filter_string=filter_string, max_results=self.page_size, page_token=token
+            )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
     def find_runs(self, experiment_id: str, filter_string: str) -> list[Any]:
-        return list(self.client.search_runs([experiment_id], filter_string=filter_string, max_results=5000))
+        return self.search_runs([experiment_id], filter_string)
+
+    def child_runs(
+        self, experiment_id: str, parent_run_id: str, tags: dict[str, str] | None = None
+    ) -> list[Any]:
+        """The runs nested under `parent_run_id`; with `tags`, only those carrying these values."""
+        clauses = [f"tags.{PARENT_RUN_TAG} = '{parent_run_id}'"]
+        clauses += [f"tags.`{key}` = '{value}'" for key, value in (tags or {}).items()]
+        return self.find_runs(experiment_id, " and ".join(clauses))
+
+    def experiment_of(self, run_id: str) -> str:
+        """The id of the experiment a run belongs to."""
+        return str(self.client.get_run(run_id).info.experiment_id)
 
     def logged_steps(self, run_id: str, metric: str) -> set[int]:
         return {m.step for m in self.client.get_metric_history(run_id, metric)}
@@ -301,4 +334,12 @@ class Tracker:
             return json.loads(Path(path).read_text())
 
     def experiment_ids(self) -> list[str]:
-        return [e.experiment_id for e in self.client.search_experiments()]
+        """Every experiment of the store, page after page."""
+        ids: list[str] = []
+        token = None
+        while True:
+            page = self.client.search_experiments(max_results=self.page_size, page_token=token)
+            ids.extend(e.experiment_id for e in page)
+            token = page.token
+            if not token:
+                return ids

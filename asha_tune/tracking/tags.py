@@ -35,6 +35,7 @@ TRIALS_TAG = "asha_tune.trials"
 BEST_TRIAL_TAG = "asha_tune.best_trial"
 BEST_RUN_TAG = "asha_tune.best_run_id"
 RESULTS_DIR_TAG = "asha_tune.results_dir"
+SPACE_ARTIFACT = "space.json"  # the resolved space, an artifact of the parent run (records.recorded_space)
 STUDY_URL_TAG = "asha_tune.study_url"
 # The driver running the sweep now (JSON: host, pid, Ray session and job), so that a second driver
 # (a resubmitted job) continues a sweep whose driver is gone but never one whose driver is alive.
@@ -55,7 +56,7 @@ REPLICATE_SEEDS_TAG = "asha_tune.replicate_seeds"  # "sampler S, trial T, split 
 WARM_START_TAG = "asha_tune.warm_start"  # the source sweep's name
 WARM_START_ADDED_TAG = "asha_tune.warm_start_added"  # how many of its trials were added
 WARM_START_SKIPPED_TAG = "asha_tune.warm_start_skipped"  # how many were not (warm_start.txt says why)
-# A parent run's summary of its best trial (verdicts.summary): is the top separable, is it near chance.
+# A parent run's summary of its best trial (tracking/best.py): is the top separable, is it near chance.
 SEPARABLE_TAG = "asha_tune.top_separable"  # "yes" | "no: ..." (within two standard errors)
 NEAR_CHANCE_TAG = "asha_tune.near_chance"  # "yes: ..." | "no"
 # Confirmation runs (sweep/confirm.py). `asha-tune compare` reads these names: keep them.

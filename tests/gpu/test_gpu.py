@@ -207,8 +207,7 @@ def test_two_trials_share_one_gpu_through_ray_with_reused_workers(tmp_path, tiny
         pytest.importorskip(
             package, reason=f"{package} is not installed here (a GPU node of a cluster has it)"
         )
-    from asha_tune.sweep.run import launch
-
+    from asha_tune.api import launch
     from tests.helpers.sweeps import TINY, mlflow_children, settings_for, space_file
 
     path = space_file(

@@ -7,10 +7,10 @@ import json
 import torch
 import yaml
 
+from asha_tune.api import launch
 from asha_tune.spaces import load_space
 from asha_tune.sweep import SweepSettings
 from asha_tune.sweep.checkpoints import CHECKPOINT_FILE, ENDED_MARKER, SUPERSEDED_MARKER
-from asha_tune.sweep.lifecycle import launch
 from asha_tune.trial.config import Runtime
 from asha_tune.trial.model import build_model
 

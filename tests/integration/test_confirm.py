@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from asha_tune.analysis.verdicts import best_trial, ranked_trials
+from asha_tune.api import launch
 from asha_tune.cli import main
 from asha_tune.spaces import load_space
 from asha_tune.sweep import SweepSettings
-from asha_tune.sweep.lifecycle import launch
 from asha_tune.tracking import Tracker
+from asha_tune.tracking.best import best_trial, ranked_trials
 from asha_tune.tracking.records import sweep_trials
 from asha_tune.trial.config import Runtime
 from tests.helpers.processes import kill_tagged, wait_for

@@ -106,7 +106,7 @@ def test_a_sweep_under_entropy_minimises_the_target_entropy(tmp_path, pacs_root,
     )
     space = load_space(path)
     assert (space.scheduler.metric, space.scheduler.mode) == ("target_entropy", "min")
-    from asha_tune.sweep.lifecycle import launch
+    from asha_tune.api import launch
 
     settings = SweepSettings(
         name="lf",

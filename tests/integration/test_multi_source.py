@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from asha_tune.sweep.lifecycle import launch
+from asha_tune.api import launch
 from asha_tune.trial.config import Runtime
 from tests.helpers.data import ODD_CLASSES, make_domains
 from tests.helpers.sweeps import mlflow_children, settings_for, space_file, study_trials

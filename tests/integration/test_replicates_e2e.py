@@ -13,8 +13,8 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from asha_tune.analysis.replicates import replicate_seed
 from asha_tune.cli import main
+from asha_tune.sweep.replicated import replicate_seed
 from asha_tune.sweep.study import WARM_START_ATTR
 from asha_tune.tracking.tags import (
     COMPARED_IN_TAG,

@@ -147,7 +147,7 @@ def test_source_val_sweep_never_shows_a_target_accuracy_to_the_scheduler_or_the_
             }
         )
     )
-    from asha_tune.sweep.lifecycle import launch
+    from asha_tune.api import launch
 
     settings = SweepSettings(
         name="honest",

@@ -17,12 +17,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from asha_tune.analysis.verdicts import best_trial
+from asha_tune.api import launch
 from asha_tune.cluster import processes
 from asha_tune.cluster.processes import free_port
 from asha_tune.sweep import SweepSettings
-from asha_tune.sweep.lifecycle import launch
 from asha_tune.tracking import Tracker
+from asha_tune.tracking.best import best_trial
 from asha_tune.tracking.records import sweep_trials
 from tests.helpers.mlflow import mlflow_store
 from tests.helpers.processes import kill_tagged, stop_group, tagged_processes, wait_for

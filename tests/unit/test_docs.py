@@ -119,7 +119,7 @@ def resolves(dotted: str) -> bool:
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_asha_tune_name_in_the_docs_is_a_tag_or_a_module_of_the_package(page):
-    """Elsewhere an `asha_tune.*` name is a tag or a Python path (`asha_tune.sweep.lifecycle.launch`)
+    """Elsewhere an `asha_tune.*` name is a tag or a Python path (`asha_tune.api.launch`)
     that exists: a function moved or renamed fails here."""
     found = set(DOTTED.findall(page.read_text()))
     unknown = sorted(name for name in found if name not in defined_tags() and not resolves(name))
@@ -127,8 +127,8 @@ def test_every_asha_tune_name_in_the_docs_is_a_tag_or_a_module_of_the_package(pa
 
 
 def test_the_name_check_refuses_what_does_not_exist():
-    assert resolves("asha_tune.sweep.lifecycle.launch") and resolves("asha_tune.trial")
-    assert not resolves("asha_tune.sweep.lifecycle.no_such_function")
+    assert resolves("asha_tune.api.launch") and resolves("asha_tune.trial")
+    assert not resolves("asha_tune.api.no_such_function")
     assert not resolves("asha_tune.nowhere") and "asha_tune.best_trial_id" not in defined_tags()
 
 

@@ -98,7 +98,7 @@ def test_the_python_api_is_there_and_importing_the_package_stays_light(tmp_path)
     )
     assert done.stdout.split() == [
         "True",
-        "asha_tune.sweep.lifecycle",
+        "asha_tune.api",
         "asha_tune.trial.training",
-        "asha_tune.sweep.confirm",
+        "asha_tune.api",
     ], done.stderr

@@ -139,7 +139,7 @@ def test_the_check_finds_every_kind_of_dangling_name():
     what exists, a space path, a file name and another package are not."""
     source = (
         '"""Gone: asha_tune.sweep.nowhere, tracking.py, sweep/nowhere.py, `verdicts.no_such`, (reports.Verdict).\n\n'
-        "There: asha_tune.sweep.watch, asha_tune.launch, sweep/watch.py, registry.py, `verdicts.ranked_trials`,\n"
+        "There: asha_tune.sweep.watch, asha_tune.launch, sweep/watch.py, registry.py, `verdicts.describe_best`,\n"
         '`train.lr`, `meta.json`, `optuna.samplers`, domainbed/scripts/download.py."""\n'
         "# gone in a comment: asha_tune.reports\n"
     )

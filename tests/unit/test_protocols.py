@@ -17,10 +17,10 @@ import pytest
 import yaml
 
 from asha_tune.analysis import matters, plots, render, tables
-from asha_tune.analysis.comparison import Sweep, TrialRun, compare
+from asha_tune.analysis.comparison import compare
 from asha_tune.analysis.replicated import answers, report_text
 from asha_tune.cli import main
-from asha_tune.tracking.records import TrialRecord
+from asha_tune.tracking.records import Sweep, TrialRecord, TrialRun
 from asha_tune.tracking.tags import SELECTION_IMAGES_TAG, SELECTION_METRIC_TAG
 from asha_tune.tracking.trials import selection_metric_text, trial_tags
 from asha_tune.trial import registry, selection

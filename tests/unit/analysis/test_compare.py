@@ -10,11 +10,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from asha_tune.analysis.compare import read_sweep, run_compare
+from asha_tune.analysis.compare import run_compare
 from asha_tune.analysis.comparison import compare
 from asha_tune.cli import main
 from asha_tune.tracking import Tracker
-from asha_tune.tracking.records import sweep_trials
+from asha_tune.tracking.records import read_sweep, sweep_trials
 from asha_tune.tracking.tags import (
     COMPARES_RUNS_TAG,
     COMPARES_TAG,

@@ -9,10 +9,9 @@ import math
 import pytest
 
 from asha_tune.analysis import tables
-from asha_tune.analysis.comparison import Sweep, TrialRun
 from asha_tune.analysis.replicated import answers, honest_protocols, replicate, report, report_text, results
 from asha_tune.analysis.replicates import replicated_result
-from asha_tune.tracking.records import TrialRecord
+from asha_tune.tracking.records import Sweep, TrialRecord, TrialRun
 
 SQRT2 = math.sqrt(2)
 

@@ -1,13 +1,9 @@
-"""Replicated searches: seeds, mean ± SE of the winners, search against grid, the selection gap;
+"""Replicated searches: mean ± SE of the winners, search against grid, the selection gap;
 every figure checked against numbers worked out by hand in the comments."""
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 
@@ -16,57 +12,12 @@ from asha_tune.analysis.replicates import (
     Replicate,
     TrialOutcome,
     gaps_over_replicates,
-    replicate_seed,
-    replicate_seeds,
     replicated_result,
     replicates_to_separate,
     selection_gaps,
     separate,
     winner,
 )
-
-# --- seeds ---------------------------------------------------------------------------------------
-
-
-def test_replicate_zero_is_the_sweep_as_it_always_ran():
-    assert replicate_seeds(0, sampler=7, trial=3, split=11) == replicate_seeds(0, 7, 3, 11)
-    seeds = replicate_seeds(0, sampler=7, trial=3, split=11)
-    assert (seeds.sampler, seeds.trial, seeds.split) == (7, 3, 11)
-
-
-def test_replicate_seeds_are_a_hash_of_base_replicate_and_purpose():
-    # The documented rule, written out: sha256("asha-tune replicate\0<base>\0<r>\0<purpose>") mod 2^31.
-    expected = int(hashlib.sha256(b"asha-tune replicate\x000\x002\x00split").hexdigest(), 16) % 2**31
-    assert replicate_seed(0, 2, "split") == expected
-    ones = [replicate_seeds(r, 0, 0, 0) for r in range(1, 6)]
-    every = {s for r in ones for s in (r.sampler, r.trial, r.split)}
-    assert len(every) == 15 and all(0 <= s < 2**31 for s in every)  # purposes and replicates differ
-    # Adding replicates never changes the earlier ones: five are the first three, and two more.
-    assert [replicate_seeds(r, 0, 0, 0) for r in range(3)] == [replicate_seeds(r, 0, 0, 0) for r in range(5)][
-        :3
-    ]
-    assert replicate_seed(1, 1, "trial") != replicate_seed(0, 1, "trial")  # the base seed matters
-
-
-def test_replicate_seeds_do_not_depend_on_the_process():
-    code = "from asha_tune.analysis.replicates import replicate_seed as s; print(s(5, 3, 'sampler'))"
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONHASHSEED": "4242"},
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    assert int(out.stdout) == replicate_seed(5, 3, "sampler")
-
-
-def test_bad_seed_requests_name_the_problem():
-    with pytest.raises(ValueError, match="unknown seed purpose 'data': choose one of sampler, trial, split"):
-        replicate_seed(0, 1, "data")
-    with pytest.raises(ValueError, match="numbered from 0"):
-        replicate_seed(0, -1, "trial")
-
 
 # --- mean ± SE -----------------------------------------------------------------------------------
 

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import math
 
-from asha_tune.analysis.verdicts import (
-    best_trial,
-    describe_best,
-    describe_trial,
-    judge,
-    ranked_trials,
-    summary,
-)
+from asha_tune.analysis.verdicts import describe_best, describe_trial
+from asha_tune.tracking.best import best_trial, judge, ranked_trials, summary
 from asha_tune.tracking.records import TrialRecord
 from asha_tune.trial.selection import binomial_se
 

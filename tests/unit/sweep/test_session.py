@@ -221,9 +221,9 @@ def test_address_auto_never_joins_a_ray_it_did_not_find_in_rays_temp_folder(tmp_
     assert resolve_address("auto") == "10.0.0.9:6379"
 
 
-def test_the_cli_and_the_lifecycle_import_no_ray():
+def test_the_cli_and_the_sweep_runs_import_no_ray():
     # Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER (loopback clusters) and the auth mode once, at
     # import: imported before the session sets them, a driver joins with the wrong address.
-    code = "import sys, asha_tune.cli, asha_tune.sweep.lifecycle; print('ray' in sys.modules)"
+    code = "import sys, asha_tune.cli, asha_tune.api; print('ray' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "False", done.stdout + done.stderr

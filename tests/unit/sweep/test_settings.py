@@ -76,7 +76,7 @@ def test_the_results_folder_and_the_study_url_have_one_name_each(capsys):
 
 
 def test_launch_if_exists_resume_continues_a_sweep_only_as_it_was_launched(tmp_path):
-    from asha_tune.sweep.lifecycle import continuing
+    from asha_tune.sweep.settings import continuing
 
     saved = saved_sweep(tmp_path, "job", address="127.0.0.1:6379", resource_wait_s=30)
     again = saved.model_copy(

@@ -9,6 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from asha_tune.dotted import flatten
+from asha_tune.errors import ConfigError
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.client import local_store
 from asha_tune.tracking.tags import FAILURE_TAG, STATUS_TAG
@@ -96,3 +97,31 @@ def test_the_epoch_metric_list_names_what_trials_report():
     assert "time_train" in EPOCH_METRICS
     for ray_or_stamp in ("time_this_iter_s", "timestamp", "training_iteration", "at_report", "n_val"):
         assert not is_epoch_metric(ray_or_stamp)
+
+
+def test_every_search_reads_every_page(store):
+    """MLflow answers a search one page at a time: a sweep larger than a page is read whole (the
+    page made small here, so that 30 runs span five pages), and so are the sweeps and experiments
+    a store holds."""
+    from asha_tune.tracking.client import PAGE_SIZE
+    from asha_tune.tracking.records import find_parent, sweep_trials
+    from asha_tune.tracking.tags import SWEEP_TAG, TRIAL_NUMBER_TAG
+
+    tracker, client = store
+    assert 1000 <= Tracker.page_size == PAGE_SIZE <= 50_000  # MLflow's server takes up to 50,000
+    tracker.page_size = 7
+    experiment = tracker.experiment("e")
+    parent = tracker.start_run(experiment, "big", tags={SWEEP_TAG: "big"})
+    for i in range(30):
+        tracker.start_run(experiment, f"trial-{i}", tags={TRIAL_NUMBER_TAG: str(i)}, parent_run_id=parent)
+    nested = f"tags.mlflow.parentRunId = '{parent}'"
+    assert len(client.search_runs([experiment], nested, max_results=7)) == 7  # one page is not all
+    assert len(tracker.child_runs(experiment, parent)) == 30
+    assert [r.number for r in sweep_trials(tracker, experiment, parent)] == list(range(30))
+    for k in range(8):
+        tracker.start_run(tracker.experiment(f"space-{k}"), f"s{k}", tags={SWEEP_TAG: f"s{k}"})
+    assert len(tracker.experiment_ids()) == 10  # Default, e and eight more: two pages
+    assert find_parent(tracker, "s7").info.run_id  # found in the last experiment
+    with pytest.raises(ConfigError) as err:
+        find_parent(tracker, "nowhere")
+    assert str(err.value).endswith(f"(sweeps there: big, {', '.join(f's{k}' for k in range(8))})")
