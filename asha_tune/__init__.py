@@ -45,6 +45,7 @@ _API = {
     "resume": "asha_tune.sweep.lifecycle",
     "confirm": "asha_tune.sweep.confirm",
     "run_compare": "asha_tune.analysis.compare",
+    "run_report": "asha_tune.analysis.report",
 }
 
 __all__ = ["__version__", *_API]

@@ -237,6 +237,18 @@ def run_compare(
         what_matters(sweeps, g.target, g.protocol, out_dir)
     if comparison.grid:
         plots.grid_vs_published(comparison.grid, out_dir / "grid_vs_published.png")
+    from asha_tune.analysis import report  # the page: report imports this module's readers
+
+    logged = {n: i for n in searches(sweeps) if importances and (i := report.read_importances(out_dir, n))}
+    report.write_page(
+        tracker,
+        sweeps,
+        out_dir / report.PAGE_FILE,
+        comparison=comparison,
+        found=found,
+        text=text,
+        importances=logged,
+    )
     run_id = log_comparison(tracker, sweeps, out_dir, answer_metrics(found))
     return comparison, text, run_id
 
@@ -282,13 +294,14 @@ def write_importances(
     return ["== parameter importances ==\n" + "\n".join(lines)] if lines else []
 
 
-def what_matters(sweeps: list[Sweep], target: str, protocol: str, out_dir: Path) -> list[Path]:
-    """The slice plot (metric against p0 per conv set) and the conv × p0 heat map of one target
-    under one protocol, over the trials of every sweep selected by it (where they have p0 and
-    convs); the heat map from full-budget trials only (one budget)."""
+def matters_points(
+    sweeps: list[Sweep], target: str, protocol: str
+) -> tuple[str, str, list[matters.Point], str] | None:
+    """(metric, mode, points, title) of what matters for one target under one protocol: every
+    sweep selected by it, each ended trial's selection metric at its p0 and convs; None if none."""
     members = [s for s in sweeps if s.protocol == protocol]
     if not members:
-        return []
+        return None
     metric, mode = selection_metric(protocol, target, members[0].metric, members[0].mode)
     points = [
         matters.Point(t.settings, t.record.metrics[metric], t.record.status == COMPLETED)
@@ -297,8 +310,18 @@ def what_matters(sweeps: list[Sweep], target: str, protocol: str, out_dir: Path)
         if metric in t.record.metrics and t.record.status in (COMPLETED, PRUNED)
     ]
     if not matters.usable(points).points:
+        return None
+    return metric, mode, points, f"target {target} · {', '.join(dict.fromkeys(s.search for s in members))}"
+
+
+def what_matters(sweeps: list[Sweep], target: str, protocol: str, out_dir: Path) -> list[Path]:
+    """The slice plot (metric against p0 per conv set) and the conv × p0 heat map of one target
+    under one protocol, over the trials of every sweep selected by it (where they have p0 and
+    convs); the heat map from full-budget trials only (one budget)."""
+    found = matters_points(sweeps, target, protocol)
+    if found is None:
         return []
-    title = f"target {target} · {', '.join(dict.fromkeys(s.search for s in members))}"
+    metric, mode, points, title = found
     written = [
         matters.slice_plot(
             points, metric, protocol, out_dir / f"slice_{target}_{protocol}.png", mode=mode, title=title

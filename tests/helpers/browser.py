@@ -66,6 +66,7 @@ class Browser:
         )
         self._loop = asyncio.new_event_loop()
         self._ids = itertools.count(1)
+        self.events: list[dict[str, Any]] = []  # DevTools events seen so far (the domains enabled)
         try:
             self._run(self._connect())
             self.call("Page.enable")
@@ -105,6 +106,8 @@ class Browser:
         await self._socket.send_str(json.dumps({"id": message_id, "method": method, "params": params}))
         while True:
             message = json.loads((await self._socket.receive()).data)
+            if "method" in message and "id" not in message:  # an event, e.g. Network.requestWillBeSent
+                self.events.append(message)
             if message.get("id") == message_id:
                 if "error" in message:
                     raise RuntimeError(f"{method}: {message['error']}")
