@@ -431,7 +431,7 @@ def _provenance(s: Sweep, known: Provenance, ui_url: str | None) -> SweepFacts:
     ]
     seeds = [f"{k} {params[k]}" for k in ("search.seed", "selection.split_seed") if k in params]
     if s.seeds or tags.get(REPLICATE_SEEDS_TAG):
-        seeds.insert(0, f"replicate {s.replicate}: {s.seeds or tags[REPLICATE_SEEDS_TAG]}")
+        seeds.insert(0, f"replicate {s.replicate} seeds: {s.seeds or tags[REPLICATE_SEEDS_TAG]}")
     trial_seeds = sorted(
         {str(t.record.values.get("train.seed")) for t in s.trials if "train.seed" in t.record.values}
     )

@@ -9,6 +9,7 @@ template: the page applies one, once (page_html.TEMPLATE), so a 1,000-trial page
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -157,13 +158,48 @@ def grid_vs_published(rows: Sequence[GridRow]) -> str:
     return to_json(figure)
 
 
+NOT_SAMPLED = "not sampled"  # a conditional parameter a trial did not have (p0 of a target map)
+
+
 def _axis(values: Sequence[Any]) -> tuple[list[Any], list[str] | None]:
-    """Numbers stay numbers; anything else (lists, strings, booleans) becomes categories, in a
-    stable order: (values for the plot, category labels or None)."""
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+    """Numbers stay numbers (None where a trial lacks the parameter); anything else (lists,
+    strings, booleans) becomes categories in a stable order: (values to plot, categories or None)."""
+    present = [v for v in values if v is not None]
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
         return list(values), None
-    labels = [v if isinstance(v, str) else matters.conv_label(v).removeprefix("convs ") for v in values]
+    labels = [
+        NOT_SAMPLED
+        if v is None
+        else v
+        if isinstance(v, str)
+        else matters.conv_label(v).removeprefix("convs ")
+        for v in values
+    ]
+    if all(re.fullmatch(r"\d+(,\d+)*", label) for label in labels if label != NOT_SAMPLED):
+        # conv sets: by size, then by their convs
+        order = sorted(
+            set(labels) - {NOT_SAMPLED}, key=lambda c: (c.count(","), [int(x) for x in c.split(",")])
+        )
+        return labels, order + [NOT_SAMPLED] * (NOT_SAMPLED in labels)
     return labels, sorted(set(labels))
+
+
+def _numeric_dimension(key: str, column: Sequence[float | None]) -> dict[str, Any]:
+    """A numeric axis; trials without the parameter sit on a `not sampled` tick below it."""
+    present = [float(v) for v in column if v is not None]
+    if len(present) == len(column):
+        return {"label": key, "values": list(column)}
+    low, high = (min(present), max(present)) if present else (0.0, 1.0)
+    step = (high - low) / 4 or 1.0
+    below = low - step
+    ticks = [low + i * step for i in range(5)] if high > low else [low]
+    return {
+        "label": key,
+        "values": [below if v is None else v for v in column],
+        "range": [below, high],
+        "tickvals": [below, *ticks],
+        "ticktext": [NOT_SAMPLED, *(f"{t:.3g}" for t in ticks)],
+    }
 
 
 def parallel(
@@ -179,10 +215,9 @@ def parallel(
     go = _go()
     dimensions = []
     for key in sorted({k for v in values for k in v}):
-        column = [v.get(key) for v in values]
-        plotted, categories = _axis(["-" if c is None else c for c in column])
+        plotted, categories = _axis([v.get(key) for v in values])
         if categories is None:
-            dimensions.append({"label": key, "values": plotted})
+            dimensions.append(_numeric_dimension(key, plotted))
         else:
             index = {c: i for i, c in enumerate(categories)}
             dimensions.append(
@@ -228,7 +263,7 @@ def slices(
     keys = sorted({k for v in values for k in v})
     figure = make_subplots(rows=1, cols=max(1, len(keys)), shared_yaxes=True, subplot_titles=keys)
     for col, key in enumerate(keys, 1):
-        plotted, categories = _axis(["-" if v.get(key) is None else v[key] for v in values])
+        plotted, categories = _axis([v.get(key) for v in values])
         for full in (True, False):
             index = [i for i, c in enumerate(complete) if c == full]
             if not index:

@@ -267,7 +267,7 @@ def test_a_replicated_search_pools_its_replicates_in_the_figures():
     dims = {d["label"]: d for d in data["dimensions"]}
     assert set(dims) == {"shaping.convs", "shaping.p0", "epochs run", "acc_cartoon"}
     assert len(dims["acc_cartoon"]["values"]) == 9  # three trials in each of three replicates
-    assert dims["shaping.convs"]["ticktext"] == ["1,5", "3"]
+    assert dims["shaping.convs"]["ticktext"] == ["3", "1,5"]  # conv sets by size, then convs
     heat = next(f for f in built.figures if f.section == "matters")
     cells = json.loads(heat.json)["data"][0]
     assert cells["y"] == ["convs 3", "convs 1,5"] and cells["x"] == ["0.2", "0.6"]  # full-budget trials only
@@ -316,3 +316,15 @@ def test_the_page_is_one_file_that_names_no_other_host():
 )
 def test_credentials_never_reach_the_page(uri, shown_as):
     assert page.redact(uri) == shown_as
+
+
+def test_a_parameter_some_trials_lack_stays_numeric_with_a_not_sampled_tick():
+    sweeps = search([60.0], name="solo", family=False)
+    sweeps[0].trials.append(run(3, 55.0, values={"shaping.convs": [2]}))  # e.g. a target map: no p0
+    built = build(sweeps)
+    parallel = json.loads(next(f for f in built.figures if "parallel" in f.title).json)["data"][0]
+    p0 = next(d for d in parallel["dimensions"] if d["label"] == "shaping.p0")
+    assert p0["ticktext"][0] == "not sampled" and p0["ticktext"][1:] == ["0.2", "0.375", "0.55", "0.725", "0.9"]
+    assert p0["values"] == [0.6, 0.2, 0.9, p0["tickvals"][0]] and p0["tickvals"][0] < 0.2
+    slices = json.loads(next(f for f in built.figures if "slices" in f.title).json)["data"]
+    assert [0.6, 0.2, None] in [t["x"] for t in slices]  # the p0 panel leaves the trial out, numeric
