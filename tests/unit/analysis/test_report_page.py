@@ -324,7 +324,13 @@ def test_a_parameter_some_trials_lack_stays_numeric_with_a_not_sampled_tick():
     built = build(sweeps)
     parallel = json.loads(next(f for f in built.figures if "parallel" in f.title).json)["data"][0]
     p0 = next(d for d in parallel["dimensions"] if d["label"] == "shaping.p0")
-    assert p0["ticktext"][0] == "not sampled" and p0["ticktext"][1:] == ["0.2", "0.375", "0.55", "0.725", "0.9"]
+    assert p0["ticktext"][0] == "not sampled" and p0["ticktext"][1:] == [
+        "0.2",
+        "0.375",
+        "0.55",
+        "0.725",
+        "0.9",
+    ]
     assert p0["values"] == [0.6, 0.2, 0.9, p0["tickvals"][0]] and p0["tickvals"][0] < 0.2
     slices = json.loads(next(f for f in built.figures if "slices" in f.title).json)["data"]
     assert [0.6, 0.2, None] in [t["x"] for t in slices]  # the p0 panel leaves the trial out, numeric
