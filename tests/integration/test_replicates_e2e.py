@@ -242,7 +242,8 @@ DRAWN = """(() => {
   if (!state) return null;
   const plots = [...document.querySelectorAll("[data-figure]")].map(p => ({
     title: p.getAttribute("aria-label"), drawn: p.classList.contains("js-plotly-plot"),
-    paths: p.querySelectorAll("svg path").length, traces: p.querySelectorAll(".trace").length}));
+    paths: p.querySelectorAll("svg path").length,
+    traces: p.querySelectorAll(".trace, .parcoords .y-axis").length}));  // parallel coordinates: an axis a dimension
   return JSON.stringify({state, plots});
 })()"""
 
