@@ -243,7 +243,8 @@ DRAWN = """(() => {
   const plots = [...document.querySelectorAll("[data-figure]")].map(p => ({
     title: p.getAttribute("aria-label"), drawn: p.classList.contains("js-plotly-plot"),
     paths: p.querySelectorAll("svg path").length,
-    traces: p.querySelectorAll(".trace, .parcoords .y-axis").length}));  // parallel coordinates: an axis a dimension
+    // what the figure draws: a trace (lines, markers, bars), a heat map, a parallel coordinates' axis
+    traces: p.querySelectorAll(".trace, .hm, .parcoords .y-axis").length}));
   return JSON.stringify({state, plots});
 })()"""
 
