@@ -50,6 +50,7 @@ _API = {
     "resume": "asha_tune.api",
     "confirm": "asha_tune.api",
     "run_compare": "asha_tune.analysis.compare",
+    "run_report": "asha_tune.analysis.report",
 }
 
 __all__ = ["__version__", *_API]

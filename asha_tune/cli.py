@@ -568,6 +568,59 @@ def study_importances(evaluator: str) -> Callable[[str, list[str]], Any]:
     return compute
 
 
+def add_report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="one self-contained HTML page: does the search beat the grid (opens offline)",
+        description="Write one HTML page with the answer compare gives for these sweeps: the verdicts, "
+        "the tables, interactive plots, every trial and the provenance. It reads only the records and "
+        "needs no network to open.",
+    )
+    p.add_argument("sweeps", nargs="*", metavar="SWEEP", help="sweep names (as launch --name gave them)")
+    p.add_argument("--tracking-uri", help="the MLflow store (default: the sweeps' own, else ./mlflow.db)")
+    add_results_dir_flag(p, "where the sweeps' results are")
+    p.add_argument("--out", type=Path, metavar="FILE.html", help="the page (default ./report-<sweeps>.html)")
+    p.add_argument(
+        "--ui-url",
+        metavar="URL",
+        help="an MLflow UI on the same store (e.g. http://127.0.0.1:5000 from asha-tune ui): runs link "
+        "to it (default: the tracking server, where the store is one; else runs are plain ids)",
+    )
+    p.set_defaults(handler=cmd_report)
+
+
+def sweeps_store(names: list[str], args: argparse.Namespace) -> str:
+    """The one store the named sweeps were recorded in: --tracking-uri, else their saved settings'
+    (refused when they name two), else ./mlflow.db."""
+    from asha_tune.sweep import SweepSettings
+
+    if args.tracking_uri:
+        return str(args.tracking_uri)
+    stores: dict[str, str] = {}
+    for name in names:
+        try:
+            stores[name] = SweepSettings.load(name, results_folder(args)).tracking_uri
+        except ConfigError:
+            continue
+    if len(set(stores.values())) > 1:
+        which = ", ".join(f"{name} in {uri}" for name, uri in stores.items())
+        raise ConfigError(f"the sweeps were recorded in different stores ({which}): a report reads one store")
+    return next(iter(stores.values()), None) or defaults.tracking_uri()
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from asha_tune.analysis.report import run_report
+
+    if not args.sweeps:
+        raise ConfigError("name at least one sweep: asha-tune report SWEEP [SWEEP ...]")
+    out = (args.out or Path.cwd() / f"report-{'+'.join(args.sweeps)}.html").resolve()
+    page = run_report(args.sweeps, sweeps_store(args.sweeps, args), out, args.ui_url)
+    verdicts = [v.text for part in page.parts for v in part.verdicts]
+    print("\n".join(verdicts) or "no verdict: no trial reported a target accuracy")
+    print(f"\nwritten to {out} ({out.stat().st_size / 1e6:.1f} MB; opens offline in a browser)")
+    return 0
+
+
 # --- asha-tune cluster -----------------------------------------------------------------------
 
 
@@ -625,6 +678,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_spaces_parser,
     add_ui_parser,
     add_compare_parser,
+    add_report_parser,
     add_cluster_parser,
 ]
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CPU-scale demonstration in docs/compare.md: three replicates of a three-configuration
 # paper grid and of a small TPE search, a search warm-started from the grid, then `compare` with
-# importances and the DomainBed-style tables. Random initialisation, 64 px, 120 images a domain,
+# importances and the DomainBed-style tables, and `report`'s page of the three. Random initialisation, 64 px, 120 images a domain,
 # 3 epochs: it shows what the tool reports, not the paper's effect. About 4 minutes on 2 cores.
 #   benchmarks/replicated_demo.sh PACS_ROOT [WORK_DIR]
 set -euo pipefail
@@ -22,4 +22,5 @@ asha-tune launch --space paper_search "${small[@]}" "${search[@]}" --replicates 
 asha-tune launch --space paper_search "${small[@]}" "${search[@]}" --warm-start grid --name warm "${common[@]}"
 cd "$work"
 asha-tune compare grid search warm --tracking-uri "sqlite:///$work/mlflow.db" --out "$work/compare"
+asha-tune report grid search warm --tracking-uri "sqlite:///$work/mlflow.db" --out "$work/report.html"
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p') ($(nproc) cores) · commit $commit · $(date -u +%F)"

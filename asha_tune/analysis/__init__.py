@@ -9,7 +9,9 @@ TrialRecords, Optuna studies through the sweep room's results), never from a run
 - compare       reads the sweeps (tracking.records), writes the outputs, logs a comparison run
 - reference     what judging a difference from the paper needs (published figures, seed spreads)
 - replicates, tables, matters  replicated searches, the DomainBed-style table, what matters
+- report        `asha-tune report`: compare's answer as one HTML page; page (what it says),
+                page_plots (Plotly figures), page_html (Jinja2, templates/), all from compare's results
 
-May import the spaces and tracking rooms, trial's torch-free modules, matplotlib, scipy and the
-kernel; never torch, Ray or Optuna.
+May import the spaces and tracking rooms, trial's torch-free modules, matplotlib, plotly, jinja2,
+scipy and the kernel; never torch, Ray or Optuna.
 """

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from asha_tune.analysis import matters, plots, tables
-from asha_tune.analysis.comparison import Comparison, compare, selection_metric
+from asha_tune.analysis import matters, plots, report, tables
+from asha_tune.analysis.comparison import Comparison, compare
 from asha_tune.analysis.render import answers_rows, answers_text, csv_rows, report_text, write_csv
 from asha_tune.analysis.replicated import Answers, answers, searches
 from asha_tune.errors import AshaTuneError, ConfigError
@@ -36,7 +36,6 @@ from asha_tune.tracking.tags import (
     COMPARISON_KIND,
     COMPLETED,
     KIND_TAG,
-    PRUNED,
 )
 
 
@@ -76,6 +75,16 @@ def run_compare(
         what_matters(sweeps, g.target, g.protocol, out_dir)
     if comparison.grid:
         plots.grid_vs_published(comparison.grid, out_dir / "grid_vs_published.png")
+    logged = {n: i for n in searches(sweeps) if importances and (i := report.read_importances(out_dir, n))}
+    report.write_page(
+        tracker,
+        sweeps,
+        out_dir / report.PAGE_FILE,
+        comparison=comparison,
+        found=found,
+        text=text,
+        importances=logged,
+    )
     run_id = log_comparison(tracker, sweeps, out_dir, answer_metrics(found))
     return comparison, text, run_id
 
@@ -125,19 +134,10 @@ def what_matters(sweeps: list[Sweep], target: str, protocol: str, out_dir: Path)
     """The slice plot (metric against p0 per conv set) and the conv × p0 heat map of one target
     under one protocol, over the trials of every sweep selected by it (where they have p0 and
     convs); the heat map from full-budget trials only (one budget)."""
-    members = [s for s in sweeps if s.protocol == protocol]
-    if not members:
+    found = matters.matters_points(sweeps, target, protocol)
+    if found is None:
         return []
-    metric, mode = selection_metric(protocol, target, members[0].metric, members[0].mode)
-    points = [
-        matters.Point(t.settings, t.record.metrics[metric], t.record.status == COMPLETED)
-        for s in members
-        for t in s.trials
-        if metric in t.record.metrics and t.record.status in (COMPLETED, PRUNED)
-    ]
-    if not matters.usable(points).points:
-        return []
-    title = f"target {target} · {', '.join(dict.fromkeys(s.search for s in members))}"
+    metric, mode, points, title = found
     written = [
         matters.slice_plot(
             points, metric, protocol, out_dir / f"slice_{target}_{protocol}.png", mode=mode, title=title

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from asha_tune.tracking.records import CONVS, P0
+from asha_tune.analysis.comparison import selection_metric
+from asha_tune.tracking.records import CONVS, P0, Sweep
+from asha_tune.tracking.tags import COMPLETED, PRUNED
 from asha_tune.trial.registry import selection_label
 
 MAX_SETS = 10  # conv sets drawn in the slice plot (the most tried first); the rest are counted
@@ -245,3 +247,23 @@ def heat_map(
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def matters_points(
+    sweeps: list[Sweep], target: str, protocol: str
+) -> tuple[str, str, list[Point], str] | None:
+    """(metric, mode, points, title) of what matters for one target under one protocol: every
+    sweep selected by it, each ended trial's selection metric at its p0 and convs; None if none."""
+    members = [s for s in sweeps if s.protocol == protocol]
+    if not members:
+        return None
+    metric, mode = selection_metric(protocol, target, members[0].metric, members[0].mode)
+    points = [
+        Point(t.settings, t.record.metrics[metric], t.record.status == COMPLETED)
+        for s in members
+        for t in s.trials
+        if metric in t.record.metrics and t.record.status in (COMPLETED, PRUNED)
+    ]
+    if not usable(points).points:
+        return None
+    return metric, mode, points, f"target {target} · {', '.join(dict.fromkeys(s.search for s in members))}"

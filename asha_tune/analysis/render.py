@@ -11,7 +11,7 @@ from typing import Any
 
 from asha_tune.analysis import reference
 from asha_tune.analysis.comparison import Comparison, GridRow, Group
-from asha_tune.analysis.replicated import Answers, Gap, budget_line, estimate_text, result_lines
+from asha_tune.analysis.replicated import Answers, Gap, Versus, budget_line, estimate_text, result_lines
 from asha_tune.display import count
 from asha_tune.trial.registry import selection_label, selects_on_reported
 
@@ -62,14 +62,7 @@ def _reported_note(protocol: str) -> str:
 def _group_text(g: Group) -> list[str]:
     lines = [f"== target {g.target} · selection {selection_note(g.protocol)} =="]
     pub = g.published_best
-    lines.append(
-        "published best: "
-        + (
-            f"{pub[1]:.2f} % ({pub[0]}; paper, selected by {reference.PUBLISHED_SELECTION})"
-            if pub
-            else "none"
-        )
-    )
+    lines.append(published_line(g))
     lines.append(
         "grid's best under this protocol: "
         + (_pct(g.grid_best) if g.grid_best is not None else "no replayed grid with this protocol")
@@ -96,6 +89,14 @@ def _group_text(g: Group) -> list[str]:
             f"  paper (published, {reference.PUBLISHED_SELECTION}): {pub[0]}: acc_{g.target} {pub[1]:.2f}"
         )
     return lines
+
+
+def published_line(g: Group) -> str:
+    """The paper's best figure on the group's target, labelled as the paper's (oracle-selected)."""
+    pub = g.published_best
+    return "published best: " + (
+        f"{pub[1]:.2f} % ({pub[0]}; paper, selected by {reference.PUBLISHED_SELECTION})" if pub else "none"
+    )
 
 
 def _best_line(g: Group, r: dict[str, Any]) -> str:
@@ -165,12 +166,16 @@ def answers_text(a: Answers) -> str:
         mine = [v for v in a.versus if v.kind == kind]
         if mine:
             lines += ["", f"== {title} =="]
-            for v in mine:
-                note = _reported_note(v.protocol)
-                lines.append(f"  target {v.target} · selection {v.protocol}{note}: {v.text()}")
+            lines += [f"  {versus_line(v)}" for v in mine]
     if a.gaps:
         lines += ["", *_gap_lines_by_search(a.gaps)]
     return "\n".join(lines)
+
+
+def versus_line(v: Versus) -> str:
+    """One verdict: a search against a grid (or a warm start against a cold search), one target
+    and protocol; compare's text and the report's page both say it so."""
+    return f"target {v.target} · selection {v.protocol}{_reported_note(v.protocol)}: {v.text()}"
 
 
 def _gap_lines_by_search(gaps: list[Gap]) -> list[str]:

@@ -322,6 +322,16 @@ class Tracker:
     def log_artifacts(self, run_id: str, folder: Path) -> None:
         self.client.log_artifacts(run_id, str(folder))
 
+    def load_text(self, run_id: str, artifact_file: str) -> str | None:
+        """A text artifact of a run, or None if the run has none."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            try:
+                return Path(self.client.download_artifacts(run_id, artifact_file, folder)).read_text()
+            except Exception:  # absent: MLflow raises OSError or MlflowException by store
+                return None
+
     def load_dict(self, run_id: str, artifact_file: str) -> Any:
         """A JSON artifact of a run (a sweep's space.json), or None if the run has none."""
         import tempfile

@@ -12,7 +12,7 @@ Every search reads every page (Tracker.search_runs).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,9 +25,11 @@ from asha_tune.tracking.tags import (
     COMPLETED,
     CONFIRMATION_KIND,
     CONFIRMS_TRIAL_TAG,
+    DEVICE_PARAM,
     DEVICE_TIME_METRICS,
     EPOCHS_RUN_TAG,
     FAILED,
+    FAILURE_TAG,
     FINAL_STATUSES,
     KIND_TAG,
     REPLICATE_KIND,
@@ -35,6 +37,7 @@ from asha_tune.tracking.tags import (
     REPLICATE_SEEDS_TAG,
     REPLICATE_TAG,
     REPLICATES_TAG,
+    RESUMED_ON_DEVICE_TAG,
     SPACE_ARTIFACT,
     STATUS_TAG,
     STUDY_URL_TAG,
@@ -337,4 +340,44 @@ def _read(tracker: Tracker, parent: Any) -> Sweep:
         study_url=tags.get(STUDY_URL_TAG),
         warm_start=tags.get(WARM_START_TAG),
         warm_added=int(tags.get(WARM_START_ADDED_TAG, 0)),
+    )
+
+
+# --- a sweep's provenance (asha-tune report) ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """A sweep's parent run and its trials' runs, as recorded (tracking reads them)."""
+
+    started_ms: int | None = None
+    ended_ms: int | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    params: Mapping[str, str] = field(default_factory=dict)
+    space: Mapping[str, Any] = field(default_factory=dict)  # space.json
+    devices: Mapping[str, str] = field(default_factory=dict)  # trial run id -> where it computed
+    failures: Mapping[str, str] = field(default_factory=dict)  # trial run id -> why it failed
+
+
+def read_provenance(tracker: Tracker, sweep: Sweep) -> Provenance:
+    """A sweep's parent run (tags, params, dates, space.json) and its trials' devices and failures."""
+    run = tracker.client.get_run(sweep.parent_run_id)
+    children = tracker.child_runs(sweep.experiment_id, sweep.parent_run_id)
+    devices, failures = {}, {}
+    for child in children:
+        params, tags = child.data.params, child.data.tags
+        device = tags.get(RESUMED_ON_DEVICE_TAG) or params.get(DEVICE_PARAM)
+        if device:
+            first = params.get(DEVICE_PARAM)
+            devices[child.info.run_id] = device if first in (None, device) else f"{first}, then {device}"
+        if tags.get(FAILURE_TAG):
+            failures[child.info.run_id] = tags[FAILURE_TAG]
+    return Provenance(
+        run.info.start_time,
+        run.info.end_time,
+        dict(run.data.tags),
+        dict(run.data.params),
+        tracker.load_dict(sweep.parent_run_id, SPACE_ARTIFACT) or {},
+        devices,
+        failures,
     )

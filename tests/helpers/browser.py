@@ -66,6 +66,7 @@ class Browser:
         )
         self._loop = asyncio.new_event_loop()
         self._ids = itertools.count(1)
+        self.events: list[dict[str, Any]] = []  # DevTools events seen so far (the domains enabled)
         try:
             self._run(self._connect())
             self.call("Page.enable")
@@ -105,6 +106,8 @@ class Browser:
         await self._socket.send_str(json.dumps({"id": message_id, "method": method, "params": params}))
         while True:
             message = json.loads((await self._socket.receive()).data)
+            if "method" in message and "id" not in message:  # an event, e.g. Network.requestWillBeSent
+                self.events.append(message)
             if message.get("id") == message_id:
                 if "error" in message:
                     raise RuntimeError(f"{method}: {message['error']}")
@@ -208,3 +211,66 @@ def screenshot(url: str, path: Path, wait_for: str | None = None, timeout: float
         text = browser.wait_for_text(wait_for, timeout) if wait_for else browser.text()
         browser.screenshot(path)
         return text
+
+
+def open_offline(
+    path: Path,
+    ready: str,
+    shot: Path | None = None,
+    width: int = 1400,
+    height: int = 1600,
+    timeout: float = 180,
+    scroll_to: str | None = None,
+) -> dict[str, Any]:
+    """Open a local file in a fresh headless Chromium with the network off, and a log of every
+    request and console message: wait until the JavaScript expression `ready` is truthy, then save
+    a screenshot (`height` pixels, from the top or from the element `scroll_to` selects) at `shot`.
+
+    Returns {"value": ready's value, "seconds": until then, "loaded_s": until its HTML was parsed
+    (DOMContentLoaded), "text": the page's text, "requests": every URL asked for, "errors": console
+    errors and uncaught exceptions}."""
+    with Browser(width=width, height=height, timeout=timeout) as browser:
+        for domain in ("Network", "Runtime", "Log"):
+            browser.call(f"{domain}.enable")
+        browser.call(
+            "Network.emulateNetworkConditions",
+            offline=True,
+            latency=0,
+            downloadThroughput=-1,
+            uploadThroughput=-1,
+        )
+        start = time.time()
+        browser.open(path.resolve().as_uri())
+        value = None
+        while time.time() - start < timeout:
+            value = browser.evaluate(ready)
+            if value:
+                break
+            time.sleep(0.25)
+        seconds = time.time() - start
+        loaded = browser.evaluate("performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd")
+        text = browser.text()
+        if scroll_to is not None:  # the screenshot shows the page from this element down
+            browser.evaluate(f"document.querySelector({json.dumps(scroll_to)}).scrollIntoView()")
+            time.sleep(0.5)
+        if shot is not None:
+            browser.screenshot(shot)
+        events = browser.events
+        errors = [
+            e["params"].get("exceptionDetails", e["params"]).__repr__()
+            for e in events
+            if e["method"] == "Runtime.exceptionThrown"
+            or (e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))
+            or (e["method"] == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")
+        ]
+        requests = [
+            e["params"]["request"]["url"] for e in events if e["method"] == "Network.requestWillBeSent"
+        ]
+        return {
+            "value": value,
+            "seconds": seconds,
+            "loaded_s": (loaded or 0) / 1000,
+            "text": text,
+            "requests": requests,
+            "errors": errors,
+        }

@@ -1,5 +1,5 @@
-"""The wheel: it carries every module and the shipped search spaces, and an installed asha-tune
-(not an editable checkout) lists those spaces from anywhere."""
+"""The wheel: it carries every module, the report page's templates and the shipped search spaces,
+and an installed asha-tune (not an editable checkout) lists those spaces from anywhere."""
 
 from __future__ import annotations
 
@@ -37,6 +37,9 @@ def test_an_installed_wheel_carries_and_lists_the_shipped_search_spaces(tmp_path
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = sorted(p.name for p in (REPO / "search_spaces").glob("*.yaml"))
     assert sorted(Path(n).name for n in names if n.startswith("asha_tune/search_spaces/")) == shipped
+    templates = {str(p.relative_to(REPO)) for p in (REPO / "asha_tune" / "analysis" / "templates").iterdir()}
+    assert "asha_tune/analysis/templates/report.html.j2" in templates
+    assert templates <= names, f"the report page's templates left out of the wheel: {templates - names}"
     modules = {str(p.relative_to(REPO)) for p in (REPO / "asha_tune").rglob("*.py")}
     assert modules <= names, f"left out of the wheel (add the package to pyproject.toml): {modules - names}"
 

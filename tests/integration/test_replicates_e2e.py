@@ -7,7 +7,9 @@ It demonstrates the tool, not the paper's effect."""
 from __future__ import annotations
 
 import json
+import os
 import re
+from pathlib import Path
 
 import optuna
 import pytest
@@ -28,6 +30,7 @@ from asha_tune.tracking.tags import (
     WARM_START_ADDED_TAG,
     WARM_START_TAG,
 )
+from tests.helpers.browser import needs_chromium, open_offline
 
 pytestmark = pytest.mark.slow
 
@@ -227,6 +230,55 @@ def test_compare_answers_at_replicate_level_with_importances_and_the_table(demo,
         "table_oracle.tex",
         "importances_search.txt",
         "slice_cartoon_oracle.png",
+        "report.html",  # the page, written beside the other outputs
     } <= logged
     (top,) = runs(demo, f"tags.`{SWEEP_TAG}` = 'search'")
     assert top.data.tags[COMPARED_IN_TAG] == run_id
+
+
+# Once the page's charts are drawn (or could not be): what each figure's holder shows.
+DRAWN = """(() => {
+  const state = document.body && document.body.getAttribute("data-plots");
+  if (!state) return null;
+  const plots = [...document.querySelectorAll("[data-figure]")].map(p => ({
+    title: p.getAttribute("aria-label"), drawn: p.classList.contains("js-plotly-plot"),
+    paths: p.querySelectorAll("svg path").length,
+    // what the figure draws: a trace (lines, markers, bars), a heat map, a parallel coordinates' axis
+    traces: p.querySelectorAll(".trace, .hm, .parcoords .y-axis").length}));
+  return JSON.stringify({state, plots});
+})()"""
+
+
+@needs_chromium
+def test_the_report_page_opens_offline_with_the_verdict_tables_and_plots(demo, capsys, monkeypatch):
+    monkeypatch.chdir(demo)
+    capsys.readouterr()
+    page = demo / "report.html"
+    uri = f"sqlite:///{demo / 'mlflow.db'}"
+    assert main(["report", "grid", "search", "warm", "--tracking-uri", uri, "--out", str(page)]) == 0
+    out = capsys.readouterr().out
+    verdict = re.search(
+        r"^target cartoon · selection oracle .*: search (beats|is beaten by|against) grid: .*$", out, re.M
+    )
+    assert verdict, out
+    assert page.stat().st_size < 5_000_000
+    shots = Path(os.environ.get("ASHA_TUNE_SCREENSHOTS", demo))
+    shots.mkdir(parents=True, exist_ok=True)
+    seen = open_offline(page, DRAWN, shots / "report-page.png")
+    assert seen["value"], f"the page never finished drawing: {seen['errors']}"
+    drawn = json.loads(seen["value"])
+    assert drawn["state"] == "drawn", drawn
+    titles = [p["title"] for p in drawn["plots"]]
+    assert any(t.startswith("best so far: target cartoon") for t in titles), titles
+    assert any(t.startswith("search: parallel coordinates") for t in titles), titles
+    assert any(t.startswith("conv × p0") for t in titles), titles
+    for plot in drawn["plots"]:  # every chart is drawn, with axes and its traces
+        assert plot["drawn"] and plot["paths"] > 3 and plot["traces"] > 0, plot
+    text = seen["text"]
+    assert verdict.group(0) in text
+    assert "grid's winner (grid)" in text and "(n=2)" in text  # the DomainBed-style table
+    assert "search warm-started from grid" in text and "Provenance" in text
+    assert not seen["errors"], seen["errors"]
+    assert seen["requests"] and all(u.startswith(("file://", "data:")) for u in seen["requests"]), seen[
+        "requests"
+    ]

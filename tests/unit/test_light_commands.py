@@ -1,5 +1,5 @@
-"""The commands that only read or check (help, spaces, a dry run, compare) start in a fraction of a
-second: they import neither torch nor Ray. Each runs in a fresh interpreter that reports what it
+"""The commands that only read or check (help, spaces, a dry run, compare, report) start in a fraction
+of a second: they import neither torch nor Ray (report not Optuna either). Each runs in a fresh interpreter that reports what it
 imported."""
 
 from __future__ import annotations
@@ -87,10 +87,21 @@ def test_compare_imports_neither_torch_nor_ray(tmp_path):
     assert not set(HEAVY) & set(result["modules"]), set(HEAVY) & set(result["modules"])
 
 
+def test_report_imports_neither_torch_nor_ray_nor_optuna(tmp_path):
+    store = mlflow_store(tmp_path / "mlflow.db")
+    a_sweep_in(store)
+    page = tmp_path / "s.html"
+    result = run(["report", "s", "--tracking-uri", store, "--out", str(page)], tmp_path)
+    assert result["code"] == 0, result["out"]
+    assert "s: target cartoon · selection source_val" in result["out"] and page.is_file()
+    assert {"mlflow", "plotly", "jinja2"} <= set(result["modules"])  # it read the store, drew, wrote
+    assert not {*HEAVY, "optuna"} & set(result["modules"]), {*HEAVY, "optuna"} & set(result["modules"])
+
+
 def test_the_python_api_is_there_and_importing_the_package_stays_light(tmp_path):
     probe = (
         "import sys, asha_tune; light = not {'torch', 'ray'} & {m.split('.')[0] for m in sys.modules}; "
-        "from asha_tune import launch, resume, confirm, run_trial, load_space, SweepSettings, run_compare; "
+        "from asha_tune import launch, resume, confirm, run_trial, load_space, SweepSettings, run_compare, run_report; "
         "print(light, launch.__module__, run_trial.__module__, confirm.__module__)"
     )
     done = subprocess.run(
