@@ -28,13 +28,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from asha_tune.analysis.answers import report, report_text, results, targets_of
 from asha_tune.analysis.confirmation import (
     REPORT_FILE,
     ConfirmationRuns,
     confirmation_report,
     describe_confirmation,
 )
-from asha_tune.analysis.replicated import report, report_text, results, targets_of
 from asha_tune.analysis.verdicts import describe_best
 from asha_tune.sweep import replicated, single
 from asha_tune.sweep.confirm import run_confirmation

@@ -1,7 +1,7 @@
 """`asha-tune compare`: does a search beat the paper's grid, and at what cost.
 
-This module reads the sweeps (tracking.records) and writes the outputs; comparison.py computes the
-curves and a replayed grid against the paper, replicated.py the replicate-level answers (a
+This module reads the sweeps (tracking.records) and writes the outputs; curves.py computes the
+curves and a replayed grid against the paper, answers.py the replicate-level answers (a
 replicated search's winners as mean ± SE, a search against a grid, a warm start against a cold
 search, the selection gap, the DomainBed-style table); render.py, tables.py, plots.py and
 matters.py present. A replicated search (NAME, with replicates NAME.r0 ...) is read whole.
@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Protocol
 
 from asha_tune.analysis import matters, plots, report, tables
-from asha_tune.analysis.comparison import Comparison, compare
+from asha_tune.analysis.answers import Answers, answers, searches
+from asha_tune.analysis.curves import Comparison, compare
 from asha_tune.analysis.render import answers_rows, answers_text, csv_rows, report_text, write_csv
-from asha_tune.analysis.replicated import Answers, answers, searches
 from asha_tune.errors import AshaTuneError, ConfigError
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.records import Sweep, open_store, read_sweeps

@@ -1,6 +1,6 @@
 """Independent measurements of one quantity: mean, sample standard deviation, standard error and
 the t-based 95 % interval of the mean. One home for the statistics of a search's replicates
-(replicates.py) and of a confirmation's new seeds (confirmation.py)."""
+(replicate_stats.py) and of a confirmation's new seeds (confirmation.py)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from asha_tune.analysis.comparison import selection_metric
+from asha_tune.analysis.curves import selection_metric
 from asha_tune.tracking.records import CONVS, P0, Sweep
 from asha_tune.tracking.tags import COMPLETED, PRUNED
 from asha_tune.trial.registry import selection_label

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from asha_tune.analysis import matters, page_plots, render, tables
-from asha_tune.analysis.comparison import Comparison, confirmed
-from asha_tune.analysis.replicated import (
+from asha_tune.analysis.answers import (
     Answers,
     budget_line,
     estimate_text,
@@ -26,6 +25,7 @@ from asha_tune.analysis.replicated import (
     result_lines,
     searches,
 )
+from asha_tune.analysis.curves import Comparison, confirmed
 from asha_tune.display import count
 from asha_tune.tracking.records import Provenance, Sweep
 from asha_tune.tracking.tags import (
@@ -168,7 +168,7 @@ def _when(ms: int | None) -> str:
 def _sweeps_table(sweeps: Sequence[Sweep], ui_url: str | None) -> Table:
     rows = []
     for s in sweeps:
-        what = "replayed grid" if s.is_grid else f"{s.algorithm} search"
+        what = "replayed grid" if s.lists_configurations else f"{s.algorithm} search"
         if s.family:
             what += f", replicate {s.replicate} of {s.family}"
         if s.warm_start:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from asha_tune.analysis import matters
-from asha_tune.analysis.comparison import GridRow, Group
+from asha_tune.analysis.curves import GridRow, Group
 from asha_tune.analysis.render import selection_note
 
 BUDGETS = (

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from asha_tune.analysis import reference
-from asha_tune.analysis.comparison import GridRow, Group
+from asha_tune.analysis.curves import GridRow, Group
 from asha_tune.trial.registry import selection_label
 
 GRID_TITLE = f"replayed grid: ours against published (both {reference.PUBLISHED_SELECTION} protocol)"

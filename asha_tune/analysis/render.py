@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from asha_tune.analysis import reference
-from asha_tune.analysis.comparison import Comparison, GridRow, Group
-from asha_tune.analysis.replicated import Answers, Gap, Versus, budget_line, estimate_text, result_lines
+from asha_tune.analysis.answers import Answers, Gap, Versus, budget_line, estimate_text, result_lines
+from asha_tune.analysis.curves import Comparison, GridRow, Group
 from asha_tune.display import count
 from asha_tune.trial.registry import selection_label, selects_on_reported
 
@@ -33,7 +33,7 @@ def _reached(what: str, level: float | None, epochs: Any, seconds: Any) -> str:
 def report_text(comparison: Comparison) -> str:
     lines = ["sweeps and the selection protocol each used (recorded on its parent run):"]
     for s in comparison.sweeps:
-        kind = "replayed grid" if s.is_grid else f"{s.algorithm} search"
+        kind = "replayed grid" if s.lists_configurations else f"{s.algorithm} search"
         if s.family:
             kind += f", replicate {s.replicate} of {s.family}" + (f" (seeds: {s.seeds})" if s.seeds else "")
         if s.warm_start:

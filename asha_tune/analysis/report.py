@@ -17,9 +17,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from asha_tune.analysis import page, page_html
-from asha_tune.analysis.comparison import Comparison, compare
+from asha_tune.analysis.answers import Answers, answers, searches
+from asha_tune.analysis.curves import Comparison, compare
 from asha_tune.analysis.render import answers_text, report_text
-from asha_tune.analysis.replicated import Answers, answers, searches
 from asha_tune.errors import ConfigError
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.records import Sweep, open_store, read_provenance, read_sweeps
@@ -54,7 +54,7 @@ def logged_importances(tracker: Tracker, sweeps: Sequence[Sweep]) -> dict[str, p
     """Each search's importances from its latest comparison run, where compare computed them."""
     found = {}
     for name, members in searches(sweeps).items():
-        if members[0].is_grid:
+        if members[0].lists_configurations:
             continue
         first = members[0]
         run_id = tracker.tags(first.family_run_id or first.parent_run_id).get(COMPARED_IN_TAG)

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from asha_tune.analysis.estimates import Estimate
-from asha_tune.analysis.replicates import ReplicatedResult
+from asha_tune.analysis.replicate_stats import ReplicatedResult
 from asha_tune.display import count
 from asha_tune.trial.registry import SELECTION_PROTOCOLS, selects_on_reported
 

@@ -40,7 +40,7 @@ class SearchSettings(BaseModel):
     # two runs of the sweep then agree exactly (on the same device).
     reproducible: bool = False
     # Independent runs of the whole search (sweep/replicated.py), each with its own sampler, trial
-    # and split seeds (analysis.replicates.replicate_seeds): the winner's spread, not one draw.
+    # and split seeds (sweep/replicated.py replicate_seeds): the winner's spread, not one draw.
     replicates: int = Field(default=1, ge=1)
 
     @property

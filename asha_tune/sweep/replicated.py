@@ -14,7 +14,7 @@ split's), so a replicated search runs the search R times and reports the spread.
 - The replicates run one after another in one Ray session. `asha-tune resume NAME` continues
   the unfinished ones in order and launches those never started; a finished one is kept.
 - At the end, NAME's report (`Reports.search`: asha_tune.api renders it with
-  analysis/replicated.py: per target, the winners' reported accuracy as mean ± SE over
+  analysis/answers.py: per target, the winners' reported accuracy as mean ± SE over
   replicates, which configurations won, each replicate's budget, the selection gap) is printed
   and logged on its parent run (replicates.txt, replicates.json, metrics replicated_acc_<target>).
 """

@@ -34,7 +34,7 @@ from asha_tune.trial.selection import (
 
 
 class Scored(Protocol):
-    """What the ranking reads of a trial (a TrialRecord, an analysis.replicates.TrialOutcome)."""
+    """What the ranking reads of a trial (a TrialRecord, an analysis.replicate_stats.TrialOutcome)."""
 
     @property
     def number(self) -> int: ...
@@ -59,7 +59,7 @@ def ranked_trials(records: Iterable[S], metric: str, mode: str, require: Sequenc
     value of each `require`d metric, e.g. the accuracy a winner reports) are ranked.
 
     The one rule for every answer a sweep gives: its best trial, a confirmation's top K, each
-    replicate's winner (analysis/replicates.py) and compare's best so far."""
+    replicate's winner (analysis/replicate_stats.py) and compare's best so far."""
     scored = [
         r
         for r in records

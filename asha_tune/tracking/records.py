@@ -245,7 +245,9 @@ class Sweep:
     warm_added: int = 0
 
     @property
-    def is_grid(self) -> bool:
+    def lists_configurations(self) -> bool:
+        """A sweep of listed configurations (search.algorithm list), such as the paper's grid
+        replayed: compare's baseline, not a search."""
         return self.algorithm == "list"
 
     @property

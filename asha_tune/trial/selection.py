@@ -23,7 +23,7 @@ Three label-free ones, as unsupervised domain adaptation can select (score_info.
 already evaluates, unlabelled (no second pass, no label read); the targets' accuracies are only
 reported. They split the source as `source_val` does, so `val_acc` still measures held-out
 source images and a sweep under a label-free protocol records source_val's choice too (the
-selection gap, analysis/replicates.py, compares them on the same trials). Every trial logs the
+selection gap, analysis/replicate_stats.py, compares them on the same trials). Every trial logs the
 three scores whatever its protocol (`<score>_<target>` and their mean over the targets,
 `target_<score>`), so any sweep's records say what each label-free protocol would have chosen.
 

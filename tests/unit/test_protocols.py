@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from asha_tune.analysis import matters, plots, render, tables
-from asha_tune.analysis.comparison import compare
-from asha_tune.analysis.replicated import answers, report_text
+from asha_tune.analysis.answers import answers, report_text
+from asha_tune.analysis.curves import compare
 from asha_tune.cli import main
 from asha_tune.tracking.records import Sweep, TrialRecord, TrialRun
 from asha_tune.tracking.tags import SELECTION_IMAGES_TAG, SELECTION_METRIC_TAG

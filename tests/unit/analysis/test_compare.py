@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from asha_tune.analysis.compare import run_compare
-from asha_tune.analysis.comparison import compare
+from asha_tune.analysis.curves import compare
 from asha_tune.cli import main
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.records import read_sweep, sweep_trials

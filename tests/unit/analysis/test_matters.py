@@ -86,7 +86,7 @@ def test_both_figures_are_written(tmp_path):
 
 def test_matters_imports_no_torch_ray_or_optuna():
     code = (
-        "import sys, asha_tune.analysis.matters, asha_tune.analysis.tables, asha_tune.analysis.replicates; "
+        "import sys, asha_tune.analysis.matters, asha_tune.analysis.tables, asha_tune.analysis.replicate_stats; "
         "print(sorted(m for m in ('torch', 'ray', 'optuna', 'mlflow') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -11,9 +11,9 @@ from html.parser import HTMLParser
 import pytest
 
 from asha_tune.analysis import page, page_html
-from asha_tune.analysis.comparison import compare
+from asha_tune.analysis.answers import answers
+from asha_tune.analysis.curves import compare
 from asha_tune.analysis.render import answers_text, report_text, versus_line
-from asha_tune.analysis.replicated import answers
 from asha_tune.tracking.records import Provenance, Sweep, TrialRecord, TrialRun
 
 GRID_PUBLISHED = {"baseline": {"acc_cartoon": 62.16}, "da-c4-cartoon": {"acc_cartoon": 63.95}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from asha_tune.analysis.replicates import Replicate, TrialOutcome, replicated_result
+from asha_tune.analysis.replicate_stats import Replicate, TrialOutcome, replicated_result
 from asha_tune.analysis.tables import TableRow, build_table, latex, latex_escape, markdown, row_from_results
 
 GRID = TableRow(

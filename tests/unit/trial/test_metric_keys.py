@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace as Record
 
-from asha_tune.analysis.replicated import targets_of
+from asha_tune.analysis.answers import targets_of
 from asha_tune.spaces.space import is_reported_target_metric
 from asha_tune.trial.selection import domain_acc, se_key, target_of
 

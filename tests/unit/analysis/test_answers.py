@@ -1,4 +1,4 @@
-"""A search's replicates as one answer (analysis/replicated.py), on hand-made sweeps whose numbers
+"""A search's replicates as one answer (analysis/answers.py), on hand-made sweeps whose numbers
 are worked out in the comments: mean ± SE of the winners, a search against a grid and a warm
 start against a cold one, the selection gap, and the rows of the DomainBed-style table."""
 
@@ -9,8 +9,8 @@ import math
 import pytest
 
 from asha_tune.analysis import tables
-from asha_tune.analysis.replicated import answers, honest_protocols, replicate, report, report_text, results
-from asha_tune.analysis.replicates import replicated_result
+from asha_tune.analysis.answers import answers, honest_protocols, replicate, report, report_text, results
+from asha_tune.analysis.replicate_stats import replicated_result
 from asha_tune.tracking.records import Sweep, TrialRecord, TrialRun
 
 SQRT2 = math.sqrt(2)

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from asha_tune.analysis.estimates import Estimate
-from asha_tune.analysis.replicates import (
+from asha_tune.analysis.replicate_stats import (
     Replicate,
     TrialOutcome,
     gaps_over_replicates,

@@ -4,7 +4,7 @@ end and `compare` builds on.
 A replicated search NAME is R sweeps NAME.r0 ... (sweep/replicated.py); a sweep of its own is a
 search of one replicate. Per target, each replicate's winner is chosen by its own protocol
 (selection.target_selection, the rule of tracking.best.ranked_trials) and the winners' reported
-accuracies give mean ± SE over replicates (analysis/replicates.py). Beside it: which
+accuracies give mean ± SE over replicates (analysis/replicate_stats.py). Beside it: which
 configurations won, what each replicate spent, the selection gap (the oracle's winner minus each
 honest protocol's winner among the same trials), a search against a grid, and the rows of the
 DomainBed-style table (analysis/tables.py).
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asha_tune.analysis.estimates import Estimate
-from asha_tune.analysis.replicates import (
+from asha_tune.analysis.replicate_stats import (
     Replicate,
     ReplicatedResult,
     SelectionGap,
@@ -187,7 +187,7 @@ def versus(by_search: dict[str, list[ReplicatedResult]], kinds: dict[str, str]) 
 
 def kind(members: Sequence[Sweep]) -> str:
     first = members[0]
-    if first.is_grid:
+    if first.lists_configurations:
         return "grid"
     return "warm" if first.warm_start else "search"
 

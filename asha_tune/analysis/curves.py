@@ -1,4 +1,4 @@
-"""The comparison itself, from records: best so far against budget, each sweep's best, a replayed
+"""The figures `compare` reports, from records: best so far against budget, each sweep's best, a replayed
 grid against the published figures. Pure computation on the sweeps tracking.records reads back
 (Sweep, TrialRun); the text and CSV are render.py's, the figures plots.py's.
 """
@@ -211,7 +211,7 @@ def compare(sweeps: list[Sweep]) -> Comparison:
         grids = [
             v[-1].best_acc
             for k, v in curves.items()
-            if next(s for s in members if s.name == k).is_grid and v[-1].best_acc is not None
+            if next(s for s in members if s.name == k).lists_configurations and v[-1].best_acc is not None
         ]
         grid_best = max(grids) if grids else None
         published = reference.paper_best(domain)
@@ -219,4 +219,4 @@ def compare(sweeps: list[Sweep]) -> Comparison:
             _best_row(s, curves[s.name], domain, grid_best, published) for s in members if s.name in curves
         ]
         groups.append(Group(domain, protocol, curves, grid_best, published, rows))
-    return Comparison(sweeps, groups, [row for s in sweeps if s.is_grid for row in grid_rows(s)])
+    return Comparison(sweeps, groups, [row for s in sweeps if s.lists_configurations for row in grid_rows(s)])
