@@ -15,6 +15,9 @@ from asha_tune.spaces import SearchSpace
 from asha_tune.trial.config import Runtime
 
 SWEEP_FILE = "sweep.json"
+# A sweep's name names its folder under --results-dir: letters, digits, '.', '_' and '-', not
+# starting with '.' or '-', so never a path, '..', a hidden folder or a flag.
+SWEEP_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
 IF_EXISTS = ("fail", "resume")  # launch --if-exists: what a launch does with a name already taken
 
 
@@ -83,7 +86,11 @@ class SweepSettings(BaseModel):
         return cls.model_validate(json.loads(path.read_text()))
 
 
-def check_name(name: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise ConfigError(f"--name {name!r}: use letters, digits, '.', '_' and '-'")
+def check_name(name: str, flag: str = "--name") -> str:
+    """A sweep's name (SWEEP_NAME), or one line saying what one is."""
+    if not re.fullmatch(SWEEP_NAME, name):
+        raise ConfigError(
+            f"{flag} {name!r}: use letters, digits, '.', '_' and '-', starting with a letter, a digit "
+            "or '_' (it names the sweep's folder)"
+        )
     return name
