@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -327,7 +328,7 @@ def add_sweep_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--resource-wait",
-        type=float,
+        type=amount,
         metavar="SECONDS",
         help="on a cluster where no node can hold a trial yet, how long to wait for one. Default: "
         "where an autoscaler runs (ray up, KubeRay), it is asked for such a node and the sweep "
@@ -339,8 +340,20 @@ def add_sweep_flags(p: argparse.ArgumentParser) -> None:
 
 def add_machine_flags(p: argparse.ArgumentParser, default_device: str | None = "auto") -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=default_device, help=DEVICE_HELP)
-    p.add_argument("--num-cpus", type=float, help="CPUs of a local Ray instance (default: all)")
-    p.add_argument("--num-gpus", type=float, help="GPUs of a local Ray instance (logical ones allowed)")
+    p.add_argument("--num-cpus", type=amount, help="CPUs of a local Ray instance (default: all)")
+    p.add_argument("--num-gpus", type=amount, help="GPUs of a local Ray instance (logical ones allowed)")
+
+
+def amount(text: str) -> float:
+    """A finite number, 0 or more (CPUs, GPUs, seconds): argparse refuses nan, inf and -1 in one
+    line (exit 2), where Ray would have met them."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of 0 or more")
+    return value
 
 
 def results_folder(args: argparse.Namespace) -> Path:
