@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from asha_tune.defaults import SPACES_ENV
 from asha_tune.dotted import set_path
 from asha_tune.errors import ConfigError, first_line
-from asha_tune.spaces.params import PARAM_TYPES
+from asha_tune.spaces.params import MAX_TRIALS, PARAM_TYPES
 from asha_tune.spaces.space import (
     CONFIGURATION_KEY,
     Configuration,
@@ -364,7 +364,7 @@ def _check_grid(space: SearchSpace) -> list[str]:
     if problems:
         return problems
     try:
-        size = space.grid_size()
+        size = space.grid_size(limit=MAX_TRIALS)
     except ValueError as err:
         return [str(err)]
     if space.search.num_trials not in (None, size):

@@ -375,10 +375,10 @@ class SearchSpace(BaseModel):
             points = grown
         return points
 
-    def grid_size(self, limit: int = MAX_TRIALS) -> int:
+    def grid_size(self, limit: int | None = None) -> int:
         """How many points `grid()` has, counted without building them, or a ValueError naming
-        the parameter whose values take the count past `limit` (a seed from 0 to 10^9 is refused
-        by its count, never built).
+        the parameter whose values take the count past `limit` (load_space's MAX_TRIALS: a seed
+        from 0 to 10^9 is refused by its count, never built).
 
         Points are counted in groups that agree on the values a later `when` reads: a parameter
         no `when` reads multiplies its groups' counts; one that a `when` reads splits them."""
@@ -391,13 +391,13 @@ class SearchSpace(BaseModel):
             for values, count in groups:
                 if not param.active(values):
                     grown.append((values, count))
-                elif name in read and n <= limit:
+                elif name in read and (limit is None or n <= limit):
                     grown += [({**values, name: v}, count) for v in param.choices()]
                 else:
                     grown.append((values, count * n))
             groups = grown
             total = sum(count for _, count in groups)
-            if total > limit:
+            if limit is not None and total > limit:
                 raise ValueError(
                     f"parameters.{name}: its {n:,} values make a grid of {total:,} configurations or "
                     f"more; a sweep runs at most {limit:,} trials: narrow its range, raise its step, or "
