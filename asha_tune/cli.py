@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -327,7 +328,7 @@ def add_sweep_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--resource-wait",
-        type=float,
+        type=amount,
         metavar="SECONDS",
         help="on a cluster where no node can hold a trial yet, how long to wait for one. Default: "
         "where an autoscaler runs (ray up, KubeRay), it is asked for such a node and the sweep "
@@ -339,8 +340,20 @@ def add_sweep_flags(p: argparse.ArgumentParser) -> None:
 
 def add_machine_flags(p: argparse.ArgumentParser, default_device: str | None = "auto") -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=default_device, help=DEVICE_HELP)
-    p.add_argument("--num-cpus", type=float, help="CPUs of a local Ray instance (default: all)")
-    p.add_argument("--num-gpus", type=float, help="GPUs of a local Ray instance (logical ones allowed)")
+    p.add_argument("--num-cpus", type=amount, help="CPUs of a local Ray instance (default: all)")
+    p.add_argument("--num-gpus", type=amount, help="GPUs of a local Ray instance (logical ones allowed)")
+
+
+def amount(text: str) -> float:
+    """A finite number, 0 or more (CPUs, GPUs, seconds): argparse refuses nan, inf and -1 in one
+    line (exit 2), where Ray would have met them."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of 0 or more")
+    return value
 
 
 def results_folder(args: argparse.Namespace) -> Path:
@@ -360,11 +373,17 @@ def cmd_launch(args: argparse.Namespace) -> int:
     if args.replicates is not None:
         overrides.append(f"search.replicates={args.replicates}")
     space = load_space(args.space, overrides)
+    name = check_name(args.name) if args.name is not None else sweep_name(space)
+    warm_start = check_name(args.warm_start, "--warm-start") if args.warm_start is not None else None
     if args.dry_run:
+        if warm_start is not None:
+            from asha_tune.sweep.warm_start import check_warm_start
+
+            check_warm_start(space, name, warm_start)  # what needs no records; the launch checks the rest
         print(describe(space))
         return 0
     settings = SweepSettings(
-        name=check_name(args.name) if args.name else sweep_name(space),
+        name=name,
         space=space,
         results_dir=results_folder(args),
         tracking_uri=args.tracking_uri or defaults.tracking_uri(),
@@ -374,7 +393,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         num_cpus=args.num_cpus,
         num_gpus=args.num_gpus,
         resource_wait_s=args.resource_wait,
-        warm_start=check_name(args.warm_start) if args.warm_start else None,
+        warm_start=warm_start,
     )
     from asha_tune.api import launch
 
@@ -475,7 +494,11 @@ def cmd_spaces(args: argparse.Namespace) -> int:
     from asha_tune.spaces import list_spaces, load_space, needs, read_yaml
 
     for name, path in list_spaces().items():
-        description = str(read_yaml(path).get("description", "")).strip().splitlines()
+        try:  # a file that cannot be read is one line of the listing; the others are listed
+            description = str(read_yaml(path).get("description", "")).strip().splitlines()
+        except ConfigError as err:
+            print(f"{name:16s} unreadable: {err.problems[0]}")
+            continue
         try:
             need = needs(load_space(path))
         except ConfigError as err:
@@ -493,8 +516,19 @@ def add_ui_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", nargs="?", help="a sweep (default: the store in this folder)")
     add_results_dir_flag(p, "where the sweep's results are")
     p.add_argument("--tracking-uri", help="an MLflow store instead of a sweep's")
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--port", type=port, default=5000, help="the UI's port, 1 to 65535 (default 5000)")
     p.set_defaults(handler=cmd_ui)
+
+
+def port(text: str) -> int:
+    """A TCP port a server can listen on, refused by argparse (one line, exit 2) otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1 to 65535)") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (1 to 65535)")
+    return value
 
 
 def cmd_ui(args: argparse.Namespace) -> int:

@@ -4,6 +4,8 @@ YAML path, and nothing starts until a space is valid."""
 from __future__ import annotations
 
 import os
+import reprlib
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +14,18 @@ from pydantic import BaseModel, ValidationError
 
 from asha_tune.defaults import SPACES_ENV
 from asha_tune.dotted import set_path
-from asha_tune.errors import ConfigError
-from asha_tune.spaces.params import PARAM_TYPES
-from asha_tune.spaces.space import CONFIGURATION_KEY, SearchSpace, trial_paths
-from asha_tune.trial.config import is_cross_field, validation_problems
+from asha_tune.errors import ConfigError, first_line
+from asha_tune.spaces.params import MAX_TRIALS, PARAM_TYPES
+from asha_tune.spaces.space import (
+    CONFIGURATION_KEY,
+    Configuration,
+    SearchSpace,
+    accuracy_metrics,
+    trial_paths,
+)
+from asha_tune.trial.config import TrialConfig, is_cross_field, validation_problems
+from asha_tune.trial.datasets import DATASETS
+from asha_tune.trial.selection import ACC_PREFIX
 
 # The shipped spaces: asha_tune/search_spaces in an installed wheel, search_spaces/ in a checkout.
 _PACKAGE = Path(__file__).resolve().parents[1]
@@ -43,6 +53,13 @@ def find_space(name: str) -> Path:
     path = Path(name).expanduser()
     if path.is_file():
         return path
+    if path.is_dir():
+        raise ConfigError(
+            f"--space {name}: a folder, not a space file: give one of its .yaml files, or add the "
+            f"folder to ${SPACES_ENV} and give a space's name"
+        )
+    if path.exists():
+        raise ConfigError(f"--space {name}: not a regular file (a space is a YAML file)")
     if os.sep in name:
         raise ConfigError(f"--space {name}: no such file")
     stem = name.removesuffix(".yaml").removesuffix(".yml")
@@ -55,13 +72,29 @@ def find_space(name: str) -> Path:
     return spaces[stem]
 
 
+# A space file is a page of settings: the largest shipped one is 12 KB. A file of megabytes
+# (a 50 MB categorical) is refused before it is read, not parsed for minutes.
+MAX_SPACE_BYTES = 1024 * 1024
+# Nesting a space never needs (a parameter's `when` list of conv sets is 6 deep); deeper
+# structures would exhaust Python's recursion while YAML composes them.
+MAX_DEPTH = 50
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = 40
+
+
 class _SpaceLoader(yaml.SafeLoader):
-    """YAML as a space file may hold it: no aliases, no key given twice.
+    """YAML as a space file may hold it: no aliases, no key given twice, keys that are plain
+    values, nesting no deeper than MAX_DEPTH.
 
     An alias shares a node, so nine nested levels of nine aliases each (a "billion laughs") are
-    387 million nodes for validation to walk; and a key given twice silently keeps the last value.
-    Both are refused at the line where they happen.
+    387 million nodes for validation to walk; a key given twice silently keeps the last value; a
+    list or mapping as a key (`? [a, b]`, `{epochs: 4}: 30`) is no setting's name. Each is
+    refused at the line where it happens.
     """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -70,13 +103,40 @@ class _SpaceLoader(yaml.SafeLoader):
                 problem=f"alias *{event.anchor} (space files hold no aliases: write the value out)",
                 problem_mark=event.start_mark,
             )
-        return super().compose_node(parent, index)
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise yaml.MarkedYAMLError(
+                    problem=f"nested more than {MAX_DEPTH} levels deep (a space needs a few)",
+                    problem_mark=self.peek_event().start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        """A scalar YAML resolves but Python cannot build (a 5,000-digit integer, the date
+        2001-13-45) is refused at its line, as a malformed value."""
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, OverflowError) as err:
+            kind = str(node.tag).rpartition(":")[2]
+            raise yaml.MarkedYAMLError(
+                problem=f"cannot read {_SHORT.repr(node.value)} as {kind}: {first_line(err).split(';')[0]}",
+                problem_mark=node.start_mark,
+            ) from None
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                kind = "list" if isinstance(key_node, yaml.SequenceNode) else "mapping"
+                raise yaml.MarkedYAMLError(
+                    problem=f"a {kind} as a key: a key is a plain name, such as epochs or train.lr",
+                    problem_mark=key_node.start_mark,
+                )
+            key = self.construct_object(key_node, deep=True)
             if key in seen:
                 raise yaml.MarkedYAMLError(
                     problem=f"key {key!r} is given twice (lines {seen[key]} and {line}): keep one",
@@ -87,19 +147,69 @@ class _SpaceLoader(yaml.SafeLoader):
 
 
 def load_yaml_text(text: str) -> Any:
-    """YAML text as a space file (or a `--set` value) may hold it (see _SpaceLoader)."""
+    """YAML text as a space file (or a `--set` value) may hold it (see _SpaceLoader), or a
+    yaml.YAMLError (`yaml_problem` says it in one line)."""
     return yaml.load(text, Loader=_SpaceLoader)  # noqa: S506  (a SafeLoader)
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        tree = load_yaml_text(path.read_text())
-    except yaml.MarkedYAMLError as err:
+def yaml_problem(err: yaml.YAMLError, text: str) -> tuple[str, str]:
+    """Where a YAML error is ("line 3, column 14", or "") and what it is, in one line: PyYAML's
+    reader (a control character, a NUL) names a character position in "<unicode string>" instead."""
+    if isinstance(err, yaml.MarkedYAMLError):
         mark = err.problem_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}: malformed YAML{where}: {err.problem}") from None
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"{path}: cannot read: {err}") from None
+        return (f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""), str(err.problem)
+    if isinstance(err, yaml.reader.ReaderError):
+        line, column = _line_column(text, err.position)
+        code = err.character if isinstance(err.character, int) else ord(err.character)
+        return (
+            f"line {line}, column {column}",
+            f"non-printable character U+{code:04X} is not allowed: remove it",
+        )
+    return "", first_line(err)
+
+
+def _line_column(text: str, position: int) -> tuple[int, int]:
+    line_start = text.rfind("\n", 0, position) + 1
+    return text.count("\n", 0, position) + 1, position - line_start + 1
+
+
+def _decode(data: bytes) -> str:
+    """UTF-8 (a byte-order mark is fine), or a ConfigError-ready line saying what the file is."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ValueError("UTF-16 text: save it as UTF-8")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line, column = _line_column(data.decode("utf-8", errors="replace"), err.start)
+        raise ValueError(
+            f"not UTF-8 text (byte 0x{data[err.start]:02x} at line {line}, column {column}; "
+            "Latin-1 or Windows-1252?): save it as UTF-8"
+        ) from None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A space file's YAML tree; any problem with the file is one line naming it (and the line in it)."""
+    try:
+        info = path.stat()
+        if path.is_dir():
+            raise ValueError("a folder, not a space file")
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file")
+        if info.st_size > MAX_SPACE_BYTES:
+            raise ValueError(
+                f"{info.st_size:,} bytes; a space file holds at most {MAX_SPACE_BYTES:,} "
+                "(a long categorical belongs in a range, or in several spaces)"
+            )
+        text = _decode(path.read_bytes())
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror or first_line(err)}") from None
+    except ValueError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    try:
+        tree = load_yaml_text(text)
+    except yaml.YAMLError as err:
+        where, problem = yaml_problem(err, text)
+        raise ConfigError(f"{path}: malformed YAML{f' at {where}' * bool(where)}: {problem}") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: a space file must be a mapping of sections (name, data, ...)")
     return tree
@@ -139,9 +249,13 @@ def _pin(tree: dict[str, Any], key: str, value: Any) -> bool:
     searched = [name for name in params if name == key or name.startswith(key + ".")]
     if not searched:
         return False
-    for name in searched:
-        del params[name]
-    params[key] = {"type": "fixed", "value": value, "pinned": True}
+    kept = dict(params)  # the pin takes the searched one's place: a `when` below may read it
+    params.clear()
+    for name, param in kept.items():
+        if name == searched[0]:
+            params[key] = {"type": "fixed", "value": value, "pinned": True}
+        elif name not in searched:
+            params[name] = param
     return True
 
 
@@ -155,8 +269,10 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> None:
         _check_key(item, key)
         try:
             value = load_yaml_text(text)
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {item}: cannot read value {text!r}") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(
+                f"--set {item}: cannot read value {text!r}: {yaml_problem(err, text)[1]}"
+            ) from None
         if not _pin(tree, key, value):
             set_path(tree, key, value)
 
@@ -238,15 +354,19 @@ def load_space(source: str | Path, overrides: list[str] | None = None) -> Search
 
 
 def _check_grid(space: SearchSpace) -> list[str]:
+    """Every parameter enumerable, and the grid no larger than a sweep: counted, never built."""
     problems = []
     for name, param in space.parameters.items():
         try:
-            param.choices()
+            param.size()
         except ValueError as err:
             problems.append(f"parameters.{name}: {err}")
     if problems:
         return problems
-    size = len(space.grid())
+    try:
+        size = space.grid_size(limit=MAX_TRIALS)
+    except ValueError as err:
+        return [str(err)]
     if space.search.num_trials not in (None, size):
         problems.append(
             f"search.num_trials: the grid has {size} configurations; use {size} or leave num_trials out"
@@ -264,15 +384,31 @@ def _check_listed(space: SearchSpace) -> list[str]:
             [values[CONFIGURATION_KEY]] + [f"{k}={v}" for k, v in values.items() if k != CONFIGURATION_KEY]
         )
         try:
-            fingerprint = space.trial_config(values).fingerprint()
+            config = space.trial_config(values)
         except ValidationError as err:
             for path, _, message in validation_problems(err):
                 where = "" if not path or is_cross_field(path) else f"{path}: "
                 problems.append(f"configurations.{values[CONFIGURATION_KEY]}: {where}{message}")
             continue
+        problems += _check_published(space.configuration(values[CONFIGURATION_KEY]), config)
+        fingerprint = config.fingerprint()
         if fingerprint in seen:
             problems.append(
                 f"configurations: {seen[fingerprint]} and {label} are the same trial; list it once"
             )
         seen.setdefault(fingerprint, label)
     return list(dict.fromkeys(problems))
+
+
+def _check_published(listed: Configuration, config: TrialConfig) -> list[str]:
+    """A published figure is an accuracy a trial of its dataset reports, to be set beside ours
+    (its value, a percentage, is checked by the schema): a misspelt metric (acc_cartooon) would
+    never be compared. `folder`'s domains are its data root's: any acc_<domain> may be one."""
+    layout = DATASETS[config.data.dataset]
+    reported = accuracy_metrics(layout.domains if layout.fixed_domains else None)
+    return [
+        f"configurations.{listed.id}.published: {metric} is not an accuracy a trial on "
+        f"{config.data.dataset} reports (one of {', '.join(sorted(reported))})"
+        for metric in listed.published
+        if metric not in reported and (layout.fixed_domains or not metric.startswith(ACC_PREFIX))
+    ]

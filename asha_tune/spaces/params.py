@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from asha_tune.trial.config import SHAPEABLE_CONVS, check_convs
+from asha_tune.trial.config import MODEL_CONFIG, SHAPEABLE_CONVS, Bool, Float, Int, check_convs
 
 
 class Suggester(Protocol):
@@ -25,6 +26,11 @@ class Suggester(Protocol):
     def suggest_categorical(self, name: str, choices: list[Any]) -> Any: ...
 
 
+# The most trials a sweep runs (a grid of more is refused by its count, before one point is
+# built), and so the most values a categorical lists: more could never each be tried.
+MAX_TRIALS = 10_000
+
+
 def _encode(choice: Any) -> Any:
     """Optuna's categorical choices must be scalars: lists (conv sets) become JSON text."""
     return json.dumps(choice) if isinstance(choice, (list, dict)) else choice
@@ -34,13 +40,30 @@ def _matches(value: Any, wanted: Any) -> bool:
     return value in wanted if isinstance(wanted, list) else value == wanted
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 class _Param(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = MODEL_CONFIG
     # Only sample this parameter when earlier values match, e.g. {shaping.mode: random}.
     when: dict[str, Any] = {}
 
     def active(self, values: dict[str, Any]) -> bool:
         return all(_matches(values.get(k), v) for k, v in self.when.items())
+
+    def choices(self) -> list[Any]:
+        """Every value, in the order a grid crosses them."""
+        raise NotImplementedError
+
+    def size(self) -> int:
+        """How many values a grid crosses, counted without listing them (a range of 10^9 values
+        is refused by its count, never built)."""
+        return len(self.choices())
+
+    def can_take(self, value: Any) -> bool:
+        """Whether a draw can give `value`: a `when` that waits for any other never holds."""
+        return value in self.choices()
 
     def optuna_params(self, name: str, value: Any) -> dict[str, Any]:
         """The Optuna parameters that make `suggest` return `value` (for enqueued grid points)."""
@@ -50,7 +73,7 @@ class _Param(BaseModel):
 class Fixed(_Param):
     type: Literal["fixed"]
     value: Any
-    pinned: bool = False  # set by `--set` on a parameter the file searches (shown by --dry-run)
+    pinned: Bool = False  # set by `--set` on a parameter the file searches (shown by --dry-run)
 
     def suggest(self, trial: Suggester, name: str) -> Any:
         return self.value
@@ -70,10 +93,10 @@ class Fixed(_Param):
 
 class FloatRange(_Param):
     type: Literal["float"]
-    low: float
-    high: float
-    log: bool = False
-    step: float | None = Field(default=None, gt=0)
+    low: Float
+    high: Float
+    log: Bool = False
+    step: Float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _range(self) -> FloatRange:
@@ -91,11 +114,17 @@ class FloatRange(_Param):
     def corners(self) -> list[float]:
         return [self.low, self.high]
 
-    def choices(self) -> list[float]:
+    def size(self) -> int:
         if self.step is None:
             raise ValueError("a float range without step cannot be enumerated for a grid")
-        n = int(round((self.high - self.low) / self.step))
-        return [round(self.low + i * self.step, 10) for i in range(n + 1)]
+        return int(round((self.high - self.low) / self.step)) + 1
+
+    def can_take(self, value: Any) -> bool:
+        return _is_number(value) and self.low <= value <= self.high
+
+    def choices(self) -> list[float]:
+        step = self.step or 0.0
+        return [round(self.low + i * step, 10) for i in range(self.size())]
 
     def describe(self) -> str:
         extra = " log" if self.log else f" step {self.step}" if self.step else ""
@@ -104,15 +133,19 @@ class FloatRange(_Param):
 
 class IntRange(_Param):
     type: Literal["int"]
-    low: int
-    high: int
-    step: int = Field(default=1, ge=1)
-    log: bool = False
+    low: Int
+    high: Int
+    step: Int = Field(default=1, ge=1)
+    log: Bool = False
 
     @model_validator(mode="after")
     def _range(self) -> IntRange:
         if self.low >= self.high:
             raise ValueError(f"empty range: low {self.low} is not below high {self.high}")
+        if self.log and self.low < 1:  # as Optuna's IntDistribution
+            raise ValueError(f"a log range needs low >= 1 (got low {self.low})")
+        if self.log and self.step != 1:
+            raise ValueError("a log range cannot have a step")
         return self
 
     def suggest(self, trial: Suggester, name: str) -> int:
@@ -120,6 +153,16 @@ class IntRange(_Param):
 
     def corners(self) -> list[int]:
         return [self.low, self.high]
+
+    def size(self) -> int:
+        return (self.high - self.low) // self.step + 1
+
+    def can_take(self, value: Any) -> bool:
+        return (
+            _is_number(value)
+            and isinstance(value, int)
+            and value in range(self.low, self.high + 1, self.step)
+        )
 
     def choices(self) -> list[int]:
         return list(range(self.low, self.high + 1, self.step))
@@ -130,7 +173,7 @@ class IntRange(_Param):
 
 class Categorical(_Param):
     type: Literal["categorical", "grid"]
-    values: list[Any] = Field(min_length=1)
+    values: list[Any] = Field(min_length=1, max_length=MAX_TRIALS)
 
     @field_validator("values")
     @classmethod
@@ -158,9 +201,9 @@ class ConvSubset(_Param):
     """A set of convs: its size, then which convs of that size (one categorical per size)."""
 
     type: Literal["conv_subset"]
-    allowed: list[int] = list(SHAPEABLE_CONVS)
-    min_size: int = Field(default=1, ge=1)
-    max_size: int = Field(default=1, ge=1)
+    allowed: list[Int] = list(SHAPEABLE_CONVS)
+    min_size: Int = Field(default=1, ge=1)
+    max_size: Int = Field(default=1, ge=1)
 
     @field_validator("allowed")
     @classmethod
@@ -193,6 +236,17 @@ class ConvSubset(_Param):
         if len(self._of_size(len(value))) > 1:
             params[f"{name}.size{len(value)}"] = ",".join(map(str, value))
         return params
+
+    def size(self) -> int:
+        return sum(math.comb(len(self.allowed), k) for k in range(self.min_size, self.max_size + 1))
+
+    def can_take(self, value: Any) -> bool:
+        return (
+            isinstance(value, list)
+            and self.min_size <= len(value) <= self.max_size
+            and all(isinstance(c, int) and c in self.allowed for c in value)
+            and value == sorted(set(value))
+        )
 
     def choices(self) -> list[list[int]]:
         return [

@@ -7,15 +7,20 @@ A space names each searched parameter once, by its TrialConfig path (`shaping.p0
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from asha_tune.dotted import set_path
-from asha_tune.spaces.params import Param, Suggester
+from asha_tune.spaces.params import MAX_TRIALS, Fixed, Param, Suggester
 from asha_tune.trial.config import (
     DOMAINS,
+    MODEL_CONFIG,
+    Bool,
     DataConfig,
+    Float,
+    Int,
+    Seed,
     SelectionConfig,
     ShapingConfig,
     TrainConfig,
@@ -23,25 +28,25 @@ from asha_tune.trial.config import (
 )
 from asha_tune.trial.registry import PAPER_PROTOCOL, scored_by
 from asha_tune.trial.score_info import SCORE_INFO, ScoreInfo
-from asha_tune.trial.selection import TARGET_ACC, domain_acc, label_free, score_key, target_of
+from asha_tune.trial.selection import TARGET_ACC, VAL_ACC, domain_acc, label_free, score_key, target_of
 
 
 class SearchSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = MODEL_CONFIG
     # list: the space's explicit `configurations` (each crossed with any grid parameters), in order.
     algorithm: Literal["optuna", "random", "grid", "list"] = "optuna"
-    num_trials: int | None = Field(default=None, ge=1)
+    num_trials: Int | None = Field(default=None, ge=1, le=MAX_TRIALS)
     # Run only the configurations whose id matches one of these patterns (fnmatch: "da-*").
     only: list[str] = []
-    max_concurrent: int = Field(default=2, ge=1)
-    seed: int = 0
-    max_failures: int = Field(default=1, ge=0)  # retries of a crashed trial, from its checkpoint
+    max_concurrent: Int = Field(default=2, ge=1)
+    seed: Seed = 0
+    max_failures: Int = Field(default=1, ge=0)  # retries of a crashed trial, from its checkpoint
     # One trial at a time, so every proposal and every stopping decision sees the same history:
     # two runs of the sweep then agree exactly (on the same device).
-    reproducible: bool = False
+    reproducible: Bool = False
     # Independent runs of the whole search (sweep/replicated.py), each with its own sampler, trial
     # and split seeds (sweep/replicated.py replicate_seeds): the winner's spread, not one draw.
-    replicates: int = Field(default=1, ge=1)
+    replicates: Int = Field(default=1, ge=1)
 
     @property
     def concurrency(self) -> int:
@@ -59,26 +64,19 @@ def is_reported_target_metric(metric: str) -> bool:
     return metric == TARGET_ACC or target_of(metric) is not None
 
 
-def target_metrics(data: DataConfig) -> set[str]:
-    """acc_<target> for each target a configuration names (the defaults resolved where the
-    dataset names its domains; `folder`'s are known only from the data root)."""
-    targets = data.target_domains or ()
-    return {domain_acc(t) for t in targets}
-
-
 class SchedulerSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = MODEL_CONFIG
     kind: Literal["asha", "fifo"] = "asha"
-    grace_period: int = Field(default=1, ge=1)
-    reduction_factor: float = Field(default=3, gt=1)
+    grace_period: Int = Field(default=1, ge=1)
+    reduction_factor: Float = Field(default=3, gt=1)
     metric: str = "val_acc"  # the selection metric (selection.py); also what the search optimises
     mode: Literal["max", "min"] = "max"
 
 
 class Resources(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    cpu: float = Field(default=1, gt=0)
-    gpu: float = Field(default=0, ge=0, le=1)  # a share of one GPU; a trial never uses more
+    model_config = MODEL_CONFIG
+    cpu: Float = Field(default=1, gt=0)
+    gpu: Float = Field(default=0, ge=0, le=1)  # a share of one GPU; a trial never uses more
 
 
 CONFIGURATION_KEY = "configuration"  # in a trial's values: the id of its explicit configuration
@@ -91,10 +89,10 @@ class Configuration(BaseModel):
     metric name (`acc_cartoon`, ...): reference data for comparison, never our results.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = MODEL_CONFIG
     id: str = Field(pattern=r"^[A-Za-z0-9_.,+=-]+$")
     values: dict[str, Any] = {}  # TrialConfig paths, as in `parameters` (fixed values)
-    published: dict[str, float] = {}
+    published: dict[str, Annotated[Float, Field(ge=0, le=100)]] = {}  # accuracies, in %
     source: str = ""  # where the published figures come from, e.g. "paper, Tables 3 and 4"
     note: str = ""  # e.g. "not in the paper"
 
@@ -111,6 +109,55 @@ def _protocol_of(tree: dict[str, Any]) -> Any:
     return selection.get("protocol") if isinstance(selection, dict) else selection
 
 
+def metric_direction(metric: str) -> Literal["max", "min"]:
+    """Which way a reported metric is better: a label-free score's own, a loss's min, an
+    accuracy's max."""
+    score = score_of(metric)
+    if score is not None:
+        return score.direction
+    return "min" if metric == "train_loss" else "max"
+
+
+def reported_metrics(data: DataConfig) -> set[str]:
+    """What a trial of this data reports, by name: what a scheduler may optimise."""
+    metrics = {"train_loss", *accuracy_metrics(data.target_domains)}
+    metrics |= {i.metric for i in SCORE_INFO.values()}
+    return metrics | {score_key(name, t) for name in SCORE_INFO for t in data.target_domains or ()}
+
+
+def accuracy_metrics(targets: tuple[str, ...] | None) -> set[str]:
+    """The accuracies (in %) a trial on these targets reports: what a published figure may be."""
+    return {VAL_ACC, TARGET_ACC, "source_acc", *(domain_acc(t) for t in targets or ())}
+
+
+def _check_when(name: str, param: Any, params: dict[str, Any]) -> None:
+    """A `when` names a parameter drawn before this one (in file order), and values it can take:
+    otherwise the condition never holds and the parameter is never searched. A value that `--set`
+    pinned is exempt: pinning the mode rightly switches off the other mode's parameters."""
+    order = list(params)
+    for key, wanted in param.when.items():
+        if key not in params:
+            raise ValueError(f"{name}: when refers to {key}, which is not a parameter")
+        if order.index(key) >= order.index(name):
+            where = "itself" if key == name else f"{key}, which is listed below it"
+            raise ValueError(
+                f"{name}: when refers to {where}: parameters are drawn in file order, so {name} would "
+                f"never be drawn; list {key} above {name}"
+            )
+        source = params[key]
+        if isinstance(source, Fixed) and source.pinned:
+            continue
+        for value in wanted if isinstance(wanted, list) else [wanted]:
+            if value is None and source.when:  # `key` itself not drawn
+                continue
+            if not source.can_take(value):
+                alternatives = " (a list in when means any of its values)" * isinstance(wanted, list)
+                raise ValueError(
+                    f"{name}: when {key} is {value!r}, which {key} never takes "
+                    f"({source.describe()}){alternatives}"
+                )
+
+
 def _fixed_shorthand(value: Any) -> Any:
     """`shaping.mode: random` in `parameters` means a fixed value."""
     if isinstance(value, dict) and "type" in value:
@@ -119,7 +166,7 @@ def _fixed_shorthand(value: Any) -> Any:
 
 
 class SearchSpace(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = MODEL_CONFIG
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     data: DataConfig = DataConfig()
@@ -148,17 +195,18 @@ class SearchSpace(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _label_free_defaults(cls, tree: Any) -> Any:
-        """Under a label-free protocol the scheduler selects on its score by default, in the
-        score's direction (entropy: min), unless the space says otherwise (then checked below)."""
+    def _scheduler_defaults(cls, tree: Any) -> Any:
+        """Under a label-free protocol the scheduler selects on its score by default; a metric's
+        direction is its mode by default (entropy and train_loss: min), unless the space says
+        otherwise (then checked below)."""
         if not isinstance(tree, dict):
             return tree
         info = label_free(str(_protocol_of(tree)))
         scheduler = tree.get("scheduler", {})
-        if info is None or not isinstance(scheduler, dict):
+        if not isinstance(scheduler, dict) or (info is None and "metric" not in scheduler):
             return tree
-        filled = {"metric": info.metric, **scheduler}
-        filled.setdefault("mode", info.direction if score_of(str(filled["metric"])) else "max")
+        filled = {"metric": info.metric, **scheduler} if info else dict(scheduler)
+        filled.setdefault("mode", metric_direction(str(filled["metric"])))
         return {**tree, "scheduler": filled}
 
     @field_validator("parameters", mode="before")
@@ -178,9 +226,7 @@ class SearchSpace(BaseModel):
                 )
             if name not in known:
                 raise ValueError(f"{name}: not a trial setting (known: {', '.join(sorted(known))})")
-            for key in param.when:
-                if key not in params:
-                    raise ValueError(f"{name}: when refers to {key}, which is not a parameter")
+            _check_when(name, param, params)
         return params
 
     @model_validator(mode="after")
@@ -188,10 +234,7 @@ class SearchSpace(BaseModel):
         s, epochs = self.scheduler, self.train.epochs
         if s.kind == "asha" and s.grace_period > epochs:
             raise ValueError(f"scheduler.grace_period {s.grace_period} is above train.epochs {epochs}")
-        metrics = {"val_acc", "target_acc", "train_loss", "source_acc"}
-        metrics |= target_metrics(self.data)
-        metrics |= {i.metric for i in SCORE_INFO.values()}
-        metrics |= {score_key(name, t) for name in SCORE_INFO for t in self.data.target_domains or ()}
+        metrics = reported_metrics(self.data)
         if s.metric not in metrics:
             unnamed = " (name data.targets to optimise one target's accuracy)" * (
                 self.data.target_domains is None and s.metric.startswith("acc_")
@@ -208,6 +251,13 @@ class SearchSpace(BaseModel):
                 f"selection: {PAPER_PROTOCOL} to select on the target domain, as the paper)"
             )
         self._check_label_free()
+        direction = metric_direction(s.metric)
+        if score_of(s.metric) is None and s.mode != direction:
+            better = "lower" if direction == "min" else "higher"
+            raise ValueError(
+                f"scheduler.mode {s.mode} contradicts scheduler.metric {s.metric}: {better} {s.metric} "
+                f"is better; use scheduler.mode: {direction} (or leave it out)"
+            )
         for name in self.parameters:
             section, _, field = name.partition(".")
             field = field.split(".")[0]  # shaping.p0.first is shaping.p0
@@ -325,6 +375,36 @@ class SearchSpace(BaseModel):
             points = grown
         return points
 
+    def grid_size(self, limit: int | None = None) -> int:
+        """How many points `grid()` has, counted without building them, or a ValueError naming
+        the parameter whose values take the count past `limit` (load_space's MAX_TRIALS: a seed
+        from 0 to 10^9 is refused by its count, never built).
+
+        Points are counted in groups that agree on the values a later `when` reads: a parameter
+        no `when` reads multiplies its groups' counts; one that a `when` reads splits them."""
+        read = {key for param in self.parameters.values() for key in param.when}
+        listed = len(self.active_configurations) if self.configurations else 1
+        groups: list[tuple[dict[str, Any], int]] = [({}, listed)]
+        for name, param in self.parameters.items():
+            n = param.size()
+            grown: list[tuple[dict[str, Any], int]] = []
+            for values, count in groups:
+                if not param.active(values):
+                    grown.append((values, count))
+                elif name in read and (limit is None or n <= limit):
+                    grown += [({**values, name: v}, count) for v in param.choices()]
+                else:
+                    grown.append((values, count * n))
+            groups = grown
+            total = sum(count for _, count in groups)
+            if limit is not None and total > limit:
+                raise ValueError(
+                    f"parameters.{name}: its {n:,} values make a grid of {total:,} configurations or "
+                    f"more; a sweep runs at most {limit:,} trials: narrow its range, raise its step, or "
+                    "search it (search.algorithm optuna or random)"
+                )
+        return sum(count for _, count in groups)
+
     def optuna_params(self, values: dict[str, Any]) -> dict[str, Any]:
         params: dict[str, Any] = {}
         for name, value in values.items():
@@ -337,7 +417,7 @@ class SearchSpace(BaseModel):
     @property
     def num_trials(self) -> int:
         if self.search.algorithm in ("grid", "list"):
-            return self.search.num_trials or len(self.grid())
+            return self.search.num_trials or self.grid_size()
         return self.search.num_trials  # type: ignore[return-value]  # required by _schedule
 
     def trial_config(self, values: dict[str, Any]) -> TrialConfig:

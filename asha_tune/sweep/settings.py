@@ -16,6 +16,9 @@ from asha_tune.spaces import SearchSpace
 from asha_tune.trial.config import Runtime
 
 SWEEP_FILE = "sweep.json"
+# A sweep's name names its folder under --results-dir: letters, digits, '.', '_' and '-', not
+# starting with '.' or '-', so never a path, '..', a hidden folder or a flag.
+SWEEP_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
 IF_EXISTS = ("fail", "resume")  # launch --if-exists: what a launch does with a name already taken
 # Where and on what a sweep runs, not what it computes or where it records: what a later command
 # (resume, confirm, launch --if-exists resume, a replicated search's next replicate) may replace.
@@ -120,7 +123,11 @@ def continuing(settings: SweepSettings) -> SweepSettings:
     return old.with_runtime_of(settings)
 
 
-def check_name(name: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise ConfigError(f"--name {name!r}: use letters, digits, '.', '_' and '-'")
+def check_name(name: str, flag: str = "--name") -> str:
+    """A sweep's name (SWEEP_NAME), or one line saying what one is."""
+    if not re.fullmatch(SWEEP_NAME, name):
+        raise ConfigError(
+            f"{flag} {name!r}: use letters, digits, '.', '_' and '-', starting with a letter, a digit "
+            "or '_' (it names the sweep's folder)"
+        )
     return name

@@ -143,11 +143,9 @@ def warm_start(
     values (TPE ranks a pruned trial by its last). Run again, it adds nothing twice.
     """
     study, space = load_recorded(url, study_name)
-    if space.search.algorithm in ("grid", "list"):
-        raise AshaTuneError(
-            f"warm start: {study_name} runs a {space.search.algorithm} of configurations, whatever "
-            f"was run before; warm-start an optuna search instead"
-        )
+    why = _cannot_learn(space, study_name)
+    if why:
+        raise ConfigError(f"warm start: {why}")
     done = {
         t.user_attrs[WARM_START_ATTR]: t.number
         for t in study.get_trials(deepcopy=False)
@@ -258,8 +256,18 @@ def check_warm_start(space: SearchSpace, name: str, sweep: str) -> None:
     """What a warm start needs, checked before anything is written (one line if not)."""
     if sweep == name:
         raise ConfigError(f"--warm-start {sweep}: a sweep cannot be warm-started from itself")
-    if space.search.algorithm in ("grid", "list"):
-        raise ConfigError(
-            f"--warm-start {sweep}: space {space.name} runs a {space.search.algorithm} of configurations, "
-            "whatever was run before; warm-start an optuna or random search"
-        )
+    why = _cannot_learn(space, f"space {space.name}")
+    if why:
+        raise ConfigError(f"--warm-start {sweep}: {why}")
+
+
+def _cannot_learn(space: SearchSpace, named: str) -> str | None:
+    """Why the search of a space (`named`: the space, or the study that records it) cannot learn
+    from earlier trials, if it cannot: the one wording of the refusal, from the CLI's check (a dry
+    run's too) and from `warm_start` itself."""
+    if space.search.algorithm not in ("grid", "list"):
+        return None
+    return (
+        f"{named} runs a {space.search.algorithm} of configurations, whatever was run before; "
+        "warm-start an optuna or random search"
+    )

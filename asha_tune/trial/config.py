@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import reprlib
 from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
@@ -17,6 +18,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -56,28 +58,67 @@ DOWNSAMPLING_CONVS = (8, 13, 18)
 SHAPEABLE_CONVS = tuple(n for n in range(1, len(CONV_NAMES) + 1) if n not in DOWNSAMPLING_CONVS)
 
 
+def _not_a_boolean(value: Any) -> Any:
+    """YAML 1.1 reads yes, no, on and off as booleans, and pydantic would take them as 1 and 0:
+    `epochs: yes` is a mistake, not one epoch."""
+    if isinstance(value, bool):
+        raise ValueError(
+            f"expected a number, got {str(value).lower()} (YAML reads yes/no/on/off as true/false)"
+        )
+    return value
+
+
+# Numbers and switches as a configuration means them: a number field refuses true and false, a
+# switch refuses 1, 0 and "yes" (YAML's own true and false are booleans already). Strings that
+# spell a number stay welcome: `asha-tune trial --epochs 3` passes "3".
+Int = Annotated[int, BeforeValidator(_not_a_boolean)]
+Float = Annotated[float, BeforeValidator(_not_a_boolean)]
+Bool = Annotated[bool, Field(strict=True)]
+# Seeds as numpy and Optuna's samplers take them (below 2^32, with room for the trials a resumed
+# search adds to its sampler's seed) and as replicates derive them (below 2^31: sweep/replicated.py).
+SEED_LIMIT = 2**31
+Seed = Annotated[int, BeforeValidator(_not_a_boolean), Field(ge=0, lt=SEED_LIMIT)]
+# Every section refuses unknown fields, and infinities and NaN where it takes a number.
+MODEL_CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = MODEL_CONFIG
 
 
 class P0Schedule(Strict):
     """p0 decreasing geometrically with depth from `first` (shallowest conv) to `last` (deepest)."""
 
-    first: float = Field(ge=0, lt=1)
-    last: float = Field(ge=0, lt=1)
+    first: Float = Field(ge=0, lt=1)
+    last: Float = Field(ge=0, lt=1)
 
     @model_validator(mode="after")
     def _positive(self) -> P0Schedule:
         if self.first != self.last and (self.first == 0 or self.last == 0):
             raise ValueError("a geometric p0 schedule needs both endpoints above 0")
+        if self.last > self.first:
+            raise ValueError(
+                f"a decreasing p0 schedule needs first >= last (got first {self.first}, last {self.last}): "
+                "p0 falls from the shallowest conv to the deepest"
+            )
         return self
 
 
 P0 = float | list[float] | P0Schedule
 
 
+def _check_p0(value: Any) -> None:
+    """A p0 (or each of a list) in [0, 1): a probability of zeroing, never the whole map (NaN fails
+    the comparison, so it is refused too)."""
+    for v in value if isinstance(value, list) else [value]:
+        _not_a_boolean(v)
+        if isinstance(v, (int, float)) and not 0 <= v < 1:
+            raise ValueError(f"p0 {float(v)} is outside [0, 1) (p0=1 would zero the whole map)")
+
+
 def parse_p0(value: Any) -> Any:
-    """Accept the CLI forms `0.7`, `0.7,0.5` and `0.7:0.1` as well as typed values."""
+    """Accept the CLI forms `0.7`, `0.7,0.5` and `0.7:0.1` as well as typed values; a value out of
+    range is refused here, in one line, rather than once for each type p0 may take."""
     if isinstance(value, str):
         text = value.strip()
         try:
@@ -85,9 +126,9 @@ def parse_p0(value: Any) -> Any:
                 first, last = text.split(":")
                 value = {"first": float(first), "last": float(last)}
             elif "," in text:
-                return [float(v) for v in text.split(",")]
+                value = [float(v) for v in text.split(",")]
             else:
-                return float(text)
+                value = float(text)
         except ValueError:
             raise ValueError(f"cannot read p0 {value!r}: use 0.7, 0.7,0.5 or 0.7:0.1") from None
     if isinstance(value, dict):  # a schedule: build it here so a bad one gives one message
@@ -95,6 +136,7 @@ def parse_p0(value: Any) -> Any:
             return P0Schedule.model_validate(value)
         except ValidationError as err:
             raise ValueError("; ".join(format_validation_error(err))) from None
+    _check_p0(value)
     return value
 
 
@@ -136,12 +178,12 @@ def check_convs(convs: list[int]) -> list[int]:
 
 class ShapingConfig(Strict):
     mode: str = "baseline"  # a name in registry.MODES
-    convs: list[int] = []
+    convs: list[Int] = []
     p0: P0 | None = None
     shape_fn: str | None = None  # a name in registry.SHAPE_FUNCTIONS
-    topk_fraction: float | None = Field(default=None, gt=0, le=1)
-    shape_at_eval: bool | None = None
-    target_updates_bn: bool = True
+    topk_fraction: Float | None = Field(default=None, gt=0, le=1)
+    shape_at_eval: Bool | None = None
+    target_updates_bn: Bool = True
     # index: the authors' pairing of source image i with target image i % len(target).
     target_pairing: str = "index"  # a name in registry.TARGET_PAIRINGS
 
@@ -194,15 +236,6 @@ class ShapingConfig(Strict):
     @classmethod
     def _check_convs(cls, convs: list[int]) -> list[int]:
         return check_convs(convs)
-
-    @field_validator("p0")
-    @classmethod
-    def _check_p0(cls, p0: Any) -> Any:
-        values = p0 if isinstance(p0, list) else [p0] if isinstance(p0, float) else []
-        for v in values:
-            if not 0 <= v < 1:
-                raise ValueError(f"p0 {v} is outside [0, 1) (p0=1 would zero the whole map)")
-        return p0
 
     @model_validator(mode="after")
     def _consistent(self) -> ShapingConfig:
@@ -281,8 +314,8 @@ class DataConfig(Strict):
     # None: every domain of the dataset that is not a source (`folder`: of the data root).
     targets: list[Annotated[str, AfterValidator(_domain_item)]] | None = None
     source_sampling: str = "union"  # a name in registry.SOURCE_SAMPLINGS
-    image_size: int = Field(default=224, ge=32, le=512)
-    limit_per_domain: int | None = Field(default=None, ge=1)  # at least one image per class
+    image_size: Int = Field(default=224, ge=32, le=512)
+    limit_per_domain: Int | None = Field(default=None, ge=1)  # at least one image per class
 
     @field_validator("dataset")
     @classmethod
@@ -380,19 +413,19 @@ def _check_domain(name: str, info: ValidationInfo) -> None:
 class TrainConfig(Strict):
     """The paper's recipe by default, as the authors' code runs it."""
 
-    epochs: int = Field(default=30, ge=1)
+    epochs: Int = Field(default=30, ge=1)
     # None: the paper's batch size for the trial's mode (its `batch_size` in shaping.MODES),
     # filled in by TrialConfig, so a trial's config always holds the number it trains with.
-    batch_size: int | None = Field(default=None, ge=1)
-    eval_batch_size: int = Field(default=512, ge=1)
-    lr: float = Field(default=1e-3, gt=0)
-    momentum: float = Field(default=0.9, ge=0, lt=1)
-    nesterov: bool = True
-    weight_decay: float = Field(default=5e-4, ge=0)
-    lr_step_fraction: float = Field(default=0.8, gt=0, le=1)
-    lr_gamma: float = Field(default=0.1, gt=0, le=1)
+    batch_size: Int | None = Field(default=None, ge=1)
+    eval_batch_size: Int = Field(default=512, ge=1)
+    lr: Float = Field(default=1e-3, gt=0)
+    momentum: Float = Field(default=0.9, ge=0, lt=1)
+    nesterov: Bool = True
+    weight_decay: Float = Field(default=5e-4, ge=0)
+    lr_step_fraction: Float = Field(default=0.8, gt=0, le=1)
+    lr_gamma: Float = Field(default=0.1, gt=0, le=1)
     weights: str = "imagenet"
-    seed: int = 0
+    seed: Seed = 0
     # auto: fp16 autocast + grad scaler on CUDA (as the authors), fp32 on the CPU.
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
 
@@ -405,8 +438,8 @@ class SelectionConfig(Strict):
     protocol: str = PAPER_PROTOCOL
     # Held out, per class, by a protocol that splits (ProtocolInfo.split: source_val, target_val
     # and the label-free ones); the split's own seed: it never follows the trial seed.
-    val_fraction: float = Field(default=0.2, gt=0, lt=1)
-    split_seed: int = 0
+    val_fraction: Float = Field(default=0.2, gt=0, lt=1)
+    split_seed: Seed = 0
     # Which epoch of a trial counts. last: its last one (the paper's). best: the epoch whose
     # selection metric (selection.selection_metric: the protocol's) is best; its figures are the
     # trial's, and its weights are the ones kept.
@@ -536,8 +569,8 @@ class Runtime(Strict):
     # Bytes of images a trial may keep on its device; beyond them it streams batches from the
     # disk cache. None: streaming.device_budget, half the device's memory split between the
     # trials that share it (`trials_per_device`: a sweep sets it from the space's resources).
-    data_budget: int | None = Field(default=None, ge=0)
-    trials_per_device: int = Field(default=1, ge=1)
+    data_budget: Int | None = Field(default=None, ge=0)
+    trials_per_device: Int = Field(default=1, ge=1)
 
     @field_validator("data_budget", mode="before")
     @classmethod
@@ -588,7 +621,7 @@ def validation_problems(
         message = problem["msg"].removeprefix("Value error, ")
         value = problem.get("input")
         if problem["type"] not in _NAMES_ITS_VALUE and not isinstance(value, dict):
-            message += f" (got {value!r})"
+            message += f" (got {_SHORT.repr(value)})"
         problems.append(Problem(".".join(parts), problem["type"], message))
     return problems
 
@@ -609,6 +642,11 @@ def format_validation_error(err: ValidationError, names: dict[str, str] | None =
     return list(dict.fromkeys(lines))
 
 
+# A value as a one-line message quotes it: a 50,000-item list is named by its first items.
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 80
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxset = _SHORT.maxdict = 8
+_SHORT.maxlong = 40
 _UNION_MEMBERS = {"float", "list[float]", "P0Schedule", "int", "str", "list[str]"}
 # Errors whose message already says what was wrong with the value (or there is none).
 _NAMES_ITS_VALUE = {"value_error", "missing", "union_tag_invalid", "union_tag_not_found"}
