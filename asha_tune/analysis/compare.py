@@ -42,6 +42,7 @@ from asha_tune.tracking.tags import (
     FINAL_STATUSES,
     KIND_TAG,
     PRUNED,
+    REHEARSAL_TAG,
     REPLICATE_KIND,
     REPLICATE_OF_TAG,
     REPLICATE_SEEDS_TAG,
@@ -71,6 +72,15 @@ def _is_sweep(run: Any) -> bool:
     return KIND_TAG not in tags and "mlflow.parentRunId" not in tags
 
 
+def refuse_rehearsal(tags: dict[str, str], name: str) -> None:
+    """A rehearsal's scores are simulated (`launch --rehearse`): never read as results."""
+    if tags.get(REHEARSAL_TAG) == "true":
+        raise ConfigError(
+            f"sweep {name} is a rehearsal (launch --rehearse: simulated trials): its scores are not "
+            "results, so compare, confirm and warm starts refuse it"
+        )
+
+
 def find_parent(tracker: Tracker, name: str) -> Any:
     ids = tracker.experiment_ids()
     runs = [
@@ -88,6 +98,7 @@ def find_parent(tracker: Tracker, name: str) -> Any:
         )
         hint = f" (sweeps there: {', '.join(known)})" if known else " (it holds no sweep)"
         raise ConfigError(f"no sweep named {name} in {tracker.uri}{hint}")
+    refuse_rehearsal(runs[0].data.tags, name)
     return runs[0]
 
 

@@ -145,6 +145,11 @@ def confirm(sweep: SweepSettings, top: int, seeds: int) -> ConfirmOutcome:
     """
     from asha_tune.sweep.lifecycle import command_tail, launch, resume, say
 
+    if sweep.rehearse is not None:
+        raise ConfigError(
+            f"sweep {sweep.name} is a rehearsal (launch --rehearse: simulated trials): its scores are "
+            "not results, so compare, confirm and warm starts refuse it"
+        )
     tracker = Tracker(sweep.tracking_uri)
     best, records = top_trials(sweep, tracker, top, seeds)
     name = confirmation_name(sweep.name, top, seeds)

@@ -33,6 +33,7 @@ from asha_tune.sweep.preflight import (
     reserve_bytes,
     sweep_bytes,
 )
+from asha_tune.sweep.rehearsal import rehearsal_summary
 from asha_tune.sweep.session import (
     RayInfo,
     cluster_address,
@@ -60,6 +61,7 @@ from asha_tune.tracking.tags import (
     FAILURE_TAG,
     FINAL_STATUSES,
     INTERRUPTED,
+    REHEARSAL_TAG,
     REPLICATE_OF_TAG,
     RESTARTED_AS_TAG,
     RESULTS_DIR_TAG,
@@ -127,14 +129,17 @@ def sigterm_as_sigint() -> Iterator[None]:
 def preflight(settings: SweepSettings) -> None:
     """What can be checked before anything is written or started (exit 2 on a problem; 4 when
     --results-dir has too little space)."""
-    check_data(settings.space, settings.runtime)
+    if settings.rehearse is None:  # a rehearsal's trials read no data and load no weights
+        check_data(settings.space, settings.runtime)
     address = cluster_address(settings)
     if address is not None:
         check_address(str(resolve_address(address)))
     else:
         check_local_resources(settings.space, settings.runtime.device, settings.num_cpus, settings.num_gpus)
-        check_weights(settings.space)
-    check_space(settings.results_dir, settings.space, held=folder_bytes(settings.sweep_dir))
+        if settings.rehearse is None:
+            check_weights(settings.space)
+    if settings.rehearse is None:  # a rehearsal's checkpoints are a few bytes each
+        check_space(settings.results_dir, settings.space, held=folder_bytes(settings.sweep_dir))
 
 
 def _close(
@@ -155,7 +160,9 @@ def _close(
                 tracker.finish(record.run_id, INTERRUPTED)
         StudyHandle(settings.study_url, settings.name, space).park_running()
     best = best_trial(trials, space.scheduler.metric, space.scheduler.mode)
-    tags = {TRIALS_TAG: len(trials), **_summarize(settings, tracker, trials)}
+    # A rehearsal's scores are made up: its parent run logs no best figures.
+    summarized = _summarize(settings, tracker, trials) if settings.rehearse is None else {}
+    tags = {TRIALS_TAG: len(trials), **summarized}
     if failure is not None:
         tracker.finish(settings.run_id, INTERRUPTED, {**tags, FAILURE_TAG: failure[:2000]})
     elif not finished:
@@ -334,7 +341,9 @@ def _conclude(outcome: SweepOutcome) -> SweepOutcome:
 
     settings = outcome.settings
     space = settings.space
-    if not settings.is_confirmation:  # a confirmation prints its own report (asha_tune.confirm)
+    if settings.rehearse is not None:
+        say(rehearsal_summary(outcome.trials, space))
+    elif not settings.is_confirmation:  # a confirmation prints its own report (asha_tune.confirm)
         confirm = f"asha-tune confirm {settings.name}{command_tail(settings)}"
         say(
             describe_best(
@@ -471,7 +480,7 @@ def launch(settings: SweepSettings, restart: bool = False, if_exists: str = "fai
         if (settings.sweep_dir / SWEEP_FILE).exists():
             archive(settings)
         space = settings.space
-        create_study(settings.study_url, settings.name, space)
+        create_study(settings.study_url, settings.name, space, rehearsal=settings.rehearse is not None)
         tracker, experiment_id = _records(settings)
         settings.parent_run_id = tracker.start_run(
             experiment_id,
@@ -497,6 +506,7 @@ def launch(settings: SweepSettings, restart: bool = False, if_exists: str = "fai
                     space.scheduler.mode,
                 ),
                 **settings.run_tags,
+                **({REHEARSAL_TAG: "true"} if settings.rehearse else {}),
             },
         )
         tracker.log_dict(settings.parent_run_id, space.model_dump(mode="json"), "space.json")

@@ -50,6 +50,7 @@ from asha_tune.tracking.tags import (
     FAILURE_TAG,
     INTERRUPTED,
     KIND_TAG,
+    REHEARSAL_TAG,
     REPLICATE_KIND,
     REPLICATE_OF_TAG,
     REPLICATE_SEEDS_TAG,
@@ -193,6 +194,7 @@ def launch_replicated(settings: SweepSettings, restart: bool = False) -> SweepOu
                     space.scheduler.mode,
                 ),
                 **({WARM_START_TAG: settings.warm_start} if settings.warm_start else {}),
+                **({REHEARSAL_TAG: "true"} if settings.rehearse else {}),
             },
         )
         tracker.log_dict(settings.parent_run_id, space.model_dump(mode="json"), "space.json")

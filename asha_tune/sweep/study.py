@@ -40,6 +40,7 @@ __all__ = [
 from asha_tune.defaults import STUDY_RETRY_ENV, STUDY_RETRY_S
 from asha_tune.errors import AshaTuneError
 from asha_tune.spaces import SearchSpace
+from asha_tune.tracking.client import tune_sqlite
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -50,6 +51,7 @@ VALUES_ATTR = "values"  # the decoded trial values, so a trial can be handed out
 RAY_TRIAL_ATTR = "ray_trial_id"
 INTERRUPTED_ATTR = "interrupted"  # a trial parked as WAITING by an interrupt, until resume
 WARM_START_ATTR = "warm_start_from"  # on a trial added by a warm start (warm_start.py): its source
+REHEARSAL_ATTR = "rehearsal"  # on a rehearsal's study (launch --rehearse): True
 WARM_PREFIX = "warm-"  # how `history` names a warm-started trial (it never ran in this sweep's Ray)
 
 
@@ -73,6 +75,7 @@ def sampler_for(space: SearchSpace, finished_before: int = 0) -> optuna.samplers
 def _storage(url: str) -> optuna.storages.BaseStorage:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        tune_sqlite()  # commits without a disk sync each (tracking/client.py)
     # A server database may restart under a sweep: test pooled connections before use.
     engine = {} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
@@ -130,8 +133,9 @@ def retrying(url: str, call: Callable[[], T]) -> T:
             delay = min(delay * 2, 10.0)
 
 
-def create_study(url: str, name: str, space: SearchSpace) -> optuna.Study:
-    """A new study for a new sweep; a grid's or a list's configurations are enqueued in order."""
+def create_study(url: str, name: str, space: SearchSpace, rehearsal: bool = False) -> optuna.Study:
+    """A new study for a new sweep; a grid's or a list's configurations are enqueued in order.
+    A rehearsal's (`launch --rehearse`) is marked: warm starts refuse it."""
     storage = _storage(url)
     direction = (
         optuna.study.StudyDirection.MAXIMIZE
@@ -148,6 +152,8 @@ def create_study(url: str, name: str, space: SearchSpace) -> optuna.Study:
             f"(asha-tune resume {name}) or pick another --name"
         ) from None
     study.set_user_attr("space", space.model_dump(mode="json"))
+    if rehearsal:
+        study.set_user_attr(REHEARSAL_ATTR, True)
     if space.search.algorithm in ("grid", "list"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # enqueue_trial is marked experimental
@@ -173,6 +179,8 @@ class StudyHandle:
         self._study: optuna.Study | None = None
         self._storage: optuna.storages.BaseStorage | None = None
         self._study_id: int | None = None
+        self._trial_ids: dict[int, int] = {}  # trial number -> storage id (never changes)
+        self._orphans_checked = False  # no orphan was left: none appears while this driver runs
 
     def __getstate__(self) -> dict[str, Any]:
         return {"url": self.url, "name": self.name, "space": self.space}
@@ -203,35 +211,60 @@ class StudyHandle:
         return self._storage
 
     def _trial_id(self, number: int) -> int:
-        storage = self.storage  # opens the connection, which sets the study's id
-        assert self._study_id is not None
-        return storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
+        if number not in self._trial_ids:
+            storage = self.storage  # opens the connection, which sets the study's id
+            assert self._study_id is not None
+            self._trial_ids[number] = storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
+        return self._trial_ids[number]
 
     # -- the sweep's calls --
 
-    def ask(self, ray_trial_id: str, known: set[int]) -> tuple[int, dict[str, Any]]:
+    def ask(self, ray_trial_id: str, known: set[int], attrs: bool = True) -> tuple[int, dict[str, Any]]:
         """A trial for Ray: an orphan (asked but never handed to Ray, e.g. when the driver was
         killed mid-ask) or a new one, so a resumed sweep never grows the study past its size.
 
         Suggesting again on an orphan returns the values it already has and samples only those
-        a kill left unsampled.
+        a kill left unsampled. `attrs` False leaves the trial's user attributes (its values and
+        Ray trial id) to the caller's `set_attrs`, off the event loop.
         """
-        return retrying(self.url, lambda: self._ask(ray_trial_id, known))
+        return retrying(self.url, lambda: self._ask(ray_trial_id, known, attrs))
 
-    def _ask(self, ray_trial_id: str, known: set[int]) -> tuple[int, dict[str, Any]]:
-        orphans = [
-            t
-            for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if t.number not in known
-        ]
+    def _ask(self, ray_trial_id: str, known: set[int], attrs: bool) -> tuple[int, dict[str, Any]]:
+        orphans = []
+        if not self._orphans_checked:
+            orphans = [
+                t
+                for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if t.number not in known
+            ]
+            self._orphans_checked = not orphans
         if orphans:
             trial = optuna.trial.Trial(self.study, self._trial_id(orphans[0].number))
+        elif self.space.search.algorithm == "random":
+            # No queue to pop (a grid's or a list's) and no history to read (TPE's), where
+            # `Study.ask` reads every unfinished trial from the database, on every ask: the rest of
+            # what it does, through the study's own (cached) storage (Optuna-private attributes).
+            study = self.study
+            trial_id = study._storage.create_new_trial(study._study_id)
+            trial = optuna.trial.Trial(study, trial_id)
+            self._trial_ids[trial.number] = trial_id
         else:
             trial = self.study.ask()
         values = self.space.suggest(trial)
-        trial.set_user_attr(VALUES_ATTR, values)
-        trial.set_user_attr(RAY_TRIAL_ATTR, ray_trial_id)
+        if attrs:
+            self.set_attrs(trial.number, values, ray_trial_id)
         return trial.number, values
+
+    def set_attrs(self, number: int, values: dict[str, Any], ray_trial_id: str) -> None:
+        """The user attributes `ask` leaves to its caller: the values, so that a trial can be handed
+        out again, and the Ray trial id, which rebuilding ASHA names it by."""
+
+        def write() -> None:
+            trial_id = self._trial_id(number)
+            self.storage.set_trial_user_attr(trial_id, VALUES_ATTR, values)
+            self.storage.set_trial_user_attr(trial_id, RAY_TRIAL_ATTR, ray_trial_id)
+
+        retrying(self.url, write)
 
     def report(self, number: int, step: int, value: float) -> None:
         """An intermediate value; a no-op on a trial that already ended (replayed after resume)."""
@@ -383,4 +416,9 @@ def load_recorded(url: str, name: str) -> tuple[optuna.Study, SearchSpace]:
         raise AshaTuneError(f"no study named {name} in {url}") from None
     if "space" not in study.user_attrs:
         raise AshaTuneError(f"study {name} in {url} was not made by asha-tune (it records no space)")
+    if study.user_attrs.get(REHEARSAL_ATTR):
+        raise AshaTuneError(
+            f"study {name} in {url} is a rehearsal's (launch --rehearse: simulated trials): "
+            "its scores are not results, so warm starts refuse it"
+        )
     return study, SearchSpace.model_validate(study.user_attrs["space"])

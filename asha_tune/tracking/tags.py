@@ -55,6 +55,9 @@ REPLICATE_SEEDS_TAG = "asha_tune.replicate_seeds"  # "sampler S, trial T, split 
 WARM_START_TAG = "asha_tune.warm_start"  # the source sweep's name
 WARM_START_ADDED_TAG = "asha_tune.warm_start_added"  # how many of its trials were added
 WARM_START_SKIPPED_TAG = "asha_tune.warm_start_skipped"  # how many were not (warm_start.txt says why)
+# launch --rehearse: on a rehearsal's parent run and every child run ("true"); its scores are simulated,
+# so compare, confirm and warm starts refuse it and its parent run logs no best figures.
+REHEARSAL_TAG = "asha_tune.rehearsal"
 # A parent run's summary of its best trial (reports.summary): is the top separable, is it near chance.
 SEPARABLE_TAG = "asha_tune.top_separable"  # "yes" | "no: ..." (within two standard errors)
 NEAR_CHANCE_TAG = "asha_tune.near_chance"  # "yes: ..." | "no"
