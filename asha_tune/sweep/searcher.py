@@ -125,7 +125,7 @@ class StudySearcher(Searcher):
         if error or value is None or not math.isfinite(value) or result.get(FAILED_KEY):
             self._queue(number, 0.0, tell=(TrialState.FAIL, None))
         elif result.get("epoch", 0) < self.max_epochs:
-            self._queue(number, 0.0, tell=(TrialState.PRUNED, None))
+            self._queue(number, 0.0, tell=(TrialState.PRUNED, float(value)))  # its last value
         else:
             self._queue(number, 0.0, tell=(TrialState.COMPLETE, float(value)))
 

@@ -282,6 +282,18 @@ class StudyHandle:
         retrying(self.url, lambda: self._tell(number, state, value))
 
     def _tell(self, number: int, state: TrialState, value: float | None) -> None:
+        if value is not None or state == TrialState.FAIL:
+            # What `Study.tell` writes (a stopped trial's value is its last intermediate one, which
+            # the caller gives), without reading the whole trial back first: one write.
+            try:
+                self.storage.set_trial_state_values(
+                    self._trial_id(number),
+                    state,
+                    None if value is None or state == TrialState.FAIL else [value],
+                )
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # told before: a resumed sweep ends a trial again
+            return
         values = value if state == TrialState.COMPLETE else None
         try:
             self.study.tell(number, values, state=state, skip_if_finished=True)
