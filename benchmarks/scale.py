@@ -271,6 +271,15 @@ def check_records(work: Path, trials: int, name: str = "scale") -> str:
             break
     if twice:
         problems.append(f"{twice} runs whose {METRIC} steps are not each epoch once")
+    # What resume, confirm and the sweep's close read (compare reads the same pages, Tracker.find_runs).
+    from asha_tune.tracking import Tracker
+    from asha_tune.tracking.records import sweep_trials
+
+    read = sweep_trials(
+        Tracker(f"sqlite:///{work / 'mlflow.db'}"), experiment.experiment_id, parent.info.run_id
+    )
+    if len(read) != trials:
+        problems.append(f"the sweep's reader sees {len(read)} of {trials} trials")
     if problems:
         return "; ".join(problems)
     return f"every trial once in MLflow and Optuna ({trials}), no metric twice"

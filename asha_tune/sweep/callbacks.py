@@ -199,8 +199,8 @@ class TrackingCallback(DriverState, Callback):
             run.values = trial.config[VALUES_KEY]
         return run
 
-    def _queue(self, run: _ChildRun, wait_s: float = WRITE_EVERY_S) -> None:
-        self.writer.touch(run.number, "mlflow", lambda: self._write(run), wait_s)
+    def _queue(self, run: _ChildRun, wait_s: float = WRITE_EVERY_S, end: bool = False) -> None:
+        self.writer.touch(run.number, "mlflow", lambda: self._write(run), wait_s, end=end)
 
     def child_run(self, trial: Any) -> str:
         """The trial's run id, once what is queued is written."""
@@ -277,7 +277,7 @@ class TrackingCallback(DriverState, Callback):
                 }
             )
             run.end, run.final = status, True
-        self._queue(run, 0.0)
+        self._queue(run, 0.0, end=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}

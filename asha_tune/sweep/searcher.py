@@ -64,11 +64,14 @@ class StudySearcher(Searcher):
     def _writer(self) -> RecordWriter | None:
         return writer_for(self.records) if self.records else None
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+    def suggest(self, trial_id: str) -> Any:  # a config, or Searcher.FINISHED
         writer = self._writer
         if writer is not None and self.fresh_asks:
             writer.flush()
-        number, values = self.handle.ask(trial_id, known=self._known, attrs=writer is None)
+        asked = self.handle.ask(trial_id, known=self._known, attrs=writer is None)
+        if asked is None:  # the study holds every trial the sweep asks for (a resumed sweep)
+            return Searcher.FINISHED
+        number, values = asked
         self.numbers[trial_id] = number
         self._known.add(number)
         if writer is not None:
@@ -79,6 +82,10 @@ class StudySearcher(Searcher):
         writer = self._writer
         if writer is None:  # at once, on the event loop
             self._write_now(number, change)
+            return
+        if "tell" in change:  # after the trial's end in MLflow: what a resume counts as ended
+            state, value = change["tell"]
+            writer.touch(number, "tell", lambda: self.handle.tell(number, state, value), wait_s, hold=True)
             return
         with self._lock:
             pending = self._pending.setdefault(number, {"values": {}})

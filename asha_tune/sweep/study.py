@@ -181,6 +181,7 @@ class StudyHandle:
         self._study_id: int | None = None
         self._trial_ids: dict[int, int] = {}  # trial number -> storage id (never changes)
         self._orphans_checked = False  # no orphan was left: none appears while this driver runs
+        self._size: int | None = None  # trials in the study (read once, then counted)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"url": self.url, "name": self.name, "space": self.space}
@@ -219,9 +220,13 @@ class StudyHandle:
 
     # -- the sweep's calls --
 
-    def ask(self, ray_trial_id: str, known: set[int], attrs: bool = True) -> tuple[int, dict[str, Any]]:
+    def ask(
+        self, ray_trial_id: str, known: set[int], attrs: bool = True
+    ) -> tuple[int, dict[str, Any]] | None:
         """A trial for Ray: an orphan (asked but never handed to Ray, e.g. when the driver was
-        killed mid-ask) or a new one, so a resumed sweep never grows the study past its size.
+        killed mid-ask) or a new one, so a resumed sweep never grows the study past its size;
+        None once the study holds the sweep's trials and none is left to hand out (a resumed
+        sweep whose driver was killed after trials Tune's snapshot did not know yet had ended).
 
         Suggesting again on an orphan returns the values it already has and samples only those
         a kill left unsampled. `attrs` False leaves the trial's user attributes (its values and
@@ -229,15 +234,22 @@ class StudyHandle:
         """
         return retrying(self.url, lambda: self._ask(ray_trial_id, known, attrs))
 
-    def _ask(self, ray_trial_id: str, known: set[int], attrs: bool) -> tuple[int, dict[str, Any]]:
+    def _ask(self, ray_trial_id: str, known: set[int], attrs: bool) -> tuple[int, dict[str, Any]] | None:
+        if self._size is None:
+            self._size = len(self.study.get_trials(deepcopy=False))
         orphans = []
-        if not self._orphans_checked:
-            orphans = [
+        if not self._orphans_checked or self._size >= self.space.num_trials:
+            left = [
                 t
-                for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                for t in self.study.get_trials(
+                    deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)
+                )
                 if t.number not in known
             ]
+            orphans = [t for t in left if t.state == TrialState.RUNNING]
             self._orphans_checked = not orphans
+            if not left and self._size >= self.space.num_trials:
+                return None
         if orphans:
             trial = optuna.trial.Trial(self.study, self._trial_id(orphans[0].number))
         elif self.space.search.algorithm == "random":
@@ -250,6 +262,7 @@ class StudyHandle:
             self._trial_ids[trial.number] = trial_id
         else:
             trial = self.study.ask()
+        self._size = max(self._size, trial.number + 1)
         values = self.space.suggest(trial)
         if attrs:
             self.set_attrs(trial.number, values, ray_trial_id)

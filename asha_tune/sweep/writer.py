@@ -35,6 +35,10 @@ WRITE_EVERY_S = 5.0  # how long a running trial's reports may wait to be written
 class _Job:
     due: float
     writes: dict[Hashable, Callable[[], None]] = field(default_factory=dict)  # by owner, in order
+    # Written only after the trial's end is (`end`), or on a flush: Optuna's end of a trial, which
+    # a resume counts, never lands before the trial's last records in MLflow.
+    held: dict[Hashable, Callable[[], None]] = field(default_factory=dict)
+    ended: bool = False
     then: list[Callable[[], None]] = field(default_factory=list)
 
 
@@ -55,42 +59,53 @@ class RecordWriter:
             self._thread = threading.Thread(target=self._run, name=f"records {self.name}", daemon=True)
             self._thread.start()
 
-    def touch(self, trial: Hashable, owner: Hashable, write: Callable[[], None], wait_s: float = 0.0) -> None:
+    def touch(
+        self,
+        trial: Hashable,
+        owner: Hashable,
+        write: Callable[[], None],
+        wait_s: float = 0.0,
+        *,
+        end: bool = False,
+        hold: bool = False,
+    ) -> None:
         """`write()` will run on the writer's thread within `wait_s`, once however often it is
         touched before it runs (it drains its owner's buffer of `trial`); trials are written in
-        the order they were first touched since they were last written."""
+        the order they were first touched since they were last written. `end`: this write ends
+        the trial's records; `hold`: this write waits for that end (or a flush), and follows it."""
         self.check()
         with self._cond:
             while len(self._jobs) >= self.max_pending and self._error is None and trial not in self._jobs:
                 self._cond.wait(0.5)  # backpressure: the writer is that far behind
-            due = time.monotonic() + wait_s
-            job = self._jobs.get(trial)
-            if job is None:
-                job = self._jobs[trial] = _Job(due)
-            job.due = min(job.due, due)
-            job.writes.setdefault(owner, write)
+            job = self._job(trial, time.monotonic() + wait_s)
+            (job.held if hold else job.writes).setdefault(owner, write)
+            job.ended = job.ended or end
             self._start()
             self._cond.notify_all()
+
+    def _job(self, trial: Hashable, due: float) -> _Job:
+        """The trial's pending job, made if need be, due by `due` at the latest (lock held)."""
+        job = self._jobs.get(trial)
+        if job is None:
+            job = self._jobs[trial] = _Job(due)
+        job.due = min(job.due, due)
+        return job
 
     def after(self, trial: Hashable, action: Callable[[], None]) -> None:
         """`action()` once the records of `trial` touched so far are written (at once)."""
         self.check()
         with self._cond:
-            job = self._jobs.get(trial)
-            if job is None:
-                job = self._jobs[trial] = _Job(time.monotonic())
-            job.due = 0.0
-            job.then.append(action)
+            self._job(trial, 0.0).then.append(action)
             self._start()
             self._cond.notify_all()
 
-    def _next(self) -> _Job | None:
-        """The first job that is due, or None; the caller holds the lock."""
+    def _next(self) -> tuple[Hashable, _Job] | None:
+        """The first job that is due, or None (lock held)."""
         now = time.monotonic()
         for trial, job in self._jobs.items():
             if job.due <= now:
                 del self._jobs[trial]
-                return job
+                return trial, job
         return None
 
     def _run(self) -> None:
@@ -99,15 +114,24 @@ class RecordWriter:
                 while True:
                     if self._error is not None or (self._closed and not self._jobs):
                         return
-                    job = self._next()
-                    if job is not None:
+                    found = self._next()
+                    if found is not None:
+                        trial, job = found
                         break
-                    soonest = min((j.due for j in self._jobs.values()), default=None)
+                    soonest = min((j.due for j in self._jobs.values() if j.due < float("inf")), default=None)
                     self._cond.wait(None if soonest is None else max(0.0, soonest - time.monotonic()))
                 self._busy = True
             try:
                 for write in job.writes.values():
                     write()
+                if job.ended:
+                    for write in job.held.values():
+                        write()
+                elif job.held:  # back in the queue, until the trial's end is written
+                    with self._cond:
+                        later = self._job(trial, float("inf"))
+                        for owner, write in job.held.items():
+                            later.held.setdefault(owner, write)
                 for action in job.then:
                     action()
             except BaseException as err:  # kept for the event loop to raise
@@ -130,7 +154,7 @@ class RecordWriter:
         """Write everything touched so far, and wait for it (a write's error is raised here)."""
         with self._cond:
             for job in self._jobs.values():
-                job.due = 0.0
+                job.due, job.ended = 0.0, True
             if self._jobs:
                 self._start()
                 self._cond.notify_all()

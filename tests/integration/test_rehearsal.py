@@ -23,7 +23,7 @@ def test_a_rehearsal_runs_the_sweep_with_simulated_trials_and_its_records_stay_a
     space = space_file(
         tmp_path,
         "scale",
-        base={"train": {"epochs": 4, "weights": "none"}},
+        base={"train": {"epochs": 4, "weights": "none"}, "shaping": {"mode": "random", "convs": [1]}},
         search={"algorithm": "random", "num_trials": 10, "max_concurrent": 2, "seed": 0},
         scheduler={"kind": "asha", "grace_period": 1, "reduction_factor": 2},
         resources={"cpu": 1},

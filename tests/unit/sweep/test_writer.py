@@ -112,3 +112,19 @@ def test_a_sweeps_writer_is_shared_and_closing_it_writes_what_it_holds():
     assert written == [3]
     assert writer_for("sweep-x") is not writer  # a new one for a sweep run again
     close_writer("sweep-x")
+
+
+def test_a_held_write_follows_the_trials_end_never_precedes_it():
+    writer = RecordWriter("t")
+    order: list[str] = []
+    writer.touch(5, "optuna", lambda: order.append("values"), wait_s=0)
+    writer.touch(5, "tell", lambda: order.append("told"), wait_s=0, hold=True)
+    time.sleep(0.3)
+    assert order == ["values"]  # Optuna's end waits for MLflow's
+    writer.touch(5, "mlflow", lambda: order.append("run ended"), wait_s=0, end=True)
+    writer.flush()
+    assert order == ["values", "run ended", "told"]
+    writer.touch(6, "tell", lambda: order.append("6 told"), wait_s=0, hold=True)
+    writer.flush()  # a flush writes everything, held or not
+    assert order[-1] == "6 told"
+    writer.close()
