@@ -40,7 +40,6 @@ __all__ = [
 from asha_tune.defaults import STUDY_RETRY_ENV, STUDY_RETRY_S
 from asha_tune.errors import AshaTuneError
 from asha_tune.spaces import SearchSpace
-from asha_tune.tracking.client import tune_sqlite
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -75,13 +74,32 @@ def sampler_for(space: SearchSpace, finished_before: int = 0) -> optuna.samplers
 def _storage(url: str) -> optuna.storages.BaseStorage:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        tune_sqlite()  # commits without a disk sync each (tracking/client.py)
     # A server database may restart under a sweep: test pooled connections before use.
     engine = {} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine)
     except Exception as err:
         raise AshaTuneError(f"cannot open Optuna storage {url}: {str(err).splitlines()[0]}") from None
+    if url.startswith("sqlite"):
+        _commit_without_sync(storage.engine)
+    return storage
+
+
+def _commit_without_sync(engine: Any) -> None:
+    """A study in SQLite writes ahead to a log synced at its checkpoints, not at each commit
+    (journal_mode WAL, synchronous NORMAL): an ask, made on Tune's event loop, then costs no disk
+    sync. A killed driver loses nothing committed (a power cut may cost the last commits). The
+    log (optuna.db-wal) is folded back into the database when its last connection closes."""
+    from sqlalchemy import event
+
+    def pragmas(connection: Any, record: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(engine, "connect", pragmas)
+    engine.dispose()  # connections opened while creating the tables get the pragmas too
 
 
 def prepare_storage(url: str) -> None:

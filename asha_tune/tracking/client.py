@@ -92,34 +92,6 @@ class _Guarded:
         return call
 
 
-_SQLITE_TUNED = False
-
-
-def tune_sqlite() -> None:
-    """Every SQLite database this process opens through SQLAlchemy (MLflow's and Optuna's local
-    stores) writes ahead to a log, synced to disk at its checkpoints rather than at each commit
-    (journal_mode WAL, synchronous NORMAL): a driver writes a commit in a fraction of a millisecond
-    instead of waiting on the disk. A killed process loses nothing committed (only a power cut
-    can cost the last commits); readers in other processes (`asha-tune ui`) read beside it."""
-    global _SQLITE_TUNED
-    if _SQLITE_TUNED:
-        return
-    import sqlite3
-
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
-    @event.listens_for(Engine, "connect")
-    def _pragmas(connection: Any, record: Any) -> None:
-        if isinstance(connection, sqlite3.Connection):
-            cursor = connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
-
-    _SQLITE_TUNED = True
-
-
 def local_store(uri: str) -> Path | None:
     """The sqlite file behind `uri`, or None for a tracking server."""
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
@@ -215,7 +187,6 @@ class Tracker:
             db = local_store(self.uri)
             if db is not None:
                 db.parent.mkdir(parents=True, exist_ok=True)
-                tune_sqlite()
             try:
                 self.client = _Guarded(MlflowClient(tracking_uri=self.uri), self.uri)
             except Exception as err:
