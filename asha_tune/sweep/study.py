@@ -197,7 +197,7 @@ class StudyHandle:
         self._study_id: int | None = None
         self._trial_ids: dict[int, int] = {}  # trial number -> storage id (never changes)
         self._orphans_checked = False  # no orphan was left: none appears while this driver runs
-        self._size: int | None = None  # trials in the study (read once, then counted)
+        self._size: int | None = None  # the sweep's own trials in the study (read once, then counted)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"url": self.url, "name": self.name, "space": self.space}
@@ -251,8 +251,10 @@ class StudyHandle:
         return retrying(self.url, lambda: self._ask(ray_trial_id, known, attrs))
 
     def _ask(self, ray_trial_id: str, known: set[int], attrs: bool) -> tuple[int, dict[str, Any]] | None:
-        if self._size is None:
-            self._size = len(self.study.get_trials(deepcopy=False))
+        if self._size is None:  # the sweep's own trials: a warm start's added ones are not its to run
+            self._size = sum(
+                WARM_START_ATTR not in t.user_attrs for t in self.study.get_trials(deepcopy=False)
+            )
         orphans = []
         if not self._orphans_checked or self._size >= self.space.num_trials:
             left = [
@@ -278,7 +280,8 @@ class StudyHandle:
             self._trial_ids[trial.number] = trial_id
         else:
             trial = self.study.ask()
-        self._size = max(self._size, trial.number + 1)
+        if not orphans:
+            self._size += 1
         values = self.space.suggest(trial)
         if attrs:
             self.set_attrs(trial.number, values, ray_trial_id)

@@ -105,6 +105,22 @@ def test_a_search_is_warm_started_from_a_replayed_grid(stores):
     assert number == 2
 
 
+def test_a_warm_start_as_large_as_the_sweep_leaves_every_trial_of_the_sweep_to_run(grid_records, tmp_path):
+    """The added trials are not the sweep's: a search of 2 trials warm-started with 2 still asks
+    for 2 of its own (counted as its own, it ended before running any: CI's failure)."""
+    study_url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    search = load_space("paper_search", [*SMALL, "scheduler.grace_period=1", "search.num_trials=2"])
+    create_study(study_url, "search", search)
+    assert len(warm_start_from(grid_records, "grid", study_url, "search").added) == search.num_trials == 2
+    handle = StudyHandle(study_url, "search", search)
+    known: set[int] = set()
+    for number in (2, 3):  # numbered after the added ones
+        asked = handle.ask(f"ray-{number}", known=known)
+        assert asked is not None and asked[0] == number
+        known.add(number)
+    assert handle.ask("ray-more", known=known) is None  # the sweep's 2, and no more
+
+
 def test_the_warm_started_trials_sit_in_ashas_rungs(stores):
     tracker, study_url, search = stores
     warm_start_from(tracker, "grid", study_url, "search")
