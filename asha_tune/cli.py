@@ -235,6 +235,36 @@ def add_launch_parser(sub: argparse._SubParsersAction) -> None:
         description="Start a sweep on Ray Tune (ASHA + Optuna, tracked in MLflow).",
         epilog=EXIT_STATUS,
     )
+    add_space_flags(p)
+    p.add_argument("--dry-run", action="store_true", help="validate and print the space; start nothing")
+    p.add_argument("--name", help="sweep name (default <space>-<date>-<time>)")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="start the sweep --name over; its earlier records are kept as NAME.attempt-K",
+    )
+    p.add_argument(
+        "--if-exists",
+        choices=IF_EXISTS,
+        default="fail",
+        help="when the sweep --name already exists: fail (the default) | resume: continue it as "
+        "asha-tune resume does, or report it if it has finished, so that a job entrypoint (a KubeRay "
+        "RayJob, a SLURM script) resubmitted after its driver was lost goes on where it stopped; a "
+        "sweep recorded as running is taken over only if its driver is gone; refused if this "
+        "launch asks for another space or other records",
+    )
+    add_sweep_flags(p)
+    add_runtime_flags(p)
+    p.add_argument(
+        "--study-url",
+        help=f"database URL of the Optuna studies (default sqlite:///./{defaults.STUDY_DB})",
+    )
+    add_machine_flags(p)
+    p.set_defaults(handler=cmd_launch)
+
+
+def add_space_flags(p: argparse.ArgumentParser) -> None:
+    """What `launch` searches: the space, its overrides and the shorthands for a few of them."""
     p.add_argument("--space", required=True, help="a space in search_spaces/ by name, or a YAML path")
     p.add_argument(
         "--set",
@@ -271,31 +301,6 @@ def add_launch_parser(sub: argparse._SubParsersAction) -> None:
         help="before searching, give the study the ended trials of SWEEP (e.g. a replayed paper_grid) "
         "that this space can express, with their results; the others are listed as skipped",
     )
-    p.add_argument("--dry-run", action="store_true", help="validate and print the space; start nothing")
-    p.add_argument("--name", help="sweep name (default <space>-<date>-<time>)")
-    p.add_argument(
-        "--restart",
-        action="store_true",
-        help="start the sweep --name over; its earlier records are kept as NAME.attempt-K",
-    )
-    p.add_argument(
-        "--if-exists",
-        choices=IF_EXISTS,
-        default="fail",
-        help="when the sweep --name already exists: fail (the default) | resume: continue it as "
-        "asha-tune resume does, or report it if it has finished, so that a job entrypoint (a KubeRay "
-        "RayJob, a SLURM script) resubmitted after its driver was lost goes on where it stopped; a "
-        "sweep recorded as running is taken over only if its driver is gone; refused if this "
-        "launch asks for another space or other records",
-    )
-    add_sweep_flags(p)
-    add_runtime_flags(p)
-    p.add_argument(
-        "--study-url",
-        help=f"database URL of the Optuna studies (default sqlite:///./{defaults.STUDY_DB})",
-    )
-    add_machine_flags(p)
-    p.set_defaults(handler=cmd_launch)
 
 
 def add_results_dir_flag(p: argparse.ArgumentParser, what: str) -> None:
