@@ -152,3 +152,72 @@ def test_the_check_finds_every_kind_of_dangling_name():
         "reports.Verdict (no module reports)",
         "asha_tune.reports",
     ]
+
+
+# --- names that say what a module is ---------------------------------------------------------
+
+ENDINGS = ("ison", "ion", "ing", "es", "ed", "s", "e")  # compare/comparison, replicates/replicated
+
+
+def root(stem: str) -> str:
+    """A module's stem without one English ending, so that forms of one word meet."""
+    return next((stem[: -len(e)] for e in ENDINGS if stem.endswith(e) and len(stem) - len(e) >= 3), stem)
+
+
+def edit_distance(a: str, b: str) -> int:
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        previous, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (x != y))
+    return row[-1]
+
+
+def confusable(a: str, b: str) -> bool:
+    """Two names a reader mistakes for each other: forms of one word, or a letter or two apart
+    (names of five letters or more: `api` and `cli` are two letters apart and two words)."""
+    if root(a) == root(b):
+        return True
+    return min(len(a), len(b)) >= 5 and edit_distance(a, b) <= 2
+
+
+def folder_names(folder: Path) -> list[str]:
+    """The modules and subpackages of one package folder."""
+    return sorted(
+        {p.stem for p in folder.glob("*.py") if p.name != "__init__.py"}
+        | {p.name for p in folder.iterdir() if (p / "__init__.py").is_file()}
+    )
+
+
+@pytest.mark.parametrize(
+    "folder",
+    sorted({p.parent for p in PACKAGE.rglob("__init__.py")}),
+    ids=lambda p: str(p.relative_to(REPO)),
+)
+def test_no_two_modules_of_one_folder_differ_by_a_letter_or_two(folder):
+    names = folder_names(folder)
+    pairs = [f"{a}/{b}" for i, a in enumerate(names) for b in names[i + 1 :] if confusable(a, b)]
+    assert not pairs, f"{folder.relative_to(REPO)}: names a reader mistakes for each other: {pairs}"
+
+
+def test_confusable_names_are_found_and_different_words_are_not():
+    """The names issue 22 renamed, and the names of today that must stay apart."""
+    for a, b in [
+        ("replicated", "replicates"),
+        ("compare", "comparison"),
+        ("replicate", "replicated"),
+        ("record", "records"),
+        ("checkpoint", "checkpoints"),
+        ("watch", "watcher"),
+    ]:
+        assert confusable(a, b), (a, b)
+    for a, b in [
+        ("api", "cli"),
+        ("page", "page_html"),
+        ("tags", "trials"),
+        ("loading", "shaping"),
+        ("pairing", "training"),
+        ("records", "replicated"),
+        ("single", "settings"),
+    ]:
+        assert not confusable(a, b), (a, b)
