@@ -36,7 +36,7 @@ from asha_tune.trial.config import Runtime, TrialConfig
 from asha_tune.trial.decoding import DomainImages
 from asha_tune.trial.devices import versions
 from asha_tune.trial.training import Trial, resolve_device
-from benchmarks.authors import time_authors  # noqa: E402
+from benchmarks.authors import time_authors
 
 REPO = Path(__file__).resolve().parents[1]
 FULL_SIZES = {"art_painting": 2048, "cartoon": 2344, "photo": 1670, "sketch": 3929}

@@ -31,7 +31,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.probe import TAG_ENV, Probe  # noqa: E402
+from benchmarks.probe import TAG_ENV, Probe
 
 PROFILES: dict[str, dict[str, Any]] = {
     # Every trial runs its whole budget, at least 10 s of compute on a 2-core machine: the
