@@ -12,7 +12,7 @@ from asha_tune.cli import main
 from asha_tune.errors import AshaTuneError, ConfigError, chain, first_line
 
 
-class _Unprintable(Exception):
+class _UnprintableError(Exception):
     def __str__(self) -> str:
         raise RuntimeError("no message")
 
@@ -23,7 +23,7 @@ def test_the_first_line_of_an_error_is_never_empty():
     assert first_line(OSError()) == "OSError"  # no message: its type
     assert first_line(ConfigError("")) == "ConfigError"
     assert first_line(KeyError("")) == "''"  # a KeyError prints its key's repr
-    assert first_line(_Unprintable()) == "_Unprintable"
+    assert first_line(_UnprintableError()) == "_UnprintableError"
 
 
 def test_the_chain_follows_causes_then_contexts():

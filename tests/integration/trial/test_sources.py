@@ -38,7 +38,7 @@ def same_weights(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-class Killed(Exception):
+class KilledError(Exception):
     pass
 
 
@@ -134,9 +134,9 @@ def test_a_checkpoint_from_before_datasets_resumes_bit_for_bit(tiny_runtime, tmp
     def killed(metrics, state):
         save_checkpoint(state, path)
         if metrics["epoch"] == 1:
-            raise Killed
+            raise KilledError
 
-    with pytest.raises(Killed):
+    with pytest.raises(KilledError):
         run_trial(config, tiny_runtime, report=killed)
     state = load_checkpoint(path)
     del state["config"]["data"]["dataset"], state["config"]["data"]["source_sampling"], state["classes"]
@@ -219,9 +219,9 @@ def test_a_killed_lodo_trial_resumes_bit_for_bit(odd_runtime, tmp_path):
     def killed(metrics, state):
         save_checkpoint(state, path)
         if metrics["epoch"] == 1:
-            raise Killed
+            raise KilledError
 
-    with pytest.raises(Killed):
+    with pytest.raises(KilledError):
         run_trial(config, odd_runtime, report=killed)
     state = load_checkpoint(path)
     assert set(state["folds"]) == set(SOURCES[:2])

@@ -15,7 +15,7 @@ from asha_tune.trial.training import Trial, load_checkpoint, reseed, run_trial, 
 from tests.helpers.data import tiny_config
 
 
-class Killed(Exception):
+class KilledError(Exception):
     pass
 
 
@@ -48,9 +48,9 @@ def test_killed_and_resumed_trial_ends_bit_for_bit_like_an_uninterrupted_one(tin
     def killed_after_two(metrics, state):
         save_checkpoint(state, path)
         if metrics["epoch"] == 2:
-            raise Killed
+            raise KilledError
 
-    with pytest.raises(Killed):
+    with pytest.raises(KilledError):
         run_trial(config, tiny_runtime, report=killed_after_two)
     state = load_checkpoint(path)
     assert state["epoch"] == 2

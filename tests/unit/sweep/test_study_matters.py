@@ -16,7 +16,7 @@ from asha_tune.sweep.study import (
     WARM_START_ATTR,
     RecordingSuggester,
     StudyHandle,
-    Unexpressible,
+    UnexpressibleError,
     create_study,
     expressed,
 )
@@ -42,16 +42,16 @@ def test_the_space_itself_names_its_distributions():
     assert distributions["shaping.p0"] == optuna.distributions.FloatDistribution(0.0, 0.9)
     assert distributions["shaping.convs.size"] == optuna.distributions.IntDistribution(1, 2)
     assert len(distributions["shaping.convs.size2"].choices) == 21  # 7 choose 2
-    with pytest.raises(Unexpressible, match=r"shaping.p0 0.95 is outside \[0.0, 0.9\]"):
+    with pytest.raises(UnexpressibleError, match=r"shaping.p0 0.95 is outside \[0.0, 0.9\]"):
         expressed(space, {"shaping.convs": [2], "shaping.p0": 0.95})
-    with pytest.raises(Unexpressible, match="shaping.convs.size 3 is outside 1..2"):
+    with pytest.raises(UnexpressibleError, match="shaping.convs.size 3 is outside 1..2"):
         expressed(space, {"shaping.convs": [1, 2, 3], "shaping.p0": 0.3})
-    with pytest.raises(Unexpressible, match="shaping.convs.size1 '9' is not one of its choices"):
+    with pytest.raises(UnexpressibleError, match="shaping.convs.size1 '9' is not one of its choices"):
         expressed(space, {"shaping.convs": [9], "shaping.p0": 0.3})
     recorder = RecordingSuggester({"x": 4})
-    with pytest.raises(Unexpressible, match="x 4 is outside 0..10 in steps of 3"):
+    with pytest.raises(UnexpressibleError, match="x 4 is outside 0..10 in steps of 3"):
         recorder.suggest_int("x", 0, 10, step=3)
-    with pytest.raises(Unexpressible, match="it has no value for y"):
+    with pytest.raises(UnexpressibleError, match="it has no value for y"):
         recorder.suggest_float("y", 0, 1)
 
 

@@ -81,14 +81,14 @@ def test_a_complete_cache_is_mapped_not_decoded(domain, tmp_path, monkeypatch):
 def test_an_interrupted_build_resumes_without_decoding_again(domain, tmp_path, monkeypatch):
     whole, one_shot = cache.load_cached_domain(domain, SIZE, tmp_path / "one_shot", "folder", workers=2)
 
-    class Stop(Exception):
+    class StopError(Exception):
         pass
 
     def stop_after_two_chunks(done: int, total: int) -> None:
         if done >= 2 * cache.CHUNK:
-            raise Stop
+            raise StopError
 
-    with pytest.raises(Stop):
+    with pytest.raises(StopError):
         cache.load_cached_domain(domain, SIZE, tmp_path / "c", "folder", 2, on_progress=stop_after_two_chunks)
     assert multiprocessing.active_children() == []  # the pool's workers are gone
     entry = cache.cache_entry(tmp_path / "c", "folder", domain, SIZE)
