@@ -39,7 +39,8 @@ def test_real_pacs_lists_exactly_as_the_pacs_path_did(pacs_root):
     for domain in config.DOMAINS:
         paths, labels = listed_as_before(pacs_root, domain)
         mine = files[domain]
-        assert list(mine.paths) == paths and list(mine.labels) == labels
+        assert list(mine.paths) == paths
+        assert list(mine.labels) == labels
         assert mine.fingerprint() == fingerprint_as_before(pacs_root, paths)  # so cache keys stay the same
         name = f"pacs-{domain}-224px-v1-{fingerprint_as_before(pacs_root, paths)}.pt"
         assert cache.pt_cache_path(Path("c"), "pacs", mine, 224) == Path("c") / name

@@ -56,9 +56,8 @@ def test_best_keeps_the_lowest_entropy_epoch_on_real_target_images(pacs_runtime)
     assert final["target_entropy"] == pytest.approx((final["entropy_cartoon"] + final["entropy_sketch"]) / 2)
     for target, n in (("cartoon", 49), ("sketch", 49)):
         assert final[f"n_{target}"] == n
-        assert 0.0 <= final[f"entropy_{target}"] <= math.log(7) and 0.0 <= final[f"im_{target}"] <= math.log(
-            7
-        )
+        assert 0.0 <= final[f"entropy_{target}"] <= math.log(7)
+        assert 0.0 <= final[f"im_{target}"] <= math.log(7)
         assert 0.0 <= final[f"snd_{target}"] <= math.log(n - 1)
     assert final["n_val"] == 10  # a source hold-out, as source_val: 20 % of 49
 
@@ -118,7 +117,8 @@ def test_a_sweep_under_entropy_minimises_the_target_entropy(tmp_path, pacs_root,
         num_cpus=2,
     )
     outcome = launch(settings)
-    assert outcome.finished and len(outcome.trials) == 3
+    assert outcome.finished
+    assert len(outcome.trials) == 3
     study = optuna.load_study(study_name="lf", storage=settings.study_url)
     assert study.direction == optuna.study.StudyDirection.MINIMIZE
     client = MlflowClient(settings.tracking_uri)

@@ -67,7 +67,8 @@ def test_the_tag_constants_are_what_the_mlflow_page_is_checked_against():
     """The check below sees the constants it must: every tag family, the statuses, the kinds."""
     names = tag_module_names()
     assert {"STATUS_TAG", "KIND_TAG", "COMPLETED", "INTERRUPTED", "CONFIRMATION_KIND"} <= set(names)
-    assert len(defined_tags()) >= 30 and all(t.startswith(("asha_tune.", "ray.")) for t in defined_tags())
+    assert len(defined_tags()) >= 30
+    assert all(t.startswith(("asha_tune.", "ray.")) for t in defined_tags())
 
 
 def test_the_mlflow_page_names_every_tag_status_kind_and_epoch_metric():
@@ -127,9 +128,11 @@ def test_every_asha_tune_name_in_the_docs_is_a_tag_or_a_module_of_the_package(pa
 
 
 def test_the_name_check_refuses_what_does_not_exist():
-    assert resolves("asha_tune.api.launch") and resolves("asha_tune.trial")
+    assert resolves("asha_tune.api.launch")
+    assert resolves("asha_tune.trial")
     assert not resolves("asha_tune.api.no_such_function")
-    assert not resolves("asha_tune.nowhere") and "asha_tune.best_trial_id" not in defined_tags()
+    assert not resolves("asha_tune.nowhere")
+    assert "asha_tune.best_trial_id" not in defined_tags()
 
 
 # --- links -------------------------------------------------------------------------------------
@@ -227,7 +230,8 @@ def test_every_make_target_the_docs_name_exists():
     targets = set(re.findall(r"^([A-Za-z][\w-]*):", (REPO / "Makefile").read_text(), re.M))
     code = [c for page in PAGES for c in (*code_spans(page.read_text()), *code_lines(page.read_text()))]
     named = {m for c in code for m in re.findall(r"(?:^|\s)make ([a-z][\w-]*)", c)}
-    assert named and not named - targets, f"no such make target: {sorted(named - targets)}"
+    assert named, f"no such make target: {sorted(named - targets)}"
+    assert not named - targets, f"no such make target: {sorted(named - targets)}"
 
 
 def test_the_readme_names_every_test_marker():

@@ -114,4 +114,5 @@ def test_a_sweep_child_run_records_the_device_its_trial_used(tmp_path):
     for epoch in (1, 2):
         callback.on_trial_result(0, [t], t, {"epoch": epoch, "val_acc": 40.0, "device": "cpu"})
     run = MlflowClient(uri).get_run(callback.child_run(t)).data
-    assert run.params["device"] == "cpu" and "device" not in run.metrics
+    assert run.params["device"] == "cpu"
+    assert "device" not in run.metrics
