@@ -315,6 +315,14 @@ class SearchSpace(BaseModel):
             return
         if self.scheduler.kind != "fifo":
             raise ValueError("scheduler.kind: listed configurations all run to full budget; use fifo")
+        self._check_each_configuration()
+        ids = [c.id for c in self.configurations]
+        for pattern in self.search.only:
+            if not fnmatch.filter(ids, pattern):
+                raise ValueError(f"search.only: {pattern!r} matches no configuration (ids: {', '.join(ids)})")
+
+    def _check_each_configuration(self) -> None:
+        """Each listed configuration has its own id, and sets trial settings the search does not."""
         ids = [c.id for c in self.configurations]
         twice = sorted({i for i in ids if ids.count(i) > 1})
         if twice:
@@ -327,9 +335,6 @@ class SearchSpace(BaseModel):
             searched = sorted(set(c.values) & set(self.parameters))
             if searched:
                 raise ValueError(f"configurations: {c.id}: {', '.join(searched)} is also a parameter")
-        for pattern in self.search.only:
-            if not fnmatch.filter(ids, pattern):
-                raise ValueError(f"search.only: {pattern!r} matches no configuration (ids: {', '.join(ids)})")
 
     @property
     def active_configurations(self) -> list[Configuration]:

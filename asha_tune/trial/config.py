@@ -254,7 +254,17 @@ class ShapingConfig(Strict):
             return self
         if not self.convs:
             raise ValueError(f"mode {mode} needs at least one conv to shape")
-        if mode == "random":
+        self._check_p0()
+        fn = self.resolved_shape_fn
+        if fn == "topk" and self.topk_fraction is None:
+            raise ValueError("shape_fn topk needs topk_fraction in (0, 1]")
+        if fn != "topk" and self.topk_fraction is not None:
+            raise ValueError("topk_fraction only applies to shape_fn topk")
+        return self
+
+    def _check_p0(self) -> None:
+        """Mode random draws its masks with p0 (one, or one per conv); mode target takes none."""
+        if self.mode == "random":
             if self.p0 is None:
                 raise ValueError("mode random needs p0")
             if isinstance(self.p0, list) and len(self.p0) != len(self.convs):
@@ -263,12 +273,6 @@ class ShapingConfig(Strict):
                 )
         elif self.p0 is not None:
             raise ValueError("p0 does not apply to mode target (masks come from target maps)")
-        fn = self.resolved_shape_fn
-        if fn == "topk" and self.topk_fraction is None:
-            raise ValueError("shape_fn topk needs topk_fraction in (0, 1]")
-        if fn != "topk" and self.topk_fraction is not None:
-            raise ValueError("topk_fraction only applies to shape_fn topk")
-        return self
 
     @property
     def resolved_shape_fn(self) -> str | None:
