@@ -109,7 +109,7 @@ def importable(name: str) -> bool:
 
 def dangling(path: Path, source: str | None = None) -> list[str]:
     """What the file's prose names that does not exist, as `file:line name`."""
-    known, sections, out = stems(), space_sections(), []
+    out = []
     where = path.relative_to(REPO)
     for line, text in prose(path.read_text() if source is None else source):
         for dotted in DOTTED.findall(text):
@@ -118,14 +118,21 @@ def dangling(path: Path, source: str | None = None) -> list[str]:
         for name in PY_PATH.findall(text):
             if not path_exists(name, path.parent):
                 out.append(f"{where}:{line} {name}")
-        for stem, name in STEM_NAME.findall(text):
-            if name in FILE_SUFFIXES or stem in sections or stem == PACKAGE.name:
-                continue  # a file, a space path, or a dotted name checked above
-            if stem in known:
-                if name not in names_defined(stem):
-                    out.append(f"{where}:{line} {stem}.{name}")
-            elif path.is_relative_to(PACKAGE) and not importable(stem):
-                out.append(f"{where}:{line} {stem}.{name} (no module {stem})")
+        out += [f"{where}:{line} {name}" for name in dangling_stem_names(text, path)]
+    return out
+
+
+def dangling_stem_names(text: str, path: Path) -> list[str]:
+    """The `stem.name`s of the text whose module lacks the name, or that name no module."""
+    known, sections, out = stems(), space_sections(), []
+    for stem, name in STEM_NAME.findall(text):
+        if name in FILE_SUFFIXES or stem in sections or stem == PACKAGE.name:
+            continue  # a file, a space path, or a dotted name checked in dangling
+        if stem in known:
+            if name not in names_defined(stem):
+                out.append(f"{stem}.{name}")
+        elif path.is_relative_to(PACKAGE) and not importable(stem):
+            out.append(f"{stem}.{name} (no module {stem})")
     return out
 
 
