@@ -14,7 +14,6 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from asha_tune.dotted import set_path
 from asha_tune.spaces.params import MAX_TRIALS, Fixed, Param, Suggester
 from asha_tune.trial.config import (
-    DOMAINS,
     MODEL_CONFIG,
     Bool,
     DataConfig,
@@ -51,11 +50,6 @@ class SearchSettings(BaseModel):
     @property
     def concurrency(self) -> int:
         return 1 if self.reproducible else self.max_concurrent
-
-
-# What a protocol other than oracle never lets the scheduler or the search optimise (PACS'; for
-# any dataset: is_reported_target_metric).
-REPORTED_TARGET_METRICS = frozenset({"target_acc", *(f"acc_{d}" for d in DOMAINS)})
 
 
 def is_reported_target_metric(metric: str) -> bool:
