@@ -77,7 +77,7 @@ def test_scores_of_an_unshaped_trial_equal_its_models_scores_recomputed(pacs_run
     model.eval()
     images = load_pacs_domain(pacs_runtime.data_root, "photo", 32, pacs_runtime.cache_dir)
     with torch.no_grad():
-        logits = model(normalize(images.subset(stratified_subset(images.labels, 49)).test))
+        logits = model(normalize(images.test[stratified_subset(images.labels, 49)]))
     assert metrics["entropy_photo"] == pytest.approx(scores.entropy(logits), abs=1e-5)
     assert metrics["im_photo"] == pytest.approx(scores.im(logits), abs=1e-5)
     assert metrics["snd_photo"] == pytest.approx(scores.snd(logits), abs=1e-4)  # evaluated in batches of 16
