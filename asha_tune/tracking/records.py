@@ -261,10 +261,6 @@ def read_sweeps(tracker: Tracker, name: str) -> list[Sweep]:
     return [_read(tracker, parent) for parent in sweep_parents(tracker, name)]
 
 
-def read_sweep(tracker: Tracker, name: str) -> Sweep:
-    return _read(tracker, find_parent(tracker, name))
-
-
 def _device_seconds(tracker: Tracker, run: Any) -> float:
     history = tracker.client.get_metric_history
     return sum(m.value for key in DEVICE_TIME_METRICS for m in history(run.info.run_id, key))

@@ -14,7 +14,7 @@ from asha_tune.analysis.compare import run_compare
 from asha_tune.analysis.curves import compare
 from asha_tune.cli import main
 from asha_tune.tracking import Tracker
-from asha_tune.tracking.records import read_sweep, sweep_trials
+from asha_tune.tracking.records import sweep_trials
 from asha_tune.tracking.tags import (
     COMPARES_RUNS_TAG,
     COMPARES_TAG,
@@ -27,6 +27,7 @@ from asha_tune.tracking.tags import (
 )
 from asha_tune.trial.selection import binomial_se
 from tests.helpers.mlflow import mlflow_store
+from tests.helpers.records import read_sweep
 
 GRID_SPACE = {
     "configurations": [
