@@ -5,8 +5,7 @@ sweep whose values its space can express, with their results; the others are lis
 space and its sampled values, its value and per-epoch history of *this* sweep's metric), so a
 search can be warm-started from a grid that optimised another metric (paper_search from a
 replayed paper_grid: the grid's study holds val_acc, the search optimises acc_cartoon, which the
-grid's records hold too). `finished_trials` reads another study instead, where its metric is this
-sweep's.
+grid's records hold too).
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ __all__ = [
     "PastTrial",
     "WarmStart",
     "check_warm_start",
-    "finished_trials",
     "past_trials",
     "warm_start",
     "warm_start_from",
@@ -184,28 +182,6 @@ def warm_start(
         done[past.source] = number
         added.append((past.source, number))
     return WarmStart(added, skipped)
-
-
-def finished_trials(url: str, study_name: str) -> list[PastTrial]:
-    """Every trial of another asha-tune study as a PastTrial: its settings from the space the
-    study records (a listed configuration's resolved), its value of that space's metric."""
-    study, space = load_recorded(url, study_name)
-    states = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
-    out = []
-    for t in study.get_trials(deepcopy=False):
-        if t.state not in states or VALUES_ATTR not in t.user_attrs:
-            continue
-        out.append(
-            PastTrial(
-                f"{study_name} trial {t.number}",
-                states[t.state],
-                space.trial_config(t.user_attrs[VALUES_ATTR]).model_dump(mode="json"),
-                space.scheduler.metric,
-                t.value,
-                dict(t.intermediate_values),
-            )
-        )
-    return out
 
 
 # --- from MLflow records -----------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from asha_tune.sweep.study import (
     create_study,
     expressed,
 )
-from asha_tune.sweep.warm_start import PastTrial, finished_trials, warm_start
+from asha_tune.sweep.warm_start import PastTrial, warm_start
+from tests.helpers.sweeps import finished_trials
 
 
 def variant(base: str = "quickstart", **changes) -> SearchSpace:
