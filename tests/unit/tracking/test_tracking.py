@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import requests
 from mlflow.tracking import MlflowClient
 
 from asha_tune.dotted import flatten
 from asha_tune.errors import ConfigError
 from asha_tune.tracking import Tracker
-from asha_tune.tracking.client import local_store
+from asha_tune.tracking.client import _unreachable, local_store
 from asha_tune.tracking.tags import FAILURE_TAG, STATUS_TAG
 from tests.helpers.mlflow import mlflow_store
 
@@ -130,3 +131,40 @@ def test_every_search_reads_every_page(store):
     with pytest.raises(ConfigError) as err:
         find_parent(tracker, "nowhere")
     assert str(err.value).endswith(f"(sweeps there: big, {', '.join(f's{k}' for k in range(8))})")
+
+
+def _raised(make):
+    try:
+        make()
+    except Exception as err:
+        return err
+    raise AssertionError("nothing raised")
+
+
+def _refused():
+    raise requests.exceptions.ConnectionError("NewConnectionError: [Errno 111] Connection refused")
+
+
+def _wrapped_once():
+    try:
+        _refused()
+    except Exception as err:  # MLflow's way: its own error while handling requests'
+        raise RuntimeError(f"API request failed with exception {err}")  # noqa: B904
+
+
+def _wrapped_twice():
+    try:
+        _wrapped_once()
+    except Exception as err:
+        raise RuntimeError("the sweep's records could not be written") from err
+
+
+def test_a_server_that_does_not_answer_is_recognised_however_deep_its_error_is_wrapped():
+    assert _unreachable(_raised(_refused)) == "connection refused"
+    assert _unreachable(_raised(_wrapped_once)) == "connection refused"
+    assert _unreachable(_raised(_wrapped_twice)) == "connection refused"
+    assert _unreachable(_raised(lambda: 1 / 0)) is None
+    looped = RuntimeError("a loop")
+    looped.__context__ = RuntimeError("inner")
+    looped.__context__.__context__ = looped  # a chain that loops back still ends
+    assert _unreachable(looped) is None
