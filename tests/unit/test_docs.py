@@ -401,3 +401,84 @@ def test_the_sweeps_page_names_every_flag_of_launch():
     assert {"--space", "--set", "--replicates", "--warm-start", "--dry-run"} <= set(flags)
     missing = [f for f in flags if not any(re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", c) for c in code)]
     assert not missing, f"docs/sweeps.md does not name the launch flags {', '.join(missing)}"
+
+
+# --- the durations the docs give, against their constants (README.md, docs/, deploy/) -------------
+
+DEPLOY = REPO / "deploy"
+SECONDS = {"s": 1, "seconds": 1, "min": 60, "minute": 60, "minutes": 60}
+NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "five": 5, "ten": 10, "fifteen": 15, "thirty": 30}
+DURATION = (
+    r"(\d[\d,.]*|"
+    + "|".join(NUMBER_WORDS)
+    + r") ("
+    + "|".join(sorted(SECONDS, key=len, reverse=True))
+    + r")\b"
+)
+
+
+def module_constant(path: Path, name: str) -> Any:
+    """A module-level constant, read from its file (the module imports Ray)."""
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"{path.name} defines no {name}")
+
+
+MAX_UNSAVED_S = module_constant(REPO / "asha_tune" / "sweep" / "checkpoints.py", "MAX_UNSAVED_S")
+AUTOSCALER_WAITS = "asks the autoscaler for one and waits up to {} while it"
+# (page, the words around a duration, `{}` where it stands, the constant it must equal in seconds)
+DOC_DURATIONS = [
+    (SWEEPS_PAGE, "asks it for such a node and waits up to {} while it adds one", defaults.AUTOSCALER_WAIT_S),
+    (SWEEPS_PAGE, "If it stops answering for {} (`ASHA_TUNE_HEAD_LOST_S`)", defaults.HEAD_LOST_S),
+    (SWEEPS_PAGE, "| `ASHA_TUNE_STUDY_RETRY_S` | {} |", defaults.STUDY_RETRY_S),
+    (SWEEPS_PAGE, "| `ASHA_TUNE_HEAD_LOST_S` | {} (below Ray's own abort) |", defaults.HEAD_LOST_S),
+    (SWEEPS_PAGE, "when {} of compute would otherwise be at risk", MAX_UNSAVED_S),
+    (SWEEPS_PAGE, "loses at most half its work and at most {}.", MAX_UNSAVED_S),
+    (
+        DEPLOY / "README.md",
+        "retry a lost connection for {} (`ASHA_TUNE_STUDY_RETRY_S`)",
+        defaults.STUDY_RETRY_S,
+    ),
+    (DEPLOY / "README.md", "after {} without an answer (`ASHA_TUNE_HEAD_LOST_S`", defaults.HEAD_LOST_S),
+    (DEPLOY / "README.md", "can hold a trial and waits up to {} while it adds", defaults.AUTOSCALER_WAIT_S),
+    (DEPLOY / "ray-cluster.aws.yaml", AUTOSCALER_WAITS, defaults.AUTOSCALER_WAIT_S),
+    (DEPLOY / "kuberay" / "rayjob.yaml", AUTOSCALER_WAITS, defaults.AUTOSCALER_WAIT_S),
+]
+
+
+def seconds_said(page: Path, words: str) -> float:
+    """The duration `words` give on `page`, in seconds: line breaks read as spaces, and a YAML
+    file's comments as prose."""
+    lines = page.read_text().splitlines()
+    if page.suffix != ".md":
+        lines = [re.sub(r"^\s*# ?", "", line) for line in lines]
+    text = " ".join(" ".join(lines).split())
+    before, after = (re.escape(part) for part in words.split("{}"))
+    found = re.search(before + DURATION + after, text)
+    assert found, f"{page.name} no longer says {words!r}: update DOC_DURATIONS"
+    number, unit = found.groups()
+    value = NUMBER_WORDS.get(number) or float(number.replace(",", ""))
+    return value * SECONDS[unit]
+
+
+@pytest.mark.parametrize(
+    ("page", "words", "constant"), DOC_DURATIONS, ids=[f"{p.name}: {w}" for p, w, _ in DOC_DURATIONS]
+)
+def test_every_duration_the_docs_give_is_its_constant(page, words, constant):
+    assert seconds_said(page, words) == constant, (
+        f"{page.relative_to(REPO)}: {words!r} should say {constant:g} s"
+    )
+
+
+def test_the_duration_check_reads_seconds_minutes_words_and_comments(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("waits up to 15\nminutes here; retries for five minutes; stops after 30 s.")
+    assert seconds_said(page, "waits up to {} here") == 900
+    assert seconds_said(page, "retries for {};") == 300
+    assert seconds_said(page, "stops after {}.") == 30
+    comment = tmp_path / "job.yaml"
+    comment.write_text("# it waits up to\n# 15 minutes while it adds one\nkind: RayJob\n")
+    assert seconds_said(comment, "waits up to {} while it") == 900
+    with pytest.raises(AssertionError, match="no longer says"):
+        seconds_said(page, "waits for {} there")
