@@ -22,8 +22,8 @@ from asha_tune.spaces.space import SearchSpace
 from asha_tune.tracking import tags
 from asha_tune.trial import datasets, registry
 from asha_tune.trial.config import TrialConfig
+from tests.helpers.names import DOTTED, REPO, defined_tags, resolves
 
-REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 DOCS = REPO / "docs"
 MLFLOW_PAGE = DOCS / "mlflow.md"
@@ -34,7 +34,6 @@ FENCED = re.compile(r"^(```|~~~)[^\n]*\n.*?^\1[ \t]*$", re.S | re.M)
 BLOCK = re.compile(r"^(?:```|~~~)[^\n]*\n(.*?)^(?:```|~~~)[ \t]*$", re.S | re.M)
 INLINE_CODE = re.compile(r"`[^`\n]*`")
 LINK = re.compile(r"(?<!!)\[[^\]\n]*\]\(([^)\s]+)\)")
-DOTTED = re.compile(r"asha_tune(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
 
 
 def prose(text: str) -> str:
@@ -57,10 +56,6 @@ def tag_module_names() -> dict[str, str]:
         names.update({f"{collection}[{m}]": m for m in getattr(tags, collection)})
     names.update({f"MLFLOW_STATUS[{k}]": v for k, v in tags.MLFLOW_STATUS.items()})
     return names
-
-
-def defined_tags() -> set[str]:
-    return {value for name, value in vars(tags).items() if name.endswith("_TAG") and isinstance(value, str)}
 
 
 def test_the_tag_constants_are_what_the_mlflow_page_is_checked_against():
@@ -90,32 +85,6 @@ def test_the_mlflow_page_names_no_asha_tune_tag_the_code_does_not_define():
     defined = defined_tags()
     undefined = sorted(set(DOTTED.findall(MLFLOW_PAGE.read_text())) - defined)
     assert not undefined, f"docs/mlflow.md names tags the code does not define: {', '.join(undefined)}"
-
-
-def module_names(path: Path) -> set[str]:
-    """The top-level names a module defines or imports, read without importing it."""
-    names: set[str] = set()
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            names |= {t.id for t in targets if isinstance(t, ast.Name)}
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
-    return names
-
-
-def resolves(dotted: str) -> bool:
-    """`asha_tune.a.b[.name]` is a module or package of the checkout, or a name defined in one."""
-    parts = dotted.split(".")
-    for n in range(len(parts), 0, -1):
-        base = REPO.joinpath(*parts[:n])
-        module = base.with_suffix(".py") if base.with_suffix(".py").is_file() else base / "__init__.py"
-        if module.is_file():
-            rest = parts[n:]
-            return not rest or (len(rest) == 1 and rest[0] in module_names(module))
-    return False
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))

@@ -24,7 +24,7 @@ import pytest
 import asha_tune
 from asha_tune.spaces import SearchSpace
 from asha_tune.trial.config import TrialConfig
-from tests.unit.test_docs import DOTTED, REPO, defined_tags, module_names, resolves
+from tests.helpers.names import DOTTED, REPO, defined_tags, module_names, resolves
 
 PACKAGE = REPO / "asha_tune"
 SOURCES = sorted(PACKAGE.rglob("*.py")) + sorted((REPO / "benchmarks").rglob("*.py"))
