@@ -228,3 +228,41 @@ def test_confusable_names_are_found_and_different_words_are_not():
         ("single", "settings"),
     ]:
         assert not confusable(a, b), (a, b)
+
+
+# --- a module's private names are its own ----------------------------------------------------
+
+
+def private_reaches(source: str) -> list[str]:
+    """Another asha_tune module's `_name` that a module uses: imported, or through the module."""
+    modules, out = set(), []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE.name):
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    out.append(f"{node.module}.{alias.name}")
+                dotted = f"{node.module}.{alias.name}".split(".")
+                if REPO.joinpath(*dotted).with_suffix(".py").is_file() or REPO.joinpath(*dotted).is_dir():
+                    modules.add(alias.asname or alias.name)
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules:
+            if node.attr.startswith("_") and not node.attr.startswith("__"):
+                out.append(f"{node.value.id}.{node.attr}")
+    return out
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(REPO)))
+def test_no_module_uses_another_modules_private_names(path):
+    """What another module needs is public, with one home: `render.grid_text`, not `render._grid_text`."""
+    assert not private_reaches(path.read_text()), "make these public: " + ", ".join(
+        private_reaches(path.read_text())
+    )
+
+
+def test_the_private_check_sees_imports_and_module_attributes():
+    source = (
+        "from asha_tune.analysis import render, tables\n"
+        "from asha_tune.analysis.tables import _cell, footnotes\n"
+        "x = render._pct(1) + render.grid_text([]) + tables.__name__ + str._private\n"
+    )
+    assert private_reaches(source) == ["asha_tune.analysis.tables._cell", "render._pct"]
