@@ -235,10 +235,6 @@ def table_rows(sweeps: Sequence[Sweep], protocol: str, targets: Sequence[str]) -
 # --- the report of one replicated search ------------------------------------------------------------
 
 
-def _pct(value: float) -> str:
-    return "-" if not math.isfinite(value) else f"{value:.2f}"
-
-
 def estimate_text(e: Estimate, unit: str = "") -> str:
     if e.n == 0:
         return "-"

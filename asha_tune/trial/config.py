@@ -30,7 +30,7 @@ from pydantic import (
 from asha_tune import defaults
 from asha_tune.defaults import DATA_ROOT_ENV
 from asha_tune.errors import ConfigError
-from asha_tune.trial.datasets import DATASETS, DEFAULT_DATASET, PACS_CLASSES, PACS_DOMAINS, nfc
+from asha_tune.trial.datasets import DATASETS, DEFAULT_DATASET, PACS_CLASSES, nfc
 from asha_tune.trial.registry import (
     MODES,
     PAPER_PROTOCOL,
@@ -43,8 +43,7 @@ from asha_tune.trial.registry import (
     target_modes,
 )
 
-DOMAINS = PACS_DOMAINS  # the default dataset's; other datasets' are in datasets.DATASETS
-CLASSES = PACS_CLASSES
+CLASSES = PACS_CLASSES  # the default dataset's; other datasets' are in datasets.DATASETS
 
 # The paper's conv numbering: the order in which torchvision's resnet18 yields Conv2d.
 CONV_NAMES = (

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from asha_tune.trial import cache, config
+from asha_tune.trial import cache
 from asha_tune.trial.config import CLASSES, Runtime, TrialConfig
-from asha_tune.trial.datasets import list_dataset
+from asha_tune.trial.datasets import PACS_DOMAINS, list_dataset
 from asha_tune.trial.decoding import DomainImages, decode
 from asha_tune.trial.loading import load_domains, stratified_subset
 from tests.helpers.data import pacs_domain
@@ -102,10 +102,10 @@ def test_a_pacs_trial_reads_the_pixels_and_class_ids_it_always_read(pacs_root, t
     dataset: the digests recorded from the PACS path before it joined the generic one."""
     trial = TrialConfig.model_validate({"data": {"image_size": 32}})
     loaded = load_domains(trial, Runtime(data_root=pacs_root, cache_dir=tmp_path / "pt", device="cpu"))
-    assert set(loaded.domains) == set(config.DOMAINS)
+    assert set(loaded.domains) == set(PACS_DOMAINS)
     assert loaded.classes == CLASSES
     files = list_dataset("pacs", pacs_root)
-    for domain in config.DOMAINS:
+    for domain in PACS_DOMAINS:
         whole = loaded.domains[domain].whole
         assert loaded.domains[domain].split.keys == files[domain].keys()
         assert summary(pacs_root, files[domain].paths, files[domain].labels, whole) == RECORDED[domain]

@@ -42,7 +42,7 @@ def test_unknown_dataset_lists_the_valid_names():
 
 def test_pacs_layout_is_config_and_data_py():
     layout = DATASETS["pacs"]
-    assert layout.domains == config.DOMAINS
+    assert layout.domains == datasets.PACS_DOMAINS
     assert layout.classes == config.CLASSES
     assert layout.classes.index("dog") == 0
     assert layout.classes.index("person") == 6
@@ -164,7 +164,7 @@ LAYOUT_ERRORS = [
 
 
 def pacs(root: Path) -> Path:
-    return tree(root, config.DOMAINS, config.CLASSES)
+    return tree(root, datasets.PACS_DOMAINS, config.CLASSES)
 
 
 @pytest.mark.parametrize(("dataset", "damage", "domains", "message"), LAYOUT_ERRORS)
