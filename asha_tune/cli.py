@@ -237,6 +237,18 @@ def add_launch_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_space_flags(p)
     p.add_argument("--dry-run", action="store_true", help="validate and print the space; start nothing")
+    p.add_argument(
+        "--rehearse",
+        type=float,
+        nargs="?",
+        const=0.5,
+        metavar="EPOCH_S",
+        help="a rehearsal: the same sweep on the same cluster, scheduler, searcher and stores, with "
+        "simulated trials (each epoch sleeps EPOCH_S seconds, default 0.5, and reports a score made up "
+        "from the configuration; no data, no torch), to check a cluster, its stores and a resume "
+        "before spending GPU hours; its records are marked, and compare, confirm and warm starts "
+        "refuse them",
+    )
     p.add_argument("--name", help="sweep name (default <space>-<date>-<time>)")
     p.add_argument(
         "--restart",
@@ -368,7 +380,7 @@ def results_folder(args: argparse.Namespace) -> Path:
 def cmd_launch(args: argparse.Namespace) -> int:
     from asha_tune.spaces import describe, load_space
     from asha_tune.sweep import SweepSettings, sweep_name
-    from asha_tune.sweep.settings import check_name
+    from asha_tune.sweep.settings import Rehearsal, check_name
 
     overrides = list(args.overrides)
     if args.weights is not None:
@@ -387,18 +399,25 @@ def cmd_launch(args: argparse.Namespace) -> int:
             check_warm_start(space, name, warm_start)  # what needs no records; the launch checks the rest
         print(describe(space))
         return 0
+    rehearse = None
+    if args.rehearse is not None:
+        if not 0 <= args.rehearse <= 3600:
+            raise ConfigError(f"--rehearse {args.rehearse:g}: give an epoch's seconds, 0 to 3600")
+        rehearse = Rehearsal(epoch_s=args.rehearse)
     settings = SweepSettings(
         name=name,
         space=space,
         results_dir=results_folder(args),
         tracking_uri=args.tracking_uri or defaults.tracking_uri(),
         study_url=args.study_url or defaults.study_url(),
-        runtime=runtime_from(args, args.device),
+        # A rehearsal reads no data: no data root needed.
+        runtime=runtime_from(args, args.device) if rehearse is None else Runtime(device=args.device),
         address=args.address,
         num_cpus=args.num_cpus,
         num_gpus=args.num_gpus,
         resource_wait_s=args.resource_wait,
         warm_start=warm_start,
+        rehearse=rehearse,
     )
     from asha_tune.api import launch
 
@@ -433,12 +452,15 @@ def saved_settings(args: argparse.Namespace) -> Any:
     from asha_tune.sweep.settings import RUNTIME_FIELDS, SweepSettings
 
     settings = SweepSettings.load(args.name, results_folder(args))
+    if settings.rehearse is not None and not (args.data_root or args.cache_dir):  # reads no data
+        device = args.device or settings.runtime.device
+        runtime = settings.runtime.model_copy(update={"device": device}) if args.device else None
+    elif args.data_root or args.cache_dir or args.device:
+        runtime = runtime_from(args, args.device or settings.runtime.device, base=settings.runtime)
+    else:
+        runtime = None
     given = {
-        "runtime": (
-            runtime_from(args, args.device or settings.runtime.device, base=settings.runtime)
-            if args.data_root or args.cache_dir or args.device
-            else None
-        ),
+        "runtime": runtime,
         "address": args.address or None,
         "num_cpus": args.num_cpus,
         "num_gpus": args.num_gpus,

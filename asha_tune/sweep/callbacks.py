@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import math
 import sys
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +30,11 @@ from asha_tune.sweep.keys import (
     VALUES_KEY,
     DriverState,
 )
+from asha_tune.sweep.writer import WRITE_EVERY_S, RecordWriter, close_writer, writer_for
 from asha_tune.tracking import Tracker
-from asha_tune.tracking.records import trial_run_of
 from asha_tune.tracking.tags import (
     COMPLETED,
+    DEVICE_PARAM,
     DURATION_TAG,
     EPOCHS_RUN_TAG,
     FAILED,
@@ -42,7 +45,9 @@ from asha_tune.tracking.tags import (
     NODES_TAG,
     PRUNED,
     RAY_TRIAL_TAG,
+    REHEARSAL_TAG,
     RESUMED_FROM_TAG,
+    RESUMED_ON_DEVICE_TAG,
     RETRIES_TAG,
     RUNNING,
     STARTED_AT_TAG,
@@ -50,7 +55,7 @@ from asha_tune.tracking.tags import (
     TRIAL_NUMBER_TAG,
     is_epoch_metric,
 )
-from asha_tune.tracking.trials import log_constants, trial_tags
+from asha_tune.tracking.trials import trial_tags
 from asha_tune.trial import selection
 from asha_tune.trial.selection import DEVICE_KEY
 
@@ -89,7 +94,42 @@ def failure_line(trial: Any, result: dict[str, Any] | None) -> str:
     return f"trial {number} failed{retries}: {error_reason(trial)}{where}"
 
 
+@dataclass
+class _ChildRun:
+    """A trial's child run as the driver knows it, and what waits to be written to it (the
+    callback's lock guards the fields below `pending`)."""
+
+    number: int
+    values: dict[str, Any]
+    started_at: float
+    run_id: str | None = None  # None until the writer has created it
+    final: bool = False  # ended in MLflow, or its end is queued
+    params: dict[str, str] | None = None  # an existing run's params (resume); None for a new run
+    logged: set[int] | None = None  # epochs already in MLflow; None: not read yet (a resumed run)
+    nodes: list[str] = field(default_factory=list)
+    device: str | None = None
+    restarted: bool = False  # its trial (re)started and has reported nothing since
+    described: bool = False  # its constants (sizes, split) are queued
+    # pending: what the next write sends
+    create: bool = False
+    reopen: bool = False
+    new_params: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, Any] = field(default_factory=dict)
+    epochs: dict[int, tuple[int, dict[str, float]]] = field(default_factory=dict)  # epoch -> (ms, metrics)
+    finals: list[tuple[str, float, int, int]] = field(default_factory=list)
+    end: str | None = None
+
+
 class TrackingCallback(DriverState, Callback):
+    """A child run per trial, written off Tune's event loop by the sweep's RecordWriter (writer.py):
+    each event only notes what is to be written, so no trial waits in `report` on MLflow.
+
+    A trial's run is created with its params and tags in one `log_batch`, its epochs go in
+    batches, and its end in one more with the run's end: about four calls per trial on a tracking
+    store, whatever its number of epochs. The child runs of a resumed sweep are read once, a page
+    at a time, at the first event; an epoch already logged (a trial replayed from its checkpoint
+    after a resume) keeps its first record."""
+
     def __init__(
         self,
         tracking_uri: str,
@@ -97,23 +137,22 @@ class TrackingCallback(DriverState, Callback):
         parent_run_id: str,
         space: SearchSpace,
         configuration_tags: dict[str, dict[str, str]] | None = None,
+        rehearsal: bool = False,
+        records: str | None = None,
     ):
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.space = space
         self.configuration_tags = configuration_tags or {}  # extra child-run tags by configuration id
+        self.rehearsal = rehearsal  # launch --rehearse: every child run is marked
+        self.records = records or parent_run_id  # the sweep's writer (shared with the searcher)
         self._reset()
 
     def _reset(self) -> None:
         self._tracker: Tracker | None = None
-        self._runs: dict[int, str] = {}  # trial number -> child run id
-        self._logged: dict[str, set[int]] = {}  # child run id -> epochs already logged
-        self._final: set[str] = set()  # child runs that already ended
-        self._restarted: set[str] = set()  # child runs whose trial (re)started, no result yet
-        self._described: set[str] = set()  # child runs whose constants (sizes, split) are logged
-        self._nodes: dict[str, list[str]] = {}  # child run id -> the Ray nodes it ran on
-        self._devices: dict[str, str] = {}  # child run id -> the device last logged for it
+        self._runs: dict[int, _ChildRun] | None = None  # trial number -> its run; None: not read yet
+        self._lock = threading.Lock()
 
     @property
     def tracker(self) -> Tracker:
@@ -121,102 +160,123 @@ class TrackingCallback(DriverState, Callback):
             self._tracker = Tracker(self.tracking_uri)
         return self._tracker
 
-    def child_run(self, trial: Any) -> str:
+    @property
+    def writer(self) -> RecordWriter:
+        return writer_for(self.records)
+
+    # -- the event loop's side: note what is to be written --------------------------------------------
+
+    def _known(self) -> dict[int, _ChildRun]:
+        """The sweep's child runs so far, read once (a resumed sweep's; a new sweep has none)."""
+        if self._runs is None:
+            runs: dict[int, _ChildRun] = {}
+            for run in self.tracker.child_runs(self.experiment_id, self.parent_run_id):
+                number = run.data.tags.get(TRIAL_NUMBER_TAG)
+                if number is None or not number.isdigit() or int(number) in runs:
+                    continue
+                tags, params = run.data.tags, dict(run.data.params)
+                runs[int(number)] = _ChildRun(
+                    number=int(number),
+                    values={},
+                    started_at=float(tags.get(STARTED_AT_TAG) or time.time()),
+                    run_id=run.info.run_id,
+                    final=tags.get(STATUS_TAG) in FINAL_STATUSES,
+                    params=params,
+                    nodes=[n for n in tags.get(NODES_TAG, "").split(",") if n],
+                    device=params.get(DEVICE_PARAM),
+                )
+            self._runs = runs
+        return self._runs
+
+    def _child(self, trial: Any) -> _ChildRun:
         number = int(trial.config[TRIAL_NUMBER_KEY])
-        if number in self._runs:
-            return self._runs[number]
-        existing = trial_run_of(self.tracker, self.experiment_id, self.parent_run_id, number)
-        values = trial.config[VALUES_KEY]
-        config = self.space.trial_config(values)
-        params = {**config.resolved_dump(), "search": json.dumps(values)}
-        if CONFIGURATION_KEY in values:  # a listed configuration's id, a column in MLflow's UI
-            params[CONFIGURATION_KEY] = values[CONFIGURATION_KEY]
-        if existing is not None:  # a resumed sweep: the trial's run is continued, never duplicated
-            run = existing
-            run_id = run.info.run_id
-            if "search" not in run.data.params:  # the driver died between creating and filling it
-                self.tracker.log_params(run_id, params)
-            self._logged[run_id] = self.tracker.logged_steps(run_id, self.space.scheduler.metric)
-            if run.data.tags.get(STATUS_TAG) in FINAL_STATUSES:
-                self._final.add(run_id)
-        else:
-            run_id = self.tracker.start_run(
-                self.experiment_id,
-                name=f"trial-{number:03d}",
-                parent_run_id=self.parent_run_id,
-                params=params,
-                tags={
-                    TRIAL_NUMBER_TAG: str(number),
-                    STARTED_AT_TAG: f"{time.time():.3f}",
-                    MODE_TAG: config.shaping.mode,
-                    **trial_tags(config, self.space.scheduler.metric, self.space.scheduler.mode),
-                    **self.configuration_tags.get(values.get(CONFIGURATION_KEY), {}),
-                },
-            )
-            self._logged[run_id] = set()
-        self._runs[number] = run_id
-        return run_id
+        runs = self._known()
+        run = runs.get(number)
+        if run is None:
+            run = runs[number] = _ChildRun(number, trial.config[VALUES_KEY], time.time(), create=True)
+        elif not run.values:
+            run.values = trial.config[VALUES_KEY]
+        return run
+
+    def _queue(self, run: _ChildRun, wait_s: float = WRITE_EVERY_S, end: bool = False) -> None:
+        self.writer.touch(run.number, "mlflow", lambda: self._write(run), wait_s, end=end)
+
+    def child_run(self, trial: Any) -> str:
+        """The trial's run id, once what is queued is written."""
+        run = self._child(trial)
+        if run.run_id is None:
+            self._queue(run, 0.0)
+        self.writer.flush()
+        assert run.run_id is not None
+        return run.run_id
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run_id = self.child_run(trial)
-        if run_id not in self._final:
-            self.tracker.reopen(run_id)
-            self.tracker.set_tags(run_id, {RAY_TRIAL_TAG: trial.trial_id})
-            self._restarted.add(run_id)
+        run = self._child(trial)
+        if run.final:
+            return
+        with self._lock:
+            run.tags[RAY_TRIAL_TAG] = trial.trial_id
+            run.reopen = run.run_id is not None or run.params is not None
+            run.restarted = True
+        self._queue(run)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        run_id = self.child_run(trial)
+        run = self._child(trial)
         epoch = int(result.get("epoch", 0))
-        if run_id in self._restarted:
-            self._restarted.discard(run_id)
-            if epoch > 1:  # a retried or resumed trial went on from its checkpoint
-                self.tracker.set_tags(run_id, {RESUMED_FROM_TAG: epoch - 1})
-        if run_id not in self._final:
-            self._tag_node(run_id, result.get(NODE_KEY))
-        device = result.get(DEVICE_KEY)
-        if device and self._devices.get(run_id) != device and not result.get(FAILED_KEY):
-            self.tracker.log_device(run_id, device)
-            self._devices[run_id] = device
-        if run_id in self._final or epoch in self._logged[run_id] or result.get(FAILED_KEY):
-            return  # an epoch replayed after a resume keeps its first record
-        constants = selection.constants_of(result)
-        if constants and run_id not in self._described:  # once, as params (same values on resume)
-            log_constants(self.tracker, run_id, constants)
-            self._described.add(run_id)
-        metrics = {k: v for k, v in result.items() if is_epoch_metric(k)}
-        self.tracker.log_metrics(run_id, metrics, step=epoch)
-        self._logged[run_id].add(epoch)
-
-    def _tag_node(self, run_id: str, node: str | None) -> None:
-        """NODE_TAG and NODES_TAG: where the trial ran (a retry or resume may move it)."""
-        if not node:
-            return
-        if run_id not in self._nodes:
-            recorded = self.tracker.tags(run_id).get(NODES_TAG, "")
-            self._nodes[run_id] = [n for n in recorded.split(",") if n]
-        nodes = self._nodes[run_id]
-        if nodes and nodes[-1] == node:
-            return
-        nodes.append(node)
-        self.tracker.set_tags(run_id, {NODE_TAG: node, NODES_TAG: ",".join(nodes)})
+        failed = bool(result.get(FAILED_KEY))
+        with self._lock:
+            if run.restarted:
+                run.restarted = False
+                if epoch > 1:  # a retried or resumed trial went on from its checkpoint
+                    run.tags[RESUMED_FROM_TAG] = epoch - 1
+            node = result.get(NODE_KEY)
+            if not run.final and node and (not run.nodes or run.nodes[-1] != node):
+                run.nodes.append(node)  # where the trial ran (a retry or resume may move it)
+                run.tags.update({NODE_TAG: node, NODES_TAG: ",".join(run.nodes)})
+            device = result.get(DEVICE_KEY)
+            if device and run.device != device and not failed:
+                if run.device is None and DEVICE_PARAM not in (run.params or {}):
+                    run.new_params[DEVICE_PARAM] = device  # params cannot change: a later one is a tag
+                else:
+                    run.tags[RESUMED_ON_DEVICE_TAG] = device
+                run.device = device
+            if run.final or failed:
+                return
+            constants = selection.constants_of(result)
+            if constants and not run.described:  # once, as params (same values on resume)
+                first = selection.FIRST_ATTEMPT_CONSTANTS & set(run.params or {})
+                run.new_params.update({k: v for k, v in constants.items() if k not in first})
+                run.described = True
+            if epoch not in run.epochs:  # an epoch replayed after a resume keeps its first record
+                metrics = {k: v for k, v in result.items() if is_epoch_metric(k)}
+                run.epochs[epoch] = (int(time.time() * 1000), metrics)
+        self._queue(run)
 
     def _finish(self, trial: Any, status: str, tags: dict[str, Any]) -> None:
-        run_id = self.child_run(trial)
-        if run_id in self._final:
+        run = self._child(trial)
+        if run.final:
             return
         result = trial.last_result or {}
-        final = {f"final_{k}": v for k, v in result.items() if is_epoch_metric(k)}
-        if status != FAILED and final:
-            self.tracker.log_metrics(run_id, final, step=int(result.get("epoch", 0)))
-        started = float(self.tracker.tags(run_id).get(STARTED_AT_TAG, time.time()))
-        tags = {
-            **tags,
-            EPOCHS_RUN_TAG: int(result.get("epoch", 0)),
-            DURATION_TAG: run_duration(time.time() - started, result),
-            RETRIES_TAG: trial.num_failures,
-        }
-        self.tracker.finish(run_id, status, tags)
-        self._final.add(run_id)
+        epoch = int(result.get("epoch", 0))
+        now = int(time.time() * 1000)
+        with self._lock:
+            if status != FAILED:
+                run.finals += [
+                    (f"final_{k}", float(v), epoch, now)
+                    for k, v in result.items()
+                    if is_epoch_metric(k) and isinstance(v, (int, float))
+                ]
+            run.tags.update(
+                {
+                    **tags,
+                    STATUS_TAG: status,
+                    EPOCHS_RUN_TAG: epoch,
+                    DURATION_TAG: run_duration(time.time() - run.started_at, result),
+                    RETRIES_TAG: trial.num_failures,
+                }
+            )
+            run.end, run.final = status, True
+        self._queue(run, 0.0, end=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
@@ -227,12 +287,79 @@ class TrackingCallback(DriverState, Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finish(trial, FAILED, {FAILURE_TAG: error_reason(trial)})
 
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self.writer.check()  # a failed write stops the sweep at once
+
+    def get_state(self) -> dict | None:
+        """Tune asks before it saves its experiment snapshot (what `resume` restarts from): every
+        record of what the snapshot holds is written first."""
+        self.writer.flush()
+        return None
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        close_writer(self.records)
+
+    # -- the writer's side ------------------------------------------------------------------------------
+
+    def _write(self, run: _ChildRun) -> None:
+        """One trial's pending records, in one `log_batch` where they fit (writer thread)."""
+        with self._lock:
+            create, reopen, end = run.create, run.reopen, run.end
+            params, tags, epochs, finals = run.new_params, run.tags, run.epochs, run.finals
+            run.create = run.reopen = False
+            run.end = None
+            run.new_params, run.tags, run.epochs, run.finals = {}, {}, {}, []
+        tracker = self.tracker
+        if create or (run.params is not None and "search" not in run.params):
+            config = self.space.trial_config(run.values)
+            params = {**self._trial_params(run.values, config), **params}
+            if run.params is not None:  # the driver died between creating the run and filling it
+                run.params["search"] = params["search"]
+        if create:
+            run.run_id = tracker.start_run(
+                self.experiment_id,
+                name=f"trial-{run.number:03d}",
+                parent_run_id=self.parent_run_id,
+                tags={
+                    TRIAL_NUMBER_TAG: str(run.number),
+                    STARTED_AT_TAG: f"{run.started_at:.3f}",
+                    MODE_TAG: config.shaping.mode,
+                    **trial_tags(config, self.space.scheduler.metric, self.space.scheduler.mode),
+                    **self.configuration_tags.get(str(run.values.get(CONFIGURATION_KEY, "")), {}),
+                    **({REHEARSAL_TAG: "true"} if self.rehearsal else {}),
+                },
+            )
+            run.logged = set()
+        assert run.run_id is not None
+        if run.logged is None:  # a resumed run: what it logged before
+            run.logged = tracker.logged_steps(run.run_id, self.space.scheduler.metric)
+        if reopen:
+            tracker.reopen(run.run_id)
+        metrics = []
+        for epoch in sorted(epochs):
+            if epoch in run.logged:
+                continue
+            stamp, values = epochs[epoch]
+            metrics += [(k, float(v), epoch, stamp) for k, v in values.items() if isinstance(v, (int, float))]
+            run.logged.add(epoch)
+        tracker.write(run.run_id, params=params, tags=tags, metrics=metrics + finals)
+        if end is not None:
+            tracker.end(run.run_id, end)
+
+    def _trial_params(self, values: dict[str, Any], config: Any) -> dict[str, Any]:
+        params = {**config.resolved_dump(), "search": json.dumps(values)}
+        if CONFIGURATION_KEY in values:  # a listed configuration's id, a column in MLflow's UI
+            params[CONFIGURATION_KEY] = values[CONFIGURATION_KEY]
+        return params
+
 
 class ProgressCallback(DriverState, Callback):
     """One line whenever the sweep's picture changes: counts by state and the best epoch so far.
 
     The best *epoch* (any trial, any epoch) is what can be known while trials run; the final
-    answer is the best trial by its last epoch, and says so.
+    answer is the best trial by its last epoch, and says so. The counts are kept as trials start
+    and end (every trial's state is read once, at the first event): an event costs the same in
+    a sweep's 10,000th trial as in its first.
     """
 
     def __init__(self, metric: str, mode: str, num_trials: int, max_epochs: int):
@@ -244,42 +371,58 @@ class ProgressCallback(DriverState, Callback):
         self._start = time.time()
         self._best: tuple[float, int, int] | None = None
         self._last_line = ""
+        self._states: dict[int, str] | None = None  # id(trial) -> its state, once read
+        self._count: dict[str, int] = {}
 
     def _better(self, value: float) -> bool:
         if self._best is None:
             return True
         return value > self._best[0] if self.mode == "max" else value < self._best[0]
 
-    def _state(self, trial: Any, ending: Any, failed: bool, starting: Any) -> str:
-        """A trial's state; Tune updates a trial's status only after it tells callbacks."""
-        if trial is starting:
-            return RUNNING
-        if trial is ending:
-            return FAILED if failed else trial_status(trial.last_result or {}, self.max_epochs)
+    def _state(self, trial: Any) -> str:
+        """A trial's state as Tune has it (read once per trial, at the first event)."""
         if trial.status == "TERMINATED":
             return trial_status(trial.last_result or {}, self.max_epochs)
         return {"ERROR": FAILED, "RUNNING": RUNNING}.get(trial.status, "pending")
 
-    def _print(self, trials: list, ending: Any = None, failed: bool = False, starting: Any = None) -> None:
-        states = [self._state(t, ending, failed, starting) for t in trials]
-        count = {s: states.count(s) for s in (RUNNING, PRUNED, COMPLETED, FAILED)}
+    def _set(self, trials: list, trial: Any | None = None, state: str | None = None) -> None:
+        """Tune updates a trial's status only after it tells callbacks: the event says it."""
+        if self._states is None:
+            self._states = {}
+            for t in trials:
+                self._states[id(t)] = self._state(t)
+                self._count[self._states[id(t)]] = self._count.get(self._states[id(t)], 0) + 1
+        if trial is not None and state is not None:
+            old = self._states.get(id(trial))
+            if old is not None:
+                self._count[old] -= 1
+            self._states[id(trial)] = state
+            self._count[state] = self._count.get(state, 0) + 1
+
+    def _print(self, trials: list) -> None:
+        count = self._count
         best = ""
         if self._best:
             value, number, epoch = self._best
             best = f" · best epoch so far: {metric_text(self.metric, value)} (trial {number}, epoch {epoch})"
         line = (
-            f"trials {len(trials)}/{self.num_trials} · running {count['running']} · "
-            f"stopped early {count['pruned']} · finished {count['completed']} · "
-            f"failed {count['failed']}{best}"
+            f"trials {len(trials)}/{self.num_trials} · running {count.get(RUNNING, 0)} · "
+            f"stopped early {count.get(PRUNED, 0)} · finished {count.get(COMPLETED, 0)} · "
+            f"failed {count.get(FAILED, 0)}{best}"
         )
         if line != self._last_line:
             print(f"[{time.time() - self._start:6.0f}s] {line}", file=sys.stdout, flush=True)
             self._last_line = line
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._print(trials, starting=trial)
+        self._set(trials, trial, RUNNING)
+        self._print(trials)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._set(trials, trial, "pending")  # a retry: it starts again
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self._set(trials)
         value = result.get(self.metric)
         if isinstance(value, (int, float)) and math.isfinite(value) and self._better(value):
             self._best = (float(value), int(trial.config[TRIAL_NUMBER_KEY]), int(result.get("epoch", 0)))
@@ -288,11 +431,13 @@ class ProgressCallback(DriverState, Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if (trial.last_result or {}).get(FAILED_KEY):
             print(failure_line(trial, trial.last_result), flush=True)
-        self._print(trials, ending=trial)
+        self._set(trials, trial, trial_status(trial.last_result or {}, self.max_epochs))
+        self._print(trials)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         print(failure_line(trial, None), flush=True)
-        self._print(trials, ending=trial, failed=True)
+        self._set(trials, trial, FAILED)
+        self._print(trials)
 
 
 class SpaceGuard(DriverState, Callback):

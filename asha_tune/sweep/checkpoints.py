@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,15 +91,31 @@ class CheckpointCleanup(DriverState, Callback):
 
     "Best" follows `tracking.best.best_trial`: the best last value of `metric` among trials that ran
     every epoch, the lower trial number on a tie. The state lives in the trials Tune passes in,
-    so a resumed sweep needs nothing restored.
+    so a resumed sweep needs nothing restored: its first trial to end has every ended trial looked
+    at once, and each later one only itself (no cost that grows with the sweep).
+
+    With `records` (the sweep's RecordWriter, writer.py), a checkpoint is emptied only once the
+    records of its trial's reports so far are written: a driver killed in between resumes the
+    trial from a checkpoint whose epochs are all in MLflow and Optuna.
     """
 
-    def __init__(self, metric: str, mode: str, max_epochs: int):
+    def __init__(self, metric: str, mode: str, max_epochs: int, records: str | None = None):
         self.metric, self.mode, self.max_epochs = metric, mode, max_epochs
+        self.records = records
         self._reset()
 
     def _reset(self) -> None:
         self._cleaned: set[str] = set()
+        self._best: Any = None
+        self._scanned = False
+
+    def _after_records(self, trial: Any, action: Callable[[], None]) -> None:
+        if self.records is None:
+            action()
+        else:
+            from asha_tune.sweep.writer import writer_for
+
+            writer_for(self.records).after(int(trial.config[TRIAL_NUMBER_KEY]), action)
 
     def _full_budget(self, trial: Any) -> bool:
         result = trial.last_result or {}
@@ -110,23 +127,39 @@ class CheckpointCleanup(DriverState, Callback):
             and math.isfinite(value)
         )
 
+    def _beats(self, trial: Any, best: Any) -> bool:
+        a, b = trial.last_result[self.metric], best.last_result[self.metric]
+        if a == b:
+            return int(trial.config.get(TRIAL_NUMBER_KEY, 0)) < int(best.config.get(TRIAL_NUMBER_KEY, 0))
+        return a > b if self.mode == "max" else a < b
+
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
         """A running trial reported a new checkpoint: its older ones are emptied."""
-        empty_checkpoints(trial, SUPERSEDED_MARKER, keep=checkpoint.path)
+        fs, folder = ray_compat.trial_storage(trial)
+        keep = checkpoint.path
+        self._after_records(trial, lambda: empty_folders(fs, folder, SUPERSEDED_MARKER, keep=keep))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        # Tune updates the ending trial's status only after it tells callbacks.
-        ended = [t for t in trials if t is trial or t.status == "TERMINATED"]
-        full = [t for t in ended if self._full_budget(t)]
-        full.sort(key=lambda t: int(t.config.get(TRIAL_NUMBER_KEY, 0)))
-        pick = max if self.mode == "max" else min
-        best = pick(full, key=lambda t: t.last_result[self.metric]) if full else None
-        for other in ended:
-            if other is not best and other.trial_id not in self._cleaned:
-                retire_checkpoints(other)
-                self._cleaned.add(other.trial_id)
-        if best is not None:
-            self._cleaned.discard(best.trial_id)  # deleted once a better trial ends
+        if self._scanned:
+            ended = [trial]
+        else:  # Tune updates the ending trial's status only after it tells callbacks.
+            ended = [t for t in trials if t is trial or t.status == "TERMINATED"]
+            ended.sort(key=lambda t: int(t.config.get(TRIAL_NUMBER_KEY, 0)))
+            self._scanned = True
+        for t in ended:
+            if self._full_budget(t) and (self._best is None or self._beats(t, self._best)):
+                previous, self._best = self._best, t
+                if previous is not None:
+                    self._retire(previous)  # deleted once a better trial ends
+            elif t is not self._best:
+                self._retire(t)
+
+    def _retire(self, trial: Any) -> None:
+        if trial.trial_id in self._cleaned:
+            return
+        self._cleaned.add(trial.trial_id)
+        fs, folder = ray_compat.trial_storage(trial)
+        self._after_records(trial, lambda: empty_folders(fs, folder, ENDED_MARKER))
 
 
 def retire_checkpoints(trial: Any) -> None:
@@ -143,9 +176,14 @@ MARKER_TEXT = {
 
 def empty_checkpoints(trial: Any, marker: str, keep: str | None = None) -> None:
     """Empty a trial's checkpoint folders but `keep`, each left holding `marker` alone."""
+    fs, folder = ray_compat.trial_storage(trial)
+    empty_folders(fs, folder, marker, keep)
+
+
+def empty_folders(fs: Any, folder: str, marker: str, keep: str | None = None) -> None:
+    """`empty_checkpoints` of the trial folder `folder` on the pyarrow filesystem `fs`."""
     from pyarrow.fs import FileSelector, FileType
 
-    fs, folder = ray_compat.trial_storage(trial)
     keep = keep.rstrip("/") if keep else None
     for info in fs.get_file_info(FileSelector(folder, allow_not_found=True)):
         if info.type != FileType.Directory or not info.base_name.startswith("checkpoint_"):

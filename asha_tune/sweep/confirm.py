@@ -28,7 +28,14 @@ from asha_tune.sweep.session import say
 from asha_tune.sweep.settings import SWEEP_FILE, SweepSettings, command_tail
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.best import ranked_trials
-from asha_tune.tracking.records import SEED, TrialRecord, configuration_id, sweep_trials, trial_values
+from asha_tune.tracking.records import (
+    SEED,
+    TrialRecord,
+    configuration_id,
+    rehearsal_refusal,
+    sweep_trials,
+    trial_values,
+)
 from asha_tune.tracking.tags import (
     COMPLETED,
     CONFIRMATION_KIND,
@@ -145,6 +152,8 @@ def run_confirmation(sweep: SweepSettings, top: int, seeds: int) -> Confirmation
     `sweep` carries the runtime to use (data root, device, cluster address, CPUs): a
     confirmation started earlier takes them too, as `resume` does.
     """
+    if sweep.rehearse is not None:
+        raise ConfigError(rehearsal_refusal(sweep.name))
     tracker = Tracker(sweep.tracking_uri)
     best, records = top_trials(sweep, tracker, top, seeds)
     name = confirmation_name(sweep.name, top, seeds)

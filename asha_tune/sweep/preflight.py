@@ -110,6 +110,18 @@ def check_local_resources(
     space: SearchSpace, device: str, num_cpus: float | None, num_gpus: float | None
 ) -> None:
     """A trial must fit on this machine, else a local Ray would wait for it forever."""
+    r = space.resources
+    if r.gpu > 0 or device == "cuda":  # torch only then (a rehearsal's driver never loads it)
+        _check_gpus(space, device, num_gpus)
+    cpus = num_cpus if num_cpus is not None else float(os.cpu_count() or 1)
+    if r.cpu > cpus:
+        raise ConfigError(
+            f"space {space.name} asks for {r.cpu:g} CPUs per trial and this machine has "
+            f"{cpus:g}: add --set resources.cpu={cpus:g}"
+        )
+
+
+def _check_gpus(space: SearchSpace, device: str, num_gpus: float | None) -> None:
     import torch
 
     from asha_tune.trial.devices import cuda_problem, has_unusable_gpu
@@ -137,12 +149,6 @@ def check_local_resources(
             f"space {space.name} asks for {r.gpu:g} GPU per trial and this machine has "
             f"{'no GPU' if not gpus else f'{gpus:g}'}: add --set resources.gpu=0 to train on the "
             f"CPU{slow}, or run it on a Ray cluster with GPUs (--address)"
-        )
-    cpus = num_cpus if num_cpus is not None else float(os.cpu_count() or 1)
-    if r.cpu > cpus:
-        raise ConfigError(
-            f"space {space.name} asks for {r.cpu:g} CPUs per trial and this machine has "
-            f"{cpus:g}: add --set resources.cpu={cpus:g}"
         )
 
 

@@ -23,13 +23,14 @@ from typing import Any
 CHECKED_RAY = "2.60"  # the Ray minor version every function below was checked against
 
 # Environment flags Ray and Tune read at import or start (set by sweep/session.py around a sweep):
-# no TensorBoard files (the CSV and JSON loggers are added explicitly), frequent experiment
-# snapshots (a killed driver loses at most a second of bookkeeping), quiet Ray Train migration
+# no TensorBoard files (the CSV and JSON loggers are added explicitly), quiet Ray Train migration
 # notices, and Tune's legacy output engine, which prints nothing at verbose 0 (the new one,
 # RAY_AIR_NEW_OUTPUT's internal switch, prints a box of internal class names whatever the verbosity).
+# Tune's experiment snapshot keeps Tune's own period (TUNE_GLOBAL_CHECKPOINT_S unset: at least 10 s,
+# 19 times what one costs): every record is written before each (sweep/writer.py), and a resume
+# after a kill runs the epochs since the last one again, each logged once.
 TUNE_ENV = {
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
-    "TUNE_GLOBAL_CHECKPOINT_S": "1",
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
     "RAY_AIR_NEW_OUTPUT": "0",

@@ -30,6 +30,7 @@ from asha_tune.tracking.tags import (
     FAILED,
     FAILURE_TAG,
     INTERRUPTED,
+    REHEARSAL_TAG,
     REPLICATE_OF_TAG,
     RESTARTED_AS_TAG,
     RESULTS_DIR_TAG,
@@ -113,6 +114,7 @@ def open_run(settings: SweepSettings, tracker: Tracker, experiment_id: str, tags
             ),
             **tags,
             **settings.run_tags,
+            **({REHEARSAL_TAG: "true"} if settings.rehearse else {}),
         },
     )
     tracker.log_dict(settings.parent_run_id, space.model_dump(mode="json"), SPACE_ARTIFACT)
@@ -182,7 +184,9 @@ def close(
                 tracker.finish(record.run_id, INTERRUPTED)
         StudyHandle(settings.study_url, settings.name, space).park_running()
     best = best_trial(trials, space.scheduler.metric, space.scheduler.mode)
-    end_run(tracker, settings.run_id, trials, finished, failure, _summarize(settings, tracker, trials))
+    # A rehearsal's scores are made up: its parent run logs no best figures.
+    summarized = _summarize(settings, tracker, trials) if settings.rehearse is None else {}
+    end_run(tracker, settings.run_id, trials, finished, failure, summarized)
     return SweepOutcome(settings, trials, best, finished)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import threading
 from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler
@@ -12,6 +13,7 @@ from ray.tune.search import Searcher
 from asha_tune.sweep import ray_compat
 from asha_tune.sweep.keys import FAILED_KEY, TRIAL_NUMBER_KEY, VALUES_KEY
 from asha_tune.sweep.study import WARM_PREFIX, StudyHandle, TrialState
+from asha_tune.sweep.writer import WRITE_EVERY_S, RecordWriter, writer_for
 
 
 class StudySearcher(Searcher):
@@ -20,23 +22,101 @@ class StudySearcher(Searcher):
     Unlike Ray's OptunaSearch, a trial that ASHA stopped early is told PRUNED (with the value of
     every epoch it ran), a crashed or diverged one FAIL, and only a trial that ran every epoch
     COMPLETE.
+
+    With `records` (the sweep's RecordWriter, writer.py) only the ask is made on Tune's event
+    loop: a trial's user attributes, intermediate values and end are written in the background,
+    and all of them before Tune saves its snapshot (`save`). The sampler then sees a trial's end a
+    moment later; a reproducible sweep (`fresh_asks`) waits for every write before each ask, so
+    its sampler sees exactly what it would have seen.
     """
 
-    def __init__(self, handle: StudyHandle, metric: str, mode: str, max_epochs: int):
+    def __init__(
+        self,
+        handle: StudyHandle,
+        metric: str,
+        mode: str,
+        max_epochs: int,
+        records: str | None = None,
+        fresh_asks: bool = False,
+    ):
         super().__init__(metric=metric, mode=mode)
         self.handle = handle
         self.max_epochs = max_epochs
+        self.records = records
+        self.fresh_asks = fresh_asks
         self.numbers: dict[str, int] = {}  # Ray trial id -> Optuna trial number
         self.ended: set[str] = set()
+        self._caches()
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        number, values = self.handle.ask(trial_id, known=set(self.numbers.values()))
+    def _caches(self) -> None:
+        self._known = set(self.numbers.values())
+        self._lock = threading.Lock()
+        self._pending: dict[int, dict[str, Any]] = {}  # trial number -> what waits to be written
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_known", "_lock", "_pending")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._caches()
+
+    @property
+    def _writer(self) -> RecordWriter | None:
+        return writer_for(self.records) if self.records else None
+
+    def suggest(self, trial_id: str) -> Any:  # a config, or Searcher.FINISHED
+        writer = self._writer
+        if writer is not None and self.fresh_asks:
+            writer.flush()
+        asked = self.handle.ask(trial_id, known=self._known, attrs=writer is None)
+        if asked is None:  # the study holds every trial the sweep asks for (a resumed sweep)
+            return Searcher.FINISHED
+        number, values = asked
         self.numbers[trial_id] = number
+        self._known.add(number)
+        if writer is not None:
+            self._queue(number, WRITE_EVERY_S, attrs=(values, trial_id))
         return {TRIAL_NUMBER_KEY: number, VALUES_KEY: values}
+
+    def _queue(self, number: int, wait_s: float, **change: Any) -> None:
+        writer = self._writer
+        if writer is None:  # at once, on the event loop
+            self._write_now(number, change)
+            return
+        if "tell" in change:  # after the trial's end in MLflow: what a resume counts as ended
+            state, value = change["tell"]
+            writer.touch(number, "tell", lambda: self.handle.tell(number, state, value), wait_s, hold=True)
+            return
+        with self._lock:
+            pending = self._pending.setdefault(number, {"values": {}})
+            if "value" in change:
+                step, value = change.pop("value")
+                pending["values"].setdefault(step, value)
+            pending.update(change)
+        writer.touch(number, "optuna", lambda: self._write(number), wait_s)
+
+    def _write(self, number: int) -> None:
+        with self._lock:
+            pending = self._pending.pop(number, None)
+        if pending is not None:
+            self._write_now(number, pending)
+
+    def _write_now(self, number: int, change: dict[str, Any]) -> None:
+        if "attrs" in change:
+            values, trial_id = change["attrs"]
+            self.handle.set_attrs(number, values, trial_id)
+        if "value" in change:
+            change = {**change, "values": dict([change["value"]])}
+        for step, value in sorted(change.get("values", {}).items()):
+            self.handle.report(number, step, value)
+        if "tell" in change:
+            self.handle.tell(number, *change["tell"])
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if trial_id in self.numbers and self.metric in result:
-            self.handle.report(self.numbers[trial_id], int(result["epoch"]), float(result[self.metric]))
+            value = float(result[self.metric])
+            if math.isfinite(value):
+                self._queue(self.numbers[trial_id], WRITE_EVERY_S, value=(int(result["epoch"]), value))
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
@@ -50,13 +130,16 @@ class StudySearcher(Searcher):
         if result and value is not None:
             self.on_trial_result(trial_id, result)  # Tune withholds the epoch that triggered a stop
         if error or value is None or not math.isfinite(value) or result.get(FAILED_KEY):
-            self.handle.tell(number, TrialState.FAIL)
+            self._queue(number, 0.0, tell=(TrialState.FAIL, None))
         elif result.get("epoch", 0) < self.max_epochs:
-            self.handle.tell(number, TrialState.PRUNED)
+            self._queue(number, 0.0, tell=(TrialState.PRUNED, float(value)))  # its last value
         else:
-            self.handle.tell(number, TrialState.COMPLETE, float(value))
+            self._queue(number, 0.0, tell=(TrialState.COMPLETE, float(value)))
 
     def save(self, checkpoint_path: str) -> None:
+        """Tune saves the searcher with its experiment snapshot: the study is written up to it."""
+        if (writer := self._writer) is not None:
+            writer.flush()
         with open(checkpoint_path, "wb") as f:
             pickle.dump({"numbers": self.numbers, "ended": self.ended}, f)
 
@@ -64,6 +147,7 @@ class StudySearcher(Searcher):
         with open(checkpoint_path, "rb") as f:
             state = pickle.load(f)
         self.numbers, self.ended = state["numbers"], state["ended"]
+        self._known = set(self.numbers.values())
 
 
 class ResumableASHA(ASHAScheduler):

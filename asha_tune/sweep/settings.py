@@ -7,7 +7,7 @@ import re
 import time
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from asha_tune import defaults
 from asha_tune.errors import ConfigError
@@ -27,6 +27,15 @@ RUNTIME_FIELDS = ("runtime", "address", "num_cpus", "num_gpus", "resource_wait_s
 
 def sweep_name(space: SearchSpace) -> str:
     return f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+class Rehearsal(BaseModel):
+    """`launch --rehearse`: the sweep as it would run (cluster, scheduler, searcher, stores), with
+    simulated trials that sleep `epoch_s` per epoch and report a score made up from their
+    configuration (sweep/rehearsal.py). Its records are marked and never read as results."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    epoch_s: float = Field(default=0.5, ge=0, le=3600)
 
 
 class SweepSettings(BaseModel):
@@ -56,6 +65,8 @@ class SweepSettings(BaseModel):
     # One replicate of a replicated search (sweep/replicated.py): its number, and the search's name.
     replicate: int | None = None
     replicate_of: str | None = None
+    # launch --rehearse: simulated trials (no data, no torch in the trials); records marked rehearsal.
+    rehearse: Rehearsal | None = None
 
     @property
     def run_id(self) -> str:

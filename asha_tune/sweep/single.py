@@ -42,6 +42,7 @@ from asha_tune.sweep.records import (
     has_finished,
     open_run,
 )
+from asha_tune.sweep.rehearsal import rehearsal_summary
 from asha_tune.sweep.session import (
     RayInfo,
     cluster_address,
@@ -57,7 +58,7 @@ from asha_tune.sweep.tuner import new_tuner, restored_tuner
 from asha_tune.sweep.warm_start import check_warm_start, warm_start_from
 from asha_tune.sweep.watch import watching
 from asha_tune.tracking import Tracker
-from asha_tune.tracking.records import find_parent, sweep_trials
+from asha_tune.tracking.records import sweep_parents, sweep_trials
 from asha_tune.tracking.tags import (
     RUNNING,
     WARM_START_ADDED_TAG,
@@ -101,21 +102,25 @@ def sigterm_as_sigint() -> Iterator[None]:
 def preflight(settings: SweepSettings) -> None:
     """What can be checked before anything is written or started (exit 2 on a problem; 4 when
     --results-dir has too little space)."""
-    check_data(settings.space, settings.runtime)
+    rehearsal = settings.rehearse is not None  # its trials read no data, load no weights, and
+    if not rehearsal:  # their checkpoints are a few bytes each
+        check_data(settings.space, settings.runtime)
     address = cluster_address(settings)
     if address is not None:
         check_address(str(resolve_address(address)))
     else:
         check_local_resources(settings.space, settings.runtime.device, settings.num_cpus, settings.num_gpus)
-        check_weights(settings.space)
-    check_space(settings.results_dir, settings.space, held=folder_bytes(settings.sweep_dir))
+        if not rehearsal:
+            check_weights(settings.space)
+    if not rehearsal:
+        check_space(settings.results_dir, settings.space, held=folder_bytes(settings.sweep_dir))
 
 
 def check_warm_start_source(settings: SweepSettings) -> None:
     """--warm-start SWEEP: a source this sweep can take trials from, and one the store holds."""
     if settings.warm_start:
         check_warm_start(settings.space, settings.name, settings.warm_start)
-        find_parent(Tracker(settings.tracking_uri), settings.warm_start)  # it exists, or one line
+        sweep_parents(Tracker(settings.tracking_uri), settings.warm_start)  # with results, or one line
 
 
 def _user_error(err: BaseException) -> AshaTuneError | None:
@@ -228,7 +233,9 @@ def _conclude(outcome: SweepOutcome, reports: Reports) -> SweepOutcome:
     from asha_tune.sweep.checkpoints import kept_checkpoint  # imports Ray
 
     settings = outcome.settings
-    if not settings.is_confirmation:  # a confirmation prints its own report (asha_tune.api.confirm)
+    if settings.rehearse is not None:
+        say(rehearsal_summary(outcome.trials, settings.space))
+    elif not settings.is_confirmation:  # a confirmation prints its own report (asha_tune.api.confirm)
         if reports.best is not None:
             say(reports.best(outcome))
         kept = outcome.best and kept_checkpoint(settings.sweep_dir, outcome.best.number)
@@ -256,7 +263,8 @@ def launch(settings: SweepSettings, restart: bool = False, reports: Reports = SI
         preflight(settings)
         if (settings.sweep_dir / SWEEP_FILE).exists():
             archive(settings)
-        create_study(settings.study_url, settings.name, settings.space)
+        rehearsal = settings.rehearse is not None
+        create_study(settings.study_url, settings.name, settings.space, rehearsal=rehearsal)
         tracker, experiment_id = experiment_of(settings)
         open_run(settings, tracker, experiment_id, {})
         if settings.warm_start:

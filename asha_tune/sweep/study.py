@@ -50,6 +50,7 @@ VALUES_ATTR = "values"  # the decoded trial values, so a trial can be handed out
 RAY_TRIAL_ATTR = "ray_trial_id"
 INTERRUPTED_ATTR = "interrupted"  # a trial parked as WAITING by an interrupt, until resume
 WARM_START_ATTR = "warm_start_from"  # on a trial added by a warm start (warm_start.py): its source
+REHEARSAL_ATTR = "rehearsal"  # on a rehearsal's study (launch --rehearse): True
 WARM_PREFIX = "warm-"  # how `history` names a warm-started trial (it never ran in this sweep's Ray)
 
 
@@ -76,9 +77,29 @@ def _storage(url: str) -> optuna.storages.BaseStorage:
     # A server database may restart under a sweep: test pooled connections before use.
     engine = {} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine)
     except Exception as err:
         raise AshaTuneError(f"cannot open Optuna storage {url}: {first_line(err)}") from None
+    if url.startswith("sqlite"):
+        _commit_without_sync(storage.engine)
+    return storage
+
+
+def _commit_without_sync(engine: Any) -> None:
+    """A study in SQLite writes ahead to a log synced at its checkpoints, not at each commit
+    (journal_mode WAL, synchronous NORMAL): an ask, made on Tune's event loop, then costs no disk
+    sync. A killed driver loses nothing committed (a power cut may cost the last commits). The
+    log (optuna.db-wal) is folded back into the database when its last connection closes."""
+    from sqlalchemy import event
+
+    def pragmas(connection: Any, record: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(engine, "connect", pragmas)
+    engine.dispose()  # connections opened while creating the tables get the pragmas too
 
 
 def prepare_storage(url: str) -> None:
@@ -128,8 +149,9 @@ def retrying(url: str, call: Callable[[], T]) -> T:
             delay = min(delay * 2, 10.0)
 
 
-def create_study(url: str, name: str, space: SearchSpace) -> optuna.Study:
-    """A new study for a new sweep; a grid's or a list's configurations are enqueued in order."""
+def create_study(url: str, name: str, space: SearchSpace, rehearsal: bool = False) -> optuna.Study:
+    """A new study for a new sweep; a grid's or a list's configurations are enqueued in order.
+    A rehearsal's (`launch --rehearse`) is marked: warm starts refuse it."""
     storage = _storage(url)
     direction = (
         optuna.study.StudyDirection.MAXIMIZE
@@ -146,6 +168,8 @@ def create_study(url: str, name: str, space: SearchSpace) -> optuna.Study:
             f"(asha-tune resume {name}) or pick another --name"
         ) from None
     study.set_user_attr("space", space.model_dump(mode="json"))
+    if rehearsal:
+        study.set_user_attr(REHEARSAL_ATTR, True)
     if space.search.algorithm in ("grid", "list"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # enqueue_trial is marked experimental
@@ -171,6 +195,9 @@ class StudyHandle:
         self._study: optuna.Study | None = None
         self._storage: optuna.storages.BaseStorage | None = None
         self._study_id: int | None = None
+        self._trial_ids: dict[int, int] = {}  # trial number -> storage id (never changes)
+        self._orphans_checked = False  # no orphan was left: none appears while this driver runs
+        self._size: int | None = None  # trials in the study (read once, then counted)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"url": self.url, "name": self.name, "space": self.space}
@@ -201,35 +228,72 @@ class StudyHandle:
         return self._storage
 
     def _trial_id(self, number: int) -> int:
-        storage = self.storage  # opens the connection, which sets the study's id
-        assert self._study_id is not None
-        return storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
+        if number not in self._trial_ids:
+            storage = self.storage  # opens the connection, which sets the study's id
+            assert self._study_id is not None
+            self._trial_ids[number] = storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
+        return self._trial_ids[number]
 
     # -- the sweep's calls --
 
-    def ask(self, ray_trial_id: str, known: set[int]) -> tuple[int, dict[str, Any]]:
+    def ask(
+        self, ray_trial_id: str, known: set[int], attrs: bool = True
+    ) -> tuple[int, dict[str, Any]] | None:
         """A trial for Ray: an orphan (asked but never handed to Ray, e.g. when the driver was
-        killed mid-ask) or a new one, so a resumed sweep never grows the study past its size.
+        killed mid-ask) or a new one, so a resumed sweep never grows the study past its size;
+        None once the study holds the sweep's trials and none is left to hand out (a resumed
+        sweep whose driver was killed after trials Tune's snapshot did not know yet had ended).
 
         Suggesting again on an orphan returns the values it already has and samples only those
-        a kill left unsampled.
+        a kill left unsampled. `attrs` False leaves the trial's user attributes (its values and
+        Ray trial id) to the caller's `set_attrs`, off the event loop.
         """
-        return retrying(self.url, lambda: self._ask(ray_trial_id, known))
+        return retrying(self.url, lambda: self._ask(ray_trial_id, known, attrs))
 
-    def _ask(self, ray_trial_id: str, known: set[int]) -> tuple[int, dict[str, Any]]:
-        orphans = [
-            t
-            for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if t.number not in known
-        ]
+    def _ask(self, ray_trial_id: str, known: set[int], attrs: bool) -> tuple[int, dict[str, Any]] | None:
+        if self._size is None:
+            self._size = len(self.study.get_trials(deepcopy=False))
+        orphans = []
+        if not self._orphans_checked or self._size >= self.space.num_trials:
+            left = [
+                t
+                for t in self.study.get_trials(
+                    deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)
+                )
+                if t.number not in known
+            ]
+            orphans = [t for t in left if t.state == TrialState.RUNNING]
+            self._orphans_checked = not orphans
+            if not left and self._size >= self.space.num_trials:
+                return None
         if orphans:
             trial = optuna.trial.Trial(self.study, self._trial_id(orphans[0].number))
+        elif self.space.search.algorithm == "random":
+            # No queue to pop (a grid's or a list's) and no history to read (TPE's), where
+            # `Study.ask` reads every unfinished trial from the database, on every ask: the rest of
+            # what it does, through the study's own (cached) storage (Optuna-private attributes).
+            study = self.study
+            trial_id = study._storage.create_new_trial(study._study_id)
+            trial = optuna.trial.Trial(study, trial_id)
+            self._trial_ids[trial.number] = trial_id
         else:
             trial = self.study.ask()
+        self._size = max(self._size, trial.number + 1)
         values = self.space.suggest(trial)
-        trial.set_user_attr(VALUES_ATTR, values)
-        trial.set_user_attr(RAY_TRIAL_ATTR, ray_trial_id)
+        if attrs:
+            self.set_attrs(trial.number, values, ray_trial_id)
         return trial.number, values
+
+    def set_attrs(self, number: int, values: dict[str, Any], ray_trial_id: str) -> None:
+        """The user attributes `ask` leaves to its caller: the values, so that a trial can be handed
+        out again, and the Ray trial id, which rebuilding ASHA names it by."""
+
+        def write() -> None:
+            trial_id = self._trial_id(number)
+            self.storage.set_trial_user_attr(trial_id, VALUES_ATTR, values)
+            self.storage.set_trial_user_attr(trial_id, RAY_TRIAL_ATTR, ray_trial_id)
+
+        retrying(self.url, write)
 
     def report(self, number: int, step: int, value: float) -> None:
         """An intermediate value; a no-op on a trial that already ended (replayed after resume)."""
@@ -247,6 +311,18 @@ class StudyHandle:
         retrying(self.url, lambda: self._tell(number, state, value))
 
     def _tell(self, number: int, state: TrialState, value: float | None) -> None:
+        if value is not None or state == TrialState.FAIL:
+            # What `Study.tell` writes (a stopped trial's value is its last intermediate one, which
+            # the caller gives), without reading the whole trial back first: one write.
+            try:
+                self.storage.set_trial_state_values(
+                    self._trial_id(number),
+                    state,
+                    None if value is None or state == TrialState.FAIL else [value],
+                )
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # told before: a resumed sweep ends a trial again
+            return
         values = value if state == TrialState.COMPLETE else None
         try:
             self.study.tell(number, values, state=state, skip_if_finished=True)
@@ -383,4 +459,9 @@ def load_recorded(url: str, name: str) -> tuple[optuna.Study, SearchSpace]:
         raise AshaTuneError(f"no study named {name} in {url}") from None
     if "space" not in study.user_attrs:
         raise AshaTuneError(f"study {name} in {url} was not made by asha-tune (it records no space)")
+    if study.user_attrs.get(REHEARSAL_ATTR):
+        raise AshaTuneError(
+            f"study {name} in {url} is a rehearsal's (launch --rehearse: simulated trials): "
+            "its scores are not results, so warm starts refuse it"
+        )
     return study, SearchSpace.model_validate(study.user_attrs["space"])

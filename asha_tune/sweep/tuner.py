@@ -19,10 +19,14 @@ def trainable(settings: SweepSettings) -> Any:
     from asha_tune.sweep.trainable import train_trial
 
     resources = settings.space.resources
-    return tune.with_resources(
-        tune.with_parameters(train_trial, space=settings.space, runtime=settings.runtime),
-        {"cpu": resources.cpu, "gpu": resources.gpu},
-    )
+    if settings.rehearse is not None:  # simulated trials: no data, no torch (sweep/rehearsal.py)
+        from asha_tune.sweep.rehearsal import rehearse_trial
+
+        epoch_s = settings.rehearse.epoch_s
+        function = tune.with_parameters(rehearse_trial, space=settings.space, epoch_s=epoch_s)
+    else:
+        function = tune.with_parameters(train_trial, space=settings.space, runtime=settings.runtime)
+    return tune.with_resources(function, {"cpu": resources.cpu, "gpu": resources.gpu})
 
 
 def new_tuner(settings: SweepSettings, handle: StudyHandle, experiment_id: str) -> Any:
@@ -50,12 +54,19 @@ def new_tuner(settings: SweepSettings, handle: StudyHandle, experiment_id: str) 
         )
     else:
         scheduler = FIFOScheduler()
+    records = settings.run_id  # the sweep's RecordWriter (writer.py): MLflow and Optuna, off the loop
     callbacks: list[Any] = [
         TrackingCallback(
-            settings.tracking_uri, experiment_id, settings.run_id, space, settings.configuration_tags
+            settings.tracking_uri,
+            experiment_id,
+            settings.run_id,
+            space,
+            settings.configuration_tags,
+            rehearsal=settings.rehearse is not None,
+            records=records,
         ),
         ProgressCallback(s.metric, s.mode, space.num_trials, epochs),
-        CheckpointCleanup(s.metric, s.mode, epochs),
+        CheckpointCleanup(s.metric, s.mode, epochs, records=records),
         SpaceGuard(str(settings.sweep_dir)),
         CSVLoggerCallback(),
         JsonLoggerCallback(),
@@ -63,7 +74,9 @@ def new_tuner(settings: SweepSettings, handle: StudyHandle, experiment_id: str) 
     return tune.Tuner(
         trainable(settings),
         tune_config=tune.TuneConfig(
-            search_alg=StudySearcher(handle, s.metric, s.mode, epochs),
+            search_alg=StudySearcher(
+                handle, s.metric, s.mode, epochs, records=records, fresh_asks=space.search.reproducible
+            ),
             scheduler=scheduler,
             num_samples=space.num_trials,
             max_concurrent_trials=space.search.concurrency,

@@ -32,6 +32,7 @@ from asha_tune.tracking.tags import (
     FAILURE_TAG,
     FINAL_STATUSES,
     KIND_TAG,
+    REHEARSAL_TAG,
     REPLICATE_KIND,
     REPLICATE_OF_TAG,
     REPLICATE_SEEDS_TAG,
@@ -180,6 +181,14 @@ def find_parent(tracker: Tracker, name: str) -> Any:
     return runs[0]
 
 
+def rehearsal_refusal(name: str) -> str:
+    """Why a rehearsal (`launch --rehearse`: simulated scores) is never read as results."""
+    return (
+        f"sweep {name} is a rehearsal (launch --rehearse: simulated trials): its scores are not "
+        "results, so compare, report, confirm and warm starts refuse it"
+    )
+
+
 def replicate_parents(tracker: Tracker, parent: Any) -> list[Any]:
     """The replicates' parent runs of a replicated search, by number; else the sweep itself."""
     if REPLICATES_TAG not in parent.data.tags:
@@ -189,8 +198,12 @@ def replicate_parents(tracker: Tracker, parent: Any) -> list[Any]:
 
 
 def sweep_parents(tracker: Tracker, name: str) -> list[Any]:
-    """The parent runs whose trials make up sweep `name`: its own, or its replicates'."""
-    return replicate_parents(tracker, find_parent(tracker, name))
+    """The parent runs whose trials make up sweep `name`: its own, or its replicates'; one line
+    for a rehearsal, whose scores are no results."""
+    parent = find_parent(tracker, name)
+    if parent.data.tags.get(REHEARSAL_TAG) == "true":
+        raise ConfigError(rehearsal_refusal(name))
+    return replicate_parents(tracker, parent)
 
 
 @dataclass(frozen=True)

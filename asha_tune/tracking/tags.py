@@ -57,6 +57,9 @@ WARM_START_TAG = "asha_tune.warm_start"  # the source sweep's name
 WARM_START_ADDED_TAG = "asha_tune.warm_start_added"  # how many of its trials were added
 WARM_START_SKIPPED_TAG = "asha_tune.warm_start_skipped"  # how many were not (warm_start.txt says why)
 # A parent run's summary of its best trial (tracking/best.py): is the top separable, is it near chance.
+# launch --rehearse: on a rehearsal's parent run and every child run ("true"); its scores are simulated,
+# so compare, confirm and warm starts refuse it and its parent run logs no best figures.
+REHEARSAL_TAG = "asha_tune.rehearsal"
 SEPARABLE_TAG = "asha_tune.top_separable"  # "yes" | "no: ..." (within two standard errors)
 NEAR_CHANCE_TAG = "asha_tune.near_chance"  # "yes: ..." | "no"
 # Confirmation runs (sweep/confirm.py). `asha-tune compare` reads these names: keep them.

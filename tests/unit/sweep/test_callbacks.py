@@ -116,3 +116,94 @@ def test_a_sweep_child_run_records_the_device_its_trial_used(tmp_path):
     run = MlflowClient(uri).get_run(callback.child_run(t)).data
     assert run.params["device"] == "cpu"
     assert "device" not in run.metrics
+
+
+def test_a_trials_run_is_written_in_batches_each_epoch_once_across_a_resume(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from asha_tune.spaces import load_space
+    from asha_tune.sweep.callbacks import TrackingCallback
+    from asha_tune.tracking import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri)
+    experiment = tracker.experiment("batches")
+    parent = tracker.start_run(experiment, "sweep")
+    children = f"tags.mlflow.parentRunId = '{parent}'"
+    space = load_space("quickstart")
+    values = {"shaping.p0": 0.5, "shaping.convs": [1]}
+    callback = TrackingCallback(uri, experiment, parent, space, rehearsal=True, records="batches-1")
+    t = trial(0, trial_id="t0")
+    t.config["values"] = values
+    callback.on_trial_start(0, [t], t)
+    for epoch in (1, 2):
+        callback.on_trial_result(0, [t], t, {"epoch": epoch, "val_acc": 40.0 + epoch, "node_id": "n1"})
+    assert tracker.find_runs(experiment, children) == []  # a running trial's reports wait a moment
+    callback.get_state()  # Tune asks before its snapshot: everything is written first
+    (run,) = tracker.find_runs(experiment, children)
+    assert run.data.params["search"]
+    assert run.data.tags["asha_tune.rehearsal"] == "true"
+    assert run.data.tags["asha_tune.node_ids"] == "n1"
+    callback.on_experiment_end([])  # the driver is killed here: a resume continues the same run
+
+    again = TrackingCallback(uri, experiment, parent, space, rehearsal=True, records="batches-2")
+    t = trial(0, trial_id="t0")
+    t.config["values"] = values
+    again.on_trial_start(0, [t], t)
+    # From its checkpoint at epoch 1, on another node: epoch 2 again (kept as first logged), then 3.
+    again.on_trial_result(0, [t], t, {"epoch": 2, "val_acc": 99.0, "node_id": "n2"})
+    again.on_trial_result(0, [t], t, {"epoch": 3, "val_acc": 43.0, "node_id": "n2"})
+    t.last_result = {"epoch": 3, "val_acc": 43.0}
+    again.on_trial_complete(0, [t], t)
+    again.on_experiment_end([])
+    (run,) = tracker.find_runs(experiment, children)
+    history = MlflowClient(uri).get_metric_history(run.info.run_id, "val_acc")
+    assert sorted((m.step, m.value) for m in history) == [(1, 41.0), (2, 42.0), (3, 43.0)]
+    assert run.data.tags["asha_tune.status"] == "pruned"
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["asha_tune.resumed_from_epoch"] == "1"
+    assert run.data.tags["asha_tune.node_ids"] == "n1,n2"
+    assert run.data.metrics["final_val_acc"] == 43.0
+
+
+def test_ended_trials_checkpoints_are_emptied_once_their_records_are_written_but_the_best(tmp_path):
+    from pyarrow.fs import LocalFileSystem
+
+    from asha_tune.sweep.checkpoints import CheckpointCleanup
+    from asha_tune.sweep.writer import close_writer, writer_for
+
+    def ended(number: int, epoch: int, value: float) -> SimpleNamespace:
+        folder = tmp_path / f"trial{number}"
+        (folder / "checkpoint_000000").mkdir(parents=True)
+        (folder / "checkpoint_000000" / "trial.pt").write_text("state")
+        storage = SimpleNamespace(storage_filesystem=LocalFileSystem(), trial_fs_path=str(folder))
+        last = {"epoch": epoch, "val_acc": value}
+        return trial(number, status="RUNNING", trial_id=f"t{number}", last_result=last, storage=storage)
+
+    def kept(t: SimpleNamespace) -> bool:
+        return (tmp_path / f"trial{t.config['trial_number']}" / "checkpoint_000000" / "trial.pt").exists()
+
+    cleanup = CheckpointCleanup("val_acc", "max", max_epochs=4, records="cleanup")
+    seen: list[tuple[int, bool]] = []
+    trials = [ended(0, 4, 50.0), ended(1, 4, 60.0), ended(2, 2, 90.0), ended(3, 4, 60.0)]
+    for t in trials:
+        # Its records wait in the writer; its checkpoints are emptied only after they are written.
+        writer_for("cleanup").touch(
+            t.config["trial_number"],
+            "mlflow",
+            lambda t=t: seen.append((t.config["trial_number"], kept(t))),
+            60,
+        )
+        cleanup.on_trial_complete(0, trials, t)
+        t.status = "TERMINATED"
+    close_writer("cleanup")
+    assert sorted(seen) == [(0, True), (1, True), (2, True), (3, True)]
+    # The best full-budget trial keeps its weights (a tie goes to the lower number); a stopped
+    # trial never counts, however high its last value.
+    assert [kept(t) for t in trials] == [False, True, False, False]
+    better = ended(4, 4, 70.0)
+    cleanup.on_trial_complete(0, [*trials, better], better)
+    close_writer("cleanup")
+    # the old best's, once a better one ended
+    assert kept(better)
+    assert not kept(trials[1])

@@ -148,3 +148,21 @@ def test_asha_rungs_are_rebuilt_from_the_study(handle):
     strong = SimpleNamespace(trial_id="strong")
     rebuilt.on_trial_add(None, strong)
     assert rebuilt.on_trial_result(None, strong, {"epoch": 1, "target_acc": 80.0}) == "CONTINUE"
+
+
+def test_a_resumed_searcher_never_grows_the_study_past_its_trials(handle):
+    from ray.tune.search import Searcher
+
+    searcher = StudySearcher(handle, "val_acc", "max", max_epochs=4)
+    for i in range(8):  # quickstart's 8 trials
+        searcher.suggest(f"t{i}")
+    for i in range(7):
+        searcher.on_trial_complete(f"t{i}", {"epoch": 4, "val_acc": 50.0 + i})
+    # Tune's snapshot knew trials 0-4; 5 and 6 ended after it, 7 was running when the driver died.
+    resumed = StudySearcher(handle.__class__(handle.url, handle.name, handle.space), "val_acc", "max", 4)
+    resumed.numbers = {f"t{i}": i for i in range(5)}
+    resumed.ended = {f"t{i}" for i in range(5)}
+    resumed._known = set(range(5))
+    assert resumed.suggest("again")["trial_number"] == 7  # the orphan, handed out again
+    assert resumed.suggest("more") == Searcher.FINISHED  # 5 and 6 ended: nothing more to ask
+    assert len(reload(handle).trials) == 8
