@@ -113,7 +113,9 @@ def test_a_sweep_child_run_records_the_device_its_trial_used(tmp_path):
     callback.on_trial_start(0, [t], t)
     for epoch in (1, 2):
         callback.on_trial_result(0, [t], t, {"epoch": epoch, "val_acc": 40.0, "device": "cpu"})
-    run = MlflowClient(uri).get_run(callback.child_run(t)).data
+    callback.get_state()  # as Tune before its snapshot: what is queued is written
+    (child,) = tracker.child_runs(experiment, parent)
+    run = MlflowClient(uri).get_run(child.info.run_id).data
     assert run.params["device"] == "cpu"
     assert "device" not in run.metrics
 
