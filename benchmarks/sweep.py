@@ -168,7 +168,7 @@ def run_child(spec: dict) -> dict:
         start_name = "_start"
         try:
             from asha_tune import api as sweep_run
-        except ImportError:  # before the facade above the sweep
+        except ImportError:  # a baseline before the facade (api.py, 312a645): the module it replaced
             from asha_tune.sweep import lifecycle as sweep_run  # type: ignore[no-redef]
     except ImportError:
         from asha_tune.config import Runtime, TrialConfig  # type: ignore[no-redef]
