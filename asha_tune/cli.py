@@ -235,42 +235,7 @@ def add_launch_parser(sub: argparse._SubParsersAction) -> None:
         description="Start a sweep on Ray Tune (ASHA + Optuna, tracked in MLflow).",
         epilog=EXIT_STATUS,
     )
-    p.add_argument("--space", required=True, help="a space in search_spaces/ by name, or a YAML path")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="override a field of the space, e.g. --set train.epochs=3 (repeatable)",
-    )
-    p.add_argument(
-        "--weights",
-        metavar="WEIGHTS",
-        help="initial weights of every trial: imagenet | none | PATH "
-        "(the same as --set train.weights=WEIGHTS)",
-    )
-    p.add_argument(
-        "--only",
-        action="append",
-        default=[],
-        metavar="PATTERN",
-        help="run only the listed configurations whose id matches (e.g. 'da-*'; repeatable; "
-        "the same as --set search.only=[...])",
-    )
-    p.add_argument(
-        "--replicates",
-        type=int,
-        metavar="R",
-        help="R independent runs of the whole search, each with its own sampler, trial and split seeds, "
-        "as sweeps NAME.r0 .. NAME.r<R-1> under one parent run (the same as --set search.replicates=R)",
-    )
-    p.add_argument(
-        "--warm-start",
-        metavar="SWEEP",
-        help="before searching, give the study the ended trials of SWEEP (e.g. a replayed paper_grid) "
-        "that this space can express, with their results; the others are listed as skipped",
-    )
+    add_space_flags(p)
     p.add_argument("--dry-run", action="store_true", help="validate and print the space; start nothing")
     p.add_argument(
         "--rehearse",
@@ -308,6 +273,46 @@ def add_launch_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_machine_flags(p)
     p.set_defaults(handler=cmd_launch)
+
+
+def add_space_flags(p: argparse.ArgumentParser) -> None:
+    """What `launch` searches: the space, its overrides and the shorthands for a few of them."""
+    p.add_argument("--space", required=True, help="a space in search_spaces/ by name, or a YAML path")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a field of the space, e.g. --set train.epochs=3 (repeatable)",
+    )
+    p.add_argument(
+        "--weights",
+        metavar="WEIGHTS",
+        help="initial weights of every trial: imagenet | none | PATH "
+        "(the same as --set train.weights=WEIGHTS)",
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="run only the listed configurations whose id matches (e.g. 'da-*'; repeatable; "
+        "the same as --set search.only=[...])",
+    )
+    p.add_argument(
+        "--replicates",
+        type=int,
+        metavar="R",
+        help="R independent runs of the whole search, each with its own sampler, trial and split seeds, "
+        "as sweeps NAME.r0 .. NAME.r<R-1> under one parent run (the same as --set search.replicates=R)",
+    )
+    p.add_argument(
+        "--warm-start",
+        metavar="SWEEP",
+        help="before searching, give the study the ended trials of SWEEP (e.g. a replayed paper_grid) "
+        "that this space can express, with their results; the others are listed as skipped",
+    )
 
 
 def add_results_dir_flag(p: argparse.ArgumentParser, what: str) -> None:

@@ -56,32 +56,9 @@ def run_logged_trial(
 ) -> LoggedTrial:
     """Run one trial, checkpointing every epoch and logging it as one MLflow run."""
     checkpoint = checkpoint or default_checkpoint(config)
-    sidecar = checkpoint.with_suffix(".json")
     state = load_checkpoint(checkpoint) if resume and checkpoint.exists() else None
     tracker = Tracker(tracking_uri)
-    if state is not None and sidecar.exists():
-        run_id = json.loads(sidecar.read_text())["mlflow_run_id"]
-        tracker.reopen(run_id)
-        # The checkpoint is the record: log epochs it holds that a kill kept out of MLflow.
-        logged = tracker.logged_steps(run_id, "target_acc")
-        for metrics in state["history"]:
-            if metrics["epoch"] not in logged:
-                log_epoch(tracker, run_id, metrics)
-    else:
-        run_id = tracker.start_run(
-            tracker.experiment(experiment),
-            name=f"{config.shaping.mode}-{config.fingerprint()}",
-            params=config.resolved_dump(),
-            tags={
-                **version_tags(),
-                **trial_tags(config),
-                MODE_TAG: config.shaping.mode,
-                FINGERPRINT_TAG: config.fingerprint(),
-            },
-        )
-        tracker.log_dict(run_id, config.model_dump(mode="json"), "trial_config.json")
-        checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        sidecar.write_text(json.dumps({"mlflow_run_id": run_id}))
+    run_id = _open_run(tracker, config, experiment, checkpoint, state)
     started = time.perf_counter()
     devices: set[str] = set()
 
@@ -101,6 +78,48 @@ def run_logged_trial(
         reason = first_line(err)
         tracker.finish(run_id, FAILED, {FAILURE_TAG: reason[:5000]})
         raise
+    _finish_completed(tracker, run_id, config, result, started, checkpoint)
+    return LoggedTrial(result, run_id, checkpoint)
+
+
+def _open_run(
+    tracker: Tracker, config: TrialConfig, experiment: str, checkpoint: Path, state: dict[str, Any] | None
+) -> str:
+    """The trial's MLflow run: the one its checkpoint's sidecar names when resuming (with the
+    epochs the checkpoint holds and MLflow lacks), else a new one that the sidecar remembers."""
+    sidecar = checkpoint.with_suffix(".json")
+    if state is not None and sidecar.exists():
+        run_id: str = json.loads(sidecar.read_text())["mlflow_run_id"]
+        tracker.reopen(run_id)
+        # The checkpoint is the record: log epochs it holds that a kill kept out of MLflow.
+        logged = tracker.logged_steps(run_id, "target_acc")
+        for metrics in state["history"]:
+            if metrics["epoch"] not in logged:
+                log_epoch(tracker, run_id, metrics)
+        return run_id
+    run_id = tracker.start_run(
+        tracker.experiment(experiment),
+        name=f"{config.shaping.mode}-{config.fingerprint()}",
+        params=config.resolved_dump(),
+        tags={
+            **version_tags(),
+            **trial_tags(config),
+            MODE_TAG: config.shaping.mode,
+            FINGERPRINT_TAG: config.fingerprint(),
+        },
+    )
+    tracker.log_dict(run_id, config.model_dump(mode="json"), "trial_config.json")
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    sidecar.write_text(json.dumps({"mlflow_run_id": run_id}))
+    return run_id
+
+
+def _finish_completed(
+    tracker: Tracker, run_id: str, config: TrialConfig, result: TrialResult, started: float, checkpoint: Path
+) -> None:
+    """The final figures (timings and constants aside) and the run's end; its duration is the
+    longer of this process's time since `started` and the trial's own total (a resumed trial ran
+    before)."""
     final = {
         f"final_{k}": v
         for k, v in result.final.items()
@@ -110,4 +129,3 @@ def run_logged_trial(
     wall = round(time.perf_counter() - started, 3)  # this process's part of a resumed trial
     duration = max(wall, float(result.final.get("time_total") or 0.0))
     tracker.finish(run_id, COMPLETED, {DURATION_TAG: round(duration, 3), CHECKPOINT_TAG: str(checkpoint)})
-    return LoggedTrial(result, run_id, checkpoint)

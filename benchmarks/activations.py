@@ -28,7 +28,7 @@ from asha_tune.trial.config import SHAPEABLE_CONVS, Runtime, TrialConfig
 from asha_tune.trial.devices import versions
 from asha_tune.trial.shaping import frozen_bn_stats, numbered_convs
 from asha_tune.trial.training import Trial
-from benchmarks.speed import device_name  # noqa: E402
+from benchmarks.speed import device_name
 
 FP16_MAX = 65504.0
 

@@ -37,7 +37,7 @@ from asha_tune.trial import augmentation, cache, decoding
 from asha_tune.trial.datasets import list_dataset
 from asha_tune.trial.model import build_model
 from asha_tune.trial.streaming import BatchStream, choose_path, images_bytes
-from benchmarks.probe import load_average, memory_kib  # noqa: E402
+from benchmarks.probe import load_average, memory_kib
 
 CLASSES = 10
 SOURCE_PX = 80  # the synthetic JPEGs' side

@@ -27,7 +27,7 @@ from asha_tune.trial import training
 from asha_tune.trial.augmentation import augment
 from asha_tune.trial.config import Runtime, TrialConfig
 from asha_tune.trial.devices import versions
-from benchmarks.speed import device_name, sync  # noqa: E402
+from benchmarks.speed import device_name, sync
 
 
 def build(config: TrialConfig, runtime: Runtime, variant: str) -> training.Trial:

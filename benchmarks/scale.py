@@ -44,7 +44,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.probe import TAG_ENV, load_average, tagged  # noqa: E402
+from benchmarks.probe import TAG_ENV, load_average, tagged
 
 ARMS = {
     "A": "Ray Tune alone (ASHA, random search)",

@@ -36,7 +36,7 @@ from asha_tune.trial.config import Runtime, TrialConfig
 from asha_tune.trial.decoding import DomainImages
 from asha_tune.trial.devices import versions
 from asha_tune.trial.training import Trial, resolve_device
-from benchmarks.authors import time_authors  # noqa: E402
+from benchmarks.authors import time_authors
 
 REPO = Path(__file__).resolve().parents[1]
 FULL_SIZES = {"art_painting": 2048, "cartoon": 2344, "photo": 1670, "sketch": 3929}
@@ -484,23 +484,14 @@ def main() -> None:
     run_variants = profile.variants and on_gpu if args.variants is None else args.variants
     run_compile = profile.compile and on_gpu if args.compile is None else args.compile
 
-    # A cache folder without this domain decodes now: the cold trial, and every later trial warm.
-    cold_runtime = runtime
-    if args.cache_dir.is_dir() and any(args.cache_dir.glob("pacs-art_painting-*")):
-        cold_runtime = runtime.model_copy(update={"cache_dir": Path(tempfile.mkdtemp(prefix="asha-cold-"))})
+    cold_runtime = _cold(runtime, args.cache_dir)
     cold = rec.run(
         "full trial, cold cache",
         lambda: full_trial(trial_config(profile, MODES["random conv 1"]), cold_runtime, args.tile),
         "cold_trial",
     )
     if cold and args.tile:  # the decode ran on the subset: scale it to the full domains
-        from asha_tune.trial.datasets import list_dataset
-
-        listed = list_dataset("pacs", args.data_root, ["art_painting", "cartoon"])
-        decoded = sum(len(files) for files in listed.domains.values())
-        cold["data_s_scaled_to_full_domains"] = (
-            cold["data_s"] * (FULL_SIZES["art_painting"] + FULL_SIZES["cartoon"]) / decoded
-        )
+        _scale_to_full_domains(cold, args.data_root)
         rec.write()
     for name, shaping in MODES.items():
         rec.run(
@@ -529,16 +520,7 @@ def main() -> None:
         )
     if run_compile:
         left = None if args.budget_s is None else args.budget_s - (time.perf_counter() - began)
-        name = "torch.compile, random conv 1 (cold cache)"
-        if left is not None and left < COMPILE_NEEDS_S:
-            rec.skip(
-                f"variant {name}",
-                f"{left:.0f} s left of --budget-s, it needs ~{COMPILE_NEEDS_S:.0f}",
-                "variants",
-                name,
-            )
-        else:
-            rec.run(f"variant {name}", lambda: compiled(profile, runtime, args.tile), "variants", name)
+        _compile_variant(rec, left, lambda: compiled(profile, runtime, args.tile))
     if args.quickstart:
         rec.run(
             "quickstart sweep", lambda: quickstart_sweep(args.data_root, args.cache_dir), "quickstart_sweep"
@@ -546,6 +528,39 @@ def main() -> None:
     report["total_s"] = time.perf_counter() - began
     rec.write()
     print(table(report))
+
+
+def _cold(runtime: Runtime, cache_dir: Path) -> Runtime:
+    """A cache folder without this domain decodes now: the cold trial, and every later trial warm.
+    One that holds it already is left for the warm trials; the cold one decodes into a new folder."""
+    if cache_dir.is_dir() and any(cache_dir.glob("pacs-art_painting-*")):
+        return runtime.model_copy(update={"cache_dir": Path(tempfile.mkdtemp(prefix="asha-cold-"))})
+    return runtime
+
+
+def _scale_to_full_domains(cold: dict, data_root: Path) -> None:
+    """The cold trial's decode time as it would be on the full domains (a tiled run decodes a subset)."""
+    from asha_tune.trial.datasets import list_dataset
+
+    listed = list_dataset("pacs", data_root, ["art_painting", "cartoon"])
+    decoded = sum(len(files) for files in listed.domains.values())
+    cold["data_s_scaled_to_full_domains"] = (
+        cold["data_s"] * (FULL_SIZES["art_painting"] + FULL_SIZES["cartoon"]) / decoded
+    )
+
+
+def _compile_variant(rec: Recorder, left: float | None, measure: Callable[[], Any]) -> None:
+    """The torch.compile variant, skipped when fewer seconds than it needs are `left` of --budget-s."""
+    name = "torch.compile, random conv 1 (cold cache)"
+    if left is not None and left < COMPILE_NEEDS_S:
+        rec.skip(
+            f"variant {name}",
+            f"{left:.0f} s left of --budget-s, it needs ~{COMPILE_NEEDS_S:.0f}",
+            "variants",
+            name,
+        )
+    else:
+        rec.run(f"variant {name}", measure, "variants", name)
 
 
 def _failed(value: Any) -> str | None:
@@ -560,6 +575,18 @@ def _failed(value: Any) -> str | None:
 
 def table(r: dict) -> str:
     """The report as text; sections not measured yet are left out, failed ones say why."""
+    lines = [*_header_lines(r), "", *_mode_lines(r), "", *_trial_lines(r), *_authors_lines(r)]
+    lines += [*_sharing_lines(r), *_variant_lines(r)]
+    if "quickstart_sweep" in r:
+        q = r["quickstart_sweep"]
+        lines.append(f"{'quickstart sweep':24s} " + (_failed(q) or f"{q['wall_s']:.0f} s wall"))
+    if "total_s" in r:
+        lines.append(f"\nbenchmark total {r['total_s']:.0f} s")
+    return "\n".join(lines)
+
+
+def _header_lines(r: dict) -> list[str]:
+    """The device, the software stack, the commit and the trial measured."""
     v = r.get("versions") or {}
     stack = f"torch {r['torch']}"
     if v:
@@ -578,7 +605,11 @@ def table(r: dict) -> str:
             f"device memory {context['device_total_mib']:.0f} MiB; outside torch's allocator at start "
             f"(CUDA context, other processes): {context['outside_torch_mib']:.0f} MiB"
         )
-    lines += ["", f"{'mode':24s} {'train img/s':>12s} {'eval img/s':>11s} {'peak MiB':>9s} {'reserved':>9s}"]
+    return lines
+
+
+def _mode_lines(r: dict) -> list[str]:
+    lines = [f"{'mode':24s} {'train img/s':>12s} {'eval img/s':>11s} {'peak MiB':>9s} {'reserved':>9s}"]
     for name, m in (r.get("modes") or {}).items():
         if why := _failed(m):
             lines.append(f"{name:24s} {why}")
@@ -587,7 +618,12 @@ def table(r: dict) -> str:
                 f"{name:24s} {m['train_img_s']:12.0f} {m['eval_img_s']:11.0f} {m['peak_mib']:9.0f} "
                 f"{m.get('peak_reserved_mib', float('nan')):9.0f}"
             )
-    lines.append("")
+    return lines
+
+
+def _trial_lines(r: dict) -> list[str]:
+    """The warm and the cold full trial, where measured."""
+    lines = []
     for key, label in (("warm_trial", "full trial, warm cache"), ("cold_trial", "full trial, cold cache")):
         if key not in r:
             continue
@@ -608,20 +644,27 @@ def table(r: dict) -> str:
             lines.append(
                 f"{'':24s} cold data scaled to full domains: {t['data_s_scaled_to_full_domains']:.1f} s"
             )
-    if "authors" in r:
-        a = r["authors"]
-        if why := _failed(a):
-            lines.append(f"{'authors approach':24s} {why}")
-        else:
-            lines.append(
-                f"{'authors approach':24s} {a['extrapolated_trial_s']:7.1f} s per trial, EXTRAPOLATED from "
-                f"{a['train_steps_timed']} train steps ({a['seconds_per_train_step']:.3f} s each) and "
-                f"{a['eval_batches_timed']} eval batches ({a['seconds_per_eval_batch']:.3f} s each)"
-            )
-            if "speedup" in a:
-                lines.append(
-                    f"{'speedup':24s} x{a['speedup']:.1f} (authors extrapolated / asha-tune warm trial)"
-                )
+    return lines
+
+
+def _authors_lines(r: dict) -> list[str]:
+    if "authors" not in r:
+        return []
+    a = r["authors"]
+    if why := _failed(a):
+        return [f"{'authors approach':24s} {why}"]
+    lines = [
+        f"{'authors approach':24s} {a['extrapolated_trial_s']:7.1f} s per trial, EXTRAPOLATED from "
+        f"{a['train_steps_timed']} train steps ({a['seconds_per_train_step']:.3f} s each) and "
+        f"{a['eval_batches_timed']} eval batches ({a['seconds_per_eval_batch']:.3f} s each)"
+    ]
+    if "speedup" in a:
+        lines.append(f"{'speedup':24s} x{a['speedup']:.1f} (authors extrapolated / asha-tune warm trial)")
+    return lines
+
+
+def _sharing_lines(r: dict) -> list[str]:
+    lines = []
     sharing_runs = r.get("sharing") or {}
     for k, s in sharing_runs.items() if isinstance(sharing_runs, dict) else enumerate(sharing_runs):
         if why := _failed(s):
@@ -633,6 +676,11 @@ def table(r: dict) -> str:
             f"(reserved {s.get('peak_reserved_mib_per_trial', float('nan')):.0f}, outside torch "
             f"{s.get('outside_torch_mib_per_trial', float('nan')):.0f}) per trial"
         )
+    return lines
+
+
+def _variant_lines(r: dict) -> list[str]:
+    lines = []
     for name, value in (r.get("variants") or {}).items():
         if why := _failed(value):
             lines.append(f"{'variant':10s} {name:42s} {why}")
@@ -644,12 +692,7 @@ def table(r: dict) -> str:
                 f"{'variant':10s} {name:42s} train {value['train_img_s']:7.0f} img/s  "
                 f"eval {value['eval_img_s']:7.0f} img/s{compile_s}"
             )
-    if "quickstart_sweep" in r:
-        q = r["quickstart_sweep"]
-        lines.append(f"{'quickstart sweep':24s} " + (_failed(q) or f"{q['wall_s']:.0f} s wall"))
-    if "total_s" in r:
-        lines.append(f"\nbenchmark total {r['total_s']:.0f} s")
-    return "\n".join(lines)
+    return lines
 
 
 if __name__ == "__main__":

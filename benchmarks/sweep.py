@@ -31,7 +31,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.probe import TAG_ENV, Probe  # noqa: E402
+from benchmarks.probe import TAG_ENV, Probe
 
 PROFILES: dict[str, dict[str, Any]] = {
     # Every trial runs its whole budget, at least 10 s of compute on a 2-core machine: the
@@ -168,7 +168,7 @@ def run_child(spec: dict) -> dict:
         start_name = "_start"
         try:
             from asha_tune import api as sweep_run
-        except ImportError:  # before the facade above the sweep
+        except ImportError:  # a baseline before the facade (api.py, 312a645): the module it replaced
             from asha_tune.sweep import lifecycle as sweep_run  # type: ignore[no-redef]
     except ImportError:
         from asha_tune.config import Runtime, TrialConfig  # type: ignore[no-redef]

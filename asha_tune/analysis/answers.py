@@ -24,6 +24,7 @@ from asha_tune.analysis.replicate_stats import (
     SelectionGap,
     Separation,
     TrialOutcome,
+    gaps_over_replicates,
     replicated_result,
     selection_gaps,
     separate,
@@ -129,20 +130,16 @@ class Gap:
 
 
 def gaps(members: Sequence[Sweep], targets: Sequence[str]) -> list[Gap]:
-    """A search's selection gaps, per target and honest protocol, as mean ± SE over replicates."""
+    """A search's selection gaps, per target and honest protocol, as mean ± SE over replicates
+    (replicate_stats.gaps_over_replicates)."""
+    per_replicate = [sweep_gaps(sweep, targets) for sweep in members]
+    over = gaps_over_replicates(per_replicate)
     found: dict[tuple[str, str], list[SelectionGap]] = {}
-    for sweep in members:
-        for g in sweep_gaps(sweep, targets):
+    for replicate_gaps in per_replicate:
+        for g in replicate_gaps:
             found.setdefault((g.target, g.protocol), []).append(g)
     return [
-        Gap(
-            members[0].search,
-            target,
-            protocol,
-            per[0].metric,
-            Estimate(tuple(g.gap for g in per)),
-            tuple(per),
-        )
+        Gap(members[0].search, target, protocol, per[0].metric, over[(target, protocol)], tuple(per))
         for (target, protocol), per in found.items()
     ]
 
@@ -236,10 +233,6 @@ def table_rows(sweeps: Sequence[Sweep], protocol: str, targets: Sequence[str]) -
 
 
 # --- the report of one replicated search ------------------------------------------------------------
-
-
-def _pct(value: float) -> str:
-    return "-" if not math.isfinite(value) else f"{value:.2f}"
 
 
 def estimate_text(e: Estimate, unit: str = "") -> str:

@@ -56,55 +56,8 @@ def confirmation_report(
     `space` is the confirmed sweep's, `top` its confirmed trials best first, `children` the
     confirmation's runs."""
     metric, mode = space.scheduler.metric, space.scheduler.mode
-    rows: list[dict[str, Any]] = []
-    for rank, original in enumerate(top, 1):
-        runs = sorted(
-            (
-                c
-                for c in children
-                if c.values.get(CONFIGURATION_KEY) == configuration_id(original) and c.status == COMPLETED
-            ),
-            key=lambda c: c.values.get(SEED, 0),
-        )
-        names = [metric, *(m for m in reported_metrics(original) if m != metric)]
-        rows.append(
-            {
-                "trial": original.number,
-                "run_id": original.run_id,
-                "sweep_rank": rank,
-                "values": trial_values(space, original),
-                "seeds": [c.values.get(SEED) for c in runs],
-                "runs": [c.run_id for c in runs],
-                "metrics": {
-                    name: {
-                        "sweep": original.metrics.get(name),
-                        "sweep_se": original.metrics.get(se_key(name)),
-                        **interval(
-                            [c.metrics[name] for c in runs if name in c.metrics],
-                            ACCURACY_RANGE if is_accuracy(name) else None,
-                        ),
-                    }
-                    for name in names
-                },
-            }
-        )
-    sign = -1 if mode == "max" else 1
-    confirmed = sorted(
-        rows,
-        key=lambda r: (
-            r["metrics"][metric]["mean"] is None,
-            sign * (r["metrics"][metric]["mean"] or 0),
-            r["sweep_rank"],
-        ),
-    )
-    for position, row in enumerate(confirmed, 1):
-        row["confirmed_rank"] = position
-    swaps = [
-        [a["trial"], b["trial"]]
-        for a in rows
-        for b in rows
-        if a["sweep_rank"] < b["sweep_rank"] and a["confirmed_rank"] > b["confirmed_rank"]
-    ]
+    rows = [_confirmed_row(space, rank, original, children) for rank, original in enumerate(top, 1)]
+    swaps = _rank_by_confirmed_mean(rows, metric, mode)
     return {
         "sweep": which.sweep,
         "sweep_run_id": which.sweep_run_id,
@@ -120,6 +73,64 @@ def confirmation_report(
         "ranking_holds": not swaps,
         "swaps": swaps,  # [a, b]: a ranked above b in the sweep, b above a by confirmed mean
     }
+
+
+def _confirmed_row(
+    space: SearchSpace, rank: int, original: TrialRecord, children: list[TrialRecord]
+) -> dict[str, Any]:
+    """One confirmed trial: each figure over the confirmation's completed runs of its
+    configuration (by seed) beside the sweep's single run."""
+    metric = space.scheduler.metric
+    runs = sorted(
+        (
+            c
+            for c in children
+            if c.values.get(CONFIGURATION_KEY) == configuration_id(original) and c.status == COMPLETED
+        ),
+        key=lambda c: c.values.get(SEED, 0),
+    )
+    names = [metric, *(m for m in reported_metrics(original) if m != metric)]
+    return {
+        "trial": original.number,
+        "run_id": original.run_id,
+        "sweep_rank": rank,
+        "values": trial_values(space, original),
+        "seeds": [c.values.get(SEED) for c in runs],
+        "runs": [c.run_id for c in runs],
+        "metrics": {
+            name: {
+                "sweep": original.metrics.get(name),
+                "sweep_se": original.metrics.get(se_key(name)),
+                **interval(
+                    [c.metrics[name] for c in runs if name in c.metrics],
+                    ACCURACY_RANGE if is_accuracy(name) else None,
+                ),
+            }
+            for name in names
+        },
+    }
+
+
+def _rank_by_confirmed_mean(rows: list[dict[str, Any]], metric: str, mode: str) -> list[list[int]]:
+    """Give each row its `confirmed_rank` (by confirmed mean, rows without one last, ties in the
+    sweep's order); return the pairs the two orders disagree on."""
+    sign = -1 if mode == "max" else 1
+    confirmed = sorted(
+        rows,
+        key=lambda r: (
+            r["metrics"][metric]["mean"] is None,
+            sign * (r["metrics"][metric]["mean"] or 0),
+            r["sweep_rank"],
+        ),
+    )
+    for position, row in enumerate(confirmed, 1):
+        row["confirmed_rank"] = position
+    return [
+        [a["trial"], b["trial"]]
+        for a in rows
+        for b in rows
+        if a["sweep_rank"] < b["sweep_rank"] and a["confirmed_rank"] > b["confirmed_rank"]
+    ]
 
 
 def _cell(stats: dict[str, Any]) -> str:

@@ -147,7 +147,7 @@ class Importance:
 
 
 def _num(value: float | None, se: float | None = None) -> Cell:
-    shown = render._pct(value, se if se is not None and math.isfinite(se) else None)
+    shown = render.figure_text(value, se if se is not None and math.isfinite(se) else None)
     return Cell(shown, value if value is not None and math.isfinite(value) else None)
 
 
@@ -206,14 +206,14 @@ def _domainbed(table: tables.Table) -> Table:
             (
                 Cell(r.label),
                 Cell(r.protocol + tables.protocol_mark(r.protocol)),
-                *(Cell(tables._cell(e, 1, "±"), e.mean if e is not None else None) for e in cells),
+                *(Cell(tables.estimate_cell(e, 1, "±"), e.mean if e is not None else None) for e in cells),
             )
         )
     columns = ("configuration", "selection", *table.targets, "mean")
     return Table(
         columns,
         tuple(rows),
-        tuple(tables._footnotes(table)),
+        tuple(tables.footnotes(table)),
         frozenset(range(2, len(columns))),
         caption="winners' reported accuracy (%), mean ± SE",
     )
@@ -268,7 +268,7 @@ def _part(protocol: str, comparison: Comparison, found: Answers, sweeps: Sequenc
         render.selection_note(protocol),
         tuple(verdicts),
         tuple(f"target {g.target}: {render.published_line(g)}" for g in groups if g.published_best),
-        tuple(f"target {g.target} · {render._best_line(g, r).strip()}" for g in groups for r in g.best_rows),
+        tuple(f"target {g.target} · {render.best_line(g, r).strip()}" for g in groups for r in g.best_rows),
         results,
         _domainbed(table) if table else None,
         _gaps(found, names),
@@ -280,7 +280,7 @@ def _grid_table(comparison: Comparison) -> Table | None:
     if not rows:
         return None
     several = len({r.sweep for r in rows}) > 1
-    text = render._grid_text(rows)
+    text = render.grid_text(rows)
     return Table(
         (
             "configuration",
@@ -361,7 +361,7 @@ def _trials(
                 Cell(r.status, tone="bad" if r.status == FAILED else ""),
                 Cell(str(r.epochs), r.epochs),
                 Cell(
-                    f"{s.metric} {render._pct(selection, metrics.get(s.metric + SE_SUFFIX))}"
+                    f"{s.metric} {render.figure_text(selection, metrics.get(s.metric + SE_SUFFIX))}"
                     if selection is not None
                     else "-",
                     selection,

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from asha_tune.analysis import matters
-from asha_tune.analysis.curves import GridRow, Group
+from asha_tune.analysis.curves import CurvePoint, GridRow, Group
 from asha_tune.analysis.render import selection_note
 
 BUDGETS = (
@@ -52,7 +52,6 @@ def _layout(figure: Any, title: str, height: int = 420) -> None:
 def best_so_far(group: Group) -> str:
     """Each sweep's best reported accuracy so far against epochs and device-seconds spent, with
     the paper's published best and the grid's best as lines (plots.best_so_far, interactive)."""
-    go = _go()
     from plotly.subplots import make_subplots
 
     figure = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06)
@@ -61,32 +60,51 @@ def best_so_far(group: Group) -> str:
         shown = [p for p in points if p.best_acc is not None]
         if not shown:
             continue
-        for col, (attr, _) in enumerate(BUDGETS, 1):
+        for attr, _ in BUDGETS:
             widest[attr] = max(widest[attr], max(float(getattr(p, attr)) for p in shown))
-            figure.add_trace(
-                go.Scatter(
-                    x=[getattr(p, attr) for p in shown],
-                    y=[p.best_acc for p in shown],
-                    mode="lines+markers",
-                    line={"shape": "hv", "color": f"hsl({(k * 67) % 360}, 65%, 42%)"},
-                    marker={"size": 5},
-                    name=f"{name} (selection {group.protocol})",
-                    legendgroup=name,
-                    showlegend=col == 1,
-                    customdata=[
-                        [p.completed, p.trial, p.best_trial, p.best_acc_se or math.nan, p.best_selection]
-                        for p in shown
-                    ],
-                    hovertemplate=(
-                        f"{name}<br>after %{{customdata[0]}} trials (trial %{{customdata[1]}} ended), "
-                        f"%{{x}}<br>best so far: trial %{{customdata[2]}}, acc_{group.target} "
-                        f"%{{y:.2f}} ± %{{customdata[3]:.2f}}<br>{shown[0].selection_metric} "
-                        "%{customdata[4]:.4g}<extra></extra>"
-                    ),
+        _add_curve(figure, group, name, shown, f"hsl({(k * 67) % 360}, 65%, 42%)")
+    for value, label, style in _reference_lines(group):
+        _add_level(figure, value, label, style, widest)
+    for col, (_, label) in enumerate(BUDGETS, 1):
+        figure.update_xaxes(title_text=label, row=1, col=col)
+    figure.update_yaxes(title_text=f"acc_{group.target} (%) of the best trial so far", row=1, col=1)
+    _layout(figure, f"best so far · target {group.target} · {selection_note(group.protocol)}", 460)
+    figure.update_layout(legend={"orientation": "h", "y": -0.22, "x": 0})
+    return to_json(figure)
+
+
+def _add_curve(figure: Any, group: Group, name: str, shown: list[CurvePoint], color: str) -> None:
+    """One sweep's best-so-far steps, one panel per budget, its legend entry once."""
+    go = _go()
+    for col, (attr, _) in enumerate(BUDGETS, 1):
+        figure.add_trace(
+            go.Scatter(
+                x=[getattr(p, attr) for p in shown],
+                y=[p.best_acc for p in shown],
+                mode="lines+markers",
+                line={"shape": "hv", "color": color},
+                marker={"size": 5},
+                name=f"{name} (selection {group.protocol})",
+                legendgroup=name,
+                showlegend=col == 1,
+                customdata=[
+                    [p.completed, p.trial, p.best_trial, p.best_acc_se or math.nan, p.best_selection]
+                    for p in shown
+                ],
+                hovertemplate=(
+                    f"{name}<br>after %{{customdata[0]}} trials (trial %{{customdata[1]}} ended), "
+                    f"%{{x}}<br>best so far: trial %{{customdata[2]}}, acc_{group.target} "
+                    f"%{{y:.2f}} ± %{{customdata[3]:.2f}}<br>{shown[0].selection_metric} "
+                    "%{customdata[4]:.4g}<extra></extra>"
                 ),
-                row=1,
-                col=col,
-            )
+            ),
+            row=1,
+            col=col,
+        )
+
+
+def _reference_lines(group: Group) -> list[tuple[float, str, dict[str, Any]]]:
+    """(value, label, style) of the paper's published best and the grid's best, where known."""
     lines = []
     if group.published_best:
         config, value = group.published_best
@@ -95,28 +113,29 @@ def best_so_far(group: Group) -> str:
         )
     if group.grid_best is not None:
         lines.append((group.grid_best, f"grid's best (ours): {group.grid_best:.2f}", GRID_STYLE))
-    for value, label, style in lines:
-        for col, (attr, _) in enumerate(BUDGETS, 1):
-            figure.add_trace(
-                go.Scatter(
-                    x=[0, widest[attr] or 1],
-                    y=[value, value],
-                    mode="lines",
-                    line=style,
-                    name=label,
-                    legendgroup=label,
-                    showlegend=col == 1,
-                    hovertemplate=f"{label}<extra></extra>",
-                ),
-                row=1,
-                col=col,
-            )
-    for col, (_, label) in enumerate(BUDGETS, 1):
-        figure.update_xaxes(title_text=label, row=1, col=col)
-    figure.update_yaxes(title_text=f"acc_{group.target} (%) of the best trial so far", row=1, col=1)
-    _layout(figure, f"best so far · target {group.target} · {selection_note(group.protocol)}", 460)
-    figure.update_layout(legend={"orientation": "h", "y": -0.22, "x": 0})
-    return to_json(figure)
+    return lines
+
+
+def _add_level(
+    figure: Any, value: float, label: str, style: dict[str, Any], widest: dict[str, float]
+) -> None:
+    """A horizontal line across both panels, to the widest budget a sweep reached."""
+    go = _go()
+    for col, (attr, _) in enumerate(BUDGETS, 1):
+        figure.add_trace(
+            go.Scatter(
+                x=[0, widest[attr] or 1],
+                y=[value, value],
+                mode="lines",
+                line=style,
+                name=label,
+                legendgroup=label,
+                showlegend=col == 1,
+                hovertemplate=f"{label}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
 
 
 def grid_vs_published(rows: Sequence[GridRow]) -> str:

@@ -13,10 +13,11 @@ from asha_tune.analysis import reference
 from asha_tune.analysis.answers import Answers, Gap, Versus, budget_line, estimate_text, result_lines
 from asha_tune.analysis.curves import Comparison, GridRow, Group
 from asha_tune.display import count
-from asha_tune.trial.registry import selection_label, selects_on_reported
+from asha_tune.trial.registry import PAPER_PROTOCOL, selection_label, selects_on_reported
 
 
-def _pct(value: float | None, se: float | None = None) -> str:
+def figure_text(value: float | None, se: float | None = None) -> str:
+    """A figure to two decimals, ± its SE where given; `-` for none (the report page's too)."""
     if value is None:
         return "-"
     return f"{value:.2f}" + (f" ± {se:.2f}" if se is not None else "")
@@ -44,7 +45,7 @@ def report_text(comparison: Comparison) -> str:
     for g in comparison.groups:
         lines += ["", *_group_text(g)]
     if comparison.grid:
-        lines += ["", *_grid_text(comparison.grid)]
+        lines += ["", *grid_text(comparison.grid)]
     return "\n".join(lines)
 
 
@@ -65,7 +66,7 @@ def _group_text(g: Group) -> list[str]:
     lines.append(published_line(g))
     lines.append(
         "grid's best under this protocol: "
-        + (_pct(g.grid_best) if g.grid_best is not None else "no replayed grid with this protocol")
+        + (figure_text(g.grid_best) if g.grid_best is not None else "no replayed grid with this protocol")
     )
     lines.append(
         "best so far against budget spent, trials in order of completion (budget: the whole "
@@ -79,11 +80,11 @@ def _group_text(g: Group) -> list[str]:
         for p in points:
             best = "-" if p.best_trial is None else p.best_trial
             lines.append(
-                f"  {name:20s} {p.completed:5d} {p.budget_epochs:7d} {p.budget_device_s:9.1f} "
-                f"{best:>10} {_pct(p.best_selection):>16s} {_pct(p.best_acc, p.best_acc_se):>18s}"
+                f"  {name:20s} {p.completed:5d} {p.budget_epochs:7d} {p.budget_device_s:9.1f} {best:>10} "
+                f"{figure_text(p.best_selection):>16s} {figure_text(p.best_acc, p.best_acc_se):>18s}"
             )
     lines.append("best configuration of each sweep (selected by its protocol) beside the paper's best:")
-    lines += [_best_line(g, r) for r in g.best_rows]
+    lines += [best_line(g, r) for r in g.best_rows]
     if pub:
         lines.append(
             f"  paper (published, {reference.PUBLISHED_SELECTION}): {pub[0]}: acc_{g.target} {pub[1]:.2f}"
@@ -99,7 +100,9 @@ def published_line(g: Group) -> str:
     )
 
 
-def _best_line(g: Group, r: dict[str, Any]) -> str:
+def best_line(g: Group, r: dict[str, Any]) -> str:
+    """A sweep's best trial on the group's target, confirmed or not, and when it reached the grid's
+    and the paper's best."""
     confirmed = (
         f"confirmed {r['confirmed_mean']:.2f} ± {r['confirmed_sd']:.2f} (mean ± sd, "
         f"{count(r['confirmed_n'], 'run')})"
@@ -113,14 +116,15 @@ def _best_line(g: Group, r: dict[str, Any]) -> str:
         r["matched_published_best_epochs"],
         r["matched_published_best_device_s"],
     )
-    selection = f"{r['selection_metric']} {_pct(r['selection'], r['selection_se'])}"
+    selection = f"{r['selection_metric']} {figure_text(r['selection'], r['selection_se'])}"
     return (
         f"  {r['sweep']}: trial {r['best_trial']} {r['configuration']}: acc_{g.target} "
-        f"{_pct(r['acc'], r['acc_se'])} ({selection}); {confirmed}; {grid}; {published}"
+        f"{figure_text(r['acc'], r['acc_se'])} ({selection}); {confirmed}; {grid}; {published}"
     )
 
 
-def _grid_text(rows: list[GridRow]) -> list[str]:
+def grid_text(rows: list[GridRow]) -> list[str]:
+    """The replayed grid against the published figures, per configuration, and what noise is."""
     lines = [
         "replayed grid, ours against published (paper), per configuration; ours selected nothing "
         "(every configuration ran), both are single runs:",
@@ -132,7 +136,7 @@ def _grid_text(rows: list[GridRow]) -> list[str]:
         spread = "-" if r.seed_spread is None else f"{r.seed_spread:.1f}"
         label = f"{r.configuration} ({r.sweep})" if several else r.configuration
         lines.append(
-            f"  {label:26s} {r.target:8s} {_pct(r.ours, r.ours_se):>14s} "
+            f"  {label:26s} {r.target:8s} {figure_text(r.ours, r.ours_se):>14s} "
             f"{r.published:9.2f} {r.difference:+7.2f} {2 * r.se_difference:6.2f} {spread:>11s}  "
             f"{'yes' if r.within_noise else 'no'}"
         )
@@ -179,9 +183,9 @@ def versus_line(v: Versus) -> str:
 
 
 def _gap_lines_by_search(gaps: list[Gap]) -> list[str]:
-    lines = [
-        "== selection gap: the oracle's winner's reported accuracy minus each honest protocol's winner's "
-        "among the same trials, per target (what selecting on the test data would have bought) =="
+    lines = [  # the gap's reference selects on the reported accuracy, as the paper's protocol does
+        f"== selection gap: the {PAPER_PROTOCOL}'s winner's reported accuracy minus each honest protocol's "
+        "winner's among the same trials, per target (what selecting on the test data would have bought) =="
     ]
     for g in sorted(gaps, key=lambda g: (g.search, g.target, g.protocol)):
         gap = estimate_text(g.gap, " points")

@@ -97,7 +97,8 @@ def build_table(rows: Sequence[TableRow], targets: Sequence[str] | None = None) 
 # --- text --------------------------------------------------------------------------------------
 
 
-def _cell(estimate: Estimate | None, digits: int, pm: str) -> str:
+def estimate_cell(estimate: Estimate | None, digits: int, pm: str) -> str:
+    """A table cell: mean `pm` SE (n=...), a lone figure marked n=1, `-` for none."""
     if estimate is None or estimate.n == 0:
         return "-"
     if estimate.n == 1:  # one figure: no spread measured, no SE to show
@@ -105,7 +106,9 @@ def _cell(estimate: Estimate | None, digits: int, pm: str) -> str:
     return f"{estimate.mean:.{digits}f} {pm} {estimate.se:.{digits}f} (n={estimate.n})"
 
 
-def _footnotes(table: Table) -> list[str]:
+def footnotes(table: Table) -> list[str]:
+    """What a table's cells are, each protocol's note in its record's words, and the rows that
+    left some of their runs out of the mean."""
     overs = sorted({r.over for r in table.rows})
     notes = [
         f"Cells: mean ± SE over {' or '.join(overs)} (SE = sd/√n, sd over n - 1), n in parentheses; "
@@ -132,11 +135,13 @@ def markdown(table: Table, digits: int = 1) -> str:
         "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|",
     ]
     for r in table.rows:
-        cells = [_cell(r.cells[t], digits, "±") for t in table.targets] + [_cell(r.mean, digits, "±")]
+        cells = [estimate_cell(r.cells[t], digits, "±") for t in table.targets] + [
+            estimate_cell(r.mean, digits, "±")
+        ]
         lines.append(
             "| " + " | ".join([_md(r.label), _md(r.protocol + protocol_mark(r.protocol)), *cells]) + " |"
         )
-    return "\n".join(lines + [""] + [f"- {note}" for note in _footnotes(table)]) + "\n"
+    return "\n".join(lines + [""] + [f"- {note}" for note in footnotes(table)]) + "\n"
 
 
 LATEX_SPECIALS = {
@@ -177,11 +182,11 @@ def latex(table: Table, digits: int = 1) -> str:
         r"\midrule",
     ]
     for r in table.rows:
-        cells = [_cell(r.cells[t], digits, r"$\pm$") for t in table.targets] + [
-            _cell(r.mean, digits, r"$\pm$")
+        cells = [estimate_cell(r.cells[t], digits, r"$\pm$") for t in table.targets] + [
+            estimate_cell(r.mean, digits, r"$\pm$")
         ]
         protocol = latex_escape(r.protocol) + protocol_mark(r.protocol, r"$^\dagger$")
         lines.append(" & ".join([latex_escape(r.label), protocol, *cells]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", "", r"{\footnotesize"]
-    lines += [_latex_note(note) + r"\par" for note in _footnotes(table)]
+    lines += [_latex_note(note) + r"\par" for note in footnotes(table)]
     return "\n".join([*lines, "}"]) + "\n"

@@ -92,60 +92,10 @@ def up(
     if workers is not None and workers < 1:
         raise ClusterError(f"--workers {workers}: a cluster needs at least one worker node")
     postgres_bin()  # fail before anything starts when PostgreSQL is missing
-    if (directory / STATE_FILE).is_file():
-        state = load(directory)
-        if workers is not None and workers != state.workers:
-            raise ClusterError(
-                f"the cluster in {directory} has {state.workers} workers: "
-                f"asha-tune cluster down first to change that"
-            )
-    else:
-        directory.mkdir(parents=True, exist_ok=True)
-        state = _new_state(directory, workers or 2, worker_cpus, worker_gpus, head_cpus)
-    logs = directory / "logs"
+    state = _existing_or_new(directory, workers, worker_cpus, worker_gpus, head_cpus)
     started: list[str] = []
-
-    def start(name: str, launcher: Callable[[ClusterState], Proc]) -> None:
-        service = state.services[name]
-        own = [*service.ports.values(), *([] if name.startswith("worker-") else [service.port])]
-        if taken := [port for port in own if processes.port_open(port)]:
-            raise ClusterError(
-                f"cannot start {name}: port {taken[0]} is taken by another process "
-                f"(asha-tune cluster down --dir {directory}, then up again)"
-            )
-        service.proc = launcher(state)
-        started.append(name)
-        state.save()
-
     try:
-        if not state.services["postgres"].running:
-            start("postgres", start_postgres)
-            _wait(state, "postgres", lambda: postgres_ready(state), logs / "postgres.log")
-            create_databases(state)
-        if not state.services["mlflow"].running:
-            start("mlflow", start_mlflow)
-        for node in state.nodes:  # the head first: workers join it
-            if node.name != "head" and "head" in started and node.running:
-                stop_service(state, node.name)  # it belonged to the head that is gone
-            if not node.running:
-                start(node.name, functools.partial(start_node, name=node.name))
-                if node.name == "head":
-                    _wait_node(state, "head")
-        for node in state.nodes:
-            if node.name in started and node.name != "head":
-                _wait_node(state, node.name)
-        if "mlflow" in started:
-            credentials = mlflow_credentials()
-            _wait(state, "mlflow", lambda: mlflow_request(state, "/health", None) == 200, logs / "mlflow.log")
-            _wait(
-                state,
-                "mlflow",
-                lambda: (
-                    mlflow_request(state, "/api/2.0/mlflow/experiments/search?max_results=1", credentials)
-                    == 200
-                ),
-                logs / "mlflow.log",
-            )
+        _start_what_is_down(state, directory, started)
     except BaseException:
         for name in reversed(started):  # what this call started; data and records stay
             if (proc := state.services[name].proc) is not None:
@@ -157,6 +107,74 @@ def up(
     if started:
         say(f"started {', '.join(started)} in {directory}")
     return state
+
+
+def _existing_or_new(
+    directory: Path, workers: int | None, worker_cpus: int | None, worker_gpus: int, head_cpus: int
+) -> ClusterState:
+    """The cluster recorded in `directory` (which keeps its own workers), or a new one's plan."""
+    if (directory / STATE_FILE).is_file():
+        state = load(directory)
+        if workers is not None and workers != state.workers:
+            raise ClusterError(
+                f"the cluster in {directory} has {state.workers} workers: "
+                f"asha-tune cluster down first to change that"
+            )
+        return state
+    directory.mkdir(parents=True, exist_ok=True)
+    return _new_state(directory, workers or 2, worker_cpus, worker_gpus, head_cpus)
+
+
+def _start_what_is_down(state: ClusterState, directory: Path, started: list[str]) -> None:
+    """Start PostgreSQL, MLflow and the Ray nodes that are not running, in that order, each
+    name appended to `started` as it starts (what `up` stops again if a later one fails)."""
+    logs = directory / "logs"
+    if not state.services["postgres"].running:
+        _start(state, directory, started, "postgres", start_postgres)
+        _wait(state, "postgres", lambda: postgres_ready(state), logs / "postgres.log")
+        create_databases(state)
+    if not state.services["mlflow"].running:
+        _start(state, directory, started, "mlflow", start_mlflow)
+    for node in state.nodes:  # the head first: workers join it
+        if node.name != "head" and "head" in started and node.running:
+            stop_service(state, node.name)  # it belonged to the head that is gone
+        if not node.running:
+            _start(state, directory, started, node.name, functools.partial(start_node, name=node.name))
+            if node.name == "head":
+                _wait_node(state, "head")
+    for node in state.nodes:
+        if node.name in started and node.name != "head":
+            _wait_node(state, node.name)
+    if "mlflow" in started:
+        _wait_mlflow(state, logs / "mlflow.log")
+
+
+def _start(
+    state: ClusterState,
+    directory: Path,
+    started: list[str],
+    name: str,
+    launcher: Callable[[ClusterState], Proc],
+) -> None:
+    """Launch one service on its recorded ports, refused while another process holds one."""
+    service = state.services[name]
+    own = [*service.ports.values(), *([] if name.startswith("worker-") else [service.port])]
+    if taken := [port for port in own if processes.port_open(port)]:
+        raise ClusterError(
+            f"cannot start {name}: port {taken[0]} is taken by another process "
+            f"(asha-tune cluster down --dir {directory}, then up again)"
+        )
+    service.proc = launcher(state)
+    started.append(name)
+    state.save()
+
+
+def _wait_mlflow(state: ClusterState, log: Path) -> None:
+    """Until MLflow's server answers its health check, then an authenticated search."""
+    credentials = mlflow_credentials()
+    _wait(state, "mlflow", lambda: mlflow_request(state, "/health", None) == 200, log)
+    search = "/api/2.0/mlflow/experiments/search?max_results=1"
+    _wait(state, "mlflow", lambda: mlflow_request(state, search, credentials) == 200, log)
 
 
 def _wait_node(state: ClusterState, name: str) -> None:

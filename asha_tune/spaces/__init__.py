@@ -34,7 +34,6 @@ from asha_tune.spaces.params import (
     Suggester,
 )
 from asha_tune.spaces.space import (
-    REPORTED_TARGET_METRICS,
     Resources,
     SchedulerSettings,
     SearchSettings,
@@ -45,7 +44,6 @@ from asha_tune.spaces.space import (
 __all__ = [
     "PACKAGE_SPACES",
     "PARAM_TYPES",
-    "REPORTED_TARGET_METRICS",
     "SPACES_ENV",
     "Categorical",
     "ConvSubset",

@@ -149,7 +149,7 @@ class _SpaceLoader(yaml.SafeLoader):
 def load_yaml_text(text: str) -> Any:
     """YAML text as a space file (or a `--set` value) may hold it (see _SpaceLoader), or a
     yaml.YAMLError (`yaml_problem` says it in one line)."""
-    return yaml.load(text, Loader=_SpaceLoader)  # noqa: S506  (a SafeLoader)
+    return yaml.load(text, Loader=_SpaceLoader)  # _SpaceLoader is a SafeLoader
 
 
 def yaml_problem(err: yaml.YAMLError, text: str) -> tuple[str, str]:

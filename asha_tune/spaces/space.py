@@ -14,7 +14,6 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from asha_tune.dotted import set_path
 from asha_tune.spaces.params import MAX_TRIALS, Fixed, Param, Suggester
 from asha_tune.trial.config import (
-    DOMAINS,
     MODEL_CONFIG,
     Bool,
     DataConfig,
@@ -51,11 +50,6 @@ class SearchSettings(BaseModel):
     @property
     def concurrency(self) -> int:
         return 1 if self.reproducible else self.max_concurrent
-
-
-# What a protocol other than oracle never lets the scheduler or the search optimise (PACS'; for
-# any dataset: is_reported_target_metric).
-REPORTED_TARGET_METRICS = frozenset({"target_acc", *(f"acc_{d}" for d in DOMAINS)})
 
 
 def is_reported_target_metric(metric: str) -> bool:
@@ -315,6 +309,14 @@ class SearchSpace(BaseModel):
             return
         if self.scheduler.kind != "fifo":
             raise ValueError("scheduler.kind: listed configurations all run to full budget; use fifo")
+        self._check_each_configuration()
+        ids = [c.id for c in self.configurations]
+        for pattern in self.search.only:
+            if not fnmatch.filter(ids, pattern):
+                raise ValueError(f"search.only: {pattern!r} matches no configuration (ids: {', '.join(ids)})")
+
+    def _check_each_configuration(self) -> None:
+        """Each listed configuration has its own id, and sets trial settings the search does not."""
         ids = [c.id for c in self.configurations]
         twice = sorted({i for i in ids if ids.count(i) > 1})
         if twice:
@@ -327,9 +329,6 @@ class SearchSpace(BaseModel):
             searched = sorted(set(c.values) & set(self.parameters))
             if searched:
                 raise ValueError(f"configurations: {c.id}: {', '.join(searched)} is also a parameter")
-        for pattern in self.search.only:
-            if not fnmatch.filter(ids, pattern):
-                raise ValueError(f"search.only: {pattern!r} matches no configuration (ids: {', '.join(ids)})")
 
     @property
     def active_configurations(self) -> list[Configuration]:

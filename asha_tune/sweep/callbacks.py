@@ -201,15 +201,6 @@ class TrackingCallback(DriverState, Callback):
     def _queue(self, run: _ChildRun, wait_s: float = WRITE_EVERY_S, end: bool = False) -> None:
         self.writer.touch(run.number, "mlflow", lambda: self._write(run), wait_s, end=end)
 
-    def child_run(self, trial: Any) -> str:
-        """The trial's run id, once what is queued is written."""
-        run = self._child(trial)
-        if run.run_id is None:
-            self._queue(run, 0.0)
-        self.writer.flush()
-        assert run.run_id is not None
-        return run.run_id
-
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run = self._child(trial)
         if run.final:

@@ -162,26 +162,15 @@ class CheckpointCleanup(DriverState, Callback):
         self._after_records(trial, lambda: empty_folders(fs, folder, ENDED_MARKER))
 
 
-def retire_checkpoints(trial: Any) -> None:
-    """Empty every checkpoint folder of a finished trial, on whatever filesystem Ray keeps them,
-    leaving the marker."""
-    empty_checkpoints(trial, ENDED_MARKER)
-
-
 MARKER_TEXT = {
     ENDED_MARKER: b"this trial ended; its checkpoint was deleted\n",
     SUPERSEDED_MARKER: b"the trial wrote a newer checkpoint; this one was deleted\n",
 }
 
 
-def empty_checkpoints(trial: Any, marker: str, keep: str | None = None) -> None:
-    """Empty a trial's checkpoint folders but `keep`, each left holding `marker` alone."""
-    fs, folder = ray_compat.trial_storage(trial)
-    empty_folders(fs, folder, marker, keep)
-
-
 def empty_folders(fs: Any, folder: str, marker: str, keep: str | None = None) -> None:
-    """`empty_checkpoints` of the trial folder `folder` on the pyarrow filesystem `fs`."""
+    """Empty the checkpoint folders of the trial folder `folder` on the pyarrow filesystem `fs`
+    but `keep`, each left holding `marker` alone."""
     from pyarrow.fs import FileSelector, FileType
 
     keep = keep.rstrip("/") if keep else None

@@ -21,7 +21,7 @@ from asha_tune.defaults import IMPORTANCE_EVALUATORS
 from asha_tune.errors import AshaTuneError, ConfigError
 from asha_tune.spaces import SearchSpace
 from asha_tune.spaces.space import CONFIGURATION_KEY
-from asha_tune.sweep.study import VALUES_ATTR, WARM_START_ATTR, Unexpressible, expressed, load_recorded
+from asha_tune.sweep.study import VALUES_ATTR, WARM_START_ATTR, UnexpressibleError, expressed, load_recorded
 
 __all__ = ["EVALUATORS", "MIN_IMPORTANCE_TRIALS", "Importances", "importances"]
 
@@ -143,7 +143,7 @@ def importances(
                 continue
             try:
                 rows.append((_space_params(space, trial.user_attrs[VALUES_ATTR]), value))
-            except Unexpressible as err:  # values the recorded space no longer takes
+            except UnexpressibleError as err:  # values the recorded space no longer takes
                 unreadable.append(f"{name} trial {trial.number} left out: {err}")
                 continue
             warm += WARM_START_ATTR in trial.user_attrs

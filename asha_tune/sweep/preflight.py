@@ -196,11 +196,6 @@ class SweepBytes:
         trial's final weights are kept, and the reserve and a margin stay free."""
         return self.running * 2 * self.checkpoint + self.final + self.reserve + self.margin
 
-    @property
-    def next_checkpoints(self) -> int:
-        """What the running trials' next checkpoints need: below this the sweep stops cleanly."""
-        return self.running * self.checkpoint + self.margin
-
     def text(self) -> str:
         return (
             f"{count(self.running, 'running trial')} x 2 checkpoints of "

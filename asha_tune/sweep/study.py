@@ -29,7 +29,7 @@ __all__ = [
     "RecordingSuggester",
     "StudyHandle",
     "TrialState",
-    "Unexpressible",
+    "UnexpressibleError",
     "archive_study",
     "create_study",
     "expressed",
@@ -372,7 +372,7 @@ class StudyHandle:
 # --- the space's distributions ---------------------------------------------------------------------
 
 
-class Unexpressible(Exception):
+class UnexpressibleError(Exception):
     """A value this space cannot suggest; the message says which and why."""
 
 
@@ -395,7 +395,7 @@ class RecordingSuggester:
 
     The space's own parameter types make the calls, so the Optuna distributions of a space are
     built by the same code that samples it (never written out a second time); a value outside
-    what a call asks for raises `Unexpressible`.
+    what a call asks for raises `UnexpressibleError`.
     """
 
     def __init__(self, params: dict[str, Any]):
@@ -404,7 +404,7 @@ class RecordingSuggester:
 
     def _value(self, name: str) -> Any:
         if name not in self.params:
-            raise Unexpressible(f"it has no value for {name}")
+            raise UnexpressibleError(f"it has no value for {name}")
         return self.params[name]
 
     def suggest_float(
@@ -413,7 +413,7 @@ class RecordingSuggester:
         value = self._value(name)
         if not _in_range(value, low, high, step, integer=False):
             grid = f" in steps of {step}" if step else ""
-            raise Unexpressible(f"{name} {value!r} is outside [{low}, {high}]{grid}")
+            raise UnexpressibleError(f"{name} {value!r} is outside [{low}, {high}]{grid}")
         self.distributions[name] = optuna.distributions.FloatDistribution(low, high, log=log, step=step)
         return float(value)
 
@@ -421,7 +421,7 @@ class RecordingSuggester:
         value = self._value(name)
         if not _in_range(value, low, high, step, integer=True):
             grid = f" in steps of {step}" if step != 1 else ""
-            raise Unexpressible(f"{name} {value!r} is outside {low}..{high}{grid}")
+            raise UnexpressibleError(f"{name} {value!r} is outside {low}..{high}{grid}")
         self.distributions[name] = optuna.distributions.IntDistribution(low, high, log=log, step=step)
         return int(value)
 
@@ -429,7 +429,7 @@ class RecordingSuggester:
         value = self._value(name)
         if value not in choices:
             shown = ", ".join(map(str, choices[:8])) + (", ..." if len(choices) > 8 else "")
-            raise Unexpressible(f"{name} {value!r} is not one of its choices ({shown})")
+            raise UnexpressibleError(f"{name} {value!r} is not one of its choices ({shown})")
         self.distributions[name] = optuna.distributions.CategoricalDistribution(choices)
         return value
 
@@ -438,17 +438,19 @@ def expressed(
     space: SearchSpace, values: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, optuna.distributions.BaseDistribution]]:
     """The Optuna parameters and distributions under which `space` suggests exactly `values`,
-    or `Unexpressible` naming the first value it cannot."""
+    or `UnexpressibleError` naming the first value it cannot."""
     recorder = RecordingSuggester(space.optuna_params(values))
     got = space.suggest(recorder)
     for name in dict.fromkeys([*values, *got]):
         if got.get(name) != values.get(name):
             param = space.parameters.get(name)
             if param is not None and param.type == "fixed":
-                raise Unexpressible(
+                raise UnexpressibleError(
                     f"{name} is fixed at {got.get(name)!r} here; the trial had {values.get(name)!r}"
                 )
-            raise Unexpressible(f"{name} {values.get(name)!r} is not one of the values this space suggests")
+            raise UnexpressibleError(
+                f"{name} {values.get(name)!r} is not one of the values this space suggests"
+            )
     return {k: recorder.params[k] for k in recorder.distributions}, recorder.distributions
 
 

@@ -12,6 +12,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,7 @@ def train_trial(config: dict[str, Any], space: SearchSpace, runtime: Runtime) ->
     sharing = max(runtime.trials_per_device, device_sharing(space))
     runtime = runtime.model_copy(update={"trials_per_device": sharing})
     begin = time.perf_counter()
-    import torch  # here, not at module level: timed, and paid once per reused process
+    import torch  # noqa: F401  (imported here, not at module level: timed, and paid once per reused process)
 
     from asha_tune.trial.devices import assigned_device
     from asha_tune.trial.training import load_checkpoint, run_trial
@@ -118,12 +119,38 @@ def train_trial(config: dict[str, Any], space: SearchSpace, runtime: Runtime) ->
         if state and state.get("history"):
             tune.report({**state["history"][-1], NODE_KEY: ray.get_runtime_context().get_node_id()})
         return
-    rungs = asha_rungs(space.scheduler, epochs)
-    saved: dict[str, Any] = {"epoch": int(state["epoch"]) if state else 0, "unsaved_s": 0.0}
     first: dict[str, Any] = {"at_entry": entered, "time_imports": imports}
-    node = ray.get_runtime_context().get_node_id()  # the Ray node this trial runs on (MLflow tag)
     if (started := process_started_at()) is not None:
         first["at_process"] = started
+    report = _reporter(epochs, asha_rungs(space.scheduler, epochs), state, first)
+    try:
+        # The GPUs Ray gave this trial decide its device: none, the CPU (CUDA hidden); some, CUDA
+        # or a DeviceError at once (e.g. a driver too old for this torch), never a silent CPU.
+        device = assigned_device(runtime.device, ray.get_gpu_ids())
+        run_trial(trial_config, runtime.model_copy(update={"device": device}), report=report, resume=state)
+    except AshaTuneError as err:
+        # Diverged, or a configuration, data or weights error: a retry would fail the same way,
+        # so report it and end (Tune retries only what raises).
+        tune.report(
+            {
+                "epoch": getattr(err, "epoch", 0),
+                space.scheduler.metric: float("nan"),
+                FAILED_KEY: 1.0,
+                FAILURE_KEY: f"{type(err).__name__}: {err}",
+            }
+        )
+
+
+def _reporter(
+    epochs: int, rungs: frozenset[int], state: dict[str, Any] | None, first: dict[str, Any]
+) -> Callable[[dict[str, float], dict[str, Any]], None]:
+    """What the trial calls after each epoch: a report to Tune with its timings and node (the
+    first report also with `first`), carrying a checkpoint when checkpoints.py says one is due;
+    a disk that fills while it is written waits for the driver's stop (sweep/disk.py)."""
+    import torch
+
+    saved: dict[str, Any] = {"epoch": int(state["epoch"]) if state else 0, "unsaved_s": 0.0}
+    node = ray.get_runtime_context().get_node_id()  # the Ray node this trial runs on (MLflow tag)
 
     def report(metrics: dict[str, float], trial_state: dict[str, Any]) -> None:
         timings = {"at_report": time.time(), "time_checkpoint": 0.0, NODE_KEY: node, **first}
@@ -147,19 +174,4 @@ def train_trial(config: dict[str, Any], space: SearchSpace, runtime: Runtime) ->
                 wait_for_the_stop(err)  # the disk under --results-dir is full (sweep/disk.py)
             saved.update(epoch=epoch, unsaved_s=0.0)
 
-    try:
-        # The GPUs Ray gave this trial decide its device: none, the CPU (CUDA hidden); some, CUDA
-        # or a DeviceError at once (e.g. a driver too old for this torch), never a silent CPU.
-        device = assigned_device(runtime.device, ray.get_gpu_ids())
-        run_trial(trial_config, runtime.model_copy(update={"device": device}), report=report, resume=state)
-    except AshaTuneError as err:
-        # Diverged, or a configuration, data or weights error: a retry would fail the same way,
-        # so report it and end (Tune retries only what raises).
-        tune.report(
-            {
-                "epoch": getattr(err, "epoch", 0),
-                space.scheduler.metric: float("nan"),
-                FAILED_KEY: 1.0,
-                FAILURE_KEY: f"{type(err).__name__}: {err}",
-            }
-        )
+    return report

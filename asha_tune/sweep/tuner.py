@@ -32,45 +32,14 @@ def trainable(settings: SweepSettings) -> Any:
 def new_tuner(settings: SweepSettings, handle: StudyHandle, experiment_id: str) -> Any:
     """A Tuner for a new sweep (or one stopped before Tune saved anything)."""
     from ray import tune
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-    from ray.tune.schedulers import FIFOScheduler
 
-    from asha_tune.sweep.callbacks import ProgressCallback, SpaceGuard, TrackingCallback
-    from asha_tune.sweep.checkpoints import CheckpointCleanup
-    from asha_tune.sweep.searcher import ResumableASHA, StudySearcher
+    from asha_tune.sweep.searcher import StudySearcher
 
     space = settings.space
     s, epochs = space.scheduler, space.train.epochs
-    scheduler: Any
-    if s.kind == "asha":
-        scheduler = ResumableASHA(
-            handle,
-            time_attr="epoch",
-            metric=s.metric,
-            mode=s.mode,
-            max_t=epochs,
-            grace_period=s.grace_period,
-            reduction_factor=s.reduction_factor,
-        )
-    else:
-        scheduler = FIFOScheduler()
+    scheduler = _scheduler(settings, handle)
     records = settings.run_id  # the sweep's RecordWriter (writer.py): MLflow and Optuna, off the loop
-    callbacks: list[Any] = [
-        TrackingCallback(
-            settings.tracking_uri,
-            experiment_id,
-            settings.run_id,
-            space,
-            settings.configuration_tags,
-            rehearsal=settings.rehearse is not None,
-            records=records,
-        ),
-        ProgressCallback(s.metric, s.mode, space.num_trials, epochs),
-        CheckpointCleanup(s.metric, s.mode, epochs, records=records),
-        SpaceGuard(str(settings.sweep_dir)),
-        CSVLoggerCallback(),
-        JsonLoggerCallback(),
-    ]
+    callbacks = _callbacks(settings, experiment_id, records)
     return tune.Tuner(
         trainable(settings),
         tune_config=tune.TuneConfig(
@@ -92,6 +61,54 @@ def new_tuner(settings: SweepSettings, handle: StudyHandle, experiment_id: str) 
             failure_config=tune.FailureConfig(max_failures=space.search.max_failures),
         ),
     )
+
+
+def _scheduler(settings: SweepSettings, handle: StudyHandle) -> Any:
+    """ASHA on the study (stops weak trials at its rungs), or FIFO (every trial runs its budget)."""
+    from ray.tune.schedulers import FIFOScheduler
+
+    from asha_tune.sweep.searcher import ResumableASHA
+
+    s = settings.space.scheduler
+    if s.kind != "asha":
+        return FIFOScheduler()
+    return ResumableASHA(
+        handle,
+        time_attr="epoch",
+        metric=s.metric,
+        mode=s.mode,
+        max_t=settings.space.train.epochs,
+        grace_period=s.grace_period,
+        reduction_factor=s.reduction_factor,
+    )
+
+
+def _callbacks(settings: SweepSettings, experiment_id: str, records: str) -> list[Any]:
+    """The sweep's callbacks, in the order Tune calls them: records, progress, checkpoints, the
+    space's guard, and Tune's own CSV and JSON logs."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    from asha_tune.sweep.callbacks import ProgressCallback, SpaceGuard, TrackingCallback
+    from asha_tune.sweep.checkpoints import CheckpointCleanup
+
+    space = settings.space
+    s, epochs = space.scheduler, space.train.epochs
+    return [
+        TrackingCallback(
+            settings.tracking_uri,
+            experiment_id,
+            settings.run_id,
+            space,
+            settings.configuration_tags,
+            rehearsal=settings.rehearse is not None,
+            records=records,
+        ),
+        ProgressCallback(s.metric, s.mode, space.num_trials, epochs),
+        CheckpointCleanup(s.metric, s.mode, epochs, records=records),
+        SpaceGuard(str(settings.sweep_dir)),
+        CSVLoggerCallback(),
+        JsonLoggerCallback(),
+    ]
 
 
 def restored_tuner(settings: SweepSettings, handle: StudyHandle, experiment_id: str) -> Any:

@@ -5,8 +5,7 @@ sweep whose values its space can express, with their results; the others are lis
 space and its sampled values, its value and per-epoch history of *this* sweep's metric), so a
 search can be warm-started from a grid that optimised another metric (paper_search from a
 replayed paper_grid: the grid's study holds val_acc, the search optimises acc_cartoon, which the
-grid's records hold too). `finished_trials` reads another study instead, where its metric is this
-sweep's.
+grid's records hold too).
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from asha_tune.display import count
 from asha_tune.dotted import flatten, get_path
 from asha_tune.errors import AshaTuneError, ConfigError, first_line
 from asha_tune.spaces import SearchSpace
-from asha_tune.sweep.study import VALUES_ATTR, WARM_START_ATTR, Unexpressible, expressed, load_recorded
+from asha_tune.sweep.study import VALUES_ATTR, WARM_START_ATTR, UnexpressibleError, expressed, load_recorded
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.records import recorded_space, sweep_runs, sweep_trials
 from asha_tune.tracking.tags import COMPLETED, FAILED, FINAL_STATUSES, SPACE_ARTIFACT
@@ -33,7 +32,6 @@ __all__ = [
     "PastTrial",
     "WarmStart",
     "check_warm_start",
-    "finished_trials",
     "past_trials",
     "warm_start",
     "warm_start_from",
@@ -74,7 +72,7 @@ def _values_for(space: SearchSpace, config: dict[str, Any]) -> dict[str, Any]:
             continue
         found, value = get_path(config, name)
         if not found:
-            raise Unexpressible(f"its settings have no {name}")
+            raise UnexpressibleError(f"its settings have no {name}")
         values[name] = value
     return values
 
@@ -93,13 +91,13 @@ def _targets_differ(past: list[str], here: list[str], metric: str, split: str) -
 
 
 def _fit(space: SearchSpace, past: PastTrial, ignore: tuple[str, ...]) -> tuple[dict, dict, dict]:
-    """(values, Optuna params, distributions) for a past trial in `space`, or Unexpressible."""
+    """(values, Optuna params, distributions) for a past trial in `space`, or UnexpressibleError."""
     values = _values_for(space, past.config)
     params, distributions = expressed(space, values)
     try:
         here = space.trial_config(values).model_dump(mode="json")
     except (ValueError, AshaTuneError) as err:
-        raise Unexpressible(f"this space cannot run its values: {first_line(err)}") from None
+        raise UnexpressibleError(f"this space cannot run its values: {first_line(err)}") from None
     why = _targets_differ(
         past.config.get("data", {}).get("targets", []),
         here["data"]["targets"],
@@ -107,12 +105,14 @@ def _fit(space: SearchSpace, past: PastTrial, ignore: tuple[str, ...]) -> tuple[
         space.selection.info.split,
     )
     if why:
-        raise Unexpressible(why)
+        raise UnexpressibleError(why)
     theirs, ours = flatten(past.config), flatten(here)
     for path in sorted(set(theirs) | set(ours)):
         if path in ignore or path == "data.targets" or theirs.get(path) == ours.get(path):
             continue
-        raise Unexpressible(f"it ran with {path} {theirs.get(path)!r}; this space runs {ours.get(path)!r}")
+        raise UnexpressibleError(
+            f"it ran with {path} {theirs.get(path)!r}; this space runs {ours.get(path)!r}"
+        )
     return values, params, distributions
 
 
@@ -160,7 +160,7 @@ def warm_start(
             why = _why_not(past, space)
             if why is None:
                 values, params, distributions = _fit(space, past, ignore)
-        except Unexpressible as err:
+        except UnexpressibleError as err:
             why = str(err)
         if why is not None:
             skipped.append((past.source, why))
@@ -182,28 +182,6 @@ def warm_start(
         done[past.source] = number
         added.append((past.source, number))
     return WarmStart(added, skipped)
-
-
-def finished_trials(url: str, study_name: str) -> list[PastTrial]:
-    """Every trial of another asha-tune study as a PastTrial: its settings from the space the
-    study records (a listed configuration's resolved), its value of that space's metric."""
-    study, space = load_recorded(url, study_name)
-    states = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
-    out = []
-    for t in study.get_trials(deepcopy=False):
-        if t.state not in states or VALUES_ATTR not in t.user_attrs:
-            continue
-        out.append(
-            PastTrial(
-                f"{study_name} trial {t.number}",
-                states[t.state],
-                space.trial_config(t.user_attrs[VALUES_ATTR]).model_dump(mode="json"),
-                space.scheduler.metric,
-                t.value,
-                dict(t.intermediate_values),
-            )
-        )
-    return out
 
 
 # --- from MLflow records -----------------------------------------------------------------------------

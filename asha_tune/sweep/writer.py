@@ -110,30 +110,12 @@ class RecordWriter:
 
     def _run(self) -> None:
         while True:
-            with self._cond:
-                while True:
-                    if self._error is not None or (self._closed and not self._jobs):
-                        return
-                    found = self._next()
-                    if found is not None:
-                        trial, job = found
-                        break
-                    soonest = min((j.due for j in self._jobs.values() if j.due < float("inf")), default=None)
-                    self._cond.wait(None if soonest is None else max(0.0, soonest - time.monotonic()))
-                self._busy = True
+            found = self._claim()
+            if found is None:
+                return
+            trial, job = found
             try:
-                for write in job.writes.values():
-                    write()
-                if job.ended:
-                    for write in job.held.values():
-                        write()
-                elif job.held:  # back in the queue, until the trial's end is written
-                    with self._cond:
-                        later = self._job(trial, float("inf"))
-                        for owner, write in job.held.items():
-                            later.held.setdefault(owner, write)
-                for action in job.then:
-                    action()
+                self._write(trial, job)
             except BaseException as err:  # kept for the event loop to raise
                 with self._cond:
                     self._error = err
@@ -143,6 +125,34 @@ class RecordWriter:
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
+
+    def _claim(self) -> tuple[Hashable, _Job] | None:
+        """Wait for the next due job and mark the writer busy; None once it is to stop."""
+        with self._cond:
+            while True:
+                if self._error is not None or (self._closed and not self._jobs):
+                    return None
+                found = self._next()
+                if found is not None:
+                    self._busy = True
+                    return found
+                soonest = min((j.due for j in self._jobs.values() if j.due < float("inf")), default=None)
+                self._cond.wait(None if soonest is None else max(0.0, soonest - time.monotonic()))
+
+    def _write(self, trial: Hashable, job: _Job) -> None:
+        """One job's writes, its held writes once the trial has ended, then its actions."""
+        for write in job.writes.values():
+            write()
+        if job.ended:
+            for write in job.held.values():
+                write()
+        elif job.held:  # back in the queue, until the trial's end is written
+            with self._cond:
+                later = self._job(trial, float("inf"))
+                for owner, write in job.held.items():
+                    later.held.setdefault(owner, write)
+        for action in job.then:
+            action()
 
     def check(self) -> None:
         """Raise the first error a write raised, once (on the caller's thread)."""

@@ -21,7 +21,7 @@ from typing import Any
 from asha_tune import defaults
 from asha_tune.dotted import flatten
 from asha_tune.environ import scoped_environ
-from asha_tune.errors import AshaTuneError
+from asha_tune.errors import AshaTuneError, chain
 from asha_tune.tracking.tags import (
     DEVICE_PARAM,
     MLFLOW_STATUS,
@@ -55,10 +55,10 @@ def _unreachable(err: Exception) -> str | None:
     """Why a server did not answer (refused, timed out, kept failing), or None for other errors."""
     import requests
 
-    chain = [err, err.__cause__, err.__context__]
-    if not any(isinstance(e, requests.exceptions.RequestException) for e in chain):
+    causes = list(chain(err))  # MLflow raises its own error while handling requests'
+    if not any(isinstance(e, requests.exceptions.RequestException) for e in causes):
         return None
-    text = str(err)
+    text = " ".join(str(e) for e in causes)
     if "error responses" in text:
         return "it kept answering with server errors"
     if "Connection refused" in text or "NewConnectionError" in text:

@@ -98,12 +98,6 @@ def sweep_trials(tracker: Tracker, experiment_id: str, parent_run_id: str) -> li
     )
 
 
-def trial_run_of(tracker: Tracker, experiment_id: str, parent_run_id: str, number: int) -> Any | None:
-    """The MLflow run of trial `number` of a sweep, if it has one (a resumed sweep continues it)."""
-    runs = tracker.child_runs(experiment_id, parent_run_id, {TRIAL_NUMBER_TAG: str(number)})
-    return runs[0] if runs else None
-
-
 def trial_record(run: Any) -> TrialRecord:
     """A trial's MLflow run as a TrialRecord (an MLflow Run object)."""
     tags, params = run.data.tags, run.data.params
@@ -272,10 +266,6 @@ class Sweep:
 def read_sweeps(tracker: Tracker, name: str) -> list[Sweep]:
     """A sweep, or every replicate of a replicated search (NAME.r0, NAME.r1, ...)."""
     return [_read(tracker, parent) for parent in sweep_parents(tracker, name)]
-
-
-def read_sweep(tracker: Tracker, name: str) -> Sweep:
-    return _read(tracker, find_parent(tracker, name))
 
 
 def _device_seconds(tracker: Tracker, run: Any) -> float:

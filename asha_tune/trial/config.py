@@ -30,7 +30,7 @@ from pydantic import (
 from asha_tune import defaults
 from asha_tune.defaults import DATA_ROOT_ENV
 from asha_tune.errors import ConfigError
-from asha_tune.trial.datasets import DATASETS, DEFAULT_DATASET, PACS_CLASSES, PACS_DOMAINS, nfc
+from asha_tune.trial.datasets import DATASETS, DEFAULT_DATASET, PACS_CLASSES, nfc
 from asha_tune.trial.registry import (
     MODES,
     PAPER_PROTOCOL,
@@ -43,8 +43,7 @@ from asha_tune.trial.registry import (
     target_modes,
 )
 
-DOMAINS = PACS_DOMAINS  # the default dataset's; other datasets' are in datasets.DATASETS
-CLASSES = PACS_CLASSES
+CLASSES = PACS_CLASSES  # the default dataset's; other datasets' are in datasets.DATASETS
 
 # The paper's conv numbering: the order in which torchvision's resnet18 yields Conv2d.
 CONV_NAMES = (
@@ -254,7 +253,17 @@ class ShapingConfig(Strict):
             return self
         if not self.convs:
             raise ValueError(f"mode {mode} needs at least one conv to shape")
-        if mode == "random":
+        self._check_p0()
+        fn = self.resolved_shape_fn
+        if fn == "topk" and self.topk_fraction is None:
+            raise ValueError("shape_fn topk needs topk_fraction in (0, 1]")
+        if fn != "topk" and self.topk_fraction is not None:
+            raise ValueError("topk_fraction only applies to shape_fn topk")
+        return self
+
+    def _check_p0(self) -> None:
+        """Mode random draws its masks with p0 (one, or one per conv); mode target takes none."""
+        if self.mode == "random":
             if self.p0 is None:
                 raise ValueError("mode random needs p0")
             if isinstance(self.p0, list) and len(self.p0) != len(self.convs):
@@ -263,12 +272,6 @@ class ShapingConfig(Strict):
                 )
         elif self.p0 is not None:
             raise ValueError("p0 does not apply to mode target (masks come from target maps)")
-        fn = self.resolved_shape_fn
-        if fn == "topk" and self.topk_fraction is None:
-            raise ValueError("shape_fn topk needs topk_fraction in (0, 1]")
-        if fn != "topk" and self.topk_fraction is not None:
-            raise ValueError("topk_fraction only applies to shape_fn topk")
-        return self
 
     @property
     def resolved_shape_fn(self) -> str | None:

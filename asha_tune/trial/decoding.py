@@ -106,13 +106,6 @@ class DomainImages:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, index: Tensor) -> DomainImages:
-        """The images at `index`; the whole domain is not copied (it stays memory-mapped, one
-        copy in host memory for every trial on the node)."""
-        if len(index) == len(self) and torch.equal(index, torch.arange(len(self))):
-            return self
-        return DomainImages(self.train[index], self.test[index], self.labels[index])
-
     def to(self, device: torch.device | str, parts: tuple[str, ...] = ("train", "test")) -> DomainImages:
         """Copy the parts a trial needs to its device; the others become empty."""
 

@@ -418,39 +418,17 @@ def load_trial_data(
     place = _Placer(loaded, device, path.kind == "stream")
     sizes = [len(loaded.domains[s].rows) for s in sources]
 
-    def whole(name: str) -> Pieces:
-        return [(name, range(len(loaded.domains[name].rows)))]
-
     targets = {t: place.images([(t, plan.reported[t])], ("test",)) for t in loaded.targets}
     val = (
         targets
         if plan.selects_on_reported
         else {name: place.images([(name, positions)], ("test",)) for name, positions in plan.val.items()}
     )
-    adaptation = place.images(whole(adapt), ("train",)) if adapt else None
+    adaptation = place.images(_whole(loaded, adapt), ("train",)) if adapt else None
     source = place.images(_pieces(plan.train, sources, sizes), ("train",))
-    folds = {}
-    for left_out, positions in plan.folds.items():
-        others = [s for s in sources if s != left_out]
-        evaluation = {left_out: val[left_out]}
-        folds[left_out] = TrialData(
-            place.images(_pieces(positions, sources, sizes), ("train",)),
-            torch.arange(len(positions)),  # the fold trains on every image of its sources
-            evaluation,
-            evaluation,
-            place.images(whole(left_out), ("train",)) if adapt else None,
-            {},
-            0.0,
-            loaded.classes,
-            tuple(sizes[sources.index(s)] for s in others),
-            path,
-        )
+    folds = _lodo_folds(plan, loaded, place, sources, val, adapt is not None, path)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    domains = {name: d.split for name, d in loaded.domains.items()}
-    constants = plan.constants(domains)
-    constants[selection.CLASSES_KEY] = classes_param(loaded.classes)
-    constants[selection.DATA_PATH_KEY] = path.kind
     trained = [
         sum(1 for p in plan.train if begin <= p < begin + n)
         for begin, n in zip(_starts(sizes), sizes, strict=True)
@@ -461,13 +439,59 @@ def load_trial_data(
         targets,
         val,
         adaptation,
-        constants,
+        _constants(plan, loaded, path),
         time.perf_counter() - start,
         loaded.classes,
         tuple(trained),
         path,
         folds,
     )
+
+
+def _whole(loaded: _Loaded, name: str) -> Pieces:
+    """Every image of one loaded domain."""
+    return [(name, range(len(loaded.domains[name].rows)))]
+
+
+def _lodo_folds(
+    plan: selection.SelectionPlan,
+    loaded: _Loaded,
+    place: _Placer,
+    sources: Sequence[str],
+    val: dict[str, Images],
+    adapts: bool,
+    path: DataPath,
+) -> dict[str, TrialData]:
+    """lodo's fold models, one per left-out source domain: each trains on every image of the
+    other sources and evaluates its left-out domain's selection set (adapting on that domain's
+    images where the mode adapts). Empty for the other protocols."""
+    sizes = [len(loaded.domains[s].rows) for s in sources]
+    folds = {}
+    for left_out, positions in plan.folds.items():
+        others = [s for s in sources if s != left_out]
+        evaluation = {left_out: val[left_out]}
+        folds[left_out] = TrialData(
+            place.images(_pieces(positions, sources, sizes), ("train",)),
+            torch.arange(len(positions)),  # the fold trains on every image of its sources
+            evaluation,
+            evaluation,
+            place.images(_whole(loaded, left_out), ("train",)) if adapts else None,
+            {},
+            0.0,
+            loaded.classes,
+            tuple(sizes[sources.index(s)] for s in others),
+            path,
+        )
+    return folds
+
+
+def _constants(plan: selection.SelectionPlan, loaded: _Loaded, path: DataPath) -> dict[str, float | str]:
+    """The trial's constants (sizes, chance levels, split hash; see SelectionPlan.constants), its
+    class order and its data path."""
+    constants = plan.constants({name: d.split for name, d in loaded.domains.items()})
+    constants[selection.CLASSES_KEY] = classes_param(loaded.classes)
+    constants[selection.DATA_PATH_KEY] = path.kind
+    return constants
 
 
 def _starts(sizes: Sequence[int]) -> list[int]:

@@ -54,8 +54,9 @@ def build_model(weights: str = "imagenet", num_classes: int = len(CLASSES)) -> n
         state = {k: v for k, v in state.items() if k not in head}  # an ImageNet head: new fc
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as err:  # shape mismatches
-        detail = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
+    except RuntimeError as err:  # shape mismatches: torch's first line names the model, the next what
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else first_line(err)
         raise WeightsError(f"weights {weights} do not fit resnet18: {detail}") from None
     missing = [k for k in missing if not k.startswith("fc.")]
     if missing or unexpected:

@@ -32,7 +32,7 @@ from asha_tune.trial import selection
 from asha_tune.trial.augmentation import augment, normalize
 from asha_tune.trial.config import Runtime, TrialConfig
 from asha_tune.trial.devices import cuda_problem, describe_device, has_unusable_gpu
-from asha_tune.trial.loading import (  # noqa: F401  (TrialData, load_trial_data: this module's API)
+from asha_tune.trial.loading import (
     Images,
     TrialData,
     epoch_order,

@@ -164,7 +164,8 @@ def test_a_space_no_node_type_can_hold_stops_in_one_line(autoscaling, pacs_root,
     assert done.took < 120  # at once, not after the 900 s default wait
     parent = json.loads((work / "results" / "too-big" / "sweep.json").read_text())["parent_run_id"]
     run = MlflowClient(f"sqlite:///{work}/mlflow.db").get_run(parent)
-    assert run.info.status == "KILLED" and run.data.tags["asha_tune.status"] == "interrupted"
+    assert run.info.status == "KILLED"
+    assert run.data.tags["asha_tune.status"] == "interrupted"
     print(f"FIGURES no node type fits: stopped in {done.took:.0f} s (launch to exit), default wait 900 s")
 
 
@@ -227,7 +228,9 @@ def test_the_documented_ray_exec_launch_runs_on_the_workers_from_the_heads_envir
     workers = {n["node_id"] for n in done.workers}
     heads = {n["node_id"] for n in autoscaling.nodes() if n["is_head"]}
     ran_on = {node for r in runs for node in r.data.tags[NODES_TAG].split(",")}
-    assert workers and ran_on <= workers and not ran_on & heads, (ran_on, workers, heads)
+    assert workers, (ran_on, workers, heads)
+    assert ran_on <= workers, (ran_on, workers, heads)
+    assert not ran_on & heads, (ran_on, workers, heads)
     print(
         f"FIGURES documented ray exec launch: 4 trials in {done.took:.0f} s from the head's environment, "
         f"on {len(ran_on)} autoscaled worker node(s), none on the head"

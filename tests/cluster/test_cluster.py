@@ -252,7 +252,8 @@ def assert_mlflow_and_optuna_agree(h: Harness, experiment: str, name: str, trial
         run = runs[trial.number]
         steps = [step for step, _ in history[trial.number]]
         assert steps == list(range(1, epochs + 1)), f"trial {trial.number}: epochs {steps}"
-        assert run.data.tags["asha_tune.status"] == "completed" and trial.state == TrialState.COMPLETE
+        assert run.data.tags["asha_tune.status"] == "completed"
+        assert trial.state == TrialState.COMPLETE
         assert trial.user_attrs["values"] == json.loads(run.data.params["search"])
         assert trial.value == pytest.approx(run.data.metrics[metric])
         assert trial.intermediate_values == pytest.approx(dict(history[trial.number]))
@@ -318,7 +319,9 @@ def test_up_prints_the_launch_flags_and_status_lists_every_node(harness):
     out = harness.up_output
     for flag in ("--address 127.0.0.1:", "--tracking-uri http://127.0.0.1:", "--study-url 'postgresql://"):
         assert flag in out
-    assert "passfile=" in out and ray_token() not in out and mlflow_credentials()[1] not in out
+    assert "passfile=" in out
+    assert ray_token() not in out
+    assert mlflow_credentials()[1] not in out
     status = harness.cli("cluster", "status", "--dir", str(harness.directory))
     assert status.returncode == 0, status.stdout + status.stderr
     nodes = {n["node_id"]: n for n in ray_nodes(state)}
@@ -346,9 +349,12 @@ def test_sweep_runs_on_several_nodes_and_mlflow_agrees_with_optuna(harness):
     workers = {n.node_id for n in harness.state.nodes if n.name != "head"}
     used = {node for per_trial in nodes.values() for node in per_trial}
     print(f"trials per node: { {n[:8]: sum(n in v for v in nodes.values()) for n in used} }")
-    assert len(used) >= 2 and used <= workers  # several nodes, never the 0-CPU head
+    # several nodes, never the 0-CPU head
+    assert len(used) >= 2
+    assert used <= workers
     # Everything the cluster started, trial workers included, listened on loopback only.
-    assert watch.seen and all(is_loopback(ip) for ip, _, _ in watch.seen), sorted(watch.seen)
+    assert watch.seen, sorted(watch.seen)
+    assert all(is_loopback(ip) for ip, _, _ in watch.seen), sorted(watch.seen)
     assert any(name.startswith("ray::") for _, _, name in watch.seen)  # sampled while trials ran
 
 
@@ -508,7 +514,9 @@ def test_a_lost_worker_node_costs_nothing(harness):
         resumed = int(runs[number].data.tags.get(RESUMED_FROM_TAG, 0))
         assert resumed >= last_checkpoint(max((s for s, _ in before.get(number, [])), default=0), 8)
         nodes = trial_nodes(harness, name)[number]
-        assert len(nodes) >= 2 and nodes[-1] != node.node_id  # finished on another node
+        # finished on another node
+        assert len(nodes) >= 2
+        assert nodes[-1] != node.node_id
     figures(
         "worker killed",
         requested=4,
@@ -658,7 +666,8 @@ def test_the_rayjob_entrypoint_runs_as_a_job_and_its_retry_after_a_lost_driver_c
         *("--set", "train.batch_size=16", "--set", "scheduler.kind=fifo", "--set", "search.num_trials=4"),
         *("--set", "search.max_concurrent=2"),
     )
-    assert command[:2] == ["asha-tune", "launch"] and "--if-exists" in command
+    assert command[:2] == ["asha-tune", "launch"]
+    assert "--if-exists" in command
     name = command[command.index("--name") + 1]
     space = command[command.index("--space") + 1]
     entrypoint = shlex.join(command)
@@ -676,7 +685,8 @@ def test_the_rayjob_entrypoint_runs_as_a_job_and_its_retry_after_a_lost_driver_c
     # A second submission while the first driver runs is refused, and changes nothing.
     submit_job(harness, entrypoint, "rayjob-busy")
     busy, busy_log = job_ended(harness, "rayjob-busy", timeout=300)
-    assert busy == "FAILED" and "is being run by another driver" in busy_log, busy_log[-2000:]
+    assert busy == "FAILED", busy_log[-2000:]
+    assert "is being run by another driver" in busy_log, busy_log[-2000:]
     assert job_api(harness, "/api/jobs/rayjob-1")["status"] == "RUNNING", "the sweep ended too soon"
 
     before = progress(harness, space, name)
@@ -692,7 +702,8 @@ def test_the_rayjob_entrypoint_runs_as_a_job_and_its_retry_after_a_lost_driver_c
     submit_job(harness, entrypoint, "rayjob-2")  # what KubeRay's retry does (backoffLimit)
     status, log = job_ended(harness, "rayjob-2")
     assert status == "SUCCEEDED", log[-4000:]
-    assert f"sweep {name} was recorded as running, but its driver" in log and "is gone: continuing it" in log
+    assert f"sweep {name} was recorded as running, but its driver" in log
+    assert "is gone: continuing it" in log
     assert "resuming: finished trials are kept" in log
     runs = assert_mlflow_and_optuna_agree(harness, space, name, trials=4, epochs=epochs)
     after = histories(harness, runs)
@@ -703,7 +714,8 @@ def test_the_rayjob_entrypoint_runs_as_a_job_and_its_retry_after_a_lost_driver_c
 
     submit_job(harness, entrypoint, "rayjob-3")  # re-applied after it finished: it reports, succeeds
     again, again_log = job_ended(harness, "rayjob-3", timeout=300)
-    assert again == "SUCCEEDED" and f"sweep {name} has finished (4 trials): nothing to resume" in again_log
+    assert again == "SUCCEEDED"
+    assert f"sweep {name} has finished (4 trials): nothing to resume" in again_log
     assert_mlflow_and_optuna_agree(harness, space, name, trials=4, epochs=epochs)
     figures(
         "rayjob driver killed",
@@ -760,10 +772,13 @@ def test_a_lost_head_ends_the_driver_in_one_line_and_resume_continues_after_up(h
     )
     assert "asha-tune cluster up" in errors[0]
     assert f"asha-tune resume {name} --results-dir {state.results_dir}" in errors[0]
-    assert "rpc_client" not in out and "The program will terminate" not in out  # not Ray's abort
+    # not Ray's abort
+    assert "rpc_client" not in out
+    assert "The program will terminate" not in out
     # Every record closed: nothing RUNNING, the trials resumable.
     parent = harness.client().get_run(sweep_parent(harness, name))
-    assert parent.info.status == "KILLED" and parent.data.tags["asha_tune.status"] == "interrupted"
+    assert parent.info.status == "KILLED"
+    assert parent.data.tags["asha_tune.status"] == "interrupted"
     assert "lost the Ray cluster's head" in parent.data.tags["asha_tune.failure"]
     children = child_runs(harness, name, sweep_parent(harness, name))
     assert all(r.info.status != "RUNNING" for r in children.values())
@@ -772,7 +787,8 @@ def test_a_lost_head_ends_the_driver_in_one_line_and_resume_continues_after_up(h
     trials = harness.study(name).trials
     assert all(t.state != TrialState.RUNNING for t in trials)
     parked = [t.number for t in trials if t.state == TrialState.WAITING]
-    assert interrupted and sorted(parked) == sorted(interrupted)
+    assert interrupted
+    assert sorted(parked) == sorted(interrupted)
 
     harness.up()  # the head back, on the cluster's ports (its workers restarted with it)
     resumed = harness.cli(
@@ -819,7 +835,8 @@ def test_down_stops_exactly_what_up_started(pacs_root, tmp_path):
         procs = [p for s in state.services.values() if s.proc for p in processes.family(s.proc)]
         pids = [p.pid for p in procs]
         ports = {port for _, port, _ in listening(pids)}
-        assert len(pids) > 10 and ports
+        assert len(pids) > 10
+        assert ports
         down = subprocess.run(
             [*CLI, "cluster", "down", "--dir", str(directory)],
             env=env,
@@ -845,7 +862,8 @@ def test_down_stops_exactly_what_up_started(pacs_root, tmp_path):
             text=True,
             timeout=120,
         )
-        assert status.returncode == 1 and status.stdout.count("DOWN") == 4
+        assert status.returncode == 1
+        assert status.stdout.count("DOWN") == 4
         figures("down", processes_started=len(pids), listening_ports=len(ports), left_running=len(survivors))
     finally:
         bystander.kill()

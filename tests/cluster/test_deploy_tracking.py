@@ -156,7 +156,8 @@ def test_the_tracking_server_as_deployed_serves_the_hosts_its_clients_use(deploy
             assert request(port, "GET", API, host, (admin[0], admin[1] + "x"))[0] == 401
         # The list is enforced: another name is refused, though its /health answers.
         status, body = request(port, "GET", API, "attacker.example:5000", admin)
-        assert status == 403 and "Invalid Host header" in body
+        assert status == 403
+        assert "Invalid Host header" in body
         assert request(port, "GET", "/health", "attacker.example:5000", None)[0] == 200
     finally:
         processes.stop(server, signal.SIGTERM, timeout=20)

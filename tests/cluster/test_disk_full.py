@@ -114,7 +114,9 @@ def test_launch_refuses_a_results_dir_without_room_for_the_sweeps_checkpoints(
     ), errors
     assert "2 running trials x 2 checkpoints of 90 MB + final weights of 45 MB" in errors[0]
     assert "free space, lower search.max_concurrent, or choose another --results-dir" in errors[0]
-    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "optuna.db").exists()  # nothing began
+    # nothing began
+    assert not (tmp_path / "mlflow.db").exists()
+    assert not (tmp_path / "optuna.db").exists()
     assert list(small.iterdir()) == []
     print(
         f"FIGURES disk preflight: {free / MB:.0f} MB free < {need / MB:.0f} MB needed, refused in {took:.1f} s"
@@ -182,18 +184,21 @@ def test_a_disk_that_fills_mid_sweep_stops_it_in_one_line_and_resume_finishes_it
         )
         assert f"(the sweep is kept: asha-tune resume {name} --results-dir {disk})" in errors[0]
         print(f"the line: {errors[0]}")
-        assert "Traceback" not in stdout and "No space left on device" not in stdout
+        assert "Traceback" not in stdout
+        assert "No space left on device" not in stdout
 
         # Records closed and consistent: the parent interrupted, no trial running or failed.
         client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
         parent_id = json.loads((disk / name / "sweep.json").read_text())["parent_run_id"]
         parent = client.get_run(parent_id)
-        assert parent.info.status == "KILLED" and parent.data.tags["asha_tune.status"] == "interrupted"
+        assert parent.info.status == "KILLED"
+        assert parent.data.tags["asha_tune.status"] == "interrupted"
         assert parent.data.tags["asha_tune.failure"].startswith("no space left under --results-dir")
         experiment = client.get_experiment_by_name(SPACE["name"])
         children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
         statuses = sorted(r.data.tags["asha_tune.status"] for r in children)
-        assert "running" not in statuses and "failed" not in statuses, statuses
+        assert "running" not in statuses, statuses
+        assert "failed" not in statuses, statuses
         study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/optuna.db")
         assert all(t.state not in (TrialState.RUNNING, TrialState.FAIL) for t in study.trials)
 

@@ -41,7 +41,9 @@ SPACE = {
 
 def test_the_sbatch_script_refuses_an_unknown_command():
     done = subprocess.run(["bash", str(SCRIPT), "sweep"], capture_output=True, text=True, timeout=30)
-    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "usage: sbatch" in done.stderr
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1
+    assert "usage: sbatch" in done.stderr
     assert subprocess.run(["bash", "-n", str(SCRIPT)]).returncode == 0
 
 
@@ -103,8 +105,10 @@ def run_the_script(folder: Path, job_dir: Path, env: dict[str, str], pacs_root: 
         took = time.monotonic() - started
         out = (job_dir / f"asha-tune-{job}.out").read_text()
         assert state == "COMPLETED", out[-5000:]
-    assert f"Ray head on n1 at {node_address(1)}:" in out and "Ray worker on n2" in out
-    assert "Ray cluster up: 2 nodes" in out and f"joined the Ray cluster at {node_address(1)}:" in out
+    assert f"Ray head on n1 at {node_address(1)}:" in out
+    assert "Ray worker on n2" in out
+    assert "Ray cluster up: 2 nodes" in out
+    assert f"joined the Ray cluster at {node_address(1)}:" in out
     # The records are complete: every trial once, completed, in MLflow and Optuna alike.
     client = MlflowClient(f"sqlite:///{job_dir}/mlflow.db")
     parent = json.loads((job_dir / "results" / "slurm-sweep" / "sweep.json").read_text())["parent_run_id"]

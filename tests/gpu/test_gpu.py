@@ -53,7 +53,9 @@ def counted(acc: float, n: int) -> bool:
 )
 def test_every_mode_trains_on_cuda_with_amp_and_channels_last(cuda_runtime, shaping):
     trial = Trial(tiny_config(shaping=shaping), cuda_runtime)
-    assert trial.amp == torch.float16 and trial.channels_last and trial.scaler.is_enabled()
+    assert trial.amp == torch.float16
+    assert trial.channels_last
+    assert trial.scaler.is_enabled()
     assert trial.data.source.train.device.type == "cuda"  # the data lives on the GPU
     assert trial.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     before = parameters(trial)
@@ -62,7 +64,8 @@ def test_every_mode_trains_on_cuda_with_amp_and_channels_last(cuda_runtime, shap
     after = parameters(trial)
     assert all(torch.isfinite(p).all() for p in after.values())
     assert any(not torch.equal(after[k], before[k]) for k in before)  # it trained
-    assert counted(metrics["acc_cartoon"], metrics["n_cartoon"]) and metrics["n_cartoon"] > 0
+    assert counted(metrics["acc_cartoon"], metrics["n_cartoon"])
+    assert metrics["n_cartoon"] > 0
     assert metrics["device"] == f"cuda:{torch.cuda.current_device()} {torch.cuda.get_device_name()}"
 
 
@@ -72,7 +75,8 @@ def test_masks_are_drawn_on_the_gpu_with_a_cuda_generator():
         memory_format=torch.channels_last
     )
     mask = bernoulli_mask(like, 0.7, g)
-    assert mask.device.type == "cuda" and mask.is_contiguous(memory_format=torch.channels_last)
+    assert mask.device.type == "cuda"
+    assert mask.is_contiguous(memory_format=torch.channels_last)
     assert abs((~mask).float().mean().item() - 0.7) < 0.01
 
 
@@ -81,7 +85,8 @@ def test_fp16_trains_for_several_epochs_and_learns(cuda_runtime):
     result = run_trial(tiny_config(train={"epochs": 6, "lr": 0.01}), cuda_runtime)
     losses = [m["train_loss"] for m in result.history]
     assert all(math.isfinite(loss) for loss in losses)
-    assert losses[-1] < losses[0] and result.final["source_acc"] > 40
+    assert losses[-1] < losses[0]
+    assert result.final["source_acc"] > 40
 
 
 def max_difference(a: dict, b: dict) -> float:
@@ -119,7 +124,9 @@ def test_resume_through_checkpoint_files_matches_an_uninterrupted_run(cuda_runti
     with pytest.raises(KeyboardInterrupt):
         run_trial(config, cuda_runtime, report=killed_after_two)
     state = load_checkpoint(path)  # from the file, as a resume reads it
-    assert state["epoch"] == 2 and state["device"] == "cuda" and "cuda" in state["rng"]
+    assert state["epoch"] == 2
+    assert state["device"] == "cuda"
+    assert "cuda" in state["rng"]
     assert bool(state["scaler"]) == (precision == "auto")  # fp16 saves its scaler's scale
     resumed = run_trial(config, cuda_runtime, resume=state, report=keep("resumed"))
 
@@ -165,11 +172,13 @@ def test_selection_subsets_index_the_same_images_on_cuda_as_on_the_cpu(tiny_runt
     pairs += [(on_cpu.data.targets[d], on_gpu.data.targets[d]) for d in on_cpu.data.targets]
     for cpu, gpu in pairs:
         assert gpu.labels.device.type == "cuda"
-        assert torch.equal(gpu.train.cpu(), cpu.train) and torch.equal(gpu.test.cpu(), cpu.test)
+        assert torch.equal(gpu.train.cpu(), cpu.train)
+        assert torch.equal(gpu.test.cpu(), cpu.test)
         assert torch.equal(gpu.labels.cpu(), cpu.labels)
     metrics = on_gpu.run_epoch()
     assert metrics["n_val"] == sum(len(v) for v in on_gpu.data.val.values()) > 0
-    assert counted(metrics["val_acc"], metrics["n_val"]) and math.isfinite(metrics["train_loss"])
+    assert counted(metrics["val_acc"], metrics["n_val"])
+    assert math.isfinite(metrics["train_loss"])
 
 
 def test_a_trial_given_no_gpu_runs_on_the_cpu_on_a_gpu_machine():
@@ -193,11 +202,14 @@ def test_benchmark_memory_figures_are_each_trials_own(tiny_runtime, cuda_runtime
     second = full_trial(small, cuda_runtime, tile=False)
     for figures in (first, second):
         assert 0 < figures["peak_mib"] <= figures["peak_reserved_mib"]
-        assert figures["outside_torch_mib"] > 0 and figures["device"].startswith("cuda:")
+        assert figures["outside_torch_mib"] > 0
+        assert figures["device"].startswith("cuda:")
         assert figures["wall_s"] >= figures["train_s"] + figures["eval_s"] > 0
     assert second["peak_mib"] < first["peak_mib"] / 4  # the peak was reset between the trials
     rates = throughput(make_trial(small, cuda_runtime, tile=False), 1)
-    assert rates["train_img_s"] > 0 and rates["eval_img_s"] > 0 and rates["peak_mib"] > 0
+    assert rates["train_img_s"] > 0
+    assert rates["eval_img_s"] > 0
+    assert rates["peak_mib"] > 0
     context = cuda_context(torch.device("cuda"))
     assert 0 < context["outside_torch_mib"] < context["device_total_mib"]
 
@@ -220,7 +232,8 @@ def test_two_trials_share_one_gpu_through_ray_with_reused_workers(tmp_path, tiny
     )
     runtime = tiny_runtime.model_copy(update={"device": "auto"})
     outcome = launch(settings_for(tmp_path, path, "gpu_share", runtime, num_gpus=1))
-    assert outcome.finished and [t.status for t in outcome.trials] == ["completed"] * 4
+    assert outcome.finished
+    assert [t.status for t in outcome.trials] == ["completed"] * 4
     runs = mlflow_children(tmp_path, "gpu_share", outcome.settings.parent_run_id)
     assert all(r.data.params["device"].startswith("cuda:") for r in runs)
     spans = sorted((r.info.start_time, r.info.end_time) for r in runs)

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from asha_tune.trial.config import CLASSES, DOMAINS, TrialConfig
-from asha_tune.trial.datasets import DomainFiles, list_dataset
+from asha_tune.trial.config import CLASSES, TrialConfig
+from asha_tune.trial.datasets import PACS_DOMAINS, DomainFiles, list_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,7 +33,7 @@ def load_pacs_domain(root: Path, domain: str, image_size: int, cache_dir: Path):
 
 
 def make_synthetic_pacs(
-    root: Path, per_class: int = 3, size: int = 40, domains: tuple[str, ...] = DOMAINS
+    root: Path, per_class: int = 3, size: int = 40, domains: tuple[str, ...] = PACS_DOMAINS
 ) -> Path:
     """A PACS-shaped tree of tiny images whose colour depends on the class (learnable)."""
     rng = np.random.default_rng(0)

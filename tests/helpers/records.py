@@ -10,6 +10,8 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+from asha_tune.tracking import Tracker
+from asha_tune.tracking.records import Sweep, read_sweeps
 from asha_tune.tracking.tags import (
     KIND_TAG,
     REPLICATE_KIND,
@@ -125,3 +127,9 @@ def replicated(
         trials(client, experiment, run, made)
         replicate_runs.append(run)
     return top, replicate_runs
+
+
+def read_sweep(tracker: Tracker, name: str) -> Sweep:
+    """A sweep that is not replicated, as compare reads it."""
+    (sweep,) = read_sweeps(tracker, name)
+    return sweep

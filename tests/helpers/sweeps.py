@@ -9,9 +9,12 @@ from pathlib import Path
 import optuna
 import yaml
 from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
 
 from asha_tune.spaces import load_space
 from asha_tune.sweep.settings import SweepSettings
+from asha_tune.sweep.study import VALUES_ATTR, load_recorded
+from asha_tune.sweep.warm_start import PastTrial
 from asha_tune.trial.config import Runtime
 
 SMALL = {
@@ -63,3 +66,25 @@ def quiet_env(**extra: str) -> dict:
     """The environment of a CLI run, without the auth mode earlier in-process launches set."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
     return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def finished_trials(url: str, study_name: str) -> list[PastTrial]:
+    """Every trial of another asha-tune study as a PastTrial: its settings from the space the
+    study records (a listed configuration's resolved), its value of that space's metric."""
+    study, space = load_recorded(url, study_name)
+    states = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
+    out = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state not in states or VALUES_ATTR not in t.user_attrs:
+            continue
+        out.append(
+            PastTrial(
+                f"{study_name} trial {t.number}",
+                states[t.state],
+                space.trial_config(t.user_attrs[VALUES_ATTR]).model_dump(mode="json"),
+                space.scheduler.metric,
+                t.value,
+                dict(t.intermediate_values),
+            )
+        )
+    return out

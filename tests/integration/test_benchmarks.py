@@ -34,7 +34,8 @@ def test_authors_loop_times_real_steps(synthetic_pacs):
         warmup=1,
         workers=0,
     )
-    assert timing.seconds_per_train_step > 0 and timing.seconds_per_eval_batch > 0
+    assert timing.seconds_per_train_step > 0
+    assert timing.seconds_per_eval_batch > 0
     # 2,048 source images in batches of 128 are 16 steps; 2,344 target images are 19 batches.
     known = type(timing)(
         seconds_per_train_step=0.5, seconds_per_eval_batch=0.25, train_steps_timed=2, eval_batches_timed=1
@@ -50,7 +51,8 @@ def test_trial_measurements_and_table(tiny_runtime):
     from benchmarks.speed import make_trial
 
     trial = make_trial(config, tiny_runtime, tile=True)
-    assert len(trial.data.source) == 2048 and len(trial.data.targets["cartoon"]) == 2344
+    assert len(trial.data.source) == 2048
+    assert len(trial.data.targets["cartoon"]) == 2344
     assert torch.equal(tiled(trial.data.source, 30).labels[21:], trial.data.source.labels[:9])
     small = make_trial(config, tiny_runtime, tile=False)
     rates = throughput(small, 1)
@@ -67,7 +69,8 @@ def test_trial_measurements_and_table(tiny_runtime):
             "cold_trial": trial_figures,
         }
     )
-    assert "random conv 1" in text and "full trial, warm cache" in text
+    assert "random conv 1" in text
+    assert "full trial, warm cache" in text
 
 
 def test_the_speed_benchmark_keeps_every_section_and_survives_failing_ones(
@@ -103,13 +106,17 @@ def test_the_speed_benchmark_keeps_every_section_and_survives_failing_ones(
     assert report["variants"]["fp16 NCHW"]["error"].startswith("ConfigError: precision fp16 needs CUDA")
     assert report["variants"]["bf16 channels_last"]["train_img_s"] > 0
     assert report["variants"]["bf16 channels_last"]["amp"] == "torch.bfloat16"
-    assert report["warm_trial"]["wall_s"] > 0 and report["cold_trial"]["device"] == "cpu"
-    assert report["versions"]["torch"] == torch.__version__ and report["versions"]["python"]
+    assert report["warm_trial"]["wall_s"] > 0
+    assert report["cold_trial"]["device"] == "cpu"
+    assert report["versions"]["torch"] == torch.__version__
+    assert report["versions"]["python"]
     # The cold trial and the modes were on disk before the warm trial ran.
-    assert "cold_trial" in seen_on_disk[1] and set(seen_on_disk[1]["modes"]) == set(speed.MODES)
+    assert "cold_trial" in seen_on_disk[1]
+    assert set(seen_on_disk[1]["modes"]) == set(speed.MODES)
     text = table_file.read_text()
     assert f"baseline                 failed: RuntimeError: deliberate failure ({speed.FAIL_ENV})" in text
-    assert "fp16 NCHW" in text and "failed: ConfigError: precision fp16 needs CUDA" in text
+    assert "fp16 NCHW" in text
+    assert "failed: ConfigError: precision fp16 needs CUDA" in text
     assert f"torch {torch.__version__} (CUDA {torch.version.cuda}" in text.splitlines()[0]
 
 
@@ -180,7 +187,8 @@ def test_sweep_analysis_accounts_for_every_slot_second():
     assert out["compute_s"] == pytest.approx(compute)
     assert out["efficiency"] == pytest.approx(compute / 50)
     assert out["overhead_per_trial_s"] == pytest.approx((50 - compute) / 3)
-    assert out["checkpoint_writes"] == 2 and out["epochs"] == 4
+    assert out["checkpoint_writes"] == 2
+    assert out["epochs"] == 4
     assert out["cpu_per_epoch_s"] == 0.0  # no machine figures in this hand-made run
     parts = out["parts_s"]
     assert list(parts) == list(PARTS)
@@ -211,7 +219,8 @@ def test_sweep_analysis_without_trial_timings_reports_totals():
     out = analyse(
         {"trials": plain, "slots": 1, "t0": 0.0, "t1": 6.0, "driver": {}, "machine": {}, "disk": {}}
     )
-    assert out["efficiency"] == pytest.approx(0.5) and out["data_load_s"] == pytest.approx(0.3)
+    assert out["efficiency"] == pytest.approx(0.5)
+    assert out["data_load_s"] == pytest.approx(0.3)
     assert "parts_s" not in out
 
 
@@ -240,7 +249,8 @@ def test_sweep_benchmark_runs_a_real_sweep_and_prints_its_figures(tiny_runtime, 
         "cache_dir": str(tmp_path / "cache"),
     }
     run = child(spec, tmp_path)
-    assert run["finished"] and run["statuses"] == ["completed"] * 3
+    assert run["finished"]
+    assert run["statuses"] == ["completed"] * 3
     assert [len(t) for t in run["trials"]] == [2, 2, 2]
     out = analyse(run)
     results = [r for t in run["trials"] for r in t]
@@ -249,8 +259,11 @@ def test_sweep_benchmark_runs_a_real_sweep_and_prints_its_figures(tiny_runtime, 
     assert sum(out["parts_s"].values()) + out["compute_s"] == pytest.approx(out["wall_s"] * 2)
     assert out["checkpoint_writes"] == sum(1 for r in results if r.get("checkpoint_dir_name"))
     machine = run["machine"]
-    assert machine["our_cpu_s"] > 0 and machine["load_1min_mean"] >= 0 and machine["processes"] >= 3
-    assert machine["memory_peak"]["Pss_mib"] > 0 and machine["memory_peak"]["processes"] >= 1
+    assert machine["our_cpu_s"] > 0
+    assert machine["load_1min_mean"] >= 0
+    assert machine["processes"] >= 3
+    assert machine["memory_peak"]["Pss_mib"] > 0
+    assert machine["memory_peak"]["processes"] >= 1
     driver = run["driver"]
     assert set(driver) >= {"tracking", "study", "driver_cpu", "ray_start_s", "fit_s", "ray_shutdown_s"}
     assert run["t0"] < driver["ray_start_at"] < driver["fit_at"] < driver["ray_shutdown_at"] < run["t1"]
@@ -265,6 +278,8 @@ def test_sweep_benchmark_runs_a_real_sweep_and_prints_its_figures(tiny_runtime, 
         },
     }
     text = table(report)
-    assert f"{out['efficiency']:6.0%}" in text and "idle slot" in text and "sweep end" in text
+    assert f"{out['efficiency']:6.0%}" in text
+    assert "idle slot" in text
+    assert "sweep end" in text
     assert out["cpu_per_epoch_s"] == pytest.approx(machine["our_cpu_s"] / 6)
     assert "memory, 2 trial(s) at once, 32 px, HEAD: PSS" in text

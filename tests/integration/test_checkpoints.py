@@ -53,7 +53,9 @@ def test_a_finished_sweep_keeps_only_the_best_trials_final_weights(tmp_path, pac
         num_cpus=2,
     )
     outcome = launch(settings)
-    assert outcome.finished and outcome.best is not None and outcome.best.status == "completed"
+    assert outcome.finished
+    assert outcome.best is not None
+    assert outcome.best.status == "completed"
     statuses = {t.status for t in outcome.trials}
     assert statuses == {"completed", "pruned"}
 
@@ -70,7 +72,8 @@ def test_a_finished_sweep_keeps_only_the_best_trials_final_weights(tmp_path, pac
     number = json.loads((kept.parent.parent / "params.json").read_text())["trial_number"]
     assert number == outcome.best.number
     state = torch.load(kept, weights_only=True)
-    assert state["epoch"] == 4 and state["history"][-1]["train_loss"] == outcome.best.metrics["train_loss"]
+    assert state["epoch"] == 4
+    assert state["history"][-1]["train_loss"] == outcome.best.metrics["train_loss"]
     # weights: no optimiser to resume; the class order says what the head's outputs are
     assert set(state) == {"config", "epoch", "history", "model", "classes"}
     assert state["classes"] == ["dog", "elephant", "giraffe", "guitar", "horse", "house", "person"]
@@ -83,4 +86,5 @@ def test_a_finished_sweep_keeps_only_the_best_trials_final_weights(tmp_path, pac
             assert [p.name for p in folder.iterdir()] == [ENDED_MARKER]
     # The footprint: those weights (45 MB) and the sweep's records (a few hundred KB).
     total = sum(p.stat().st_size for p in settings.sweep_dir.rglob("*") if p.is_file())
-    assert kept.stat().st_size < 50_000_000 and total < kept.stat().st_size + 2_000_000
+    assert kept.stat().st_size < 50_000_000
+    assert total < kept.stat().st_size + 2_000_000

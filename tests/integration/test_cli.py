@@ -99,8 +99,10 @@ def test_real_pacs_trial_end_to_end_through_the_cli(pacs_root, shared_cache, tmp
     assert run.info.status == "FINISHED"
     assert run.data.tags["asha_tune.status"] == "completed"
     params = run.data.params
-    assert params["shaping.mode"] == "random" and params["shaping.convs"] == "[1]"
-    assert params["shaping.p0"] == "0.7" and params["data.targets"] == '["cartoon", "sketch"]'
+    assert params["shaping.mode"] == "random"
+    assert params["shaping.convs"] == "[1]"
+    assert params["shaping.p0"] == "0.7"
+    assert params["data.targets"] == '["cartoon", "sketch"]'
     assert params["data.limit_per_domain"] == "84"
     for metric in ("acc_cartoon", "acc_sketch", "target_acc", "train_loss", "source_acc"):
         history = client.get_metric_history(run_id, metric)

@@ -138,7 +138,8 @@ def test_compare_reports_on_a_replayed_grid_and_a_search(sweeps, capsys, monkeyp
         for a, b in zip(grid, grid[1:], strict=False)
     )
     opt = [r for r in curve if r["sweep"] == "opt"]
-    assert len(opt) == 4 and int(opt[-1]["budget_epochs"]) <= 8
+    assert len(opt) == 4
+    assert int(opt[-1]["budget_epochs"]) <= 8
     assert {p.name for p in (sweeps / "cmp").glob("*.png")} >= {
         "best_so_far_cartoon_oracle.png",
         "grid_vs_published.png",
@@ -152,7 +153,8 @@ def test_compare_reports_on_a_replayed_grid_and_a_search(sweeps, capsys, monkeyp
         )[0].info.run_id
         for n in ("grid", "opt")
     }
-    assert tags[KIND_TAG] == "comparison" and tags[COMPARES_RUNS_TAG] == f"{parents['grid']},{parents['opt']}"
+    assert tags[KIND_TAG] == "comparison"
+    assert tags[COMPARES_RUNS_TAG] == f"{parents['grid']},{parents['opt']}"
 
 
 def test_child_runs_log_resolved_values_and_no_ray_bookkeeping(sweeps):
@@ -167,7 +169,8 @@ def test_child_runs_log_resolved_values_and_no_ray_bookkeeping(sweeps):
             mode
         ]
         assert (params["shaping.shape_fn"], params["shaping.shape_at_eval"]) == want
-        assert not RAY_METRICS & set(metrics) and not [k for k in metrics if k.startswith("at_")]
+        assert not RAY_METRICS & set(metrics)
+        assert not [k for k in metrics if k.startswith("at_")]
         assert {"time_train", "time_eval", "acc_cartoon", "val_acc"} <= set(metrics)
     assert {r.data.params.get("configuration") for r in children} >= set(GRID)
 
@@ -235,7 +238,8 @@ def test_the_mlflow_ui_shows_the_sweep_in_the_model_training_view(sweeps, proces
                 60,
                 "shaping.p0 and acc_cartoon in the run comparison",
             )
-            assert "Scatter Plot" in page and "Evaluation runs" not in page
+            assert "Scatter Plot" in page
+            assert "Evaluation runs" not in page
             wait_for(
                 lambda: browser.evaluate("document.querySelectorAll('.js-plotly-plot .main-svg').length"),
                 60,

@@ -91,8 +91,10 @@ def test_confirm_reruns_the_top_configurations_with_new_seeds_nested_under_the_s
 
     parent = confirmation_parent(sweep, "cs.confirm-top2-seeds2")
     tags = parent.data.tags
-    assert tags["asha_tune.kind"] == "confirmation" and tags["asha_tune.confirms"] == "cs"
-    assert tags["mlflow.parentRunId"] == sweep.parent_run_id and tags["asha_tune.status"] == "completed"
+    assert tags["asha_tune.kind"] == "confirmation"
+    assert tags["asha_tune.confirms"] == "cs"
+    assert tags["mlflow.parentRunId"] == sweep.parent_run_id
+    assert tags["asha_tune.status"] == "completed"
     runs = children(sweep, parent.info.run_id)
     assert len(runs) == 4  # S x K
     by_trial: dict[str, list] = {}
@@ -127,7 +129,8 @@ def test_confirm_reruns_the_top_configurations_with_new_seeds_nested_under_the_s
         for metric in ("val_acc", "acc_cartoon", "target_acc"):
             values = [r.data.metrics[metric] for r in by_trial[str(t.number)]]
             stats = row["metrics"][metric]
-            assert stats["n"] == 2 and stats["mean"] == pytest.approx(statistics.fmean(values))
+            assert stats["n"] == 2
+            assert stats["mean"] == pytest.approx(statistics.fmean(values))
             assert stats["sd"] == pytest.approx(statistics.stdev(values))
             half = 12.706204736174698 * stats["sd"] / 2**0.5  # t(0.975, 1)
             # An accuracy's interval is clipped to [0, 100]: with two seeds it can reach past them.
@@ -141,7 +144,8 @@ def test_confirm_reruns_the_top_configurations_with_new_seeds_nested_under_the_s
         if report["ranking_holds"]
         else f"trial {top[1].number} now above trial {top[0].number}"
     ) in out
-    assert f"#1 trial {top[0].number}" in out and "val_acc" in out
+    assert f"#1 trial {top[0].number}" in out
+    assert "val_acc" in out
 
     # The sweep's parent run summarises its best with its noise: sweeps compare as MLflow rows.
     summary = MlflowClient(sweep.tracking_uri).get_run(sweep.parent_run_id).data

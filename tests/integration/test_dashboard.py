@@ -83,7 +83,8 @@ def test_the_printed_dashboard_shows_the_running_trials(tmp_path, pacs_root, sha
             # The table fills in after its API call: one alive train_trial actor per running trial.
             page = wait_for(lambda: two_alive_trials(browser.text()), 120, "two alive trials on the page")
             browser.screenshot(shots / "ray-dashboard-actors.png")
-        assert "Unauthorized" not in page and "Authentication Token Required" not in page
+        assert "Unauthorized" not in page
+        assert "Authentication Token Required" not in page
     finally:
         driver.send_signal(signal.SIGTERM)
         try:

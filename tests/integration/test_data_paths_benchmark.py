@@ -11,7 +11,8 @@ from benchmarks import data_paths
 
 def test_data_paths_parts_and_table(tmp_path):
     files = list_dataset("folder", data_paths.make_dataset(tmp_path / "data", 40))["d"]
-    assert len(files) == 40 and len(set(files.labels)) == data_paths.CLASSES
+    assert len(files) == 40
+    assert len(set(files.labels)) == data_paths.CLASSES
     _, built = cache.load_cached_domain(files, 32, tmp_path / "cache", "folder", workers=2)
     args = argparse.Namespace(image_size=32, batch=8, train_steps=1, rounds=2)
     rates = data_paths.throughput(built.entry, files.labels, args)
@@ -22,7 +23,9 @@ def test_data_paths_parts_and_table(tmp_path):
     }
     assert all(v["img_s"] > 0 and v["cpu_ms_per_100"] > 0 for v in rates.values())
     (measured,) = [data_paths.memory(built.entry, "stream", 1, args)]
-    assert measured["Pss"] > 0 and measured["Pss_File"] > 0 and measured["img_s_each"] > 0
+    assert measured["Pss"] > 0
+    assert measured["Pss_File"] > 0
+    assert measured["img_s_each"] > 0
     report = {
         "cpu": "CPU test",
         "torch": "x",
@@ -39,4 +42,5 @@ def test_data_paths_parts_and_table(tmp_path):
         "load_end": 1.0,
     }
     text = data_paths.table(report)
-    assert "stream, 1 trial(s) at once" in text and "data only, stream (cold)" in text
+    assert "stream, 1 trial(s) at once" in text
+    assert "data only, stream (cold)" in text

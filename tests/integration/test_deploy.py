@@ -107,12 +107,14 @@ def test_the_image_installs_the_wheel_on_the_ray_and_torch_the_project_pins():
 
     text = dockerfile()
     base = re.search(r"ARG RAY_IMAGE=rayproject/ray:(\d+\.\d+\.\d+)-py(\d)(\d+)", text)
-    assert base and base.group(1) == ray.__version__  # nodes and driver must run one Ray
+    # nodes and driver must run one Ray
+    assert base
+    assert base.group(1) == ray.__version__
     assert f"{base.group(2)}.{base.group(3)}" == "3.11"
-    assert "pip wheel --no-deps" in text and re.search(
-        r"asha_tune-\*\.whl", " ".join(i for i in final_stage(text) if "pip install" in i)
-    )
-    assert " -e " not in text and "--editable" not in text
+    assert "pip wheel --no-deps" in text
+    assert re.search(r"asha_tune-\*\.whl", " ".join(i for i in final_stage(text) if "pip install" in i))
+    assert " -e " not in text
+    assert "--editable" not in text
     assert "asha-tune spaces" in text  # the build proves the spaces are inside the package
     makefile = (REPO / "Makefile").read_text()
     for package in ("torch", "torchvision"):
@@ -142,7 +144,8 @@ def test_the_image_follows_rays_user_conventions():
     copies in is that user's, so its own `rm` works (the root-owned copy made the build fail)."""
     stage = final_stage(dockerfile())
     users = [line.split()[1] for line in stage if line.startswith("USER ")]
-    assert users and users[-1] in ("1000", "ray"), users
+    assert users, users
+    assert users[-1] in ("1000", "ray"), users
     copies = [line for line in stage if line.startswith("COPY ")]
     assert copies
     for line in copies:
@@ -192,7 +195,8 @@ def test_the_image_installs_only_pinned_packages_at_the_tested_versions():
     text = dockerfile()
     pins = constraints()
     installs = [line for line in final_stage(text) if "pip install" in line]
-    assert installs and all("-c /home/ray/asha-tune-constraints.txt" in line for line in installs)
+    assert installs
+    assert all("-c /home/ray/asha-tune-constraints.txt" in line for line in installs)
     assert "COPY --chown=1000:100 deploy/constraints.txt /home/ray/asha-tune-constraints.txt" in text
     # Everything asha-tune[cluster] needs, transitively, has a pin, at the version tested here.
     missing = sorted(requirement_closure("asha-tune", {"cluster"}) - set(pins))
@@ -212,12 +216,16 @@ def test_the_image_installs_only_pinned_packages_at_the_tested_versions():
         assert pins[canonical(package)] == version, (
             f"{package}=={version} in the Dockerfile, {pins[package]} pinned"
         )
-    assert "awscli" in pins and "aws --version" in text  # the AWS setup's `aws s3 sync` is in the image
+    # the AWS setup's `aws s3 sync` is in the image
+    assert "awscli" in pins
+    assert "aws --version" in text
 
 
 def test_the_deploy_files_state_the_driver_the_torch_build_needs():
     pins = constraints()
-    assert pins["torch"] == "2.14.1" and pins["nvidia-cuda-runtime"].startswith("13.0")  # CUDA 13.0 build
+    # CUDA 13.0 build
+    assert pins["torch"] == "2.14.1"
+    assert pins["nvidia-cuda-runtime"].startswith("13.0")
     for path in ("Dockerfile", "constraints.txt", "ray-cluster.aws.yaml", "README.md"):
         text = (DEPLOY / path).read_text()
         assert re.search(
@@ -240,15 +248,18 @@ def test_launcher_config_is_valid_for_ray_and_has_a_cpu_head_and_autoscaling_gpu
     workers = [t for name, t in types.items() if name != launcher["head_node_type"]]
     assert len(workers) == 1
     gpu = workers[0]
-    assert gpu["resources"]["GPU"] == 1 and gpu["min_workers"] == 0 < gpu["max_workers"]
+    assert gpu["resources"]["GPU"] == 1
+    assert gpu["min_workers"] == 0 < gpu["max_workers"]
     assert gpu["max_workers"] <= launcher["max_workers"]
     assert gpu["node_config"]["InstanceType"].startswith(("g", "p"))  # a GPU instance family
     head_start = " ".join(launcher["head_start_ray_commands"])
-    assert "RAY_AUTH_MODE=token" in head_start and "--num-cpus=0" in head_start
+    assert "RAY_AUTH_MODE=token" in head_start
+    assert "--num-cpus=0" in head_start
     assert "--dashboard-host=127.0.0.1" in head_start  # reached by `ray dashboard`, an SSH tunnel
     port = re.search(r"--port=(\d+)", head_start).group(1)
     worker_start = " ".join(launcher["worker_start_ray_commands"])
-    assert "RAY_AUTH_MODE=token" in worker_start and f"$RAY_HEAD_IP:{port}" in worker_start
+    assert "RAY_AUTH_MODE=token" in worker_start
+    assert f"$RAY_HEAD_IP:{port}" in worker_start
     # Only the token reaches every node; the tracking credentials go to the head alone.
     assert set(launcher["file_mounts"]) == {"~/.ray/auth_token"}
     header = (DEPLOY / "ray-cluster.aws.yaml").read_text()
@@ -271,7 +282,8 @@ def trials_per_node(cpus: float, gpus: float, resources: dict) -> int:
 def test_launcher_workers_fit_their_instance_and_let_every_gpu_be_shared_fully(launcher):
     (gpu,) = [t for name, t in launcher["available_node_types"].items() if name != launcher["head_node_type"]]
     instance = INSTANCES[gpu["node_config"]["InstanceType"]]
-    assert gpu["resources"]["CPU"] <= instance["cpu"] and gpu["resources"]["GPU"] == instance["gpu"]
+    assert gpu["resources"]["CPU"] <= instance["cpu"]
+    assert gpu["resources"]["GPU"] == instance["gpu"]
     assert shipped_gpu_spaces()
     for name, resources in shipped_gpu_spaces().items():
         per_gpu = round(1 / resources["gpu"])
@@ -286,18 +298,21 @@ def test_launcher_setup_works_on_the_image(launcher):
     for name, spec in types.items():  # never Ray's fallback AMI (its driver is for CUDA 11)
         assert spec["node_config"].get("ImageId", "").startswith(("ami-", "resolve:ssm:")), name
     init = " ".join(launcher["initialization_commands"])
-    assert "mount -t nfs4" in init and "/mnt/shared" in init
+    assert "mount -t nfs4" in init
+    assert "/mnt/shared" in init
     assert "chown 1000:100 /mnt/shared" in init  # the image's user writes results and checkpoints
     assert "/mnt/shared:/mnt/shared" in " ".join(launcher["docker"]["run_options"])
     # PACS is copied to EFS once, by the head (whose instance profile can read S3), with the AWS CLI
     # the image installs; workers read it from EFS and need no AWS credentials.
     head_setup = " ".join(launcher["head_setup_commands"])
-    assert "aws s3 sync" in head_setup and "/mnt/shared/PACS" in head_setup
+    assert "aws s3 sync" in head_setup
+    assert "/mnt/shared/PACS" in head_setup
     everywhere = " ".join(launcher["setup_commands"] + launcher.get("worker_setup_commands", []))
     assert "aws " not in everywhere
     (gpu,) = [t for n, t in types.items() if n != launcher["head_node_type"]]
     check = " ".join(gpu["worker_setup_commands"])
-    assert "torch.cuda.is_available()" in check and f"driver {TORCH_DRIVER} or newer" in check
+    assert "torch.cuda.is_available()" in check
+    assert f"driver {TORCH_DRIVER} or newer" in check
     assert "IamInstanceProfile" not in json.dumps(gpu["node_config"])  # nothing for workers to read
 
 
@@ -307,7 +322,8 @@ def test_the_documented_ray_exec_launch_joins_the_cluster_and_waits_for_workers(
         assert args.address == "auto", path  # `ray exec` sets no RAY_ADDRESS: join the head's Ray
         # It starts with no GPU worker: the default wait for the autoscaler, or a long one.
         assert args.resource_wait is None or args.resource_wait >= 300, path
-        assert str(args.results_dir).startswith("/mnt/shared/") and args.data_root.startswith("/mnt/shared/")
+        assert str(args.results_dir).startswith("/mnt/shared/")
+        assert args.data_root.startswith("/mnt/shared/")
 
 
 # --- KubeRay -----------------------------------------------------------------------------------
@@ -338,7 +354,8 @@ def test_raycluster_has_a_cpu_head_and_an_autoscaling_gpu_group_on_the_image(ray
             if "persistentVolumeClaim" in v
         }
         mounts = {m["name"]: m["mountPath"] for m in containers(pod)[0]["volumeMounts"]}
-        assert claims == {"shared": "asha-tune-shared"} and mounts["shared"] == "/mnt/shared"
+        assert claims == {"shared": "asha-tune-shared"}
+        assert mounts["shared"] == "/mnt/shared"
 
 
 def quantity(value: str) -> float:
@@ -370,7 +387,8 @@ def test_rayjob_runs_a_valid_launch_against_the_tracking_services(k8s, raycluste
     assert args.address is None  # the job's driver joins through $RAY_ADDRESS, set by Ray
     assert args.resource_wait is None or args.resource_wait >= 300  # the autoscaler adds GPU workers
     # A retried job (backoffLimit) runs the same entrypoint: it must continue the sweep, not fail.
-    assert args.if_exists == "resume" and job["spec"]["backoffLimit"] > 0
+    assert args.if_exists == "resume"
+    assert job["spec"]["backoffLimit"] > 0
     from asha_tune.spaces import list_spaces
 
     assert args.space in list_spaces()
@@ -379,9 +397,12 @@ def test_rayjob_runs_a_valid_launch_against_the_tracking_services(k8s, raycluste
     for url, name in ((tracking, "mlflow"), (study, "postgres")):
         assert url.hostname == f"{name}.{NAMESPACE}.svc.cluster.local"
         assert url.port in [p["port"] for p in services[name]["spec"]["ports"]]
-    assert study.password is None and tracking.password is None  # no secret in a URL
+    # no secret in a URL
+    assert study.password is None
+    assert tracking.password is None
     assert study.path.lstrip("/") in databases(k8s)
-    assert str(args.results_dir).startswith("/mnt/shared/") and args.data_root.startswith("/mnt/shared/")
+    assert str(args.results_dir).startswith("/mnt/shared/")
+    assert args.data_root.startswith("/mnt/shared/")
     # The driver (on the head) has the tracking credentials, from secrets.
     env = {e["name"] for e in containers(raycluster["spec"]["headGroupSpec"]["template"])[0]["env"]}
     assert {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "PGPASSWORD"} <= env
@@ -429,7 +450,8 @@ def test_every_secret_referenced_is_defined_and_none_is_committed(k8s, raycluste
     refs.append((raycluster["spec"]["authOptions"]["secretName"], "auth_token"))  # KubeRay's key
     assert refs
     for name, key in refs:
-        assert name in secrets and key in secrets[name], f"secret {name} has no key {key}"
+        assert name in secrets, f"secret {name} has no key {key}"
+        assert key in secrets[name], f"secret {name} has no key {key}"
     assert {name for name, _ in refs} == set(secrets)  # nothing defined that nobody uses
     for data in secrets.values():  # placeholders only: no credential is committed
         for key, value in data.items():
@@ -452,7 +474,8 @@ def test_tracking_services_are_private_and_their_ports_and_commands_agree(k8s):
     args = mlflow["args"]
     assert args[args.index("--port") + 1] == "5000" == str(services["mlflow"]["spec"]["ports"][0]["port"])
     backend = urlparse(args[args.index("--backend-store-uri") + 1])
-    assert backend.hostname == "postgres" and backend.path.lstrip("/") in databases(k8s)
+    assert backend.hostname == "postgres"
+    assert backend.path.lstrip("/") in databases(k8s)
     assert args[args.index("--artifacts-destination") + 1].startswith("s3://")
     env = {e["name"]: e for e in mlflow["env"]}
     assert (
@@ -482,16 +505,17 @@ def test_the_tracking_server_runs_with_basic_auth_everywhere(k8s, compose):
     entrypoint = (DEPLOY / "tracking" / "mlflow-entrypoint.sh").read_text()
     assert "exec mlflow server --app-name basic-auth" in entrypoint
     dockerfile_text = (DEPLOY / "tracking" / "mlflow.Dockerfile").read_text()
-    assert "mlflow[auth]==" in dockerfile_text and "psycopg" in dockerfile_text
-    assert "ENTRYPOINT" in dockerfile_text and "mlflow-entrypoint.sh" in dockerfile_text
+    assert "mlflow[auth]==" in dockerfile_text
+    assert "psycopg" in dockerfile_text
+    assert "ENTRYPOINT" in dockerfile_text
+    assert "mlflow-entrypoint.sh" in dockerfile_text
     image = re.search(r"-t (\S+)", dockerfile_text).group(1)
     assert compose["services"]["mlflow"]["image"] == image
     assert containers(workloads(k8s)["mlflow"]["spec"]["template"])[0]["image"] == image
     import mlflow
 
-    assert (
-        image.endswith(f":{mlflow.__version__}") and f"mlflow[auth]=={mlflow.__version__}" in dockerfile_text
-    )
+    assert image.endswith(f":{mlflow.__version__}")
+    assert f"mlflow[auth]=={mlflow.__version__}" in dockerfile_text
 
 
 # --- tracking with compose -----------------------------------------------------------------------
@@ -555,7 +579,8 @@ def test_readme_says_for_every_deploy_file_what_ran_here_and_which_tests_check_i
         for name in re.findall(r"^def (test_\w+)", path.read_text(), re.M)
     }
     for file, (ran, static) in rows.items():
-        assert ran and static, file
+        assert ran, file
+        assert static, file
         cited = re.findall(r"`(test_\w+)`", ran + static)
         assert cited, f"{file}: the row names no test"
         unknown = [name for name in cited if name not in tests]
@@ -563,8 +588,10 @@ def test_readme_says_for_every_deploy_file_what_ran_here_and_which_tests_check_i
     readme = (DEPLOY / "README.md").read_text()
     for ui in ("Ray dashboard", "MLflow UI", "optuna-dashboard"):
         assert ui in readme
-    assert "port-forward" in readme and "ssh -N -L" in readme
-    assert "KubeRay 1.6 or newer" in readme and "1.5 or newer" not in readme
+    assert "port-forward" in readme
+    assert "ssh -N -L" in readme
+    assert "KubeRay 1.6 or newer" in readme
+    assert "1.5 or newer" not in readme
 
 
 # --- KubeRay's schemas ----------------------------------------------------------------------

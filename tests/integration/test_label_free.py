@@ -56,9 +56,8 @@ def test_best_keeps_the_lowest_entropy_epoch_on_real_target_images(pacs_runtime)
     assert final["target_entropy"] == pytest.approx((final["entropy_cartoon"] + final["entropy_sketch"]) / 2)
     for target, n in (("cartoon", 49), ("sketch", 49)):
         assert final[f"n_{target}"] == n
-        assert 0.0 <= final[f"entropy_{target}"] <= math.log(7) and 0.0 <= final[f"im_{target}"] <= math.log(
-            7
-        )
+        assert 0.0 <= final[f"entropy_{target}"] <= math.log(7)
+        assert 0.0 <= final[f"im_{target}"] <= math.log(7)
         assert 0.0 <= final[f"snd_{target}"] <= math.log(n - 1)
     assert final["n_val"] == 10  # a source hold-out, as source_val: 20 % of 49
 
@@ -78,7 +77,7 @@ def test_scores_of_an_unshaped_trial_equal_its_models_scores_recomputed(pacs_run
     model.eval()
     images = load_pacs_domain(pacs_runtime.data_root, "photo", 32, pacs_runtime.cache_dir)
     with torch.no_grad():
-        logits = model(normalize(images.subset(stratified_subset(images.labels, 49)).test))
+        logits = model(normalize(images.test[stratified_subset(images.labels, 49)]))
     assert metrics["entropy_photo"] == pytest.approx(scores.entropy(logits), abs=1e-5)
     assert metrics["im_photo"] == pytest.approx(scores.im(logits), abs=1e-5)
     assert metrics["snd_photo"] == pytest.approx(scores.snd(logits), abs=1e-4)  # evaluated in batches of 16
@@ -118,7 +117,8 @@ def test_a_sweep_under_entropy_minimises_the_target_entropy(tmp_path, pacs_root,
         num_cpus=2,
     )
     outcome = launch(settings)
-    assert outcome.finished and len(outcome.trials) == 3
+    assert outcome.finished
+    assert len(outcome.trials) == 3
     study = optuna.load_study(study_name="lf", storage=settings.study_url)
     assert study.direction == optuna.study.StudyDirection.MINIMIZE
     client = MlflowClient(settings.tracking_uri)

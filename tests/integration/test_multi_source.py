@@ -53,7 +53,8 @@ def test_a_trial_on_two_source_domains_as_a_process(tmp_path, odd_runtime):
     run_id = out.stdout.split("MLflow run ")[1].split(";")[0]
     run = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(run_id)
     params = run.data.params
-    assert json.loads(params["data.source"]) == SOURCES and json.loads(params["classes"]) == list(ODD_CLASSES)
+    assert json.loads(params["data.source"]) == SOURCES
+    assert json.loads(params["classes"]) == list(ODD_CLASSES)
     assert int(params["n_val"]) == 3 + 3  # round(20%) of each source (15 and 16), one of each class
     assert {"acc_sketch", "final_acc_sketch", "val_acc"} <= set(run.data.metrics)
 
@@ -64,14 +65,19 @@ def test_a_sweep_on_several_source_domains(tmp_path, odd_runtime, protocol, caps
     outcome = launch(settings_for(tmp_path, path, f"multi-{protocol}", odd_runtime))
     assert outcome.finished
     out = capsys.readouterr().out
-    assert f"selection: {protocol}: " in out and f"selection {protocol}); " in out  # the best trial's line
+    # the best trial's line
+    assert f"selection: {protocol}: " in out
+    assert f"selection {protocol}); " in out
     children = mlflow_children(tmp_path, f"multi-{protocol}", outcome.settings.parent_run_id)
-    assert len(children) == 2 and {r.data.tags["asha_tune.status"] for r in children} == {"completed"}
+    assert len(children) == 2
+    assert {r.data.tags["asha_tune.status"] for r in children} == {"completed"}
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     for run in children:
         params, metrics = run.data.params, run.data.metrics
-        assert params["data.dataset"] == "folder" and params["selection.protocol"] == protocol
-        assert json.loads(params["classes"]) == list(ODD_CLASSES) and params["data_path"] == "memory"
+        assert params["data.dataset"] == "folder"
+        assert params["selection.protocol"] == protocol
+        assert json.loads(params["classes"]) == list(ODD_CLASSES)
+        assert params["data_path"] == "memory"
         # The targets default to every other domain of the data root, each reported every epoch.
         assert (params["n_réel"], params["n_sketch"]) == ("17", "18")
         for metric in ("acc_réel", "acc_sketch", "val_acc"):

@@ -76,7 +76,8 @@ def test_an_installed_wheel_carries_and_lists_the_shipped_search_spaces(tmp_path
         text=True,
     )
     module, spaces_dir = where.stdout.split()
-    assert Path(module).is_relative_to(venv) and Path(spaces_dir).is_relative_to(venv), where.stdout
+    assert Path(module).is_relative_to(venv), where.stdout
+    assert Path(spaces_dir).is_relative_to(venv), where.stdout
     listed = subprocess.run(
         [str(venv / "bin" / "asha-tune"), "spaces"],
         cwd=elsewhere,

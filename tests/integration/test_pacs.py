@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from asha_tune.trial import cache, config
+from asha_tune.trial import cache
 from asha_tune.trial.config import CLASSES, Runtime, TrialConfig
-from asha_tune.trial.datasets import list_dataset
+from asha_tune.trial.datasets import PACS_DOMAINS, list_dataset
 from asha_tune.trial.decoding import DomainImages, decode
 from asha_tune.trial.loading import load_domains, stratified_subset
 from tests.helpers.data import pacs_domain
@@ -24,7 +24,8 @@ def test_real_pacs_counts_and_class_ids(pacs_root, domain, count):
     assert sorted(set(files.labels)) == list(range(7))
     for path, label in zip(files.paths[::97], files.labels[::97], strict=True):
         assert path.parent.name == CLASSES[label]
-    assert CLASSES.index("dog") == 0 and CLASSES.index("person") == 6
+    assert CLASSES.index("dog") == 0
+    assert CLASSES.index("person") == 6
 
 
 def test_stratified_subset_of_real_pacs(pacs_root):
@@ -101,9 +102,10 @@ def test_a_pacs_trial_reads_the_pixels_and_class_ids_it_always_read(pacs_root, t
     dataset: the digests recorded from the PACS path before it joined the generic one."""
     trial = TrialConfig.model_validate({"data": {"image_size": 32}})
     loaded = load_domains(trial, Runtime(data_root=pacs_root, cache_dir=tmp_path / "pt", device="cpu"))
-    assert set(loaded.domains) == set(config.DOMAINS) and loaded.classes == CLASSES
+    assert set(loaded.domains) == set(PACS_DOMAINS)
+    assert loaded.classes == CLASSES
     files = list_dataset("pacs", pacs_root)
-    for domain in config.DOMAINS:
+    for domain in PACS_DOMAINS:
         whole = loaded.domains[domain].whole
         assert loaded.domains[domain].split.keys == files[domain].keys()
         assert summary(pacs_root, files[domain].paths, files[domain].labels, whole) == RECORDED[domain]

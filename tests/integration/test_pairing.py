@@ -62,9 +62,11 @@ def test_index_pairing_coverage_matches_an_independent_count(pacs_root, target):
     if target == "sketch":
         assert set(seen) == {"dog", "elephant", "giraffe"}
     if target == "cartoon":
-        assert seen["person"] == 109 and counted_by_hand(pacs_root, "cartoon")[CLASSES.index("person")] == 405
+        assert seen["person"] == 109
+        assert counted_by_hand(pacs_root, "cartoon")[CLASSES.index("person")] == 405
     if target == "photo":
-        assert len(seen) == 7 and twice == 2048 - 1670
+        assert len(seen) == 7
+        assert twice == 2048 - 1670
 
 
 @pytest.mark.parametrize("target", ["cartoon", "sketch", "photo"])
@@ -75,7 +77,8 @@ def test_shuffled_pairing_draws_from_the_whole_target_domain(pacs_root, target):
     assert len(seen) == 7
     # One epoch: every target image used equally often, to within one.
     low, high = n_source // n_target, -(-n_source // n_target)
-    assert set(uses.values()) <= {low, high} and sum(uses.values()) == n_source
+    assert set(uses.values()) <= {low, high}
+    assert sum(uses.values()) == n_source
     if n_target <= n_source:
         assert len(uses) == n_target
     # Class shares follow the domain's (a uniform draw: within 5 standard deviations).

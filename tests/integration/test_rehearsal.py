@@ -60,7 +60,8 @@ def test_a_rehearsal_runs_the_sweep_with_simulated_trials_and_its_records_stay_a
         for line in path.read_text().splitlines()
         if '"start"' in line
     ]
-    assert len(starts) == 10 and not any(s["torch"] for s in starts)  # no trial process loaded torch
+    assert len(starts) == 10
+    assert not any(s["torch"] for s in starts)  # no trial process loaded torch
 
     refusal = (
         "sweep scale is a rehearsal (launch --rehearse: simulated trials): its scores are not "
@@ -97,7 +98,9 @@ def test_the_scale_benchmark_runs_three_drivers_and_checks_the_records(tmp_path)
     )
     rows = json.loads((tmp_path / "scale.json").read_text())["rows"]
     for row in rows:  # every arm's trials reported through Tune, timed from inside the trials
-        assert row["results"] >= 16 and row["wait_median_ms"] >= 0 and row["cpu_s"] > 0
+        assert row["results"] >= 16
+        assert row["wait_median_ms"] >= 0
+        assert row["cpu_s"] > 0
 
 
 def test_a_rehearsal_killed_halfway_resumes_with_every_trial_once_and_no_metric_twice(tmp_path):
@@ -111,5 +114,6 @@ def test_a_rehearsal_killed_halfway_resumes_with_every_trial_once_and_no_metric_
         timeout=1200,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "driver SIGKILLed after" in done.stdout and "resume exit 0" in done.stdout, done.stdout
+    assert "driver SIGKILLed after" in done.stdout, done.stdout
+    assert "resume exit 0" in done.stdout, done.stdout
     assert "records: every trial once in MLflow and Optuna (24), no metric twice" in done.stdout, done.stdout

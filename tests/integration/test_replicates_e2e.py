@@ -112,7 +112,8 @@ def runs(tmp, filter_string: str) -> list:
 
 def test_a_replicated_grid_reruns_its_configurations_with_each_replicates_trial_seed(demo):
     (top,) = runs(demo, f"tags.`{SWEEP_TAG}` = 'grid'")
-    assert top.data.tags[REPLICATES_TAG] == "2" and top.data.tags[STATUS_TAG] == "completed"
+    assert top.data.tags[REPLICATES_TAG] == "2"
+    assert top.data.tags[STATUS_TAG] == "completed"
     replicates = sorted(
         runs(demo, f"tags.mlflow.parentRunId = '{top.info.run_id}'"), key=lambda r: r.data.tags[REPLICATE_TAG]
     )
@@ -169,7 +170,8 @@ def test_resume_continues_an_unfinished_replicate_and_reports(demo, capsys):
 def test_the_warm_started_search_begins_with_the_grids_trials(demo):
     (top,) = runs(demo, f"tags.`{SWEEP_TAG}` = 'warm'")
     # rand-c1-p0.7 and da-c4-cartoon of both grid replicates; the baseline is no mode paper_search has
-    assert top.data.tags[WARM_START_TAG] == "grid" and top.data.tags[WARM_START_ADDED_TAG] == "4"
+    assert top.data.tags[WARM_START_TAG] == "grid"
+    assert top.data.tags[WARM_START_ADDED_TAG] == "4"
     study = optuna.load_study(study_name="warm", storage=f"sqlite:///{demo / 'optuna.db'}")
     added = [t for t in study.trials if WARM_START_ATTR in t.user_attrs]
     assert [t.number for t in added] == [0, 1, 2, 3]
@@ -202,7 +204,8 @@ def test_compare_answers_at_replicate_level_with_importances_and_the_table(demo,
     assert line, out
     if "against grid" in line.group(0):
         assert "not separable at 2 replicates" in line.group(0)
-    assert "warm against grid: " in out and "not separable at 1 and 2 replicates" in out
+    assert "warm against grid: " in out
+    assert "not separable at 1 and 2 replicates" in out
     assert "== a warm-started search against a cold one (same rule) ==" in out
     for target in ("cartoon", "sketch", "photo"):
         assert re.search(rf"grid · target {target} · entropy \(by entropy_{target}\): -?\d+\.\d\d", out)
@@ -210,8 +213,10 @@ def test_compare_answers_at_replicate_level_with_importances_and_the_table(demo,
     assert "objective acc_cartoon (max; selection oracle), the study's own" in out
     table = (out_dir / "table_oracle.md").read_text()
     assert table.splitlines()[0] == "| configuration | selection | cartoon | photo | sketch | mean |"
-    assert "| grid's winner (grid) | oracle† |" in table and "| baseline (no shaping) | none |" in table
-    assert "(n=2)" in table and "†oracle: selected on the data it reports" in table
+    assert "| grid's winner (grid) | oracle† |" in table
+    assert "| baseline (no shaping) | none |" in table
+    assert "(n=2)" in table
+    assert "†oracle: selected on the data it reports" in table
     files = {p.name for p in out_dir.iterdir()}
     assert {
         "table_oracle.tex",
@@ -273,12 +278,16 @@ def test_the_report_page_opens_offline_with_the_verdict_tables_and_plots(demo, c
     assert any(t.startswith("search: parallel coordinates") for t in titles), titles
     assert any(t.startswith("conv × p0") for t in titles), titles
     for plot in drawn["plots"]:  # every chart is drawn, with axes and its traces
-        assert plot["drawn"] and plot["paths"] > 3 and plot["traces"] > 0, plot
+        assert plot["drawn"], plot
+        assert plot["paths"] > 3, plot
+        assert plot["traces"] > 0, plot
     text = seen["text"]
     assert verdict.group(0) in text
-    assert "grid's winner (grid)" in text and "(n=2)" in text  # the DomainBed-style table
-    assert "search warm-started from grid" in text and "Provenance" in text
+    # the DomainBed-style table
+    assert "grid's winner (grid)" in text
+    assert "(n=2)" in text
+    assert "search warm-started from grid" in text
+    assert "Provenance" in text
     assert not seen["errors"], seen["errors"]
-    assert seen["requests"] and all(u.startswith(("file://", "data:")) for u in seen["requests"]), seen[
-        "requests"
-    ]
+    assert seen["requests"], seen["requests"]
+    assert all(u.startswith(("file://", "data:")) for u in seen["requests"]), seen["requests"]

@@ -159,7 +159,8 @@ def test_source_val_sweep_never_shows_a_target_accuracy_to_the_scheduler_or_the_
         num_cpus=2,
     )
     outcome = launch(settings)
-    assert outcome.finished and len(outcome.trials) == 4
+    assert outcome.finished
+    assert len(outcome.trials) == 4
 
     client = MlflowClient(settings.tracking_uri)
     study = optuna.load_study(study_name="honest", storage=settings.study_url)
@@ -176,7 +177,8 @@ def test_source_val_sweep_never_shows_a_target_accuracy_to_the_scheduler_or_the_
         assert sorted(val_history[record.number]) == list(range(1, record.epochs + 1))
     # Every trial held out the same images (one split, across Ray worker processes).
     params = [client.get_run(r.run_id).data.params for r in outcome.trials]
-    assert len({p["split_hash"] for p in params}) == 1 and {p["n_val"] for p in params} == {"10"}
+    assert len({p["split_hash"] for p in params}) == 1
+    assert {p["n_val"] for p in params} == {"10"}
     assert {p["n_cartoon"] for p in params} == {"49"}
 
     # What the sampler received: Optuna's intermediate values are the validation accuracies.
@@ -186,7 +188,8 @@ def test_source_val_sweep_never_shows_a_target_accuracy_to_the_scheduler_or_the_
             assert trial.value == val_history[trial.number][3]
     assert {metric for _, metric in received["searcher"]} == {"val_acc"}
     # What ASHA decided on: the validation accuracy of each epoch, never a target accuracy.
-    assert received["asha"] and all(metric == "val_acc" for _, _, metric, _ in received["asha"])
+    assert received["asha"]
+    assert all(metric == "val_acc" for _, _, metric, _ in received["asha"])
     for number, epoch, _, value in received["asha"]:
         assert value == val_history[number][epoch]
     assert val_history != target_history  # the two differ, so the checks above tell them apart

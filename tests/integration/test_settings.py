@@ -52,7 +52,8 @@ def test_resume_takes_a_new_address_and_refuses_a_dead_one_at_once(tmp_path, pac
         ]
     )
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1, err
+    assert code == 2, err
+    assert len(err) == 1, err
     assert err[0].startswith(
         f"asha-tune resume: error: --address {new}: cannot reach a Ray cluster (nothing listens there)"
     ), err

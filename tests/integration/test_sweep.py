@@ -71,7 +71,8 @@ def test_sweep_end_to_end_with_asha_pruning(tmp_path, pacs_runtime, capsys):
         epochs = int(run.data.tags["asha_tune.epochs_run"])
         history = client.get_metric_history(run.info.run_id, "target_acc")
         assert sorted(m.step for m in history) == list(range(1, epochs + 1))  # every epoch, once
-        assert (status == "pruned") == (epochs < 4) and status in ("pruned", "completed")
+        assert (status == "pruned") == (epochs < 4)
+        assert status in ("pruned", "completed")
         # never shorter than the compute the trial's own timings report (a sub-second trial too)
         assert float(run.data.tags["asha_tune.duration_s"]) >= run.data.metrics["time_total"] > 0
         assert run.data.params["shaping.mode"] == "random"
@@ -81,7 +82,8 @@ def test_sweep_end_to_end_with_asha_pruning(tmp_path, pacs_runtime, capsys):
             "binarize_a",
             "True",
         )
-        assert "time_train" in run.data.metrics and not {
+        assert "time_train" in run.data.metrics
+        assert not {
             "time_this_iter_s",
             "time_total_s",
             "timestamp",
@@ -100,10 +102,8 @@ def test_sweep_end_to_end_with_asha_pruning(tmp_path, pacs_runtime, capsys):
     }
     for t in trials:
         if t.state == TrialState.PRUNED:
-            assert (
-                len(t.intermediate_values) < 4
-                and t.value == t.intermediate_values[max(t.intermediate_values)]
-            )
+            assert len(t.intermediate_values) < 4
+            assert t.value == t.intermediate_values[max(t.intermediate_values)]
 
     # The reported best is the best in MLflow (full-budget trials, lowest final train_loss).
     finals = {
@@ -128,7 +128,8 @@ def test_sweep_end_to_end_with_asha_pruning(tmp_path, pacs_runtime, capsys):
     assert re.search(r"stopped early \d+ · finished \d+ · failed 0 · best epoch so far: train_loss \d", out)
     # Sampled floats read with 4 significant digits; MLflow keeps them exact.
     p0 = outcome.best.values["shaping.p0"]
-    assert f"shaping.p0={p0:.4g};" in out and len(repr(p0)) > 8
+    assert f"shaping.p0={p0:.4g};" in out
+    assert len(repr(p0)) > 8
 
 
 def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(tmp_path, tiny_runtime, capfd):
@@ -158,9 +159,8 @@ def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(tmp_path,
         if record.values["data.targets"] == ["photo"]:
             assert run.info.status == "FAILED"
             failure = run.data.tags["asha_tune.failure"]
-            assert (
-                failure.startswith("DataError: cannot read image ") and "photo/dog/zz_broken.jpg" in failure
-            )
+            assert failure.startswith("DataError: cannot read image ")
+            assert "photo/dog/zz_broken.jpg" in failure
             assert run.data.tags["asha_tune.retries"] == "0"  # a data error is not retried
             assert f"trial {record.number} failed: {failure} (not retried: it would fail again)" in out.out
         elif record.values["train.lr"] > 1:
@@ -188,7 +188,8 @@ def test_fractional_gpus_run_four_trials_at_once(tmp_path, pacs_runtime):
         parameters={"shaping.p0": {"type": "float", "low": 0.1, "high": 0.5}},
     )
     outcome = launch(settings_for(tmp_path, path, "shared_gpu", pacs_runtime, num_gpus=1))
-    assert outcome.finished and len(outcome.trials) == 4
+    assert outcome.finished
+    assert len(outcome.trials) == 4
     runs = mlflow_children(tmp_path, "shared_gpu", outcome.settings.parent_run_id)
     spans = [(r.info.start_time, r.info.end_time) for r in runs]
     # Every trial started before any ended: all four shared the one logical GPU at once.
@@ -278,7 +279,8 @@ def test_resume_after_sigkill_keeps_every_trial_once(tmp_path, pacs_root, shared
     )
     for number, record in before.items():
         kept = next(t for t in after if t.number == number)
-        assert kept.run_id == record.run_id and kept.status == record.status
+        assert kept.run_id == record.run_id
+        assert kept.status == record.status
         history = [(m.step, m.value) for m in tracker.client.get_metric_history(kept.run_id, "target_acc")]
         assert history == histories[number]
     for record in after:
@@ -341,7 +343,8 @@ def test_a_crashed_trial_is_retried_from_its_last_checkpoint(tmp_path, pacs_runt
     watcher.join(timeout=5)
     assert killed, "no trial worker was found to kill"
     (record,) = outcome.trials
-    assert record.status == "completed" and record.epochs == 8
+    assert record.status == "completed"
+    assert record.epochs == 8
     run = MlflowClient(db).get_run(record.run_id)
     assert int(run.data.tags["asha_tune.retries"]) == 1
     assert int(run.data.tags["asha_tune.resumed_from_epoch"]) >= 2  # not restarted from scratch
@@ -395,7 +398,8 @@ def test_launch_joins_an_existing_cluster_by_address(tmp_path, tiny_runtime, pro
         outcome = launch(settings)
     finally:
         kill_tagged(process_tag)  # only the cluster this test started, never `ray stop --force`
-    assert outcome.finished and [t.status for t in outcome.trials] == ["completed", "completed"]
+    assert outcome.finished
+    assert [t.status for t in outcome.trials] == ["completed", "completed"]
 
 
 def test_ui_serves_the_sweeps_store(tmp_path):
@@ -535,7 +539,8 @@ def test_a_sweep_whose_every_trial_failed_says_so_and_can_be_started_over(tmp_pa
     )
     settings = settings_for(tmp_path, path, "allfail", tiny_runtime)
     outcome = launch(settings)
-    assert outcome.finished and [t.status for t in outcome.trials] == ["failed", "failed"]
+    assert outcome.finished
+    assert [t.status for t in outcome.trials] == ["failed", "failed"]
     assert sweep_exit(outcome) == 1
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     first_parent = client.get_run(outcome.settings.parent_run_id)
@@ -551,7 +556,8 @@ def test_a_sweep_whose_every_trial_failed_says_so_and_can_be_started_over(tmp_pa
     broken.unlink()
     capsys.readouterr()
     again = launch(settings_for(tmp_path, path, "allfail", tiny_runtime), restart=True)
-    assert again.finished and [t.status for t in again.trials] == ["completed", "completed"]
+    assert again.finished
+    assert [t.status for t in again.trials] == ["completed", "completed"]
     assert "sweep allfail: the earlier attempt is kept as allfail.attempt-1" in capsys.readouterr().out
     # Nothing recorded was lost: the first attempt lives on under its new name.
     archived = client.get_run(first_parent.info.run_id)
@@ -636,11 +642,13 @@ def test_a_stopped_driver_leaves_nothing_running_and_resumes(
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("stopped")
     runs = client.search_runs([experiment.experiment_id])
-    assert runs and all(r.info.status != "RUNNING" for r in runs)
+    assert runs
+    assert all(r.info.status != "RUNNING" for r in runs)
     assert all(r.data.tags["asha_tune.status"] != "running" for r in runs)
     assert "interrupted" in {r.data.tags["asha_tune.status"] for r in runs}
     trials = study_trials(tmp_path, "st")
-    assert trials and all(t.state != TrialState.RUNNING for t in trials)
+    assert trials
+    assert all(t.state != TrialState.RUNNING for t in trials)
     assert TrialState.WAITING in {t.state for t in trials}  # parked until resume
     if signum == signal.SIGINT:
         return
@@ -780,11 +788,13 @@ def test_a_cluster_where_no_node_fits_a_trial_stops_after_the_wait(
         "no node of the Ray cluster can run a trial of space nofit (each needs 1 CPU, 0.5 GPU; "
         "nodes: the head (1 CPU, 0 GPU)), and it has no autoscaler to add one, after waiting 3s"
     )
-    assert "--resource-wait SECONDS" in message and "asha-tune resume nofit" in message
+    assert "--resource-wait SECONDS" in message
+    assert "asha-tune resume nofit" in message
     assert 3 <= waited < 120
     assert "waiting up to 3s for one to join" in capsys.readouterr().out
     parent = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(settings.parent_run_id)
-    assert parent.info.status == "KILLED" and parent.data.tags["asha_tune.status"] == "interrupted"
+    assert parent.info.status == "KILLED"
+    assert parent.data.tags["asha_tune.status"] == "interrupted"
     assert all(t.state != TrialState.RUNNING for t in study_trials(tmp_path, "nofit"))
 
 
@@ -835,7 +845,8 @@ def test_a_trial_given_a_gpu_that_torch_cannot_use_fails_at_once_and_says_why(tm
     runtime = tiny_runtime.model_copy(update={"device": "auto"})
     started = time.monotonic()
     outcome = launch(settings_for(tmp_path, path, "unusable_gpu", runtime, num_gpus=1))
-    assert outcome.finished and [t.status for t in outcome.trials] == ["failed", "failed"]
+    assert outcome.finished
+    assert [t.status for t in outcome.trials] == ["failed", "failed"]
     out = capsys.readouterr().out
     for run in mlflow_children(tmp_path, "unusable_gpu", outcome.settings.parent_run_id):
         failure = run.data.tags["asha_tune.failure"]
@@ -844,7 +855,9 @@ def test_a_trial_given_a_gpu_that_torch_cannot_use_fails_at_once_and_says_why(tm
             f"{torch.version.cuda} and finds no CUDA device"
         )
         assert "\n" not in failure
-        assert run.info.status == "FAILED" and run.data.tags["asha_tune.retries"] == "0"  # not retried
+        # not retried
+        assert run.info.status == "FAILED"
+        assert run.data.tags["asha_tune.retries"] == "0"
         assert run.data.tags["asha_tune.epochs_run"] == "0"  # at once: not one epoch on the CPU
         assert "device" not in run.data.params
         assert failure in out

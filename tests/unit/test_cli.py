@@ -94,7 +94,8 @@ def test_sweep_exit_status(capsys):
     assert sweep_exit(outcome(False, "completed")) == 130
     assert sweep_exit(outcome(True, "failed", "failed")) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "all 2 trials failed" in err[0]
+    assert len(err) == 1
+    assert "all 2 trials failed" in err[0]
     assert "asha-tune launch --space quickstart --name s1 --restart" in err[0]
 
 
@@ -135,11 +136,13 @@ def test_the_help_takes_its_numbers_and_names_from_the_constants(capsys, monkeyp
     with pytest.raises(SystemExit):
         main(["launch", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "answering for 45 s ($ASHA_TUNE_HEAD_LOST_S)" in text and "waits up to 600 s" in text
+    assert "answering for 45 s ($ASHA_TUNE_HEAD_LOST_S)" in text
+    assert "waits up to 600 s" in text
     with pytest.raises(SystemExit):
         main(["compare", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--importances {fanova,ped_anova,none}" in text and "(default fanova)" in text
+    assert "--importances {fanova,ped_anova,none}" in text
+    assert "(default fanova)" in text
 
 
 def test_trial_flags_name_the_dataset_its_sources_and_their_sampling(tmp_path, monkeypatch, capsys):
@@ -188,5 +191,6 @@ def test_trial_flags_name_the_dataset_its_sources_and_their_sampling(tmp_path, m
         "balanced",
         "lodo",
     )
-    assert params["data.source"] == '["Real World", "clipart"]' and params["data_path"] == "stream"
+    assert params["data.source"] == '["Real World", "clipart"]'
+    assert params["data_path"] == "stream"
     assert params["n_val"] == str(15 + 16)  # lodo: each left-out source whole

@@ -22,8 +22,8 @@ from asha_tune.spaces.space import SearchSpace
 from asha_tune.tracking import tags
 from asha_tune.trial import datasets, registry
 from asha_tune.trial.config import TrialConfig
+from tests.helpers.names import DOTTED, REPO, defined_tags, resolves
 
-REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 DOCS = REPO / "docs"
 MLFLOW_PAGE = DOCS / "mlflow.md"
@@ -34,7 +34,6 @@ FENCED = re.compile(r"^(```|~~~)[^\n]*\n.*?^\1[ \t]*$", re.S | re.M)
 BLOCK = re.compile(r"^(?:```|~~~)[^\n]*\n(.*?)^(?:```|~~~)[ \t]*$", re.S | re.M)
 INLINE_CODE = re.compile(r"`[^`\n]*`")
 LINK = re.compile(r"(?<!!)\[[^\]\n]*\]\(([^)\s]+)\)")
-DOTTED = re.compile(r"asha_tune(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
 
 
 def prose(text: str) -> str:
@@ -59,15 +58,12 @@ def tag_module_names() -> dict[str, str]:
     return names
 
 
-def defined_tags() -> set[str]:
-    return {value for name, value in vars(tags).items() if name.endswith("_TAG") and isinstance(value, str)}
-
-
 def test_the_tag_constants_are_what_the_mlflow_page_is_checked_against():
     """The check below sees the constants it must: every tag family, the statuses, the kinds."""
     names = tag_module_names()
     assert {"STATUS_TAG", "KIND_TAG", "COMPLETED", "INTERRUPTED", "CONFIRMATION_KIND"} <= set(names)
-    assert len(defined_tags()) >= 30 and all(t.startswith(("asha_tune.", "ray.")) for t in defined_tags())
+    assert len(defined_tags()) >= 30
+    assert all(t.startswith(("asha_tune.", "ray.")) for t in defined_tags())
 
 
 def test_the_mlflow_page_names_every_tag_status_kind_and_epoch_metric():
@@ -91,32 +87,6 @@ def test_the_mlflow_page_names_no_asha_tune_tag_the_code_does_not_define():
     assert not undefined, f"docs/mlflow.md names tags the code does not define: {', '.join(undefined)}"
 
 
-def module_names(path: Path) -> set[str]:
-    """The top-level names a module defines or imports, read without importing it."""
-    names: set[str] = set()
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            names |= {t.id for t in targets if isinstance(t, ast.Name)}
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
-    return names
-
-
-def resolves(dotted: str) -> bool:
-    """`asha_tune.a.b[.name]` is a module or package of the checkout, or a name defined in one."""
-    parts = dotted.split(".")
-    for n in range(len(parts), 0, -1):
-        base = REPO.joinpath(*parts[:n])
-        module = base.with_suffix(".py") if base.with_suffix(".py").is_file() else base / "__init__.py"
-        if module.is_file():
-            rest = parts[n:]
-            return not rest or (len(rest) == 1 and rest[0] in module_names(module))
-    return False
-
-
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_asha_tune_name_in_the_docs_is_a_tag_or_a_module_of_the_package(page):
     """Elsewhere an `asha_tune.*` name is a tag or a Python path (`asha_tune.api.launch`)
@@ -127,9 +97,11 @@ def test_every_asha_tune_name_in_the_docs_is_a_tag_or_a_module_of_the_package(pa
 
 
 def test_the_name_check_refuses_what_does_not_exist():
-    assert resolves("asha_tune.api.launch") and resolves("asha_tune.trial")
+    assert resolves("asha_tune.api.launch")
+    assert resolves("asha_tune.trial")
     assert not resolves("asha_tune.api.no_such_function")
-    assert not resolves("asha_tune.nowhere") and "asha_tune.best_trial_id" not in defined_tags()
+    assert not resolves("asha_tune.nowhere")
+    assert "asha_tune.best_trial_id" not in defined_tags()
 
 
 # --- links -------------------------------------------------------------------------------------
@@ -227,7 +199,8 @@ def test_every_make_target_the_docs_name_exists():
     targets = set(re.findall(r"^([A-Za-z][\w-]*):", (REPO / "Makefile").read_text(), re.M))
     code = [c for page in PAGES for c in (*code_spans(page.read_text()), *code_lines(page.read_text()))]
     named = {m for c in code for m in re.findall(r"(?:^|\s)make ([a-z][\w-]*)", c)}
-    assert named and not named - targets, f"no such make target: {sorted(named - targets)}"
+    assert named, f"no such make target: {sorted(named - targets)}"
+    assert not named - targets, f"no such make target: {sorted(named - targets)}"
 
 
 def test_the_readme_names_every_test_marker():
@@ -397,3 +370,84 @@ def test_the_sweeps_page_names_every_flag_of_launch():
     assert {"--space", "--set", "--replicates", "--warm-start", "--dry-run"} <= set(flags)
     missing = [f for f in flags if not any(re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", c) for c in code)]
     assert not missing, f"docs/sweeps.md does not name the launch flags {', '.join(missing)}"
+
+
+# --- the durations the docs give, against their constants (README.md, docs/, deploy/) -------------
+
+DEPLOY = REPO / "deploy"
+SECONDS = {"s": 1, "seconds": 1, "min": 60, "minute": 60, "minutes": 60}
+NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "five": 5, "ten": 10, "fifteen": 15, "thirty": 30}
+DURATION = (
+    r"(\d[\d,.]*|"
+    + "|".join(NUMBER_WORDS)
+    + r") ("
+    + "|".join(sorted(SECONDS, key=len, reverse=True))
+    + r")\b"
+)
+
+
+def module_constant(path: Path, name: str) -> Any:
+    """A module-level constant, read from its file (the module imports Ray)."""
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"{path.name} defines no {name}")
+
+
+MAX_UNSAVED_S = module_constant(REPO / "asha_tune" / "sweep" / "checkpoints.py", "MAX_UNSAVED_S")
+AUTOSCALER_WAITS = "asks the autoscaler for one and waits up to {} while it"
+# (page, the words around a duration, `{}` where it stands, the constant it must equal in seconds)
+DOC_DURATIONS = [
+    (SWEEPS_PAGE, "asks it for such a node and waits up to {} while it adds one", defaults.AUTOSCALER_WAIT_S),
+    (SWEEPS_PAGE, "If it stops answering for {} (`ASHA_TUNE_HEAD_LOST_S`)", defaults.HEAD_LOST_S),
+    (SWEEPS_PAGE, "| `ASHA_TUNE_STUDY_RETRY_S` | {} |", defaults.STUDY_RETRY_S),
+    (SWEEPS_PAGE, "| `ASHA_TUNE_HEAD_LOST_S` | {} (below Ray's own abort) |", defaults.HEAD_LOST_S),
+    (SWEEPS_PAGE, "when {} of compute would otherwise be at risk", MAX_UNSAVED_S),
+    (SWEEPS_PAGE, "loses at most half its work and at most {}.", MAX_UNSAVED_S),
+    (
+        DEPLOY / "README.md",
+        "retry a lost connection for {} (`ASHA_TUNE_STUDY_RETRY_S`)",
+        defaults.STUDY_RETRY_S,
+    ),
+    (DEPLOY / "README.md", "after {} without an answer (`ASHA_TUNE_HEAD_LOST_S`", defaults.HEAD_LOST_S),
+    (DEPLOY / "README.md", "can hold a trial and waits up to {} while it adds", defaults.AUTOSCALER_WAIT_S),
+    (DEPLOY / "ray-cluster.aws.yaml", AUTOSCALER_WAITS, defaults.AUTOSCALER_WAIT_S),
+    (DEPLOY / "kuberay" / "rayjob.yaml", AUTOSCALER_WAITS, defaults.AUTOSCALER_WAIT_S),
+]
+
+
+def seconds_said(page: Path, words: str) -> float:
+    """The duration `words` give on `page`, in seconds: line breaks read as spaces, and a YAML
+    file's comments as prose."""
+    lines = page.read_text().splitlines()
+    if page.suffix != ".md":
+        lines = [re.sub(r"^\s*# ?", "", line) for line in lines]
+    text = " ".join(" ".join(lines).split())
+    before, after = (re.escape(part) for part in words.split("{}"))
+    found = re.search(before + DURATION + after, text)
+    assert found, f"{page.name} no longer says {words!r}: update DOC_DURATIONS"
+    number, unit = found.groups()
+    value = NUMBER_WORDS.get(number) or float(number.replace(",", ""))
+    return value * SECONDS[unit]
+
+
+@pytest.mark.parametrize(
+    ("page", "words", "constant"), DOC_DURATIONS, ids=[f"{p.name}: {w}" for p, w, _ in DOC_DURATIONS]
+)
+def test_every_duration_the_docs_give_is_its_constant(page, words, constant):
+    assert seconds_said(page, words) == constant, (
+        f"{page.relative_to(REPO)}: {words!r} should say {constant:g} s"
+    )
+
+
+def test_the_duration_check_reads_seconds_minutes_words_and_comments(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("waits up to 15\nminutes here; retries for five minutes; stops after 30 s.")
+    assert seconds_said(page, "waits up to {} here") == 900
+    assert seconds_said(page, "retries for {};") == 300
+    assert seconds_said(page, "stops after {}.") == 30
+    comment = tmp_path / "job.yaml"
+    comment.write_text("# it waits up to\n# 15 minutes while it adds one\nkind: RayJob\n")
+    assert seconds_said(comment, "waits up to {} while it") == 900
+    with pytest.raises(AssertionError, match="no longer says"):
+        seconds_said(page, "waits for {} there")

@@ -14,8 +14,10 @@ def test_a_scoped_variable_is_set_inside_and_restored_after(monkeypatch):
     monkeypatch.setenv("ASHA_TEST_KEEP", "mine")
     monkeypatch.delenv("ASHA_TEST_NEW", raising=False)
     with scoped_environ({"ASHA_TEST_KEEP": "theirs", "ASHA_TEST_NEW": "1"}):
-        assert os.environ["ASHA_TEST_KEEP"] == "theirs" and os.environ["ASHA_TEST_NEW"] == "1"
-    assert os.environ["ASHA_TEST_KEEP"] == "mine" and "ASHA_TEST_NEW" not in os.environ
+        assert os.environ["ASHA_TEST_KEEP"] == "theirs"
+        assert os.environ["ASHA_TEST_NEW"] == "1"
+    assert os.environ["ASHA_TEST_KEEP"] == "mine"
+    assert "ASHA_TEST_NEW" not in os.environ
     with scoped_environ({"ASHA_TEST_KEEP": "theirs", "ASHA_TEST_NEW": None}, keep_existing=True):
         assert os.environ["ASHA_TEST_KEEP"] == "mine"  # the user's setting wins
     assert os.environ["ASHA_TEST_KEEP"] == "mine"
@@ -34,7 +36,8 @@ def test_a_local_session_asks_for_token_auth_and_loopback_but_the_user_wins(monk
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
     monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
     env = session_environ(None)
-    assert env["RAY_AUTH_MODE"] == "token" and env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
+    assert env["RAY_AUTH_MODE"] == "token"
+    assert env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
     assert (tmp_path / "token").stat().st_mode & 0o777 == 0o600  # made once, for its owner only
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     assert "RAY_AUTH_MODE" not in session_environ(None)  # turned off by the user: left off

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from asha_tune.cli import main
 from asha_tune.errors import AshaTuneError, ConfigError, chain, first_line
 
 
-class _Unprintable(Exception):
+class _UnprintableError(Exception):
     def __str__(self) -> str:
         raise RuntimeError("no message")
 
@@ -23,7 +24,7 @@ def test_the_first_line_of_an_error_is_never_empty():
     assert first_line(OSError()) == "OSError"  # no message: its type
     assert first_line(ConfigError("")) == "ConfigError"
     assert first_line(KeyError("")) == "''"  # a KeyError prints its key's repr
-    assert first_line(_Unprintable()) == "_Unprintable"
+    assert first_line(_UnprintableError()) == "_UnprintableError"
 
 
 def test_the_chain_follows_causes_then_contexts():
@@ -88,3 +89,29 @@ def test_a_trial_reports_a_checkpoint_that_fails_without_a_message_in_one_line(
     assert lines[-1] == f"asha-tune trial: error: cannot read checkpoint {checkpoint}: OSError"
     assert not any("Traceback" in line for line in lines)
     assert not Path(tmp_path / "mlflow.db").exists()  # nothing was recorded
+
+
+def test_weights_that_do_not_fit_are_one_line_whatever_torch_says(tmp_path, monkeypatch):
+    """The shape-mismatch detail is torch's second line; a message of one line ending in a line
+    break, or none, once raised an IndexError or gave an empty detail."""
+    from asha_tune.errors import WeightsError
+    from asha_tune.trial.model import build_model
+
+    weights = tmp_path / "weights.pth"
+    torch.save({}, weights)
+    for message, detail in [
+        (
+            "Error(s) in loading state_dict for ResNet:\n\tsize mismatch for fc.bias",
+            "size mismatch for fc.bias",
+        ),
+        ("one line only\n", "one line only"),
+        ("", "RuntimeError"),
+    ]:
+
+        def refuse(*args, message=message, **kwargs):
+            raise RuntimeError(message)
+
+        monkeypatch.setattr(torch.nn.Module, "load_state_dict", refuse)
+        with pytest.raises(WeightsError) as err:
+            build_model(str(weights))
+        assert str(err.value) == f"weights {weights} do not fit resnet18: {detail}"

@@ -24,7 +24,7 @@ import pytest
 import asha_tune
 from asha_tune.spaces import SearchSpace
 from asha_tune.trial.config import TrialConfig
-from tests.unit.test_docs import DOTTED, REPO, defined_tags, module_names, resolves
+from tests.helpers.names import DOTTED, REPO, defined_tags, module_names, resolves
 
 PACKAGE = REPO / "asha_tune"
 SOURCES = sorted(PACKAGE.rglob("*.py")) + sorted((REPO / "benchmarks").rglob("*.py"))
@@ -109,7 +109,7 @@ def importable(name: str) -> bool:
 
 def dangling(path: Path, source: str | None = None) -> list[str]:
     """What the file's prose names that does not exist, as `file:line name`."""
-    known, sections, out = stems(), space_sections(), []
+    out = []
     where = path.relative_to(REPO)
     for line, text in prose(path.read_text() if source is None else source):
         for dotted in DOTTED.findall(text):
@@ -118,14 +118,21 @@ def dangling(path: Path, source: str | None = None) -> list[str]:
         for name in PY_PATH.findall(text):
             if not path_exists(name, path.parent):
                 out.append(f"{where}:{line} {name}")
-        for stem, name in STEM_NAME.findall(text):
-            if name in FILE_SUFFIXES or stem in sections or stem == PACKAGE.name:
-                continue  # a file, a space path, or a dotted name checked above
-            if stem in known:
-                if name not in names_defined(stem):
-                    out.append(f"{where}:{line} {stem}.{name}")
-            elif path.is_relative_to(PACKAGE) and not importable(stem):
-                out.append(f"{where}:{line} {stem}.{name} (no module {stem})")
+        out += [f"{where}:{line} {name}" for name in dangling_stem_names(text, path)]
+    return out
+
+
+def dangling_stem_names(text: str, path: Path) -> list[str]:
+    """The `stem.name`s of the text whose module lacks the name, or that name no module."""
+    known, sections, out = stems(), space_sections(), []
+    for stem, name in STEM_NAME.findall(text):
+        if name in FILE_SUFFIXES or stem in sections or stem == PACKAGE.name:
+            continue  # a file, a space path, or a dotted name checked in dangling
+        if stem in known:
+            if name not in names_defined(stem):
+                out.append(f"{stem}.{name}")
+        elif path.is_relative_to(PACKAGE) and not importable(stem):
+            out.append(f"{stem}.{name} (no module {stem})")
     return out
 
 
@@ -152,3 +159,110 @@ def test_the_check_finds_every_kind_of_dangling_name():
         "reports.Verdict (no module reports)",
         "asha_tune.reports",
     ]
+
+
+# --- names that say what a module is ---------------------------------------------------------
+
+ENDINGS = ("ison", "ion", "ing", "es", "ed", "s", "e")  # compare/comparison, replicates/replicated
+
+
+def root(stem: str) -> str:
+    """A module's stem without one English ending, so that forms of one word meet."""
+    return next((stem[: -len(e)] for e in ENDINGS if stem.endswith(e) and len(stem) - len(e) >= 3), stem)
+
+
+def edit_distance(a: str, b: str) -> int:
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        previous, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (x != y))
+    return row[-1]
+
+
+def confusable(a: str, b: str) -> bool:
+    """Two names a reader mistakes for each other: forms of one word, or a letter or two apart
+    (names of five letters or more: `api` and `cli` are two letters apart and two words)."""
+    if root(a) == root(b):
+        return True
+    return min(len(a), len(b)) >= 5 and edit_distance(a, b) <= 2
+
+
+def folder_names(folder: Path) -> list[str]:
+    """The modules and subpackages of one package folder."""
+    return sorted(
+        {p.stem for p in folder.glob("*.py") if p.name != "__init__.py"}
+        | {p.name for p in folder.iterdir() if (p / "__init__.py").is_file()}
+    )
+
+
+@pytest.mark.parametrize(
+    "folder",
+    sorted({p.parent for p in PACKAGE.rglob("__init__.py")}),
+    ids=lambda p: str(p.relative_to(REPO)),
+)
+def test_no_two_modules_of_one_folder_differ_by_a_letter_or_two(folder):
+    names = folder_names(folder)
+    pairs = [f"{a}/{b}" for i, a in enumerate(names) for b in names[i + 1 :] if confusable(a, b)]
+    assert not pairs, f"{folder.relative_to(REPO)}: names a reader mistakes for each other: {pairs}"
+
+
+def test_confusable_names_are_found_and_different_words_are_not():
+    """The names issue 22 renamed, and the names of today that must stay apart."""
+    for a, b in [
+        ("replicated", "replicates"),
+        ("compare", "comparison"),
+        ("replicate", "replicated"),
+        ("record", "records"),
+        ("checkpoint", "checkpoints"),
+        ("watch", "watcher"),
+    ]:
+        assert confusable(a, b), (a, b)
+    for a, b in [
+        ("api", "cli"),
+        ("page", "page_html"),
+        ("tags", "trials"),
+        ("loading", "shaping"),
+        ("pairing", "training"),
+        ("records", "replicated"),
+        ("single", "settings"),
+    ]:
+        assert not confusable(a, b), (a, b)
+
+
+# --- a module's private names are its own ----------------------------------------------------
+
+
+def private_reaches(source: str) -> list[str]:
+    """Another asha_tune module's `_name` that a module uses: imported, or through the module."""
+    modules, out = set(), []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE.name):
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    out.append(f"{node.module}.{alias.name}")
+                dotted = f"{node.module}.{alias.name}".split(".")
+                if REPO.joinpath(*dotted).with_suffix(".py").is_file() or REPO.joinpath(*dotted).is_dir():
+                    modules.add(alias.asname or alias.name)
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules:
+            if node.attr.startswith("_") and not node.attr.startswith("__"):
+                out.append(f"{node.value.id}.{node.attr}")
+    return out
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(REPO)))
+def test_no_module_uses_another_modules_private_names(path):
+    """What another module needs is public, with one home: `render.grid_text`, not `render._grid_text`."""
+    assert not private_reaches(path.read_text()), "make these public: " + ", ".join(
+        private_reaches(path.read_text())
+    )
+
+
+def test_the_private_check_sees_imports_and_module_attributes():
+    source = (
+        "from asha_tune.analysis import render, tables\n"
+        "from asha_tune.analysis.tables import _cell, footnotes\n"
+        "x = render._pct(1) + render.grid_text([]) + tables.__name__ + str._private\n"
+    )
+    assert private_reaches(source) == ["asha_tune.analysis.tables._cell", "render._pct"]

@@ -79,14 +79,18 @@ def test_every_protocol_has_every_field_and_they_agree(protocol):
     info = registry.SELECTION_PROTOCOLS[protocol]
     assert {f.name for f in fields(info)} >= set(TEXTS)
     for name in TEXTS:
-        assert isinstance(getattr(info, name), str) and getattr(info, name).strip(), name
+        assert isinstance(getattr(info, name), str), name
+        assert getattr(info, name).strip(), name
     # The templates take only the names their callers give.
     assert set(re.findall(r"{(\w*)}", info.images)) <= {"source", "targets"}
     assert set(re.findall(r"{(\w*)}", info.described)) <= {"sources", "targets", "held", "score"}
     if info.selects_on_reported:  # it holds nothing out and reads the labels it reports
-        assert not info.holds_out and info.reads_target_labels and info.caveat
+        assert not info.holds_out
+        assert info.reads_target_labels
+        assert info.caveat
     if info.score is not None:  # label-free: its score exists, and no target label is read
-        assert info.score in SCORE_INFO and not info.reads_target_labels
+        assert info.score in SCORE_INFO
+        assert not info.reads_target_labels
         assert registry.scored_by(info.score) == protocol
     if info.folds:
         assert info.holds_out
@@ -194,7 +198,8 @@ def test_compares_text_tables_csv_and_figures_name_it_and_mark_an_oracle_like_on
     assert f"| s's winner (search) | {protocol}{dagger} |" in md
     assert f"- {dagger}{protocol}: {info.note}." in md
     name, dagger = tables.latex_escape(protocol), r"$^\dagger$" if oracle_like else ""
-    assert f" & {name}{dagger} & " in tex and f"{dagger}{name}: {tables.latex_escape(info.note)}." in tex
+    assert f" & {name}{dagger} & " in tex
+    assert f"{dagger}{name}: {tables.latex_escape(info.note)}." in tex
 
     path = tmp_path / "compare.csv"
     render.write_csv(render.csv_rows(comparison) + render.answers_rows(found), path)
@@ -203,7 +208,8 @@ def test_compares_text_tables_csv_and_figures_name_it_and_mark_an_oracle_like_on
 
     (group,) = comparison.groups
     figure = svg_text(lambda p: plots.best_so_far(group, p), tmp_path / "best.svg")
-    assert f"target cartoon · {label}" in figure and f"s.r0 (selection {protocol})" in figure
+    assert f"target cartoon · {label}" in figure
+    assert f"s.r0 (selection {protocol})" in figure
     points = [matters.Point(t.settings, t.record.metrics["val_acc"]) for t in sweeps[0].trials]
     figure = svg_text(lambda p: matters.slice_plot(points, "val_acc", protocol, p), tmp_path / "slice.svg")
     assert f"val_acc ({label}; higher is better)" in figure
@@ -227,6 +233,7 @@ def test_the_trial_help_lists_it_with_what_selects(protocol, monkeypatch, capsys
 def test_a_protocol_no_longer_registered_is_read_as_its_sweep_recorded_it():
     """A past sweep's records may name a protocol since removed: its figures still print."""
     assert selection_label("gone") == "gone: selected as its sweep records"
-    assert not registry.selects_on_reported("gone") and selection.label_free("gone") is None
+    assert not registry.selects_on_reported("gone")
+    assert selection.label_free("gone") is None
     assert tables.protocol_note("gone") == "selected as its sweep records"
     assert selection.target_selection("gone", TARGET, "val_acc", "max") == ("val_acc", "max")

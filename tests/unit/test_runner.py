@@ -45,7 +45,8 @@ def test_an_epoch_logs_its_constants_once_as_params_and_the_rest_as_metrics(tmp_
         )
     data = MlflowClient(tracker.uri).get_run(run).data
     assert data.params == {"n_val": "70", "chance_val": "14.29", "split_hash": "ab12"}
-    assert set(data.metrics) == {"epoch", "val_acc"} and data.metrics["val_acc"] == 45.0
+    assert set(data.metrics) == {"epoch", "val_acc"}
+    assert data.metrics["val_acc"] == 45.0
 
 
 def test_a_logged_trial_is_one_finished_run_with_its_config_and_final_metrics(tiny_runtime, tmp_path):
@@ -53,9 +54,11 @@ def test_a_logged_trial_is_one_finished_run_with_its_config_and_final_metrics(ti
     uri = mlflow_store(tmp_path / "mlflow.db")
     logged = run_logged_trial(config, tiny_runtime, tracking_uri=uri, checkpoint=tmp_path / "c.pt")
     run = MlflowClient(uri).get_run(logged.run_id)
-    assert run.info.status == "FINISHED" and run.data.tags[STATUS_TAG] == "completed"
+    assert run.info.status == "FINISHED"
+    assert run.data.tags[STATUS_TAG] == "completed"
     assert run.data.tags["asha_tune.fingerprint"] == config.fingerprint()
-    assert run.data.params["shaping.p0"] == "0.5" and json.loads(run.data.params["shaping.convs"]) == [1]
+    assert run.data.params["shaping.p0"] == "0.5"
+    assert json.loads(run.data.params["shaping.convs"]) == [1]
     assert run.data.metrics["final_target_acc"] == logged.result.final["target_acc"]
     assert json.loads((tmp_path / "c.json").read_text()) == {"mlflow_run_id": logged.run_id}
     history = MlflowClient(uri).get_metric_history(logged.run_id, "target_acc")

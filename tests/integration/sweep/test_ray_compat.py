@@ -128,7 +128,8 @@ def test_a_loopback_node_starts_reports_and_its_dashboard_lists_it(tmp_path):
     )
     try:
         info = json.loads(node.stdout.readline())
-        assert len(info["node_id"]) == 56 and Path(info["session_dir"]).is_dir()
+        assert len(info["node_id"]) == 56
+        assert Path(info["session_dir"]).is_dir()
         url = f"http://127.0.0.1:{ports[1]}"
         nodes = wait_for(lambda: ray_compat.dashboard_nodes(url, token.read_text()), 120, "the dashboard")
         assert [(n["node_id"], n["state"]) for n in nodes] == [(info["node_id"], "ALIVE")]

@@ -68,4 +68,5 @@ def test_best_resumes_bit_for_bit(tiny_runtime):
     strip = lambda h: [{k: v for k, v in m.items() if not k.startswith("time_")} for m in h]  # noqa: E731
     assert strip(resumed.history) == strip(whole.history)
     a, b = full[-1]["selected"], states[-1]["selected"]
-    assert a["epoch"] == b["epoch"] and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["epoch"] == b["epoch"]
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

@@ -38,7 +38,7 @@ def same_weights(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-class Killed(Exception):
+class KilledError(Exception):
     pass
 
 
@@ -48,12 +48,15 @@ class Killed(Exception):
 def test_a_balanced_batch_holds_each_source_equally_and_draws_each_without_repeats():
     sizes = (10, 3, 7)
     order, lengths = epoch_order("balanced", sizes, 6, torch.Generator().manual_seed(0))
-    assert lengths == [6, 6, 6, 2] and len(order) == sum(sizes)  # the steps and images of union
+    # the steps and images of union
+    assert lengths == [6, 6, 6, 2]
+    assert len(order) == sum(sizes)
     domain = torch.bucketize(order, torch.tensor([10, 13]), right=True)
     begin, totals = 0, torch.zeros(3, dtype=torch.long)
     for b in lengths:
         counts = torch.bincount(domain[begin : begin + b], minlength=3)
-        assert set(counts.tolist()) <= {b // 3, b // 3 + 1} and counts.sum() == b
+        assert set(counts.tolist()) <= {b // 3, b // 3 + 1}
+        assert counts.sum() == b
         totals += counts
         begin += b
     assert totals.max() - totals.min() <= 1  # the extra image goes round the sources
@@ -68,7 +71,9 @@ def test_a_balanced_batch_holds_each_source_equally_and_draws_each_without_repea
 def test_one_source_balanced_is_exactly_union_and_union_is_one_permutation():
     a, la = epoch_order("balanced", (19,), 6, torch.Generator().manual_seed(3))
     b, lb = epoch_order("union", (19,), 6, torch.Generator().manual_seed(3))
-    assert torch.equal(a, b) and la == lb == [6, 6, 7]  # a last batch of one joins the one before
+    # a last batch of one joins the one before
+    assert torch.equal(a, b)
+    assert la == lb == [6, 6, 7]
     union, _ = epoch_order("union", (10, 3, 7), 6, torch.Generator().manual_seed(0))
     assert sorted(union.tolist()) == list(range(20))
 
@@ -104,7 +109,8 @@ def test_a_folder_trial_reads_every_odd_shape_and_records_its_class_order(odd_ru
     assert final[selection.DATA_PATH_KEY] == "memory"
     # The targets default to the other domains of the data root, each reported with its noise.
     assert {"acc_réel", "acc_sketch", "n_réel", "n_sketch", "chance_réel"} <= final.keys()
-    assert "acc_Real World" not in final and final["n_target"] == 17 + 18
+    assert "acc_Real World" not in final
+    assert final["n_target"] == 17 + 18
     assert final["chance_sketch"] == pytest.approx(100 * 9 / 18)  # unbalanced: bird is the largest
     state = trial.state()
     assert state["classes"] == list(trial.data.classes)
@@ -134,9 +140,9 @@ def test_a_checkpoint_from_before_datasets_resumes_bit_for_bit(tiny_runtime, tmp
     def killed(metrics, state):
         save_checkpoint(state, path)
         if metrics["epoch"] == 1:
-            raise Killed
+            raise KilledError
 
-    with pytest.raises(Killed):
+    with pytest.raises(KilledError):
         run_trial(config, tiny_runtime, report=killed)
     state = load_checkpoint(path)
     del state["config"]["data"]["dataset"], state["config"]["data"]["source_sampling"], state["classes"]
@@ -160,7 +166,8 @@ def test_source_val_holds_out_the_fraction_of_each_source_domain(odd_runtime):
         labels = held.labels.tolist()
         everything = whole[domain].source.labels.tolist()
         for c in set(everything):
-            assert abs(labels.count(c) - 0.25 * everything.count(c)) <= 1 and labels.count(c) >= 1
+            assert abs(labels.count(c) - 0.25 * everything.count(c)) <= 1
+            assert labels.count(c) >= 1
     assert len(data.source) == 15 + 16 - len(data.val["Real World"]) - len(data.val["clipart"])
     trained = {bytes(x.numpy()) for x in data.source.train}
     for domain in data.val:
@@ -219,9 +226,9 @@ def test_a_killed_lodo_trial_resumes_bit_for_bit(odd_runtime, tmp_path):
     def killed(metrics, state):
         save_checkpoint(state, path)
         if metrics["epoch"] == 1:
-            raise Killed
+            raise KilledError
 
-    with pytest.raises(Killed):
+    with pytest.raises(KilledError):
         run_trial(config, odd_runtime, report=killed)
     state = load_checkpoint(path)
     assert set(state["folds"]) == set(SOURCES[:2])
@@ -243,12 +250,16 @@ def test_the_budget_chooses_the_path_by_what_would_go_to_the_device(odd_runtime)
     at = load_trial_data(
         config, odd_runtime.model_copy(update={"data_budget": needed}), torch.device("cpu"), False
     )
-    assert at.path is not None and at.path.kind == "memory" and at.path.bytes_needed == needed
+    assert at.path is not None
+    assert at.path.kind == "memory"
+    assert at.path.bytes_needed == needed
     below = load_trial_data(
         config, odd_runtime.model_copy(update={"data_budget": needed - 1}), torch.device("cpu"), False
     )
-    assert below.path is not None and below.path.kind == "stream"
-    assert isinstance(below.source, StreamedImages) and below.constants["data_path"] == "stream"
+    assert below.path is not None
+    assert below.path.kind == "stream"
+    assert isinstance(below.source, StreamedImages)
+    assert below.constants["data_path"] == "stream"
     assert str(below.path) == "images streamed from the disk cache: 229.3 KiB exceed the 229.3 KiB budget"
 
 
@@ -274,7 +285,8 @@ def test_a_streamed_trial_computes_what_the_in_memory_one_does(odd_runtime, sect
     states: dict[str, dict] = {}
     memory = run_trial(config, odd_runtime, report=lambda m, s: states.update(memory=s))
     stream = run_trial(config, streamed, report=lambda m, s: states.update(stream=s))
-    assert memory.final["data_path"] == "memory" and stream.final["data_path"] == "stream"
+    assert memory.final["data_path"] == "memory"
+    assert stream.final["data_path"] == "stream"
     assert without(stream.history, "data_path") == without(memory.history, "data_path")
     assert same_weights(states["memory"]["model"], states["stream"]["model"])
 
@@ -283,6 +295,7 @@ def test_pacs_streams_from_its_own_cache_as_it_trains_in_memory(tiny_runtime):
     config = tiny_config(shaping={"mode": "target", "convs": [4]}, selection={"protocol": "target_val"})
     memory = run_trial(config, tiny_runtime)
     trial = Trial(config, tiny_runtime.model_copy(update={"data_budget": 1}))
-    assert isinstance(trial.data.source, StreamedImages) and isinstance(trial.data.adaptation, StreamedImages)
+    assert isinstance(trial.data.source, StreamedImages)
+    assert isinstance(trial.data.adaptation, StreamedImages)
     stream = run_trial(config, tiny_runtime.model_copy(update={"data_budget": 1}))
     assert without(stream.history, "data_path") == without(memory.history, "data_path")

@@ -15,7 +15,7 @@ from asha_tune.trial.training import Trial, load_checkpoint, reseed, run_trial, 
 from tests.helpers.data import tiny_config
 
 
-class Killed(Exception):
+class KilledError(Exception):
     pass
 
 
@@ -48,9 +48,9 @@ def test_killed_and_resumed_trial_ends_bit_for_bit_like_an_uninterrupted_one(tin
     def killed_after_two(metrics, state):
         save_checkpoint(state, path)
         if metrics["epoch"] == 2:
-            raise Killed
+            raise KilledError
 
-    with pytest.raises(Killed):
+    with pytest.raises(KilledError):
         run_trial(config, tiny_runtime, report=killed_after_two)
     state = load_checkpoint(path)
     assert state["epoch"] == 2
@@ -106,7 +106,9 @@ def test_an_overflowing_first_fp16_step_is_skipped_without_poisoning_momentum(ti
     """torch's fused SGD made its momentum buffers with empty_like on the first step and kept them
     when the scaler found an inf there: the next steps added garbage (1e38) and the trial diverged."""
     trial = Trial(tiny_config(train={"epochs": 3}), tiny_runtime)
-    assert trial.amp == torch.float16 and trial.scaler.is_enabled() and trial.optimizer.defaults["fused"]
+    assert trial.amp == torch.float16
+    assert trial.scaler.is_enabled()
+    assert trial.optimizer.defaults["fused"]
 
     def params() -> dict[str, torch.Tensor]:  # not BatchNorm's running statistics: the forward moves those
         return {name: p.detach().clone() for name, p in trial.model.named_parameters()}
@@ -219,13 +221,17 @@ def test_a_cpu_checkpoint_resumes_under_an_enabled_fp16_scaler(tiny_runtime, tmp
     path = tmp_path / "trial.pt"
     run_trial(config, tiny_runtime, report=lambda m, s: save_checkpoint(s, path) if m["epoch"] == 1 else None)
     state = load_checkpoint(path)
-    assert state["scaler"] == {} and state["device"] == "cpu"
+    assert state["scaler"] == {}
+    assert state["device"] == "cpu"
     monkeypatch.setattr(training, "autocast_dtype", lambda precision, device: torch.float16)
     trial = Trial(config, tiny_runtime)
     trial.load(state)
-    assert trial.scaler.is_enabled() and trial.scaler.get_scale() == 2.0**16  # fresh, initial scale
+    # fresh, initial scale
+    assert trial.scaler.is_enabled()
+    assert trial.scaler.get_scale() == 2.0**16
     resumed = run_trial(config, tiny_runtime, resume=state)
-    assert [m["epoch"] for m in resumed.history] == [1, 2] and math.isfinite(resumed.final["train_loss"])
+    assert [m["epoch"] for m in resumed.history] == [1, 2]
+    assert math.isfinite(resumed.final["train_loss"])
 
 
 def test_a_checkpoint_whose_cpu_stream_does_not_fit_is_refused_in_one_line(tiny_runtime, tmp_path):

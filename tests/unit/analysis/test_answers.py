@@ -134,20 +134,20 @@ def test_a_search_beats_the_grid_only_beyond_two_standard_errors_of_the_differen
     found = {(v.search, v.other): v for v in a.versus}
     assert set(found) == {("S", "G"), ("W", "G"), ("W", "S")}  # a grid against nothing, cold against no warm
     beats = found[("S", "G")].separation  # d = 62 - 59 = 3 > 2·sqrt(1 + 1) = 2.83
-    assert (
-        beats.verdict == "beats"
-        and beats.difference == pytest.approx(3.0)
-        and beats.se == pytest.approx(SQRT2)
-    )
+    assert beats.verdict == "beats"
+    assert beats.difference == pytest.approx(3.0)
+    assert beats.se == pytest.approx(SQRT2)
     assert found[("S", "G")].text().startswith("S beats G: +3.00 points, beyond two standard errors")
     close = found[("W", "G")].separation  # d = 2 <= 2.83: not separable; n > 4·(2 + 2)/4 = 4, so 5
-    assert close.verdict == "not separable" and close.replicates_needed == 5
+    assert close.verdict == "not separable"
+    assert close.replicates_needed == 5
     assert (
         "W against G: +2.00 points, not separable at 2 replicates (2·SE = 2.83); about 5 replicates each"
         in (found[("W", "G")].text())
     )
     cold = found[("W", "S")]  # d = -1: n > 4·4/1 = 16, so 17
-    assert cold.kind == "cold" and cold.separation.replicates_needed == 17
+    assert cold.kind == "cold"
+    assert cold.separation.replicates_needed == 17
 
 
 def test_the_selection_gap_is_the_oracle_winner_minus_each_honest_protocols_over_replicates():
@@ -173,7 +173,8 @@ def test_the_table_rows_are_the_winners_then_the_baseline_over_its_seeds():
         "baseline (no shaping)",
     ]
     base = table.rows[-1]
-    assert base.protocol == tables.NOT_SELECTED and base.over == "seeds"
+    assert base.protocol == tables.NOT_SELECTED
+    assert base.over == "seeds"
     assert (base.cells["cartoon"].mean, base.cells["cartoon"].se) == pytest.approx((51.0, 1.0))
     md = tables.markdown(table)
     assert "| G's winner (grid) | oracle† | 59.0 ± 1.0 (n=2) | 59.0 ± 1.0 (n=2) |" in md

@@ -14,7 +14,7 @@ from asha_tune.analysis.compare import run_compare
 from asha_tune.analysis.curves import compare
 from asha_tune.cli import main
 from asha_tune.tracking import Tracker
-from asha_tune.tracking.records import read_sweep, sweep_trials
+from asha_tune.tracking.records import sweep_trials
 from asha_tune.tracking.tags import (
     COMPARES_RUNS_TAG,
     COMPARES_TAG,
@@ -27,6 +27,7 @@ from asha_tune.tracking.tags import (
 )
 from asha_tune.trial.selection import binomial_se
 from tests.helpers.mlflow import mlflow_store
+from tests.helpers.records import read_sweep
 
 GRID_SPACE = {
     "configurations": [
@@ -158,7 +159,9 @@ def test_curves_budgets_and_matches(store):
     ]
     oracle, honest = comparison.groups
     assert oracle.published_best == ("da-c4-cartoon", 63.95)  # the paper's best, from paper_grid
-    assert oracle.grid_best == 62.5 and honest.grid_best is None  # no grid under source_val: never mixed
+    # no grid under source_val: never mixed
+    assert oracle.grid_best == 62.5
+    assert honest.grid_best is None
     grid = [
         (p.trial, p.budget_epochs, p.budget_device_s, p.best_trial, p.best_acc) for p in oracle.curves["grid"]
     ]
@@ -174,7 +177,8 @@ def test_curves_budgets_and_matches(store):
         (3, 7, 42.0, 3, 64.2),
         (4, 8, 48.0, 3, 64.2),
     ]
-    assert "confirm-opt" not in {p.trial for p in oracle.curves["opt"]} and len(oracle.curves["opt"]) == 5
+    assert "confirm-opt" not in {p.trial for p in oracle.curves["opt"]}
+    assert len(oracle.curves["opt"]) == 5
     assert oracle.curves["opt"][0].selection_metric == "acc_cartoon"  # oracle selects on what it reports
     rows = {r["sweep"]: r for r in oracle.best_rows}
     assert (rows["opt"]["matched_grid_best_epochs"], rows["opt"]["matched_grid_best_device_s"]) == (5, 30.0)
@@ -182,17 +186,16 @@ def test_curves_budgets_and_matches(store):
         7,
         42.0,
     )
-    assert (
-        rows["grid"]["matched_grid_best_epochs"] == 6
-        and rows["grid"]["matched_published_best_epochs"] is None
-    )
+    assert rows["grid"]["matched_grid_best_epochs"] == 6
+    assert rows["grid"]["matched_published_best_epochs"] is None
     assert (rows["opt"]["best_trial"], rows["opt"]["acc"], rows["opt"]["acc_se"]) == (3, 64.2, 0.99)
     assert (rows["opt"]["confirmed_mean"], rows["opt"]["confirmed_sd"], rows["opt"]["confirmed_n"]) == (
         64.0,
         1.0,
         3,
     )
-    assert rows["grid"]["configuration"] == "da-c4-cartoon" and rows["grid"]["confirmed_n"] == 0
+    assert rows["grid"]["configuration"] == "da-c4-cartoon"
+    assert rows["grid"]["confirmed_n"] == 0
     (h,) = honest.best_rows
     assert (h["best_trial"], h["selection_metric"], h["selection"], h["acc"]) == (1, "val_acc", 85.0, 55.0)
 
@@ -204,16 +207,19 @@ def test_grid_differences_and_noise_flags(store):
     r = rows["rand-c1-p0.7"]
     assert r.difference == pytest.approx(57.0 - 61.63)
     assert r.se_difference == pytest.approx(math.hypot(1.0, 100 * math.sqrt(0.6163 * 0.3837 / 2344)))
-    assert r.seed_spread == 0.8 and not r.within_2se and r.within_seed_spread is False and not r.within_noise
+    assert r.seed_spread == 0.8
+    assert not r.within_2se
+    assert r.within_seed_spread is False
+    assert not r.within_noise
     d = rows["da-c4-cartoon"]  # -1.45 points: inside 2 binomial SE (2.8), outside the 0.8 seed spread
-    assert (
-        d.difference == pytest.approx(-1.45)
-        and d.within_2se
-        and d.within_seed_spread is False
-        and d.within_noise
-    )
+    assert d.difference == pytest.approx(-1.45)
+    assert d.within_2se
+    assert d.within_seed_spread is False
+    assert d.within_noise
     b = rows["baseline"]
-    assert b.difference == pytest.approx(0.18) and b.within_seed_spread and b.within_noise
+    assert b.difference == pytest.approx(0.18)
+    assert b.within_seed_spread
+    assert b.within_noise
     assert b.se_difference == pytest.approx(math.hypot(1.0, binomial_se(54.82, 2344)))
 
 
@@ -251,7 +257,8 @@ def test_outputs_are_written_and_logged_as_a_run_linked_to_the_sweeps(store, tmp
     for name in pngs:
         with Image.open(out / name) as image:
             image.load()  # decodes
-            assert image.size[0] > 300 and image.size[1] > 300
+            assert image.size[0] > 300
+            assert image.size[1] > 300
     with (out / "comparison.csv").open() as f:
         rows = list(csv.DictReader(f))
     sections = {r["section"] for r in rows}
@@ -293,7 +300,8 @@ def test_bad_input_is_one_line_and_exit_2(argv, line, store, tmp_path, capsys, m
     monkeypatch.chdir(tmp_path)
     assert main([*argv, "--tracking-uri", uri]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and line in err[0], err
+    assert len(err) == 1, err
+    assert line in err[0], err
     if len(argv) > 1:
         assert "(sweeps there: grid, honest, opt)" in err[0]
 
@@ -302,5 +310,6 @@ def test_a_missing_store_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["compare", "grid"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "no MLflow store at" in err[0]
+    assert len(err) == 1
+    assert "no MLflow store at" in err[0]
     assert not (tmp_path / "mlflow.db").exists()  # nothing created on the way

@@ -130,7 +130,8 @@ def test_compare_gives_replicate_level_answers_tables_plots_and_importances(stor
         "W against G: -1.00 points, not separable at 1 and 2 replicates: one replicate measures no spread"
         in text
     )
-    assert "== a warm-started search against a cold one (same rule) ==" in text and "W against S:" in text
+    assert "== a warm-started search against a cold one (same rule) ==" in text
+    assert "W against S:" in text
     # entropy falls with p0 as the accuracy rises: selecting on it picks the oracle's winner, gap 0
     assert (
         "S · target cartoon · entropy (by entropy_cartoon): 0.00 ± 0.00 points (mean ± SE over 2 replicates"

@@ -28,7 +28,9 @@ def test_estimate_mean_sd_and_se():
     assert (e.n, e.mean, e.sd) == (3, 62.0, 2.0)
     assert e.se == pytest.approx(1.1547005, abs=1e-7)
     one = Estimate((61.0,))
-    assert one.mean == 61.0 and math.isnan(one.sd) and math.isnan(one.se)
+    assert one.mean == 61.0
+    assert math.isnan(one.sd)
+    assert math.isnan(one.se)
 
 
 # --- one search, replicated ------------------------------------------------------------------------
@@ -120,7 +122,8 @@ def test_a_replicate_without_the_target_is_missing_not_zero():
     result = replicated_result(reps, "sketch")
     assert result.missing == (1,)
     assert result.by_replicate == {0: 45.0, 2: 43.0}
-    assert result.accuracy.n == 2 and len(result.budgets) == 3
+    assert result.accuracy.n == 2
+    assert len(result.budgets) == 3
 
 
 def test_replicates_of_different_searches_are_refused():
@@ -146,7 +149,9 @@ def test_a_search_beats_the_grid_beyond_two_standard_errors():
     # search (60, 62, 64): mean 62, sd 2, SE² = 4/3; grid (58, 59, 60): mean 59, sd 1, SE² = 1/3.
     # d = 3; SE of d = sqrt(4/3 + 1/3) = sqrt(5/3) = 1.2909944; 2·SE = 2.5819889 < 3: beats.
     s = separate(Estimate((60.0, 62.0, 64.0)), Estimate((58.0, 59.0, 60.0)))
-    assert s.difference == 3.0 and s.verdict == "beats" and s.replicates_needed is None
+    assert s.difference == 3.0
+    assert s.verdict == "beats"
+    assert s.replicates_needed is None
     assert s.se == pytest.approx(1.2909944, abs=1e-7)
     # Welch: df = (5/3)² / ((4/3)²/2 + (1/3)²/2) = (25/9) / (17/18) = 50/17 = 2.941;
     # t(0.975, 2.941) = 3.2188 (tables: t(.975, 2) = 4.303, t(.975, 3) = 3.182): 3.2188 · 1.2910 = 4.155.
@@ -157,7 +162,8 @@ def test_a_search_beats_the_grid_beyond_two_standard_errors():
         in s.text("search", "grid")
     )
     reverse = separate(Estimate((58.0, 59.0, 60.0)), Estimate((60.0, 62.0, 64.0)))
-    assert reverse.verdict == "is beaten by" and reverse.difference == -3.0
+    assert reverse.verdict == "is beaten by"
+    assert reverse.difference == -3.0
 
 
 def test_not_separable_and_how_many_replicates_would_separate():
@@ -174,19 +180,24 @@ def test_not_separable_and_how_many_replicates_would_separate():
     assert (
         "paper_search against paper_grid: +2.00 points, not separable at 2 replicates (2·SE = 4.47)" in text
     )
-    assert "about 11 replicates each would separate them" in text and "assumes" in text
+    assert "about 11 replicates each would separate them" in text
+    assert "assumes" in text
 
 
 def test_separation_edge_cases():
     single = separate(Estimate((62.0,)), Estimate((59.0, 60.0)))
-    assert single.verdict == "not separable" and single.replicates_needed is None and single.welch_t95 is None
+    assert single.verdict == "not separable"
+    assert single.replicates_needed is None
+    assert single.welch_t95 is None
     assert "not separable at 1 and 2 replicates: one replicate measures no spread" in single.text("a", "b")
     equal = separate(Estimate((60.0, 62.0)), Estimate((59.0, 63.0)))
-    assert equal.difference == 0 and equal.replicates_needed is None
+    assert equal.difference == 0
+    assert equal.replicates_needed is None
     assert "no number of replicates separates them" in equal.text("a", "b")
     # No spread at all on either side and a difference: SE 0, separable at 2 replicates.
     exact = separate(Estimate((61.0, 61.0)), Estimate((60.0, 60.0)))
-    assert exact.verdict == "beats" and exact.welch_t95 is None
+    assert exact.verdict == "beats"
+    assert exact.welch_t95 is None
     # Few replicates needed are at least 2 (one measures no spread).
     assert replicates_to_separate(0.1, 0.1, 10.0) == 2
 

@@ -84,9 +84,14 @@ def test_report_writes_one_page_with_compares_verdict(store, tmp_path, capsys, m
     page = tmp_path / "report-grid+search.html"
     assert re.search(r"written to .*report-grid\+search\.html \(\d+\.\d MB; opens offline", out)
     html = page.read_text()
-    assert verdict in html and 'data-tone="beats"' in html
-    assert "grid&#39;s winner (grid)" in html and "54.0 ± 1.2 (n=3)" in html  # the DomainBed-style table
-    assert "<td>failed</td>" not in html and 'data-tone="bad">failed</td>' in html  # the failed trial, marked
+    assert verdict in html
+    assert 'data-tone="beats"' in html
+    # the DomainBed-style table
+    assert "grid&#39;s winner (grid)" in html
+    assert "54.0 ± 1.2 (n=3)" in html
+    # the failed trial, marked
+    assert "<td>failed</td>" not in html
+    assert 'data-tone="bad">failed</td>' in html
     assert "published best: 63.95 % (da-c4-cartoon; paper, selected by oracle)" in html
 
     # compare says the same sentence, and writes the same page beside its outputs, logged on its run
@@ -109,7 +114,8 @@ def test_a_single_sweep_and_a_chosen_out_file(store, tmp_path, capsys):
     assert printed.startswith(
         "honest: target cartoon · selection source_val, each replicate's winner by val_acc"
     )
-    assert out.is_file() and printed in markup.unescape(out.read_text())
+    assert out.is_file()
+    assert printed in markup.unescape(out.read_text())
 
 
 @pytest.mark.parametrize(
@@ -133,7 +139,8 @@ def test_what_one_page_cannot_answer_is_one_line_and_exit_2(
     monkeypatch.chdir(tmp_path)
     assert main(["report", *names, "--tracking-uri", uri]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and line in err[0], err
+    assert len(err) == 1, err
+    assert line in err[0], err
     assert not list(tmp_path.glob("*.html"))  # no page written
 
 
@@ -151,7 +158,8 @@ def test_sweeps_from_two_stores_are_one_line_and_exit_2(store, tmp_path, capsys)
         ).save()
     assert main(["report", "grid", "other", "--results-dir", str(results)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "the sweeps were recorded in different stores (grid in sqlite:///" in err[0], err
+    assert len(err) == 1, err
+    assert "the sweeps were recorded in different stores (grid in sqlite:///" in err[0], err
     assert "a report reads one store" in err[0]
 
 

@@ -170,13 +170,16 @@ def test_the_verdict_is_compares_sentence_with_known_numbers():
     )
     assert (verdict.tone, verdict.kind, verdict.target) == ("beats", "grid", "cartoon")
     found = answers(sweeps)
-    assert verdict.text == versus_line(found.versus[0]) and f"  {verdict.text}" in answers_text(found)
-    assert part.oracle and part.note.startswith("oracle: selected on the data it reports")
+    assert verdict.text == versus_line(found.versus[0])
+    assert f"  {verdict.text}" in answers_text(found)
+    assert part.oracle
+    assert part.note.startswith("oracle: selected on the data it reports")
     assert part.published == (
         "target cartoon: published best: 63.95 % (da-c4-cartoon; paper, selected by oracle)",
     )
     html = page_html.render(built)
-    assert verdict.text in shown(html) and 'data-tone="beats"' in html
+    assert verdict.text in shown(html)
+    assert 'data-tone="beats"' in html
 
 
 def test_not_separable_says_how_many_replicates_would_separate():
@@ -212,7 +215,8 @@ def test_the_table_sections_hold_compares_cells():
     )
     grid_rows = {(r[0].text, r[1].text): r for r in built.grid.rows}
     row = grid_rows[("da-c4-cartoon (grid.r0)", "cartoon")]
-    assert [c.text for c in row[2:5]] == ["50.00 ± 1.00", "63.95", "-13.95"] and row[7].tone == "bad"
+    assert [c.text for c in row[2:5]] == ["50.00 ± 1.00", "63.95", "-13.95"]
+    assert row[7].tone == "bad"
     html = page_html.render(built)
     text = shown(html)
     for cell in ("52.0 ± 1.2 (n=3)", "62.0 ± 1.2 (n=3)", "3.00 ± 0.00 points", "published (paper)"):
@@ -234,8 +238,10 @@ def test_a_page_for_a_sweep_with_failed_trials_shows_them_and_why():
     built = build(sweeps, provenance={"solo": why})
     assert built.trials.columns[-1] == "why it failed"
     failed = next(r for r in built.trials.rows if r[1].text == "3")
-    assert failed[3].text == "failed" and failed[3].tone == "bad"
-    assert failed[-1].text == "DivergedError: loss is nan at epoch 1" and failed[5].text == "-"
+    assert failed[3].text == "failed"
+    assert failed[3].tone == "bad"
+    assert failed[-1].text == "DivergedError: loss is nan at epoch 1"
+    assert failed[5].text == "-"
     assert next(r for r in built.trials.rows if r[1].text == "0")[-3].text == "cpu"
     assert "4 (2 completed, 1 pruned, 1 failed)" in [c.text for c in built.sweeps.rows[0]]
     html = page_html.render(built)
@@ -246,12 +252,14 @@ def test_a_single_sweep_without_a_grid_gives_its_own_answer():
     built = build(search([60.0], name="solo", family=False))
     (part,) = built.parts
     (verdict,) = part.verdicts
-    assert verdict.kind == "alone" and verdict.tone == ""
+    assert verdict.kind == "alone"
+    assert verdict.tone == ""
     assert verdict.text.startswith(
         "solo: target cartoon · selection oracle (oracle: selected on the data it reports), each replicate's "
         "winner by acc_cartoon (max): acc_cartoon 60.00 (1 replicate: no spread measured)"
     )
-    assert built.grid is None and built.confirmations is None
+    assert built.grid is None
+    assert built.confirmations is None
     sections = {f.section for f in built.figures}
     assert sections == {"budget", "search", "matters"}  # no replayed grid, no importances logged
     assert "no grid to beat" in shown(page_html.render(built))
@@ -268,7 +276,9 @@ def test_a_replicated_search_pools_its_replicates_in_the_figures():
     assert dims["shaping.convs"]["ticktext"] == ["3", "1,5"]  # conv sets by size, then convs
     heat = next(f for f in built.figures if f.section == "matters")
     cells = json.loads(heat.json)["data"][0]
-    assert cells["y"] == ["convs 3", "convs 1,5"] and cells["x"] == ["0.2", "0.6"]  # full-budget trials only
+    # full-budget trials only
+    assert cells["y"] == ["convs 3", "convs 1,5"]
+    assert cells["x"] == ["0.2", "0.6"]
     assert cells["z"] == [[59.0, None], [None, 62.0]]
     budget = json.loads(next(f for f in built.figures if f.section == "budget").json)
     names = {t["name"] for t in budget["data"]}
@@ -280,7 +290,8 @@ def test_protocols_stay_apart_on_compares_page():
     built = build(grid([50.0, 52.0]) + search([60.0, 62.0], name="honest", protocol="source_val"))
     assert [p.protocol for p in built.parts] == ["oracle", "source_val"]
     assert all(v.kind == "alone" for p in built.parts for v in p.verdicts)  # nothing ranked across them
-    assert not built.parts[1].oracle and "held-out" in built.parts[1].note
+    assert not built.parts[1].oracle
+    assert "held-out" in built.parts[1].note
 
 
 def test_records_are_escaped_everywhere_and_cannot_close_a_script():
@@ -289,7 +300,8 @@ def test_records_are_escaped_everywhere_and_cannot_close_a_script():
     sweeps[0].trials[0] = run(0, 60.0, values={"shaping.p0": 0.6, "shaping.convs": [1, 5], "note": evil})
     why = Provenance(failures={"run-0": evil}, tags={"asha_tune.space": evil})
     html = page_html.render(build(sweeps, provenance={"solo": why}, ui_url="http://127.0.0.1:5000"))
-    assert evil not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert evil not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     scripts = re.findall(r"<script\b[^>]*>(.*?)</script>", html, re.S)
     for body in scripts:  # every script element's JSON still parses: nothing closed it early
         if body.lstrip().startswith("{"):
@@ -301,7 +313,8 @@ def test_the_page_is_one_file_that_names_no_other_host():
     html = page_html.render(build(grid([50.0, 52.0, 54.0]) + search([60.0, 62.0, 64.0])))
     sources = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)""", html)
     assert all(s.startswith("#") for s in sources), sources
-    assert "<link" not in html and "@import" not in html
+    assert "<link" not in html
+    assert "@import" not in html
     assert len(html) < 3_000_000  # Plotly's 4.8 MB inlined gzipped
 
 
@@ -322,13 +335,15 @@ def test_a_parameter_some_trials_lack_stays_numeric_with_a_not_sampled_tick():
     built = build(sweeps)
     parallel = json.loads(next(f for f in built.figures if "parallel" in f.title).json)["data"][0]
     p0 = next(d for d in parallel["dimensions"] if d["label"] == "shaping.p0")
-    assert p0["ticktext"][0] == "not sampled" and p0["ticktext"][1:] == [
+    assert p0["ticktext"][0] == "not sampled"
+    assert p0["ticktext"][1:] == [
         "0.2",
         "0.375",
         "0.55",
         "0.725",
         "0.9",
     ]
-    assert p0["values"] == [0.6, 0.2, 0.9, p0["tickvals"][0]] and p0["tickvals"][0] < 0.2
+    assert p0["values"] == [0.6, 0.2, 0.9, p0["tickvals"][0]]
+    assert p0["tickvals"][0] < 0.2
     slices = json.loads(next(f for f in built.figures if "slices" in f.title).json)["data"]
     assert [0.6, 0.2, None] in [t["x"] for t in slices]  # the p0 panel leaves the trial out, numeric

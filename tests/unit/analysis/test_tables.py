@@ -32,11 +32,15 @@ def test_cells_and_the_mean_column():
     assert table.targets == ("cartoon", "sketch")
     grid, search, baseline = table.rows
     assert (grid.cells["cartoon"].mean, grid.cells["cartoon"].se) == (62.0, pytest.approx(1.0))
-    assert grid.mean.values == (56.5, 56.5) and grid.mean.se == 0.0
+    assert grid.mean.values == (56.5, 56.5)
+    assert grid.mean.se == 0.0
     assert search.cells["cartoon"].se == pytest.approx(2.0816660, abs=1e-7)
-    assert search.mean.values == (54.5, 61.5) and search.mean.se == pytest.approx(3.5)
+    assert search.mean.values == (54.5, 61.5)
+    assert search.mean.se == pytest.approx(3.5)
     assert search.dropped == 1
-    assert baseline.cells["sketch"] is None and baseline.mean is None and baseline.dropped == 1
+    assert baseline.cells["sketch"] is None
+    assert baseline.mean is None
+    assert baseline.dropped == 1
 
 
 MARKDOWN = """\

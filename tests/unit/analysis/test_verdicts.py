@@ -59,7 +59,8 @@ def test_best_trial_prefers_full_budget_trials_and_ignores_the_unfinished():
     assert best_trial(full + stopped + others, "val_acc", "max").number == 1
     assert best_trial(stopped + others + [record(6, 60.0, status="pruned")], "val_acc", "max").number == 2
     assert best_trial(full, "val_acc", "min").number == 0
-    assert best_trial(others, "val_acc", "max") is None and best_trial([], "val_acc", "max") is None
+    assert best_trial(others, "val_acc", "max") is None
+    assert best_trial([], "val_acc", "max") is None
     assert best_trial(full, "no_such_metric", "max") is None
     # A tie goes to the earlier trial, so the answer does not depend on the order records come in.
     assert best_trial([record(8, 50.0), record(7, 50.0)], "val_acc", "max").number == 7
@@ -86,7 +87,8 @@ def test_a_runner_up_within_two_standard_errors_is_not_separable_and_points_to_c
     records = [record(0, 61.2), record(1, 60.0), record(2, 59.5), record(3, 40.0)]
     verdict = judge(records, "val_acc", "max")
     combined = 2 * math.sqrt(binomial_se(61.2, 2344) ** 2 + binomial_se(60.0, 2344) ** 2)
-    assert verdict.separable is False and math.isclose(verdict.threshold, combined)
+    assert verdict.separable is False
+    assert math.isclose(verdict.threshold, combined)
     assert verdict.contenders == 3  # 59.5 is within 2 combined SEs of 61.2 too; 40.0 is not
     text = describe_best(records, "val_acc", "max", "source_val", "asha-tune confirm sw")
     line = text.splitlines()[2]
@@ -106,7 +108,8 @@ def test_a_runner_up_within_two_standard_errors_is_not_separable_and_points_to_c
     # The parent run says so too.
     metrics, tags = summary(records, "val_acc", "max")
     assert tags["asha_tune.top_separable"].startswith("no: runner-up trial 1 within two standard errors")
-    assert tags["asha_tune.best_trial"] == "0" and tags["asha_tune.best_run_id"] == "run0"
+    assert tags["asha_tune.best_trial"] == "0"
+    assert tags["asha_tune.best_run_id"] == "run0"
     assert metrics == {
         "best_val_acc": 61.2,
         "best_val_acc_se": binomial_se(61.2, 2344),

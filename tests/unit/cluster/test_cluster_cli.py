@@ -12,7 +12,8 @@ from asha_tune.cluster.processes import free_port
 
 def one_error_line(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "Traceback" not in err[0], err
+    assert len(err) == 1, err
+    assert "Traceback" not in err[0], err
     return err[0]
 
 
@@ -21,9 +22,8 @@ def test_up_without_postgresql_says_how_to_install_it(tmp_path, monkeypatch, cap
     monkeypatch.setattr(postgres, "POSTGRES_ROOT", tmp_path / "nowhere")
     assert main(["cluster", "up", "--dir", str(tmp_path / "c")]) == 1
     line = one_error_line(capsys)
-    assert (
-        line.startswith("asha-tune cluster: error: PostgreSQL is not installed") and "apt-get install" in line
-    )
+    assert line.startswith("asha-tune cluster: error: PostgreSQL is not installed")
+    assert "apt-get install" in line
     assert not (tmp_path / "c").exists()  # nothing started, nothing written
 
 

@@ -30,7 +30,8 @@ def test_listening_reports_each_socket_with_its_address_and_process():
         for host, (child, port) in children.items():
             assert (host, port, child.pid) in found
             assert is_loopback(host)
-        assert not is_loopback("0.0.0.0") and not is_loopback("192.0.2.2")
+        assert not is_loopback("0.0.0.0")
+        assert not is_loopback("192.0.2.2")
         assert listening([]) == []
     finally:
         for child, _ in children.values():
@@ -54,7 +55,8 @@ def test_stop_ends_the_leader_its_session_and_descendants_that_left_it_and_nothi
         while time.time() < deadline and len(processes.family(leader)) < 3:
             time.sleep(0.1)
         family = processes.family(leader)
-        assert len(family) == 3 and processes.alive(leader)
+        assert len(family) == 3
+        assert processes.alive(leader)
         assert processes.stop(leader, timeout=2) == 3  # only the leader gets SIGTERM: the rest is killed
         assert not any(processes.alive(p) for p in family)
         assert bystander.poll() is None

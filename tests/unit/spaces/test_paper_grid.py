@@ -84,8 +84,12 @@ def key_of(config) -> tuple:
 def test_the_grid_is_exactly_the_papers_configurations_each_once():
     space = load_space("paper_grid")
     assert space.selection.protocol == "oracle"  # the paper's protocol
-    assert space.search.algorithm == "list" and space.scheduler.kind == "fifo"  # never stopped early
-    assert space.train.epochs == 30 and space.data.image_size == 224 and space.train.weights == "imagenet"
+    # never stopped early
+    assert space.search.algorithm == "list"
+    assert space.scheduler.kind == "fifo"
+    assert space.train.epochs == 30
+    assert space.data.image_size == 224
+    assert space.train.weights == "imagenet"
     ours: dict[tuple, dict[str, float]] = {}
     for point in space.grid():
         config = space.trial_config(point)  # every configuration validates as a trial
@@ -93,7 +97,8 @@ def test_the_grid_is_exactly_the_papers_configurations_each_once():
         key = key_of(config)
         assert key not in ours, f"{listed.id} runs twice"
         ours[key] = dict(listed.published)
-        assert config.selection.protocol == "oracle" and config.train.seed == 0
+        assert config.selection.protocol == "oracle"
+        assert config.train.seed == 0
         if config.shaping.mode == "target":
             assert config.train.batch_size == 256  # the authors' DA batch
         if listed.published:
@@ -133,6 +138,8 @@ def test_the_dry_run_prints_published_figures_and_the_budget(capsys, tmp_path, m
 def test_the_paper_search_selects_as_the_grid_does():
     """`paper_search` is the grid's search counterpart: same protocol, target, recipe, budget."""
     grid, search = load_space("paper_grid"), load_space("paper_search")
-    assert search.selection == grid.selection and search.selection.protocol == "oracle"
-    assert search.scheduler.metric == "acc_cartoon" and search.scheduler.kind == "asha"
+    assert search.selection == grid.selection
+    assert search.selection.protocol == "oracle"
+    assert search.scheduler.metric == "acc_cartoon"
+    assert search.scheduler.kind == "asha"
     assert (search.data, search.train) == (grid.data, grid.train)

@@ -126,8 +126,10 @@ def test_a_file_that_is_not_utf8_or_plain_yaml_is_one_line_naming_file_and_line(
 ):
     monkeypatch.chdir(tmp_path)
     message = launch_refuses(tmp_path, data, capsys)
-    assert f"error: {tmp_path / 'space.yaml'}: " in message and line in message, message
-    assert "<unicode string>" not in message and "position" not in message
+    assert f"error: {tmp_path / 'space.yaml'}: " in message, message
+    assert line in message, message
+    assert "<unicode string>" not in message
+    assert "position" not in message
 
 
 def test_a_byte_order_mark_is_still_utf8(tmp_path):
@@ -148,7 +150,8 @@ def test_a_byte_order_mark_is_still_utf8(tmp_path):
 def test_a_set_value_of_the_same_shapes_is_one_line(value, line, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     message = launch_refuses(tmp_path, VALID, capsys, "--set", f"train.epochs={value}")
-    assert message.startswith("asha-tune launch: error: --set train.epochs=") and line in message
+    assert message.startswith("asha-tune launch: error: --set train.epochs=")
+    assert line in message
 
 
 def test_spaces_lists_the_good_files_and_one_line_per_bad_one(tmp_path, capsys, monkeypatch):
@@ -173,7 +176,8 @@ def test_spaces_lists_the_good_files_and_one_line_per_bad_one(tmp_path, capsys, 
 def test_space_that_is_a_folder_says_so(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     line = refused(["launch", "--space", str(tmp_path), "--dry-run"], capsys)
-    assert f"--space {tmp_path}: a folder, not a space file" in line and "no such file" not in line
+    assert f"--space {tmp_path}: a folder, not a space file" in line
+    assert "no such file" not in line
 
 
 # --- 2. sizes nobody meant ---------------------------------------------------------------------
@@ -205,7 +209,8 @@ def test_a_grid_is_counted_before_it_is_built(parameter, values, line, tmp_path,
     start = time.monotonic()
     message = launch_refuses(tmp_path, text, capsys)
     assert time.monotonic() - start < 10  # counted, not built (building took minutes, then MemoryError)
-    assert line in message and f"a sweep runs at most {MAX_TRIALS:,} trials" in message
+    assert line in message
+    assert f"a sweep runs at most {MAX_TRIALS:,} trials" in message
 
 
 def test_the_count_follows_when_conditions_without_building_the_grid(tmp_path):

@@ -41,14 +41,18 @@ def write(tmp_path: Path, text: str, name: str = "space.yaml") -> Path:
 
 def test_a_list_runs_each_configuration_once_to_full_budget(tmp_path):
     space = load_space(write(tmp_path, LISTED))
-    assert space.search.algorithm == "list" and space.scheduler.kind == "fifo"  # implied by the list
+    # implied by the list
+    assert space.search.algorithm == "list"
+    assert space.scheduler.kind == "fifo"
     assert space.num_trials == 4
     assert space.grid() == [{"configuration": i} for i in ("base", "rand-c1", "da-c4-sketch", "bn")]
     da = space.trial_config({"configuration": "da-c4-sketch"})
     assert (da.shaping.mode, da.shaping.convs, da.data.targets) == ("target", [4], ["sketch"])
     assert da.train.batch_size == 256  # the mode's own default still applies
     rand = space.trial_config({"configuration": "rand-c1"})
-    assert rand.shaping.p0 == 0.7 and rand.data.targets == ["cartoon"]  # the fixed section's target
+    # the fixed section's target
+    assert rand.shaping.p0 == 0.7
+    assert rand.data.targets == ["cartoon"]
     assert domain_choices(space) == {"art_painting", "cartoon", "sketch"}  # what preflight checks
 
 
@@ -75,7 +79,9 @@ def test_the_dry_run_prints_each_configuration_with_its_published_figures(tmp_pa
     assert "rand-c1: shaping.mode=random, shaping.convs=[1], shaping.p0=0.7" in out
     assert "published: acc_cartoon 61.63, acc_sketch 52.3" in out
     assert "bn: shaping.mode=bn_only  [not in the paper]" in out
-    assert "base:" not in out and "da-c4-sketch" not in out  # filtered out
+    # filtered out
+    assert "base:" not in out
+    assert "da-c4-sketch" not in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]
 
 
@@ -134,7 +140,8 @@ def test_a_bad_list_exits_2_with_one_line(what, text, line, tmp_path, capsys, mo
     monkeypatch.chdir(tmp_path)
     assert main(["launch", "--space", str(write(tmp_path, text)), "--dry-run"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and line in err[0], err
+    assert len(err) == 1, err
+    assert line in err[0], err
 
 
 def test_the_study_hands_out_the_configurations_in_order(tmp_path):

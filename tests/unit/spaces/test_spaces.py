@@ -249,7 +249,8 @@ def test_invalid_space_exits_2_with_one_line(what, text, line, tmp_path, capsys,
 def test_shipped_spaces_are_valid(name):
     assert name in list_spaces()
     space = load_space(name)
-    assert space.name == name and space.description
+    assert space.name == name
+    assert space.description
 
 
 def test_every_problem_is_reported(tmp_path):
@@ -262,7 +263,8 @@ def test_every_problem_is_reported(tmp_path):
 def test_overrides_reach_sections_and_parameters(tmp_path):
     path = write(tmp_path, VALID)
     space = load_space(path, ["train.epochs=2", "parameters.shaping.p0.high=0.5", "scheduler.grace_period=2"])
-    assert space.train.epochs == 2 and space.parameters["shaping.p0"].high == 0.5
+    assert space.train.epochs == 2
+    assert space.parameters["shaping.p0"].high == 0.5
     with pytest.raises(ConfigError, match="--set train.epochs: expected"):
         load_space(path, ["train.epochs"])
     with pytest.raises(ConfigError, match="scheduler.grace_period 3 is above train.epochs 2"):
@@ -335,7 +337,9 @@ def test_dry_run_lists_the_grid_and_writes_nothing(tmp_path, capsys, monkeypatch
     monkeypatch.chdir(tmp_path)
     assert main(["launch", "--space", "baseline", "--dry-run", "--set", "train.epochs=3"]) == 0
     out = capsys.readouterr().out
-    assert "grid: 5 configurations" in out and "train.seed=4" in out and "epochs: 3" in out
+    assert "grid: 5 configurations" in out
+    assert "train.seed=4" in out
+    assert "epochs: 3" in out
     assert list(tmp_path.iterdir()) == []
 
 
@@ -371,11 +375,14 @@ def test_spaces_path_comes_first_and_a_miss_lists_the_names(tmp_path, monkeypatc
     (own / "tiny.yaml").write_text(VALID)
     monkeypatch.setenv("ASHA_TUNE_SPACES", str(own))
     monkeypatch.chdir(tmp_path)
-    assert load_space("tiny.yaml").name == "t" and load_space("tiny").name == "t"
+    assert load_space("tiny.yaml").name == "t"
+    assert load_space("tiny").name == "t"
     assert main(["launch", "--space", "tinny.yaml", "--dry-run"]) == 2
     (err,) = capsys.readouterr().err.strip().splitlines()
     assert err.startswith(f"asha-tune launch: error: --space tinny.yaml: no space of that name in {own}, ")
-    assert "available: " in err and "tiny" in err and "quickstart" in err
+    assert "available: " in err
+    assert "tiny" in err
+    assert "quickstart" in err
 
 
 def test_set_on_a_searched_parameter_fixes_it_and_the_dry_run_says_so(tmp_path, monkeypatch, capsys):
@@ -384,12 +391,14 @@ def test_set_on_a_searched_parameter_fixes_it_and_the_dry_run_says_so(tmp_path, 
     for _ in range(5):
         trial = study.ask()
         values = space.suggest(trial)
-        assert values["shaping.p0"] == 0.5 and space.trial_config(values).shaping.p0 == 0.5
+        assert values["shaping.p0"] == 0.5
+        assert space.trial_config(values).shaping.p0 == 0.5
         assert not any(name.startswith("shaping.p0") for name in trial.params)  # not searched
         study.tell(trial, 1.0)
     # A schedule's searched endpoints give way to the fixed value too.
     schedule = load_space("decreasing_p0", ["shaping.p0=0.5"])
-    assert "shaping.p0.first" not in schedule.parameters and "shaping.p0.last" not in schedule.parameters
+    assert "shaping.p0.first" not in schedule.parameters
+    assert "shaping.p0.last" not in schedule.parameters
     monkeypatch.chdir(tmp_path)
     assert main(["launch", "--space", "random_layers", "--set", "shaping.p0=0.5", "--dry-run"]) == 0
     assert "  shaping.p0: fixed 0.5 (pinned by --set: not searched)" in capsys.readouterr().out
@@ -415,7 +424,8 @@ def test_launch_takes_weights_as_trial_does(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["launch", "--space", "random_layers", "--weights", "none", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "  weights: none\n" in out and "weights none;" in out
+    assert "  weights: none\n" in out
+    assert "weights none;" in out
 
 
 def test_spaces_command_says_what_each_space_needs(capsys):
@@ -456,8 +466,10 @@ def test_spaces_command_says_what_each_space_needs(capsys):
 
 def test_reproducible_runs_one_trial_at_a_time(tmp_path, monkeypatch, capsys):
     space = load_space("quickstart", ["search.reproducible=true"])
-    assert space.search.max_concurrent == 2 and space.search.concurrency == 1
+    assert space.search.max_concurrent == 2
+    assert space.search.concurrency == 1
     monkeypatch.chdir(tmp_path)
     assert main(["launch", "--space", "quickstart", "--set", "search.reproducible=true", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "1 at once" in out and "reproducible: one trial at a time" in out
+    assert "1 at once" in out
+    assert "reproducible: one trial at a time" in out

@@ -113,8 +113,11 @@ def test_a_sweep_child_run_records_the_device_its_trial_used(tmp_path):
     callback.on_trial_start(0, [t], t)
     for epoch in (1, 2):
         callback.on_trial_result(0, [t], t, {"epoch": epoch, "val_acc": 40.0, "device": "cpu"})
-    run = MlflowClient(uri).get_run(callback.child_run(t)).data
-    assert run.params["device"] == "cpu" and "device" not in run.metrics
+    callback.get_state()  # as Tune before its snapshot: what is queued is written
+    (child,) = tracker.child_runs(experiment, parent)
+    run = MlflowClient(uri).get_run(child.info.run_id).data
+    assert run.params["device"] == "cpu"
+    assert "device" not in run.metrics
 
 
 def test_a_trials_run_is_written_in_batches_each_epoch_once_across_a_resume(tmp_path):
@@ -140,7 +143,8 @@ def test_a_trials_run_is_written_in_batches_each_epoch_once_across_a_resume(tmp_
     assert tracker.find_runs(experiment, children) == []  # a running trial's reports wait a moment
     callback.get_state()  # Tune asks before its snapshot: everything is written first
     (run,) = tracker.find_runs(experiment, children)
-    assert run.data.params["search"] and run.data.tags["asha_tune.rehearsal"] == "true"
+    assert run.data.params["search"]
+    assert run.data.tags["asha_tune.rehearsal"] == "true"
     assert run.data.tags["asha_tune.node_ids"] == "n1"
     callback.on_experiment_end([])  # the driver is killed here: a resume continues the same run
 
@@ -157,7 +161,8 @@ def test_a_trials_run_is_written_in_batches_each_epoch_once_across_a_resume(tmp_
     (run,) = tracker.find_runs(experiment, children)
     history = MlflowClient(uri).get_metric_history(run.info.run_id, "val_acc")
     assert sorted((m.step, m.value) for m in history) == [(1, 41.0), (2, 42.0), (3, 43.0)]
-    assert run.data.tags["asha_tune.status"] == "pruned" and run.info.status == "FINISHED"
+    assert run.data.tags["asha_tune.status"] == "pruned"
+    assert run.info.status == "FINISHED"
     assert run.data.tags["asha_tune.resumed_from_epoch"] == "1"
     assert run.data.tags["asha_tune.node_ids"] == "n1,n2"
     assert run.data.metrics["final_val_acc"] == 43.0
@@ -201,4 +206,6 @@ def test_ended_trials_checkpoints_are_emptied_once_their_records_are_written_but
     better = ended(4, 4, 70.0)
     cleanup.on_trial_complete(0, [*trials, better], better)
     close_writer("cleanup")
-    assert kept(better) and not kept(trials[1])  # the old best's, once a better one ended
+    # the old best's, once a better one ended
+    assert kept(better)
+    assert not kept(trials[1])

@@ -53,9 +53,8 @@ def test_preflight_refuses_a_disk_without_room_for_the_peak_in_one_line(tmp_path
     with pytest.raises(NoSpaceError) as refused:
         check_space(tmp_path / "results" / "not-yet", space)  # the nearest existing parent counts
     message = str(refused.value)
-    assert "\n" not in message and message.startswith(
-        f"--results-dir {tmp_path / 'results' / 'not-yet'} has "
-    )
+    assert "\n" not in message
+    assert message.startswith(f"--results-dir {tmp_path / 'results' / 'not-yet'} has ")
     assert "x 2 checkpoints of 90 MB + final weights of 45 MB" in message
     assert "free space, lower search.max_concurrent, or choose another --results-dir" in message
     monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**12, 10**12 - peak, peak))
@@ -65,10 +64,12 @@ def test_preflight_refuses_a_disk_without_room_for_the_peak_in_one_line(tmp_path
 
 def test_the_reserve_holds_its_bytes_until_released(tmp_path):
     reserve = Reserve(tmp_path, 4 << 20)
-    assert reserve.hold() and reserve.held() == 4 << 20
+    assert reserve.hold()
+    assert reserve.held() == 4 << 20
     assert reserve.path.stat().st_blocks * 512 >= 4 << 20  # allocated, not a sparse file
     reserve.release()
-    assert reserve.held() == 0 and not reserve.path.exists()
+    assert reserve.held() == 0
+    assert not reserve.path.exists()
     reserve.release()  # twice is fine
 
 

@@ -166,7 +166,8 @@ def test_a_gpu_that_torch_cannot_use_is_not_called_no_gpu(
         "asha-tune launch: error: space random_layers asks for 0.25 GPU per trial and this machine "
         f"has a GPU, but torch {torch.__version__} is built for CUDA {torch.version.cuda}"
     )
-    assert "the NVIDIA driver is 535.104.05" in line and "no GPU" not in line
+    assert "the NVIDIA driver is 535.104.05" in line
+    assert "no GPU" not in line
     assert line.endswith(
         "or add --set resources.gpu=0 to train on the CPU (slow: a 30-epoch trial at "
         "224 px takes hours on a CPU)"

@@ -100,7 +100,9 @@ def test_each_folder_layout_error_is_one_line_before_anything_starts(damage, mes
     damage(root)
     expected = message.format(r=root)
     for lines in both(root, FOLDER, tmp_path, work, capsys):
-        assert len(lines) == 1 and lines[0].startswith(f"data root {root}: ") and expected in lines[0], lines
+        assert len(lines) == 1, lines
+        assert lines[0].startswith(f"data root {root}: "), lines
+        assert expected in lines[0], lines
 
 
 def test_an_unknown_folder_domain_is_named_with_those_the_root_has(tmp_path, work, capsys):

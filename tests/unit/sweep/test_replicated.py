@@ -55,7 +55,9 @@ def test_replicate_seeds_are_a_hash_of_base_replicate_and_purpose():
     assert replicate_seed(0, 2, "split") == expected
     ones = [replicate_seeds(r, 0, 0, 0) for r in range(1, 6)]
     every = {s for r in ones for s in (r.sampler, r.trial, r.split)}
-    assert len(every) == 15 and all(0 <= s < 2**31 for s in every)  # purposes and replicates differ
+    # purposes and replicates differ
+    assert len(every) == 15
+    assert all(0 <= s < 2**31 for s in every)
     # Adding replicates never changes the earlier ones: five are the first three, and two more.
     assert [replicate_seeds(r, 0, 0, 0) for r in range(3)] == [replicate_seeds(r, 0, 0, 0) for r in range(5)][
         :3
@@ -135,10 +137,13 @@ def test_a_replicates_settings_nest_it_under_its_search(tmp_path):
         "q",
         None,
     )
-    assert r1.warm_start == "grid" and r1.space == replicate_space(search.space, 1)
-    assert r1.run_tags[KIND_TAG] == "replicate" and r1.run_tags[REPLICATE_TAG] == "1"
+    assert r1.warm_start == "grid"
+    assert r1.space == replicate_space(search.space, 1)
+    assert r1.run_tags[KIND_TAG] == "replicate"
+    assert r1.run_tags[REPLICATE_TAG] == "1"
     assert r1.run_tags[REPLICATE_SEEDS_TAG].startswith(f"sampler {replicate_seed(0, 1, 'sampler')}, trial ")
-    assert not r1.is_confirmation and r1.resume_name == "q"
+    assert not r1.is_confirmation
+    assert r1.resume_name == "q"
 
 
 @pytest.mark.parametrize(
@@ -156,7 +161,8 @@ def test_a_replicated_space_that_cannot_be_is_one_line(args, line, tmp_path, cap
     monkeypatch.chdir(tmp_path)
     assert main(["launch", "--space", *args, "--dry-run"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and line in err[0], err
+    assert len(err) == 1, err
+    assert line in err[0], err
 
 
 def test_replicates_flag_sets_the_space_field(tmp_path, capsys, monkeypatch):
@@ -208,15 +214,14 @@ def test_resume_of_a_finished_replicated_search_only_reports(finished, capsys):
     settings, client, top, _ = finished
     outcome = resume(SweepSettings.load("q", settings.results_dir))
     out = capsys.readouterr().out
-    assert outcome.finished and len(outcome.trials) == 3
+    assert outcome.finished
+    assert len(outcome.trials) == 3
     assert "replicated search q has finished: nothing to resume" in out
     # each replicate's winner by val_acc (source_val): r0 trial 1 (28.0), r1 trial 0 (32.0): 30 ± 2
     assert "acc_cartoon 30.00 ± 2.00 (mean ± SE over 2 replicates; sd 2.83)" in out
     run = client.get_run(top)
-    assert (
-        run.data.metrics["replicated_acc_cartoon"] == 30.0
-        and run.data.metrics["replicated_acc_cartoon_se"] == 2.0
-    )
+    assert run.data.metrics["replicated_acc_cartoon"] == 30.0
+    assert run.data.metrics["replicated_acc_cartoon_se"] == 2.0
     assert run.data.tags[STATUS_TAG] == "completed"
     artifacts = {a.path for a in client.list_artifacts(top)}
     assert {"replicates.json", "replicates.txt", "space.json"} <= artifacts

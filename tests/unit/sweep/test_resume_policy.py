@@ -24,7 +24,8 @@ def test_the_facade_and_the_docs_show_the_table_the_code_reads():
 def test_a_trial_that_ended_is_kept_and_only_such_a_trial():
     assert KEPT_TRIALS == FINAL_STATUSES
     assert not RETRY_FAILED  # Tune's resume_errored: a failed trial is not retried
-    assert KEPT_REPLICATES == {COMPLETED, FAILED} and INTERRUPTED not in KEPT_REPLICATES
+    assert KEPT_REPLICATES == {COMPLETED, FAILED}
+    assert INTERRUPTED not in KEPT_REPLICATES
 
 
 def record(number: int, status: str) -> TrialRecord:

@@ -48,7 +48,8 @@ def test_the_wait_stops_when_the_autoscaler_has_seen_the_request_and_adds_nothin
     assert watch.update(report(10)) is None  # the same report again does not count either
     assert watch.update(report(11)) is None
     why = watch.update(report(12))
-    assert why and why.startswith("the autoscaler adds no node for it (none of its node types can hold one")
+    assert why
+    assert why.startswith("the autoscaler adds no node for it (none of its node types can hold one")
 
 
 def test_a_failed_launch_is_named_and_a_launch_restarts_the_count():
@@ -59,7 +60,8 @@ def test_a_failed_launch_is_named_and_a_launch_restarts_the_count():
     watch.update(report(4, failed=["gpu_worker"]))
     watch.update(report(5))
     why = watch.update(report(6))
-    assert why and why.endswith("its launches of gpu_worker failed (ray status)")
+    assert why
+    assert why.endswith("its launches of gpu_worker failed (ray status)")
 
 
 def test_an_infeasible_request_stops_at_once():
@@ -156,7 +158,9 @@ def test_the_head_watch_closes_the_records_and_ends_the_driver_with_status_3(tmp
     )
     try:
         time.sleep(4)
-        assert driver.poll() is None and watch.poll() is None  # the head answers: nothing happens
+        # the head answers: nothing happens
+        assert driver.poll() is None
+        assert watch.poll() is None
         server.close()  # the head is gone
         stopped = time.monotonic()
         assert driver.wait(timeout=60) == 3
@@ -174,7 +178,8 @@ def test_the_head_watch_closes_the_records_and_ends_the_driver_with_status_3(tmp
         f"the sweep is kept: once the head is back (asha-tune cluster up, for a local cluster), "
         f"asha-tune resume lost --results-dir {settings.results_dir}"
     )
-    assert 2 <= silent < 10 and ended_s < 30
+    assert 2 <= silent < 10
+    assert ended_s < 30
     tracker = Tracker(settings.tracking_uri)
     assert tracker.status(settings.run_id) == "interrupted"
     assert [r.status for r in sweep_trials(tracker, experiment, settings.run_id)] == ["interrupted"]
@@ -189,7 +194,8 @@ def test_the_watch_ends_without_a_word_when_the_driver_ends_first(tmp_path):
         watch_command(1, driver.pid, settings, experiment, lost_s=20), stderr=subprocess.PIPE, text=True
     )
     driver.wait(timeout=30)
-    assert watch.wait(timeout=30) == 0 and watch.stderr.read() == ""
+    assert watch.wait(timeout=30) == 0
+    assert watch.stderr.read() == ""
     assert Tracker(settings.tracking_uri).status(settings.run_id) == "running"  # left for a takeover
 
 
@@ -201,9 +207,8 @@ def test_rays_own_abort_comes_after_the_watch(monkeypatch):
     assert float(env[ray_compat.GCS_RECONNECT_ENV]) >= head_lost_s() + 60
     assert ray_compat.GCS_RECONNECT_ENV not in session_environ(None)  # a local Ray: Ray's default
     monkeypatch.setenv(ray_compat.GCS_RECONNECT_ENV, "300")  # a cluster whose GCS restarts itself
-    assert (
-        head_lost_s() == 290 and float(session_environ("10.0.0.5:6379")[ray_compat.GCS_RECONNECT_ENV]) >= 350
-    )
+    assert head_lost_s() == 290
+    assert float(session_environ("10.0.0.5:6379")[ray_compat.GCS_RECONNECT_ENV]) >= 350
     monkeypatch.setenv(session.HEAD_LOST_ENV, "12")
     assert head_lost_s() == 12
 
@@ -211,7 +216,8 @@ def test_rays_own_abort_comes_after_the_watch(monkeypatch):
 def test_address_auto_never_joins_a_ray_it_did_not_find_in_rays_temp_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    assert resolve_address("10.0.0.5:6379") == "10.0.0.5:6379" and resolve_address(None) is None
+    assert resolve_address("10.0.0.5:6379") == "10.0.0.5:6379"
+    assert resolve_address(None) is None
     with pytest.raises(ConfigError, match=r"^--address auto: no Ray cluster was started on this machine"):
         resolve_address("auto")
     (tmp_path / "ray").mkdir()

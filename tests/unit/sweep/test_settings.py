@@ -72,7 +72,8 @@ def test_the_results_folder_and_the_study_url_have_one_name_each(capsys):
     for old in ("--storage", "--study-storage"):  # the names of a version never released: gone
         with pytest.raises(SystemExit) as exit_:
             parser.parse_args(["launch", "--space", "q", old, "x"])
-        assert exit_.value.code == 2 and f"unrecognized arguments: {old} x" in capsys.readouterr().err
+        assert exit_.value.code == 2
+        assert f"unrecognized arguments: {old} x" in capsys.readouterr().err
 
 
 def test_launch_if_exists_resume_continues_a_sweep_only_as_it_was_launched(tmp_path):
@@ -87,7 +88,9 @@ def test_launch_if_exists_resume_continues_a_sweep_only_as_it_was_launched(tmp_p
         }
     )
     kept = continuing(again)  # a resubmitted job: its own cluster and runtime, the sweep's records
-    assert kept.parent_run_id == saved.parent_run_id and kept.address is None and kept.resource_wait_s is None
+    assert kept.parent_run_id == saved.parent_run_id
+    assert kept.address is None
+    assert kept.resource_wait_s is None
     assert kept.runtime.data_root == tmp_path
     other = again.model_copy(update={"space": load_space("quickstart", ["train.epochs=2"])})
     with pytest.raises(ConfigError, match=r"^sweep job exists with another space than this launch's"):

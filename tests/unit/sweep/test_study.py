@@ -49,8 +49,10 @@ def test_searcher_tells_complete_pruned_and_fail(handle):
         TrialState.FAIL,
         TrialState.FAIL,
     ]
-    assert trials[0].value == 20.0 and trials[0].intermediate_values == {1: 11.0, 2: 12.0, 3: 13.0, 4: 20.0}
-    assert trials[1].intermediate_values == {1: 5.0, 2: 4.0} and trials[1].value == 4.0
+    assert trials[0].value == 20.0
+    assert trials[0].intermediate_values == {1: 11.0, 2: 12.0, 3: 13.0, 4: 20.0}
+    assert trials[1].intermediate_values == {1: 5.0, 2: 4.0}
+    assert trials[1].value == 4.0
     assert trials[0].user_attrs["values"] == configs["full"]["values"]
 
 

@@ -16,11 +16,12 @@ from asha_tune.sweep.study import (
     WARM_START_ATTR,
     RecordingSuggester,
     StudyHandle,
-    Unexpressible,
+    UnexpressibleError,
     create_study,
     expressed,
 )
-from asha_tune.sweep.warm_start import PastTrial, finished_trials, warm_start
+from asha_tune.sweep.warm_start import PastTrial, warm_start
+from tests.helpers.sweeps import finished_trials
 
 
 def variant(base: str = "quickstart", **changes) -> SearchSpace:
@@ -42,16 +43,16 @@ def test_the_space_itself_names_its_distributions():
     assert distributions["shaping.p0"] == optuna.distributions.FloatDistribution(0.0, 0.9)
     assert distributions["shaping.convs.size"] == optuna.distributions.IntDistribution(1, 2)
     assert len(distributions["shaping.convs.size2"].choices) == 21  # 7 choose 2
-    with pytest.raises(Unexpressible, match=r"shaping.p0 0.95 is outside \[0.0, 0.9\]"):
+    with pytest.raises(UnexpressibleError, match=r"shaping.p0 0.95 is outside \[0.0, 0.9\]"):
         expressed(space, {"shaping.convs": [2], "shaping.p0": 0.95})
-    with pytest.raises(Unexpressible, match="shaping.convs.size 3 is outside 1..2"):
+    with pytest.raises(UnexpressibleError, match="shaping.convs.size 3 is outside 1..2"):
         expressed(space, {"shaping.convs": [1, 2, 3], "shaping.p0": 0.3})
-    with pytest.raises(Unexpressible, match="shaping.convs.size1 '9' is not one of its choices"):
+    with pytest.raises(UnexpressibleError, match="shaping.convs.size1 '9' is not one of its choices"):
         expressed(space, {"shaping.convs": [9], "shaping.p0": 0.3})
     recorder = RecordingSuggester({"x": 4})
-    with pytest.raises(Unexpressible, match="x 4 is outside 0..10 in steps of 3"):
+    with pytest.raises(UnexpressibleError, match="x 4 is outside 0..10 in steps of 3"):
         recorder.suggest_int("x", 0, 10, step=3)
-    with pytest.raises(Unexpressible, match="it has no value for y"):
+    with pytest.raises(UnexpressibleError, match="it has no value for y"):
         recorder.suggest_float("y", 0, 1)
 
 
@@ -83,7 +84,8 @@ def test_the_parameter_that_decides_the_value_ranks_first(synthetic, evaluator):
     final = importances(synthetic, "synthetic", evaluator)
     assert final.trials == 20  # the COMPLETE ones: a pruned trial's value is of fewer epochs
     assert list(final.values) == ["shaping.p0", "shaping.convs"]  # the space's names, a conv set as one
-    assert final.values["shaping.p0"] > 0.5 and sum(final.values.values()) == pytest.approx(1.0)
+    assert final.values["shaping.p0"] > 0.5
+    assert sum(final.values.values()) == pytest.approx(1.0)
     early = importances(synthetic, "synthetic", evaluator, at_epoch=1)
     assert early.trials == 40  # every trial reached epoch 1
     assert list(early.values) == ["shaping.convs", "shaping.p0"]
@@ -110,10 +112,13 @@ def test_fanova_leaves_out_conditional_parameters_and_says_so(tmp_path):
             50.0 + (10.0 if values["shaping.mode"] == "random" else 0.0) + i * 0.01,
         )
     fanova = importances(url, "cond", "fanova")
-    assert "shaping.p0" in fanova.left_out and "shaping.p0" not in fanova.values
+    assert "shaping.p0" in fanova.left_out
+    assert "shaping.p0" not in fanova.values
     assert "not assessed by fanova: shaping.p0" in fanova.text()
     ped = importances(url, "cond", "ped_anova")
-    assert "shaping.p0" in ped.values and not ped.left_out  # PED-ANOVA assesses conditionals
+    # PED-ANOVA assesses conditionals
+    assert "shaping.p0" in ped.values
+    assert not ped.left_out
 
 
 def test_too_few_trials_and_unknown_names_are_one_line(synthetic, tmp_path):
@@ -202,15 +207,20 @@ def test_warm_start_adds_what_the_space_can_express_and_says_why_not_the_rest(se
     }
     study = optuna.load_study(study_name="search", storage=url)
     first, pruned = study.trials[0], study.trials[1]
-    assert first.state == TrialState.COMPLETE and first.value == 55.0
+    assert first.state == TrialState.COMPLETE
+    assert first.value == 55.0
     assert first.params == {"shaping.convs.size": 1, "shaping.convs.size1": "2", "shaping.p0": 0.3}
     assert first.intermediate_values == {1: 40.0, 2: 50.0, 4: 55.0}
     assert first.user_attrs == {VALUES_ATTR: ok, WARM_START_ATTR: "g#0"}
-    assert pruned.state == TrialState.PRUNED and pruned.value == 35.0  # as Optuna tells a pruned trial
-    assert "added g#0 as trial 0" in result.text() and "skipped g#5: it failed" in result.text()
+    # as Optuna tells a pruned trial
+    assert pruned.state == TrialState.PRUNED
+    assert pruned.value == 35.0
+    assert "added g#0 as trial 0" in result.text()
+    assert "skipped g#5: it failed" in result.text()
 
     again = warm_start(url, "search", trials[:2])  # a resumed sweep warm-starts again
-    assert again.added == [] and again.skipped[0] == ("g#0", "already added (trial 0)")
+    assert again.added == []
+    assert again.skipped[0] == ("g#0", "already added (trial 0)")
 
     handle = StudyHandle(url, "search", space)  # the search goes on from there
     number, values = handle.ask("ray-0", known=set())
@@ -246,7 +256,8 @@ def test_warm_start_from_a_replayed_list_of_configurations(search, tmp_path):
         handle.tell(number, TrialState.COMPLETE, value)
     trials = finished_trials(url, "grid")
     assert [t.source for t in trials] == ["grid trial 0", "grid trial 1", "grid trial 2"]
-    assert trials[1].config["shaping"]["convs"] == [1, 5] and trials[1].metric == "val_acc"
+    assert trials[1].config["shaping"]["convs"] == [1, 5]
+    assert trials[1].metric == "val_acc"
     result = warm_start(url, "search", trials)
     assert [s for s, _ in result.added] == ["grid trial 0", "grid trial 1"]
     assert result.skipped == [("grid trial 2", "shaping.p0 0.95 is outside [0.0, 0.9]")]
@@ -259,7 +270,8 @@ def test_warm_start_from_a_replayed_list_of_configurations(search, tmp_path):
 
 def test_replicates_pool_into_one_set_of_importances_of_one_objective(synthetic, tmp_path):
     pooled = importances(synthetic, ["synthetic", "synthetic"])  # the same study twice: twice the trials
-    assert pooled.trials == 40 and pooled.study == "synthetic, synthetic"
+    assert pooled.trials == 40
+    assert pooled.study == "synthetic, synthetic"
     assert list(pooled.values)[0] == "shaping.p0"
     other = variant(search={"algorithm": "random", "num_trials": 5}, scheduler={"metric": "source_acc"})
     create_study(synthetic, "other", other)

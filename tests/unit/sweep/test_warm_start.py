@@ -99,7 +99,8 @@ def test_a_search_is_warm_started_from_a_replayed_grid(stores):
     }
     assert added[1].user_attrs[WARM_START_ATTR] == "grid.r0 trial 2"
     again = warm_start_from(tracker, "grid", study_url, "search")  # idempotent
-    assert again.added == [] and len(optuna.load_study(study_name="search", storage=study_url).trials) == 2
+    assert again.added == []
+    assert len(optuna.load_study(study_name="search", storage=study_url).trials) == 2
     # The sweep's own trials are numbered after the added ones.
     number, _ = StudyHandle(study_url, "search", search).ask("ray-0", known=set())
     assert number == 2

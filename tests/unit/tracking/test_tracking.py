@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import requests
 from mlflow.tracking import MlflowClient
 
 from asha_tune.dotted import flatten
 from asha_tune.errors import ConfigError
 from asha_tune.tracking import Tracker
-from asha_tune.tracking.client import local_store
+from asha_tune.tracking.client import _unreachable, local_store
 from asha_tune.tracking.tags import FAILURE_TAG, STATUS_TAG
 from tests.helpers.mlflow import mlflow_store
 
@@ -34,7 +35,8 @@ def test_local_store_is_the_sqlite_file_or_none_for_a_server(tmp_path):
 def test_an_experiment_is_created_once_with_artifacts_beside_the_store(store, tmp_path):
     tracker, client = store
     first = tracker.experiment("space-a")
-    assert tracker.experiment("space-a") == first and tracker.experiment("space-b") != first
+    assert tracker.experiment("space-a") == first
+    assert tracker.experiment("space-b") != first
     location = client.get_experiment(first).artifact_location
     assert location == (tmp_path / "records" / "mlartifacts" / "space-a").as_uri()
 
@@ -47,10 +49,12 @@ def test_runs_nest_and_params_are_flat_with_lists_as_json(store):
     params.update({f"extra.p{i}": i for i in range(250)})  # more than one batch of 100
     child = tracker.start_run(experiment, "trial-0", params=params, tags={"k": "v"}, parent_run_id=parent)
     run = client.get_run(child)
-    assert run.data.tags["mlflow.parentRunId"] == parent and run.data.tags["k"] == "v"
+    assert run.data.tags["mlflow.parentRunId"] == parent
+    assert run.data.tags["k"] == "v"
     assert run.data.tags[STATUS_TAG] == "running"
     assert json.loads(run.data.params["shaping.convs"]) == [1, 7]
-    assert run.data.params["shaping.p0"] == "0.7" and run.data.params["train.epochs"] == "30"
+    assert run.data.params["shaping.p0"] == "0.7"
+    assert run.data.params["train.epochs"] == "30"
     assert len(run.data.params) == 253
     assert [
         r.info.run_id for r in tracker.find_runs(experiment, f"tags.mlflow.parentRunId = '{parent}'")
@@ -76,10 +80,12 @@ def test_statuses_map_onto_mlflow_and_a_run_can_be_reopened(store, status, mlflo
     run = tracker.start_run(tracker.experiment("e"), "t")
     tracker.finish(run, status, {FAILURE_TAG: "why"} if status == "failed" else None)
     info = client.get_run(run)
-    assert info.info.status == mlflow_status and tracker.status(run) == status
+    assert info.info.status == mlflow_status
+    assert tracker.status(run) == status
     assert (info.data.tags.get(FAILURE_TAG) == "why") == (status == "failed")
     tracker.reopen(run)
-    assert client.get_run(run).info.status == "RUNNING" and tracker.status(run) == "running"
+    assert client.get_run(run).info.status == "RUNNING"
+    assert tracker.status(run) == "running"
 
 
 def test_the_epoch_metric_list_names_what_trials_report():
@@ -125,3 +131,40 @@ def test_every_search_reads_every_page(store):
     with pytest.raises(ConfigError) as err:
         find_parent(tracker, "nowhere")
     assert str(err.value).endswith(f"(sweeps there: big, {', '.join(f's{k}' for k in range(8))})")
+
+
+def _raised(make):
+    try:
+        make()
+    except Exception as err:
+        return err
+    raise AssertionError("nothing raised")
+
+
+def _refused():
+    raise requests.exceptions.ConnectionError("NewConnectionError: [Errno 111] Connection refused")
+
+
+def _wrapped_once():
+    try:
+        _refused()
+    except Exception as err:  # MLflow's way: its own error while handling requests'
+        raise RuntimeError(f"API request failed with exception {err}")  # noqa: B904
+
+
+def _wrapped_twice():
+    try:
+        _wrapped_once()
+    except Exception as err:
+        raise RuntimeError("the sweep's records could not be written") from err
+
+
+def test_a_server_that_does_not_answer_is_recognised_however_deep_its_error_is_wrapped():
+    assert _unreachable(_raised(_refused)) == "connection refused"
+    assert _unreachable(_raised(_wrapped_once)) == "connection refused"
+    assert _unreachable(_raised(_wrapped_twice)) == "connection refused"
+    assert _unreachable(_raised(lambda: 1 / 0)) is None
+    looped = RuntimeError("a loop")
+    looped.__context__ = RuntimeError("inner")
+    looped.__context__.__context__ = looped  # a chain that loops back still ends
+    assert _unreachable(looped) is None

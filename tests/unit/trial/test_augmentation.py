@@ -15,9 +15,13 @@ def test_crop_boxes_follow_random_resized_crop():
     boxes = augmentation.random_crop_boxes(20000, 256, g, torch.device("cpu"))
     w, h = boxes[:, 3] - boxes[:, 1], boxes[:, 4] - boxes[:, 2]
     area = w * h / 256**2
-    assert area.min() >= 0.69 and area.max() <= 1.0
-    assert (w / h).min() >= 0.74 and (w / h).max() <= 1.34
-    assert boxes[:, 1].min() >= 0 and boxes[:, 3].max() <= 256 and boxes[:, 4].max() <= 256
+    assert area.min() >= 0.69
+    assert area.max() <= 1.0
+    assert (w / h).min() >= 0.74
+    assert (w / h).max() <= 1.34
+    assert boxes[:, 1].min() >= 0
+    assert boxes[:, 3].max() <= 256
+    assert boxes[:, 4].max() <= 256
     # Same distribution as torchvision's own sampler (rejection biases the area below 0.85).
     torch.manual_seed(0)
     image = torch.zeros(3, 256, 256)

@@ -53,13 +53,17 @@ def arrays(entry: cache.CacheEntry) -> tuple[bytes, bytes]:
 def test_parallel_build_equals_serial_build_and_todays_decode(domain, tmp_path):
     parallel, built = cache.load_cached_domain(domain, SIZE, tmp_path / "a", "folder", workers=2)
     serial, _ = cache.load_cached_domain(domain, SIZE, tmp_path / "b", "folder", workers=0)
-    assert built.decoded == 60 and built.already_done == 0 and built.workers == 2
+    assert built.decoded == 60
+    assert built.already_done == 0
+    assert built.workers == 2
     base = decoding.train_base_size(SIZE)
-    assert parallel.train.shape == (60, 3, base, base) and parallel.test.shape == (60, 3, SIZE, SIZE)
+    assert parallel.train.shape == (60, 3, base, base)
+    assert parallel.test.shape == (60, 3, SIZE, SIZE)
     assert parallel.train.dtype == torch.uint8
     today = decoding.decode_domain(domain, SIZE)  # the .pt cache's decoding
     for images in (parallel, serial):
-        assert torch.equal(images.train, today.train) and torch.equal(images.test, today.test)
+        assert torch.equal(images.train, today.train)
+        assert torch.equal(images.test, today.test)
         assert torch.equal(images.labels, today.labels)
     assert torch.equal(parallel.labels, torch.tensor(domain.labels))
     # Mapped from the cache file (shared page cache), not a private copy.
@@ -74,21 +78,23 @@ def test_a_complete_cache_is_mapped_not_decoded(domain, tmp_path, monkeypatch):
 
     monkeypatch.setattr(decoding, "decode", no_decoding)
     again, built = cache.load_cached_domain(domain, SIZE, tmp_path, "folder", workers=2)
-    assert built.decoded == 0 and built.already_done == 60
-    assert torch.equal(again.train, first.train) and torch.equal(again.test, first.test)
+    assert built.decoded == 0
+    assert built.already_done == 60
+    assert torch.equal(again.train, first.train)
+    assert torch.equal(again.test, first.test)
 
 
 def test_an_interrupted_build_resumes_without_decoding_again(domain, tmp_path, monkeypatch):
     whole, one_shot = cache.load_cached_domain(domain, SIZE, tmp_path / "one_shot", "folder", workers=2)
 
-    class Stop(Exception):
+    class StopError(Exception):
         pass
 
     def stop_after_two_chunks(done: int, total: int) -> None:
         if done >= 2 * cache.CHUNK:
-            raise Stop
+            raise StopError
 
-    with pytest.raises(Stop):
+    with pytest.raises(StopError):
         cache.load_cached_domain(domain, SIZE, tmp_path / "c", "folder", 2, on_progress=stop_after_two_chunks)
     assert multiprocessing.active_children() == []  # the pool's workers are gone
     entry = cache.cache_entry(tmp_path / "c", "folder", domain, SIZE)
@@ -101,9 +107,11 @@ def test_an_interrupted_build_resumes_without_decoding_again(domain, tmp_path, m
     resumed, built = cache.load_cached_domain(domain, SIZE, tmp_path / "c", "folder", workers=2)
     missing = {str(domain.paths[i]) for i in np.flatnonzero(~done)}
     assert sorted(decoded(log)) == sorted(missing)  # exactly the missing images, each once
-    assert built.decoded == len(missing) and built.already_done == done.sum()
+    assert built.decoded == len(missing)
+    assert built.already_done == done.sum()
     assert arrays(entry) == arrays(one_shot.entry)  # byte-identical to a one-shot build
-    assert torch.equal(resumed.train, whole.train) and cache.done_mask(entry).all()
+    assert torch.equal(resumed.train, whole.train)
+    assert cache.done_mask(entry).all()
 
 
 BUILD = """
@@ -172,23 +180,27 @@ def test_damaged_or_stale_entries_are_rebuilt(domain, tmp_path):
     entry = built.entry
     entry.meta_file.write_text("{not json")
     again, rebuilt = cache.load_cached_domain(domain, SIZE, tmp_path, "folder", workers=0)
-    assert rebuilt.decoded == 60 and torch.equal(again.test, good.test)
+    assert rebuilt.decoded == 60
+    assert torch.equal(again.test, good.test)
     with open(entry.test_file, "r+b") as f:
         f.truncate(100)  # a file cut short
     again, rebuilt = cache.load_cached_domain(domain, SIZE, tmp_path, "folder", workers=0)
-    assert rebuilt.decoded == 60 and torch.equal(again.test, good.test)
+    assert rebuilt.decoded == 60
+    assert torch.equal(again.test, good.test)
 
 
 def test_the_key_follows_image_size_and_files(domain, tmp_path):
     _, a = cache.load_cached_domain(domain, SIZE, tmp_path, "folder", workers=0)
     _, b = cache.load_cached_domain(domain, 48, tmp_path, "folder", workers=0)
-    assert a.entry.folder != b.entry.folder and b.decoded == 60
+    assert a.entry.folder != b.entry.folder
+    assert b.decoded == 60
     assert a.entry.folder.name == f"folder-d-32px-v{cache.CACHE_FORMAT}-{domain.fingerprint()}"
     new = domain.paths[0].with_name("zzz.png")
     Image.new("RGB", (40, 40)).save(new)
     grown = list_dataset("folder", domain.root)["d"]
     _, c = cache.load_cached_domain(grown, SIZE, tmp_path, "folder", workers=0)
-    assert c.entry.folder != a.entry.folder and c.decoded == 61
+    assert c.entry.folder != a.entry.folder
+    assert c.decoded == 61
 
 
 def test_an_unreadable_image_is_named_and_finished_chunks_are_kept(domain, tmp_path):
@@ -198,7 +210,9 @@ def test_an_unreadable_image_is_named_and_finished_chunks_are_kept(domain, tmp_p
         cache.load_cached_domain(domain, SIZE, tmp_path, "folder", workers=0)
     entry = cache.cache_entry(tmp_path, "folder", domain, SIZE)
     done = cache.done_mask(entry)
-    assert done[: 3 * cache.CHUNK].all() and not done[50]  # chunks before the bad one kept
+    # chunks before the bad one kept
+    assert done[: 3 * cache.CHUNK].all()
+    assert not done[50]
     assert json.loads(entry.meta_file.read_text())["complete"] is False
 
 
@@ -222,5 +236,6 @@ def test_progress_is_reported_to_the_end_and_no_worker_is_left(domain, tmp_path)
     cache.load_cached_domain(
         domain, SIZE, tmp_path, "folder", 2, on_progress=lambda d, t: seen.append((d, t))
     )
-    assert seen[-1] == (60, 60) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    assert seen[-1] == (60, 60)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     assert multiprocessing.active_children() == []

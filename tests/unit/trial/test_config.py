@@ -133,7 +133,8 @@ def test_the_paper_batch_size_is_the_default_of_each_mode(tmp_path):
 def test_a_p0_list_follows_the_conv_it_was_written_next_to():
     # Convs are kept sorted; each p0 moves with its conv (conv 7 was given 0.1).
     shaping = ShapingConfig(mode="random", convs="7,1", p0="0.1,0.7")
-    assert shaping.convs == [1, 7] and shaping.p0 == [0.7, 0.1]
+    assert shaping.convs == [1, 7]
+    assert shaping.p0 == [0.7, 0.1]
     assert shaping.p0_per_conv() == {1: 0.7, 7: 0.1}
     flags = trial_config({"shaping": {"mode": "random", "convs": "7,1,4", "p0": "0.1,0.7,0.4"}})
     assert flags.shaping.p0_per_conv() == {1: 0.7, 4: 0.4, 7: 0.1}

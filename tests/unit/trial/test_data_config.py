@@ -29,15 +29,19 @@ def test_an_unknown_dataset_is_one_line_listing_the_valid_names():
 
 def test_pacs_is_the_default_and_its_targets_are_the_other_domains():
     config = TrialConfig()
-    assert config.data.dataset == "pacs" and config.data.sources == ("art_painting",)
-    assert config.data.targets is None and config.data.target_domains == ("cartoon", "photo", "sketch")
+    assert config.data.dataset == "pacs"
+    assert config.data.sources == ("art_painting",)
+    assert config.data.targets is None
+    assert config.data.target_domains == ("cartoon", "photo", "sketch")
     assert config.resolved_dump()["data"]["targets"] == ["cartoon", "photo", "sketch"]  # what a run logs
 
 
 def test_several_sources_in_any_form_are_one_sorted_list():
     a = data(dataset="office_home", source="Real World,Art")
     b = data(dataset="office_home", source=["Art", "Real World"])
-    assert a == b and a.data.source == ["Art", "Real World"] and a.data.sources == ("Art", "Real World")
+    assert a == b
+    assert a.data.source == ["Art", "Real World"]
+    assert a.data.sources == ("Art", "Real World")
     assert a.data.target_domains == ("Clipart", "Product")
     assert a.fingerprint() == b.fingerprint()
     # One domain in a list is the single-source configuration it always was.
@@ -85,7 +89,8 @@ def test_lodo_needs_two_sources():
         "(got source art_painting)"
     )
     two = TrialConfig.model_validate({"data": {"source": ["art_painting", "cartoon"]}, "selection": "lodo"})
-    assert two.selection.protocol == "lodo" and two.data.target_domains == ("photo", "sketch")
+    assert two.selection.protocol == "lodo"
+    assert two.data.target_domains == ("photo", "sketch")
 
 
 def test_source_sampling_is_a_registry_name():

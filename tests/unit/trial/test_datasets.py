@@ -42,8 +42,10 @@ def test_unknown_dataset_lists_the_valid_names():
 
 def test_pacs_layout_is_config_and_data_py():
     layout = DATASETS["pacs"]
-    assert layout.domains == config.DOMAINS and layout.classes == config.CLASSES
-    assert layout.classes.index("dog") == 0 and layout.classes.index("person") == 6
+    assert layout.domains == datasets.PACS_DOMAINS
+    assert layout.classes == config.CLASSES
+    assert layout.classes.index("dog") == 0
+    assert layout.classes.index("person") == 6
 
 
 # DomainBed's folder names (datasets.py + scripts/download.py) and the class counts of its paper.
@@ -60,14 +62,18 @@ DOMAINBED = {
 def test_domainbed_layouts_list_a_tree_of_their_shape(tmp_path, name):
     domains, count = DOMAINBED[name]
     layout = DATASETS[name]
-    assert layout.domains == domains and layout.num_classes == count
+    assert layout.domains == domains
+    assert layout.num_classes == count
     assert list(domains) == sorted(domains)  # DomainBed numbers environments in sorted order
     classes = layout.classes or tuple(f"class_{i:03d}" for i in reversed(range(count)))
     files = list_dataset(name, tree(tmp_path / name, domains, classes))
-    assert files.dataset == name and files.num_classes == count and tuple(files.domains) == domains
+    assert files.dataset == name
+    assert files.num_classes == count
+    assert tuple(files.domains) == domains
     assert files.classes == (layout.classes or tuple(sorted(classes)))  # ids: sorted, as ImageFolder
     first = files[domains[-1]]
-    assert len(first) == count and first.labels == tuple(range(count))
+    assert len(first) == count
+    assert first.labels == tuple(range(count))
     assert [p.parent.name for p in first.paths] == list(files.classes)
 
 
@@ -125,7 +131,8 @@ def test_fingerprint_follows_the_files(tmp_path):
 def test_a_partial_copy_serves_the_domains_it_has(tmp_path):
     root = tree(tmp_path / "dn", ("real", "sketch"), tuple(f"c{i:03d}" for i in range(345)))
     files = list_dataset("domain_net", root, ["sketch", "real"])
-    assert tuple(files.domains) == ("real", "sketch") and files.num_classes == 345
+    assert tuple(files.domains) == ("real", "sketch")
+    assert files.num_classes == 345
     with pytest.raises(
         DataError, match=r"domain folder .*dn/clipart is missing \(domain_net expects clipart, "
     ):
@@ -157,7 +164,7 @@ LAYOUT_ERRORS = [
 
 
 def pacs(root: Path) -> Path:
-    return tree(root, config.DOMAINS, config.CLASSES)
+    return tree(root, datasets.PACS_DOMAINS, config.CLASSES)
 
 
 @pytest.mark.parametrize(("dataset", "damage", "domains", "message"), LAYOUT_ERRORS)

@@ -45,7 +45,9 @@ def no_driver(tmp_path, monkeypatch):
 
 def test_the_driver_is_read_from_its_kernel_modules_file(old_driver):
     driver = nvidia_driver()
-    assert driver is not None and driver.version == "535.104.05" and driver.source == str(old_driver)
+    assert driver is not None
+    assert driver.version == "535.104.05"
+    assert driver.source == str(old_driver)
     open_module = "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.03  Release Build\n"
     old_driver.write_text(open_module)
     assert nvidia_driver().version == "580.159.03"

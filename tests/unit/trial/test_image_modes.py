@@ -24,7 +24,8 @@ def saved(image: Image.Image, path: Path, **options) -> Path:
 def rgb_of(path: Path) -> np.ndarray:
     """The decoded image at its own size (8 px squares here), one pixel per row/column."""
     (decoded,) = decoding.decode(path, (8,))
-    assert decoded.dtype == np.uint8 and decoded.shape == (8, 8, 3)
+    assert decoded.dtype == np.uint8
+    assert decoded.shape == (8, 8, 3)
     return decoded
 
 
@@ -59,12 +60,15 @@ def palette_image() -> Image.Image:
 
 def test_palette_images_with_and_without_transparency(tmp_path):
     plain = rgb_of(saved(palette_image(), tmp_path / "p.png"))
-    assert (plain[:4] == [0, 250, 0]).all() and (plain[4:] == [250, 0, 0]).all()
+    assert (plain[:4] == [0, 250, 0]).all()
+    assert (plain[4:] == [250, 0, 0]).all()
     keyed = rgb_of(saved(palette_image(), tmp_path / "p_key.png", transparency=0))
-    assert (keyed[:4] == [0, 250, 0]).all() and (keyed[4:] == 255).all()
+    assert (keyed[:4] == [0, 250, 0]).all()
+    assert (keyed[4:] == 255).all()
     # Per-index alpha (a tRNS chunk of several bytes): index 0 opaque, index 1 transparent.
     alpha = rgb_of(saved(palette_image(), tmp_path / "p_alpha.png", transparency=bytes([255, 0])))
-    assert (alpha[:4] == 255).all() and (alpha[4:] == [250, 0, 0]).all()
+    assert (alpha[:4] == 255).all()
+    assert (alpha[4:] == [250, 0, 0]).all()
     gif = rgb_of(saved(palette_image(), tmp_path / "p.gif", transparency=0))  # GIF is read as P too
     assert (gif[4:] == 255).all()
 
@@ -91,7 +95,9 @@ def test_cmyk_jpegs_adobe_and_plain(tmp_path):
     expected = np.array(Image.fromarray(cmyk, "CMYK").convert("RGB"))[0, 0].astype(int)  # [225, 45, 225]
     adobe = saved(Image.fromarray(cmyk, "CMYK"), tmp_path / "adobe.jpg", quality=100)
     with Image.open(adobe) as im:
-        assert im.mode == "CMYK" and "adobe" in im.info  # Pillow writes Adobe (inverted) CMYK
+        # Pillow writes Adobe (inverted) CMYK
+        assert im.mode == "CMYK"
+        assert "adobe" in im.info
     assert (np.abs(rgb_of(adobe).astype(int) - expected) <= 2).all()
     # A plain CMYK file: saving the inverted values through Pillow's inverting writer stores
     # the plain ones; without the Adobe marker a viewer reads them as they are.
@@ -100,7 +106,8 @@ def test_cmyk_jpegs_adobe_and_plain(tmp_path):
     plain = tmp_path / "plain.jpg"
     plain.write_bytes(without_adobe_marker(buffer.getvalue()))
     with Image.open(plain) as im:
-        assert im.mode == "CMYK" and "adobe" not in im.info
+        assert im.mode == "CMYK"
+        assert "adobe" not in im.info
     assert (np.abs(rgb_of(plain).astype(int) - expected) <= 2).all()
 
 
@@ -130,7 +137,8 @@ def test_16bit_png_keeps_its_high_byte(tmp_path):
         assert im.mode == "I;16"
         assert (np.array(im.convert("RGB")) == 255).all()  # what a plain convert("RGB") gives
     out = rgb_of(path)
-    assert (out[:4] == 0x04).all() and (out[4:] == 0x81).all()
+    assert (out[:4] == 0x04).all()
+    assert (out[4:] == 0x81).all()
 
 
 def test_exif_orientation_is_applied(tmp_path):
@@ -143,7 +151,9 @@ def test_exif_orientation_is_applied(tmp_path):
         upright = decoding.to_rgb(im)
     assert upright.size == (8, 16)  # now tall
     top, bottom = np.array(upright)[:8].mean(), np.array(upright)[8:].mean()
-    assert top < 20 and bottom > 220  # the left half went to the top
+    # the left half went to the top
+    assert top < 20
+    assert bottom > 220
 
 
 def test_upper_case_extension_and_odd_names_decode(tmp_path):

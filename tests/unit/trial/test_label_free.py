@@ -46,7 +46,8 @@ def test_every_trial_logs_the_scores_of_its_reported_targets(tiny_runtime, proto
     assert metrics["snd_cartoon"] == pytest.approx(scores.snd(logits), abs=1e-4)
     for name in SCORE_KEYS:  # one target: the mean over targets is its score
         assert metrics[f"target_{name}"] == metrics[f"{name}_cartoon"]
-        assert is_epoch_metric(f"target_{name}") and is_epoch_metric(f"{name}_cartoon")
+        assert is_epoch_metric(f"target_{name}")
+        assert is_epoch_metric(f"{name}_cartoon")
 
 
 def test_the_scores_over_several_targets_are_the_mean_of_theirs(tiny_runtime):
@@ -66,7 +67,8 @@ def test_a_label_free_protocol_holds_out_source_images_as_source_val(tiny_runtim
     entropy = Trial(tiny_config(selection={"protocol": "entropy", "val_fraction": 0.34}), tiny_runtime)
     source_val = Trial(tiny_config(selection={"protocol": "source_val", "val_fraction": 0.34}), tiny_runtime)
     assert torch.equal(entropy.data.source_positions, source_val.data.source_positions)
-    assert len(entropy.data.source) == 14 and entropy.data.targets["cartoon"].test.shape[0] == 21
+    assert len(entropy.data.source) == 14
+    assert entropy.data.targets["cartoon"].test.shape[0] == 21
     assert entropy.data.constants == source_val.data.constants  # same split, same sizes, same hash
 
 
@@ -96,7 +98,8 @@ def test_the_scores_cost_no_second_pass(tiny_runtime):
 def test_last_is_the_default_and_reports_the_last_epoch(tiny_runtime):
     result = run_trial(tiny_config(train={"epochs": 1}), tiny_runtime)
     assert tiny_config().selection.epoch == "last"
-    assert "selected_epoch" not in result.final and not any(k.startswith("raw_") for k in result.final)
+    assert "selected_epoch" not in result.final
+    assert not any(k.startswith("raw_") for k in result.final)
 
 
 # --- tags on a logged trial -------------------------------------------------------------------
@@ -148,7 +151,8 @@ def test_a_label_free_space_selects_on_its_score_in_its_direction_by_default(
     space = load_space(path)
     assert (space.scheduler.metric, space.scheduler.mode) == (metric, mode)
     per_target = load_space(path, [f"scheduler.metric={protocol}_cartoon"])
-    assert per_target.scheduler.metric == f"{protocol}_cartoon" and per_target.scheduler.mode == mode
+    assert per_target.scheduler.metric == f"{protocol}_cartoon"
+    assert per_target.scheduler.mode == mode
 
 
 @pytest.mark.parametrize(
@@ -196,7 +200,9 @@ def test_a_scheduler_that_contradicts_the_protocol_is_one_line(
         args += ["--set", item]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("asha-tune launch: error: ") and line in err[0], err
+    assert len(err) == 1, err
+    assert err[0].startswith("asha-tune launch: error: "), err
+    assert line in err[0], err
 
 
 def test_the_dry_run_says_what_a_label_free_protocol_selects_on(tmp_path, capsys):
@@ -206,6 +212,7 @@ def test_the_dry_run_says_what_a_label_free_protocol_selects_on(tmp_path, capsys
 
     line = describe_selection(load_space(path))
     assert line.startswith("entropy: the unlabelled images of cartoon select by mean entropy")
-    assert "no target label is read" in line and "val_acc reports on them" in line
+    assert "no target label is read" in line
+    assert "val_acc reports on them" in line
     assert "optimise target_entropy (lower is better)" in line
     assert "each trial reports its best epoch by target_entropy and keeps its weights" in line

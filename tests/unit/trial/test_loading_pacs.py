@@ -22,7 +22,8 @@ def test_decode_cache_is_reused(synthetic_pacs, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     first = load_pacs_domain(synthetic_pacs, "cartoon", 32, cache)
     assert first.train.shape == (21, 3, decoding.train_base_size(32), decoding.train_base_size(32))
-    assert first.test.shape == (21, 3, 32, 32) and first.train.dtype == torch.uint8
+    assert first.test.shape == (21, 3, 32, 32)
+    assert first.train.dtype == torch.uint8
     (cached,) = cache.glob("pacs-cartoon-32px-*.pt")
 
     def no_decoding(*args, **kwargs):
@@ -30,7 +31,8 @@ def test_decode_cache_is_reused(synthetic_pacs, tmp_path, monkeypatch):
 
     monkeypatch.setattr(decoding, "decode", no_decoding)
     again = load_pacs_domain(synthetic_pacs, "cartoon", 32, cache)
-    assert torch.equal(again.train, first.train) and torch.equal(again.labels, first.labels)
+    assert torch.equal(again.train, first.train)
+    assert torch.equal(again.labels, first.labels)
     # Another image size is another cache entry (and needs decoding).
     with pytest.raises(AssertionError, match="decoded again"):
         load_pacs_domain(synthetic_pacs, "cartoon", 48, cache)
@@ -103,7 +105,8 @@ def test_unknown_domain(synthetic_pacs, tmp_path):
 def test_stratified_subset_is_deterministic_and_keeps_proportions():
     labels = torch.tensor([0] * 100 + [1] * 50 + [2] * 10)
     picked = stratified_subset(labels, 32)
-    assert len(picked) == 32 and len(set(picked.tolist())) == 32
+    assert len(picked) == 32
+    assert len(set(picked.tolist())) == 32
     counts = torch.bincount(labels[picked]).tolist()
     assert counts == [20, 10, 2]
     assert torch.equal(picked, stratified_subset(labels, 32))
@@ -113,7 +116,8 @@ def test_stratified_subset_is_deterministic_and_keeps_proportions():
 def test_domain_images_move_only_needed_parts(synthetic_pacs, tmp_path):
     images = load_pacs_domain(synthetic_pacs, "cartoon", 32, tmp_path / "c")
     moved = images.to("cpu", ("test",))
-    assert len(moved.train) == 0 and len(moved.test) == len(images)
+    assert len(moved.train) == 0
+    assert len(moved.test) == len(images)
 
 
 def test_root_is_never_assumed(monkeypatch):
@@ -141,7 +145,8 @@ def test_a_whole_domain_stays_memory_mapped_from_the_cache(synthetic_pacs, tmp_p
     assert str(target_file) in mapped_files(loaded.targets["cartoon"].test.data_ptr())
     # A subset is a (small) copy of its own.
     subset = load_trial_data(tiny_config(data={"limit_per_domain": 7}), runtime, torch.device("cpu"), False)
-    assert len(subset.source) == 7 and str(source_file) not in mapped_files(subset.source.train.data_ptr())
+    assert len(subset.source) == 7
+    assert str(source_file) not in mapped_files(subset.source.train.data_ptr())
 
 
 def test_a_pacs_copy_with_bmp_files_and_nested_folders_loads_what_the_preflight_checked(
@@ -156,10 +161,12 @@ def test_a_pacs_copy_with_bmp_files_and_nested_folders_loads_what_the_preflight_
     config = tiny_config()
     assert data_problems(config.data, synthetic_pacs, {"art_painting", "cartoon"}, False) == []
     listed = list_dataset("pacs", synthetic_pacs, ["cartoon"])["cartoon"]
-    assert len(listed) == 23 and listed.labels[:5] == (0, 0, 0, 0, 0)
+    assert len(listed) == 23
+    assert listed.labels[:5] == (0, 0, 0, 0, 0)
     loaded = load_domains(config, tiny_runtime).domains["cartoon"]
     assert loaded.split.keys == listed.keys()
-    assert loaded.split.labels == listed.labels and len(loaded.whole) == 23
+    assert loaded.split.labels == listed.labels
+    assert len(loaded.whole) == 23
     for key in ("cartoon/dog/extra.BMP", "cartoon/dog/scans/nested.png"):
         i = listed.keys().index(key)
         (expected,) = decoding.decode(synthetic_pacs / key, (32,))

@@ -36,7 +36,8 @@ def test_each_mode_class_reads_its_own_entry(mode):
         }
     )
     instance = shaping.shaping_mode(config.shaping)
-    assert instance.name == mode and instance.info is registry.MODES[mode]
+    assert instance.name == mode
+    assert instance.info is registry.MODES[mode]
     assert config.train.batch_size == registry.MODES[mode].batch_size
 
 

@@ -175,7 +175,9 @@ def test_batched_scores_equal_the_whole_tensor():
     )
     only = scores.TargetScores(["im"])
     only.add(x)
-    assert list(only.result()) == ["im"] and not only._unit  # no predictions kept without snd
+    # no predictions kept without snd
+    assert list(only.result()) == ["im"]
+    assert not only._unit
     with pytest.raises(ValueError, match="no logits"):
         scores.TargetScores(["entropy"]).result()
 
@@ -199,8 +201,10 @@ def test_score_info_describes_every_score_without_labels():
         "snd": "max",
     }
     for info in score_info.SCORE_INFO.values():
-        assert info.needs_target_images and not info.uses_target_labels
-        assert info.summary and "\n" not in info.summary
+        assert info.needs_target_images
+        assert not info.uses_target_labels
+        assert info.summary
+        assert "\n" not in info.summary
     with pytest.raises(
         ConfigError, match="unknown label-free selection score 'acc': choose one of entropy, im, snd"
     ):

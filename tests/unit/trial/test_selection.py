@@ -41,11 +41,14 @@ def test_source_val_never_trains_on_held_out_images(tiny_runtime):
     trial = Trial(config, tiny_runtime)
     whole = load_pacs_domain(tiny_runtime.data_root, "art_painting", 32, tiny_runtime.cache_dir)
     held = torch.tensor([p for p in range(len(whole)) if p not in trial.data.source_positions.tolist()])
-    assert len(held) == 7 and len(trial.data.source) == len(whole) - 7  # one per class (3 each)
+    # one per class (3 each)
+    assert len(held) == 7
+    assert len(trial.data.source) == len(whole) - 7
     trained = {bytes(x.numpy()) for x in trial.data.source.train}
     assert not any(bytes(x.numpy()) in trained for x in whole.train[held])  # never trained on
     (val,) = trial.data.val.values()
-    assert torch.equal(val.test, whole.test[held]) and torch.equal(val.labels, whole.labels[held])
+    assert torch.equal(val.test, whole.test[held])
+    assert torch.equal(val.labels, whole.labels[held])
     assert trial.data.targets["cartoon"].test.shape[0] == 21  # the target is reported whole
 
 
@@ -56,7 +59,9 @@ def test_target_val_reports_on_the_rest_and_adapts_on_every_target_image(tiny_ru
     trial = Trial(config, tiny_runtime)
     whole = load_pacs_domain(tiny_runtime.data_root, "cartoon", 32, tiny_runtime.cache_dir)
     val, reported = trial.data.val["cartoon"], trial.data.targets["cartoon"]
-    assert len(val) == 7 and len(reported) == 14 and len(trial.data.source) == 21
+    assert len(val) == 7
+    assert len(reported) == 14
+    assert len(trial.data.source) == 21
     rows = lambda t: {bytes(x.numpy()) for x in t}  # noqa: E731
     assert not rows(val.test) & rows(reported.test)
     assert rows(val.test) | rows(reported.test) == rows(whole.test)
@@ -71,7 +76,8 @@ def test_standard_errors_and_chance_levels_by_hand():
     assert selection.binomial_se(61.2, 2344) == pytest.approx(1.0064, abs=1e-4)  # "61.2 ± 1.0"
     assert selection.binomial_se(100.0, 7) == 0.0
     mean, se = selection.mean_with_se([(60.0, 100), (40.0, 100)])
-    assert mean == 50.0 and se == pytest.approx(math.sqrt(24 + 24) / 2)
+    assert mean == 50.0
+    assert se == pytest.approx(math.sqrt(24 + 24) / 2)
     assert selection.chance_level([[0, 0, 1]]) == pytest.approx(200 / 3)
     # Two sets: a constant guess of class 1 scores (1/3 + 3/4) / 2, better than class 0.
     assert selection.chance_level([[0, 0, 1], [1, 1, 1, 0]]) == pytest.approx(100 * (1 / 3 + 3 / 4) / 2)
@@ -120,15 +126,18 @@ def test_val_acc_is_the_accuracy_on_the_held_out_images(tmp_path):
         predicted = model(normalize(images.test[list(held)])).argmax(1)
     labels = images.labels[list(held)]
     n, correct = len(held), int((predicted == labels).sum())
-    assert n == 10 and Counter(labels.tolist())[0] == 4  # 20 % of 20 dogs, 1 of each 5
+    # 20 % of 20 dogs, 1 of each 5
+    assert n == 10
+    assert Counter(labels.tolist())[0] == 4
     assert metrics["val_acc"] == pytest.approx(100 * correct / n)
     p = correct / n
     assert metrics["val_acc_se"] == pytest.approx(100 * math.sqrt(p * (1 - p) / n))
-    assert metrics["n_val"] == 10 and metrics["chance_val"] == pytest.approx(40.0)
-    assert metrics["n_cartoon"] == 50 and metrics["chance_cartoon"] == pytest.approx(40.0)
-    assert metrics["n_target"] == 50 and metrics["split_hash"] == selection.split_hash(
-        [source.keys[p] for p in held]
-    )
+    assert metrics["n_val"] == 10
+    assert metrics["chance_val"] == pytest.approx(40.0)
+    assert metrics["n_cartoon"] == 50
+    assert metrics["chance_cartoon"] == pytest.approx(40.0)
+    assert metrics["n_target"] == 50
+    assert metrics["split_hash"] == selection.split_hash([source.keys[p] for p in held])
 
 
 def test_oracle_selects_on_the_whole_target(tiny_runtime):
@@ -145,7 +154,8 @@ def test_logged_trial_records_the_split_and_what_the_adaptation_saw(tiny_runtime
     final = logged.result.final
     assert run.data.params["selection.protocol"] == "target_val"
     assert run.data.params["split_hash"] == final["split_hash"]
-    assert run.data.params["n_val"] == str(final["n_val"]) and "n_val" not in run.data.metrics
+    assert run.data.params["n_val"] == str(final["n_val"])
+    assert "n_val" not in run.data.metrics
     assert run.data.params["chance_cartoon"] == str(final["chance_cartoon"])
     assert {"val_acc", "val_acc_se", "acc_cartoon_se", "target_acc_se"} <= run.data.metrics.keys()
     assert run.data.tags[ADAPTATION_TAG] == (
@@ -287,7 +297,8 @@ def test_bad_selection_flags_exit_2(args, line, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["trial", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and line in err[0], err
+    assert len(err) == 1, err
+    assert line in err[0], err
 
 
 # --- a real sweep under source_val -----------------------------------------------------------

@@ -66,7 +66,8 @@ def test_mask_zero_fraction_matches_p0():
     like = torch.empty(64, 64, 56, 56)
     for p0 in (0.1, 0.5, 0.7, 0.9):
         mask = bernoulli_mask(like, p0, g)
-        assert mask.dtype == torch.bool and mask.shape == like.shape
+        assert mask.dtype == torch.bool
+        assert mask.shape == like.shape
         assert abs((mask == 0).float().mean().item() - p0) < 0.01
 
 
@@ -154,7 +155,8 @@ def test_target_mode_gradient_flows_through_a():
     mode, shaper = attach(model, ShapingConfig(mode="target", convs=[1]))
     logits = mode.train_logits(model, shaper, torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32))
     logits.sum().backward()
-    assert model.conv1.weight.grad is not None and model.conv1.weight.grad.abs().sum() > 0
+    assert model.conv1.weight.grad is not None
+    assert model.conv1.weight.grad.abs().sum() > 0
     shaper.remove()
 
 
@@ -190,7 +192,8 @@ def test_bn_only_changes_batchnorm_statistics_and_nothing_else(updates_bn):
     if updates_bn:  # the extra target forward moved the running statistics
         assert any("running_mean" in k for k in changed)
     else:
-        assert changed == [] and all(torch.equal(after[k], ref_after[k]) for k in before)
+        assert changed == []
+        assert all(torch.equal(after[k], ref_after[k]) for k in before)
     params = dict(model.named_parameters())
     assert all(torch.equal(p, params[k]) for k, p in reference.named_parameters())
 
@@ -246,7 +249,8 @@ def test_raw_shaping_cannot_overflow_fp16():
     m = torch.tensor([300.0, 500.0, 0.5], dtype=torch.float16)
     assert torch.isinf(a * m).any()  # what fp16 makes of 90,000 and -200,000
     out = shape_function("raw")(a, m)
-    assert out.dtype == torch.float32 and out.tolist() == [90000.0, -200000.0, 1.0]
+    assert out.dtype == torch.float32
+    assert out.tolist() == [90000.0, -200000.0, 1.0]
     assert shape_function("raw")(a.float(), m.float()).dtype == torch.float32  # fp32 stays fp32
     # topk multiplies A by a 0/1 mask: never more than A itself, so fp16 holds it.
     big = torch.full((1, 4), 60000.0, dtype=torch.float16)
@@ -269,7 +273,9 @@ def test_target_maps_with_large_activations_train_under_fp16_autocast():
     with torch.autocast("cpu", dtype=torch.float16):
         logits = mode.train_logits(model, shaper, x, x_target)
         loss = nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 3]))
-    assert shaper.recorded[4].dtype == torch.float16 and shaper.recorded[4].abs().max() > 256
-    assert torch.isfinite(logits).all() and torch.isfinite(loss)
+    assert shaper.recorded[4].dtype == torch.float16
+    assert shaper.recorded[4].abs().max() > 256
+    assert torch.isfinite(logits).all()
+    assert torch.isfinite(loss)
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -52,7 +52,8 @@ def test_streamed_batches_equal_the_in_memory_ones(cached):
         streamed = list(stream.batches(order, 8))
         assert len(streamed) == len(expected) == -(-len(rows) // 8)  # the short last batch too
         for got, want in zip(streamed, expected, strict=True):
-            assert got.dtype == torch.uint8 and torch.equal(got, want)
+            assert got.dtype == torch.uint8
+            assert torch.equal(got, want)
     # The stream reads the cache's memory map; it never copies the domain.
     assert str(entry.train_file) in mapped_files(stream.images.data_ptr())
 
@@ -72,7 +73,8 @@ def test_cpu_batches_are_plain_tensors(cached):
     stream = BatchStream(images.train, device="cpu")
     assert stream.pin is False
     batch = next(iter(stream.batches(torch.arange(10), 4)))
-    assert batch.device.type == "cpu" and not batch.is_pinned()
+    assert batch.device.type == "cpu"
+    assert not batch.is_pinned()
 
 
 def test_leaving_early_stops_the_gather_thread(cached):
@@ -139,7 +141,8 @@ def test_several_domains_stream_as_their_concatenation_without_being_copied_into
     joined = torch.cat(parts)
     rows = torch.randperm(20, generator=generator)[:15]
     view = Parts(parts)
-    assert len(view) == 20 and view.shape == (20, 3, 5, 5)
+    assert len(view) == 20
+    assert view.shape == (20, 3, 5, 5)
     out = torch.empty((15, 3, 5, 5), dtype=torch.uint8)
     assert torch.equal(view.index_select(rows, out), joined[rows])
     order = torch.randperm(15, generator=generator)

@@ -64,7 +64,8 @@ def test_imagenet_weights_unreachable_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(WeightsError) as err:
         build_model("imagenet")
     text = str(err.value)
-    assert "cannot fetch ImageNet weights" in text and "--weights none" in text
+    assert "cannot fetch ImageNet weights" in text
+    assert "--weights none" in text
     assert "hub/checkpoints/resnet18-f37072fd.pth" in text
 
 
