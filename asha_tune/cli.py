@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -21,6 +23,7 @@ from asha_tune import defaults, errors
 from asha_tune.defaults import DATA_ROOT_ENV, SPACES_ENV
 from asha_tune.dotted import nested
 from asha_tune.errors import AshaTuneError, ConfigError, first_line
+from asha_tune.files import unwritable
 from asha_tune.sweep.settings import IF_EXISTS
 from asha_tune.tracking.records import all_failed, all_failed_text
 from asha_tune.trial.config import Runtime, SelectionConfig, format_validation_error, trial_config
@@ -84,6 +87,65 @@ def fail(prog: str, err: AshaTuneError) -> int:
     for line in str(err).splitlines() or [first_line(err)]:
         print(f"{prog}: error: {line}", file=sys.stderr)
     return err.exit_code
+
+
+def unexpected(prog: str, err: BaseException, folder: Path | None) -> int:
+    """The last line of defence: an error no check foresaw (a bug, or a library's own failure) is
+    one line saying what failed and where its full traceback was written (in the sweep's folder
+    when the command has one, else a temporary file), exit 1, as pip and Ray's CLI do;
+    $ASHA_TUNE_DEBUG=1 shows the traceback instead."""
+    import time
+    import traceback
+
+    text = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {prog}\n{''.join(traceback.format_exception(err))}\n"
+    where = _write_error_log(folder, text)
+    kept = f"the full traceback is in {where}" if where else "its traceback could not be written"
+    print(
+        f"{prog}: error: unexpected {type(err).__name__}: {first_line(err)} ({kept}; "
+        f"{defaults.DEBUG_ENV}=1 shows it here)",
+        file=sys.stderr,
+    )
+    return 1
+
+
+ERROR_LOG = "asha-tune-error.log"  # in a sweep's folder: the tracebacks of its unexpected errors
+
+
+def _write_error_log(folder: Path | None, text: str) -> Path | None:
+    """Append to the sweep's error log, else write a temporary file; None if neither can be."""
+    import tempfile
+
+    if folder is not None:
+        try:
+            with (folder / ERROR_LOG).open("a") as f:
+                f.write(text)
+            return folder / ERROR_LOG
+        except OSError:
+            pass
+    try:
+        fd, name = tempfile.mkstemp(prefix="asha-tune-error-", suffix=".log")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return Path(name)
+    except OSError:
+        return None
+
+
+def error_log_folder(args: argparse.Namespace) -> Path | None:
+    """The folder of the sweep a command works on, where it exists: its error log goes there."""
+    name = getattr(args, "name", None)
+    if not name or not hasattr(args, "results_dir"):
+        return None
+    folder = results_folder(args) / name
+    return folder if folder.is_dir() else None
+
+
+def closed_stdout() -> int:
+    """Whoever reads the output stopped (`asha-tune spaces | head`): exit quietly, as Python's
+    docs advise for SIGPIPE: point stdout at devnull so that the flush at exit raises nothing."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 1
 
 
 def add_runtime_flags(p: argparse.ArgumentParser, tracking: bool = True) -> None:
@@ -196,9 +258,12 @@ def cmd_trial(args: argparse.Namespace) -> int:
         names={field: flag for flag, field in TRIAL_FLAGS.items()},
     )
     runtime = runtime_from(args, args.device)
-    from asha_tune.sweep.preflight import check_trial_data
+    from asha_tune.sweep.preflight import check_trial_data, check_trial_weights
 
-    check_trial_data(config, runtime)  # before anything is recorded: one line per problem, exit 2
+    # Before anything is recorded: one line per problem, exit 2; files skipped are said.
+    for note in check_trial_data(config, runtime):
+        print(note, file=sys.stderr)
+    check_trial_weights(config)
     show_trial_lines()
     logged = run_logged_trial(
         config,
@@ -371,6 +436,22 @@ def amount(text: str) -> float:
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of 0 or more")
     return value
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of `minimum` or more (a count of nodes, CPUs, GPUs)."""
+
+    def whole(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        return value
+
+    whole.__name__ = f"whole number of {minimum} or more"
+    return whole
 
 
 def results_folder(args: argparse.Namespace) -> Path:
@@ -558,10 +639,26 @@ def port(text: str) -> int:
     return value
 
 
+def check_port_free(port: int, host: str = "127.0.0.1") -> None:
+    """Nothing listens on the UI's port yet (MLflow's server would print "Address already in use"
+    and exit 0). Bound as the server binds (SO_REUSEADDR), so a port just freed is not refused."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise ConfigError(
+                f"--port {port}: {host}:{port} is taken ({err.strerror}; another asha-tune ui or MLflow "
+                "server?): choose another --port"
+            ) from None
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     from asha_tune.sweep import SweepSettings
     from asha_tune.tracking import Tracker
-    from asha_tune.tracking.client import experiment_url, serve_ui
+    from asha_tune.tracking.client import check_store, experiment_url, serve_ui
 
     uri, settings = args.tracking_uri, None
     if args.name:
@@ -569,6 +666,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
         uri = uri or settings.tracking_uri
     uri = uri or defaults.tracking_uri()
     remote = uri.startswith(("http://", "https://"))
+    if not remote:  # before the server starts: one line, exit 2, instead of MLflow's own lines
+        check_store(uri)
+        check_port_free(args.port)
     base = uri.rstrip("/") if remote else f"http://127.0.0.1:{args.port}"
     if settings and settings.parent_run_id:  # the sweep's runs, in MLflow's model-training view
         experiment = Tracker(uri).experiment_of(settings.parent_run_id)
@@ -597,19 +697,18 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from asha_tune.analysis.compare import run_compare
-    from asha_tune.sweep import SweepSettings
 
     if not args.sweeps:
         raise ConfigError("name at least one sweep: asha-tune compare SWEEP [SWEEP ...]")
-    uri = args.tracking_uri
-    if uri is None:
-        try:
-            uri = SweepSettings.load(args.sweeps[0], results_folder(args)).tracking_uri
-        except ConfigError:
-            uri = defaults.tracking_uri()
+    uri = sweeps_store(args.sweeps, args)
     out = (args.out or Path.cwd() / f"compare-{'+'.join(args.sweeps)}").resolve()
+    if line := unwritable(out, "--out"):
+        raise ConfigError(line)
     evaluator = None if args.importances == "none" else args.importances
-    _, text, run_id = run_compare(args.sweeps, uri, out, study_importances(evaluator) if evaluator else None)
+    with naming_failed_writes(out):
+        _, text, run_id = run_compare(
+            args.sweeps, uri, out, study_importances(evaluator) if evaluator else None
+        )
     print(text)
     print(
         f"\nwritten to {out} (comparison.txt, comparison.csv, tables as Markdown and LaTeX, importances, "
@@ -652,21 +751,49 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
 
 def sweeps_store(names: list[str], args: argparse.Namespace) -> str:
     """The one store the named sweeps were recorded in: --tracking-uri, else their saved settings'
-    (refused when they name two), else ./mlflow.db."""
+    (refused when they name two), else ./mlflow.db; where none of them is found anywhere, one
+    line that says so (not that ./mlflow.db is missing)."""
     from asha_tune.sweep import SweepSettings
+    from asha_tune.tracking.client import local_store
 
     if args.tracking_uri:
         return str(args.tracking_uri)
     stores: dict[str, str] = {}
+    results = results_folder(args)
     for name in names:
         try:
-            stores[name] = SweepSettings.load(name, results_folder(args)).tracking_uri
+            stores[name] = SweepSettings.load(name, results).tracking_uri
         except ConfigError:
             continue
     if len(set(stores.values())) > 1:
         which = ", ".join(f"{name} in {uri}" for name, uri in stores.items())
         raise ConfigError(f"the sweeps were recorded in different stores ({which}): a report reads one store")
-    return next(iter(stores.values()), None) or defaults.tracking_uri()
+    uri = next(iter(stores.values()), None) or defaults.tracking_uri()
+    db = local_store(uri)
+    if not stores and db is not None and not db.is_file():
+        what = f"sweep {names[0]}" if len(names) == 1 else f"sweeps {', '.join(names)}"
+        raise ConfigError(
+            f"no {what}: none in {results}, and no MLflow store at {db}; check the name, or pass "
+            "--results-dir or --tracking-uri where it ran"
+        )
+    return uri
+
+
+@contextmanager
+def naming_failed_writes(out: Path) -> Iterator[None]:
+    """A write under --out that fails after the check (a disk that fills) is one line naming the
+    file and the fix; the sweeps' records are only read, so nothing of them is lost."""
+    from asha_tune.files import write_problem
+
+    try:
+        yield
+    except OSError as err:
+        where = Path(err.filename) if err.filename else out
+        problem = write_problem(err, where.parent if err.filename else out)
+        fix = "free space there or choose another --out" if problem.full else "choose another --out"
+        raise AshaTuneError(
+            f"cannot write {where} ({problem.text}): {fix}; the sweeps' records are unchanged"
+        ) from None
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -675,7 +802,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not args.sweeps:
         raise ConfigError("name at least one sweep: asha-tune report SWEEP [SWEEP ...]")
     out = (args.out or Path.cwd() / f"report-{'+'.join(args.sweeps)}.html").resolve()
-    page = run_report(args.sweeps, sweeps_store(args.sweeps, args), out, args.ui_url)
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder: name the page, e.g. {out / 'report.html'}")
+    if line := unwritable(out.parent, "--out", what=str(out)):
+        raise ConfigError(line)
+    store = sweeps_store(args.sweeps, args)
+    with naming_failed_writes(out):
+        page = run_report(args.sweeps, store, out, args.ui_url)
     verdicts = [v.text for part in page.parts for v in part.verdicts]
     print("\n".join(verdicts) or "no verdict: no trial reported a target accuracy")
     print(f"\nwritten to {out} ({out.stat().st_size / 1e6:.1f} MB; opens offline in a browser)")
@@ -700,10 +833,17 @@ def add_cluster_parser(sub: argparse._SubParsersAction) -> None:
             help=f"the cluster's folder (default ${defaults.CLUSTER_DIR_ENV} or ./{defaults.CLUSTER_DIR})",
         )
         if name == "up":
-            q.add_argument("--workers", type=int, help="Ray worker nodes of a new cluster (default 2)")
-            q.add_argument("--worker-cpus", type=int, help="CPUs per worker (default: CPU count / workers)")
-            q.add_argument("--worker-gpus", type=int, default=0, help="GPUs per worker (default 0)")
-            q.add_argument("--head-cpus", type=int, default=0, help="CPUs of the head for trials (default 0)")
+            # Refused by argparse (one line, exit 2) before PostgreSQL, MLflow or Ray start.
+            q.add_argument(
+                "--workers", type=at_least(1), help="Ray worker nodes of a new cluster (default 2)"
+            )
+            q.add_argument(
+                "--worker-cpus", type=at_least(1), help="CPUs per worker (default: CPU count / workers)"
+            )
+            q.add_argument("--worker-gpus", type=at_least(0), default=0, help="GPUs per worker (default 0)")
+            q.add_argument(
+                "--head-cpus", type=at_least(0), default=0, help="CPUs of the head for trials (default 0)"
+            )
     p.set_defaults(handler=cmd_cluster)
 
 
@@ -762,9 +902,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:
         parser.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(extra)}\n")
     try:
-        return args.handler(args)
+        code: int = args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
     except AshaTuneError as err:
         return fail(prog, err)
+    except BrokenPipeError:
+        return closed_stdout()
+    except Exception as err:
+        if os.environ.get(defaults.DEBUG_ENV, "") not in ("", "0"):
+            raise
+        return unexpected(prog, err, error_log_folder(args))
     except KeyboardInterrupt:
         how = {
             "trial": " (continue with --resume)",

@@ -18,6 +18,7 @@ SPACES_ENV = "ASHA_TUNE_SPACES"  # extra folders of search spaces, searched firs
 STUDY_RETRY_ENV = "ASHA_TUNE_STUDY_RETRY_S"  # how long to retry a lost study database
 CLUSTER_DIR_ENV = "ASHA_TUNE_CLUSTER_DIR"  # `asha-tune cluster`'s folder
 HEAD_LOST_ENV = "ASHA_TUNE_HEAD_LOST_S"  # how long a cluster's head may not answer a sweep
+DEBUG_ENV = "ASHA_TUNE_DEBUG"  # 1: an unexpected error shows its traceback, not one line and a file
 
 TRACKING_DB = "mlflow.db"  # MLflow's embedded store, in the working directory
 STUDY_DB = "optuna.db"  # the Optuna studies, in the working directory

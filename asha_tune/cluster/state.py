@@ -11,8 +11,8 @@ from pydantic import BaseModel
 from asha_tune import defaults
 from asha_tune.cluster import processes
 from asha_tune.cluster.processes import Proc
-from asha_tune.errors import AshaTuneError
-from asha_tune.files import write_atomic, write_private
+from asha_tune.errors import AshaTuneError, ConfigError
+from asha_tune.files import DamagedFileError, read_saved, write_atomic, write_private
 
 STATE_FILE = "cluster.json"
 HOST = "127.0.0.1"
@@ -102,7 +102,14 @@ def load(directory: Path) -> ClusterState:
         raise ClusterError(
             f"no local cluster in {directory} (start one with: asha-tune cluster up --dir {directory})"
         )
-    return ClusterState.model_validate_json(path.read_text())
+    try:
+        return read_saved(path, ClusterState)
+    except DamagedFileError as err:
+        raise ConfigError(
+            f"{err}; restore it from a copy, or stop by hand whatever of the cluster still runs (its "
+            f"logs are in {directory / 'logs'}), move the file aside and run asha-tune cluster up --dir "
+            f"{directory}: a new record, on the same data"
+        ) from None
 
 
 def secret(directory: Path, name: str, make: Callable[[], str]) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from asha_tune.display import count, size_text
 from asha_tune.errors import ConfigError, DataError, NoSpaceError, WeightsError
+from asha_tune.files import folder_problem
 from asha_tune.spaces import SearchSpace, domain_choices, weight_choices
 from asha_tune.spaces.describe import reads_every_domain
 from asha_tune.trial.config import DataConfig, Runtime, TrialConfig
@@ -41,29 +42,73 @@ def check_address(address: str, timeout_s: float = 10.0) -> None:
         ) from None
 
 
-def check_data(space: SearchSpace, runtime: Runtime) -> None:
+def check_results_dir(results_dir: Path) -> None:
+    """Files can be written under --results-dir (a file in the way, /proc, a read-only disk); a
+    full disk is left to `check_space`, which says how much the sweep needs there (exit 4)."""
+    problem = folder_problem(results_dir)
+    if problem is not None and not problem.full:
+        raise ConfigError(
+            f"--results-dir {results_dir} cannot be written ({problem.text}): choose another --results-dir"
+        )
+
+
+def check_cache_dir(runtime: Runtime) -> None:
+    """The decoded-image cache can be written on this machine (a cluster's nodes have their own):
+    a trial locks it even when everything is decoded. A full disk is not refused here: a cache
+    that holds every image needs no room, and one that does not says so when it is built."""
+    folder = runtime.resolved_cache_dir()
+    problem = folder_problem(folder)
+    if problem is not None and not problem.full:
+        raise ConfigError(
+            f"--cache-dir {folder} cannot be written ({problem.text}): choose another --cache-dir"
+        )
+
+
+def check_data(space: SearchSpace, runtime: Runtime) -> list[str]:
     """The data root holds every domain a trial of the space can read, as its dataset's layout
     says: one line per problem (a missing domain, a class missing from a domain, domains whose
-    class folders differ, an empty class or domain, an unknown `folder` domain)."""
+    class folders differ, an empty class or domain, an unknown `folder` domain). Returns what the
+    user should be told all the same (files skipped, and why)."""
     root = runtime.existing_data_root()
-    problems = data_problems(space.data, root, domain_choices(space), reads_every_domain(space))
+    notes: list[str] = []
+    problems = data_problems(space.data, root, domain_choices(space), reads_every_domain(space), notes)
     if problems:
         raise ConfigError(problems)
+    return notes
 
 
-def check_trial_data(config: TrialConfig, runtime: Runtime) -> None:
+def check_trial_data(config: TrialConfig, runtime: Runtime) -> list[str]:
     """check_data for one trial (`asha-tune trial`), before its run is recorded."""
     root = runtime.existing_data_root()
     d = config.data
     targets = d.target_domains
     named = {*d.sources, *(targets or ())}
-    problems = data_problems(d, root, named, targets is None)
+    notes: list[str] = []
+    problems = data_problems(d, root, named, targets is None, notes)
     if problems:
         raise ConfigError(problems)
+    return notes
 
 
-def data_problems(data: DataConfig, root: Path, named: set[str], every_domain: bool) -> list[str]:
-    """Every problem of the data root for these domains of data.dataset, one line each."""
+def check_trial_weights(config: TrialConfig) -> None:
+    """A trial's weights file loads into its network, before its run is recorded (exit 2). ImageNet
+    weights are the trial's to fetch: it says so in one line if it cannot."""
+    weights = config.train.weights
+    if weights in ("none", "imagenet"):
+        return
+    from asha_tune.trial.model import build_model
+
+    try:
+        build_model(weights)  # a head of another size is replaced, as in the trial
+    except WeightsError as err:
+        raise ConfigError(f"--weights {weights}: {err}") from None
+
+
+def data_problems(
+    data: DataConfig, root: Path, named: set[str], every_domain: bool, notes: list[str] | None = None
+) -> list[str]:
+    """Every problem of the data root for these domains of data.dataset, one line each; what was
+    skipped without being a problem is added to `notes`."""
     from asha_tune.trial.datasets import dataset_layout, list_dataset
 
     layout = dataset_layout(data.dataset)
@@ -80,6 +125,9 @@ def data_problems(data: DataConfig, root: Path, named: set[str], every_domain: b
             files = list_dataset(layout, root, None if domain is None else [domain])
             found |= set(files.domains)
             classes = files.num_classes
+            skipped = files.skipped_text()
+            if notes is not None and skipped and skipped not in notes:
+                notes.append(skipped)
         except DataError as err:
             problems.append(f"data root {root}: {err}")
     limit = data.limit_per_domain

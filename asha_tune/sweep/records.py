@@ -9,21 +9,32 @@ is told by the layer above (`Reports`, given by asha_tune.api), so the sweep roo
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
+from asha_tune import errors
 from asha_tune.errors import ConfigError, first_line
 from asha_tune.sweep.resume_policy import KEPT_TRIALS
 from asha_tune.sweep.session import describe_driver, driver_alive, driver_identity, say
 from asha_tune.sweep.settings import SWEEP_FILE, SweepSettings, command_tail
-from asha_tune.sweep.study import StudyHandle, archive_study
+from asha_tune.sweep.study import StudyHandle, archive_study, delete_study, study_exists
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.best import best_trial, summary
 from asha_tune.tracking.client import version_tags
-from asha_tune.tracking.records import Sweep, TrialRecord, all_failed, all_failed_text, sweep_trials
+from asha_tune.tracking.records import (
+    Sweep,
+    TrialRecord,
+    all_failed,
+    all_failed_text,
+    is_sweep,
+    sweep_trials,
+)
 from asha_tune.tracking.tags import (
     COMPLETED,
     DRIVER_TAG,
@@ -79,16 +90,58 @@ class DriverAliveError(ConfigError):
     """Another driver runs the sweep now: nothing may be closed or changed."""
 
 
+class Rollback:
+    """What a launch has created so far (its study, its parent run, sweep.json), removed again,
+    newest first, when a step fails before the sweep runs: a refused launch leaves nothing half
+    made, and the same command, corrected, starts the sweep. Used as `with Rollback() as undo:`."""
+
+    def __init__(self) -> None:
+        self._steps: list[tuple[str, Callable[[], None]]] = []
+
+    def add(self, what: str, undo: Callable[[], None]) -> None:
+        self._steps.append((what, undo))
+
+    def __enter__(self) -> Rollback:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if err is None:
+            return
+        for what, undo in reversed(self._steps):
+            try:
+                undo()
+            except Exception as failure:  # the store that failed may refuse this too: say so
+                print(f"{errors.program}: could not remove {what}: {first_line(failure)}", file=sys.stderr)
+
+
+def _remove_saved(settings: SweepSettings, made_folder: bool) -> None:
+    """sweep.json, and the sweep's folder where this launch made it (and left it empty)."""
+    (settings.sweep_dir / SWEEP_FILE).unlink(missing_ok=True)
+    if made_folder:
+        with contextlib.suppress(OSError):
+            settings.sweep_dir.rmdir()
+
+
 def experiment_of(settings: SweepSettings) -> tuple[Tracker, str]:
     """The sweep's store and its experiment (the space's name)."""
     tracker = Tracker(settings.tracking_uri)
     return tracker, tracker.experiment(settings.space.name)
 
 
-def open_run(settings: SweepSettings, tracker: Tracker, experiment_id: str, tags: dict[str, str]) -> None:
+def open_run(
+    settings: SweepSettings,
+    tracker: Tracker,
+    experiment_id: str,
+    tags: dict[str, str],
+    undo: Rollback | None = None,
+) -> None:
     """The sweep's parent run, with its settings as params, the tags that say what it is (and
-    `tags`), and its resolved space as an artifact; its id is saved with the settings."""
+    `tags`), and its resolved space as an artifact; its id is saved with the settings. Each is
+    added to `undo` as it is made, so a launch that fails later removes them."""
     space = settings.space
+    made_folder = not settings.sweep_dir.exists()
     settings.parent_run_id = tracker.start_run(
         experiment_id,
         name=settings.name,
@@ -117,8 +170,20 @@ def open_run(settings: SweepSettings, tracker: Tracker, experiment_id: str, tags
             **({REHEARSAL_TAG: "true"} if settings.rehearse else {}),
         },
     )
+    if undo is not None:
+        undo.add(f"the MLflow parent run {settings.parent_run_id}", _deleter(tracker, settings.parent_run_id))
+        undo.add(f"{settings.sweep_dir / SWEEP_FILE}", lambda: _remove_saved(settings, made_folder))
     tracker.log_dict(settings.parent_run_id, space.model_dump(mode="json"), SPACE_ARTIFACT)
     settings.save()
+
+
+def _deleter(tracker: Tracker, run_id: str) -> Callable[[], None]:
+    return lambda: tracker.delete_run(run_id)
+
+
+def created_study(settings: SweepSettings, undo: Rollback) -> None:
+    """After the launch created its study: removed again if the launch fails before it runs."""
+    undo.add(f"the Optuna study {settings.name}", lambda: delete_study(settings.study_url, settings.name))
 
 
 def claim(settings: SweepSettings, tracker: Tracker, takeover: bool) -> None:
@@ -243,18 +308,41 @@ def existing_sweep_problem(settings: SweepSettings) -> str:
 
 
 def archived_name(settings: SweepSettings) -> str:
-    """NAME.attempt-K: the first K not taken in the results folder."""
+    """NAME.attempt-K: the first K not taken in the results folder, nor by a study."""
     k = 1
-    while (settings.results_dir / f"{settings.name}.attempt-{k}").exists():
+    while (settings.results_dir / f"{settings.name}.attempt-{k}").exists() or study_exists(
+        settings.study_url, f"{settings.name}.attempt-{k}"
+    ):
         k += 1
     return f"{settings.name}.attempt-{k}"
+
+
+def check_study_free(settings: SweepSettings, restart: bool) -> None:
+    """A new sweep's study name is free: a study without a sweep of that name (left by a launch
+    an older asha-tune refused half way, or by a sweep of another --results-dir sharing the study
+    database) is refused, or kept under NAME.attempt-K with `restart`."""
+    if not study_exists(settings.study_url, settings.name):
+        return
+    if not restart:
+        raise ConfigError(
+            f"a study named {settings.name} is in {settings.study_url}, but no sweep {settings.name} in "
+            f"{settings.results_dir} (a launch refused half way, or a sweep of another --results-dir): "
+            f"choose another --name, or start it over with --restart (that study is kept as "
+            f"{settings.name}.attempt-K)"
+        )
+    archived = archived_name(settings)
+    archive_study(settings.study_url, settings.name, archived)
+    say(f"study {settings.name}: the earlier one is kept as {archived}")
 
 
 def archive(settings: SweepSettings, as_name: str | None = None, family: str | None = None) -> str:
     """`launch --restart`: the old attempt's records move to NAME.attempt-K (Ray folder, Optuna
     study, MLflow parent run renamed), so nothing is lost and the name is free again. A replicated
     search's replicates move with it, to NAME.attempt-K.r<r> (`family`: that archived search)."""
-    old = SweepSettings.load(settings.name, settings.results_dir)
+    try:
+        old = SweepSettings.load(settings.name, settings.results_dir)
+    except ConfigError:  # a damaged sweep.json (settings.load said which and how)
+        return _archive_damaged(settings)
     tracker = Tracker(old.tracking_uri)
     if old.parent_run_id and tracker.status(old.parent_run_id) == RUNNING:
         raise ConfigError(existing_sweep_problem(settings))
@@ -274,4 +362,27 @@ def archive(settings: SweepSettings, as_name: str | None = None, family: str | N
     old.sweep_dir.rename(old.results_dir / archived)
     old.model_copy(update={"name": archived, **({"replicate_of": family} if family else {})}).save()
     say(f"sweep {old.name}: the earlier attempt is kept as {archived}")
+    return archived
+
+
+def _archive_damaged(settings: SweepSettings) -> str:
+    """`launch --restart` of a sweep whose sweep.json cannot be read: what can be found of it
+    without it is kept as NAME.attempt-K: its folder, its replicates, its study in this launch's
+    study database and its parent run in this launch's MLflow store."""
+    name, results = settings.name, settings.results_dir
+    archived = archived_name(settings)
+    for folder in sorted(results.glob(f"{name}.r*")):
+        suffix = folder.name.removeprefix(f"{name}.")
+        if suffix[1:].isdigit() and (folder / SWEEP_FILE).is_file():
+            with contextlib.suppress(ConfigError):  # a damaged replicate stays where it is
+                archive(SweepSettings.load(folder.name, results), f"{archived}.{suffix}", family=archived)
+    if study_exists(settings.study_url, name):
+        archive_study(settings.study_url, name, archived)
+    tracker = Tracker(settings.tracking_uri)
+    for run in tracker.search_runs(tracker.experiment_ids(), f"tags.`{SWEEP_TAG}` = '{name}'"):
+        if is_sweep(run):
+            tracker.rename(run.info.run_id, archived)
+            tracker.set_tags(run.info.run_id, {SWEEP_TAG: archived, RESTARTED_AS_TAG: name})
+    settings.sweep_dir.rename(results / archived)
+    say(f"sweep {name}: its sweep.json is damaged; what was found of it is kept as {archived}")
     return archived

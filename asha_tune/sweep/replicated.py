@@ -31,6 +31,7 @@ from asha_tune.sweep import single
 from asha_tune.sweep.records import (
     SILENT,
     Reports,
+    Rollback,
     SweepOutcome,
     archive,
     end_run,
@@ -189,8 +190,8 @@ def launch(settings: SweepSettings, restart: bool = False, reports: Reports = SI
                 f"sweep {taken[0]} already exists, but no replicated search {settings.name}: choose another "
                 f"--name, or move {settings.results_dir / taken[0]}"
             )
+        single.preflight(settings)  # every store first: nothing below is created where it cannot be
         single.check_warm_start_source(settings)
-        single.preflight(settings)
         if exists:
             archive(settings)
         space = settings.space
@@ -199,7 +200,8 @@ def launch(settings: SweepSettings, restart: bool = False, reports: Reports = SI
             REPLICATES_TAG: str(space.search.replicates),
             **({WARM_START_TAG: settings.warm_start} if settings.warm_start else {}),
         }
-        open_run(settings, tracker, tracker.experiment(space.name), tags)
+        with Rollback() as undo:  # a step that fails removes what the launch created
+            open_run(settings, tracker, tracker.experiment(space.name), tags, undo)
         names = ", ".join(replicate_name(settings.name, r) for r in range(space.search.replicates))
         say(
             f"replicated search {settings.name}: {count(space.search.replicates, 'replicate')} of space "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
@@ -11,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from asha_tune import defaults
 from asha_tune.errors import ConfigError
-from asha_tune.files import write_atomic
+from asha_tune.files import DamagedFileError, read_saved, write_atomic
 from asha_tune.spaces import SearchSpace
 from asha_tune.trial.config import Runtime
 
@@ -102,7 +101,14 @@ class SweepSettings(BaseModel):
             known = sorted(p.parent.name for p in results_dir.glob(f"*/{SWEEP_FILE}"))
             hint = f" (sweeps there: {', '.join(known)})" if known else ""
             raise ConfigError(f"no sweep {name} in {results_dir}{hint}")
-        return cls.model_validate(json.loads(path.read_text()))
+        tail = "" if results_dir == defaults.results_dir() else f" --results-dir {results_dir}"
+        try:
+            return read_saved(path, cls)
+        except DamagedFileError as err:
+            raise ConfigError(
+                f"{err}; restore it from a copy, or start sweep {name} over: asha-tune launch --space "
+                f"SPACE --name {name} --restart{tail} (what is found of it is kept as {name}.attempt-K)"
+            ) from None
 
 
 def command_tail(settings: SweepSettings) -> str:

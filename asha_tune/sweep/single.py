@@ -21,8 +21,10 @@ from asha_tune.spaces import describe_selection
 from asha_tune.sweep.disk import Reserve, is_no_space, stopped_for_space
 from asha_tune.sweep.preflight import (
     check_address,
+    check_cache_dir,
     check_data,
     check_local_resources,
+    check_results_dir,
     check_space,
     check_weights,
     folder_bytes,
@@ -33,10 +35,13 @@ from asha_tune.sweep.records import (
     SILENT,
     DriverAliveError,
     Reports,
+    Rollback,
     SweepOutcome,
     archive,
+    check_study_free,
     claim,
     close,
+    created_study,
     existing_sweep_problem,
     experiment_of,
     has_finished,
@@ -53,11 +58,12 @@ from asha_tune.sweep.session import (
     wait_for_a_fitting_node,
 )
 from asha_tune.sweep.settings import SWEEP_FILE, SweepSettings, command_tail
-from asha_tune.sweep.study import StudyHandle, create_study
+from asha_tune.sweep.study import StudyHandle, check_study_url, create_study
 from asha_tune.sweep.tuner import new_tuner, restored_tuner
 from asha_tune.sweep.warm_start import check_warm_start, warm_start_from
 from asha_tune.sweep.watch import watching
 from asha_tune.tracking import Tracker
+from asha_tune.tracking.client import check_store
 from asha_tune.tracking.records import sweep_parents, sweep_trials
 from asha_tune.tracking.tags import (
     RUNNING,
@@ -66,7 +72,7 @@ from asha_tune.tracking.tags import (
     WARM_START_TAG,
 )
 
-__all__ = ["catch_sigterm", "launch", "preflight", "resume", "sigterm_as_sigint"]
+__all__ = ["catch_sigterm", "check_stores", "launch", "preflight", "resume", "sigterm_as_sigint"]
 
 
 def _sigterm_as_sigint(signum: int, frame: Any) -> None:
@@ -99,12 +105,25 @@ def sigterm_as_sigint() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def check_stores(settings: SweepSettings) -> None:
+    """Every folder and store the sweep writes can be written, before anything is created in any
+    of them: Tune's folder, the MLflow store, the studies' database, and (on this machine) the
+    decode cache. A full disk under --results-dir is check_space's (exit 4)."""
+    check_results_dir(settings.results_dir)
+    check_store(settings.tracking_uri)
+    check_study_url(settings.study_url)
+    if is_local(settings):
+        check_cache_dir(settings.runtime)
+
+
 def preflight(settings: SweepSettings) -> None:
     """What can be checked before anything is written or started (exit 2 on a problem; 4 when
     --results-dir has too little space)."""
+    check_stores(settings)
     rehearsal = settings.rehearse is not None  # its trials read no data, load no weights, and
     if not rehearsal:  # their checkpoints are a few bytes each
-        check_data(settings.space, settings.runtime)
+        for note in check_data(settings.space, settings.runtime):
+            say(note)
     address = cluster_address(settings)
     if address is not None:
         check_address(str(resolve_address(address)))
@@ -254,21 +273,27 @@ def _conclude(outcome: SweepOutcome, reports: Reports) -> SweepOutcome:
 
 
 def launch(settings: SweepSettings, restart: bool = False, reports: Reports = SILENT) -> SweepOutcome:
-    """Start a new sweep: check it can run, create its study and MLflow parent run, run it on Ray.
-    A name already taken is refused, or started over (`restart`: the old attempt is archived)."""
+    """Start a new sweep: check it can run and that every store can be written, create its study,
+    MLflow parent run and sweep.json (removed again if a step fails before it runs), run it on
+    Ray. A name already taken is refused, or started over (`restart`: the old attempt is archived)."""
     with sigterm_as_sigint():
-        if (settings.sweep_dir / SWEEP_FILE).exists() and not restart:
+        exists = (settings.sweep_dir / SWEEP_FILE).exists()
+        if exists and not restart:
             raise ConfigError(existing_sweep_problem(settings))
+        preflight(settings)  # every store first: nothing below is created where it cannot be
         check_warm_start_source(settings)
-        preflight(settings)
-        if (settings.sweep_dir / SWEEP_FILE).exists():
+        if exists:
             archive(settings)
-        rehearsal = settings.rehearse is not None
-        create_study(settings.study_url, settings.name, settings.space, rehearsal=rehearsal)
+        else:
+            check_study_free(settings, restart)
         tracker, experiment_id = experiment_of(settings)
-        open_run(settings, tracker, experiment_id, {})
-        if settings.warm_start:
-            _warm_start(settings, tracker)
+        with Rollback() as undo:  # a step that fails removes what the launch created
+            rehearsal = settings.rehearse is not None
+            create_study(settings.study_url, settings.name, settings.space, rehearsal=rehearsal)
+            created_study(settings, undo)
+            open_run(settings, tracker, experiment_id, {}, undo)
+            if settings.warm_start:
+                _warm_start(settings, tracker)
         handle = StudyHandle(settings.study_url, settings.name, settings.space)
         make_tuner = lambda: new_tuner(settings, handle, experiment_id)  # noqa: E731
         return _run(settings, tracker, experiment_id, make_tuner, reports)

@@ -31,14 +31,18 @@ __all__ = [
     "TrialState",
     "UnexpressibleError",
     "archive_study",
+    "check_study_url",
     "create_study",
+    "delete_study",
     "expressed",
     "load_recorded",
     "prepare_storage",
+    "study_exists",
 ]
 
 from asha_tune.defaults import STUDY_RETRY_ENV, STUDY_RETRY_S
-from asha_tune.errors import AshaTuneError, chain, first_line
+from asha_tune.errors import AshaTuneError, ConfigError, chain, first_line
+from asha_tune.files import unwritable
 from asha_tune.spaces import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -71,15 +75,30 @@ def sampler_for(space: SearchSpace, finished_before: int = 0) -> optuna.samplers
     return optuna.samplers.RandomSampler(seed=seed)
 
 
+def _sqlite_file(url: str) -> Path | None:
+    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+
+
 def _storage(url: str) -> optuna.storages.BaseStorage:
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    db = _sqlite_file(url)
+    if db is not None:
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise AshaTuneError(f"cannot open Optuna storage {url} ({first_line(err)})") from None
     # A server database may restart under a sweep: test pooled connections before use.
     engine = {} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
         storage = optuna.storages.RDBStorage(url, engine_kwargs=engine)
     except Exception as err:
-        raise AshaTuneError(f"cannot open Optuna storage {url}: {first_line(err)}") from None
+        why = first_line(err)
+        if "Can't load plugin" in why or "Could not parse" in why:
+            why = (
+                "no database driver takes this URL: use sqlite:///PATH or a database URL, e.g. postgresql://"
+            )
+        elif "database or disk is full" in why:
+            why = "its file system is full"
+        raise AshaTuneError(f"cannot open Optuna storage {url} ({why})") from None
     if url.startswith("sqlite"):
         _commit_without_sync(storage.engine)
     return storage
@@ -100,6 +119,39 @@ def _commit_without_sync(engine: Any) -> None:
 
     event.listen(engine, "connect", pragmas)
     engine.dispose()  # connections opened while creating the tables get the pragmas too
+
+
+def check_study_url(url: str, flag: str = "--study-url") -> None:
+    """The studies' database can be written, asked before a launch creates anything (and creating
+    nothing): a sqlite file's folder probed (a file in the way, /proc, a full disk), then the
+    database, where it exists or is a server, opened."""
+    db = _sqlite_file(url)
+    if db is not None:
+        if db.is_dir():
+            raise ConfigError(
+                f"{flag} {url}: {db} is a folder; name the sqlite file, e.g. sqlite:///{db / 'optuna.db'}"
+            )
+        if line := unwritable(db.parent, flag, what=url):
+            raise ConfigError(line)
+        if not db.exists():
+            return  # created where the probe could write, by the launch that needs it
+    try:
+        _storage(url)
+    except AshaTuneError as err:
+        raise ConfigError(f"{err}: check {flag}") from None
+
+
+def study_exists(url: str, name: str) -> bool:
+    try:
+        _storage(url).get_study_id_from_name(name)
+    except KeyError:
+        return False
+    return True
+
+
+def delete_study(url: str, name: str) -> None:
+    """Remove a study a launch created before it was refused, so that its name is free again."""
+    optuna.delete_study(study_name=name, storage=_storage(url))
 
 
 def prepare_storage(url: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -21,7 +22,8 @@ from typing import Any
 from asha_tune import defaults
 from asha_tune.dotted import flatten
 from asha_tune.environ import scoped_environ
-from asha_tune.errors import AshaTuneError, chain
+from asha_tune.errors import AshaTuneError, ConfigError, chain, first_line
+from asha_tune.files import folder_problem, unwritable
 from asha_tune.tracking.tags import (
     DEVICE_PARAM,
     MLFLOW_STATUS,
@@ -49,6 +51,23 @@ QUIET_MLFLOW = {
 
 class TrackingUnavailableError(AshaTuneError):
     """The tracking server did not answer, even after MLflow's own retries (about four minutes)."""
+
+
+class _RaisedAnyway(logging.Filter):
+    """MLflow logs a database error with its traceback, then raises it: asha-tune reports the
+    error it raises, in one line, so the logged copy is dropped (its retry warnings are kept)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("SQLAlchemy database error")
+
+
+class StoreFullError(AshaTuneError):
+    """The disk under a sqlite store is full: nothing more can be recorded until space is freed."""
+
+
+def is_full(err: BaseException) -> bool:
+    text = str(err)
+    return "database or disk is full" in text or "No space left on device" in text
 
 
 def _unreachable(err: Exception) -> str | None:
@@ -88,6 +107,11 @@ class _Guarded:
                 with scoped_environ(QUIET_MLFLOW, keep_existing=True):
                     return attr(*args, **kwargs)
             except Exception as err:
+                if is_full(err):  # SQLAlchemy's message: that line, then the SQL and a link
+                    raise StoreFullError(
+                        f"the MLflow store {self._uri} cannot be written (its file system is full): "
+                        "free space there; what it recorded is kept"
+                    ) from None
                 reason = _unreachable(err)
                 if reason is None:
                     raise
@@ -97,6 +121,50 @@ class _Guarded:
                 ) from None
 
         return call
+
+
+def store_problem(err: BaseException) -> str:
+    """Why MLflow could not use a store, in one line: a scheme it does not take, a full disk
+    under a sqlite file (SQLAlchemy's message is that line, then SQL and a link), else the first
+    line of MLflow's or the driver's own message."""
+    text = str(err)
+    if "unsupported URI" in text or "Could not find a registered" in text:
+        return (
+            "MLflow takes no such URI: use sqlite:///PATH, a database URL (postgresql://, mysql://) "
+            "or an MLflow server, http(s)://HOST:PORT"
+        )
+    if "filesystem tracking backend" in text:
+        return "MLflow 3 takes no folder as a store: use sqlite:///PATH/mlflow.db"
+    if is_full(err):
+        return "its file system is full"
+    return first_line(err)
+
+
+def check_store(uri: str, flag: str = "--tracking-uri") -> None:
+    """The store can be written, asked before a command records anything in it (and creating
+    nothing): a sqlite file's folder is probed (a file in the way, /proc, a full disk), then the
+    store, where it exists, opened and read. An MLflow server is left to its own retries (they
+    say when it does not answer)."""
+    db = local_store(uri)
+    if db is not None:
+        if db.is_dir():
+            raise ConfigError(
+                f"{flag} {uri}: {db} is a folder; name the sqlite file, e.g. sqlite:///{db / 'mlflow.db'}"
+            )
+        if line := unwritable(db.parent, flag, what=uri):
+            raise ConfigError(line)
+        if not db.exists():
+            return  # MLflow creates it where the probe could write: nothing to open yet
+    if uri.startswith(("http://", "https://")):
+        return
+    try:
+        Tracker(uri).client.search_experiments(max_results=1)
+    except ConfigError as err:
+        raise ConfigError(f"{err}: check {flag}") from None
+    except Exception as err:
+        raise ConfigError(
+            f"MLflow cannot open the store {uri} ({store_problem(err)}): check {flag}"
+        ) from None
 
 
 def local_store(uri: str) -> Path | None:
@@ -172,22 +240,28 @@ class Tracker:
     page_size = PAGE_SIZE  # runs and experiments read per request (every page is read)
 
     def __init__(self, uri: str | None = None):
-        import logging
-
         with scoped_environ(QUIET_MLFLOW, keep_existing=True):
             from mlflow.tracking import MlflowClient
 
             logging.getLogger("mlflow").setLevel(logging.WARNING)
             logging.getLogger("alembic").setLevel(logging.WARNING)
+            db_log = logging.getLogger("mlflow.store.db.utils")
+            if not any(isinstance(f, _RaisedAnyway) for f in db_log.filters):
+                db_log.addFilter(_RaisedAnyway())
 
             self.uri = uri or defaults.tracking_uri()
             db = local_store(self.uri)
             if db is not None:
-                db.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    db.parent.mkdir(parents=True, exist_ok=True)
+                except OSError:
+                    problem = folder_problem(db.parent)
+                    why = problem.text if problem else "its folder cannot be created"
+                    raise ConfigError(f"MLflow cannot open the store {self.uri} ({why})") from None
             try:
                 self.client = _Guarded(MlflowClient(tracking_uri=self.uri), self.uri)
             except Exception as err:
-                raise AshaTuneError(f"cannot open MLflow store {self.uri}: {err}") from None
+                raise ConfigError(f"MLflow cannot open the store {self.uri} ({store_problem(err)})") from None
 
     def experiment(self, name: str) -> str:
         """The experiment's id, created on first use (artifacts beside a sqlite store)."""
@@ -220,7 +294,12 @@ class Tracker:
         tags.setdefault(STATUS_TAG, RUNNING)
         run = self.client.create_run(experiment_id, run_name=name, tags=tags)
         if params:
-            self.log_params(run.info.run_id, params)
+            try:
+                self.log_params(run.info.run_id, params)
+            except BaseException:  # a run without its params would be a half-made record
+                with contextlib.suppress(Exception):
+                    self.delete_run(run.info.run_id)
+                raise
         return run.info.run_id
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
@@ -337,6 +416,11 @@ class Tracker:
         """End a run with asha-tune's status (completed, pruned, failed, interrupted)."""
         self.set_tags(run_id, {STATUS_TAG: status, **(tags or {})})
         self.client.set_terminated(run_id, status=MLFLOW_STATUS[status])
+
+    def delete_run(self, run_id: str) -> None:
+        """Remove a run a launch created before it was refused (MLflow keeps it as deleted,
+        out of every search, until `mlflow gc`)."""
+        self.client.delete_run(run_id)
 
     def rename(self, run_id: str, name: str) -> None:
         self.client.update_run(run_id, name=name)

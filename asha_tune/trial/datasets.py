@@ -158,6 +158,23 @@ class DatasetFiles:
     domains: Mapping[str, DomainFiles] = field(hash=False)
     ignored: tuple[Path, ...] = ()  # non-image files inside class folders, skipped
 
+    def skipped_text(self) -> str | None:
+        """One line saying how many files of the class folders were skipped and why (a `.gif`,
+        a `.heic`, a named pipe), or None where none was."""
+        if not self.ignored:
+            return None
+        kinds: dict[str, int] = {}
+        for path in self.ignored:
+            suffix = os.path.splitext(path.name)[1].lower() or "no extension"
+            kind = suffix if path.is_file() else "not a file"
+            kinds[kind] = kinds.get(kind, 0) + 1
+        counts = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items(), key=lambda k: (-k[1], k[0])))
+        return (
+            f"data root {shown(self.root)}: skipped {len(self.ignored)} file(s) of its class folders that "
+            f"are not images asha-tune reads ({counts}; it reads {_names(IMAGE_SUFFIXES)}), e.g. "
+            f"{shown(self.ignored[0])}: convert them to include them"
+        )
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)
@@ -186,6 +203,22 @@ def _visible(name: str) -> bool:
     return not name.startswith(".") and name not in SKIPPED_FOLDERS
 
 
+def shown(path: Path | str) -> str:
+    """A path as a message shows it on one line: a name with a control character (a newline) or
+    bytes that are not UTF-8 is escaped (`\\n`, `\\xe9`), so that its line neither splits nor fails."""
+    raw = os.fsencode(path).decode("utf-8", "backslashreplace")
+    return raw.encode("unicode_escape").decode("ascii") if not raw.isprintable() else raw
+
+
+def _check_utf8(path: Path | str) -> None:
+    """A folder or image whose name is not UTF-8 cannot be logged, listed or hashed alike on every
+    machine: refused, named with its bytes escaped."""
+    try:
+        os.fsdecode(os.path.basename(path)).encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(f"the name of {shown(path)} is not UTF-8: rename it (e.g. with convmv)") from None
+
+
 def _subfolders(folder: Path) -> dict[str, Path]:
     """Visible sub-folders by NFC name; two names that normalise alike are an error."""
     found: dict[str, Path] = {}
@@ -195,6 +228,7 @@ def _subfolders(folder: Path) -> dict[str, Path]:
         raise DataError(f"cannot list folder {folder}: {err.strerror}") from None
     for entry in entries:
         if _visible(entry.name) and entry.is_dir():
+            _check_utf8(entry.path)
             key = _nfc(entry.name)
             if key in found:
                 raise DataError(
@@ -303,6 +337,8 @@ def _images(class_folder: Path, ignored: list[Path]) -> list[Path]:
     found: list[tuple[str, Path]] = []
     seen: set[tuple[int, int]] = set()  # (device, inode) of folders: symlink loops end here
 
+    above = {class_folder.resolve(), *class_folder.resolve().parents}
+
     def walk(folder: Path, prefix: str) -> None:
         stat = folder.stat()
         if (stat.st_dev, stat.st_ino) in seen:
@@ -312,8 +348,17 @@ def _images(class_folder: Path, ignored: list[Path]) -> list[Path]:
             for entry in entries:
                 if not _visible(entry.name):
                     continue
+                _check_utf8(entry.path)
                 if entry.is_dir():
+                    if entry.is_symlink() and Path(entry.path).resolve() in above:
+                        raise DataError(
+                            f"{shown(entry.path)} links to {shown(Path(entry.path).resolve())}, a folder "
+                            f"that holds the class folder {shown(class_folder)}: its images would be read "
+                            "again under this class's label; remove the link"
+                        )
                     walk(Path(entry.path), f"{prefix}{entry.name}/")
+                elif not entry.is_file() and os.path.exists(entry.path):  # a pipe, a socket: no image
+                    ignored.append(Path(entry.path))
                 elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
                     found.append((prefix + entry.name, Path(entry.path)))
                 else:
@@ -322,7 +367,7 @@ def _images(class_folder: Path, ignored: list[Path]) -> list[Path]:
     try:
         walk(class_folder, "")
     except OSError as err:
-        raise DataError(f"cannot list folder {err.filename or class_folder}: {err.strerror}") from None
+        raise DataError(f"cannot list folder {shown(err.filename or class_folder)}: {err.strerror}") from None
     return [path for _, path in sorted(found)]
 
 
@@ -336,7 +381,7 @@ def _stat(path: Path) -> tuple[int, int]:
     try:
         return _size_mtime(path)
     except OSError as err:
-        raise DataError(f"cannot read image file {path}: {err.strerror}") from None
+        raise DataError(f"cannot read image file {shown(path)}: {err.strerror}") from None
 
 
 def _domain_files(

@@ -18,7 +18,7 @@ from PIL import Image, ImageChops, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from asha_tune.errors import DataError
-from asha_tune.trial.datasets import DomainFiles
+from asha_tune.trial.datasets import DomainFiles, shown
 
 # The paper's train transform begins Resize(256) for 224 px; the crop base size scales alike.
 RESIZE_RATIO = 256 / 224
@@ -92,7 +92,7 @@ def decode(path: Path, sizes: tuple[int, ...]) -> list[np.ndarray]:
             rgb = to_rgb(image)
             return [_resize_square(rgb, s) for s in sizes]
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(f"cannot read image {path}: {err}") from None
+        raise DataError(f"cannot read image {shown(path)}: {err}") from None
 
 
 @dataclass

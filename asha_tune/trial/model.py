@@ -30,8 +30,15 @@ def imagenet_state_dict() -> dict[str, torch.Tensor]:
 def file_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist (use imagenet, none or a path)")
+    not_torch = WeightsError(f"cannot load weights file {path}: it is not a file torch.save wrote")
+    with path.open("rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # a zip, or a legacy pickle
+        raise not_torch
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except (KeyError, EOFError):  # torch's unpickler meeting bytes of another format (KeyError: 105)
+        raise not_torch from None
     except Exception as err:
         raise WeightsError(f"cannot load weights file {path}: {first_line(err)}") from None
     if isinstance(state, dict) and isinstance(state.get("selected"), dict) and "model" in state["selected"]:

@@ -41,6 +41,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from asha_tune.errors import DataError
 from asha_tune.trial.config import SelectionConfig
 from asha_tune.trial.registry import SELECTION_PROTOCOLS, lookup, protocol_info
 from asha_tune.trial.score_info import SCORE_INFO, ScoreInfo
@@ -326,13 +327,26 @@ def _oracle(selection: SelectionConfig, source: Domain, targets: list[Domain]) -
     return source.everything, whole, dict(whole)
 
 
+def _split(selection: SelectionConfig, domain: Domain) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """stratified_split, refused in one line where it holds out nothing (every class of the
+    domain has one image, which it keeps: a selection set of no image scores nothing)."""
+    kept, held = stratified_split(domain, selection.val_fraction, selection.split_seed)
+    if not held:
+        raise DataError(
+            f"selection {selection.protocol} holds out no image of {domain.name}: a class keeps at least "
+            f"one image and holds out a fraction of the rest, and each of {domain.name}'s classes has one "
+            "image; use more images per class, or selection: oracle"
+        )
+    return kept, held
+
+
 def _source_val(selection: SelectionConfig, source: Domain, targets: list[Domain]) -> Sets:
-    kept, held = stratified_split(source, selection.val_fraction, selection.split_seed)
+    kept, held = _split(selection, source)
     return kept, {source.name: held}, {t.name: t.everything for t in targets}
 
 
 def _target_val(selection: SelectionConfig, source: Domain, targets: list[Domain]) -> Sets:
-    splits = {t.name: stratified_split(t, selection.val_fraction, selection.split_seed) for t in targets}
+    splits = {t.name: _split(selection, t) for t in targets}
     return (
         source.everything,
         {n: held for n, (_, held) in splits.items()},

@@ -480,11 +480,16 @@ def _few(names: Any, shown: int = 4) -> str:
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """Write atomically, so a kill mid-write leaves the previous checkpoint intact."""
+    """Write atomically, so a kill or a full disk mid-write leaves the previous checkpoint intact
+    (and no half-written copy beside it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    try:
+        torch.save(state, tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -33,9 +33,13 @@ def test_status_and_down_of_no_cluster_are_one_line(tmp_path, capsys):
         assert f"no local cluster in {tmp_path}" in one_error_line(capsys)
 
 
-def test_up_needs_a_worker(tmp_path, capsys):
-    assert main(["cluster", "up", "--dir", str(tmp_path), "--workers", "0"]) == 1
-    assert "--workers 0" in one_error_line(capsys)
+@pytest.mark.parametrize(("flag", "value", "minimum"), [("--workers", "0", 1), ("--worker-cpus", "-1", 1)])
+def test_up_refuses_a_count_below_its_minimum_before_anything_starts(tmp_path, capsys, flag, value, minimum):
+    with pytest.raises(SystemExit) as exit_info:  # argparse: exit 2, before PostgreSQL, MLflow or Ray
+        main(["cluster", "up", "--dir", str(tmp_path), flag, value])
+    assert exit_info.value.code == 2
+    assert f"argument {flag}: {value} is below {minimum}" in one_error_line(capsys)
+    assert not any(tmp_path.iterdir())  # nothing was started or recorded
 
 
 def test_a_tracking_server_that_is_gone_is_one_clear_error(monkeypatch):

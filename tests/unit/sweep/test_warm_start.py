@@ -117,7 +117,8 @@ def test_a_warm_start_as_large_as_the_sweep_leaves_every_trial_of_the_sweep_to_r
     known: set[int] = set()
     for number in (2, 3):  # numbered after the added ones
         asked = handle.ask(f"ray-{number}", known=known)
-        assert asked is not None and asked[0] == number
+        assert asked is not None
+        assert asked[0] == number
         known.add(number)
     assert handle.ask("ray-more", known=known) is None  # the sweep's 2, and no more
 
