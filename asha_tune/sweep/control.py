@@ -155,13 +155,17 @@ def request_stop(tracker: Tracker, run_id: str) -> None:
     tracker.set_tags(run_id, {STOP_REQUEST_TAG: json.dumps({"at": round(time.time(), 1), "by": by})})
 
 
-def process_alive(pid: int) -> bool:
-    """Whether `pid` is an asha-tune process on this machine (a reused pid of another program
-    does not count)."""
+def process_alive(pid: int) -> bool | None:
+    """Whether `pid` is an asha-tune process on this machine: True, False (no such process), or
+    None for a process that does not name asha-tune (a reused pid, or a script that calls the
+    Python API): its heartbeat must tell."""
     try:
-        return b"asha" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
         return False
+    except (OSError, ValueError):
+        return None
+    return True if b"asha" in command else None
 
 
 @dataclass(frozen=True)
@@ -192,8 +196,8 @@ def driver_seen(
     source = heartbeat or driver or {}
     host, pid = source.get("host"), source.get("pid")
     where = f"pid {pid} on {host}" if pid is not None else f"on {host}"
-    if host is not None and host == socket.gethostname() and isinstance(pid, int):
-        alive = process_alive(pid) and pid != os.getpid()
+    here = host is not None and host == socket.gethostname() and isinstance(pid, int) and pid != os.getpid()
+    if here and (alive := process_alive(pid)) is not None:
         return Seen(alive, host, f"{'alive' if alive else 'gone'} ({where})", by_pid=True)
     if heartbeat is not None and isinstance(heartbeat.get("at"), (int, float)):
         age = now - float(heartbeat["at"])

@@ -69,3 +69,11 @@ def test_stop_says_so_when_the_driver_never_closes_the_records(tmp_path):
     with pytest.raises(AshaTuneError) as err:
         stop("s", uri, tmp_path, wait_s=1.5)
     assert str(err.value).startswith("asked sweep s to stop, but its records still say running after 2 s")
+
+
+def test_a_store_that_does_not_answer_is_one_line_at_once(tmp_path):
+    started = time.monotonic()
+    with pytest.raises(AshaTuneError) as err:
+        status("s", "http://127.0.0.1:9", tmp_path)  # nothing listens on port 9
+    assert str(err.value).startswith("the MLflow tracking server at http://127.0.0.1:9 did not answer")
+    assert "\n" not in str(err.value) and time.monotonic() - started < 30  # not MLflow's minutes of retries

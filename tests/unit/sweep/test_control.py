@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -88,6 +89,7 @@ def test_a_driver_on_this_machine_is_judged_by_its_process():
     # a process whose command line names asha-tune, as a driver's does
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "asha-tune"])
     try:
+        assert wait_until(lambda: b"asha-tune" in Path(f"/proc/{alive.pid}/cmdline").read_bytes())  # exec'd
         seen = driver_seen({"host": here, "pid": alive.pid}, None)
         assert (seen.alive, seen.by_pid, seen.text) == (True, True, f"alive (pid {alive.pid} on {here})")
     finally:
@@ -95,9 +97,14 @@ def test_a_driver_on_this_machine_is_judged_by_its_process():
         alive.wait()
     seen = driver_seen({"host": here, "pid": alive.pid}, None)
     assert (seen.alive, seen.text) == (False, f"gone (pid {alive.pid} on {here})")
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a reused pid
+    # a process that does not name asha-tune (a reused pid, a script on the Python API): its
+    # heartbeat tells
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        assert driver_seen({"host": here, "pid": other.pid}, None).alive is False
+        assert driver_seen({"host": here, "pid": other.pid}, None).alive is None
+        beat = {"at": time.time(), "host": here, "pid": other.pid}
+        seen = driver_seen(None, beat)
+        assert (seen.alive, seen.by_pid) == (True, False)
     finally:
         other.kill()
         other.wait()
