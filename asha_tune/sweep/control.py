@@ -196,8 +196,8 @@ def driver_seen(
     source = heartbeat or driver or {}
     host, pid = source.get("host"), source.get("pid")
     where = f"pid {pid} on {host}" if pid is not None else f"on {host}"
-    here = host is not None and host == socket.gethostname() and isinstance(pid, int) and pid != os.getpid()
-    if here and (alive := process_alive(pid)) is not None:
+    here = host is not None and host == socket.gethostname() and pid != os.getpid()
+    if here and isinstance(pid, int) and (alive := process_alive(pid)) is not None:
         return Seen(alive, host, f"{'alive' if alive else 'gone'} ({where})", by_pid=True)
     if heartbeat is not None and isinstance(heartbeat.get("at"), (int, float)):
         age = now - float(heartbeat["at"])
