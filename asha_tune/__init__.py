@@ -8,9 +8,13 @@ it with import-linter; the layers are listed top to bottom, each importing only 
              tells its answer (analysis/); beside it, independent of it:
   cluster/   a local multi-node cluster (Ray nodes, PostgreSQL, an MLflow server) started and
              stopped by pid; imports the sweep room for Ray's token and private calls
+  monitor.py `asha-tune status`, `list` and `stop`: a sweep seen and stopped through its records
+             (analysis/status.py says it, sweep/control.py tells its driver's life); no torch,
+             Ray or Optuna, not even through another module
 - sweep/     sweeps on Ray Tune with an Optuna study: the only room that imports Ray and Optuna
              (settings, study, preflight, session, tuner, records, single, replicated, searcher,
-             trainable, callbacks, checkpoints, confirm; every private Ray call in ray_compat);
+             trainable, callbacks, checkpoints, confirm, control: the driver's heartbeat and stop
+             requests; every private Ray call in ray_compat);
              never analysis. Beside it, independent of it and of each other:
   runner.py  one trial outside Ray (`asha-tune trial`): a checkpoint file and an MLflow run
   analysis/  records into answers (the best trial with its noise, confirmation report, compare,

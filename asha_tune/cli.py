@@ -815,6 +815,82 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- a sweep that runs or ran: status, list, stop --------------------------------------------
+
+
+def add_store_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tracking-uri",
+        help="the MLflow store (default: the one the sweep's sweep.json names, else ./mlflow.db)",
+    )
+    add_results_dir_flag(p, "where the sweep's sweep.json is, if this machine sees it")
+
+
+def add_status_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "status",
+        help="where a sweep stands: state, driver, trials, best so far, ETA, last error, what next",
+        description="Where a sweep stands, read from its records (from any machine that reaches its "
+        "MLflow store, while it runs and long after): its state, whether its driver is alive and "
+        "where, its trials by state, the best so far with its standard error, elapsed time and an "
+        "ETA from the trials' own timings, the last error, and the commands that go on.",
+    )
+    p.add_argument("name", nargs="?", help="the sweep (default: the one launched last in the store)")
+    add_store_flags(p)
+    p.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    p.set_defaults(handler=cmd_status)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from asha_tune.monitor import status
+
+    found = status(args.name, args.tracking_uri, args.results_dir)
+    print(json.dumps(found.record, indent=2) if args.json else "\n".join(found.lines))
+    return 0
+
+
+def add_list_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="every sweep in an MLflow store, newest first")
+    p.add_argument("--tracking-uri", help="the MLflow store (default ./mlflow.db)")
+    p.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    p.set_defaults(handler=cmd_list)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from asha_tune.monitor import sweeps
+
+    found = sweeps(args.tracking_uri)
+    print(json.dumps(found.record, indent=2) if args.json else "\n".join(found.lines))
+    return 0
+
+
+def add_stop_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "stop",
+        help="stop a running sweep from any terminal or machine, as Ctrl-C does (resume continues it)",
+        description="Ask a running sweep's driver, wherever it runs, to stop as Ctrl-C stops it: Tune "
+        "saves its state and the records are closed as interrupted, so asha-tune resume continues it. "
+        "The request goes through the sweep's MLflow store; the driver reads it within seconds.",
+    )
+    p.add_argument("name", help="the sweep")
+    add_store_flags(p)
+    p.add_argument(
+        "--wait",
+        type=amount,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long to wait for the driver to close the records (default 120; 0: ask and return)",
+    )
+    p.set_defaults(handler=cmd_stop)
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from asha_tune.monitor import stop
+
+    print(stop(args.name, args.tracking_uri, args.results_dir, args.wait))
+    return 0
+
+
 # --- asha-tune cluster -----------------------------------------------------------------------
 
 
@@ -876,6 +952,9 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_launch_parser,
     add_resume_parser,
     add_confirm_parser,
+    add_status_parser,
+    add_list_parser,
+    add_stop_parser,
     add_spaces_parser,
     add_ui_parser,
     add_compare_parser,

@@ -13,6 +13,7 @@ from asha_tune.cluster import processes
 from asha_tune.cluster.processes import Proc
 from asha_tune.cluster.state import HOST, ClusterError, ClusterState, secret
 from asha_tune.files import write_private
+from asha_tune.tracking.client import server_environ
 from asha_tune.tracking.credentials import mlflow_credentials
 
 
@@ -41,7 +42,7 @@ def start_mlflow(state: ClusterState) -> Proc:
         "auth_cache_ttl_seconds = 600\n",
     )
     env = {
-        **os.environ,
+        **server_environ(os.environ),
         "MLFLOW_AUTH_CONFIG_PATH": str(config),
         "MLFLOW_AUTH_ADMIN_PASSWORD": password,
         "MLFLOW_FLASK_SERVER_SECRET_KEY": secret(

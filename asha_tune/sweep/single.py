@@ -18,6 +18,7 @@ from typing import Any
 from asha_tune.display import count, size_text
 from asha_tune.errors import AshaTuneError, ConfigError, NoSpaceError, chain, first_line
 from asha_tune.spaces import describe_selection
+from asha_tune.sweep.control import Control
 from asha_tune.sweep.disk import Reserve, is_no_space, stopped_for_space
 from asha_tune.sweep.preflight import (
     check_address,
@@ -166,10 +167,12 @@ def _run(
 ) -> SweepOutcome:
     """Start Ray, run the tuner, and close the records however it ends."""
     reserve = Reserve(settings.sweep_dir, reserve_bytes(settings.space))
+    control = Control(settings)  # asha-tune status and stop, from anywhere (control.py)
     try:
         with ray_session(settings) as info:
             catch_sigterm()  # ray.init installed its own handler
             claim(settings, tracker, takeover)
+            control.start()
             if not is_local(settings):
                 wait_for_a_fitting_node(settings, info.gcs_address)
             _announce(settings, info)
@@ -199,6 +202,7 @@ def _run(
         close(settings, tracker, experiment_id, failure=str(user))
         raise _with_resume_hint(user, settings) from None
     finally:
+        control.stop()
         reserve.release()
     if (free := stopped_for_space(settings.sweep_dir)) is not None:
         full = _no_space(settings, free)

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -188,12 +189,23 @@ def git_commit() -> str | None:
         return None
 
 
+# Where asha-tune starts an MLflow server (`ui`, `cluster up`; the deploy files likewise): MLflow 3's
+# job runner off, unless the environment turns it on. asha-tune runs none of its jobs, and with it
+# on a server is about 15 processes and 2.7 GB, healthy after 11 s, against 7, 1.2 GB and 8 s off.
+SERVER_ENVIRON = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def server_environ(base: Mapping[str, str]) -> dict[str, str]:
+    """`base` (an environment) for an MLflow server: SERVER_ENVIRON where `base` does not say."""
+    return {**SERVER_ENVIRON, **base}
+
+
 def serve_ui(uri: str, port: int, grace_s: float = 30.0) -> int:
     """Run MLflow's UI on `uri` until Ctrl-C or SIGTERM, then stop the server and every worker it
     started (it runs in a session of its own, so a signal to this process alone would leave them)."""
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-    server = subprocess.Popen(command, start_new_session=True)
+    server = subprocess.Popen(command, start_new_session=True, env=server_environ(os.environ))
 
     def stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -405,6 +417,11 @@ class Tracker:
         from mlflow.entities import RunTag
 
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def delete_tag(self, run_id: str, key: str) -> None:
+        """Remove a tag from a run; a tag the run does not have is no error."""
+        if key in self.tags(run_id):
+            self.client.delete_tag(run_id, key)
 
     def log_dict(self, run_id: str, obj: Any, artifact_file: str) -> None:
         self.client.log_dict(run_id, obj, artifact_file)

@@ -40,6 +40,12 @@ STUDY_URL_TAG = "asha_tune.study_url"
 # The driver running the sweep now (JSON: host, pid, Ray session and job), so that a second driver
 # (a resubmitted job) continues a sweep whose driver is gone but never one whose driver is alive.
 DRIVER_TAG = "asha_tune.driver"
+# A sweep's driver while it runs (sweep/control.py), so that `asha-tune status` and `stop` work from
+# any machine that reaches the store: it refreshes HEARTBEAT_TAG every few seconds (JSON: the time,
+# its host and pid), and stops as Ctrl-C does once `asha-tune stop` sets STOP_REQUEST_TAG (JSON:
+# when, from where).
+HEARTBEAT_TAG = "asha_tune.heartbeat"
+STOP_REQUEST_TAG = "asha_tune.stop_requested"
 SELECTION_TAG = "asha_tune.selection"  # the selection protocol the best trial was chosen by
 # On trial and sweep runs: what selects (the metric, what it is, which way is better), and which
 # images selection saw (label-free protocols: unlabelled target images, no target label).

@@ -24,4 +24,7 @@ bucket = os.environ.get("ARTIFACT_BUCKET", "mlflow")
 if bucket not in [b["Name"] for b in s3.list_buckets().get("Buckets", [])]:
     s3.create_bucket(Bucket=bucket)
 PY
+# MLflow 3's job runner off unless set (asha-tune runs none of its jobs; off, the server is about
+# half the processes and memory): asha_tune.tracking.client.SERVER_ENVIRON, as `cluster up` does.
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
 exec mlflow server --app-name basic-auth "$@"

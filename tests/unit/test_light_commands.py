@@ -115,3 +115,22 @@ def test_the_python_api_is_there_and_importing_the_package_stays_light(tmp_path)
         "asha_tune.trial.training",
         "asha_tune.api",
     ], done.stderr
+
+
+def test_status_list_and_stop_import_neither_torch_nor_ray_nor_optuna(tmp_path):
+    store = mlflow_store(tmp_path / "mlflow.db")
+    a_sweep_in(store)
+    heavy = {*HEAVY, "optuna"}
+    status = run(["status", "s", "--tracking-uri", store], tmp_path)
+    assert status["code"] == 0, status["out"]
+    assert status["out"].startswith("sweep s: finished\n")
+    listed = run(["list", "--tracking-uri", store, "--json"], tmp_path)
+    assert listed["code"] == 0, listed["out"]
+    assert [s["name"] for s in json.loads(listed["out"])["sweeps"]] == ["s"]
+    stop = run(["stop", "s", "--tracking-uri", store], tmp_path)
+    assert stop["code"] == 1
+    assert (
+        stop["out"].strip() == "asha-tune stop: error: sweep s is not running (it finished): nothing to stop"
+    )
+    for result in (status, listed, stop):
+        assert "mlflow" in result["modules"] and not heavy & set(result["modules"])

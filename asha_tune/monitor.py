@@ -1,0 +1,219 @@
+"""`asha-tune status`, `list` and `stop`: a sweep seen and stopped from any machine that reaches its
+MLflow store, while it runs and long after.
+
+They read the records only (tracking/sweep_state.py: the parent run and a narrow read of its
+trials), so they import neither torch, Ray nor Optuna (tests/unit/test_light_commands.py), and
+ask a tracking server once instead of retrying for minutes. Whether a driver is alive is told by
+sweep/control.py (its pid on this machine, else its heartbeat); `stop` leaves a request there
+that the driver acts on within seconds, as on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from asha_tune import defaults
+from asha_tune.analysis.status import Driver, list_lines, status_lines, status_record
+from asha_tune.errors import AshaTuneError, ConfigError, first_line
+from asha_tune.sweep.control import POLL_S, driver_seen, request_stop
+from asha_tune.sweep.settings import SweepSettings
+from asha_tune.tracking import Tracker
+from asha_tune.tracking.records import open_store
+from asha_tune.tracking.sweep_state import (
+    SweepState,
+    impatient,
+    latest_sweep,
+    recorded_json,
+    state_of,
+    sweep_state,
+    top_sweeps,
+)
+from asha_tune.tracking.tags import (
+    DRIVER_TAG,
+    HEARTBEAT_TAG,
+    RESULTS_DIR_TAG,
+    RUNNING,
+    STATUS_TAG,
+    STOP_REQUEST_TAG,
+)
+
+STOP_WAIT_S = 120.0  # stop: how long to wait for the driver to close the records
+
+
+class NotRunningError(AshaTuneError):
+    """`asha-tune stop` of a sweep that no driver runs."""
+
+
+@dataclass(frozen=True)
+class Store:
+    """The MLflow store a command reads, and how its commands name it."""
+
+    uri: str
+    given: bool  # named by --tracking-uri (the commands it prints repeat it)
+
+    @property
+    def flag(self) -> str:
+        return f" --tracking-uri {self.uri}" if self.given else ""
+
+
+def store_of(name: str | None, tracking_uri: str | None, results_dir: Path | None) -> Store:
+    """--tracking-uri, else the store the sweep's sweep.json names (in --results-dir), else
+    ./mlflow.db."""
+    if tracking_uri:
+        return Store(tracking_uri, True)
+    if name is not None:
+        try:
+            uri = SweepSettings.load(name, results_dir or defaults.results_dir()).tracking_uri
+        except (ConfigError, ValueError, OSError):
+            uri = None
+        if uri is not None:
+            return Store(uri, uri != defaults.tracking_uri())
+    return Store(defaults.tracking_uri(), False)
+
+
+def _tracker(store: Store) -> Tracker:
+    with impatient():
+        return open_store(store.uri)
+
+
+@contextmanager
+def reading(store: Store) -> Iterator[None]:
+    """Reads of the store that fail for a reason asha-tune does not name (a URI MLflow cannot
+    open, a server that answers garbage) are one line too: nothing here writes but `stop`."""
+    try:
+        with impatient():
+            yield
+    except AshaTuneError:
+        raise
+    except Exception as err:
+        raise AshaTuneError(f"cannot read the sweeps' records in {store.uri}: {first_line(err)}") from None
+
+
+def _elsewhere(name: str, store: Store, results_dir: Path | None) -> str:
+    """Where sweep `name` records, if its sweep.json names another store than `store`."""
+    try:
+        saved = SweepSettings.load(name, results_dir or defaults.results_dir())
+    except (ConfigError, ValueError, OSError):
+        return ""
+    if saved.tracking_uri != store.uri:
+        uri = saved.tracking_uri
+        return f"; its sweep.json says it records to {uri}: pass --tracking-uri {uri}"
+    return ""
+
+
+def _find(tracker: Tracker, name: str, store: Store, results_dir: Path | None) -> SweepState:
+    try:
+        return sweep_state(tracker, name)
+    except ConfigError as err:
+        raise ConfigError(f"{err}{_elsewhere(name, store, results_dir)}") from None
+
+
+def driver_of(state: SweepState) -> Driver | None:
+    """What the records say of a running sweep's driver (a replicated search's: its running
+    replicate's)."""
+    if state.status != RUNNING:
+        return None
+    driver = recorded_json(state.tags, DRIVER_TAG)
+    beat = recorded_json(state.tags, HEARTBEAT_TAG)
+    for replicate in state.replicates:
+        if replicate.status == RUNNING:
+            driver = recorded_json(replicate.tags, DRIVER_TAG) or driver
+            beat = recorded_json(replicate.tags, HEARTBEAT_TAG) or beat
+    seen = driver_seen(driver, beat)
+    return Driver(seen.alive, seen.text, certain=seen.by_pid)
+
+
+def results_tail(state: SweepState) -> str:
+    """` --results-dir DIR` where the commands that read sweep.json need it."""
+    folder = state.tags.get(RESULTS_DIR_TAG)
+    if not folder:
+        return ""
+    results = Path(folder).parent
+    return "" if results == defaults.results_dir().resolve() else f" --results-dir {results}"
+
+
+@dataclass(frozen=True)
+class Status:
+    lines: list[str]
+    record: dict[str, Any]
+
+
+def status(name: str | None, tracking_uri: str | None = None, results_dir: Path | None = None) -> Status:
+    """One sweep's status (without a name: the sweep launched last in the store)."""
+    store = store_of(name, tracking_uri, results_dir)
+    with reading(store):
+        tracker = _tracker(store)
+        state = _find(tracker, name, store, results_dir) if name else state_of(tracker, latest_sweep(tracker))
+    driver = driver_of(state)
+    tail, flag = results_tail(state), store.flag
+    return Status(status_lines(state, driver, tail, flag), status_record(state, driver, tail, flag))
+
+
+def sweeps(tracking_uri: str | None = None) -> Status:
+    """Every sweep of a store, newest first; a running one read whole (its trials so far)."""
+    store = store_of(None, tracking_uri, None)
+    found = []
+    with reading(store):
+        tracker = _tracker(store)
+        for parent in top_sweeps(tracker):
+            running = parent.data.tags.get(STATUS_TAG) == RUNNING
+            state = state_of(tracker, parent, with_trials=running)
+            found.append((state, driver_of(state)))
+    records = [status_record(s, d, results_tail(s), store.flag) for s, d in found]
+    return Status(list_lines(found, store.uri), {"store": store.uri, "sweeps": records})
+
+
+def stop(
+    name: str, tracking_uri: str | None = None, results_dir: Path | None = None, wait_s: float = STOP_WAIT_S
+) -> str:
+    """Ask a running sweep's driver to stop as Ctrl-C does, wait until its records are closed
+    (at most `wait_s`), and say how it ended."""
+    store = store_of(name, tracking_uri, results_dir)
+    with reading(store):
+        tracker = _tracker(store)
+        state = _find(tracker, name, store, results_dir)
+        tail = results_tail(state)
+        if state.status != RUNNING:
+            how = {"completed": "it finished", "failed": "it failed"}.get(
+                state.status, f"it is {state.status}"
+            )
+            raise NotRunningError(f"sweep {name} is not running ({how}): nothing to stop")
+        driver = driver_of(state)
+        if driver is not None and driver.alive is False and driver.certain:
+            raise NotRunningError(
+                f"sweep {name} is recorded as running, but its driver is {driver.text}: nothing to stop; "
+                f"asha-tune resume {name}{tail} continues it"
+            )
+        request_stop(tracker, state.run_id)
+        if wait_s <= 0:
+            return (
+                f"sweep {name}: asked its driver to stop; "
+                f"asha-tune status {name}{store.flag} tells when it has"
+            )
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            time.sleep(POLL_S / 2)
+            tags = tracker.tags(state.run_id)
+            if tags.get(STATUS_TAG) != RUNNING:
+                return _stopped_line(name, tags.get(STATUS_TAG, "unknown"), tail)
+            if not tags.get(STOP_REQUEST_TAG):  # a driver that just started cleared it: ask again
+                request_stop(tracker, state.run_id)
+    raise AshaTuneError(
+        f"asked sweep {name} to stop, but its records still say running after {wait_s:.0f} s "
+        f"(its driver: {driver.text if driver else 'unknown'}); asha-tune status {name}{store.flag} "
+        "tells whether it is alive"
+    )
+
+
+def _stopped_line(name: str, status_: str, tail: str) -> str:
+    if status_ == "interrupted":
+        return (
+            f"sweep {name} stopped: its records are closed as interrupted; continue it with "
+            f"asha-tune resume {name}{tail}"
+        )
+    return f"sweep {name} ended {status_} before it could stop: nothing to resume"

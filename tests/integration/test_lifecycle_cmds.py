@@ -1,0 +1,117 @@
+"""`asha-tune status`, `list` and `stop` on a sweep that really runs: a driver on a real local Ray
+with real MLflow and Optuna sqlite stores and real PACS (small), looked at and stopped from
+another process, as from another terminal."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from tests.helpers.processes import wait_for
+from tests.helpers.sweeps import quiet_env, space_file, study_trials
+
+CLI = [sys.executable, "-m", "asha_tune.cli"]
+
+
+def test_status_list_and_stop_a_running_sweep_from_another_terminal(tmp_path, pacs_root, shared_cache):
+    path = space_file(
+        tmp_path,
+        "life",
+        train={"epochs": 40, "batch_size": 16, "weights": "none"},  # long enough to stop
+        shaping={"mode": "random", "convs": [1]},
+        search={"algorithm": "random", "num_trials": 3, "max_concurrent": 2, "seed": 0},
+        scheduler={"kind": "fifo"},
+        resources={"cpu": 1},
+        parameters={"shaping.p0": {"type": "float", "low": 0.1, "high": 0.8}},
+    )
+    env = quiet_env(ASHA_TUNE_CACHE_DIR=str(shared_cache), RAY_AUTH_TOKEN_PATH=str(tmp_path / "token"))
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            CLI + list(args), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+
+    log = tmp_path / "launch.log"
+    with open(log, "w") as out:
+        driver = subprocess.Popen(
+            CLI
+            + [
+                "launch",
+                "--space",
+                str(path),
+                "--name",
+                "lc",
+                "--num-cpus",
+                "2",
+                "--data-root",
+                str(pacs_root),
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(lambda: "best epoch so far" in log.read_text(), 300, "a first epoch")
+
+        # status, while it runs: found through sweep.json (no --tracking-uri), its driver by pid
+        running = cli("status", "lc")
+        assert running.returncode == 0, running.stderr
+        lines = running.stdout.splitlines()
+        assert lines[0] == "sweep lc: running"
+        assert lines[1] == f"  driver: alive (pid {driver.pid} on {socket.gethostname()})"
+        assert "of 3 trials ended" in running.stdout and "running" in lines[3]
+        assert "next: asha-tune status lc · asha-tune stop lc" in running.stdout
+        record = json.loads(cli("status", "lc", "--json").stdout)
+        assert record["state"] == "running" and record["driver"]["alive"] is True
+        trials = record["trials"]
+        assert trials["running"] >= 1
+        assert trials["finished"] + trials["running"] + trials["to_go"] + trials["interrupted"] == 3
+
+        listed = cli("list", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
+        assert listed.returncode == 0, listed.stderr
+        assert listed.stdout.splitlines()[0].split() == ["sweep", "state", "trials", "best", "started"]
+        assert listed.stdout.splitlines()[1].split()[:2] == ["lc", "running"]
+
+        # stop, from here: the driver stops as on Ctrl-C, and stop waits for the records
+        stopped = cli("stop", "lc")
+        assert stopped.returncode == 0, stopped.stderr
+        assert stopped.stdout.strip() == (
+            "sweep lc stopped: its records are closed as interrupted; continue it with asha-tune resume lc"
+        )
+        assert driver.wait(timeout=180) == 130
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    text = log.read_text()
+    assert "asha-tune stop (from " in text and "stopping the sweep as Ctrl-C does" in text
+    assert "the sweep did not finish; continue it with: asha-tune resume lc" in text
+    assert "Traceback" not in text
+
+    # records closed as interrupted, resumable; the request is gone from them
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("life").experiment_id])
+    assert runs and all(r.info.status != "RUNNING" for r in runs)
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert parent.data.tags["asha_tune.status"] == "interrupted"
+    assert "asha_tune.stop_requested" not in parent.data.tags
+    assert all(t.state != TrialState.RUNNING for t in study_trials(tmp_path, "lc"))
+
+    after = cli("status", "lc")
+    assert after.stdout.splitlines()[0] == "sweep lc: interrupted"
+    assert "next: asha-tune resume lc" in after.stdout
+    again = cli("stop", "lc")
+    assert again.returncode == 1
+    assert (
+        again.stderr.strip()
+        == "asha-tune stop: error: sweep lc is not running (it is interrupted): nothing to stop"
+    )
+    unknown = cli("status", "nope")
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    assert unknown.stderr.strip().startswith("asha-tune status: error: no sweep named nope in ")
