@@ -66,10 +66,12 @@ def test_status_list_and_stop_a_running_sweep_from_another_terminal(tmp_path, pa
         lines = running.stdout.splitlines()
         assert lines[0] == "sweep lc: running"
         assert lines[1] == f"  driver: alive (pid {driver.pid} on {socket.gethostname()})"
-        assert "of 3 trials ended" in running.stdout and "running" in lines[3]
+        assert "of 3 trials ended" in running.stdout
+        assert "running" in lines[3]
         assert "next: asha-tune status lc · asha-tune stop lc" in running.stdout
         record = json.loads(cli("status", "lc", "--json").stdout)
-        assert record["state"] == "running" and record["driver"]["alive"] is True
+        assert record["state"] == "running"
+        assert record["driver"]["alive"] is True
         trials = record["trials"]
         assert trials["running"] >= 1
         assert trials["finished"] + trials["running"] + trials["to_go"] + trials["interrupted"] == 3
@@ -90,14 +92,16 @@ def test_status_list_and_stop_a_running_sweep_from_another_terminal(tmp_path, pa
         if driver.poll() is None:
             driver.kill()
     text = log.read_text()
-    assert "asha-tune stop (from " in text and "stopping the sweep as Ctrl-C does" in text
+    assert "asha-tune stop (from " in text
+    assert "stopping the sweep as Ctrl-C does" in text
     assert "the sweep did not finish; continue it with: asha-tune resume lc" in text
     assert "Traceback" not in text
 
     # records closed as interrupted, resumable; the request is gone from them
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("life").experiment_id])
-    assert runs and all(r.info.status != "RUNNING" for r in runs)
+    assert runs
+    assert all(r.info.status != "RUNNING" for r in runs)
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     assert parent.data.tags["asha_tune.status"] == "interrupted"
     assert "asha_tune.stop_requested" not in parent.data.tags
@@ -113,5 +117,6 @@ def test_status_list_and_stop_a_running_sweep_from_another_terminal(tmp_path, pa
         == "asha-tune stop: error: sweep lc is not running (it is interrupted): nothing to stop"
     )
     unknown = cli("status", "nope")
-    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    assert unknown.returncode == 2
+    assert "Traceback" not in unknown.stderr
     assert unknown.stderr.strip().startswith("asha-tune status: error: no sweep named nope in ")

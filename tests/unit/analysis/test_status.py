@@ -81,7 +81,8 @@ def test_status_lines_say_state_driver_trials_best_with_se_eta_error_and_what_ne
         "  trials: 3 of 10 trials ended (1 finished, 1 stopped early, 1 failed); 2 running, 5 to go"
     )
     assert lines[4].startswith("  best so far: val_acc 60.00 ± 2.00%, trial 0 (ran every epoch;")
-    assert "; ETA 14 min" in lines[5] and "1 h 00 min ago" in lines[5]
+    assert "; ETA 14 min" in lines[5]
+    assert "1 h 00 min ago" in lines[5]
     assert "  last error: trial 2 failed: CUDA out of memory" in lines
     assert lines[-1] == "  next: asha-tune status rl · asha-tune stop rl"
 
@@ -123,7 +124,8 @@ def test_a_rehearsal_has_no_best_so_far():
 
 def test_the_json_record_has_the_numbers_the_lines_say():
     record = status_record(state(trials=RUNNING_TRIALS), ALIVE, now=NOW)
-    assert record["state"] == "running" and record["driver"] == {"alive": True, "text": ALIVE.text}
+    assert record["state"] == "running"
+    assert record["driver"] == {"alive": True, "text": ALIVE.text}
     assert record["trials"] == {
         "total": 10,
         "finished": 1,
@@ -134,14 +136,18 @@ def test_the_json_record_has_the_numbers_the_lines_say():
         "to_go": 5,
     }
     assert record["best"] == {"trial": 0, "status": "completed", "value": 60.0, "se": 2.0, "run_id": "run0"}
-    assert record["elapsed_s"] == 3600.0 and record["eta_s"] == 850.0 and record["ended"] is None
+    assert record["elapsed_s"] == 3600.0
+    assert record["eta_s"] == 850.0
+    assert record["ended"] is None
     assert record["selection"] == {"protocol": "source_val", "metric": "val_acc", "mode": "max"}
 
 
 def test_a_finished_sweeps_elapsed_time_ends_when_it_ended():
     done = state("completed", trials=RUNNING_TRIALS[:3], ended_ms=START_MS + 1_800_000)
     record = status_record(done, None, now=NOW)
-    assert record["state"] == "finished" and record["elapsed_s"] == 1800.0 and record["eta_s"] is None
+    assert record["state"] == "finished"
+    assert record["elapsed_s"] == 1800.0
+    assert record["eta_s"] is None
 
 
 def test_a_replicated_search_sums_its_replicates_and_counts_those_not_launched():

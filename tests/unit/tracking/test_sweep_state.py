@@ -73,17 +73,21 @@ def test_the_sql_read_gives_the_rows_mlflows_search_gives(tmp_path):
         (2, "failed"),
         (3, "running"),
     ]
-    assert fast[2].failure == "ValueError: boom" and fast[0].failure is None
+    assert fast[2].failure == "ValueError: boom"
+    assert fast[0].failure is None
     assert [r.duration_s for r in fast] == [10.0, 20.0, 30.0, None]
     assert fast[0].started_s == 1000.5
-    assert fast[3].ended_ms is None and fast[0].ended_ms is not None
+    assert fast[3].ended_ms is None
+    assert fast[0].ended_ms is not None
     assert fast[1].metrics == {"val_acc": 61.0, "val_acc_se": 2.0}
 
 
 def test_a_sweeps_state_counts_its_space_and_its_trials_only(tmp_path):
     tracker, _, aid, _ = a_store(tmp_path)
     state = sweep_state(tracker, "a")
-    assert state.run_id == aid and state.status == "running" and state.num_trials == 6
+    assert state.run_id == aid
+    assert state.status == "running"
+    assert state.num_trials == 6
     assert len(state.trials) == 4
 
 
