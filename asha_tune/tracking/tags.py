@@ -78,6 +78,16 @@ COMPARED_IN_TAG = "asha_tune.compared_in"  # on a sweep's parent run: its latest
 # benchmarks/sweep.py). Sizes and chance levels are params (selection.constants_of).
 EPOCH_TIMINGS = ("time_train", "time_eval", "time_data", "time_total", "time_checkpoint", "time_imports")
 DEVICE_TIME_METRICS = ("time_train", "time_eval")  # a trial's device-seconds, per epoch
+# What a trial used over each epoch, sampled in its own process (trial/usage.py): the CPU time of
+# the process and its children (100 = one core busy) and their peak resident memory; where Ray gave
+# it GPUs, their mean NVML utilisation and their peak memory used (by every process on them). A trial
+# without a GPU logs no GPU metrics. A sweep's mean GPU utilisation is the mean over every epoch
+# logged: `compare`, `report`, `status` and the progress line show it.
+CPU_METRIC = "system_cpu_percent"
+MEMORY_METRIC = "system_memory_mb"
+GPU_UTILIZATION_METRIC = "gpu_utilization_percent"
+GPU_MEMORY_METRIC = "gpu_memory_mb"
+USAGE_METRICS = (CPU_METRIC, MEMORY_METRIC, GPU_UTILIZATION_METRIC, GPU_MEMORY_METRIC)
 EPOCH_METRICS = frozenset(
     {
         "epoch",
@@ -93,6 +103,7 @@ EPOCH_METRICS = frozenset(
         "target_snd",
         "selected_epoch",  # selection.epoch best: the epoch whose figures the run reports
         *EPOCH_TIMINGS,
+        *USAGE_METRICS,
     }
 )
 # acc_<domain>(_se); a label-free score of one target, e.g. entropy_cartoon; under selection.epoch
