@@ -28,8 +28,10 @@ from asha_tune.tracking.tags import (
 from asha_tune.tracking.trials import log_epoch, trial_tags
 from asha_tune.trial import selection
 from asha_tune.trial.config import Runtime, TrialConfig
+from asha_tune.trial.devices import cuda_gpus
 from asha_tune.trial.selection import DEVICE_KEY
 from asha_tune.trial.training import TrialResult, load_checkpoint, run_trial, save_checkpoint
+from asha_tune.trial.usage import trial_usage
 
 DEFAULT_EXPERIMENT = "asha-tune-trials"
 
@@ -84,8 +86,10 @@ def run_logged_trial(
         sidecar.write_text(json.dumps({"mlflow_run_id": run_id}))
     started = time.perf_counter()
     devices: set[str] = set()
+    usage = trial_usage(cuda_gpus(runtime.device))  # its GPU's and its process's use, per epoch
 
     def report(metrics: dict[str, Any], trial_state: dict[str, Any]) -> None:
+        metrics = {**metrics, **usage.epoch()}
         save_checkpoint(trial_state, checkpoint)
         if metrics[DEVICE_KEY] not in devices:  # once per process: the device it computed on
             tracker.log_device(run_id, metrics[DEVICE_KEY])

@@ -32,6 +32,7 @@ from asha_tune.sweep.checkpoints import (
 from asha_tune.sweep.disk import is_no_space, wait_for_the_stop
 from asha_tune.sweep.keys import FAILED_KEY, FAILURE_KEY, NODE_KEY, VALUES_KEY
 from asha_tune.trial.config import Runtime
+from asha_tune.trial.usage import trial_usage
 
 
 def process_started_at() -> float | None:
@@ -124,8 +125,10 @@ def train_trial(config: dict[str, Any], space: SearchSpace, runtime: Runtime) ->
     node = ray.get_runtime_context().get_node_id()  # the Ray node this trial runs on (MLflow tag)
     if (started := process_started_at()) is not None:
         first["at_process"] = started
+    usage = trial_usage(ray.get_gpu_ids())  # its GPUs' and its process's use, per epoch
 
     def report(metrics: dict[str, float], trial_state: dict[str, Any]) -> None:
+        metrics = {**metrics, **usage.epoch()}
         timings = {"at_report": time.time(), "time_checkpoint": 0.0, NODE_KEY: node, **first}
         first.clear()
         epoch = int(metrics["epoch"])
