@@ -64,11 +64,13 @@ class UsageSampler:
         self._owns_nvml = self._owns_nvml and self._nvml is not None
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._epoch = 0
         self._start_epoch()
         self._thread = threading.Thread(target=self._run, args=(every_s,), name="trial-usage", daemon=True)
         self._thread.start()
 
     def _start_epoch(self) -> None:
+        self._epoch += 1  # a sample read across an epoch's end is dropped
         self._since, self._cpu_s = time.monotonic(), self._cpu_seconds()
         self._memory = 0.0  # peak resident bytes of the process and its children
         self._util: list[float] = []  # each sample's mean utilisation over the GPUs, %
@@ -89,6 +91,8 @@ class UsageSampler:
         return total
 
     def _sample(self) -> None:
+        with self._lock:
+            epoch = self._epoch
         rss = 0.0
         for p in self._tree():
             with contextlib.suppress(Exception):
@@ -100,6 +104,8 @@ class UsageSampler:
             with contextlib.suppress(Exception):
                 used.append(float(self._nvml.nvmlDeviceGetMemoryInfo(h).used))
         with self._lock:
+            if epoch != self._epoch:
+                return
             self._memory = max(self._memory, rss)
             if util:
                 self._util.append(sum(util) / len(util))
