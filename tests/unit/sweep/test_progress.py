@@ -4,6 +4,11 @@ without a terminal. Known numbers throughout; the clock is the test's."""
 from __future__ import annotations
 
 import io
+import os
+import pty
+import re
+import subprocess
+import sys
 import time
 from types import SimpleNamespace
 
@@ -125,3 +130,63 @@ def test_the_callbacks_line_takes_the_eta_from_ended_and_running_trials_and_the_
         "[ 6m 40s] trials 4/6 · running 0 · stopped early 1 · finished 3 · failed 0 · ETA 3m 20s · "
         "GPU 70% · best epoch so far: val_acc 60.00 ± 1.00% (trial 3, epoch 1)"
     )
+
+
+TERMINAL_SCRIPT = """
+from asha_tune.sweep import progress
+from asha_tune.sweep.progress import Picture
+out = progress.output()
+print(type(out).__name__)
+out.show(1.0, Picture(1, 3, {"running": 1}), now=10.0)
+out.show(2.0, Picture(2, 3, {"running": 2}), now=11.0)
+out.say("trial 1 failed: boom")
+print("a line the driver printed")
+out.show(3.0, Picture(2, 3, {"running": 1, "completed": 1}), now=12.0)
+out.end(4.0, Picture(3, 3, {"completed": 3}), now=13.0)
+"""
+
+
+def screen(raw: str) -> list[str]:
+    """The lines a terminal shows after `raw`: enough of one for rich's live line (carriage return,
+    erase the line, newline; the cursor hidden and shown)."""
+    rows, row = [], ""
+    for token in re.split(r"(\r\n|\r|\n|\x1b\[[0-9;?]*[A-Za-z])", raw):
+        if token in ("\r\n", "\n"):
+            rows.append(row)
+            row = ""
+        elif token == "\x1b[2K":
+            row = ""
+        elif token == "\r" or token.startswith("\x1b["):
+            continue
+        else:
+            row += token
+    return [*rows, row] if row else rows
+
+
+def test_on_a_terminal_the_line_updates_in_place_and_other_output_lands_above_it():
+    # A pseudo-terminal: what a user's terminal receives, byte for byte.
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-c", TERMINAL_SCRIPT], stdin=slave, stdout=slave, stderr=slave, close_fds=True
+    )
+    os.close(slave)
+    raw = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed its end
+            break
+        if not chunk:
+            break
+        raw += chunk
+    os.close(master)
+    assert process.wait(timeout=60) == 0, raw.decode(errors="replace")
+    text = raw.decode()
+    assert "[     1s] trials 1/3 · running 1" in text  # each picture was drawn ...
+    assert screen(text) == [  # ... over the one before: the screen keeps the output and the last
+        "LiveLine",
+        "trial 1 failed: boom",
+        "a line the driver printed",
+        "[     4s] trials 3/3 · running 0 · stopped early 0 · finished 3 · failed 0",
+    ]
+    assert progress.output(io.StringIO()).__class__ is Lines  # no terminal: plain lines
