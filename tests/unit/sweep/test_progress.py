@@ -4,10 +4,6 @@ without a terminal. Known numbers throughout; the clock is the test's."""
 from __future__ import annotations
 
 import io
-import os
-import pty
-import re
-import subprocess
 import sys
 import time
 from types import SimpleNamespace
@@ -18,6 +14,7 @@ from asha_tune.display import duration_text, eta_s
 from asha_tune.sweep import callbacks, progress
 from asha_tune.sweep.callbacks import ProgressCallback
 from asha_tune.sweep.progress import Best, Lines, Picture
+from tests.helpers.terminal import run_on_terminal, screen
 
 
 def trial(number: int, status: str = "RUNNING", **attrs) -> SimpleNamespace:
@@ -146,42 +143,10 @@ out.end(4.0, Picture(3, 3, {"completed": 3}), now=13.0)
 """
 
 
-def screen(raw: str) -> list[str]:
-    """The lines a terminal shows after `raw`: enough of one for rich's live line (carriage return,
-    erase the line, newline; the cursor hidden and shown)."""
-    rows, row = [], ""
-    for token in re.split(r"(\r\n|\r|\n|\x1b\[[0-9;?]*[A-Za-z])", raw):
-        if token in ("\r\n", "\n"):
-            rows.append(row)
-            row = ""
-        elif token == "\x1b[2K":
-            row = ""
-        elif token == "\r" or token.startswith("\x1b["):
-            continue
-        else:
-            row += token
-    return [*rows, row] if row else rows
-
-
 def test_on_a_terminal_the_line_updates_in_place_and_other_output_lands_above_it():
     # A pseudo-terminal: what a user's terminal receives, byte for byte.
-    master, slave = pty.openpty()
-    process = subprocess.Popen(
-        [sys.executable, "-c", TERMINAL_SCRIPT], stdin=slave, stdout=slave, stderr=slave, close_fds=True
-    )
-    os.close(slave)
-    raw = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # the child closed its end
-            break
-        if not chunk:
-            break
-        raw += chunk
-    os.close(master)
-    assert process.wait(timeout=60) == 0, raw.decode(errors="replace")
-    text = raw.decode()
+    status, text = run_on_terminal([sys.executable, "-c", TERMINAL_SCRIPT], timeout=60)
+    assert status == 0, text
     assert "[     1s] trials 1/3 · running 1" in text  # each picture was drawn ...
     assert screen(text) == [  # ... over the one before: the screen keeps the output and the last
         "LiveLine",
