@@ -58,7 +58,7 @@ def busy(seconds: float) -> None:
 
 
 def test_an_epoch_reports_the_processs_cpu_and_memory_and_no_gpu_figure_without_gpus():
-    sampler = UsageSampler(every_s=0.05)
+    sampler = UsageSampler(every_s=0.2)
     try:
         wall, cpu = time.monotonic(), time.process_time()
         sampler.begin()
@@ -71,7 +71,7 @@ def test_an_epoch_reports_the_processs_cpu_and_memory_and_no_gpu_figure_without_
         sampler.close()
     assert set(first) == set(second) == {CPU_METRIC, MEMORY_METRIC}
     assert first[CPU_METRIC] == pytest.approx(expected, rel=0.2)  # the process's CPU over the epoch
-    assert first[CPU_METRIC] > 20 and second[CPU_METRIC] < 10
+    assert first[CPU_METRIC] > 20 and second[CPU_METRIC] < first[CPU_METRIC] / 2  # busy, then idle
     assert first[MEMORY_METRIC] > 10  # this Python process is tens of MB at the least
     assert set(first) <= set(USAGE_METRICS)
 
