@@ -32,8 +32,10 @@ from asha_tune.tracking.tags import (
 from asha_tune.tracking.trials import log_epoch, trial_tags
 from asha_tune.trial import selection
 from asha_tune.trial.config import Runtime, TrialConfig
+from asha_tune.trial.devices import cuda_gpus
 from asha_tune.trial.selection import DEVICE_KEY
 from asha_tune.trial.training import TrialResult, load_checkpoint, run_trial, save_checkpoint
+from asha_tune.trial.usage import trial_usage
 
 DEFAULT_EXPERIMENT = "asha-tune-trials"
 # Below this much free space a checkpoint write that failed is put down to a full disk (torch
@@ -77,8 +79,10 @@ def run_logged_trial(
     run_id = _open_run(tracker, config, experiment, checkpoint, state)
     started = time.perf_counter()
     devices: set[str] = set()
+    usage = trial_usage(cuda_gpus(runtime.device))  # its GPU's and its process's use, per epoch
 
     def report(metrics: dict[str, Any], trial_state: dict[str, Any]) -> None:
+        metrics = {**metrics, **usage.epoch()}
         try:
             save_checkpoint(trial_state, checkpoint)
         except (OSError, RuntimeError) as err:  # torch words a full disk as a RuntimeError

@@ -23,7 +23,7 @@ if [ "$profile" = cpu ]; then budget="${BUDGET_S:-3600}"; else budget="${BUDGET_
 py="${PYTHON:-python3}"
 begin=$SECONDS
 
-if ! "$py" -c "import pydantic" 2>/dev/null; then # the device machine has torch, not pydantic
+if ! "$py" -c "import pydantic, psutil, pynvml" 2>/dev/null; then # the device machine has torch, not pydantic
   "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/asha-tune-site .device-data/whl/*.whl
   export PYTHONPATH="/tmp/asha-tune-site:${PYTHONPATH:-}"

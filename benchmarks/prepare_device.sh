@@ -2,7 +2,8 @@
 # Builds .device-data/ (git-ignored) for the GPU check, within the device tool's 64 MiB:
 #  - PACS/: half of art_painting and of cartoon (class-stratified, the same files every time);
 #    the benchmark tiles them to the real domain sizes (--tile);
-#  - whl/: the wheels the GPU machine lacks (pydantic and its parts) for its Python 3.12;
+#  - whl/: the wheels the GPU machine lacks (pydantic and its parts; psutil and nvidia-ml-py, which
+#    trial/usage.py reads a trial's CPU and GPU use with) for its Python 3.12;
 #  - commit.txt: the commit it was prepared at (the device machine gets no .git).
 # Usage: benchmarks/prepare_device.sh /path/to/PACS
 # Works from a fresh checkout, .venv or not: the Python is the first of $PYTHON, .venv/bin/python,
@@ -50,7 +51,7 @@ PY
 "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   -d .device-data/whl pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 \
-  typing-inspection==0.4.5 typing-extensions==4.16.0
+  typing-inspection==0.4.5 typing-extensions==4.16.0 psutil==7.2.2 nvidia-ml-py==13.615.71
 if commit=$(git rev-parse --short HEAD 2>/dev/null); then
   [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && commit="$commit+changes"
   echo "$commit" >.device-data/commit.txt

@@ -165,8 +165,14 @@ def _when(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if ms else "-"
 
 
+def _gpu_cell(percent: float | None) -> Cell:
+    return Cell("-" if percent is None else f"{percent:.0f}%", percent)
+
+
 def _sweeps_table(sweeps: Sequence[Sweep], ui_url: str | None) -> Table:
+    """One row a sweep; a mean GPU use column where a sweep's trials logged any."""
     rows = []
+    gpu = any(s.gpu_percent is not None for s in sweeps)
     for s in sweeps:
         what = "replayed grid" if s.lists_configurations else f"{s.algorithm} search"
         if s.family:
@@ -183,6 +189,7 @@ def _sweeps_table(sweeps: Sequence[Sweep], ui_url: str | None) -> Table:
                 Cell(f"{len(s.trials)} ({ended})" if ended else "0", len(s.trials)),
                 Cell(str(sum(t.record.epochs for t in s.trials)), sum(t.record.epochs for t in s.trials)),
                 _num(sum(t.device_s for t in s.trials)),
+                *([_gpu_cell(s.gpu_percent)] if gpu else []),
             )
         )
     notes = [
@@ -191,10 +198,18 @@ def _sweeps_table(sweeps: Sequence[Sweep], ui_url: str | None) -> Table:
         if selects_on_reported(p)
     ]
     return Table(
-        ("sweep", "what it is", "selection", "trials ended", "epochs", "device-s"),
+        (
+            "sweep",
+            "what it is",
+            "selection",
+            "trials ended",
+            "epochs",
+            "device-s",
+            *(["mean GPU use"] if gpu else []),
+        ),
         tuple(rows),
         tuple(notes),
-        frozenset({3, 4, 5}),
+        frozenset({3, 4, 5, 6}),
     )
 
 

@@ -41,7 +41,8 @@ def report_text(comparison: Comparison) -> str:
             kind += f", warm-started from {s.warm_start} ({count(s.warm_added, 'trial')} added)"
         note = _reported_note(s.protocol)
         ended = count(len(s.trials), "trial")
-        lines.append(f"  {s.name}: {kind}, selection {s.protocol}{note}, {ended} ended")
+        gpu = "" if s.gpu_percent is None else f", mean GPU use {s.gpu_percent:.0f}%"
+        lines.append(f"  {s.name}: {kind}, selection {s.protocol}{note}, {ended} ended{gpu}")
     for g in comparison.groups:
         lines += ["", *_group_text(g)]
     if comparison.grid:

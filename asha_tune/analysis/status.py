@@ -16,12 +16,13 @@ from typing import Any
 
 from asha_tune.display import count, is_accuracy, metric_text
 from asha_tune.tracking.best import best_trial
-from asha_tune.tracking.sweep_state import GPU_UTILIZATION_METRIC, SweepState, TrialRow
+from asha_tune.tracking.sweep_state import SweepState, TrialRow
 from asha_tune.tracking.tags import (
     COMPLETED,
     FAILED,
     FAILURE_TAG,
     FINAL_STATUSES,
+    GPU_UTILIZATION_METRIC,
     INTERRUPTED,
     PRUNED,
     RUNNING,

@@ -1,4 +1,4 @@
-"""Driver-side Tune callbacks: MLflow child runs, and a live progress line in the terminal.
+"""Driver-side Tune callbacks: MLflow child runs, and the progress line (sweep/progress.py).
 
 Logging happens on the driver, so trial workers need no access to the tracking store. Child
 runs are keyed by the Optuna trial number, which a trial keeps across retries and resumes, so
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,9 +17,10 @@ from typing import Any
 
 from ray.tune import Callback
 
-from asha_tune.display import count, metric_text
+from asha_tune.display import count
 from asha_tune.spaces import SearchSpace
 from asha_tune.spaces.space import CONFIGURATION_KEY
+from asha_tune.sweep import progress
 from asha_tune.sweep.disk import CHECK_EVERY_S, stop_if_full
 from asha_tune.sweep.keys import (
     FAILED_KEY,
@@ -30,6 +30,7 @@ from asha_tune.sweep.keys import (
     VALUES_KEY,
     DriverState,
 )
+from asha_tune.sweep.progress import Best
 from asha_tune.sweep.writer import WRITE_EVERY_S, RecordWriter, close_writer, writer_for
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.tags import (
@@ -40,6 +41,7 @@ from asha_tune.tracking.tags import (
     FAILED,
     FAILURE_TAG,
     FINAL_STATUSES,
+    GPU_UTILIZATION_METRIC,
     MODE_TAG,
     NODE_TAG,
     NODES_TAG,
@@ -345,7 +347,8 @@ class TrackingCallback(DriverState, Callback):
 
 
 class ProgressCallback(DriverState, Callback):
-    """One line whenever the sweep's picture changes: counts by state and the best epoch so far.
+    """The sweep's progress line (sweep/progress.py: in place on a terminal, else a line at most
+    every few seconds): counts by state, the ETA, the sweep's mean GPU use, the best epoch so far.
 
     The best *epoch* (any trial, any epoch) is what can be known while trials run; the final
     answer is the best trial by its last epoch, and says so. The counts are kept as trials start
@@ -359,16 +362,19 @@ class ProgressCallback(DriverState, Callback):
         self._reset()
 
     def _reset(self) -> None:
-        self._start = time.time()
-        self._best: tuple[float, int, int] | None = None
-        self._last_line = ""
+        self._start = time.monotonic()
+        self._best: Best | None = None
         self._states: dict[int, str] | None = None  # id(trial) -> its state, once read
         self._count: dict[str, int] = {}
+        self._started = 0  # trials Tune has created
+        self._timings = progress.Timings()
+        self._gpu = (0.0, 0)  # sum and number of the epochs' GPU utilisation reported
+        self._out: progress.LiveLine | progress.Lines | None = None
 
     def _better(self, value: float) -> bool:
         if self._best is None:
             return True
-        return value > self._best[0] if self.mode == "max" else value < self._best[0]
+        return value > self._best.value if self.mode == "max" else value < self._best.value
 
     def _state(self, trial: Any) -> str:
         """A trial's state as Tune has it (read once per trial, at the first event)."""
@@ -378,57 +384,89 @@ class ProgressCallback(DriverState, Callback):
 
     def _set(self, trials: list, trial: Any | None = None, state: str | None = None) -> None:
         """Tune updates a trial's status only after it tells callbacks: the event says it."""
+        self._started = len(trials)
         if self._states is None:
             self._states = {}
             for t in trials:
                 self._states[id(t)] = self._state(t)
                 self._count[self._states[id(t)]] = self._count.get(self._states[id(t)], 0) + 1
+                self._timings.moved(t, None, self._states[id(t)])
         if trial is not None and state is not None:
             old = self._states.get(id(trial))
             if old is not None:
                 self._count[old] -= 1
             self._states[id(trial)] = state
             self._count[state] = self._count.get(state, 0) + 1
+            self._timings.moved(trial, old, state)
+        self._timings.slots = max(self._timings.slots, self._count.get(RUNNING, 0))
 
-    def _print(self, trials: list) -> None:
-        count = self._count
-        best = ""
-        if self._best:
-            value, number, epoch = self._best
-            best = f" · best epoch so far: {metric_text(self.metric, value)} (trial {number}, epoch {epoch})"
-        line = (
-            f"trials {len(trials)}/{self.num_trials} · running {count.get(RUNNING, 0)} · "
-            f"stopped early {count.get(PRUNED, 0)} · finished {count.get(COMPLETED, 0)} · "
-            f"failed {count.get(FAILED, 0)}{best}"
+    def _output(self) -> progress.LiveLine | progress.Lines:
+        if self._out is None:
+            self._out = progress.output()
+        return self._out
+
+    def _picture(self, now: float) -> progress.Picture:
+        ended = sum(self._count.get(s, 0) for s in FINAL_STATUSES)
+        to_start = max(self.num_trials - ended - self._count.get(RUNNING, 0), 0)
+        total, n = self._gpu
+        return progress.Picture(
+            self._started,
+            self.num_trials,
+            dict(self._count),
+            self._best,
+            total / n if n else None,
+            self._timings.eta(to_start, now),
         )
-        if line != self._last_line:
-            print(f"[{time.time() - self._start:6.0f}s] {line}", file=sys.stdout, flush=True)
-            self._last_line = line
+
+    def _print(self, final: bool = False) -> None:
+        now = time.monotonic()
+        out, picture = self._output(), self._picture(now)
+        if final:
+            out.end(now - self._start, picture, now)
+        else:
+            out.show(now - self._start, picture, now)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._set(trials, trial, RUNNING)
-        self._print(trials)
+        self._print()
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._set(trials, trial, "pending")  # a retry: it starts again
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self._set(trials)
+        self._timings.reported(trial, result)
         value = result.get(self.metric)
         if isinstance(value, (int, float)) and math.isfinite(value) and self._better(value):
-            self._best = (float(value), int(trial.config[TRIAL_NUMBER_KEY]), int(result.get("epoch", 0)))
-        self._print(trials)
+            se = result.get(selection.se_key(self.metric))
+            se = float(se) if isinstance(se, (int, float)) and math.isfinite(se) else None
+            number, epoch = int(trial.config[TRIAL_NUMBER_KEY]), int(result.get("epoch", 0))
+            self._best = Best(self.metric, float(value), se, number, epoch)
+        gpu = result.get(GPU_UTILIZATION_METRIC)
+        if isinstance(gpu, (int, float)) and math.isfinite(gpu):
+            self._gpu = (self._gpu[0] + gpu, self._gpu[1] + 1)
+        self._print()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if (trial.last_result or {}).get(FAILED_KEY):
-            print(failure_line(trial, trial.last_result), flush=True)
+            self._output().say(failure_line(trial, trial.last_result))
         self._set(trials, trial, trial_status(trial.last_result or {}, self.max_epochs))
-        self._print(trials)
+        self._print()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        print(failure_line(trial, None), flush=True)
+        self._output().say(failure_line(trial, None))
         self._set(trials, trial, FAILED)
-        self._print(trials)
+        self._print()
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        """Time goes on between events: the live line's clock, a change a line had to hold back."""
+        if self._out is not None and self._out.due(time.monotonic()):
+            self._print()
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        """The last picture, always, before the sweep's summary."""
+        self._set(trials)
+        self._print(final=True)
 
 
 class SpaceGuard(DriverState, Callback):

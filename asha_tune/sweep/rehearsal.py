@@ -26,6 +26,7 @@ from typing import Any
 from asha_tune.errors import AshaTuneError
 from asha_tune.spaces import SearchSpace
 from asha_tune.sweep.keys import NODE_KEY, VALUES_KEY
+from asha_tune.trial.usage import trial_usage
 
 # A folder where each rehearsal trial process appends its timings (benchmarks/scale.py reads them):
 # when each trial started and ended, and how long each `ray.tune.report` call waited for the driver.
@@ -113,12 +114,14 @@ def rehearse_trial(config: dict[str, Any], space: SearchSpace, epoch_s: float) -
     history: list[dict[str, float]] = list(state["history"]) if state else []
     saved = int(state["epoch"]) if state else 0
     rungs = asha_rungs(s, epochs)
+    usage = trial_usage(ray.get_gpu_ids())  # as a real trial: its process's use, per epoch
     for epoch in range(saved + 1, epochs + 1):
         time.sleep(epoch_s)
         metrics = {
             **simulated_metrics(values, seed, epoch, epochs, s.metric, s.mode),
             "time_train": epoch_s,
             "time_eval": 0.0,
+            **usage.epoch(),
         }
         history.append(metrics)
         if not checkpoint_due(epoch, epochs, saved, epoch_s * (epoch - saved), rungs):

@@ -33,6 +33,7 @@ from asha_tune.sweep.checkpoints import (
 from asha_tune.sweep.disk import is_no_space, wait_for_the_stop
 from asha_tune.sweep.keys import FAILED_KEY, FAILURE_KEY, NODE_KEY, VALUES_KEY
 from asha_tune.trial.config import Runtime
+from asha_tune.trial.usage import trial_usage
 
 
 def process_started_at() -> float | None:
@@ -151,8 +152,10 @@ def _reporter(
 
     saved: dict[str, Any] = {"epoch": int(state["epoch"]) if state else 0, "unsaved_s": 0.0}
     node = ray.get_runtime_context().get_node_id()  # the Ray node this trial runs on (MLflow tag)
+    usage = trial_usage(ray.get_gpu_ids())  # its GPUs' and its process's use, per epoch
 
     def report(metrics: dict[str, float], trial_state: dict[str, Any]) -> None:
+        metrics = {**metrics, **usage.epoch()}
         timings = {"at_report": time.time(), "time_checkpoint": 0.0, NODE_KEY: node, **first}
         first.clear()
         epoch = int(metrics["epoch"])

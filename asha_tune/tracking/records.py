@@ -31,6 +31,7 @@ from asha_tune.tracking.tags import (
     FAILED,
     FAILURE_TAG,
     FINAL_STATUSES,
+    GPU_UTILIZATION_METRIC,
     KIND_TAG,
     REHEARSAL_TAG,
     REPLICATE_KIND,
@@ -229,6 +230,7 @@ class TrialRun:
     n: dict[str, int]  # evaluation set sizes (n_<domain>), from the run's params
     mode: str | None = None  # its shaping mode (baseline, random, ...), from the run's params
     settings: dict[str, Any] = field(default_factory=dict)  # shaping.p0 and shaping.convs it ran with
+    gpu_use: tuple[float, ...] = ()  # each logged epoch's GPU utilisation, %; none without a GPU
 
 
 @dataclass
@@ -262,6 +264,12 @@ class Sweep:
         """The search this sweep is one run of: its replicated search's name, or its own."""
         return self.family or self.name
 
+    @property
+    def gpu_percent(self) -> float | None:
+        """Its mean GPU utilisation over every epoch its ended trials logged; None without GPUs."""
+        epochs = [u for t in self.trials for u in t.gpu_use]
+        return sum(epochs) / len(epochs) if epochs else None
+
 
 def read_sweeps(tracker: Tracker, name: str) -> list[Sweep]:
     """A sweep, or every replicate of a replicated search (NAME.r0, NAME.r1, ...)."""
@@ -271,6 +279,14 @@ def read_sweeps(tracker: Tracker, name: str) -> list[Sweep]:
 def _device_seconds(tracker: Tracker, run: Any) -> float:
     history = tracker.client.get_metric_history
     return sum(m.value for key in DEVICE_TIME_METRICS for m in history(run.info.run_id, key))
+
+
+def _gpu_use(tracker: Tracker, run: Any) -> tuple[float, ...]:
+    """Its epochs' GPU utilisation; read only where it logged any (a CPU trial costs no call)."""
+    if GPU_UTILIZATION_METRIC not in run.data.metrics:
+        return ()
+    history = tracker.client.get_metric_history(run.info.run_id, GPU_UTILIZATION_METRIC)
+    return tuple(m.value for m in sorted(history, key=lambda m: m.step))
 
 
 def _settings(params: dict[str, str]) -> dict[str, Any]:
@@ -301,6 +317,7 @@ def _trial(tracker: Tracker, run: Any) -> TrialRun:
         n,
         params.get("shaping.mode"),
         _settings(params),
+        _gpu_use(tracker, run),
     )
 
 

@@ -26,6 +26,7 @@ from asha_tune.tracking.records import find_parent, is_sweep, recorded_space, re
 from asha_tune.tracking.tags import (
     DURATION_TAG,
     FAILURE_TAG,
+    GPU_UTILIZATION_METRIC,
     KIND_TAG,
     REHEARSAL_TAG,
     REPLICATE_OF_TAG,
@@ -37,10 +38,6 @@ from asha_tune.tracking.tags import (
 )
 from asha_tune.trial.selection import VAL_ACC, se_key
 
-# The sweep's mean GPU utilisation, where its trials logged it. HOOK: the name is
-# tracking.tags.GPU_UTILIZATION_METRIC once the per-trial device use (issue 25's other half) is
-# merged; until then no trial logs it and status shows none.
-GPU_UTILIZATION_METRIC = "gpu_utilization_percent"
 # What `status` reads of each trial's run: its tags below, and the last value of a few metrics.
 TRIAL_TAGS = (
     TRIAL_NUMBER_TAG,

@@ -5,6 +5,11 @@ docs/mlflow.md documents each of them; tests/unit/test_docs.py checks that the t
 
 from __future__ import annotations
 
+from asha_tune.trial.usage import CPU_METRIC as CPU_METRIC
+from asha_tune.trial.usage import GPU_MEMORY_METRIC as GPU_MEMORY_METRIC
+from asha_tune.trial.usage import GPU_UTILIZATION_METRIC as GPU_UTILIZATION_METRIC
+from asha_tune.trial.usage import MEMORY_METRIC as MEMORY_METRIC
+
 STATUS_TAG = "asha_tune.status"  # completed | pruned | failed | running | interrupted
 # Modes target and bn_only: which target images the adaptation saw (selection.adaptation_images).
 ADAPTATION_TAG = "asha_tune.adaptation_images"
@@ -84,6 +89,12 @@ COMPARED_IN_TAG = "asha_tune.compared_in"  # on a sweep's parent run: its latest
 # benchmarks/sweep.py). Sizes and chance levels are params (selection.constants_of).
 EPOCH_TIMINGS = ("time_train", "time_eval", "time_data", "time_total", "time_checkpoint", "time_imports")
 DEVICE_TIME_METRICS = ("time_train", "time_eval")  # a trial's device-seconds, per epoch
+# What a trial used over each epoch, sampled in its own process (trial/usage.py): the CPU time of
+# the process and its children (100 = one core busy) and their peak resident memory; where Ray gave
+# it GPUs, their mean NVML utilisation and their peak memory used (by every process on them). A trial
+# without a GPU logs no GPU metrics. A sweep's mean GPU utilisation is the mean over every epoch
+# logged: `compare`, `report`, `status` and the progress line show it. The names' home: trial/usage.py.
+USAGE_METRICS = (CPU_METRIC, MEMORY_METRIC, GPU_UTILIZATION_METRIC, GPU_MEMORY_METRIC)
 EPOCH_METRICS = frozenset(
     {
         "epoch",
@@ -99,6 +110,7 @@ EPOCH_METRICS = frozenset(
         "target_snd",
         "selected_epoch",  # selection.epoch best: the epoch whose figures the run reports
         *EPOCH_TIMINGS,
+        *USAGE_METRICS,
     }
 )
 # acc_<domain>(_se); a label-free score of one target, e.g. entropy_cartoon; under selection.epoch

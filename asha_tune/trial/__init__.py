@@ -17,6 +17,7 @@
 - pairing     which target images go with each source batch
 - scores      label-free scores of a model's predictions on unlabelled target images
 - training    `run_trial`: per-epoch reports and exact checkpoints
+- usage       what a trial's process and its GPUs use, per epoch (psutil, NVML); no torch
 
 May import torch, torchvision, numpy, PIL, pydantic and the kernel; never Ray, MLflow or Optuna.
 """

@@ -130,6 +130,14 @@ def assigned_device(requested: str, gpu_ids: Sequence[object]) -> str:
     return "cuda"
 
 
+def cuda_gpus(requested: str) -> list[str]:
+    """The GPU a trial outside Ray computes on, as NVML names it (for its usage figures): torch's
+    cuda:0, the first of CUDA_VISIBLE_DEVICES; none where it will train on the CPU."""
+    if requested == "cpu" or not torch.cuda.is_available():
+        return []
+    return [os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip() or "0"]
+
+
 def versions() -> dict[str, str | None]:
     """What a speed figure depends on besides the code: Python, torch and its CUDA, the driver."""
     import torchvision

@@ -11,6 +11,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -242,3 +243,33 @@ def test_two_trials_share_one_gpu_through_ray_with_reused_workers(tmp_path, tiny
     for result in (outcome.settings.sweep_dir).glob("*/result.json"):
         pids |= {json.loads(line)["pid"] for line in result.read_text().splitlines() if line.strip()}
     assert 1 <= len(pids) <= 2  # four trials in two reused worker processes
+    for r in runs:  # each trial read the GPU Ray gave it (trial/usage.py), every epoch
+        assert r.data.metrics["gpu_memory_mb"] > 0
+        assert "gpu_utilization_percent" in r.data.metrics
+
+
+def test_a_trials_usage_figures_read_the_gpu_it_computes_on():
+    """trial/usage.py through NVML (nvidia-ml-py): a GPU kept busy for an epoch shows its
+    utilisation and the memory the process holds on it; a GPU NVML does not know, none."""
+    pytest.importorskip("pynvml", reason="nvidia-ml-py is not installed here (prepare_device.sh ships it)")
+    from asha_tune.trial.devices import cuda_gpus
+    from asha_tune.trial.usage import UsageSampler
+
+    (gpu,) = cuda_gpus("cuda")
+    sampler = UsageSampler(gpus=[gpu], every_s=0.1)
+    try:
+        a = torch.randn(8192, 8192, device="cuda")
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            a = (a @ a).clamp_(-1, 1)
+        torch.cuda.synchronize()
+        figures = sampler.epoch()
+    finally:
+        sampler.close()
+    assert figures["gpu_utilization_percent"] > 20, figures  # matmuls back to back: a busy GPU
+    assert figures["gpu_memory_mb"] >= 2 * 8192 * 8192 * 4 / 1e6, figures  # at least its two matrices
+    assert figures["system_cpu_percent"] >= 0
+    assert figures["system_memory_mb"] > 0
+    unknown = UsageSampler(gpus=["GPU-00000000-0000-0000-0000-000000000000"], every_s=10)
+    assert "gpu_utilization_percent" not in unknown.epoch()
+    unknown.close()

@@ -5,6 +5,7 @@ scale benchmark's small version (the three drivers side by side, a SIGKILL and a
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from benchmarks.scale import check_records
 from tests.helpers.sweeps import quiet_env, space_file
+from tests.helpers.terminal import run_on_terminal, screen
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "asha_tune.cli"]
@@ -117,3 +119,45 @@ def test_a_rehearsal_killed_halfway_resumes_with_every_trial_once_and_no_metric_
     assert "driver SIGKILLed after" in done.stdout, done.stdout
     assert "resume exit 0" in done.stdout, done.stdout
     assert "records: every trial once in MLflow and Optuna (24), no metric twice" in done.stdout, done.stdout
+
+
+def test_on_a_terminal_the_sweeps_progress_is_one_line_updated_in_place(tmp_path):
+    """`launch` on a pseudo-terminal, as a user's terminal runs it: the progress line is redrawn
+    in place while trials run (rich), and the screen keeps the sweep's header, its last picture
+    and its summary; every trial logs its process's CPU and memory per epoch."""
+    space = space_file(
+        tmp_path,
+        "live",
+        base={"train": {"epochs": 3, "weights": "none"}, "shaping": {"mode": "random", "convs": [1]}},
+        search={"algorithm": "random", "num_trials": 4, "max_concurrent": 2, "seed": 0},
+        scheduler={"kind": "fifo"},
+        resources={"cpu": 1},
+        parameters={"shaping.p0": {"type": "float", "low": 0.0, "high": 0.9}},
+    )
+    env = {k: v for k, v in quiet_env().items() if k != "ASHA_TUNE_DATA_ROOT"}
+    status, raw = run_on_terminal(
+        [*CLI, "launch", "--space", str(space), "--name", "live", "--rehearse", "0.2", "--num-cpus", "2"],
+        cwd=tmp_path,
+        env=env,
+    )
+    assert status == 0, raw[-3000:]
+    assert raw.count("\r\x1b[2K[") >= 3, raw[-3000:]  # the line redrawn over itself, again and again
+    rows = screen(raw)
+    progress = [row for row in rows if "] trials " in row]
+    assert len(progress) == 1, rows  # one line, updated in place: the last picture stays
+    assert re.search(
+        r"\] trials 4/4 · running 0 · stopped early 0 · finished 4 · failed 0 · best epoch so far: val_acc [\d.]+% "
+        r"\(trial \d, epoch 3\)$",
+        progress[0],
+    ), progress[0]
+    assert any(row.startswith("rehearsal: 4 of 4 trials recorded in MLflow and Optuna") for row in rows), rows
+    assert "Traceback" not in raw
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("live").experiment_id
+    children = client.search_runs([experiment], "tags.`mlflow.parentRunId` != ''")
+    assert len(children) == 4
+    for run in children:
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "system_cpu_percent")] == [1, 2, 3]
+        assert client.get_metric_history(run.info.run_id, "system_memory_mb")[0].value > 10
+        assert "gpu_utilization_percent" not in run.data.metrics  # no GPU given: no GPU figure

@@ -524,6 +524,40 @@ def test_sweep_tracks_to_an_mlflow_tracking_server(tmp_path, tiny_runtime):
         stop_group(server)
 
 
+def test_each_epoch_logs_the_trials_device_use_and_the_progress_line_ends_on_the_last_picture(
+    tmp_path, tiny_runtime, capsys
+):
+    """trial/usage.py in a real sweep: every epoch of every trial carries its process's CPU and
+    memory into its MLflow run; on the CPU, no GPU metric at all. The driver's output is no
+    terminal here: plain lines (sweep/progress.py), the last picture always."""
+    path = space_file(
+        tmp_path,
+        "usage",
+        TINY,
+        search={"algorithm": "random", "num_trials": 2, "max_concurrent": 2},
+        parameters={"train.seed": {"type": "int", "low": 0, "high": 9}},
+    )
+    outcome = launch(settings_for(tmp_path, path, "usage", tiny_runtime))
+    assert outcome.finished
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    children = mlflow_children(tmp_path, "usage", outcome.settings.parent_run_id)
+    assert len(children) == 2
+    for run in children:
+        cpu = client.get_metric_history(run.info.run_id, "system_cpu_percent")
+        memory = client.get_metric_history(run.info.run_id, "system_memory_mb")
+        assert sorted(m.step for m in cpu) == sorted(m.step for m in memory) == [1, 2]  # each epoch once
+        assert all(m.value > 0 for m in cpu)  # the trial computed: its process used CPU
+        assert all(m.value > 50 for m in memory)  # torch and a model: far more than 50 MB resident
+        assert not {"gpu_utilization_percent", "gpu_memory_mb"} & set(run.data.metrics)  # no GPU, no figure
+    lines = [line for line in capsys.readouterr().out.splitlines() if "] trials " in line]
+    last = lines[-1].split("] ", 1)[1]
+    assert last.startswith(
+        "trials 2/2 · running 0 · stopped early 0 · finished 2 · failed 0 · best epoch so far: "
+    )
+    assert "GPU" not in lines[-1]
+    assert "ETA" not in lines[-1]
+
+
 def test_a_sweep_whose_every_trial_failed_says_so_and_can_be_started_over(tmp_path, tiny_runtime, capsys):
     from asha_tune.cli import sweep_exit
     from asha_tune.errors import ConfigError

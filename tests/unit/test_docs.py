@@ -52,7 +52,7 @@ def tag_module_names() -> dict[str, str]:
     """Every name tags.py defines for MLflow: each upper-case str constant (tags, statuses, kinds)
     and each per-epoch metric, by the constant (or collection) that holds it."""
     names = {name: value for name, value in vars(tags).items() if name.isupper() and isinstance(value, str)}
-    for collection in ("EPOCH_METRICS", "EPOCH_TIMINGS", "DEVICE_TIME_METRICS"):
+    for collection in ("EPOCH_METRICS", "EPOCH_TIMINGS", "DEVICE_TIME_METRICS", "USAGE_METRICS"):
         names.update({f"{collection}[{m}]": m for m in getattr(tags, collection)})
     names.update({f"MLFLOW_STATUS[{k}]": v for k, v in tags.MLFLOW_STATUS.items()})
     return names

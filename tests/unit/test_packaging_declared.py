@@ -10,7 +10,13 @@ import tomllib
 from tests.helpers.data import REPO
 
 # Import name -> distribution name, where they differ.
-DISTRIBUTION = {"PIL": "pillow", "yaml": "pyyaml", "flask_wtf": "mlflow", "psycopg": "psycopg"}
+DISTRIBUTION = {
+    "PIL": "pillow",
+    "yaml": "pyyaml",
+    "flask_wtf": "mlflow",
+    "psycopg": "psycopg",
+    "pynvml": "nvidia-ml-py",
+}
 
 
 def imported_packages() -> set[str]:

@@ -347,3 +347,22 @@ def test_a_parameter_some_trials_lack_stays_numeric_with_a_not_sampled_tick():
     assert p0["tickvals"][0] < 0.2
     slices = json.loads(next(f for f in built.figures if "slices" in f.title).json)["data"]
     assert [0.6, 0.2, None] in [t["x"] for t in slices]  # the p0 panel leaves the trial out, numeric
+
+
+def test_the_sweeps_mean_gpu_use_shows_in_compare_and_on_the_page_only_where_trials_logged_it():
+    cpu = search([60.0], name="cpu", family=False)
+    gpu = search([60.0], name="gpu", family=False)
+    # Epochs' GPU utilisation: 2 + 2 + 1 epochs, mean (80 + 60 + 70 + 50 + 90) / 5 = 70%.
+    for trial, use in zip(gpu[0].trials, [(80.0, 60.0), (70.0, 50.0), (90.0,)], strict=True):
+        trial.__dict__["gpu_use"] = use  # TrialRun is frozen: as records.read_sweeps would have set it
+    assert gpu[0].gpu_percent == 70.0
+    assert cpu[0].gpu_percent is None
+    text = report_text(compare(cpu + gpu))
+    lines = text.splitlines()
+    oracle = "selection oracle (oracle: selected on the data it reports (optimistic))"
+    assert f"  gpu: optuna search, {oracle}, 3 trials ended, mean GPU use 70%" in lines
+    assert f"  cpu: optuna search, {oracle}, 3 trials ended" in lines  # no GPU: no figure
+    table = build(cpu + gpu).sweeps
+    assert table.columns[-1] == "mean GPU use"
+    assert [row[-1].text for row in table.rows] == ["-", "70%"]
+    assert "mean GPU use" not in build(cpu).sweeps.columns  # a CPU-only page: no column at all

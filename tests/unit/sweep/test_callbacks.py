@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
+
+from asha_tune.sweep import progress as progress_line
 from asha_tune.sweep.callbacks import ProgressCallback, failure_line, run_duration, trial_status
 from asha_tune.sweep.keys import FAILED_KEY, FAILURE_KEY
 
@@ -27,7 +30,14 @@ def test_a_trial_ends_completed_pruned_or_failed():
     assert trial_status({"epoch": 4, FAILED_KEY: 1.0}, 4) == "failed"  # even at the last epoch
 
 
-def test_the_progress_line_counts_states_and_keeps_the_best_epoch(capsys):
+@pytest.fixture
+def every_change(monkeypatch):
+    """A line for every change of the picture (without a terminal, at most one every few seconds:
+    test_progress.py)."""
+    monkeypatch.setattr(progress_line, "LINE_EVERY_S", 0.0)
+
+
+def test_the_progress_line_counts_states_and_keeps_the_best_epoch(capsys, every_change):
     progress = ProgressCallback("val_acc", "max", num_trials=4, max_epochs=2)
     a, b, c = trial(0), trial(1), trial(2, status="PENDING")
     trials = [a, b, c]
@@ -54,7 +64,7 @@ def test_the_progress_line_counts_states_and_keeps_the_best_epoch(capsys):
     assert len(out) == 5
 
 
-def test_the_best_epoch_follows_the_mode(capsys):
+def test_the_best_epoch_follows_the_mode(capsys, every_change):
     progress = ProgressCallback("train_loss", "min", num_trials=1, max_epochs=3)
     a = trial(0)
     for epoch, loss in enumerate([1.5, 0.75, 0.9], start=1):

@@ -14,7 +14,9 @@ from asha_tune.errors import ConfigError
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.client import _unreachable, local_store
 from asha_tune.tracking.tags import FAILURE_TAG, STATUS_TAG
+from tests.helpers import records
 from tests.helpers.mlflow import mlflow_store
+from tests.helpers.records import Trial, read_sweep
 
 
 @pytest.fixture
@@ -168,3 +170,21 @@ def test_a_server_that_does_not_answer_is_recognised_however_deep_its_error_is_w
     looped.__context__ = RuntimeError("inner")
     looped.__context__.__context__ = looped  # a chain that loops back still ends
     assert _unreachable(looped) is None
+
+
+def test_a_sweeps_mean_gpu_use_is_over_every_epoch_its_trials_logged(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("e", artifact_location=(tmp_path / "art").as_uri())
+    on_gpu = [
+        Trial({"p": 1}, epochs=[{"val_acc": 50.0, "gpu_utilization_percent": u} for u in (40.0, 60.0)]),
+        Trial({"p": 2}, status="pruned", epochs=[{"val_acc": 40.0, "gpu_utilization_percent": 80.0}]),
+    ]
+    records.trials(client, experiment, records.parent(client, experiment, "gpu", {}), on_gpu)
+    on_cpu = [Trial({"p": 1}, epochs=[{"val_acc": 50.0, "system_cpu_percent": 99.0}])]
+    records.trials(client, experiment, records.parent(client, experiment, "cpu", {}), on_cpu)
+    tracker = Tracker(uri)
+    gpu = read_sweep(tracker, "gpu")
+    assert sorted(t.gpu_use for t in gpu.trials) == [(40.0, 60.0), (80.0,)]
+    assert gpu.gpu_percent == 60.0  # (40 + 60 + 80) / 3: every epoch counts once
+    assert read_sweep(tracker, "cpu").gpu_percent is None
