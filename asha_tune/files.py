@@ -158,3 +158,12 @@ def unwritable(folder: Path, flag: str, what: str = "") -> str | None:
         return None
     fix = f"free space there or choose another {flag}" if problem.full else f"choose another {flag}"
     return f"{flag} {what or folder} cannot be written ({problem.text}): {fix}"
+
+
+def sqlite_file_problem(db: Path, flag: str, url: str, example: str) -> str | None:
+    """The line that refuses a sqlite store's file before anything is written to it (a folder
+    where the file should be, or a folder that cannot be written: a file in the way, /proc, a
+    full disk); None where the file can be made or written."""
+    if db.is_dir():
+        return f"{flag} {url}: {db} is a folder; name the sqlite file, e.g. sqlite:///{db / example}"
+    return unwritable(db.parent, flag, what=url)

@@ -42,7 +42,7 @@ __all__ = [
 
 from asha_tune.defaults import STUDY_RETRY_ENV, STUDY_RETRY_S
 from asha_tune.errors import AshaTuneError, ConfigError, chain, first_line
-from asha_tune.files import unwritable
+from asha_tune.files import sqlite_file_problem
 from asha_tune.spaces import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -127,11 +127,7 @@ def check_study_url(url: str, flag: str = "--study-url") -> None:
     database, where it exists or is a server, opened."""
     db = _sqlite_file(url)
     if db is not None:
-        if db.is_dir():
-            raise ConfigError(
-                f"{flag} {url}: {db} is a folder; name the sqlite file, e.g. sqlite:///{db / 'optuna.db'}"
-            )
-        if line := unwritable(db.parent, flag, what=url):
+        if line := sqlite_file_problem(db, flag, url, "optuna.db"):
             raise ConfigError(line)
         if not db.exists():
             return  # created where the probe could write, by the launch that needs it

@@ -24,7 +24,7 @@ from asha_tune import defaults
 from asha_tune.dotted import flatten
 from asha_tune.environ import scoped_environ
 from asha_tune.errors import AshaTuneError, ConfigError, chain, first_line
-from asha_tune.files import folder_problem, unwritable
+from asha_tune.files import folder_problem, sqlite_file_problem
 from asha_tune.tracking.tags import (
     DEVICE_PARAM,
     MLFLOW_STATUS,
@@ -148,11 +148,7 @@ def check_store(uri: str, flag: str = "--tracking-uri") -> None:
     say when it does not answer)."""
     db = local_store(uri)
     if db is not None:
-        if db.is_dir():
-            raise ConfigError(
-                f"{flag} {uri}: {db} is a folder; name the sqlite file, e.g. sqlite:///{db / 'mlflow.db'}"
-            )
-        if line := unwritable(db.parent, flag, what=uri):
+        if line := sqlite_file_problem(db, flag, uri, "mlflow.db"):
             raise ConfigError(line)
         if not db.exists():
             return  # MLflow creates it where the probe could write: nothing to open yet
