@@ -30,6 +30,7 @@ from asha_tune.display import count
 from asha_tune.tracking.records import Provenance, Sweep
 from asha_tune.tracking.tags import (
     COMPLETED,
+    DATA_FINGERPRINT_TAG,
     FAILED,
     PRUNED,
     REPLICATE_SEEDS_TAG,
@@ -431,6 +432,7 @@ def _provenance(s: Sweep, known: Provenance, ui_url: str | None) -> SweepFacts:
         ("started", Cell(_when(known.started_ms))),
         ("ended", Cell(_when(known.ended_ms))),
         ("commit", Cell(tags.get("mlflow.source.git.commit", "not recorded"))),
+        ("data (domain fingerprints)", Cell(tags.get(DATA_FINGERPRINT_TAG, "not recorded"))),
         ("versions", Cell(", ".join(versions) or "not recorded")),
     ]
     seeds = [f"{k} {params[k]}" for k in ("search.seed", "selection.split_seed") if k in params]

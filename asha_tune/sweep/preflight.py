@@ -12,6 +12,7 @@ import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from asha_tune.display import count, size_text
 from asha_tune.errors import ConfigError, DataError, NoSpaceError, WeightsError
@@ -20,6 +21,9 @@ from asha_tune.spaces import SearchSpace, domain_choices, weight_choices
 from asha_tune.spaces.describe import reads_every_domain
 from asha_tune.trial.config import DataConfig, Runtime, TrialConfig
 from asha_tune.trial.selection import check_metric_names
+
+if TYPE_CHECKING:
+    from asha_tune.trial.datasets import DatasetFiles
 
 # Below this image size a CPU trial takes minutes (the quickstart's 64 px); at 224 px, hours.
 CPU_SIZED_PX = 128
@@ -64,17 +68,24 @@ def check_cache_dir(runtime: Runtime) -> None:
         )
 
 
-def check_data(space: SearchSpace, runtime: Runtime) -> list[str]:
+def check_data(space: SearchSpace, runtime: Runtime, fingerprints: dict[str, str] | None = None) -> list[str]:
     """The data root holds every domain a trial of the space can read, as its dataset's layout
     says: one line per problem (a missing domain, a class missing from a domain, domains whose
     class folders differ, an empty class or domain, an unknown `folder` domain). Returns what the
-    user should be told all the same (files skipped, and why)."""
+    user should be told all the same (files skipped, and why); `fingerprints` receives each
+    domain's fingerprint, for the records."""
     root = runtime.existing_data_root()
     notes: list[str] = []
-    problems = data_problems(space.data, root, domain_choices(space), reads_every_domain(space), notes)
+    named, every = domain_choices(space), reads_every_domain(space)
+    problems = data_problems(space.data, root, named, every, notes, fingerprints)
     if problems:
         raise ConfigError(problems)
     return notes
+
+
+def fingerprint_text(fingerprints: dict[str, str]) -> str:
+    """The data a sweep read, for its parent run (DATA_FINGERPRINT_TAG): domain and fingerprint."""
+    return ", ".join(f"{domain} {fingerprints[domain]}" for domain in sorted(fingerprints))
 
 
 def check_trial_data(config: TrialConfig, runtime: Runtime) -> list[str]:
@@ -105,10 +116,16 @@ def check_trial_weights(config: TrialConfig) -> None:
 
 
 def data_problems(
-    data: DataConfig, root: Path, named: set[str], every_domain: bool, notes: list[str] | None = None
+    data: DataConfig,
+    root: Path,
+    named: set[str],
+    every_domain: bool,
+    notes: list[str] | None = None,
+    fingerprints: dict[str, str] | None = None,
 ) -> list[str]:
     """Every problem of the data root for these domains of data.dataset, one line each; what was
-    skipped without being a problem is added to `notes`."""
+    skipped without being a problem is added to `notes`, each domain's fingerprint to
+    `fingerprints`."""
     from asha_tune.trial.datasets import dataset_layout, list_dataset
 
     layout = dataset_layout(data.dataset)
@@ -123,13 +140,12 @@ def data_problems(
     for domain in [*wanted, *sorted(named)]:
         try:
             files = list_dataset(layout, root, None if domain is None else [domain])
-            found |= set(files.domains)
-            classes = files.num_classes
-            skipped = files.skipped_text()
-            if notes is not None and skipped and skipped not in notes:
-                notes.append(skipped)
         except DataError as err:
             problems.append(f"data root {root}: {err}")
+            continue
+        found |= set(files.domains)
+        classes = files.num_classes
+        _noted(files, notes, fingerprints)
     limit = data.limit_per_domain
     if not problems and limit is not None and limit < classes:
         problems.append(f"data.limit_per_domain {limit} is below the {classes} classes of {root}")
@@ -141,6 +157,15 @@ def data_problems(
         except ValueError as err:
             problems.append(f"data root {root}: {err}")
     return list(dict.fromkeys(problems))
+
+
+def _noted(files: DatasetFiles, notes: list[str] | None, fingerprints: dict[str, str] | None) -> None:
+    """What a listing tells beside its problems: the files it skipped, its domains' fingerprints."""
+    skipped = files.skipped_text()
+    if notes is not None and skipped and skipped not in notes:
+        notes.append(skipped)
+    if fingerprints is not None:
+        fingerprints.update({d: f.fingerprint() for d, f in files.domains.items()})
 
 
 def _missing_domains(root: Path, domains: tuple[str, ...], folder: str, missing: list[str]) -> str:

@@ -28,6 +28,7 @@ from asha_tune.sweep.preflight import (
     check_results_dir,
     check_space,
     check_weights,
+    fingerprint_text,
     folder_bytes,
     reserve_bytes,
     sweep_bytes,
@@ -67,6 +68,7 @@ from asha_tune.tracking import Tracker
 from asha_tune.tracking.client import check_store
 from asha_tune.tracking.records import sweep_parents, sweep_trials
 from asha_tune.tracking.tags import (
+    DATA_FINGERPRINT_TAG,
     RUNNING,
     WARM_START_ADDED_TAG,
     WARM_START_SKIPPED_TAG,
@@ -117,13 +119,15 @@ def check_stores(settings: SweepSettings) -> None:
         check_cache_dir(settings.runtime)
 
 
-def preflight(settings: SweepSettings) -> None:
+def preflight(settings: SweepSettings) -> dict[str, str]:
     """What can be checked before anything is written or started (exit 2 on a problem; 4 when
-    --results-dir has too little space)."""
+    --results-dir has too little space). Returns each domain's fingerprint, as found (none for a
+    rehearsal)."""
     check_stores(settings)
+    fingerprints: dict[str, str] = {}
     rehearsal = settings.rehearse is not None  # its trials read no data, load no weights, and
     if not rehearsal:  # their checkpoints are a few bytes each
-        for note in check_data(settings.space, settings.runtime):
+        for note in check_data(settings.space, settings.runtime, fingerprints):
             say(note)
     address = cluster_address(settings)
     if address is not None:
@@ -134,6 +138,7 @@ def preflight(settings: SweepSettings) -> None:
             check_weights(settings.space)
     if not rehearsal:
         check_space(settings.results_dir, settings.space, held=folder_bytes(settings.sweep_dir))
+    return fingerprints
 
 
 def check_warm_start_source(settings: SweepSettings) -> None:
@@ -284,7 +289,7 @@ def launch(settings: SweepSettings, restart: bool = False, reports: Reports = SI
         exists = (settings.sweep_dir / SWEEP_FILE).exists()
         if exists and not restart:
             raise ConfigError(existing_sweep_problem(settings))
-        preflight(settings)  # every store first: nothing below is created where it cannot be
+        fingerprints = preflight(settings)  # every store first: nothing below is created where it cannot be
         check_warm_start_source(settings)
         if exists:
             archive(settings)
@@ -295,7 +300,8 @@ def launch(settings: SweepSettings, restart: bool = False, reports: Reports = SI
             rehearsal = settings.rehearse is not None
             create_study(settings.study_url, settings.name, settings.space, rehearsal=rehearsal)
             created_study(settings, undo)
-            open_run(settings, tracker, experiment_id, {}, undo)
+            data = {DATA_FINGERPRINT_TAG: fingerprint_text(fingerprints)} if fingerprints else {}
+            open_run(settings, tracker, experiment_id, data, undo)
             if settings.warm_start:
                 _warm_start(settings, tracker)
         handle = StudyHandle(settings.study_url, settings.name, settings.space)

@@ -40,6 +40,9 @@ TRIALS_TAG = "asha_tune.trials"
 BEST_TRIAL_TAG = "asha_tune.best_trial"
 BEST_RUN_TAG = "asha_tune.best_run_id"
 RESULTS_DIR_TAG = "asha_tune.results_dir"
+# The data a sweep read, as its launch found it: each domain's fingerprint (trial/datasets.py; it
+# changes when a file is added, removed, renamed or rewritten), e.g. "art_painting 6bff7ad98e9f123a, ...".
+DATA_FINGERPRINT_TAG = "asha_tune.data_fingerprint"
 SPACE_ARTIFACT = "space.json"  # the resolved space, an artifact of the parent run (records.recorded_space)
 STUDY_URL_TAG = "asha_tune.study_url"
 # The driver running the sweep now (JSON: host, pid, Ray session and job), so that a second driver

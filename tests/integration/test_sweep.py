@@ -124,6 +124,9 @@ def test_sweep_end_to_end_with_asha_pruning(tmp_path, pacs_runtime, capsys):
     parent_run = client.get_run(parent)
     assert parent_run.data.tags["asha_tune.status"] == "completed"
     assert parent_run.data.tags["asha_tune.best_run_id"] == outcome.best.run_id
+    # The data it read, as the launch found it: its source and its target, each with its fingerprint.
+    data = parent_run.data.tags["asha_tune.data_fingerprint"]
+    assert re.fullmatch(r"art_painting [0-9a-f]{16}, cartoon [0-9a-f]{16}", data), data
     assert "Ray dashboard: http://127.0.0.1:" in out
     assert re.search(r"stopped early \d+ · finished \d+ · failed 0 · best epoch so far: train_loss \d", out)
     # Sampled floats read with 4 significant digits; MLflow keeps them exact.

@@ -15,6 +15,7 @@ from asha_tune.analysis.answers import answers
 from asha_tune.analysis.curves import compare
 from asha_tune.analysis.render import answers_text, report_text, versus_line
 from asha_tune.tracking.records import Provenance, Sweep, TrialRecord, TrialRun
+from asha_tune.tracking.tags import DATA_FINGERPRINT_TAG
 
 GRID_PUBLISHED = {"baseline": {"acc_cartoon": 62.16}, "da-c4-cartoon": {"acc_cartoon": 63.95}}
 WHEN = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
@@ -234,8 +235,16 @@ def test_a_page_for_a_sweep_with_failed_trials_shows_them_and_why():
     sweeps[0].trials.append(
         run(3, 0.0, status="failed", epochs=0, values={"shaping.p0": 0.4, "shaping.convs": [2]})
     )
-    why = Provenance(failures={"run-3": "DivergedError: loss is nan at epoch 1"}, devices={"run-0": "cpu"})
+    why = Provenance(
+        failures={"run-3": "DivergedError: loss is nan at epoch 1"},
+        devices={"run-0": "cpu"},
+        tags={DATA_FINGERPRINT_TAG: "art_painting 6bff7ad98e9f123a, cartoon e7677005cb7ddcc8"},
+    )
     built = build(sweeps, provenance={"solo": why})
+    facts = dict(built.provenance[0].facts)
+    assert (
+        facts["data (domain fingerprints)"].text == "art_painting 6bff7ad98e9f123a, cartoon e7677005cb7ddcc8"
+    )
     assert built.trials.columns[-1] == "why it failed"
     failed = next(r for r in built.trials.rows if r[1].text == "3")
     assert failed[3].text == "failed"

@@ -148,3 +148,26 @@ def test_a_folder_subset_below_its_class_count(tmp_path, work, capsys):
     root = odd(tmp_path)
     lines = errors([*trial_args(FOLDER), "--limit-per-domain", "2", "--data-root", str(root)], work, capsys)
     assert lines == [f"data.limit_per_domain 2 is below the {len(ODD_CLASSES)} classes of {root}"]
+
+
+def test_the_preflight_gives_each_domains_fingerprint_and_a_changed_file_changes_it(tmp_path):
+    """What the launch records as the data it read (DATA_FINGERPRINT_TAG): one fingerprint per
+    domain, equal for equal files, another when a file of that domain is rewritten."""
+    from asha_tune.sweep.preflight import data_problems, fingerprint_text
+    from asha_tune.trial.config import DataConfig
+
+    root = make_synthetic_pacs(tmp_path / "pacs", per_class=2, size=16)
+    data = DataConfig(targets=["cartoon"])
+    first: dict[str, str] = {}
+    assert data_problems(data, root, {"art_painting", "cartoon"}, False, None, first) == []
+    assert sorted(first) == ["art_painting", "cartoon"]
+    again: dict[str, str] = {}
+    data_problems(data, root, {"art_painting", "cartoon"}, False, None, again)
+    assert again == first
+    image = next((root / "cartoon" / "dog").iterdir())
+    image.write_bytes(image.read_bytes() + b"\0")  # another size: another file
+    changed: dict[str, str] = {}
+    data_problems(data, root, {"art_painting", "cartoon"}, False, None, changed)
+    assert changed["art_painting"] == first["art_painting"]
+    assert changed["cartoon"] != first["cartoon"]
+    assert fingerprint_text(first) == f"art_painting {first['art_painting']}, cartoon {first['cartoon']}"
