@@ -363,6 +363,7 @@ def _trials(
     sweeps: Sequence[Sweep], targets: Sequence[str], provenance: Mapping[str, Provenance], ui_url: str | None
 ) -> Table:
     failures = any(p.failures for p in provenance.values())
+    gpu = any(t.gpu_use for s in sweeps for t in s.trials)  # a column only where a GPU was used
     rows = []
     for s in sweeps:
         known = provenance.get(s.name, Provenance())
@@ -384,6 +385,7 @@ def _trials(
                 ),
                 *(_num(metrics.get(f"acc_{d}"), metrics.get(f"acc_{d}{SE_SUFFIX}")) for d in targets),
                 _num(t.device_s),
+                *([_num(sum(t.gpu_use) / len(t.gpu_use) if t.gpu_use else None)] if gpu else []),
                 Cell(known.devices.get(r.run_id, "-")),
                 Cell(r.run_id, href=run_link(ui_url, s.experiment_id, r.run_id)),
             ]
@@ -399,6 +401,7 @@ def _trials(
         "selection metric ± SE",
         *(f"acc_{d} ± SE" for d in targets),
         "device-s",
+        *(["GPU use %"] if gpu else []),
         "device",
         "MLflow run",
     )
@@ -408,6 +411,11 @@ def _trials(
         "± SE: the binomial standard error of one evaluation.",
         "MLflow run: a link where the page knows the MLflow UI (a tracking server, or report --ui-url); "
         "otherwise the run's id, to find with asha-tune ui NAME.",
+        *(
+            ["GPU use: the trial's mean utilisation of its GPUs over its epochs (a shared GPU's whole use)."]
+            if gpu
+            else []
+        ),
     ]
     return Table(
         columns + (("why it failed",) if failures else ()),

@@ -375,3 +375,10 @@ def test_the_sweeps_mean_gpu_use_shows_in_compare_and_on_the_page_only_where_tri
     assert table.columns[-1] == "mean GPU use"
     assert [row[-1].text for row in table.rows] == ["-", "70%"]
     assert "mean GPU use" not in build(cpu).sweeps.columns  # a CPU-only page: no column at all
+    # Per trial too: each trial's mean over its epochs, numeric (sortable), none for a CPU trial.
+    trials = build(cpu + gpu).trials
+    column = trials.columns.index("GPU use %")
+    assert column in trials.numeric
+    by_sweep = [(row[0].text, row[column].sort) for row in trials.rows]
+    assert by_sweep == [("cpu", None)] * 3 + [("gpu", 70.0), ("gpu", 60.0), ("gpu", 90.0)]
+    assert "GPU use %" not in build(cpu).trials.columns
