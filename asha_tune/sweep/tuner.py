@@ -102,6 +102,7 @@ def _callbacks(settings: SweepSettings, experiment_id: str, records: str) -> lis
             settings.configuration_tags,
             rehearsal=settings.rehearse is not None,
             records=records,
+            extensions=settings.extensions,
         ),
         ProgressCallback(s.metric, s.mode, space.num_trials, epochs),
         CheckpointCleanup(s.metric, s.mode, epochs, records=records),
