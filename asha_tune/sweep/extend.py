@@ -30,7 +30,7 @@ from asha_tune.sweep.records import SILENT, Reports, SweepOutcome
 from asha_tune.sweep.session import say
 from asha_tune.sweep.settings import Extension, SweepSettings, command_tail
 from asha_tune.sweep.study import StudyHandle
-from asha_tune.sweep.tuner import TUNER_FILE
+from asha_tune.sweep.tuner import EXPERIMENT_STATE, TUNER_FILE
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.tags import (
     DRIVER_TAG,
@@ -47,7 +47,7 @@ __all__ = ["check_extendable", "extend", "grown_space", "prepare", "shelve_snaps
 # Tune's snapshot of a run in the sweep's folder: what `Tuner.restore` reads.
 SNAPSHOT = (
     TUNER_FILE,
-    "experiment_state-*.json",
+    EXPERIMENT_STATE,
     "search_gen_state-*.json",
     "searcher-state-*.pkl",
     "basic-variant-state-*.json",

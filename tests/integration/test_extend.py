@@ -5,6 +5,8 @@ the same parent run, are tagged as the extension's, and `status` counts them."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -14,25 +16,30 @@ from optuna.trial import TrialState
 from asha_tune.api import extend, launch
 from asha_tune.sweep.settings import SWEEP_FILE, SweepSettings
 from asha_tune.tracking.tags import EXTENSION_TAG, EXTENSIONS_TAG, STATUS_TAG, TRIAL_NUMBER_TAG
+from tests.helpers.processes import kill_tagged, wait_for
 from tests.helpers.sweeps import mlflow_children, quiet_env, settings_for, space_file, study_trials
 
 CLI = [sys.executable, "-m", "asha_tune.cli"]
 
 
-def test_extend_a_finished_sweep_by_two_trials_in_the_same_study_and_parent_run(
-    tmp_path, pacs_runtime, capsys
-):
-    path = space_file(
+def small_space(tmp_path, epochs: int):
+    return space_file(
         tmp_path,
         "ext",
         data={"source": "art_painting", "targets": ["cartoon"], "image_size": 32, "limit_per_domain": 20},
-        train={"epochs": 2, "batch_size": 16, "weights": "none", "seed": 0},
+        train={"epochs": epochs, "batch_size": 16, "weights": "none", "seed": 0},
         shaping={"mode": "random", "convs": [1]},
         search={"algorithm": "optuna", "num_trials": 2, "max_concurrent": 1, "seed": 0},
         scheduler={"kind": "asha", "grace_period": 1, "reduction_factor": 2},
         resources={"cpu": 1},
         parameters={"shaping.p0": {"type": "float", "low": 0.1, "high": 0.8}},
     )
+
+
+def test_extend_a_finished_sweep_by_two_trials_in_the_same_study_and_parent_run(
+    tmp_path, pacs_runtime, capsys
+):
+    path = small_space(tmp_path, epochs=2)
     first = launch(settings_for(tmp_path, path, "ext", pacs_runtime))
     assert first.finished
     parent = first.settings.run_id
@@ -90,3 +97,54 @@ def test_extend_a_finished_sweep_by_two_trials_in_the_same_study_and_parent_run(
     assert record["state"] == "finished"
     assert record["trials"]["total"] == 4
     assert record["trials"]["to_go"] == 0
+
+
+def test_an_extension_whose_driver_was_killed_is_continued_by_resume_each_trial_once(
+    tmp_path, pacs_runtime, shared_cache, process_tag
+):
+    first = launch(settings_for(tmp_path, small_space(tmp_path, epochs=3), "ext", pacs_runtime))
+    assert first.finished
+    results = str(tmp_path / "results")
+    env = quiet_env(ASHA_TUNE_CACHE_DIR=str(shared_cache), RAY_AUTH_TOKEN_PATH=str(tmp_path / "token"))
+    cli = [*CLI, "--results-dir", results, "--num-cpus", "2"]
+    log = tmp_path / "extend.log"
+    with open(log, "w") as out:
+        driver = subprocess.Popen(
+            [*CLI, "extend", "ext", "--trials", "2", "--results-dir", results, "--num-cpus", "2"],
+            cwd=tmp_path,
+            env={**env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:  # killed once the extension's first trial has been asked
+        wait_for(lambda: len(study_trials(tmp_path, "ext")) >= 3, 300, "an extension trial")
+    finally:
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+    kill_tagged(process_tag)  # Ray's orphans, as a reboot would
+    assert "extending sweep ext by 2 trials" in log.read_text()
+
+    done = subprocess.run(
+        [*cli[:3], "resume", "ext", *cli[3:]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    trials = study_trials(tmp_path, "ext")
+    assert [t.number for t in trials] == [0, 1, 2, 3]  # each trial once, none past the grown count
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    children = mlflow_children(tmp_path, "ext", first.settings.run_id)
+    numbers = sorted(int(r.data.tags[TRIAL_NUMBER_TAG]) for r in children)
+    assert numbers == [0, 1, 2, 3]
+    assert {r.data.tags[TRIAL_NUMBER_TAG]: r.data.tags.get(EXTENSION_TAG) for r in children} == {
+        "0": None,
+        "1": None,
+        "2": "1",
+        "3": "1",
+    }
+    run = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(first.settings.run_id)
+    assert run.data.tags[STATUS_TAG] == "completed"

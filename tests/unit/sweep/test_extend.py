@@ -245,3 +245,22 @@ def test_a_sweep_whose_driver_is_gone_can_be_extended(flags, ran):
 def test_shelving_without_a_snapshot_moves_nothing(tmp_path):
     assert shelve_snapshot(tmp_path, 1) is None
     assert not (tmp_path / "tune-before-extension-1").exists()
+
+
+def test_a_snapshot_without_tunes_experiment_state_starts_tune_afresh(tmp_path, monkeypatch):
+    """A driver killed after Tune wrote tuner.pkl, before its first experiment state: the resume
+    builds a new Tuner on the sweep's current settings (an extension's grown count)."""
+    from asha_tune.sweep import tuner
+
+    settings = SweepSettings(
+        name="s",
+        space=load_space("quickstart"),
+        results_dir=tmp_path,
+        tracking_uri="sqlite:///x.db",
+        study_url="sqlite:///y.db",
+        runtime={"data_root": tmp_path},
+    )
+    settings.sweep_dir.mkdir()
+    (settings.sweep_dir / tuner.TUNER_FILE).write_bytes(b"not read")
+    monkeypatch.setattr(tuner, "new_tuner", lambda *args: "fresh")
+    assert tuner.restored_tuner(settings, None, "1") == "fresh"  # type: ignore[arg-type]
