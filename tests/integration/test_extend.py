@@ -148,3 +148,27 @@ def test_an_extension_whose_driver_was_killed_is_continued_by_resume_each_trial_
     }
     run = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(first.settings.run_id)
     assert run.data.tags[STATUS_TAG] == "completed"
+
+
+def test_extending_a_replicated_search_extends_every_replicate(tmp_path, pacs_runtime):
+    path = small_space(tmp_path, epochs=1)
+    tree = path.read_text().replace("num_trials: 2", "num_trials: 2\n  replicates: 2")
+    path.write_text(tree)
+    first = launch(settings_for(tmp_path, path, "rep", pacs_runtime))
+    assert first.finished
+    saved = SweepSettings.load("rep", tmp_path / "results").model_copy(update={"num_cpus": 2})
+    outcome = extend(saved, 1)
+    assert outcome.finished
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for r in (0, 1):
+        name = f"rep.r{r}"
+        assert [t.number for t in study_trials(tmp_path, name)] == [0, 1, 2]
+        replicate = SweepSettings.load(name, tmp_path / "results")
+        assert replicate.space.num_trials == 3
+        children = mlflow_children(tmp_path, "ext", replicate.run_id)
+        tags = {r.data.tags[TRIAL_NUMBER_TAG]: r.data.tags.get(EXTENSION_TAG) for r in children}
+        assert tags == {"0": None, "1": None, "2": "1"}
+        assert client.get_run(replicate.run_id).data.tags[STATUS_TAG] == "completed"
+    search = client.get_run(saved.run_id).data.tags
+    assert search[EXTENSIONS_TAG] == "1"
+    assert search[STATUS_TAG] == "completed"
