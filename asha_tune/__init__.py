@@ -52,6 +52,7 @@ _API = {
     "SweepSettings": "asha_tune.sweep.settings",
     "launch": "asha_tune.api",
     "resume": "asha_tune.api",
+    "extend": "asha_tune.api",
     "confirm": "asha_tune.api",
     "run_compare": "asha_tune.analysis.compare",
     "run_report": "asha_tune.analysis.report",

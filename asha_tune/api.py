@@ -21,6 +21,7 @@ What `resume` re-runs, by the state of each trial, sweep and replicate when the 
 | a replicate | not started | launched, in order |
 
 `launch --if-exists resume` and `confirm` on a confirmation that exists do what `resume` does.
+`extend` (sweep/extend.py) grows the saved space's `search.num_trials` and then resumes.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from asha_tune.analysis.confirmation import (
     describe_confirmation,
 )
 from asha_tune.analysis.verdicts import describe_best
+from asha_tune.sweep import extend as extension
 from asha_tune.sweep import replicated, single
 from asha_tune.sweep.confirm import run_confirmation
 from asha_tune.sweep.records import Reports, SearchReport, SweepOutcome
@@ -44,7 +46,7 @@ from asha_tune.sweep.settings import SWEEP_FILE, SweepSettings, command_tail, co
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.records import Sweep, sweep_trials
 
-__all__ = ["REPORTS", "ConfirmOutcome", "confirm", "launch", "resume"]
+__all__ = ["REPORTS", "ConfirmOutcome", "confirm", "extend", "launch", "resume"]
 
 
 def best_text(outcome: SweepOutcome) -> str:
@@ -92,6 +94,13 @@ def resume(settings: SweepSettings) -> SweepOutcome:
     if settings.space.search.replicates > 1:
         return replicated.resume(settings, REPORTS)
     return single.resume(settings, REPORTS)
+
+
+def extend(settings: SweepSettings, trials: int) -> SweepOutcome:
+    """Go on with `trials` more trials of a sweep that ended or was interrupted (every replicate
+    of a replicated search): the same study, MLflow parent run and ASHA rungs; the trial runs it
+    adds are tagged as the extension's. The space is the one saved at launch."""
+    return extension.extend(settings, trials, REPORTS)
 
 
 @dataclass

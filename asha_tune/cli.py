@@ -527,6 +527,32 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return sweep_exit(resume(saved_settings(args)))
 
 
+def add_extend_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "extend",
+        help="go on with N more trials of a sweep that ended or was interrupted",
+        description="Go on with N more trials of a finished or interrupted sweep, in the same Optuna "
+        "study (its sampler sees every earlier trial), under the same MLflow parent run and with the "
+        "same ASHA rungs; the new trial runs are tagged asha_tune.extension. A replicated search "
+        "extends every replicate. The space is the one saved at launch (sweep.json), never the space "
+        "file again; a grid or list space is refused (its configurations are fixed), and so is a sweep "
+        "whose driver is running. A driver killed during the extension is continued by asha-tune resume.",
+        epilog=EXIT_STATUS,
+    )
+    p.add_argument("name", help="the sweep's name (printed at launch)")
+    p.add_argument("--trials", type=at_least(1), required=True, help="how many trials to add (1 or more)")
+    add_sweep_flags(p)
+    add_runtime_flags(p, tracking=False)
+    add_machine_flags(p, default_device=None)
+    p.set_defaults(handler=cmd_extend)
+
+
+def cmd_extend(args: argparse.Namespace) -> int:
+    from asha_tune.api import extend
+
+    return sweep_exit(extend(saved_settings(args), args.trials))
+
+
 def saved_settings(args: argparse.Namespace) -> Any:
     """A sweep's saved settings, with the runtime flags of resume and confirm replacing theirs
     (each of the settings' RUNTIME_FIELDS has its flags here)."""
@@ -951,6 +977,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_trial_parser,
     add_launch_parser,
     add_resume_parser,
+    add_extend_parser,
     add_confirm_parser,
     add_status_parser,
     add_list_parser,
@@ -997,6 +1024,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "trial": " (continue with --resume)",
             "launch": " (continue with asha-tune resume NAME)",
             "resume": " (continue with asha-tune resume NAME)",
+            "extend": " (continue with asha-tune resume NAME)",
             "confirm": " (continue with the same asha-tune confirm command)",
         }.get(args.command, "")
         print(f"{prog}: interrupted; what was recorded is kept{how}", file=sys.stderr)

@@ -87,7 +87,8 @@ def counts(state: SweepState) -> Counts:
 def _never_started(search: SweepState) -> int:
     """The trials of a replicated search's replicates that were never launched."""
     wanted = _int(search.params.get("search.replicates")) or len(search.replicates)
-    per = _int(search.params.get("search.num_trials"))
+    # Its recorded space's count (space.json: `extend` grows it), else the param logged at launch.
+    per = search.num_trials or _int(search.params.get("search.num_trials"))
     missing = max(0, wanted - len(search.replicates))
     return missing * per if per else 0
 

@@ -31,6 +31,7 @@ from asha_tune.sweep.keys import (
     DriverState,
 )
 from asha_tune.sweep.progress import Best
+from asha_tune.sweep.settings import Extension, extension_of
 from asha_tune.sweep.writer import WRITE_EVERY_S, RecordWriter, close_writer, writer_for
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.tags import (
@@ -38,6 +39,7 @@ from asha_tune.tracking.tags import (
     DEVICE_PARAM,
     DURATION_TAG,
     EPOCHS_RUN_TAG,
+    EXTENSION_TAG,
     FAILED,
     FAILURE_TAG,
     FINAL_STATUSES,
@@ -141,6 +143,7 @@ class TrackingCallback(DriverState, Callback):
         configuration_tags: dict[str, dict[str, str]] | None = None,
         rehearsal: bool = False,
         records: str | None = None,
+        extensions: list[Extension] | None = None,
     ):
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
@@ -149,6 +152,7 @@ class TrackingCallback(DriverState, Callback):
         self.configuration_tags = configuration_tags or {}  # extra child-run tags by configuration id
         self.rehearsal = rehearsal  # launch --rehearse: every child run is marked
         self.records = records or parent_run_id  # the sweep's writer (shared with the searcher)
+        self.extensions = extensions or []  # asha-tune extend: its trials' runs are tagged
         self._reset()
 
     def _reset(self) -> None:
@@ -294,6 +298,10 @@ class TrackingCallback(DriverState, Callback):
 
     # -- the writer's side ------------------------------------------------------------------------------
 
+    def _extension_tag(self, number: int) -> dict[str, str]:
+        extension = extension_of(self.extensions, number)
+        return {} if extension is None else {EXTENSION_TAG: str(extension)}
+
     def _write(self, run: _ChildRun) -> None:
         """One trial's pending records, in one `log_batch` where they fit (writer thread)."""
         with self._lock:
@@ -320,6 +328,7 @@ class TrackingCallback(DriverState, Callback):
                     **trial_tags(config, self.space.scheduler.metric, self.space.scheduler.mode),
                     **self.configuration_tags.get(str(run.values.get(CONFIGURATION_KEY, "")), {}),
                     **({REHEARSAL_TAG: "true"} if self.rehearsal else {}),
+                    **self._extension_tag(run.number),
                 },
             )
             run.logged = set()

@@ -152,7 +152,7 @@ def replicate_settings(search: SweepSettings, replicate: int) -> SweepSettings:
     )
 
 
-def _existing(search: SweepSettings, replicate: int) -> SweepSettings | None:
+def existing(search: SweepSettings, replicate: int) -> SweepSettings | None:
     """A replicate launched before, with the search's current runtime (as `resume` takes it)."""
     name = replicate_name(search.name, replicate)
     if not (search.results_dir / name / SWEEP_FILE).is_file():
@@ -233,7 +233,7 @@ def _ended(tracker: Tracker, saved: SweepSettings | None) -> bool | None:
 
 def _pending(settings: SweepSettings, tracker: Tracker) -> list[int]:
     """The replicates still to run: never launched, or launched and not ended."""
-    return [r for r in range(settings.space.search.replicates) if not _ended(tracker, _existing(settings, r))]
+    return [r for r in range(settings.space.search.replicates) if not _ended(tracker, existing(settings, r))]
 
 
 def _run_replicates(settings: SweepSettings, tracker: Tracker, reports: Reports) -> SweepOutcome:
@@ -243,7 +243,7 @@ def _run_replicates(settings: SweepSettings, tracker: Tracker, reports: Reports)
         with held_ray_session(settings):
             for r in range(settings.space.search.replicates):
                 single.catch_sigterm()  # between replicates too (ray.init installed its own handler)
-                saved = _existing(settings, r)
+                saved = existing(settings, r)
                 ended = _ended(tracker, saved)
                 if ended:
                     continue

@@ -37,6 +37,21 @@ class Rehearsal(BaseModel):
     epoch_s: float = Field(default=0.5, ge=0, le=3600)
 
 
+class Extension(BaseModel):
+    """One `asha-tune extend NAME --trials N` (sweep/extend.py): the trials it added to the study,
+    numbered from `first_trial` on (the study's size when it was extended)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    trials: int = Field(ge=1)
+    first_trial: int = Field(ge=0)
+
+
+def extension_of(extensions: list[Extension], number: int) -> int | None:
+    """Which extension (1, 2, ...) a trial of the study came from; None: one the sweep was launched with."""
+    found = [k for k, e in enumerate(extensions, 1) if number >= e.first_trial]
+    return found[-1] if found else None
+
+
 class SweepSettings(BaseModel):
     """A sweep's identity and infrastructure; the science is in `space`."""
 
@@ -66,6 +81,8 @@ class SweepSettings(BaseModel):
     replicate_of: str | None = None
     # launch --rehearse: simulated trials (no data, no torch in the trials); records marked rehearsal.
     rehearse: Rehearsal | None = None
+    # asha-tune extend: each extension in order (its trials grew space.search.num_trials).
+    extensions: list[Extension] = []
 
     @property
     def run_id(self) -> str:

@@ -11,6 +11,7 @@ from asha_tune.sweep.settings import SweepSettings
 from asha_tune.sweep.study import StudyHandle
 
 TUNER_FILE = "tuner.pkl"  # what Tune saves in the sweep's folder, and `resume` restores from
+EXPERIMENT_STATE = "experiment_state-*.json"  # Tune's snapshot of its trials, beside it
 
 
 def trainable(settings: SweepSettings) -> Any:
@@ -102,6 +103,7 @@ def _callbacks(settings: SweepSettings, experiment_id: str, records: str) -> lis
             settings.configuration_tags,
             rehearsal=settings.rehearse is not None,
             records=records,
+            extensions=settings.extensions,
         ),
         ProgressCallback(s.metric, s.mode, space.num_trials, epochs),
         CheckpointCleanup(s.metric, s.mode, epochs, records=records),
@@ -114,8 +116,11 @@ def _callbacks(settings: SweepSettings, experiment_id: str, records: str) -> lis
 def restored_tuner(settings: SweepSettings, handle: StudyHandle, experiment_id: str) -> Any:
     """The sweep's Tuner as Tune saved it (`resume`), as resume_policy says: ended trials kept,
     unfinished ones continue from their checkpoints, failed ones are not retried. A sweep stopped
-    before Tune saved anything starts Tune afresh."""
-    if not (settings.sweep_dir / TUNER_FILE).is_file():
+    before Tune saved anything starts Tune afresh: also one killed after Tune wrote its tuner.pkl
+    but before its first experiment state, which Tune would restart from the tuner.pkl's own
+    settings (an extension's resume then stopped at the first trial it re-ran)."""
+    folder = settings.sweep_dir
+    if not (folder / TUNER_FILE).is_file() or not any(folder.glob(EXPERIMENT_STATE)):
         return new_tuner(settings, handle, experiment_id)
     from ray import tune
 

@@ -70,6 +70,10 @@ REPLICATE_SEEDS_TAG = "asha_tune.replicate_seeds"  # "sampler S, trial T, split 
 WARM_START_TAG = "asha_tune.warm_start"  # the source sweep's name
 WARM_START_ADDED_TAG = "asha_tune.warm_start_added"  # how many of its trials were added
 WARM_START_SKIPPED_TAG = "asha_tune.warm_start_skipped"  # how many were not (warm_start.txt says why)
+# asha-tune extend NAME --trials N (sweep/extend.py): on a trial run the extension added, which one
+# it was (1, 2, ...); on the sweep's parent run, how many extensions it has had.
+EXTENSION_TAG = "asha_tune.extension"
+EXTENSIONS_TAG = "asha_tune.extensions"
 # A parent run's summary of its best trial (tracking/best.py): is the top separable, is it near chance.
 # launch --rehearse: on a rehearsal's parent run and every child run ("true"); its scores are simulated,
 # so compare, confirm and warm starts refuse it and its parent run logs no best figures.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from asha_tune.analysis.status import (
     Driver,
     commands,
@@ -165,6 +167,10 @@ def test_a_replicated_search_sums_its_replicates_and_counts_those_not_launched()
     assert (c.finished, c.stopped_early, c.failed, c.running, c.to_go) == (1, 1, 1, 2, 1 + 3)
     lines = status_lines(search, ALIVE, now=NOW)
     assert lines[0] == "replicated search (2 replicates) rl: running"
+
+    # Extended (asha-tune extend): its recorded space asks 5 per replicate, over the param's 3.
+    extended = dataclasses.replace(search, num_trials=5)
+    assert counts(extended).to_go == 1 + 5
 
 
 def test_list_has_one_row_per_sweep_under_a_header():
