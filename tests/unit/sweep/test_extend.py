@@ -264,3 +264,31 @@ def test_a_snapshot_without_tunes_experiment_state_starts_tune_afresh(tmp_path, 
     (settings.sweep_dir / tuner.TUNER_FILE).write_bytes(b"not read")
     monkeypatch.setattr(tuner, "new_tuner", lambda *args: "fresh")
     assert tuner.restored_tuner(settings, None, "1") == "fresh"  # type: ignore[arg-type]
+
+
+def test_the_progress_line_of_an_extension_counts_the_trials_it_added(tmp_path):
+    """Tune knows only the trials since the extension (its earlier snapshot is set aside): the
+    progress line counts them against the trials the extension added, not the sweep's total."""
+    from asha_tune.sweep.callbacks import ProgressCallback
+    from asha_tune.sweep.tuner import _callbacks
+
+    space = load_space("quickstart")
+    settings = SweepSettings(
+        name="x",
+        space=space,
+        results_dir=tmp_path,
+        tracking_uri="sqlite:///x.db",
+        study_url="sqlite:///y.db",
+        runtime={"data_root": tmp_path},
+        parent_run_id="r",
+    )
+    (plain,) = [c for c in _callbacks(settings, "0", "w") if isinstance(c, ProgressCallback)]
+    assert plain.num_trials == space.num_trials
+    grown = space.model_copy(
+        update={"search": space.search.model_copy(update={"num_trials": space.num_trials + 3})}
+    )
+    extended = settings.model_copy(
+        update={"space": grown, "extensions": [Extension(trials=3, first_trial=space.num_trials)]}
+    )
+    (progress,) = [c for c in _callbacks(extended, "0", "w") if isinstance(c, ProgressCallback)]
+    assert progress.num_trials == 3
