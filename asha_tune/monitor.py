@@ -200,6 +200,10 @@ def stop(
             time.sleep(POLL_S / 2)
             tags = tracker.tags(state.run_id)
             if tags.get(STATUS_TAG) != RUNNING:
+                # The driver clears the request it acted on before it closes its records: a
+                # request asked again in between (below) is this command's to remove.
+                if tags.get(STOP_REQUEST_TAG):
+                    tracker.delete_tag(state.run_id, STOP_REQUEST_TAG)
                 return _stopped_line(name, tags.get(STATUS_TAG, "unknown"), tail)
             if not tags.get(STOP_REQUEST_TAG):  # a driver that just started cleared it: ask again
                 request_stop(tracker, state.run_id)

@@ -78,3 +78,28 @@ def test_a_store_that_does_not_answer_is_one_line_at_once(tmp_path):
     assert str(err.value).startswith("the MLflow tracking server at http://127.0.0.1:9 did not answer")
     assert "\n" not in str(err.value)
     assert time.monotonic() - started < 30
+
+
+def test_stop_leaves_no_request_behind_when_the_driver_closes_its_records_after_clearing_it(tmp_path):
+    """The driver removes the request it acted on, then closes its records: `stop`, polling in
+    between, sees neither a request nor an ended sweep and asks again; that request is its own to
+    remove once the records say interrupted (CI under load left it on the parent run)."""
+    import threading
+
+    beat = {"at": time.time(), "host": "node-3", "pid": 42}
+    uri, client, run_id = running_sweep(tmp_path, heartbeat=beat)
+    driver = MlflowClient(uri)
+
+    def a_driver_elsewhere() -> None:
+        while "asha_tune.stop_requested" not in driver.get_run(run_id).data.tags:
+            time.sleep(0.05)
+        driver.delete_tag(run_id, "asha_tune.stop_requested")  # Control.stop: the request it acted on
+        time.sleep(2.5)  # Tune's graceful stop: stop polls, finds no request, asks again
+        driver.set_tag(run_id, "asha_tune.status", "interrupted")  # records.close
+
+    thread = threading.Thread(target=a_driver_elsewhere)
+    thread.start()
+    said = stop("s", uri, tmp_path, wait_s=30)
+    thread.join()
+    assert said.startswith("sweep s stopped: its records are closed as interrupted")
+    assert "asha_tune.stop_requested" not in client.get_run(run_id).data.tags
