@@ -406,7 +406,19 @@ def _trials(
         "MLflow run",
     )
     n = len(columns)
-    notes = [
+    notes = _trial_notes(gpu)
+    return Table(
+        columns + (("why it failed",) if failures else ()),
+        tuple(rows),
+        tuple(notes),
+        frozenset({1, 4, 5, *range(6, n - 2)}),
+        sortable=True,
+    )
+
+
+def _trial_notes(gpu: bool) -> list[str]:
+    """What the per-trial table's columns mean (GPU use only where a trial logged it)."""
+    return [
         "Click a column's heading to sort by it. Selection metric: each sweep's own (its scheduler's); "
         "± SE: the binomial standard error of one evaluation.",
         "MLflow run: a link where the page knows the MLflow UI (a tracking server, or report --ui-url); "
@@ -417,13 +429,6 @@ def _trials(
             else []
         ),
     ]
-    return Table(
-        columns + (("why it failed",) if failures else ()),
-        tuple(rows),
-        tuple(notes),
-        frozenset({1, 4, 5, *range(6, n - 2)}),
-        sortable=True,
-    )
 
 
 def _provenance(s: Sweep, known: Provenance, ui_url: str | None) -> SweepFacts:
