@@ -42,6 +42,19 @@ class Started(BaseException):
     """The command reached the sweep's run: everything before it was recorded."""
 
 
+def plain_settings(tmp_path: Path, **update: object) -> SweepSettings:
+    """A quickstart sweep's settings, stores named but never opened."""
+    base = SweepSettings(
+        name="s",
+        space=load_space("quickstart"),
+        results_dir=tmp_path,
+        tracking_uri="sqlite:///x.db",
+        study_url="sqlite:///y.db",
+        runtime={"data_root": tmp_path},
+    )
+    return base.model_copy(update=update)
+
+
 @pytest.fixture
 def ran(monkeypatch) -> list[SweepSettings]:
     seen: list[SweepSettings] = []
@@ -178,15 +191,7 @@ def test_an_extensions_trial_runs_are_tagged_with_it(tmp_path):
 
 def test_a_grid_a_list_a_replicate_and_a_confirmation_cannot_grow(tmp_path):
     def settings(**update: object) -> SweepSettings:
-        base = SweepSettings(
-            name="s",
-            space=load_space("quickstart"),
-            results_dir=tmp_path,
-            tracking_uri="sqlite:///x.db",
-            study_url="sqlite:///y.db",
-            runtime={"data_root": tmp_path},
-        )
-        return base.model_copy(update=update)
+        return plain_settings(tmp_path, **update)
 
     check_extendable(settings(), 1)  # an optuna space grows
     with pytest.raises(ConfigError, match=r"^--trials 0: extend adds at least 1 trial$"):
@@ -252,14 +257,7 @@ def test_a_snapshot_without_tunes_experiment_state_starts_tune_afresh(tmp_path, 
     builds a new Tuner on the sweep's current settings (an extension's grown count)."""
     from asha_tune.sweep import tuner
 
-    settings = SweepSettings(
-        name="s",
-        space=load_space("quickstart"),
-        results_dir=tmp_path,
-        tracking_uri="sqlite:///x.db",
-        study_url="sqlite:///y.db",
-        runtime={"data_root": tmp_path},
-    )
+    settings = plain_settings(tmp_path)
     settings.sweep_dir.mkdir()
     (settings.sweep_dir / tuner.TUNER_FILE).write_bytes(b"not read")
     monkeypatch.setattr(tuner, "new_tuner", lambda *args: "fresh")
@@ -272,16 +270,8 @@ def test_the_progress_line_of_an_extension_counts_the_trials_it_added(tmp_path):
     from asha_tune.sweep.callbacks import ProgressCallback
     from asha_tune.sweep.tuner import _callbacks
 
-    space = load_space("quickstart")
-    settings = SweepSettings(
-        name="x",
-        space=space,
-        results_dir=tmp_path,
-        tracking_uri="sqlite:///x.db",
-        study_url="sqlite:///y.db",
-        runtime={"data_root": tmp_path},
-        parent_run_id="r",
-    )
+    settings = plain_settings(tmp_path, parent_run_id="r")
+    space = settings.space
     (plain,) = [c for c in _callbacks(settings, "0", "w") if isinstance(c, ProgressCallback)]
     assert plain.num_trials == space.num_trials
     grown = space.model_copy(
