@@ -634,9 +634,13 @@ def test_a_stopped_driver_leaves_nothing_running_and_resumes(
     path = space_file(
         tmp_path,
         "stopped",
-        train={"epochs": 4, "batch_size": 16, "weights": "none"},
+        # One trial at a time, so that once the first epoch shows, two whole trials (each started
+        # by the driver) are still to run: the signal lands before the sweep can end. With two at
+        # once and 4 epochs, all three trials ended within 5 s of the first epoch's line, and a
+        # loaded CI machine's driver saw the signal after they had (exit 0).
+        train={"epochs": 6, "batch_size": 16, "weights": "none"},
         shaping={"mode": "random", "convs": [1]},
-        search={"algorithm": "random", "num_trials": 3, "max_concurrent": 2, "seed": 0},
+        search={"algorithm": "random", "num_trials": 3, "max_concurrent": 1, "seed": 0},
         scheduler={"kind": "fifo"},
         resources={"cpu": 1},
         parameters={"shaping.p0": {"type": "float", "low": 0.1, "high": 0.8}},
