@@ -29,7 +29,7 @@ from asha_tune.sweep.control import driver_seen
 from asha_tune.sweep.records import SILENT, Reports, SweepOutcome
 from asha_tune.sweep.session import say
 from asha_tune.sweep.settings import Extension, SweepSettings, command_tail
-from asha_tune.sweep.study import StudyHandle
+from asha_tune.sweep.study import WARM_START_ATTR, StudyHandle
 from asha_tune.sweep.tuner import EXPERIMENT_STATE, TUNER_FILE
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.tags import (
@@ -122,10 +122,13 @@ def shelve_snapshot(sweep_dir: Path, extension: int) -> Path | None:
     return shelf
 
 
-def study_size(settings: SweepSettings) -> int:
-    """The study's trials so far (a warm start's included): the next trial's number."""
-    study = StudyHandle(settings.study_url, settings.name, settings.space).study
-    return len(study.get_trials(deepcopy=False))
+def first_new_trial(settings: SweepSettings) -> int:
+    """The number the extension's first trial will get: past every trial in the study (a warm
+    start's included) and past those the sweep has still to ask. An interrupted sweep may have
+    asked fewer than its count: its remaining trials are its own, not the extension's."""
+    trials = StudyHandle(settings.study_url, settings.name, settings.space).study.get_trials(deepcopy=False)
+    own = sum(WARM_START_ATTR not in t.user_attrs for t in trials)
+    return len(trials) + max(settings.space.num_trials - own, 0)
 
 
 def prepare(settings: SweepSettings, trials: int, tracker: Tracker) -> SweepSettings:
@@ -134,11 +137,9 @@ def prepare(settings: SweepSettings, trials: int, tracker: Tracker) -> SweepSett
     In an order a crash cannot make wrong: Tune's old snapshot aside first (a resume then starts
     Tune afresh, at worst on the old count: nothing to do), then the records that say the sweep
     is unfinished, then sweep.json with the grown space."""
-    first = study_size(settings)
+    first = first_new_trial(settings)
     extensions = [*settings.extensions, Extension(trials=trials, first_trial=first)]
     space = grown_space(settings.space, trials)
-    # The study's own trials may fall short of the old count (an interrupted sweep asked fewer):
-    # the extension still adds N to the count, so N more than the sweep was launched with.
     grown = settings.model_copy(update={"space": space, "extensions": extensions})
     shelve_snapshot(settings.sweep_dir, len(extensions))
     tracker.log_dict(settings.run_id, space.model_dump(mode="json"), SPACE_ARTIFACT)  # status's count

@@ -172,3 +172,50 @@ def test_extending_a_replicated_search_extends_every_replicate(tmp_path, pacs_ru
     search = client.get_run(saved.run_id).data.tags
     assert search[EXTENSIONS_TAG] == "1"
     assert search[STATUS_TAG] == "completed"
+
+
+def test_extending_an_interrupted_sweep_finishes_its_own_trials_once_then_the_new_ones(
+    tmp_path, pacs_root, shared_cache, capsys
+):
+    """Interrupted in its first trial (of 2, one at a time): the extension by 1 continues that
+    trial, runs the second as the sweep's own and only then its own trial 2; each epoch once."""
+    path = small_space(tmp_path, epochs=8)
+    env = quiet_env(ASHA_TUNE_CACHE_DIR=str(shared_cache), RAY_AUTH_TOKEN_PATH=str(tmp_path / "token"))
+    log = tmp_path / "launch.log"
+    launch_cmd = [*CLI, "launch", "--space", str(path), "--name", "int", "--num-cpus", "2"]
+    with open(log, "w") as out:
+        driver = subprocess.Popen(
+            [*launch_cmd, "--results-dir", str(tmp_path / "results"), "--data-root", str(pacs_root)],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(lambda: "best epoch so far" in log.read_text(), 300, "a first epoch")
+        driver.send_signal(signal.SIGINT)
+        assert driver.wait(timeout=180) == 130
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert [t.state for t in study_trials(tmp_path, "int")] == [TrialState.WAITING]  # parked
+
+    saved = SweepSettings.load("int", tmp_path / "results").model_copy(update={"num_cpus": 2})
+    capsys.readouterr()
+    assert extend(saved, 1).finished
+    assert "extending sweep int by 1 trial (to 3; trial 2 on)" in capsys.readouterr().out
+    trials = study_trials(tmp_path, "int")
+    assert [t.number for t in trials] == [0, 1, 2]
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    children = mlflow_children(tmp_path, "ext", saved.run_id)
+    assert {r.data.tags[TRIAL_NUMBER_TAG]: r.data.tags.get(EXTENSION_TAG) for r in children} == {
+        "0": None,
+        "1": None,
+        "2": "1",
+    }
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for run in children:  # the interrupted trial's epochs too: each logged once
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]
+        assert steps == sorted(set(steps)), (run.data.tags[TRIAL_NUMBER_TAG], steps)
+        assert steps == list(range(1, len(steps) + 1))

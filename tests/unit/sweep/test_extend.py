@@ -13,14 +13,15 @@ from types import SimpleNamespace
 
 import pytest
 from mlflow.tracking import MlflowClient
+from optuna.trial import create_trial
 
 from asha_tune.cli import main
 from asha_tune.errors import ConfigError
 from asha_tune.spaces import load_space
 from asha_tune.sweep import single
-from asha_tune.sweep.extend import check_extendable, grown_space, shelve_snapshot
+from asha_tune.sweep.extend import check_extendable, first_new_trial, grown_space, shelve_snapshot
 from asha_tune.sweep.settings import Extension, SweepSettings, extension_of
-from asha_tune.sweep.study import StudyHandle, TrialState, create_study
+from asha_tune.sweep.study import WARM_START_ATTR, StudyHandle, TrialState, create_study
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.tags import (
     COMPLETED,
@@ -106,7 +107,8 @@ def test_extend_grows_the_saved_space_records_the_extension_and_sets_tunes_snaps
         command("extend", flags, NAME, "--trials", "3")
     (running,) = ran
     assert running.space.num_trials == before + 3
-    assert running.extensions == [Extension(trials=3, first_trial=0)]  # the study held no trial yet
+    # The study held no trial yet: the sweep's own `before` trials come first, then the extension's.
+    assert running.extensions == [Extension(trials=3, first_trial=before)]
     saved = SweepSettings.load(NAME, settings.results_dir)
     assert saved.space.num_trials == before + 3
     assert saved.extensions == running.extensions
@@ -124,7 +126,7 @@ def test_extend_grows_the_saved_space_records_the_extension_and_sets_tunes_snaps
     recorded = client.download_artifacts(settings.run_id, SPACE_ARTIFACT)
     assert json.loads(Path(recorded).read_text())["search"]["num_trials"] == before + 3
 
-    # A second extension numbers its trials on from the study's size at that time.
+    # A second extension numbers its trials on from the count so far (2 asked of `before` + 3).
     Tracker(settings.tracking_uri).set_tags(settings.run_id, {STATUS_TAG: COMPLETED})
     handle = StudyHandle(saved.study_url, NAME, saved.space)
     for _ in range(2):
@@ -132,7 +134,10 @@ def test_extend_grows_the_saved_space_records_the_extension_and_sets_tunes_snaps
         handle.tell(number, TrialState.COMPLETE, 1.0)
     with pytest.raises(Started):
         command("extend", flags, NAME, "--trials", "1")
-    assert ran[-1].extensions == [Extension(trials=3, first_trial=0), Extension(trials=1, first_trial=2)]
+    assert ran[-1].extensions == [
+        Extension(trials=3, first_trial=before),
+        Extension(trials=1, first_trial=before + 3),
+    ]
     assert ran[-1].space.num_trials == before + 4
 
 
@@ -153,6 +158,28 @@ def test_the_study_asks_exactly_n_more_trials_once_extended(tmp_path):
     assert ask_all(StudyHandle(url, "s", space)) == []  # finished: nothing more
     more = ask_all(StudyHandle(url, "s", grown_space(space, 3)))
     assert more == [space.num_trials, space.num_trials + 1, space.num_trials + 2]
+
+
+def test_an_extension_numbers_its_trials_past_a_warm_start_and_the_trials_still_to_ask(tmp_path):
+    """Interrupted after one trial of 3, with 2 warm-start trials: trials 2-4 are still the
+    sweep's own (numbers 3 and 4 not yet asked), so the extension's first trial is 5."""
+    settings = plain_settings(tmp_path, study_url=f"sqlite:///{tmp_path / 'optuna.db'}")
+    settings = settings.model_copy(
+        update={"space": grown_space(settings.space, 3 - settings.space.num_trials)}
+    )
+    study = create_study(settings.study_url, settings.name, settings.space)
+    for _ in range(2):
+        study.add_trial(create_trial(value=0.5, user_attrs={WARM_START_ATTR: "earlier"}))
+    handle = StudyHandle(settings.study_url, settings.name, settings.space)
+    number, _values = handle.ask("t", known={0, 1})
+    assert number == 2
+    assert first_new_trial(settings) == 5
+    handle.tell(number, TrialState.COMPLETE, 1.0)
+    for _ in range(2):
+        asked = handle.ask("t", known=set())
+        assert asked is not None
+        handle.tell(asked[0], TrialState.COMPLETE, 1.0)
+    assert first_new_trial(settings) == 5  # the sweep's 3 asked: still past them
 
 
 def test_trial_numbers_from_an_extension_on_belong_to_it():
