@@ -25,6 +25,7 @@ from asha_tune.tracking.tags import (
     GPU_UTILIZATION_METRIC,
     INTERRUPTED,
     PRUNED,
+    REPLICATES_TAG,
     RUNNING,
     SPACE_TAG,
     TRIALS_TAG,
@@ -271,12 +272,20 @@ def trials_line(state: SweepState) -> str:
     return f"trials: {head} ({', '.join(parts)})" + (f"; {', '.join(rest)}" if rest else "")
 
 
+def _replicates_text(state: SweepState) -> str:
+    """`3 replicates, 2 launched`: the search's own count, and how many have started so far."""
+    launched = len(state.replicates)
+    recorded = state.tags.get(REPLICATES_TAG, "")
+    total = int(recorded) if recorded.isdigit() else launched
+    return count(total, "replicate") + (f", {launched} launched" if launched < total else "")
+
+
 def status_lines(
     state: SweepState, driver: Driver | None, tail: str = "", store: str = "", now: float | None = None
 ) -> list[str]:
     """`asha-tune status NAME`: the sweep in a few lines."""
     now = time.time() if now is None else now
-    kind = f"replicated search ({count(len(state.replicates), 'replicate')})" if state.replicates else "sweep"
+    kind = f"replicated search ({_replicates_text(state)})" if state.replicates else "sweep"
     rehearsal = " (a rehearsal: simulated trials)" if state.rehearsal else ""
     lines = [f"{kind} {state.name}: {state_text(state, driver)}{rehearsal}"]
     if state.status == RUNNING and driver is not None:

@@ -120,3 +120,62 @@ def test_status_list_and_stop_a_running_sweep_from_another_terminal(tmp_path, pa
     assert unknown.returncode == 2
     assert "Traceback" not in unknown.stderr
     assert unknown.stderr.strip().startswith("asha-tune status: error: no sweep named nope in ")
+
+
+def test_stop_a_replicated_search_by_its_name_stops_the_running_replicate(tmp_path, pacs_root, shared_cache):
+    """`stop SEARCH` reaches the driver through the search's parent run: the running replicate
+    stops as on Ctrl-C, the next one is never launched, and both records say interrupted."""
+    path = space_file(
+        tmp_path,
+        "reps",
+        train={"epochs": 40, "batch_size": 16, "weights": "none"},  # long enough to stop
+        shaping={"mode": "random", "convs": [1]},
+        search={"algorithm": "random", "num_trials": 2, "max_concurrent": 1, "seed": 0, "replicates": 2},
+        scheduler={"kind": "fifo"},
+        resources={"cpu": 1},
+        parameters={"shaping.p0": {"type": "float", "low": 0.1, "high": 0.8}},
+    )
+    env = quiet_env(ASHA_TUNE_CACHE_DIR=str(shared_cache), RAY_AUTH_TOKEN_PATH=str(tmp_path / "token"))
+    log = tmp_path / "launch.log"
+    with open(log, "w") as out:
+        driver = subprocess.Popen(
+            [*CLI, "launch", "--space", str(path), "--name", "rs", "--num-cpus", "2"]
+            + ["--data-root", str(pacs_root)],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(lambda: "best epoch so far" in log.read_text(), 300, "a first epoch")
+        stopped = subprocess.run(
+            [*CLI, "stop", "rs"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert stopped.returncode == 0, stopped.stderr
+        assert stopped.stdout.strip() == (
+            "sweep rs stopped: its records are closed as interrupted; continue it with asha-tune resume rs"
+        )
+        assert driver.wait(timeout=180) == 130
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert "Traceback" not in log.read_text()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("reps").experiment_id])
+    assert all(r.info.status != "RUNNING" for r in runs)
+    by_name = {r.info.run_name: r.data.tags for r in runs if "mlflow.parentRunId" not in r.data.tags}
+    search = next(t for name, t in by_name.items() if name == "rs")
+    assert search["asha_tune.status"] == "interrupted"
+    assert "asha_tune.stop_requested" not in search
+    replicate_runs = [r for r in runs if r.data.tags.get("asha_tune.sweep") == "rs.r0"]
+    assert replicate_runs, sorted(by_name)
+    assert all(t.state != TrialState.RUNNING for t in study_trials(tmp_path, "rs.r0"))
+    assert not (tmp_path / "asha-tune-results" / "rs.r1").exists()  # never launched
+    status = subprocess.run(
+        [*CLI, "status", "rs"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    lines = status.stdout.splitlines()
+    assert lines[0] == "replicated search (2 replicates, 1 launched) rs: interrupted", status.stdout
+    assert "rs.r0: interrupted" in status.stdout
+    assert lines[-1] == "  next: asha-tune resume rs"

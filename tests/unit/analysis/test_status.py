@@ -166,7 +166,7 @@ def test_a_replicated_search_sums_its_replicates_and_counts_those_not_launched()
     c = counts(search)
     assert (c.finished, c.stopped_early, c.failed, c.running, c.to_go) == (1, 1, 1, 2, 1 + 3)
     lines = status_lines(search, ALIVE, now=NOW)
-    assert lines[0] == "replicated search (2 replicates) rl: running"
+    assert lines[0] == "replicated search (3 replicates, 2 launched) rl: running"
 
     # Extended (asha-tune extend): its recorded space asks 5 per replicate, over the param's 3.
     extended = dataclasses.replace(search, num_trials=5)
