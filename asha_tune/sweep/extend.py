@@ -12,6 +12,9 @@ killed during the extension is continued by `asha-tune resume NAME`, each trial 
 replicated search extends each of its replicates the same way (replicates never launched get the
 grown space anyway).
 
+An unfinished sweep (interrupted, or running with its driver gone) is resumed first, so that its
+unfinished trials go on from their checkpoints in Tune's snapshot, before it is set aside.
+
 The space is the one saved in sweep.json at launch: `extend` reads no space file, so a file
 changed since cannot change what the sweep searches (a new sweep with `--warm-start NAME` can).
 """
@@ -157,10 +160,25 @@ def check_driver(settings: SweepSettings, tracker: Tracker, runs: list[tuple[str
 
 
 def extend(settings: SweepSettings, trials: int, reports: Reports = SILENT) -> SweepOutcome:
-    """Grow a sweep (or every replicate of a replicated search) by `trials`, and run them."""
+    """Grow a sweep (or every replicate of a replicated search) by `trials`, and run them. An
+    unfinished one is resumed first, so that its unfinished trials go on from their checkpoints
+    (the extension starts Tune afresh: it would run them again from their first epoch)."""
     check_extendable(settings, trials)
     tracker = Tracker(settings.tracking_uri)
-    if settings.space.search.replicates > 1:
+    search = settings.space.search.replicates > 1
+    if tracker.tags(settings.run_id).get(STATUS_TAG) in (INTERRUPTED, RUNNING):
+        runs = [(settings.run_id, settings.name)]
+        if search:
+            runs += [(s.run_id, s.name) for s in _launched(settings)]
+        check_driver(settings, tracker, runs)  # RUNNING from here on: its driver is gone
+        say(
+            f"{settings.name} is unfinished: resuming it first, then extending it by {count(trials, 'trial')}"
+        )
+        outcome = (replicated.resume if search else single.resume)(settings, reports)
+        if not outcome.finished:
+            say(f"the extension was not started: once {settings.name} has ended, run this extend again")
+            return outcome
+    if search:
         return _extend_search(settings, trials, tracker, reports)
     check_driver(settings, tracker, [(settings.run_id, settings.name)])
     single.preflight(settings)  # refused before any record changes
@@ -173,13 +191,18 @@ def extend(settings: SweepSettings, trials: int, reports: Reports = SILENT) -> S
     return single.resume(grown, reports)
 
 
-def _extend_search(settings: SweepSettings, trials: int, tracker: Tracker, reports: Reports) -> SweepOutcome:
-    """Every replicate launched so far grows by `trials`; those never launched get the grown space."""
-    launched = [
+def _launched(settings: SweepSettings) -> list[SweepSettings]:
+    """A replicated search's replicates launched so far."""
+    return [
         saved
         for r in range(settings.space.search.replicates)
         if (saved := replicated.existing(settings, r)) is not None and saved.parent_run_id is not None
     ]
+
+
+def _extend_search(settings: SweepSettings, trials: int, tracker: Tracker, reports: Reports) -> SweepOutcome:
+    """Every replicate launched so far grows by `trials`; those never launched get the grown space."""
+    launched = _launched(settings)
     runs = [(settings.run_id, settings.name), *((s.run_id, s.name) for s in launched)]
     check_driver(settings, tracker, runs)
     single.preflight(settings)

@@ -177,8 +177,9 @@ def test_extending_a_replicated_search_extends_every_replicate(tmp_path, pacs_ru
 def test_extending_an_interrupted_sweep_finishes_its_own_trials_once_then_the_new_ones(
     tmp_path, pacs_root, shared_cache, capsys
 ):
-    """Interrupted in its first trial (of 2, one at a time): the extension by 1 continues that
-    trial, runs the second as the sweep's own and only then its own trial 2; each epoch once."""
+    """Interrupted in its first trial (of 2, one at a time): extend by 1 resumes the sweep first
+    (that trial goes on in its own Tune trial), runs the second as the sweep's own, and only
+    then its own trial 2; each epoch once."""
     path = small_space(tmp_path, epochs=8)
     env = quiet_env(ASHA_TUNE_CACHE_DIR=str(shared_cache), RAY_AUTH_TOKEN_PATH=str(tmp_path / "token"))
     log = tmp_path / "launch.log"
@@ -204,7 +205,11 @@ def test_extending_an_interrupted_sweep_finishes_its_own_trials_once_then_the_ne
     saved = SweepSettings.load("int", tmp_path / "results").model_copy(update={"num_cpus": 2})
     capsys.readouterr()
     assert extend(saved, 1).finished
-    assert "extending sweep int by 1 trial (to 3; trial 2 on)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "int is unfinished: resuming it first, then extending it by 1 trial" in out
+    assert "extending sweep int by 1 trial (to 3; trial 2 on)" in out
+    # Trial 0 went on in its own Tune trial (from its checkpoint, if it had one), not in a new one.
+    assert len(list((tmp_path / "results" / "int").glob("train_trial_*trial_number=0,*"))) == 1
     trials = study_trials(tmp_path, "int")
     assert [t.number for t in trials] == [0, 1, 2]
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)

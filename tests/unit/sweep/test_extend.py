@@ -265,13 +265,18 @@ def test_a_sweep_whose_driver_is_alive_is_refused_and_left_as_it_was(flags, ran,
     assert not ran
 
 
-def test_a_sweep_whose_driver_is_gone_can_be_extended(flags, ran):
+def test_a_sweep_whose_driver_is_gone_is_resumed_before_it_is_extended(flags, ran, capsys):
     settings = launched(flags, ran, status=RUNNING)
     old = {"at": 0.0, "host": "elsewhere", "pid": 7}  # silent for decades: gone
     Tracker(settings.tracking_uri).set_tags(settings.run_id, {HEARTBEAT_TAG: json.dumps(old)})
     with pytest.raises(Started):
         command("extend", flags, NAME, "--trials", "2")
-    assert ran[-1].space.num_trials == settings.space.num_trials + 2
+    # First its own unfinished trials, from Tune's snapshot: the saved space, not yet grown.
+    assert ran[-1].space.num_trials == settings.space.num_trials
+    assert ran[-1].extensions == []
+    assert (
+        f"{NAME} is unfinished: resuming it first, then extending it by 2 trials" in capsys.readouterr().out
+    )
 
 
 def test_shelving_without_a_snapshot_moves_nothing(tmp_path):
