@@ -265,7 +265,7 @@ class RestRecords:
             if err.code == 404 and body is None:
                 return None
             if err.code >= 500:
-                raise unavailable(self.uri, f"it answered HTTP {err.code}") from None
+                raise unavailable(self.uri, f"it answered with a server error, HTTP {err.code}") from None
             raise AshaTuneError(
                 f"the MLflow tracking server at {self.uri} refused to read its records "
                 f"(HTTP {err.code} {err.reason}: {_message(err)})"

@@ -115,3 +115,79 @@ def test_a_reader_the_server_refuses_is_one_line(server, tmp_path, monkeypatch):
     assert line.startswith(f"the MLflow tracking server at {server} refused to read its records (HTTP 401")
     assert "\n" not in line
     assert not (tmp_path / ".mlflow").exists()  # a reader creates no credentials
+
+
+@pytest.fixture(scope="module")
+def postgres_store():
+    """A PostgreSQL of its own (as `cluster up` runs one: as the postgres user when root) holding
+    the sweeps of status_store.sweeps_in, written by MLflow; stopped by its pid."""
+    import pwd
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from asha_tune.cluster.postgres import postgres_bin, postgres_user
+
+    try:
+        binaries, user = postgres_bin(), postgres_user()
+    except Exception as err:
+        pytest.skip(f"no PostgreSQL to start here: {err}")
+    folder = Path(tempfile.mkdtemp(prefix="asha-tune-pg-", dir="/var/tmp"))
+    folder.chmod(0o755)
+    if user:
+        entry = pwd.getpwnam(user)
+        os.chown(folder, entry.pw_uid, entry.pw_gid)
+    initdb = [str(binaries / "initdb"), "-D", str(folder / "data"), "-U", "asha", "--auth=trust",
+              "-E", "UTF8", "--no-locale"]  # fmt: skip
+    done = subprocess.run(initdb, user=user, cwd=folder, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    port = processes.free_port()
+    server = processes.spawn(
+        [
+            str(binaries / "postgres"),
+            "-D",
+            str(folder / "data"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-k",
+            str(folder),
+        ],  # fmt: skip
+        folder / "postgres.log",
+        env={"PATH": os.environ.get("PATH", ""), "LC_ALL": "C"},
+        cwd=folder,
+        user=user,
+    )
+    try:
+        import psycopg
+
+        def up() -> bool:
+            try:
+                with psycopg.connect(f"postgresql://asha@127.0.0.1:{port}/postgres", autocommit=True) as db:
+                    db.execute("CREATE DATABASE mlflow")
+                return True
+            except psycopg.OperationalError:
+                return False
+
+        wait_for(up, 120, "PostgreSQL", poll=0.5)
+        uri = f"postgresql://asha@127.0.0.1:{port}/mlflow"
+        here = os.getcwd()
+        os.chdir(folder)  # MLflow's default artifact root (./mlartifacts) goes there
+        try:
+            sweeps_in(uri)
+        finally:
+            os.chdir(here)
+        yield uri
+    finally:
+        processes.stop(server, signal.SIGTERM, timeout=20)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_the_postgres_reader_gives_what_mlflow_gives(postgres_store):
+    light = open_records(postgres_store)
+    assert type(light).__name__ == "SqlRecords"  # read with psycopg, not MLflow
+    read = every_state(light)
+    assert read == every_state(mlflow_records(postgres_store))
+    assert [t["status"] for t in read[1]["trials"]] == ["completed", "pruned", "failed"]
