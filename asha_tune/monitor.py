@@ -2,8 +2,10 @@
 MLflow store, while it runs and long after.
 
 They read the records only (tracking/sweep_state.py: the parent run and a narrow read of its
-trials), so they import neither torch, Ray nor Optuna (tests/unit/test_light_commands.py), and
-ask a tracking server once instead of retrying for minutes. Whether a driver is alive is told by
+trials). `status` and `list` read them without MLflow (tracking/reader.py: its tables, or its REST
+API), so they import neither MLflow, torch, Ray nor Optuna (tests/unit/test_light_commands.py) and
+answer in a fraction of a second; `stop`, which writes, goes through MLflow. Each asks a tracking
+server once instead of retrying for minutes. Whether a driver is alive is told by
 sweep/control.py (its pid on this machine, else its heartbeat); `stop` leaves a request there
 that the driver acts on within seconds, as on Ctrl-C.
 """
@@ -23,8 +25,11 @@ from asha_tune.errors import AshaTuneError, ConfigError, first_line
 from asha_tune.sweep.control import POLL_S, driver_seen, request_stop
 from asha_tune.sweep.settings import SweepSettings
 from asha_tune.tracking import Tracker
+from asha_tune.tracking.reader import open_records
 from asha_tune.tracking.records import open_store
 from asha_tune.tracking.sweep_state import (
+    MlflowRecords,
+    SweepRecords,
     SweepState,
     impatient,
     latest_sweep,
@@ -81,6 +86,11 @@ def _tracker(store: Store) -> Tracker:
         return open_store(store.uri)
 
 
+def _records(store: Store) -> SweepRecords:
+    """The store read without MLflow where tracking/reader.py knows it."""
+    return open_records(store.uri)
+
+
 @contextmanager
 def reading(store: Store) -> Iterator[None]:
     """Reads of the store that fail for a reason asha-tune does not name (a URI MLflow cannot
@@ -106,9 +116,9 @@ def _elsewhere(name: str, store: Store, results_dir: Path | None) -> str:
     return ""
 
 
-def _find(tracker: Tracker, name: str, store: Store, results_dir: Path | None) -> SweepState:
+def _find(records: SweepRecords, name: str, store: Store, results_dir: Path | None) -> SweepState:
     try:
-        return sweep_state(tracker, name)
+        return sweep_state(records, name)
     except ConfigError as err:
         raise ConfigError(f"{err}{_elsewhere(name, store, results_dir)}") from None
 
@@ -147,8 +157,8 @@ def status(name: str | None, tracking_uri: str | None = None, results_dir: Path 
     """One sweep's status (without a name: the sweep launched last in the store)."""
     store = store_of(name, tracking_uri, results_dir)
     with reading(store):
-        tracker = _tracker(store)
-        state = _find(tracker, name, store, results_dir) if name else state_of(tracker, latest_sweep(tracker))
+        records = _records(store)
+        state = _find(records, name, store, results_dir) if name else state_of(records, latest_sweep(records))
     driver = driver_of(state)
     tail, flag = results_tail(state), store.flag
     return Status(status_lines(state, driver, tail, flag), status_record(state, driver, tail, flag))
@@ -159,10 +169,10 @@ def sweeps(tracking_uri: str | None = None) -> Status:
     store = store_of(None, tracking_uri, None)
     found = []
     with reading(store):
-        tracker = _tracker(store)
-        for parent in top_sweeps(tracker):
-            running = parent.data.tags.get(STATUS_TAG) == RUNNING
-            state = state_of(tracker, parent, with_trials=running)
+        read = _records(store)
+        for parent in top_sweeps(read):
+            running = parent.tags.get(STATUS_TAG) == RUNNING
+            state = state_of(read, parent, with_trials=running)
             found.append((state, driver_of(state)))
     records = [status_record(s, d, results_tail(s), store.flag) for s, d in found]
     return Status(list_lines(found, store.uri), {"store": store.uri, "sweeps": records})
@@ -176,7 +186,7 @@ def stop(
     store = store_of(name, tracking_uri, results_dir)
     with reading(store):
         tracker = _tracker(store)
-        state = _find(tracker, name, store, results_dir)
+        state = _find(MlflowRecords(tracker), name, store, results_dir)
         tail = results_tail(state)
         if state.status != RUNNING:
             how = {"completed": "it finished", "failed": "it failed"}.get(

@@ -54,6 +54,12 @@ class TrackingUnavailableError(AshaTuneError):
     """The tracking server did not answer, even after MLflow's own retries (about four minutes)."""
 
 
+def unavailable(uri: str, reason: str) -> TrackingUnavailableError:
+    return TrackingUnavailableError(
+        f"the MLflow tracking server at {uri} did not answer ({reason}); what it recorded is kept"
+    )
+
+
 class _RaisedAnyway(logging.Filter):
     """MLflow logs a database error with its traceback, then raises it: asha-tune reports the
     error it raises, in one line, so the logged copy is dropped (its retry warnings are kept)."""
@@ -116,10 +122,7 @@ class _Guarded:
                 reason = _unreachable(err)
                 if reason is None:
                     raise
-                raise TrackingUnavailableError(
-                    f"the MLflow tracking server at {self._uri} did not answer "
-                    f"({reason}); what it recorded is kept"
-                ) from None
+                raise unavailable(self._uri, reason) from None
 
         return call
 

@@ -143,20 +143,37 @@ def trial_values(space: SearchSpace, record: TrialRecord) -> dict[str, Any]:
 # --- a sweep, found by name --------------------------------------------------------------------------
 
 
-def open_store(uri: str) -> Tracker:
-    """The store to read sweeps from: a sqlite file that is not there is one line, not a new store."""
+def store_there(uri: str) -> None:
+    """A sqlite store to read sweeps from that is not there is one line, not a new store."""
     db = local_store(uri)
     if db is not None and not db.is_file():
         raise ConfigError(f"no MLflow store at {db}: pass --tracking-uri (the store the sweeps used)")
+
+
+def open_store(uri: str) -> Tracker:
+    """The store to read sweeps from (`store_there`)."""
+    store_there(uri)
     return Tracker(uri)
 
 
-def is_sweep(run: Any) -> bool:
-    """A sweep's parent run: a sweep of its own, a replicated search, or one of its replicates."""
-    tags = run.data.tags
+def is_sweep_tags(tags: Mapping[str, str]) -> bool:
+    """A sweep's parent run, by its tags: a sweep of its own, a replicated search, or one of its
+    replicates."""
     if tags.get(KIND_TAG) == REPLICATE_KIND:
         return True
     return KIND_TAG not in tags and PARENT_RUN_TAG not in tags
+
+
+def is_sweep(run: Any) -> bool:
+    """A sweep's parent run (an MLflow Run): `is_sweep_tags`."""
+    return is_sweep_tags(run.data.tags)
+
+
+def no_sweep_error(name: str, uri: str, known: Iterable[str]) -> ConfigError:
+    """No sweep `name` in store `uri`: one line naming the sweeps it holds (`known`)."""
+    names = sorted(set(known))
+    hint = f" (sweeps there: {', '.join(names)})" if names else " (it holds no sweep)"
+    return ConfigError(f"no sweep named {name} in {uri}{hint}")
 
 
 def find_parent(tracker: Tracker, name: str) -> Any:
@@ -164,15 +181,10 @@ def find_parent(tracker: Tracker, name: str) -> Any:
     ids = tracker.experiment_ids()
     runs = [r for r in tracker.search_runs(ids, f"tags.`{SWEEP_TAG}` = '{name}'") if is_sweep(r)]
     if not runs:
-        known = sorted(
-            {
-                r.data.tags[SWEEP_TAG]
-                for r in tracker.search_runs(ids, f"tags.`{SWEEP_TAG}` != ''")
-                if PARENT_RUN_TAG not in r.data.tags
-            }
+        every = tracker.search_runs(ids, f"tags.`{SWEEP_TAG}` != ''")
+        raise no_sweep_error(
+            name, tracker.uri, (r.data.tags[SWEEP_TAG] for r in every if PARENT_RUN_TAG not in r.data.tags)
         )
-        hint = f" (sweeps there: {', '.join(known)})" if known else " (it holds no sweep)"
-        raise ConfigError(f"no sweep named {name} in {tracker.uri}{hint}")
     return runs[0]
 
 

@@ -2,12 +2,11 @@
 of each trial only what the state needs (status, times, failure, a few last metric values).
 
 `status` must answer in well under a second on a sweep of 1,000 trials, while it runs and long
-after, from any machine that reaches the store. Reading every trial's whole run (Tracker.child_runs,
-every param, tag and metric: about 3 s of CPU for 1,000 trials in MLflow's sqlalchemy store) is
-too slow for that, so on a database store (sqlite, PostgreSQL) the trials' rows are read with
-three narrow queries on MLflow's own tables (`_sql_rows`: tens of milliseconds); on a tracking
-server, or if those tables ever change shape, through MLflow's search (`_searched_rows`, the same
-rows). tests/unit/tracking/test_sweep_state.py checks that both give the same rows.
+after, from any machine that reaches the store. Importing MLflow and opening its store alone take
+seconds, so the state is computed from `SweepRecords`, a narrow read of the records with two
+implementations: `MlflowRecords` (through the Tracker: MLflow's own search, the reference) and
+tracking/reader.py (MLflow's tables or its REST API read without importing MLflow, what `status`
+and `list` use). tests/unit/tracking/test_reader.py checks that both give the same state.
 """
 
 from __future__ import annotations
@@ -16,21 +15,24 @@ import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from asha_tune.environ import scoped_environ
 from asha_tune.errors import ConfigError
 from asha_tune.spaces import SearchSpace
 from asha_tune.tracking.client import PARENT_RUN_TAG, Tracker
-from asha_tune.tracking.records import find_parent, is_sweep, recorded_space, replicate_parents
+from asha_tune.tracking.records import is_sweep_tags, no_sweep_error
 from asha_tune.tracking.tags import (
     DURATION_TAG,
     FAILURE_TAG,
     GPU_UTILIZATION_METRIC,
     KIND_TAG,
     REHEARSAL_TAG,
+    REPLICATE_KIND,
     REPLICATE_OF_TAG,
+    REPLICATE_TAG,
     REPLICATES_TAG,
+    SPACE_ARTIFACT,
     STARTED_AT_TAG,
     STATUS_TAG,
     SWEEP_TAG,
@@ -119,7 +121,48 @@ def metrics_read(metric: str) -> list[str]:
     return [metric, se_key(metric), GPU_UTILIZATION_METRIC]
 
 
-# --- the trials' rows ----------------------------------------------------------------------------
+# --- the records read -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A sweep's parent run, whole: what MLflow's Run holds that a state reads."""
+
+    run_id: str
+    experiment_id: str
+    name: str | None
+    start_ms: int
+    end_ms: int | None
+    tags: Mapping[str, str]
+    params: Mapping[str, str]
+    metrics: Mapping[str, float]  # the last value of each
+
+
+class SweepRecords(Protocol):
+    """What a sweep's state is read from: its parent runs whole, its trials narrowly."""
+
+    uri: str
+
+    def sweep_runs(self, name: str | None = None) -> list[RunRecord]:
+        """Every run tagged with a sweep's name (that name, if given), in active experiments."""
+        ...
+
+    def nested_runs(self, experiment_id: str, parent_run_id: str, kind: str) -> list[RunRecord]:
+        """The runs nested under `parent_run_id` whose KIND_TAG is `kind`."""
+        ...
+
+    def trial_rows(self, experiment_id: str, parent_run_id: str, metrics: list[str]) -> list[TrialRow]:
+        """The runs nested under `parent_run_id` that are trials (no KIND_TAG), in any order."""
+        ...
+
+    def load_dict(self, run: RunRecord, artifact_file: str) -> Any:
+        """A JSON artifact of a run, or None if it has none."""
+        ...
+
+
+def newest_first(runs: list[RunRecord]) -> list[RunRecord]:
+    """MLflow's search order: the latest started first, then by run id."""
+    return sorted(runs, key=lambda r: (-r.start_ms, r.run_id))
 
 
 def _number(text: str | None) -> float | None:
@@ -129,9 +172,13 @@ def _number(text: str | None) -> float | None:
         return None
 
 
-def _row(
+def trial_row(
     run_id: str, tags: Mapping[str, str], ended_ms: int | None, metrics: Mapping[str, float]
-) -> TrialRow:
+) -> TrialRow | None:
+    """A trial's row from its run's tags, end time and last metric values; None for a run nested
+    under a sweep that is no trial (a confirmation, tagged with its kind)."""
+    if KIND_TAG in tags:
+        return None
     number = tags.get(TRIAL_NUMBER_TAG, "")
     return TrialRow(
         number=int(number) if number.isdigit() else -1,
@@ -145,147 +192,127 @@ def _row(
     )
 
 
-def _sql_store(tracker: Tracker) -> Any | None:
-    """MLflow's sqlalchemy store behind the tracker, if it is one (not a tracking server)."""
-    try:
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+def run_record(run: Any) -> RunRecord:
+    """An MLflow Run as a RunRecord."""
+    return RunRecord(
+        run_id=run.info.run_id,
+        experiment_id=str(run.info.experiment_id),
+        name=run.info.run_name,
+        start_ms=int(run.info.start_time or 0),
+        end_ms=run.info.end_time or None,
+        tags=dict(run.data.tags),
+        params=dict(run.data.params),
+        metrics=dict(run.data.metrics),
+    )
 
-        store = tracker.client._tracking_client.store
-    except Exception:
-        return None
-    return store if isinstance(store, SqlAlchemyStore) else None
 
+class MlflowRecords:
+    """The records through MLflow's client (the Tracker): every search MLflow's own."""
 
-def _sql_rows(store: Any, parent_run_id: str, metrics: list[str]) -> list[TrialRow]:
-    """The trials' rows in three queries on MLflow's tables (runs, tags, latest_metrics): the
-    runs nested under the parent, not deleted. MLflow's own ORM models name the tables."""
-    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlRun, SqlTag
-    from sqlalchemy import select
+    def __init__(self, tracker: Tracker):
+        self.tracker, self.uri = tracker, tracker.uri
 
-    children: Any = select(SqlTag.run_uuid).where(SqlTag.key == PARENT_RUN_TAG, SqlTag.value == parent_run_id)
-    with store.ManagedSessionMaker() as session:
-        runs = session.execute(
-            select(SqlRun.run_uuid, SqlRun.end_time).where(
-                SqlRun.run_uuid.in_(children), SqlRun.lifecycle_stage == "active"
+    def sweep_runs(self, name: str | None = None) -> list[RunRecord]:
+        where = f"tags.`{SWEEP_TAG}` = '{name}'" if name is not None else f"tags.`{SWEEP_TAG}` != ''"
+        return [run_record(r) for r in self.tracker.search_runs(self.tracker.experiment_ids(), where)]
+
+    def nested_runs(self, experiment_id: str, parent_run_id: str, kind: str) -> list[RunRecord]:
+        return [
+            run_record(r) for r in self.tracker.child_runs(experiment_id, parent_run_id, {KIND_TAG: kind})
+        ]
+
+    def trial_rows(self, experiment_id: str, parent_run_id: str, metrics: list[str]) -> list[TrialRow]:
+        rows = (
+            trial_row(
+                run.info.run_id,
+                run.data.tags,
+                run.info.end_time,
+                {k: v for k, v in run.data.metrics.items() if k in metrics},
             )
-        ).all()
-        tags = session.execute(
-            select(SqlTag.run_uuid, SqlTag.key, SqlTag.value).where(
-                SqlTag.run_uuid.in_(children), SqlTag.key.in_(TRIAL_TAGS)
-            )
-        ).all()
-        values = session.execute(
-            select(SqlLatestMetric.run_uuid, SqlLatestMetric.key, SqlLatestMetric.value).where(
-                SqlLatestMetric.run_uuid.in_(children), SqlLatestMetric.key.in_(metrics)
-            )
-        ).all()
-    tags_of: dict[str, dict[str, str]] = {}
-    for run_id, key, value in tags:
-        tags_of.setdefault(run_id, {})[key] = value
-    metrics_of: dict[str, dict[str, float]] = {}
-    for run_id, key, value in values:
-        metrics_of.setdefault(run_id, {})[key] = float(value)
-    return [
-        _row(run_id, tags_of.get(run_id, {}), ended, metrics_of.get(run_id, {}))
-        for run_id, ended in runs
-        if KIND_TAG not in tags_of.get(run_id, {})  # a nested confirmation is no trial
-    ]
-
-
-def _searched_rows(
-    tracker: Tracker, experiment_id: str, parent_run_id: str, metrics: list[str]
-) -> list[TrialRow]:
-    """The same rows through MLflow's search (a tracking server): every page of child runs."""
-    return [
-        _row(
-            run.info.run_id,
-            run.data.tags,
-            run.info.end_time,
-            {k: v for k, v in run.data.metrics.items() if k in metrics},
+            for run in self.tracker.child_runs(experiment_id, parent_run_id)
         )
-        for run in tracker.child_runs(experiment_id, parent_run_id)
-        if KIND_TAG not in run.data.tags
-    ]
+        return [row for row in rows if row is not None]
 
-
-def trial_rows(
-    tracker: Tracker, experiment_id: str, parent_run_id: str, metrics: list[str], fast: bool = True
-) -> list[TrialRow]:
-    """A sweep's trials, by number (`fast` False: always through MLflow's search)."""
-    store = _sql_store(tracker) if fast else None
-    rows = None
-    if store is not None:
-        try:
-            rows = _sql_rows(store, parent_run_id, metrics)
-        except Exception:  # MLflow's tables changed shape: its search still works
-            rows = None
-    if rows is None:
-        rows = _searched_rows(tracker, experiment_id, parent_run_id, metrics)
-    return sorted(rows, key=lambda r: (r.number, r.run_id))
+    def load_dict(self, run: RunRecord, artifact_file: str) -> Any:
+        return self.tracker.load_dict(run.run_id, artifact_file)
 
 
 # --- a sweep -------------------------------------------------------------------------------------
 
 
-def num_trials(tracker: Tracker, parent: Any) -> int | None:
+def num_trials(records: SweepRecords, parent: RunRecord) -> int | None:
     """The trials a sweep's space asks for: its recorded space (space.json), else the param
     `launch` logged."""
-    tree = recorded_space(tracker, parent.info.run_id)
-    if tree is not None:
+    tree = records.load_dict(parent, SPACE_ARTIFACT)
+    if isinstance(tree, dict):
         try:
             return SearchSpace.model_validate(tree).num_trials
         except Exception:  # a space recorded by an older asha-tune that this one no longer reads
             pass
-    value = parent.data.params.get("search.num_trials", "")
+    value = parent.params.get("search.num_trials", "")
     return int(value) if value.isdigit() else None
 
 
-def state_of(tracker: Tracker, parent: Any, with_trials: bool = True) -> SweepState:
-    """A sweep's state from its parent run (an MLflow Run); a replicated search's with its
-    replicates'. Without `with_trials`, only the parent run's own record."""
-    tags, params = dict(parent.data.tags), dict(parent.data.params)
-    run_id, experiment_id = parent.info.run_id, parent.info.experiment_id
+def replicates_of(records: SweepRecords, parent: RunRecord) -> list[RunRecord]:
+    """The replicates' parent runs of a replicated search, by number (records.replicate_parents)."""
+    nested = records.nested_runs(parent.experiment_id, parent.run_id, REPLICATE_KIND)
+    return sorted(newest_first(nested), key=lambda r: int(r.tags.get(REPLICATE_TAG, 0)))
+
+
+def state_of(records: SweepRecords, parent: RunRecord, with_trials: bool = True) -> SweepState:
+    """A sweep's state from its parent run; a replicated search's with its replicates'. Without
+    `with_trials`, only the parent run's own record."""
+    tags, params = dict(parent.tags), dict(parent.params)
     trials: list[TrialRow] = []
     replicates: list[SweepState] = []
     if with_trials and REPLICATES_TAG in tags:
-        replicates = [state_of(tracker, r) for r in replicate_parents(tracker, parent)]
+        replicates = [state_of(records, r) for r in replicates_of(records, parent)]
     elif with_trials:
         metric = params.get("scheduler.metric", VAL_ACC)
-        trials = trial_rows(tracker, experiment_id, run_id, metrics_read(metric))
+        rows = records.trial_rows(parent.experiment_id, parent.run_id, metrics_read(metric))
+        trials = sorted(rows, key=lambda r: (r.number, r.run_id))
     return SweepState(
-        name=tags.get(SWEEP_TAG, parent.info.run_name or run_id),
-        run_id=run_id,
-        experiment_id=experiment_id,
-        started_ms=int(parent.info.start_time or 0),
-        ended_ms=parent.info.end_time or None,
+        name=tags.get(SWEEP_TAG, parent.name or parent.run_id),
+        run_id=parent.run_id,
+        experiment_id=parent.experiment_id,
+        started_ms=parent.start_ms,
+        ended_ms=parent.end_ms,
         tags=tags,
         params=params,
-        num_trials=num_trials(tracker, parent) if with_trials else None,
-        metrics=dict(parent.data.metrics),
+        num_trials=num_trials(records, parent) if with_trials else None,
+        metrics=dict(parent.metrics),
         trials=trials,
         replicates=replicates,
     )
 
 
-def sweep_state(tracker: Tracker, name: str) -> SweepState:
+def find_sweep(records: SweepRecords, name: str) -> RunRecord:
+    """Sweep `name`'s parent run, or one line naming the sweeps the store holds (records.find_parent)."""
+    runs = [r for r in newest_first(records.sweep_runs(name)) if is_sweep_tags(r.tags)]
+    if not runs:
+        known = [r.tags[SWEEP_TAG] for r in records.sweep_runs() if PARENT_RUN_TAG not in r.tags]
+        raise no_sweep_error(name, records.uri, known)
+    return runs[0]
+
+
+def sweep_state(records: SweepRecords, name: str) -> SweepState:
     """Sweep `name`'s state, or one line naming the sweeps the store holds."""
-    return state_of(tracker, find_parent(tracker, name))
+    return state_of(records, find_sweep(records, name))
 
 
-def top_sweeps(tracker: Tracker) -> list[Any]:
+def top_sweeps(records: SweepRecords) -> list[RunRecord]:
     """Every sweep of the store that is not a replicate of another (those are listed with
     their search), newest first: their parent runs."""
-    runs = tracker.search_runs(tracker.experiment_ids(), f"tags.`{SWEEP_TAG}` != ''")
-    top = [r for r in runs if is_sweep(r) and REPLICATE_OF_TAG not in r.data.tags]
-    return sorted(top, key=lambda r: -(r.info.start_time or 0))
+    runs = newest_first(records.sweep_runs())
+    return [r for r in runs if is_sweep_tags(r.tags) and REPLICATE_OF_TAG not in r.tags]
 
 
-def latest_sweep(tracker: Tracker) -> Any:
+def latest_sweep(records: SweepRecords) -> RunRecord:
     """The sweep launched last in the store (`asha-tune status` without a name)."""
-    top = top_sweeps(tracker)
+    top = top_sweeps(records)
     if not top:
         raise ConfigError(
-            f"no sweep in {tracker.uri}: launch one, or pass --tracking-uri (the store a sweep used)"
+            f"no sweep in {records.uri}: launch one, or pass --tracking-uri (the store a sweep used)"
         )
     return top[0]
 

@@ -1,18 +1,18 @@
 """A sweep's state read back from a real sqlite MLflow store: the narrow SQL read of its trials
-gives the rows MLflow's search gives, and only its trials."""
+(tracking/reader.py, without MLflow) gives the rows MLflow's search gives, and only its trials."""
 
 from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
 
 from asha_tune.tracking import Tracker
+from asha_tune.tracking.reader import SqlRecords, open_records
 from asha_tune.tracking.sweep_state import (
-    _sql_store,
+    MlflowRecords,
     latest_sweep,
     state_of,
     sweep_state,
     top_sweeps,
-    trial_rows,
 )
 from tests.helpers.mlflow import mlflow_store
 
@@ -57,15 +57,20 @@ def a_store(tmp_path):
         experiment,
         tags={"asha_tune.sweep": "b-r1", "asha_tune.kind": "replicate", "asha_tune.replicate_of": "b"},
     )
-    return Tracker(uri), experiment, aid, b.info.run_id
+    return uri, experiment, aid, b.info.run_id
+
+
+def trial_rows(records, experiment, parent, metrics):
+    return sorted(records.trial_rows(experiment, parent, metrics), key=lambda r: (r.number, r.run_id))
 
 
 def test_the_sql_read_gives_the_rows_mlflows_search_gives(tmp_path):
-    tracker, experiment, aid, _ = a_store(tmp_path)
+    uri, experiment, aid, _ = a_store(tmp_path)
     metrics = ["val_acc", "val_acc_se", "gpu_utilization_percent"]
-    assert _sql_store(tracker) is not None  # the narrow read is the one compared
-    fast = trial_rows(tracker, experiment, aid, metrics)
-    searched = trial_rows(tracker, experiment, aid, metrics, fast=False)
+    light = open_records(uri)
+    assert isinstance(light, SqlRecords)  # the narrow read is the one compared
+    fast = trial_rows(light, experiment, aid, metrics)
+    searched = trial_rows(MlflowRecords(Tracker(uri)), experiment, aid, metrics)
     assert fast == searched
     assert [(r.number, r.status) for r in fast] == [
         (0, "completed"),
@@ -83,8 +88,8 @@ def test_the_sql_read_gives_the_rows_mlflows_search_gives(tmp_path):
 
 
 def test_a_sweeps_state_counts_its_space_and_its_trials_only(tmp_path):
-    tracker, _, aid, _ = a_store(tmp_path)
-    state = sweep_state(tracker, "a")
+    uri, _, aid, _ = a_store(tmp_path)
+    state = sweep_state(open_records(uri), "a")
     assert state.run_id == aid
     assert state.status == "running"
     assert state.num_trials == 6
@@ -92,7 +97,8 @@ def test_a_sweeps_state_counts_its_space_and_its_trials_only(tmp_path):
 
 
 def test_sweeps_are_listed_newest_first_without_their_replicates(tmp_path):
-    tracker, _, aid, bid = a_store(tmp_path)
-    assert [r.info.run_id for r in top_sweeps(tracker)] == [bid, aid]
-    assert latest_sweep(tracker).info.run_id == bid
-    assert state_of(tracker, latest_sweep(tracker), with_trials=False).trials == []
+    uri, _, aid, bid = a_store(tmp_path)
+    for records in (open_records(uri), MlflowRecords(Tracker(uri))):
+        assert [r.run_id for r in top_sweeps(records)] == [bid, aid]
+        assert latest_sweep(records).run_id == bid
+        assert state_of(records, latest_sweep(records), with_trials=False).trials == []
