@@ -123,7 +123,11 @@ def job_client(dashboard: str) -> Iterator[Any]:
 
 def sweep_jobs(client: Any, name: str) -> list[Any]:
     """The jobs submitted for sweep `name` (`asha-tune-NAME-K`), oldest first."""
-    found = [j for j in client.list_jobs() if j.submission_id and submission_number(name, j.submission_id)]
+    found = [
+        j
+        for j in client.list_jobs()
+        if j.submission_id and submission_number(name, j.submission_id) is not None
+    ]
     return sorted(found, key=lambda j: submission_number(name, j.submission_id) or 0)
 
 
