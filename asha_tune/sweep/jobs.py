@@ -28,10 +28,10 @@ from asha_tune.errors import ConfigError
 DETACHED_ENV = "ASHA_TUNE_DETACHED"
 JOB_METADATA_KEY = "asha_tune_sweep"  # the job's metadata: which sweep it drives
 RUNNING_JOB = ("PENDING", "RUNNING")  # Ray's JobStatus values of a job that has not ended
-# Flags whose value the entrypoint sets itself (--space: the shipped file) or leaves out:
+# Flags whose value the entrypoint sets itself (--space: the shipped file; --name) or leaves out:
 # --address (the driver joins through $RAY_ADDRESS, which Ray sets for a job's driver: the laptop's
 # way to the head may not be the head's), --detach and --if-exists.
-_NOT_PASSED = ("--space", "--address", "--detach", "--if-exists", "--dry-run", "--restart")
+_NOT_PASSED = ("--space", "--name", "--address", "--detach", "--if-exists", "--dry-run", "--restart")
 # Flags naming a path the driver reads on the cluster, not on this machine.
 PATH_FLAGS = ("--results-dir", "--data-root", "--cache-dir")
 STORE_FLAGS = ("--tracking-uri", "--study-url")
