@@ -105,9 +105,10 @@ def launch_detached(request: detach.DetachRequest) -> detach.Submitted:
     return detach.submit(request)
 
 
-def driver_logs(detached: Detached, follow: bool = False) -> Iterator[str]:
-    """A detached driver's output, from its Ray job's logs (`follow`: until the job ends)."""
-    return detach.job_logs(detached, follow)
+def driver_logs(detached: Detached, name: str, follow: bool = False) -> Iterator[str]:
+    """Sweep `name`'s detached driver's output, from its latest Ray job's logs (`follow`: until
+    the job ends)."""
+    return detach.job_logs(detached, name, follow)
 
 
 def resume(settings: SweepSettings) -> SweepOutcome:

@@ -997,7 +997,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     detached = detached_of(args.name, args.tracking_uri, args.results_dir)
     from asha_tune.api import driver_logs
 
-    for chunk in driver_logs(detached, args.follow):
+    for chunk in driver_logs(detached, args.name, args.follow):
         sys.stdout.write(chunk)
         sys.stdout.flush()
     return 0

@@ -173,21 +173,22 @@ def submit(request: DetachRequest) -> Submitted:
     return Submitted(submission_id, dashboard, address, words, command)
 
 
-def job_logs(detached: Detached, follow: bool = False) -> Iterator[str]:
-    """The detached driver's output, from Ray's job logs: all of it so far, or (`follow`) as it
-    comes until the job ends."""
+def job_logs(detached: Detached, name: str, follow: bool = False) -> Iterator[str]:
+    """The output of sweep `name`'s detached driver, from Ray's job logs: of its latest job on the
+    recorded cluster (one resubmitted since the records were written is newer), all of it so far,
+    or (`follow`) as it comes until the job ends."""
     with job_client(detached.dashboard) as client:
-        try:
-            client.get_job_info(detached.submission_id)
-        except Exception as err:
+        jobs = sweep_jobs(client, name)
+        if not jobs:
             raise AshaTuneError(
-                f"the Ray cluster at {detached.dashboard} knows no job {detached.submission_id} "
-                f"({first_line(err)}): a new head keeps no earlier job's logs"
-            ) from None
+                f"the Ray cluster at {detached.dashboard} knows no job of sweep {name} (its driver was "
+                f"{detached.submission_id}): a new head keeps no earlier job's logs"
+            )
+        job = jobs[-1].submission_id
         if not follow:
-            yield client.get_job_logs(detached.submission_id)
+            yield client.get_job_logs(job)
             return
-        stream = client.tail_job_logs(detached.submission_id).__aiter__()
+        stream = client.tail_job_logs(job).__aiter__()
         loop = asyncio.new_event_loop()
         try:
             while True:

@@ -92,9 +92,12 @@ def test_a_detached_driver_is_followed_resubmitted_after_it_is_lost_and_finishes
     again = harness.cli(*command, timeout=120)  # the same command: the next driver continues it
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"as Ray job asha-tune-{name}-2" in again.stdout
-    finished, log = job_ended(harness, f"asha-tune-{name}-2")
+    followed = harness.cli("logs", name, *store, "--follow", timeout=900)  # until the job ends
+    assert followed.returncode == 0, followed.stderr
+    finished, log = job_ended(harness, f"asha-tune-{name}-2", timeout=60)
     assert finished == "SUCCEEDED", log[-4000:]
     assert "is gone: continuing it" in log
+    assert log.strip().splitlines()[-1] in followed.stdout  # the second driver's, to its last line
     assert_mlflow_and_optuna_agree(harness, name, name, trials=4, epochs=epochs)
     status = harness.cli("status", name, *store)
     assert f"sweep {name}: finished" in status.stdout, status.stdout + status.stderr
