@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 
 import pytest
 
 from tests.cluster.test_cluster import (  # noqa: F401  # harness: the module's cluster fixture
+    CLI,
     assert_mlflow_and_optuna_agree,
     harness,
     job_api,
@@ -39,6 +41,20 @@ def test_a_detached_driver_is_followed_resubmitted_after_it_is_lost_and_finishes
     command += ["--data-root", str(harness.pacs_root), *state.launch_flags(), "--detach"]
     store = ("--tracking-uri", state.tracking_uri)
 
+    # A machine with another token than the cluster's: refused in one line, nothing submitted.
+    wrong = subprocess.run(
+        [*CLI, *command],
+        env={**harness.env, "RAY_AUTH_TOKEN": "not-the-token"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=harness.directory,
+    )
+    print(f"launch --detach with a wrong token: {wrong.stderr}", flush=True)
+    assert wrong.returncode != 0
+    assert wrong.stderr.count("\n") == 1, wrong.stderr
+    assert "Ray token (from $RAY_AUTH_TOKEN)" in wrong.stderr
+
     started = time.time()
     done = harness.cli(*command, timeout=120)
     took = time.time() - started
@@ -46,7 +62,7 @@ def test_a_detached_driver_is_followed_resubmitted_after_it_is_lost_and_finishes
     assert f"as Ray job asha-tune-{name}-1" in done.stdout
     for follow in (f"asha-tune status {name}", f"asha-tune logs {name}", f"asha-tune stop {name}"):
         assert follow in done.stdout
-    print(f"launch --detach returned in {took:.1f} s", flush=True)
+    print(f"launch --detach returned in {took:.1f} s:\n{done.stdout}", flush=True)
     assert took < 60  # the laptop may close: it waits for no trial
     job = job_api(harness, f"/api/jobs/asha-tune-{name}-1")
     assert job["entrypoint"].startswith(f"asha-tune launch --space {space.name} --name {name} ")
@@ -85,6 +101,7 @@ def test_a_detached_driver_is_followed_resubmitted_after_it_is_lost_and_finishes
     assert lost == "FAILED"
     status = harness.cli("status", name, *store)
     assert status.returncode == 0, status.stderr
+    print(f"status after the driver was killed:\n{status.stdout}", flush=True)
     assert "recorded as running, but its driver is gone" in status.stdout
     assert f"Ray job asha-tune-{name}-1: FAILED; driver lost: resubmit with asha-tune launch" in status.stdout
     assert "--detach" in status.stdout.split("resubmit with", 1)[1].splitlines()[0]
