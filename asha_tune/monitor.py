@@ -21,7 +21,7 @@ from asha_tune import defaults
 from asha_tune.analysis.status import Driver, list_lines, status_lines, status_record
 from asha_tune.errors import AshaTuneError, ConfigError, first_line
 from asha_tune.sweep.control import POLL_S, driver_seen, request_stop
-from asha_tune.sweep.jobs import RUNNING_JOB, DashboardError, Detached, job_status
+from asha_tune.sweep.jobs import RUNNING_JOB, DashboardError, Detached, latest_job
 from asha_tune.sweep.settings import SweepSettings
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.records import open_store
@@ -137,11 +137,13 @@ def driver_of(state: SweepState) -> Driver | None:
 
 def detached_driver(detached: Detached, running: bool) -> Driver:
     """A detached driver, by its Ray job's state on the cluster's dashboard."""
-    job = f"Ray job {detached.submission_id}"
     try:
-        found = job_status(detached)
+        submission, found = latest_job(detached)
     except DashboardError as err:
-        return Driver(None, f"{job}: cannot tell ({err})", resubmit=detached.command)
+        return Driver(
+            None, f"Ray job {detached.submission_id}: cannot tell ({err})", resubmit=detached.command
+        )
+    job = f"Ray job {submission}"
     if found in RUNNING_JOB:
         return Driver(True, f"{job}: {found}", resubmit=detached.command)
     text = f"{job}: {found or 'unknown to the cluster (a new head?)'}"

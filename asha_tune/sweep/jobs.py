@@ -250,11 +250,22 @@ def refused_token(where: str) -> str:
     return f"the Ray cluster at {where} refused this machine's Ray token (from {source}): use the cluster's"
 
 
-def job_status(detached: Detached, timeout_s: float = 10) -> str | None:
-    """The job's state (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED), or None where the cluster
-    does not know it (a new head). Raises DashboardError where the dashboard cannot tell."""
-    found = dashboard_get(detached.dashboard, f"/api/jobs/{detached.submission_id}", timeout_s)
-    return str(found["status"]) if isinstance(found, dict) and "status" in found else None
+def latest_job(detached: Detached, timeout_s: float = 10) -> tuple[str, str | None]:
+    """The sweep's latest job on the recorded cluster (one resubmitted since the records were
+    written is newer than theirs) and its state (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED;
+    None where the cluster does not know it: a new head). Raises DashboardError where the
+    dashboard cannot tell."""
+    name = detached.submission_id.rpartition("-")[0].removeprefix("asha-tune-")
+    found = dashboard_get(detached.dashboard, "/api/jobs/", timeout_s) or []
+    states = {
+        str(job["submission_id"]): str(job.get("status"))
+        for job in found
+        if isinstance(job, dict) and submission_number(name, str(job.get("submission_id") or "")) is not None
+    }
+    if not states:
+        return detached.submission_id, None
+    latest = max(states, key=lambda i: submission_number(name, i) or 0)
+    return latest, states[latest]
 
 
 def words_text(words: Sequence[str]) -> str:

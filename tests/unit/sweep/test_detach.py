@@ -183,15 +183,15 @@ def test_a_detached_driver_knows_itself_from_its_jobs_environment(monkeypatch):
 
 
 class JobAPI(BaseHTTPRequestHandler):
-    """The head's job API, as far as `status` reads it: /api/jobs/ID."""
+    """The head's job API, as far as `status` reads it: /api/jobs/, the jobs and their states."""
 
     jobs: dict[str, str] = {}
     code = 200
 
     def do_GET(self):  # http.server's name
-        found = self.jobs.get(self.path.rsplit("/", 1)[-1])
-        code = self.code if found or self.code != 200 else 404
-        body = json.dumps({"status": found}).encode() if code == 200 else b"no"
+        code = self.code if self.path == "/api/jobs/" else 404
+        listed = [{"submission_id": i, "status": s} for i, s in self.jobs.items()]
+        body = json.dumps(listed).encode() if code == 200 else b"no"
         self.send_response(code)
         self.end_headers()
         self.wfile.write(body)
@@ -248,6 +248,13 @@ def test_a_lost_detached_driver_is_said_with_the_command_that_resubmits_it(tmp_p
     assert found.lines[-1] == f"  next: {COMMAND}"
     assert found.record["driver"]["alive"] is False
     assert found.record["commands"] == [COMMAND]
+
+
+def test_a_driver_resubmitted_since_the_records_were_written_is_the_one_status_shows(tmp_path, dashboard):
+    uri = detached_sweep(tmp_path, dashboard)  # the records name asha-tune-s-1
+    JobAPI.jobs = {"asha-tune-s-1": "FAILED", "asha-tune-s-2": "PENDING", "asha-tune-s-2-1": "FAILED"}
+    lines = status("s", uri, tmp_path).lines
+    assert lines[:2] == ["sweep s: running", "  driver: Ray job asha-tune-s-2: PENDING"]
 
 
 def test_an_interrupted_detached_sweep_offers_the_resubmit_command(tmp_path, dashboard):
