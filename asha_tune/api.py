@@ -26,6 +26,7 @@ What `resume` re-runs, by the state of each trial, sweep and replicate when the 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,16 +38,26 @@ from asha_tune.analysis.confirmation import (
     describe_confirmation,
 )
 from asha_tune.analysis.verdicts import describe_best
+from asha_tune.sweep import detach, replicated, single
 from asha_tune.sweep import extend as extension
-from asha_tune.sweep import replicated, single
 from asha_tune.sweep.confirm import run_confirmation
+from asha_tune.sweep.jobs import Detached
 from asha_tune.sweep.records import Reports, SearchReport, SweepOutcome
 from asha_tune.sweep.session import say
 from asha_tune.sweep.settings import SWEEP_FILE, SweepSettings, command_tail, continuing
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.records import Sweep, sweep_trials
 
-__all__ = ["REPORTS", "ConfirmOutcome", "confirm", "extend", "launch", "resume"]
+__all__ = [
+    "REPORTS",
+    "ConfirmOutcome",
+    "confirm",
+    "driver_logs",
+    "extend",
+    "launch",
+    "launch_detached",
+    "resume",
+]
 
 
 def best_text(outcome: SweepOutcome) -> str:
@@ -85,6 +96,19 @@ def launch(settings: SweepSettings, restart: bool = False, if_exists: str = "fai
     if settings.space.search.replicates > 1:
         return replicated.launch(settings, restart, REPORTS)
     return single.launch(settings, restart, REPORTS)
+
+
+def launch_detached(request: detach.DetachRequest) -> detach.Submitted:
+    """`launch --detach`: submit the sweep's driver to the cluster as a Ray job (its entrypoint
+    the same launch with `--if-exists resume`), and return at once; the same request after its
+    driver was lost submits the next one, which continues the sweep."""
+    return detach.submit(request)
+
+
+def driver_logs(detached: Detached, name: str, follow: bool = False) -> Iterator[str]:
+    """Sweep `name`'s detached driver's output, from its latest Ray job's logs (`follow`: until
+    the job ends)."""
+    return detach.job_logs(detached, name, follow)
 
 
 def resume(settings: SweepSettings) -> SweepOutcome:

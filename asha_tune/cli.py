@@ -337,7 +337,16 @@ def add_launch_parser(sub: argparse._SubParsersAction) -> None:
         help=f"database URL of the Optuna studies (default sqlite:///./{defaults.STUDY_DB})",
     )
     add_machine_flags(p)
-    p.set_defaults(handler=cmd_launch)
+    p.add_argument(
+        "--detach",
+        action="store_true",
+        help="run the driver on the cluster (--address) as a Ray job, and return at once, so this "
+        "machine may close: the job runs this launch with --if-exists resume, the space file sent "
+        "with it; needs --name and the stores and --results-dir as the cluster sees them (absolute). "
+        "asha-tune status NAME and logs NAME follow it; the same command again resubmits a driver "
+        "that was lost, and is refused while one runs",
+    )
+    p.set_defaults(handler=cmd_launch, launch_parser=p)
 
 
 def add_space_flags(p: argparse.ArgumentParser) -> None:
@@ -471,6 +480,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
     if args.replicates is not None:
         overrides.append(f"search.replicates={args.replicates}")
     space = load_space(args.space, overrides)
+    if args.detach and not args.dry_run:
+        return launch_detached(args)
     name = check_name(args.name) if args.name is not None else sweep_name(space)
     warm_start = check_name(args.warm_start, "--warm-start") if args.warm_start is not None else None
     if args.dry_run:
@@ -503,6 +514,54 @@ def cmd_launch(args: argparse.Namespace) -> int:
     from asha_tune.api import launch
 
     return sweep_exit(launch(settings, restart=args.restart, if_exists=args.if_exists))
+
+
+def given_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[Any]:
+    """The flags of a command as given (each that differs from its default), in the parser's order."""
+    from asha_tune.sweep.jobs import Flag
+
+    found = []
+    for action in parser._actions:
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        value = getattr(args, action.dest, None)
+        if not longs or action.dest == "help" or value is None or value == action.default:
+            continue
+        flag = longs[0]
+        if value is True:
+            found.append(Flag(flag))
+        elif isinstance(value, list):
+            found.append(Flag(flag, tuple(str(v) for v in value)))
+        else:
+            found.append(Flag(flag, (f"{value:g}" if isinstance(value, float) else str(value),)))
+    return found
+
+
+def launch_detached(args: argparse.Namespace) -> int:
+    """`launch --detach`: the driver submitted to the cluster as a Ray job; this process ends."""
+    from asha_tune.spaces.loading import find_space
+    from asha_tune.sweep.detach import DetachRequest
+    from asha_tune.sweep.settings import check_name
+
+    name = check_name(args.name) if args.name is not None else None
+    request = DetachRequest(
+        name=name,
+        space=args.space,
+        space_file=find_space(args.space).absolute(),
+        flags=given_flags(args.launch_parser, args),
+        address=args.address or os.environ.get("RAY_ADDRESS") or None,
+    )
+    from asha_tune.api import launch_detached as submit
+
+    done = submit(request)
+    store = f" --tracking-uri {args.tracking_uri}"
+    print(
+        f"sweep {name}: its driver runs on the Ray cluster at {done.address} as Ray job {done.submission_id}"
+    )
+    print(f"  dashboard {done.dashboard}; this machine may close")
+    print(f"  follow it: asha-tune status {name}{store} · asha-tune logs {name}{store} --follow")
+    print(f"  stop it: asha-tune stop {name}{store}")
+    print(f"  if its driver is lost, the same command submits another, which continues it: {done.command}")
+    return 0
 
 
 def add_resume_parser(sub: argparse._SubParsersAction) -> None:
@@ -917,6 +976,33 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_logs_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "logs",
+        help="a detached sweep's driver output (launch --detach), from its Ray job",
+        description="Print the output of a sweep's detached driver (launch --detach), read from its "
+        "Ray job's logs on the cluster; the job is found from the sweep's records.",
+    )
+    p.add_argument("name", help="the sweep")
+    add_store_flags(p)
+    p.add_argument(
+        "--follow", action="store_true", help="keep printing as the driver writes, until its job ends"
+    )
+    p.set_defaults(handler=cmd_logs)
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from asha_tune.monitor import detached_of
+
+    detached = detached_of(args.name, args.tracking_uri, args.results_dir)
+    from asha_tune.api import driver_logs
+
+    for chunk in driver_logs(detached, args.name, args.follow):
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
+    return 0
+
+
 # --- asha-tune cluster -----------------------------------------------------------------------
 
 
@@ -982,6 +1068,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_status_parser,
     add_list_parser,
     add_stop_parser,
+    add_logs_parser,
     add_spaces_parser,
     add_ui_parser,
     add_compare_parser,

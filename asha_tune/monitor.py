@@ -23,6 +23,7 @@ from asha_tune import defaults
 from asha_tune.analysis.status import Driver, list_lines, status_lines, status_record
 from asha_tune.errors import AshaTuneError, ConfigError, first_line
 from asha_tune.sweep.control import POLL_S, driver_seen, request_stop
+from asha_tune.sweep.jobs import RUNNING_JOB, DashboardError, Detached, latest_job
 from asha_tune.sweep.settings import SweepSettings
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.reader import open_records
@@ -41,6 +42,7 @@ from asha_tune.tracking.sweep_state import (
 from asha_tune.tracking.tags import (
     DRIVER_TAG,
     HEARTBEAT_TAG,
+    INTERRUPTED,
     RESULTS_DIR_TAG,
     RUNNING,
     STATUS_TAG,
@@ -125,8 +127,8 @@ def _find(records: SweepRecords, name: str, store: Store, results_dir: Path | No
 
 def driver_of(state: SweepState) -> Driver | None:
     """What the records say of a running sweep's driver (a replicated search's: its running
-    replicate's)."""
-    if state.status != RUNNING:
+    replicate's); of a detached one (launch --detach), running or interrupted: its Ray job's."""
+    if state.status not in (RUNNING, INTERRUPTED):
         return None
     driver = recorded_json(state.tags, DRIVER_TAG)
     beat = recorded_json(state.tags, HEARTBEAT_TAG)
@@ -134,8 +136,51 @@ def driver_of(state: SweepState) -> Driver | None:
         if replicate.status == RUNNING:
             driver = recorded_json(replicate.tags, DRIVER_TAG) or driver
             beat = recorded_json(replicate.tags, HEARTBEAT_TAG) or beat
+    detached = Detached.from_record((driver or {}).get("detached"))
+    if detached is not None:
+        return detached_driver(detached, state.status == RUNNING)
+    if state.status != RUNNING:
+        return None
     seen = driver_seen(driver, beat)
     return Driver(seen.alive, seen.text, certain=seen.by_pid)
+
+
+def detached_driver(detached: Detached, running: bool) -> Driver:
+    """A detached driver, by its Ray job's state on the cluster's dashboard."""
+    try:
+        submission, found = latest_job(detached)
+    except DashboardError as err:
+        return Driver(
+            None, f"Ray job {detached.submission_id}: cannot tell ({err})", resubmit=detached.command
+        )
+    job = f"Ray job {submission}"
+    if found in RUNNING_JOB:
+        return Driver(True, f"{job}: {found}", resubmit=detached.command)
+    text = f"{job}: {found or 'unknown to the cluster (a new head?)'}"
+    if running:
+        text += f"; driver lost: resubmit with {detached.command}"
+    return Driver(False, text, certain=True, resubmit=detached.command)
+
+
+class NotDetachedError(AshaTuneError):
+    """`asha-tune logs` of a sweep whose driver was not submitted as a Ray job."""
+
+
+def detached_of(name: str, tracking_uri: str | None = None, results_dir: Path | None = None) -> Detached:
+    """`asha-tune logs NAME`: the Ray job of the sweep's detached driver, from its records."""
+    store = store_of(name, tracking_uri, results_dir)
+    with reading(store):
+        state = _find(_tracker(store), name, store, results_dir)
+    records = [recorded_json(s.tags, DRIVER_TAG) for s in (state, *state.replicates)]
+    found = [d for d in (Detached.from_record((r or {}).get("detached")) for r in records) if d]
+    if found:
+        return found[-1]
+    last = next((r for r in reversed(records) if r), None)
+    where = f" (pid {last.get('pid')} on {last.get('host')})" if last else ""
+    raise NotDetachedError(
+        f"sweep {name} was not launched with --detach: its driver{where} printed to the terminal that "
+        f"ran it; asha-tune status {name}{store.flag} tells where it stands"
+    )
 
 
 def results_tail(state: SweepState) -> str:
@@ -195,9 +240,10 @@ def stop(
             raise NotRunningError(f"sweep {name} is not running ({how}): nothing to stop")
         driver = driver_of(state)
         if driver is not None and driver.alive is False and driver.certain:
+            again = driver.resubmit or f"asha-tune resume {name}{tail}"
             raise NotRunningError(
                 f"sweep {name} is recorded as running, but its driver is {driver.text}: nothing to stop; "
-                f"asha-tune resume {name}{tail} continues it"
+                f"{again} continues it"
             )
         request_stop(tracker, state.run_id)
         if wait_s <= 0:

@@ -43,6 +43,7 @@ class Driver:
     alive: bool | None  # None: cannot tell from here
     text: str
     certain: bool = False  # seen by its process on this machine, not by its heartbeat
+    resubmit: str | None = None  # a detached driver's (launch --detach): the command that submits it again
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,7 @@ def commands(state: SweepState, driver: Driver | None, tail: str, store: str) ->
     if state.status == RUNNING and (driver is None or driver.alive is not False):
         return [f"asha-tune status {name}{store}", f"asha-tune stop {name}{store}"]
     if state.status in (RUNNING, INTERRUPTED):
-        return [f"asha-tune resume {name}{tail}"]
+        return [driver.resubmit if driver and driver.resubmit else f"asha-tune resume {name}{tail}"]
     if state.status == FAILED:
         space = state.tags.get(SPACE_TAG, "SPACE")
         return [f"asha-tune launch --space {space} --name {name} --restart{tail}"]
@@ -288,7 +289,7 @@ def status_lines(
     kind = f"replicated search ({_replicates_text(state)})" if state.replicates else "sweep"
     rehearsal = " (a rehearsal: simulated trials)" if state.rehearsal else ""
     lines = [f"{kind} {state.name}: {state_text(state, driver)}{rehearsal}"]
-    if state.status == RUNNING and driver is not None:
+    if driver is not None:
         lines.append(f"  driver: {driver.text}")
     space = state.tags.get(SPACE_TAG, "?")
     algorithm, scheduler = state.params.get("search.algorithm", "?"), state.params.get("scheduler.kind", "?")

@@ -19,7 +19,7 @@ from asha_tune.cluster.postgres import create_databases, postgres_bin, postgres_
 from asha_tune.cluster.processes import Proc
 from asha_tune.cluster.ray_nodes import ray_nodes, start_node
 from asha_tune.cluster.state import HOST, STATE_FILE, ClusterError, ClusterState, Service, load
-from asha_tune.sweep.session import ray_token_file
+from asha_tune.sweep.jobs import ray_token_file
 from asha_tune.tracking.credentials import mlflow_credentials
 
 START_TIMEOUT_S = 240.0  # a loaded machine: MLflow's server takes a while to import

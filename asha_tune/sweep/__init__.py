@@ -17,6 +17,9 @@
 - trainable    the trial inside a Tune trial; checkpoints: which checkpoints a sweep writes and keeps
 - callbacks    MLflow child runs and the progress line, from the driver
 - ray_compat   every call into Ray's private API, behind one version-pinned test
+- detach       `launch --detach` and `logs`: the driver submitted as a Ray job (JobSubmissionClient);
+               jobs: what of it needs no Ray (submission ids, the entrypoint, the job's state),
+               which `asha-tune status` reads
 
 Which of single or replicated a command runs is asha_tune.api's, a facade above this room, which
 also tells a sweep's answer (analysis/) through `records.Reports`. The modules are layers

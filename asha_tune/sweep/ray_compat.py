@@ -204,6 +204,22 @@ def live_driver_jobs() -> set[str]:
     return {job["JobID"] for job in ray._private.state.jobs() if not job["IsDead"]}
 
 
+def dashboard_address(gcs_address: str, timeout_s: float = 10) -> str | None:
+    """The head's dashboard, host:port, as its GCS records it (the key `ray job submit --address
+    HOST:GCS_PORT` reads: ray.dashboard.utils.ray_address_to_api_server_url), asked once with a
+    time limit (Ray's own helper retries for 40 s; private: ray._raylet's standalone GCS client).
+    None when the GCS does not answer or has no dashboard."""
+    from ray._raylet import InnerGcsClient  # type: ignore[attr-defined]  # compiled
+
+    ms = int(timeout_s * 1000)
+    try:
+        client = InnerGcsClient.standalone(gcs_address, None, ms)
+        found = client.internal_kv_get(b"dashboard", namespace=b"dashboard", timeout=timeout_s)
+    except Exception:
+        return None
+    return found.decode() if found else None
+
+
 # --- the autoscaler's view ---------------------------------------------------------------------
 # Ray 2.60 has no public API that tells whether an autoscaler runs or what it will do with a
 # request: `ray.autoscaler.sdk` only sends requests (request_resources). The autoscaler's own

@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from asha_tune.display import count
 from asha_tune.environ import scoped_environ
 from asha_tune.errors import AshaTuneError, ConfigError, first_line
 from asha_tune.sweep import ray_compat
+from asha_tune.sweep.jobs import detached_here, ray_token_file, token_source
 from asha_tune.sweep.settings import SweepSettings
 
 # Tune's own lines that asha-tune replaces: tracebacks of failed trials (one line per trial is
@@ -97,12 +98,6 @@ def resolve_address(address: str | None) -> str | None:
 # --- the token ---------------------------------------------------------------------------------
 
 
-def ray_token_file() -> Path:
-    """Where Ray's clients and nodes look for the token: $RAY_AUTH_TOKEN_PATH or Ray's default,
-    ~/.ray/auth_token, with HOME read now (not when this module was imported)."""
-    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
-
-
 def ensure_ray_token() -> Path:
     """The token file, made once per user if missing (256 bits, as `ray get-auth-token --generate`),
     readable by its owner only. Local sweeps and `asha-tune cluster` share it, so `ray status` and a
@@ -118,10 +113,6 @@ def ensure_ray_token() -> Path:
 
 def ray_token() -> str:
     return os.environ.get("RAY_AUTH_TOKEN") or ensure_ray_token().read_text().strip()
-
-
-def _token_source() -> str:
-    return "$RAY_AUTH_TOKEN" if os.environ.get("RAY_AUTH_TOKEN") else str(ray_token_file())
 
 
 def auth_environ(address: str | None) -> dict[str, str]:
@@ -278,7 +269,7 @@ def _start(settings: SweepSettings, address: str | None, driver_log: Path | None
     token = None
     if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
         ray_compat.reload_token_auth()  # Ray reads the mode at import: it may have been imported
-        token = _token_source()
+        token = token_source()
     import ray
 
     context: Any
@@ -325,16 +316,22 @@ def driver_identity() -> dict[str, Any]:
     import ray
 
     context = ray.get_runtime_context()
-    return {
+    identity = {
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "ray_session": context.get_session_name(),
         "ray_job": context.get_job_id(),
     }
+    detached = detached_here()  # launch --detach: its submission, and the command that resubmits it
+    if detached is not None:
+        identity["detached"] = asdict(detached)
+    return identity
 
 
 def describe_driver(driver: dict[str, Any]) -> str:
-    return f"Ray job {driver.get('ray_job')}, pid {driver.get('pid')} on {driver.get('host')}"
+    submitted = (driver.get("detached") or {}).get("submission_id")
+    job = f"Ray job {driver.get('ray_job')}" + (f" (submission {submitted})" if submitted else "")
+    return f"{job}, pid {driver.get('pid')} on {driver.get('host')}"
 
 
 def _asha_process(pid: int) -> bool:

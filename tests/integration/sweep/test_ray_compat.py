@@ -135,6 +135,13 @@ def test_a_loopback_node_starts_reports_and_its_dashboard_lists_it(tmp_path):
         assert [(n["node_id"], n["state"]) for n in nodes] == [(info["node_id"], "ALIVE")]
         assert nodes[0]["resources"]["CPU"] == 1
         assert ray_compat.dashboard_nodes(url, "wrong-token") == []  # the token is checked
+        # The dashboard's address, from the GCS (launch --detach); a wrong token gets none.
+        ask = f"from asha_tune.sweep import ray_compat; print(ray_compat.dashboard_address('127.0.0.1:{ports[0]}'))"
+        for extra, said in (({}, f"127.0.0.1:{ports[1]}"), ({"RAY_AUTH_TOKEN": "b" * 64}, "None")):
+            asked = subprocess.run(
+                [sys.executable, "-c", ask], env={**env, **extra}, capture_output=True, text=True, timeout=120
+            )
+            assert asked.stdout.strip() == said, asked.stdout + asked.stderr[-2000:]
         raylets = subprocess.run(
             ["pgrep", "-s", str(node.pid), "-f", "raylet"], capture_output=True, text=True
         )
