@@ -170,7 +170,7 @@ def detached_of(name: str, tracking_uri: str | None = None, results_dir: Path | 
     """`asha-tune logs NAME`: the Ray job of the sweep's detached driver, from its records."""
     store = store_of(name, tracking_uri, results_dir)
     with reading(store):
-        state = _find(_tracker(store), name, store, results_dir)
+        state = _find(_records(store), name, store, results_dir)
     records = [recorded_json(s.tags, DRIVER_TAG) for s in (state, *state.replicates)]
     found = [d for d in (Detached.from_record((r or {}).get("detached")) for r in records) if d]
     if found:
