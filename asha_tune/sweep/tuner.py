@@ -96,7 +96,7 @@ def _callbacks(settings: SweepSettings, experiment_id: str, records: str) -> lis
     s, epochs = space.scheduler, space.train.epochs
     # Tune knows the trials since the last extension only (extend.py moves its earlier snapshot
     # aside): the progress line counts those against the trials that extension added.
-    earlier = settings.extensions[-1].first_trial if settings.extensions else 0
+    total = settings.extensions[-1].trials if settings.extensions else space.num_trials
     return [
         TrackingCallback(
             settings.tracking_uri,
@@ -108,7 +108,7 @@ def _callbacks(settings: SweepSettings, experiment_id: str, records: str) -> lis
             records=records,
             extensions=settings.extensions,
         ),
-        ProgressCallback(s.metric, s.mode, space.num_trials - earlier, epochs),
+        ProgressCallback(s.metric, s.mode, total, epochs),
         CheckpointCleanup(s.metric, s.mode, epochs, records=records),
         SpaceGuard(str(settings.sweep_dir)),
         CSVLoggerCallback(),

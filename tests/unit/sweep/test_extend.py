@@ -314,3 +314,7 @@ def test_the_progress_line_of_an_extension_counts_the_trials_it_added(tmp_path):
     )
     (progress,) = [c for c in _callbacks(extended, "0", "w") if isinstance(c, ProgressCallback)]
     assert progress.num_trials == 3
+    # A warm start's trials come first in the study: the extension's first number moves, not its count.
+    warm = extended.model_copy(update={"extensions": [Extension(trials=3, first_trial=space.num_trials + 2)]})
+    (progress,) = [c for c in _callbacks(warm, "0", "w") if isinstance(c, ProgressCallback)]
+    assert progress.num_trials == 3
