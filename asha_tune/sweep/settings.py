@@ -39,7 +39,8 @@ class Rehearsal(BaseModel):
 
 class Extension(BaseModel):
     """One `asha-tune extend NAME --trials N` (sweep/extend.py): the trials it added to the study,
-    numbered from `first_trial` on (the study's size when it was extended)."""
+    numbered from `first_trial` on (past every trial in the study, and past those the sweep had
+    still to ask, when it was extended)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     trials: int = Field(ge=1)
