@@ -179,3 +179,90 @@ def test_stop_a_replicated_search_by_its_name_stops_the_running_replicate(tmp_pa
     assert lines[0] == "replicated search (2 replicates, 1 launched) rs: interrupted", status.stdout
     assert "rs.r0: interrupted" in status.stdout
     assert lines[-1] == "  next: asha-tune resume rs"
+
+
+# The driver, with one callback put first: at the sweep's first trial checkpoint it writes a
+# marker, then holds the driver inside Tune's checkpoint handling (before the cleanup of older
+# checkpoints) until the stop's SIGINT has arrived there (Tune's handler, once run, puts back the
+# one it replaced), at most 120 s.
+MID_CHECKPOINT_DRIVER = """
+import signal, sys, time
+from pathlib import Path
+from ray.tune import Callback
+from asha_tune.sweep import tuner
+
+class HoldAtCheckpoint(Callback):
+    held = False
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        if self.held:
+            return
+        self.held = True
+        handler = signal.getsignal(signal.SIGINT)
+        Path(sys.argv[1]).write_text(str(trial.config["trial_number"]))
+        deadline = time.monotonic() + 120
+        while signal.getsignal(signal.SIGINT) is handler and time.monotonic() < deadline:
+            time.sleep(0.1)
+        Path(sys.argv[1] + ".signalled").write_text(str(signal.getsignal(signal.SIGINT) is not handler))
+
+original = tuner._callbacks
+tuner._callbacks = lambda *args, **kwargs: [HoldAtCheckpoint(), *original(*args, **kwargs)]
+from asha_tune.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_stop_while_the_driver_handles_a_checkpoint_loses_nothing_and_resumes(
+    tmp_path, pacs_root, shared_cache
+):
+    path = space_file(
+        tmp_path,
+        "held",
+        train={"epochs": 6, "batch_size": 16, "weights": "none"},  # checkpoints at epochs 2, 4, 6
+        shaping={"mode": "random", "convs": [1]},
+        search={"algorithm": "random", "num_trials": 2, "max_concurrent": 1, "seed": 0},
+        scheduler={"kind": "fifo"},
+        resources={"cpu": 1},
+        parameters={"shaping.p0": {"type": "float", "low": 0.1, "high": 0.8}},
+    )
+    env = quiet_env(ASHA_TUNE_CACHE_DIR=str(shared_cache), RAY_AUTH_TOKEN_PATH=str(tmp_path / "token"))
+    script, marker = tmp_path / "driver.py", tmp_path / "at-checkpoint"
+    script.write_text(MID_CHECKPOINT_DRIVER)
+    log = tmp_path / "launch.log"
+    with open(log, "w") as out:
+        driver = subprocess.Popen(
+            [sys.executable, str(script), str(marker), "launch", "--space", str(path), "--name", "held"]
+            + ["--num-cpus", "2", "--data-root", str(pacs_root)],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(marker.is_file, 300, "the driver at its first checkpoint")
+        stopped = subprocess.run(
+            [*CLI, "stop", "held"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert stopped.returncode == 0, stopped.stderr
+        assert driver.wait(timeout=180) == 130
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert (tmp_path / "at-checkpoint.signalled").read_text() == "True"  # it came mid-checkpoint
+    assert "Traceback" not in log.read_text()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("held").experiment_id
+    assert all(r.info.status != "RUNNING" for r in client.search_runs([experiment]))
+
+    done = subprocess.run(
+        [*CLI, "resume", "held"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert sorted(t.state.name for t in study_trials(tmp_path, "held")) == ["COMPLETE"] * 2
+    children = [r for r in client.search_runs([experiment]) if "mlflow.parentRunId" in r.data.tags]
+    assert sorted(r.data.tags["asha_tune.trial_number"] for r in children) == ["0", "1"]
+    for run in children:  # every epoch once, the held trial's too
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]
+        assert steps == [1, 2, 3, 4, 5, 6], (run.data.tags["asha_tune.trial_number"], steps)
+    # The held trial went on from its checkpoint in its own Tune trial.
+    assert len(list((tmp_path / "asha-tune-results" / "held").glob("train_trial_*trial_number=0,*"))) == 1
