@@ -12,6 +12,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,6 +63,22 @@ def wait_for(predicate, timeout: float, what: str, poll: float = 0.2):
             return value
         time.sleep(poll)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@contextmanager
+def driver_process(command: list[str], cwd: Path, env: dict, log: Path) -> Iterator[subprocess.Popen]:
+    """A driver started as from a terminal of its own (a session of its own, its output in
+    `log`), killed if the test leaves it running."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def _socket_inodes(pid: int) -> set[int]:

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from asha_tune.api import extend, launch
 from asha_tune.sweep.settings import SWEEP_FILE, SweepSettings
 from asha_tune.tracking.tags import EXTENSION_TAG, EXTENSIONS_TAG, STATUS_TAG, TRIAL_NUMBER_TAG
-from tests.helpers.processes import kill_tagged, wait_for
+from tests.helpers.processes import driver_process, kill_tagged, wait_for
 from tests.helpers.sweeps import mlflow_children, quiet_env, settings_for, space_file, study_trials
 
 CLI = [sys.executable, "-m", "asha_tune.cli"]
@@ -184,22 +184,15 @@ def test_extending_an_interrupted_sweep_finishes_its_own_trials_once_then_the_ne
     env = quiet_env(ASHA_TUNE_CACHE_DIR=str(shared_cache), RAY_AUTH_TOKEN_PATH=str(tmp_path / "token"))
     log = tmp_path / "launch.log"
     launch_cmd = [*CLI, "launch", "--space", str(path), "--name", "int", "--num-cpus", "2"]
-    with open(log, "w") as out:
-        driver = subprocess.Popen(
-            [*launch_cmd, "--results-dir", str(tmp_path / "results"), "--data-root", str(pacs_root)],
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
+    with driver_process(
+        [*launch_cmd, "--results-dir", str(tmp_path / "results"), "--data-root", str(pacs_root)],
+        tmp_path,
+        env,
+        log,
+    ) as driver:
         wait_for(lambda: "best epoch so far" in log.read_text(), 300, "a first epoch")
         driver.send_signal(signal.SIGINT)
         assert driver.wait(timeout=180) == 130
-    finally:
-        if driver.poll() is None:
-            driver.kill()
     assert [t.state for t in study_trials(tmp_path, "int")] == [TrialState.WAITING]  # parked
 
     saved = SweepSettings.load("int", tmp_path / "results").model_copy(update={"num_cpus": 2})

@@ -12,7 +12,7 @@ import sys
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from tests.helpers.processes import wait_for
+from tests.helpers.processes import driver_process, wait_for
 from tests.helpers.sweeps import quiet_env, space_file, study_trials
 
 CLI = [sys.executable, "-m", "asha_tune.cli"]
@@ -37,27 +37,23 @@ def test_status_list_and_stop_a_running_sweep_from_another_terminal(tmp_path, pa
         )
 
     log = tmp_path / "launch.log"
-    with open(log, "w") as out:
-        driver = subprocess.Popen(
-            CLI
-            + [
-                "launch",
-                "--space",
-                str(path),
-                "--name",
-                "lc",
-                "--num-cpus",
-                "2",
-                "--data-root",
-                str(pacs_root),
-            ],
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
+    with driver_process(
+        CLI
+        + [
+            "launch",
+            "--space",
+            str(path),
+            "--name",
+            "lc",
+            "--num-cpus",
+            "2",
+            "--data-root",
+            str(pacs_root),
+        ],
+        tmp_path,
+        env,
+        log,
+    ) as driver:
         wait_for(lambda: "best epoch so far" in log.read_text(), 300, "a first epoch")
 
         # status, while it runs: found through sweep.json (no --tracking-uri), its driver by pid
@@ -88,9 +84,6 @@ def test_status_list_and_stop_a_running_sweep_from_another_terminal(tmp_path, pa
             "sweep lc stopped: its records are closed as interrupted; continue it with asha-tune resume lc"
         )
         assert driver.wait(timeout=180) == 130
-    finally:
-        if driver.poll() is None:
-            driver.kill()
     text = log.read_text()
     assert "asha-tune stop (from " in text
     assert "stopping the sweep as Ctrl-C does" in text
@@ -137,17 +130,13 @@ def test_stop_a_replicated_search_by_its_name_stops_the_running_replicate(tmp_pa
     )
     env = quiet_env(ASHA_TUNE_CACHE_DIR=str(shared_cache), RAY_AUTH_TOKEN_PATH=str(tmp_path / "token"))
     log = tmp_path / "launch.log"
-    with open(log, "w") as out:
-        driver = subprocess.Popen(
-            [*CLI, "launch", "--space", str(path), "--name", "rs", "--num-cpus", "2"]
-            + ["--data-root", str(pacs_root)],
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
+    with driver_process(
+        [*CLI, "launch", "--space", str(path), "--name", "rs", "--num-cpus", "2"]
+        + ["--data-root", str(pacs_root)],
+        tmp_path,
+        env,
+        log,
+    ) as driver:
         wait_for(lambda: "best epoch so far" in log.read_text(), 300, "a first epoch")
         stopped = subprocess.run(
             [*CLI, "stop", "rs"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
@@ -157,9 +146,6 @@ def test_stop_a_replicated_search_by_its_name_stops_the_running_replicate(tmp_pa
             "sweep rs stopped: its records are closed as interrupted; continue it with asha-tune resume rs"
         )
         assert driver.wait(timeout=180) == 130
-    finally:
-        if driver.poll() is None:
-            driver.kill()
     assert "Traceback" not in log.read_text()
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("reps").experiment_id])
@@ -228,26 +214,19 @@ def test_stop_while_the_driver_handles_a_checkpoint_loses_nothing_and_resumes(
     script, marker = tmp_path / "driver.py", tmp_path / "at-checkpoint"
     script.write_text(MID_CHECKPOINT_DRIVER)
     log = tmp_path / "launch.log"
-    with open(log, "w") as out:
-        driver = subprocess.Popen(
-            [sys.executable, str(script), str(marker), "launch", "--space", str(path), "--name", "held"]
-            + ["--num-cpus", "2", "--data-root", str(pacs_root)],
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
+    with driver_process(
+        [sys.executable, str(script), str(marker), "launch", "--space", str(path), "--name", "held"]
+        + ["--num-cpus", "2", "--data-root", str(pacs_root)],
+        tmp_path,
+        env,
+        log,
+    ) as driver:
         wait_for(marker.is_file, 300, "the driver at its first checkpoint")
         stopped = subprocess.run(
             [*CLI, "stop", "held"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
         )
         assert stopped.returncode == 0, stopped.stderr
         assert driver.wait(timeout=180) == 130
-    finally:
-        if driver.poll() is None:
-            driver.kill()
     assert (tmp_path / "at-checkpoint.signalled").read_text() == "True"  # it came mid-checkpoint
     assert "Traceback" not in log.read_text()
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")

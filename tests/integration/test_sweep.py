@@ -25,7 +25,7 @@ from asha_tune.tracking import Tracker
 from asha_tune.tracking.best import best_trial
 from asha_tune.tracking.records import sweep_trials
 from tests.helpers.mlflow import mlflow_store
-from tests.helpers.processes import kill_tagged, stop_group, tagged_processes, wait_for
+from tests.helpers.processes import driver_process, kill_tagged, stop_group, tagged_processes, wait_for
 from tests.helpers.sweeps import TINY, mlflow_children, quiet_env, settings_for, space_file, study_trials
 
 
@@ -650,23 +650,15 @@ def test_a_stopped_driver_leaves_nothing_running_and_resumes(
     env = quiet_env(ASHA_TUNE_CACHE_DIR=str(shared_cache), RAY_AUTH_TOKEN_PATH=str(tmp_path / "token"))
     cli = [sys.executable, "-m", "asha_tune.cli"]
     log = tmp_path / "launch.log"
-    with open(log, "w") as out:
-        driver = subprocess.Popen(
-            cli
-            + ["launch", "--space", str(path), "--name", "st", "--num-cpus", "2", "--data-root", str(link)],
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
+    with driver_process(
+        cli + ["launch", "--space", str(path), "--name", "st", "--num-cpus", "2", "--data-root", str(link)],
+        tmp_path,
+        env,
+        log,
+    ) as driver:
         wait_for(lambda: "best epoch so far" in log.read_text(), 300, "a first epoch")
         driver.send_signal(signum)  # the driver only, as `kill` or Ctrl-C would
         assert driver.wait(timeout=180) == 130
-    finally:
-        if driver.poll() is None:
-            driver.kill()
     text = log.read_text()
     assert "the sweep did not finish; continue it with: asha-tune resume st" in text
     for noise in (
