@@ -18,7 +18,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -37,22 +36,14 @@ from asha_tune.trial import augmentation, cache, decoding
 from asha_tune.trial.datasets import list_dataset
 from asha_tune.trial.model import build_model
 from asha_tune.trial.streaming import BatchStream, choose_path, images_bytes
-from benchmarks.probe import load_average, memory_kib
+from benchmarks.probe import cpu_model, load_average, memory_kib
 
 CLASSES = 10
 SOURCE_PX = 80  # the synthetic JPEGs' side
 
 
 def cpu_name() -> str:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return f"CPU {model} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    return f"CPU {cpu_model()} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
 def commit() -> str:

@@ -9,6 +9,7 @@ Linux /proc only.
 from __future__ import annotations
 
 import os
+import platform
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,14 @@ def machine_busy_s() -> tuple[float, float]:
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + fields[4]  # idle + iowait
     return (sum(fields) - idle) / TICK, sum(fields) / TICK
+
+
+def cpu_model() -> str:
+    """The CPU's model name, as every benchmark records it beside its figures."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
 
 
 def load_average() -> float:

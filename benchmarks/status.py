@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -24,20 +23,16 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.probe import cpu_model
+
 NAME = "thousand"
 COMMAND = "import sys; from asha_tune.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def cpu_name() -> str:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return f"CPU {model} ({os.cpu_count()} cores)"
+    return f"CPU {cpu_model()} ({os.cpu_count()} cores)"
 
 
 def load_average() -> str:

@@ -31,7 +31,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.probe import TAG_ENV, Probe
+from benchmarks.probe import TAG_ENV, Probe, cpu_model
 
 PROFILES: dict[str, dict[str, Any]] = {
     # Every trial runs its whole budget, at least 10 s of compute on a 2-core machine: the
@@ -452,7 +452,7 @@ def main() -> None:
     common = {"data_root": str(args.data_root.resolve()), "cache_dir": str(args.cache_dir.resolve())}
     report: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "cpu": cpu_name(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "variants": list(variants),
         "profiles": {},
@@ -492,13 +492,6 @@ def main() -> None:
             )
     args.out.write_text(json.dumps(report, indent=2))
     print(table(report))
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def table(r: dict) -> str:
