@@ -166,11 +166,9 @@ def extend(settings: SweepSettings, trials: int, reports: Reports = SILENT) -> S
     check_extendable(settings, trials)
     tracker = Tracker(settings.tracking_uri)
     search = settings.space.search.replicates > 1
-    if tracker.tags(settings.run_id).get(STATUS_TAG) in (INTERRUPTED, RUNNING):
-        runs = [(settings.run_id, settings.name)]
-        if search:
-            runs += [(s.run_id, s.name) for s in _launched(settings)]
-        check_driver(settings, tracker, runs)  # RUNNING from here on: its driver is gone
+    replicates = _launched(settings) if search else []
+    check_driver(settings, tracker, [(s.run_id, s.name) for s in (settings, *replicates)])
+    if tracker.tags(settings.run_id).get(STATUS_TAG) in (INTERRUPTED, RUNNING):  # RUNNING: its driver is gone
         say(
             f"{settings.name} is unfinished: resuming it first, then extending it by {count(trials, 'trial')}"
         )
@@ -180,7 +178,6 @@ def extend(settings: SweepSettings, trials: int, reports: Reports = SILENT) -> S
             return outcome
     if search:
         return _extend_search(settings, trials, tracker, reports)
-    check_driver(settings, tracker, [(settings.run_id, settings.name)])
     single.preflight(settings)  # refused before any record changes
     grown = prepare(settings, trials, tracker)
     first = grown.extensions[-1].first_trial
@@ -202,9 +199,7 @@ def _launched(settings: SweepSettings) -> list[SweepSettings]:
 
 def _extend_search(settings: SweepSettings, trials: int, tracker: Tracker, reports: Reports) -> SweepOutcome:
     """Every replicate launched so far grows by `trials`; those never launched get the grown space."""
-    launched = _launched(settings)
-    runs = [(settings.run_id, settings.name), *((s.run_id, s.name) for s in launched)]
-    check_driver(settings, tracker, runs)
+    launched = _launched(settings)  # read again: a resume before may have launched more
     single.preflight(settings)
     for saved in launched:
         prepare(saved, trials, tracker)
