@@ -154,9 +154,36 @@ def run_asha_tune(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return {"ended": len(outcome.trials), "finished": outcome.finished}
 
 
+def profiled_threads(folder: Path) -> Any:
+    """cProfile on each thread's own CPU time (`time.thread_time`): the main thread's profile and
+    every other Python thread's (the record writer, Tune's helpers), written to `folder` as
+    <thread name>.prof when it ends. Returns the main thread's profiler (stopped by the caller)."""
+    import cProfile
+    import threading
+
+    folder.mkdir(parents=True, exist_ok=True)
+    original = threading.Thread.run
+
+    def run(self: threading.Thread) -> None:
+        profile = cProfile.Profile(time.thread_time)
+        profile.enable()
+        try:
+            original(self)
+        finally:
+            profile.disable()
+            name = "".join(c if c.isalnum() else "-" for c in self.name)[:60]
+            profile.dump_stats(folder / f"thread-{name}-{threading.get_ident()}.prof")
+
+    threading.Thread.run = run  # type: ignore[method-assign]
+    main = cProfile.Profile(time.thread_time)
+    main.enable()
+    return main
+
+
 def run_arm(arm: str, args: argparse.Namespace) -> None:
     """The child process: run one arm, write its driver's figures to --result."""
     work = Path(args.work)
+    main_profile = profiled_threads(work / "profile") if args.profile else None
     os.environ["ASHA_TUNE_REHEARSAL_TIMINGS"] = str(work / "timings")
     (work / "timings").mkdir(parents=True, exist_ok=True)
     if arm == "C":
@@ -169,6 +196,9 @@ def run_arm(arm: str, args: argparse.Namespace) -> None:
     out = run_asha_tune(args, work) if arm == "C" else run_tune(arm, args, work)
     wall = time.time() - begin
     after = resource.getrusage(resource.RUSAGE_SELF)
+    if main_profile is not None:
+        main_profile.disable()
+        main_profile.dump_stats(work / "profile" / "main.prof")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     out.update(begin=begin, wall_s=wall, cpu_s=cpu, peak_rss_mib=after.ru_maxrss / 1024)
     Path(args.result).write_text(json.dumps(out))
@@ -309,6 +339,7 @@ def measure(arm: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     command += ["--trials", str(args.trials), "--at-once", str(args.at_once), "--epoch-s", str(args.epoch_s)]
     command += ["--epochs", str(args.epochs), "--sampler", args.sampler]
     command += ["--address", args.address] if args.address else []
+    command += ["--profile"] if args.profile else []
     load_before = load_average()
     done = subprocess.run(command, cwd=work, capture_output=True, text=True)
     if done.returncode != 0 or not result.is_file():
@@ -440,6 +471,11 @@ def main() -> int:
     p.add_argument("--kill-halfway", action="store_true")
     p.add_argument("--out", type=Path, help="also write the figures as JSON")
     p.add_argument("--keep", type=Path, help="keep every arm's files in this folder")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="cProfile each driver thread (with --keep: ARM-TRIALS-AT_ONCE/profile/*.prof)",
+    )
     p.add_argument("--run-arm", help=argparse.SUPPRESS)
     p.add_argument("--work", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
