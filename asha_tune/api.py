@@ -105,10 +105,16 @@ def launch_detached(request: detach.DetachRequest) -> detach.Submitted:
     return detach.submit(request)
 
 
-def driver_logs(detached: Detached, name: str, follow: bool = False) -> Iterator[str]:
+def driver_logs(
+    name: str, follow: bool = False, *, detached: Detached | None = None, address: str | None = None
+) -> Iterator[str]:
     """Sweep `name`'s detached driver's output, from its latest Ray job's logs (`follow`: until
-    the job ends)."""
-    return detach.job_logs(detached, name, follow)
+    the job ends): on the cluster its records name (`detached`), or on the one at `address`,
+    which needs no records (a driver that failed before it wrote any)."""
+    if address is not None:
+        return detach.job_logs(detach.dashboard_of(address), name, follow)
+    assert detached is not None
+    return detach.job_logs(detached.dashboard, name, follow, detached.submission_id)
 
 
 def resume(settings: SweepSettings) -> SweepOutcome:

@@ -558,7 +558,8 @@ def launch_detached(args: argparse.Namespace) -> int:
         f"sweep {name}: its driver runs on the Ray cluster at {done.address} as Ray job {done.submission_id}"
     )
     print(f"  dashboard {done.dashboard}; this machine may close")
-    print(f"  follow it: asha-tune status {name}{store} · asha-tune logs {name}{store} --follow")
+    logs = f"asha-tune logs {name} --address {done.address} --follow"  # needs no records yet
+    print(f"  follow it: asha-tune status {name}{store} · {logs}")
     print(f"  stop it: asha-tune stop {name}{store}")
     print(f"  if its driver is lost, the same command submits another, which continues it: {done.command}")
     return 0
@@ -981,10 +982,16 @@ def add_logs_parser(sub: argparse._SubParsersAction) -> None:
         "logs",
         help="a detached sweep's driver output (launch --detach), from its Ray job",
         description="Print the output of a sweep's detached driver (launch --detach), read from its "
-        "Ray job's logs on the cluster; the job is found from the sweep's records.",
+        "Ray job's logs on the cluster; the job is found from the sweep's records, or with --address "
+        "on that cluster (a driver that failed before it recorded anything).",
     )
     p.add_argument("name", help="the sweep")
     add_store_flags(p)
+    p.add_argument(
+        "--address",
+        help="read the sweep's latest job on this Ray cluster (HOST:PORT, or its dashboard's URL) "
+        "instead of finding it from the records",
+    )
     p.add_argument(
         "--follow", action="store_true", help="keep printing as the driver writes, until its job ends"
     )
@@ -992,12 +999,15 @@ def add_logs_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    from asha_tune.api import driver_logs
     from asha_tune.monitor import detached_of
 
-    detached = detached_of(args.name, args.tracking_uri, args.results_dir)
-    from asha_tune.api import driver_logs
-
-    for chunk in driver_logs(detached, args.name, args.follow):
+    if args.address:
+        chunks = driver_logs(args.name, args.follow, address=args.address)
+    else:
+        detached = detached_of(args.name, args.tracking_uri, args.results_dir)
+        chunks = driver_logs(args.name, args.follow, detached=detached)
+    for chunk in chunks:
         sys.stdout.write(chunk)
         sys.stdout.flush()
     return 0

@@ -170,7 +170,13 @@ def detached_of(name: str, tracking_uri: str | None = None, results_dir: Path | 
     """`asha-tune logs NAME`: the Ray job of the sweep's detached driver, from its records."""
     store = store_of(name, tracking_uri, results_dir)
     with reading(store):
-        state = _find(_records(store), name, store, results_dir)
+        try:
+            state = _find(_records(store), name, store, results_dir)
+        except ConfigError as err:
+            raise ConfigError(
+                f"{err}; a detached driver that failed before it recorded anything: "
+                f"asha-tune logs {name} --address HOST:PORT reads its job on that Ray cluster"
+            ) from None
     records = [recorded_json(s.tags, DRIVER_TAG) for s in (state, *state.replicates)]
     found = [d for d in (Detached.from_record((r or {}).get("detached")) for r in records) if d]
     if found:

@@ -173,16 +173,25 @@ def submit(request: DetachRequest) -> Submitted:
     return Submitted(submission_id, dashboard, address, words, command)
 
 
-def job_logs(detached: Detached, name: str, follow: bool = False) -> Iterator[str]:
+def dashboard_of(address: str) -> str:
+    """The dashboard of the cluster at `address`: HOST:PORT (its GCS, which says where its
+    dashboard is) or the dashboard's own http(s):// URL, as `ray job` takes it."""
+    if address.startswith(("http://", "https://")):
+        return address.rstrip("/")
+    return find_dashboard(resolve_address(address) or address)
+
+
+def job_logs(dashboard: str, name: str, follow: bool = False, recorded: str | None = None) -> Iterator[str]:
     """The output of sweep `name`'s detached driver, from Ray's job logs: of its latest job on the
-    recorded cluster (one resubmitted since the records were written is newer), all of it so far,
-    or (`follow`) as it comes until the job ends."""
-    with job_client(detached.dashboard) as client:
+    cluster (one resubmitted since the records were written is newer; `recorded`, the job the
+    records name, if any), all of it so far, or (`follow`) as it comes until the job ends."""
+    with job_client(dashboard) as client:
         jobs = sweep_jobs(client, name)
         if not jobs:
+            was = f" (its driver was {recorded})" if recorded else ""
             raise AshaTuneError(
-                f"the Ray cluster at {detached.dashboard} knows no job of sweep {name} (its driver was "
-                f"{detached.submission_id}): a new head keeps no earlier job's logs"
+                f"the Ray cluster at {dashboard} knows no job of sweep {name}{was}: "
+                "a new head keeps no earlier job's logs"
             )
         job = jobs[-1].submission_id
         if not follow:

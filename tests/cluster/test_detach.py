@@ -84,6 +84,10 @@ def test_a_detached_driver_is_followed_resubmitted_after_it_is_lost_and_finishes
     logs = harness.cli("logs", name, *store)
     assert logs.returncode == 0, logs.stderr
     assert "joined the Ray cluster at 127.0.0.1:" in logs.stdout  # the driver's own output
+    on_cluster = harness.cli("logs", name, "--address", state.ray_address)  # the records not read
+    assert on_cluster.returncode == 0, on_cluster.stderr
+    assert "joined the Ray cluster at 127.0.0.1:" in on_cluster.stdout
+    assert f"asha-tune logs {name} --address {state.ray_address} --follow" in done.stdout
 
     busy = harness.cli(*command, timeout=120)  # a second driver while one runs: refused
     assert busy.returncode != 0

@@ -308,7 +308,9 @@ def test_logs_of_a_sweep_not_detached_or_unknown_is_one_line(tmp_path, capsys):
         f"sweep s was not launched with --detach: its driver (pid 42 on laptop) printed to the terminal "
         f"that ran it; asha-tune status s --tracking-uri {uri} tells where it stands"
     )
-    for name, said in (("s", "was not launched with --detach"), ("nope", "nope")):
+    unknown = "no sweep named nope"
+    hint = "asha-tune logs nope --address HOST:PORT reads its job on that Ray cluster"
+    for name, said in (("s", "was not launched with --detach"), ("nope", unknown), ("nope", hint)):
         assert main(["logs", name, "--tracking-uri", uri, "--results-dir", str(tmp_path)]) != 0
         err_text = capsys.readouterr().err
         assert err_text.count("\n") == 1, err_text
