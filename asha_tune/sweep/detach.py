@@ -177,7 +177,9 @@ def dashboard_of(address: str) -> str:
     """The dashboard of the cluster at `address`: HOST:PORT (its GCS, which says where its
     dashboard is) or the dashboard's own http(s):// URL, as `ray job` takes it."""
     if address.startswith(("http://", "https://")):
-        return address.rstrip("/")
+        url = address.rstrip("/")
+        dashboard_get(url, "/api/version")  # unreachable, or a token refused: one line
+        return url
     return find_dashboard(resolve_address(address) or address)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -316,3 +317,20 @@ def test_logs_of_a_sweep_not_detached_or_unknown_is_one_line(tmp_path, capsys):
         assert err_text.count("\n") == 1, err_text
         assert said in err_text
     assert shlex.split(COMMAND)[-1] == "--detach"
+
+
+def test_logs_on_a_cluster_that_does_not_answer_is_one_line(capsys):
+    """`logs --address`, by the head's HOST:PORT or the dashboard's URL (the check `--detach`
+    makes before it submits): nothing listens there."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # free once closed
+    for address, said in (
+        (f"127.0.0.1:{port}", f"cannot reach the Ray cluster at 127.0.0.1:{port}"),
+        (f"http://127.0.0.1:{port}", f"cannot reach the Ray dashboard at http://127.0.0.1:{port}"),
+    ):
+        assert main(["logs", "s", "--address", address]) != 0
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, err
+        assert err.startswith("asha-tune logs: error: ")
+        assert said in err
