@@ -474,7 +474,7 @@ def main() -> int:
     p.add_argument(
         "--profile",
         action="store_true",
-        help="cProfile each driver thread (with --keep: ARM-TRIALS-AT_ONCE/profile/*.prof)",
+        help="cProfile each driver thread (ARM-TRIALS-AT_ONCE/profile/*.prof; the folder is printed)",
     )
     p.add_argument("--run-arm", help=argparse.SUPPRESS)
     p.add_argument("--work", help=argparse.SUPPRESS)
@@ -502,6 +502,7 @@ def main() -> int:
         f"\nmachine: {info['cpu']}, {info['cores']} cores, load {info['load_1min']:.1f}; "
         f"commit {info['commit']}; "
         f"{args.epochs} epochs of {args.epoch_s} s per trial, sampler {args.sampler}"
+        + ("; PROFILED: cProfile on every driver thread inflates its CPU and times" if args.profile else "")
     )
     print(table(rows))
     for line in ratios(rows):
@@ -509,6 +510,8 @@ def main() -> int:
     for r in rows:
         if "records" in r:
             print(f"arm C, {r['trials']} trials at {r['at_once']}: records: {r['records']}")
+    if args.profile:
+        print(f"profiles (pstats files, one per thread): {root}/*/profile/")
     if args.out:
         args.out.write_text(json.dumps({"machine": info, "args": {k: str(v) for k, v in vars(args).items()},
                                         "rows": rows}, indent=2))  # fmt: skip
