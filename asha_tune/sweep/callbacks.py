@@ -32,6 +32,7 @@ from asha_tune.sweep.keys import (
 )
 from asha_tune.sweep.progress import Best
 from asha_tune.sweep.settings import Extension, extension_of
+from asha_tune.sweep.study import StudyHandle
 from asha_tune.sweep.writer import WRITE_EVERY_S, RecordWriter, close_writer, writer_for
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.tags import (
@@ -365,9 +366,19 @@ class ProgressCallback(DriverState, Callback):
     a sweep's 10,000th trial as in its first.
     """
 
-    def __init__(self, metric: str, mode: str, num_trials: int, max_epochs: int):
+    def __init__(
+        self,
+        metric: str,
+        mode: str,
+        num_trials: int,
+        max_epochs: int,
+        study: StudyHandle | None = None,
+        first_trial: int = 0,
+    ):
         self.metric, self.mode = metric, mode
         self.num_trials, self.max_epochs = num_trials, max_epochs
+        # Where a resumed sweep's trials that ended unknown to Tune are counted (StudyHandle.ended_beyond).
+        self.study, self.first_trial = study, first_trial
         self._reset()
 
     def _reset(self) -> None:
@@ -376,6 +387,7 @@ class ProgressCallback(DriverState, Callback):
         self._states: dict[int, str] | None = None  # id(trial) -> its state, once read
         self._count: dict[str, int] = {}
         self._started = 0  # trials Tune has created
+        self._beyond = 0  # the sweep's trials that ended unknown to Tune (after its last snapshot)
         self._timings = progress.Timings()
         self._gpu = (0.0, 0)  # sum and number of the epochs' GPU utilisation reported
         self._out: progress.LiveLine | progress.Lines | None = None
@@ -393,13 +405,14 @@ class ProgressCallback(DriverState, Callback):
 
     def _set(self, trials: list, trial: Any | None = None, state: str | None = None) -> None:
         """Tune updates a trial's status only after it tells callbacks: the event says it."""
-        self._started = len(trials)
         if self._states is None:
             self._states = {}
             for t in trials:
                 self._states[id(t)] = self._state(t)
                 self._count[self._states[id(t)]] = self._count.get(self._states[id(t)], 0) + 1
                 self._timings.moved(t, None, self._states[id(t)])
+            self._count_beyond(trials)
+        self._started = len(trials) + self._beyond
         if trial is not None and state is not None:
             old = self._states.get(id(trial))
             if old is not None:
@@ -408,6 +421,17 @@ class ProgressCallback(DriverState, Callback):
             self._count[state] = self._count.get(state, 0) + 1
             self._timings.moved(trial, old, state)
         self._timings.slots = max(self._timings.slots, self._count.get(RUNNING, 0))
+
+    def _count_beyond(self, trials: list) -> None:
+        """Once, at the first event: a resumed sweep's trials that ended after Tune's last snapshot
+        are not run again, and Tune never hears of them; the records have them, and so does the line."""
+        study = getattr(self, "study", None)  # a sweep saved before this attribute existed has none
+        if study is None:
+            return
+        ended = study.ended_beyond({t.trial_id for t in trials}, getattr(self, "first_trial", 0))
+        for state, n in ended.items():
+            self._count[state] = self._count.get(state, 0) + n
+        self._beyond = sum(ended.values())
 
     def _output(self) -> progress.LiveLine | progress.Lines:
         if self._out is None:

@@ -44,6 +44,7 @@ from asha_tune.defaults import STUDY_RETRY_ENV, STUDY_RETRY_S
 from asha_tune.errors import AshaTuneError, ConfigError, chain, first_line
 from asha_tune.files import sqlite_file_problem
 from asha_tune.spaces import SearchSpace
+from asha_tune.tracking.tags import COMPLETED, FAILED, PRUNED
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -56,6 +57,8 @@ INTERRUPTED_ATTR = "interrupted"  # a trial parked as WAITING by an interrupt, u
 WARM_START_ATTR = "warm_start_from"  # on a trial added by a warm start (warm_start.py): its source
 REHEARSAL_ATTR = "rehearsal"  # on a rehearsal's study (launch --rehearse): True
 WARM_PREFIX = "warm-"  # how `history` names a warm-started trial (it never ran in this sweep's Ray)
+# An ended trial's Optuna state, as the records (tracking/tags.py) name it.
+ENDED_AS = {TrialState.COMPLETE: COMPLETED, TrialState.PRUNED: PRUNED, TrialState.FAIL: FAILED}
 
 
 class StudyUnavailableError(AshaTuneError):
@@ -396,6 +399,21 @@ class StudyHandle:
                 trial_id = self._trial_id(trial.number)
                 self.storage.set_trial_state_values(trial_id, TrialState.RUNNING)
                 self.storage.set_trial_user_attr(trial_id, INTERRUPTED_ATTR, False)
+
+    def ended_beyond(self, ray_trial_ids: set[str], first_trial: int = 0) -> dict[str, int]:
+        """The sweep's own trials (numbered from `first_trial` on) that ended but that Tune does not
+        know, by state as the records say it: a killed driver saw them end after Tune's last
+        snapshot, so a resume does not run them again, yet they are the sweep's."""
+
+        def count() -> dict[str, int]:
+            ended: dict[str, int] = {}
+            for t in self.study.get_trials(deepcopy=False, states=tuple(ENDED_AS)):
+                ours = t.number >= first_trial and WARM_START_ATTR not in t.user_attrs
+                if ours and t.user_attrs.get(RAY_TRIAL_ATTR) not in ray_trial_ids:
+                    ended[ENDED_AS[t.state]] = ended.get(ENDED_AS[t.state], 0) + 1
+            return ended
+
+        return retrying(self.url, count)
 
     def history(self) -> list[tuple[str, dict[int, float]]]:
         """(Ray trial id, {epoch: value}) of every trial that reported, for rebuilding ASHA."""

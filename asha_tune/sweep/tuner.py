@@ -40,7 +40,7 @@ def new_tuner(settings: SweepSettings, handle: StudyHandle, experiment_id: str) 
     s, epochs = space.scheduler, space.train.epochs
     scheduler = _scheduler(settings, handle)
     records = settings.run_id  # the sweep's RecordWriter (writer.py): MLflow and Optuna, off the loop
-    callbacks = _callbacks(settings, experiment_id, records)
+    callbacks = _callbacks(settings, handle, experiment_id, records)
     return tune.Tuner(
         trainable(settings),
         tune_config=tune.TuneConfig(
@@ -84,7 +84,7 @@ def _scheduler(settings: SweepSettings, handle: StudyHandle) -> Any:
     )
 
 
-def _callbacks(settings: SweepSettings, experiment_id: str, records: str) -> list[Any]:
+def _callbacks(settings: SweepSettings, handle: StudyHandle, experiment_id: str, records: str) -> list[Any]:
     """The sweep's callbacks, in the order Tune calls them: records, progress, checkpoints, the
     space's guard, and Tune's own CSV and JSON logs."""
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
@@ -96,7 +96,8 @@ def _callbacks(settings: SweepSettings, experiment_id: str, records: str) -> lis
     s, epochs = space.scheduler, space.train.epochs
     # Tune knows the trials since the last extension only (extend.py moves its earlier snapshot
     # aside): the progress line counts those against the trials that extension added.
-    total = settings.extensions[-1].trials if settings.extensions else space.num_trials
+    last = settings.extensions[-1] if settings.extensions else None
+    total, first = (last.trials, last.first_trial) if last else (space.num_trials, 0)
     return [
         TrackingCallback(
             settings.tracking_uri,
@@ -108,7 +109,7 @@ def _callbacks(settings: SweepSettings, experiment_id: str, records: str) -> lis
             records=records,
             extensions=settings.extensions,
         ),
-        ProgressCallback(s.metric, s.mode, total, epochs),
+        ProgressCallback(s.metric, s.mode, total, epochs, handle, first),
         CheckpointCleanup(s.metric, s.mode, epochs, records=records),
         SpaceGuard(str(settings.sweep_dir)),
         CSVLoggerCallback(),

@@ -119,6 +119,11 @@ def test_a_rehearsal_killed_halfway_resumes_with_every_trial_once_and_no_metric_
     assert "driver SIGKILLed after" in done.stdout, done.stdout
     assert "resume exit 0" in done.stdout, done.stdout
     assert "records: every trial once in MLflow and Optuna (24), no metric twice" in done.stdout, done.stdout
+    # The resumed driver's last progress line counts every trial, those that ended after Tune's
+    # last snapshot (which it does not run again) included.
+    log = (tmp_path / "runs" / "kill-24-4" / "resume.log").read_text().splitlines()
+    progress = [line for line in log if line.startswith("[")]
+    assert "] trials 24/24 · running 0 · " in progress[-1], progress[-3:]
 
 
 def test_on_a_terminal_the_sweeps_progress_is_one_line_updated_in_place(tmp_path):

@@ -219,3 +219,38 @@ def test_ended_trials_checkpoints_are_emptied_once_their_records_are_written_but
     # the old best's, once a better one ended
     assert kept(better)
     assert not kept(trials[1])
+
+
+def test_a_resumed_sweep_counts_the_trials_that_ended_after_tunes_last_snapshot(
+    tmp_path, capsys, every_change
+):
+    """A driver killed after trials ended but before Tune's next snapshot: resume does not run
+    them again and Tune never hears of them. The line counts them from the study, so it ends at
+    the sweep's size, not short of it; a warm start's trials and an earlier part of the sweep
+    (before `first_trial`) are not this run's."""
+    from asha_tune.spaces import load_space
+    from asha_tune.sweep.study import StudyHandle, TrialState, create_study
+
+    space = load_space("quickstart")
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    create_study(url, "s", space)
+    handle = StudyHandle(url, "s", space)
+    ends = [TrialState.COMPLETE, TrialState.PRUNED, TrialState.PRUNED, TrialState.FAIL, TrialState.COMPLETE]
+    for i, state in enumerate(ends):
+        number, _ = handle.ask(f"ray-{i}", known=set())
+        handle.tell(number, state, None if state == TrialState.FAIL else 50.0)
+    handle.ask("ray-5", known=set())  # running when the driver died
+    # Tune's snapshot knows trials 0 and 1 (ended) and 5 (running again); 2, 3 and 4 ended after it.
+    known = [trial(0, "TERMINATED", trial_id="ray-0"), trial(1, "TERMINATED", trial_id="ray-1")]
+    known[0].last_result, known[1].last_result = {"epoch": 2, "val_acc": 50.0}, {"epoch": 1, "val_acc": 50.0}
+    running = trial(5, "PENDING", trial_id="ray-5")
+    progress = ProgressCallback("val_acc", "max", num_trials=8, max_epochs=2, study=handle)
+    progress.on_trial_start(0, [*known, running], running)
+    assert lines(capsys)[-1] == "trials 6/8 · running 1 · stopped early 2 · finished 2 · failed 1"
+
+    later = ProgressCallback("val_acc", "max", num_trials=4, max_epochs=2, study=handle, first_trial=3)
+    later.on_trial_start(0, [running], running)  # an extension from trial 3 on: trials 3 and 4 are its
+    assert lines(capsys)[-1] == "trials 3/4 · running 1 · stopped early 0 · finished 1 · failed 1"
+    plain = ProgressCallback("val_acc", "max", num_trials=8, max_epochs=2)  # no study: Tune's trials only
+    plain.on_trial_start(0, [*known, running], running)
+    assert lines(capsys)[-1] == "trials 3/8 · running 1 · stopped early 1 · finished 1 · failed 0"

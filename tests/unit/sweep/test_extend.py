@@ -304,7 +304,7 @@ def test_the_progress_line_of_an_extension_counts_the_trials_it_added(tmp_path):
 
     settings = plain_settings(tmp_path, parent_run_id="r")
     space = settings.space
-    (plain,) = [c for c in _callbacks(settings, "0", "w") if isinstance(c, ProgressCallback)]
+    (plain,) = [c for c in _callbacks(settings, None, "0", "w") if isinstance(c, ProgressCallback)]
     assert plain.num_trials == space.num_trials
     grown = space.model_copy(
         update={"search": space.search.model_copy(update={"num_trials": space.num_trials + 3})}
@@ -312,9 +312,9 @@ def test_the_progress_line_of_an_extension_counts_the_trials_it_added(tmp_path):
     extended = settings.model_copy(
         update={"space": grown, "extensions": [Extension(trials=3, first_trial=space.num_trials)]}
     )
-    (progress,) = [c for c in _callbacks(extended, "0", "w") if isinstance(c, ProgressCallback)]
+    (progress,) = [c for c in _callbacks(extended, None, "0", "w") if isinstance(c, ProgressCallback)]
     assert progress.num_trials == 3
     # A warm start's trials come first in the study: the extension's first number moves, not its count.
     warm = extended.model_copy(update={"extensions": [Extension(trials=3, first_trial=space.num_trials + 2)]})
-    (progress,) = [c for c in _callbacks(warm, "0", "w") if isinstance(c, ProgressCallback)]
+    (progress,) = [c for c in _callbacks(warm, None, "0", "w") if isinstance(c, ProgressCallback)]
     assert progress.num_trials == 3
