@@ -31,6 +31,7 @@ from asha_tune.sweep.keys import (
     DriverState,
 )
 from asha_tune.sweep.progress import Best
+from asha_tune.sweep.ray_compat import reported_result
 from asha_tune.sweep.settings import Extension, extension_of
 from asha_tune.sweep.study import StudyHandle
 from asha_tune.sweep.writer import WRITE_EVERY_S, RecordWriter, close_writer, writer_for
@@ -400,7 +401,7 @@ class ProgressCallback(DriverState, Callback):
     def _state(self, trial: Any) -> str:
         """A trial's state as Tune has it (read once per trial, at the first event)."""
         if trial.status == "TERMINATED":
-            return trial_status(trial.last_result or {}, self.max_epochs)
+            return trial_status(reported_result(trial), self.max_epochs)
         return {"ERROR": FAILED, "RUNNING": RUNNING}.get(trial.status, "pending")
 
     def _set(self, trials: list, trial: Any | None = None, state: str | None = None) -> None:
@@ -410,7 +411,7 @@ class ProgressCallback(DriverState, Callback):
             for t in trials:
                 self._states[id(t)] = self._state(t)
                 self._count[self._states[id(t)]] = self._count.get(self._states[id(t)], 0) + 1
-                self._timings.moved(t, None, self._states[id(t)])
+                self._timings.moved(t, None, self._states[id(t)], reported_result(t))
             self._count_beyond(trials)
         self._started = len(trials) + self._beyond
         if trial is not None and state is not None:
@@ -419,7 +420,7 @@ class ProgressCallback(DriverState, Callback):
                 self._count[old] -= 1
             self._states[id(trial)] = state
             self._count[state] = self._count.get(state, 0) + 1
-            self._timings.moved(trial, old, state)
+            self._timings.moved(trial, old, state, reported_result(trial))
         self._timings.slots = max(self._timings.slots, self._count.get(RUNNING, 0))
 
     def _count_beyond(self, trials: list) -> None:

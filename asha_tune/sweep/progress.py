@@ -165,10 +165,11 @@ class Timings:
         self.running: dict[int, tuple[float, float]] = {}  # id(trial) -> (its seconds, as of when)
         self.slots = 0
 
-    def moved(self, trial: Any, old: str | None, new: str) -> None:
+    def moved(self, trial: Any, old: str | None, new: str, result: dict[str, Any] | None) -> None:
+        """`trial` changed state; `result` is its last report (None or {} if none yet)."""
         if old == new:
             return
-        own = _own_seconds(trial.last_result)
+        own = _own_seconds(result)
         if old == RUNNING:
             self.running.pop(id(trial), None)
         if new == RUNNING:

@@ -139,6 +139,17 @@ def asha_milestones(grace_period: int, reduction_factor: float, max_t: int) -> f
     return frozenset(math.ceil(grace_period * reduction_factor**k) for k in range(count))
 
 
+def reported_result(trial: Any) -> dict[str, Any]:
+    """A Tune trial's last reported result, {} before its first, read without a wait. Tune's own
+    `Trial.last_result`, on a trial that has not reported yet, fetches default metrics from its
+    actor with a blocking `ray.get` (Trial._get_default_result_or_future): a round trip to a busy
+    worker on Tune's event loop, at every trial start, that holds every other trial's report back."""
+    metadata = getattr(trial, "run_metadata", None)  # Ray 2.60: where last_result keeps what was reported
+    if metadata is None:
+        return trial.last_result or {}
+    return metadata.last_result or {}
+
+
 def stand_in_trial(trial_id: str) -> Any:
     """Something Tune's ASHA accepts as a trial in on_trial_add/result/remove: it reads only
     `trial_id`. Rebuilding its rungs after `Tuner.restore` replays stored results through it."""

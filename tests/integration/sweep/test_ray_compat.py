@@ -68,6 +68,22 @@ def test_asha_accepts_stand_in_trials_and_their_results_set_its_cutoffs():
     assert scheduler.on_trial_result(None, new, {"epoch": 1, "m": 5.0}) == TrialScheduler.STOP
 
 
+def test_a_trials_reported_result_is_read_without_asking_its_actor(monkeypatch):
+    from ray.tune.experiment import Trial
+
+    def ask_the_actor(self):  # a blocking ray.get on the trial's actor, on Tune's event loop
+        raise AssertionError("asked the actor")
+
+    monkeypatch.setattr(Trial, "_get_default_result_or_future", ask_the_actor)
+    trial = Trial("__fake", stub=True, trial_id="t0")
+    with pytest.raises(AssertionError, match="asked the actor"):
+        _ = trial.last_result  # Tune's own property, before the trial's first report
+    assert ray_compat.reported_result(trial) == {}
+    trial.update_last_result({"epoch": 1, "val_acc": 50.0, "time_total_s": 2.5})
+    assert ray_compat.reported_result(trial)["time_total_s"] == 2.5
+    assert ray_compat.reported_result(trial) == trial.last_result
+
+
 def test_a_tune_trials_storage_is_a_filesystem_and_a_folder(tmp_path):
     from ray.train._internal.storage import StorageContext
 
