@@ -247,7 +247,9 @@ class StudyHandle:
         self._storage: optuna.storages.BaseStorage | None = None
         self._study_id: int | None = None
         self._trial_ids: dict[int, int] = {}  # trial number -> storage id (never changes)
-        self._orphans_checked = False  # no orphan was left: none appears while this driver runs
+        # Trials asked but never handed to Ray (a driver killed mid-ask, or with trials it had not
+        # started), read at the first ask: none appears while this driver runs, so they are read once.
+        self._orphans: list[int] | None = None
         self._size: int | None = None  # the sweep's own trials in the study (read once, then counted)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -306,8 +308,8 @@ class StudyHandle:
             self._size = sum(
                 WARM_START_ATTR not in t.user_attrs for t in self.study.get_trials(deepcopy=False)
             )
-        orphans = []
-        if not self._orphans_checked or self._size >= self.space.num_trials:
+        full = self._size >= self.space.num_trials
+        if self._orphans is None or (full and not self._orphans):
             left = [
                 t
                 for t in self.study.get_trials(
@@ -315,12 +317,14 @@ class StudyHandle:
                 )
                 if t.number not in known
             ]
-            orphans = [t for t in left if t.state == TrialState.RUNNING]
-            self._orphans_checked = not orphans
-            if not left and self._size >= self.space.num_trials:
+            self._orphans = [t.number for t in left if t.state == TrialState.RUNNING]
+            if not left and full:
                 return None
-        if orphans:
-            trial = optuna.trial.Trial(self.study, self._trial_id(orphans[0].number))
+        while self._orphans and self._orphans[0] in known:
+            self._orphans.pop(0)
+        orphan = self._orphans.pop(0) if self._orphans else None
+        if orphan is not None:
+            trial = optuna.trial.Trial(self.study, self._trial_id(orphan))
         elif self.space.search.algorithm == "random":
             # No queue to pop (a grid's or a list's) and no history to read (TPE's), where
             # `Study.ask` reads every unfinished trial from the database, on every ask: the rest of
@@ -331,7 +335,7 @@ class StudyHandle:
             self._trial_ids[trial.number] = trial_id
         else:
             trial = self.study.ask()
-        if not orphans:
+        if orphan is None:
             self._size += 1
         values = self.space.suggest(trial)
         if attrs:

@@ -82,6 +82,25 @@ def test_orphaned_trials_are_handed_out_again_after_a_restore(handle, tmp_path):
     assert reload(handle).trials[1].user_attrs["ray_trial_id"] == "c"
 
 
+def test_many_orphans_are_handed_out_in_order_from_one_read_of_the_study(handle, monkeypatch):
+    """A driver killed with hundreds of trials asked but not started (its records behind): the
+    resumed searcher reads them once, not once per ask (that made each ask cost O(orphans))."""
+    first = StudySearcher(handle, "val_acc", "max", max_epochs=4)
+    asked = [first.suggest(f"old-{i}") for i in range(6)]  # the driver died before Ray ran them
+    reads = []
+    real = optuna.Study.get_trials
+    monkeypatch.setattr(
+        optuna.Study, "get_trials", lambda self, *a, **k: reads.append(k) or real(self, *a, **k)
+    )
+    resumed = StudySearcher(StudyHandle(handle.url, handle.name, handle.space), "val_acc", "max", 4)
+    again = [resumed.suggest(f"new-{i}") for i in range(6)]
+    assert again == asked  # the same trials, same values, in order
+    unfinished = [k for k in reads if k.get("states")]
+    assert len(unfinished) == 1, reads
+    assert resumed.suggest("new-6")["trial_number"] == 6  # then new trials, the study growing
+    assert len(reload(handle).trials) == 7
+
+
 def test_a_trial_half_asked_when_the_driver_died_is_completed_not_duplicated(handle):
     study = reload(handle)
     partial = study.ask()  # killed after ask, before any value or attribute was stored
