@@ -9,10 +9,11 @@ import contextlib
 import errno
 import json
 import os
+import sqlite3
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -167,3 +168,28 @@ def sqlite_file_problem(db: Path, flag: str, url: str, example: str) -> str | No
     if db.is_dir():
         return f"{flag} {url}: {db} is a folder; name the sqlite file, e.g. sqlite:///{db / example}"
     return unwritable(db.parent, flag, what=url)
+
+
+def sqlite_write_ahead(engine: Any) -> None:
+    """A SQLite store asha-tune writes (a sweep's study, its MLflow records) writes ahead to a log
+    synced at its checkpoints, not at each commit (journal_mode WAL, synchronous NORMAL): a commit
+    costs no disk sync and no journal file made and deleted. MLflow's create, log_batch and end of
+    a trial then take 20 ms instead of 28-38 (benchmarks/RESULTS.md). A killed driver loses nothing
+    committed; a power cut may cost the last commits. The log (NAME.db-wal) is folded back into
+    the database when its last connection closes. `engine`: a SQLAlchemy engine on the file."""
+    from sqlalchemy import event
+
+    if not event.contains(engine, "connect", _write_ahead):
+        event.listen(engine, "connect", _write_ahead)
+        engine.dispose()  # connections opened before (creating the tables) get the pragmas too
+
+
+def _write_ahead(connection: Any, record: Any) -> None:
+    cursor = connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    except sqlite3.Error:  # a read-only file keeps its journal: reading it needs none
+        pass
+    finally:
+        cursor.close()

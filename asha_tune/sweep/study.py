@@ -42,7 +42,7 @@ __all__ = [
 
 from asha_tune.defaults import STUDY_RETRY_ENV, STUDY_RETRY_S
 from asha_tune.errors import AshaTuneError, ConfigError, chain, first_line
-from asha_tune.files import sqlite_file_problem
+from asha_tune.files import sqlite_file_problem, sqlite_write_ahead
 from asha_tune.spaces import SearchSpace
 from asha_tune.tracking.tags import COMPLETED, FAILED, PRUNED
 
@@ -103,25 +103,8 @@ def _storage(url: str) -> optuna.storages.BaseStorage:
             why = "its file system is full"
         raise AshaTuneError(f"cannot open Optuna storage {url} ({why})") from None
     if url.startswith("sqlite"):
-        _commit_without_sync(storage.engine)
+        sqlite_write_ahead(storage.engine)  # an ask, made on Tune's event loop, costs no disk sync
     return storage
-
-
-def _commit_without_sync(engine: Any) -> None:
-    """A study in SQLite writes ahead to a log synced at its checkpoints, not at each commit
-    (journal_mode WAL, synchronous NORMAL): an ask, made on Tune's event loop, then costs no disk
-    sync. A killed driver loses nothing committed (a power cut may cost the last commits). The
-    log (optuna.db-wal) is folded back into the database when its last connection closes."""
-    from sqlalchemy import event
-
-    def pragmas(connection: Any, record: Any) -> None:
-        cursor = connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    event.listen(engine, "connect", pragmas)
-    engine.dispose()  # connections opened while creating the tables get the pragmas too
 
 
 def check_study_url(url: str, flag: str = "--study-url") -> None:

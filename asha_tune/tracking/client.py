@@ -24,7 +24,7 @@ from asha_tune import defaults
 from asha_tune.dotted import flatten
 from asha_tune.environ import scoped_environ
 from asha_tune.errors import AshaTuneError, ConfigError, chain, first_line
-from asha_tune.files import folder_problem, sqlite_file_problem
+from asha_tune.files import folder_problem, sqlite_file_problem, sqlite_write_ahead
 from asha_tune.tracking.tags import (
     DEVICE_PARAM,
     MLFLOW_STATUS,
@@ -270,7 +270,10 @@ class Tracker:
                     why = problem.text if problem else "its folder cannot be created"
                     raise ConfigError(f"MLflow cannot open the store {self.uri} ({why})") from None
             try:
-                self.client = _Guarded(MlflowClient(tracking_uri=self.uri), self.uri)
+                client = MlflowClient(tracking_uri=self.uri)
+                if db is not None:  # MLflow-private: the store behind a sqlite URI
+                    sqlite_write_ahead(client._tracking_client.store.engine)
+                self.client = _Guarded(client, self.uri)
             except Exception as err:
                 raise ConfigError(f"MLflow cannot open the store {self.uri} ({store_problem(err)})") from None
 

@@ -34,6 +34,26 @@ def test_local_store_is_the_sqlite_file_or_none_for_a_server(tmp_path):
     assert local_store("http://127.0.0.1:5000") is None
 
 
+def test_a_sqlite_store_writes_ahead_and_a_reader_in_another_process_sees_every_commit(store, tmp_path):
+    """WAL and synchronous NORMAL (files.sqlite_write_ahead): no disk sync per commit, so a trial's
+    records cost less; what was committed is there for another connection, as before."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    tracker, _ = store
+    experiment = tracker.experiment("wal")
+    run = tracker.start_run(experiment, "trial-000")
+    tracker.write(run, metrics=[("val_acc", 50.0, 1, 1000)])
+    db = tmp_path / "records" / "mlflow.db"
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    Tracker(tracker.uri)  # a second Tracker on the same store: the pragmas are set once per engine
+    read = "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from metrics').fetchone()[0])"
+    out = subprocess.run([sys.executable, "-c", read, str(db)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"
+
+
 def test_an_experiment_is_created_once_with_artifacts_beside_the_store(store, tmp_path):
     tracker, client = store
     first = tracker.experiment("space-a")
