@@ -19,6 +19,7 @@ STUDY_RETRY_ENV = "ASHA_TUNE_STUDY_RETRY_S"  # how long to retry a lost study da
 CLUSTER_DIR_ENV = "ASHA_TUNE_CLUSTER_DIR"  # `asha-tune cluster`'s folder
 HEAD_LOST_ENV = "ASHA_TUNE_HEAD_LOST_S"  # how long a cluster's head may not answer a sweep
 DEBUG_ENV = "ASHA_TUNE_DEBUG"  # 1: an unexpected error shows its traceback, not one line and a file
+RECORDS_PROCESS_ENV = "ASHA_TUNE_RECORDS_PROCESS"  # 1 or 0: a sweep's records from a process of their own
 
 TRACKING_DB = "mlflow.db"  # MLflow's embedded store, in the working directory
 STUDY_DB = "optuna.db"  # the Optuna studies, in the working directory
@@ -27,6 +28,7 @@ CACHE_DIR = "~/.cache/asha-tune"  # or $XDG_CACHE_HOME/asha-tune
 CLUSTER_DIR = "asha-tune-cluster"  # a local cluster's data and logs, in the working directory
 STUDY_RETRY_S = 300.0  # a restarted PostgreSQL comes back within it
 HEAD_LOST_S = 30.0
+RECORDS_PROCESS_FROM = 50  # trials from which a sweep writes its records from a process of their own
 # launch --resource-wait where an autoscaler can add a node that fits a trial: a cloud GPU node
 # boots in 5-15 min.
 AUTOSCALER_WAIT_S = 900.0

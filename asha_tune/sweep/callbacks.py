@@ -159,6 +159,7 @@ class TrackingCallback(DriverState, Callback):
 
     def _reset(self) -> None:
         self._tracker: Tracker | None = None
+        self._writes: Any = None  # the writer's Tracker (in the records process, if any)
         self._runs: dict[int, _ChildRun] | None = None  # trial number -> its run; None: not read yet
         self._lock = threading.Lock()
 
@@ -170,7 +171,7 @@ class TrackingCallback(DriverState, Callback):
 
     @property
     def writer(self) -> RecordWriter:
-        return writer_for(self.records)
+        return writer_for(self.records, self.space.num_trials)
 
     # -- the event loop's side: note what is to be written --------------------------------------------
 
@@ -312,7 +313,9 @@ class TrackingCallback(DriverState, Callback):
             run.create = run.reopen = False
             run.end = None
             run.new_params, run.tags, run.epochs, run.finals = {}, {}, {}, []
-        tracker = self.tracker
+        if self._writes is None:
+            self._writes = self.writer.made(self.tracker, Tracker, self.tracking_uri)
+        tracker = self._writes
         if create or (run.params is not None and "search" not in run.params):
             config = self.space.trial_config(run.values)
             params = {**self._trial_params(run.values, config), **params}

@@ -52,9 +52,11 @@ class StudySearcher(Searcher):
         self._known = set(self.numbers.values())
         self._lock = threading.Lock()
         self._pending: dict[int, dict[str, Any]] = {}  # trial number -> what waits to be written
+        self._writes: Any = None  # the writer's StudyHandle (in the records process, if any)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_known", "_lock", "_pending")}
+        caches = ("_known", "_lock", "_pending", "_writes")
+        return {k: v for k, v in self.__dict__.items() if k not in caches}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -62,7 +64,7 @@ class StudySearcher(Searcher):
 
     @property
     def _writer(self) -> RecordWriter | None:
-        return writer_for(self.records) if self.records else None
+        return writer_for(self.records, self.handle.space.num_trials) if self.records else None
 
     def suggest(self, trial_id: str) -> Any:  # a config, or Searcher.FINISHED
         writer = self._writer
@@ -85,7 +87,9 @@ class StudySearcher(Searcher):
             return
         if "tell" in change:  # after the trial's end in MLflow: what a resume counts as ended
             state, value = change["tell"]
-            writer.touch(number, "tell", lambda: self.handle.tell(number, state, value), wait_s, hold=True)
+            writer.touch(
+                number, "tell", lambda: self._writer_handle.tell(number, state, value), wait_s, hold=True
+            )
             return
         with self._lock:
             pending = self._pending.setdefault(number, {"values": {}})
@@ -95,22 +99,34 @@ class StudySearcher(Searcher):
             pending.update(change)
         writer.touch(number, "optuna", lambda: self._write(number), wait_s)
 
+    @property
+    def _writer_handle(self) -> Any:
+        """The study as the writer's thread writes it: in the records process, if the sweep has one."""
+        if self._writes is None:
+            writer = self._writer
+            assert writer is not None
+            self._writes = writer.made(
+                self.handle, StudyHandle, self.handle.url, self.handle.name, self.handle.space
+            )
+        return self._writes
+
     def _write(self, number: int) -> None:
         with self._lock:
             pending = self._pending.pop(number, None)
         if pending is not None:
-            self._write_now(number, pending)
+            self._write_now(number, pending, self._writer_handle)
 
-    def _write_now(self, number: int, change: dict[str, Any]) -> None:
+    def _write_now(self, number: int, change: dict[str, Any], handle: Any = None) -> None:
+        handle = handle or self.handle
         if "attrs" in change:
             values, trial_id = change["attrs"]
-            self.handle.set_attrs(number, values, trial_id)
+            handle.set_attrs(number, values, trial_id)
         if "value" in change:
             change = {**change, "values": dict([change["value"]])}
         for step, value in sorted(change.get("values", {}).items()):
-            self.handle.report(number, step, value)
+            handle.report(number, step, value)
         if "tell" in change:
-            self.handle.tell(number, *change["tell"])
+            handle.tell(number, *change["tell"])
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if trial_id in self.numbers and self.metric in result:

@@ -64,6 +64,7 @@ from asha_tune.sweep.study import StudyHandle, check_study_url, create_study
 from asha_tune.sweep.tuner import new_tuner, restored_tuner
 from asha_tune.sweep.warm_start import check_warm_start, warm_start_from
 from asha_tune.sweep.watch import watching
+from asha_tune.sweep.writer import end_writer
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.client import check_store
 from asha_tune.tracking.records import sweep_parents, sweep_trials
@@ -207,6 +208,7 @@ def _run(
         close(settings, tracker, experiment_id, failure=str(user))
         raise _with_resume_hint(user, settings) from None
     finally:
+        end_writer(settings.run_id)
         control.stop()
         reserve.release()
     if (free := stopped_for_space(settings.sweep_dir)) is not None:

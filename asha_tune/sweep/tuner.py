@@ -35,11 +35,13 @@ def new_tuner(settings: SweepSettings, handle: StudyHandle, experiment_id: str) 
     from ray import tune
 
     from asha_tune.sweep.searcher import StudySearcher
+    from asha_tune.sweep.writer import writer_for
 
     space = settings.space
     s, epochs = space.scheduler, space.train.epochs
     scheduler = _scheduler(settings, handle)
     records = settings.run_id  # the sweep's RecordWriter (writer.py): MLflow and Optuna, off the loop
+    writer_for(records, space.num_trials)  # made now: a records process starts while Tune does
     callbacks = _callbacks(settings, handle, experiment_id, records)
     return tune.Tuner(
         trainable(settings),

@@ -21,7 +21,14 @@ from asha_tune.display import count
 from asha_tune.dotted import flatten, get_path
 from asha_tune.errors import AshaTuneError, ConfigError, first_line
 from asha_tune.spaces import SearchSpace
-from asha_tune.sweep.study import VALUES_ATTR, WARM_START_ATTR, UnexpressibleError, expressed, load_recorded
+from asha_tune.sweep.study import (
+    ENDED_AS,
+    VALUES_ATTR,
+    WARM_START_ATTR,
+    UnexpressibleError,
+    expressed,
+    load_recorded,
+)
 from asha_tune.tracking import Tracker
 from asha_tune.tracking.records import recorded_space, sweep_runs, sweep_trials
 from asha_tune.tracking.tags import COMPLETED, FAILED, FINAL_STATUSES, SPACE_ARTIFACT
@@ -37,7 +44,9 @@ __all__ = [
     "warm_start_from",
 ]
 
-WARM_STATES = {"completed": TrialState.COMPLETE, "pruned": TrialState.PRUNED}
+# A past trial's state as the study takes it: ended, and not failed (a failure says nothing of
+# its configuration).
+WARM_STATES = {name: state for state, name in ENDED_AS.items() if name != FAILED}
 
 
 @dataclass(frozen=True)

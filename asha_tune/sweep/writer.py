@@ -17,15 +17,27 @@ those epochs again on resume, and the logged-steps check writes each epoch once.
 write raises (a tracking server gone for good) is raised on Tune's event loop at the next event,
 and the writes queued behind it wait there: the sweep stops, and resume writes them again. The
 queue is bounded: when `max_pending` trials wait to be written, the event loop waits too.
+
+A sweep of `RECORDS_PROCESS_FROM` trials or more (or any, or none, as `$ASHA_TUNE_RECORDS_PROCESS`
+says) calls MLflow and Optuna from a process of its own (records_process.py): the same writes, in
+the same order, off the driver's CPU and GIL.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Any
+
+from asha_tune.defaults import RECORDS_PROCESS_ENV, RECORDS_PROCESS_FROM
+from asha_tune.errors import first_line
+
+log = logging.getLogger(__name__)
 
 MAX_PENDING = 2000  # trials with records waiting to be written before the event loop waits
 WRITE_EVERY_S = 5.0  # how long a running trial's reports may wait to be written in one batch
@@ -43,9 +55,15 @@ class _Job:
 
 
 class RecordWriter:
-    def __init__(self, name: str, max_pending: int = MAX_PENDING):
+    def __init__(self, name: str, max_pending: int = MAX_PENDING, process: bool = False):
         self.name = name
         self.max_pending = max_pending
+        self._process: Any = None
+        if process:
+            from asha_tune.sweep.records_process import RecordsProcess
+
+            self._process = RecordsProcess()
+            self._process.start_soon()
         self._jobs: OrderedDict[Hashable, _Job] = OrderedDict()
         self._cond = threading.Condition()
         self._busy = False
@@ -154,6 +172,11 @@ class RecordWriter:
         for action in job.then:
             action()
 
+    def made(self, local: Any, cls: type, *args: Any) -> Any:
+        """What the writes call: `cls(*args)` made in the records process where the sweep has one
+        (its exposed methods run there), else `local`, this process's own."""
+        return local if self._process is None else self._process.make(cls, *args)
+
     def check(self) -> None:
         """Raise the first error a write raised, once (on the caller's thread)."""
         if self._error is not None and not self._raised:
@@ -173,13 +196,19 @@ class RecordWriter:
         self.check()
 
     def close(self) -> None:
-        """Write what is queued, then stop the thread; raises a write's error not raised yet."""
+        """Write what is queued, then stop the thread and the records process; raises a write's
+        error not raised yet."""
         try:
             self.flush()
         finally:
             with self._cond:
                 self._closed = True
                 self._cond.notify_all()
+            if self._process is not None:
+                if self._thread is not None:
+                    self._thread.join(timeout=30)
+                self._process.close()
+                PROCESS_CPU_S[self.name] = self._process.cpu_s
 
     @property
     def pending(self) -> int:
@@ -189,15 +218,30 @@ class RecordWriter:
 
 _WRITERS: dict[str, RecordWriter] = {}
 _LOCK = threading.Lock()
+PROCESS_CPU_S: dict[str, float] = {}  # CPU seconds each closed writer's records process spent
 
 
-def writer_for(key: str) -> RecordWriter:
+def in_process(num_trials: int) -> bool:
+    """Whether a sweep of `num_trials` writes its records from a process of its own: from
+    `RECORDS_PROCESS_FROM` trials on, where the driver's saving outgrows the process's start
+    (about 2 s of CPU against some 40 ms per trial), unless the environment says yes or no."""
+    forced = os.environ.get(RECORDS_PROCESS_ENV, "").strip().lower()
+    if forced in ("1", "yes", "true"):
+        return True
+    if forced in ("0", "no", "false"):
+        return False
+    return num_trials >= RECORDS_PROCESS_FROM
+
+
+def writer_for(key: str, num_trials: int | None = None) -> RecordWriter:
     """The sweep's writer in this process (the callbacks and the searcher share it), made on first
-    use; a closed one is replaced (a sweep run again in the same process: a resume in a notebook)."""
+    use, with a records process as `in_process(num_trials)` says; a closed one is replaced (a sweep
+    run again in the same process: a resume in a notebook)."""
     with _LOCK:
         writer = _WRITERS.get(key)
         if writer is None or writer._closed:
-            writer = _WRITERS[key] = RecordWriter(key)
+            process = num_trials is not None and in_process(num_trials)
+            writer = _WRITERS[key] = RecordWriter(key, process=process)
         return writer
 
 
@@ -207,3 +251,13 @@ def close_writer(key: str) -> None:
         writer = _WRITERS.pop(key, None)
     if writer is not None:
         writer.close()
+
+
+def end_writer(key: str) -> None:
+    """The driver's last word on a sweep's writer, however the sweep ended: one that Tune did not
+    close (it raised before its end event) writes what it holds and stops, with its records
+    process; a write's error is logged, the sweep's own error being the one the user sees."""
+    try:
+        close_writer(key)
+    except Exception as err:
+        log.warning("records not written at the end of the sweep: %s", first_line(err))

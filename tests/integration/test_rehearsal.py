@@ -85,7 +85,7 @@ def test_the_scale_benchmark_runs_three_drivers_and_checks_the_records(tmp_path)
         [sys.executable, str(REPO / "benchmarks" / "scale.py"), "--trials", "16", "--at-once", "4"]
         + ["--epoch-s", "0.05", "--keep", str(tmp_path / "runs"), "--out", str(tmp_path / "scale.json")],
         cwd=tmp_path,
-        env=quiet_env(),
+        env={**quiet_env(), "ASHA_TUNE_RECORDS_PROCESS": "1"},  # as a sweep of 50 trials or more
         capture_output=True,
         text=True,
         timeout=1200,
@@ -103,6 +103,8 @@ def test_the_scale_benchmark_runs_three_drivers_and_checks_the_records(tmp_path)
         assert row["results"] >= 16
         assert row["wait_median_ms"] >= 0
         assert row["cpu_s"] > 0
+    # C's records were written from a process of its own, whose CPU has a column of its own.
+    assert [row.get("records_cpu_s", 0) > 0 for row in rows] == [False, False, True]
 
 
 def test_a_rehearsal_killed_halfway_resumes_with_every_trial_once_and_no_metric_twice(tmp_path):
@@ -110,7 +112,9 @@ def test_a_rehearsal_killed_halfway_resumes_with_every_trial_once_and_no_metric_
         [sys.executable, str(REPO / "benchmarks" / "scale.py"), "--kill-halfway", "--trials", "24"]
         + ["--at-once", "4", "--epoch-s", "0.1", "--keep", str(tmp_path / "runs")],
         cwd=tmp_path,
-        env=quiet_env(),
+        # Records from a process of their own, as a sweep of 50 trials or more: it dies with the
+        # SIGKILLed driver, and writes nothing the resume then writes again.
+        env={**quiet_env(), "ASHA_TUNE_RECORDS_PROCESS": "1"},
         capture_output=True,
         text=True,
         timeout=1200,
