@@ -349,9 +349,7 @@ class TrackingCallback(DriverState, Callback):
             stamp, values = epochs[epoch]
             metrics += [(k, float(v), epoch, stamp) for k, v in values.items() if isinstance(v, (int, float))]
             run.logged.add(epoch)
-        tracker.write(run.run_id, params=params, tags=tags, metrics=metrics + finals)
-        if end is not None:
-            tracker.end(run.run_id, end)
+        tracker.write(run.run_id, params=params, tags=tags, metrics=metrics + finals, end=end)
 
     def _trial_params(self, values: dict[str, Any], config: Any) -> dict[str, Any]:
         params = {**config.resolved_dump(), "search": json.dumps(values)}

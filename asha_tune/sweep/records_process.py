@@ -28,8 +28,8 @@ from asha_tune.tracking import Tracker
 
 # What the writer's side calls on each (the rest stays in the driver).
 EXPOSED: dict[type, tuple[str, ...]] = {
-    Tracker: ("start_run", "logged_steps", "reopen", "write", "end"),
-    StudyHandle: ("set_attrs", "report", "tell"),
+    Tracker: ("start_run", "logged_steps", "reopen", "write"),
+    StudyHandle: ("write", "tell"),
 }
 PARENT_WATCH_S = 0.2  # how often the child looks for its driver
 

@@ -117,16 +117,8 @@ class StudySearcher(Searcher):
             self._write_now(number, pending, self._writer_handle)
 
     def _write_now(self, number: int, change: dict[str, Any], handle: Any = None) -> None:
-        handle = handle or self.handle
-        if "attrs" in change:
-            values, trial_id = change["attrs"]
-            handle.set_attrs(number, values, trial_id)
-        if "value" in change:
-            change = {**change, "values": dict([change["value"]])}
-        for step, value in sorted(change.get("values", {}).items()):
-            handle.report(number, step, value)
-        if "tell" in change:
-            handle.tell(number, *change["tell"])
+        values = dict([change["value"]]) if "value" in change else change.get("values")
+        (handle or self.handle).write(number, change.get("attrs"), values, change.get("tell"))
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if trial_id in self.numbers and self.metric in result:

@@ -336,6 +336,23 @@ class StudyHandle:
 
         retrying(self.url, write)
 
+    def write(
+        self,
+        number: int,
+        attrs: tuple[dict[str, Any], str] | None = None,
+        values: dict[int, float] | None = None,
+        tell: tuple[TrialState, float | None] | None = None,
+    ) -> None:
+        """What the sweep's records writer holds for one trial, in one call (one trip to its
+        records process): the user attributes `ask` left (values, Ray trial id), intermediate
+        values by step, and the trial's end."""
+        if attrs is not None:
+            self.set_attrs(number, *attrs)
+        for step, value in sorted((values or {}).items()):
+            self.report(number, step, value)
+        if tell is not None:
+            self.tell(number, *tell)
+
     def report(self, number: int, step: int, value: float) -> None:
         """An intermediate value; a no-op on a trial that already ended (replayed after resume)."""
         if not math.isfinite(value):

@@ -377,10 +377,12 @@ class Tracker:
         params: dict[str, Any] | None = None,
         tags: dict[str, Any] | None = None,
         metrics: list[tuple[str, float, int, int]] | None = None,
+        end: str | None = None,
     ) -> None:
         """Params, tags and metrics ((key, value, step, timestamp in ms)) of one run in as few
         `log_batch` calls as MLflow takes (1,000 entries, of which 100 params and 100 tags, each):
-        one for what a trial reports between two writes."""
+        one for what a trial reports between two writes. `end`: then end the run with that
+        status (`end`), in the same call (one trip to a sweep's records process)."""
         from mlflow.entities import Metric, Param, RunTag
 
         flat = flatten(params or {})
@@ -396,6 +398,8 @@ class Tracker:
             room = 1000 - len(p) - len(t)
             m, metric_items = metric_items[:room], metric_items[room:]
             self.client.log_batch(run_id, metrics=m, params=p, tags=t)
+        if end is not None:
+            self.end(run_id, end)
 
     def end(self, run_id: str, status: str) -> None:
         """End a run whose asha-tune status tag is already written (`write`)."""

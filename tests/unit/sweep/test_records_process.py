@@ -36,7 +36,9 @@ def test_a_trackers_writes_run_in_the_records_process_and_land_in_the_store(tmp_
         run_id = there.start_run(experiment, name="trial-000", tags={"k": "v"})
         there.write(run_id, params={"p0": "0.5"}, tags={}, metrics=[("val_acc", 0.5, 1, 0)])
         assert there.logged_steps(run_id, "val_acc") == {1}
-        there.end(run_id, "completed")
+        there.write(run_id, end="completed")
+        with pytest.raises(AttributeError, match="not written from the records process"):
+            there.end(run_id, "completed")  # only what the writer calls is exposed
         assert process._manager._process.pid != os.getpid()  # type: ignore[union-attr]
     finally:
         process.close()
@@ -53,7 +55,7 @@ def test_an_error_in_the_records_process_is_raised_in_the_driver_as_itself(tmp_p
             StudyHandle, f"sqlite:///{tmp_path / 'optuna.db'}", "none", load_space("quickstart")
         )
         with pytest.raises(AshaTuneError, match="no study named none"):
-            handle.report(0, 1, 0.5)
+            handle.write(0, values={1: 0.5})
     finally:
         process.close()
 
@@ -68,7 +70,7 @@ def test_a_records_process_that_died_is_one_line_that_says_to_resume(tmp_path):
         with pytest.raises(
             RecordsProcessLostError, match=r"ended before the sweep \(exit status -9\).*resume"
         ):
-            there.end("run", "completed")
+            there.write("run", end="completed")
     finally:
         process.close()
 
