@@ -103,7 +103,8 @@ def _exit_without(parent: int) -> None:
 
 
 class RecordsProcess:
-    """The child process and the objects made in it; started at the first `make`."""
+    """The child process and the objects made in it; started by `start_soon`, or else at the
+    first `make`."""
 
     def __init__(self) -> None:
         self._manager: _Manager | None = None
