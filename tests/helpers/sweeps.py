@@ -4,6 +4,8 @@ recorded in MLflow and Optuna."""
 from __future__ import annotations
 
 import os
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import optuna
@@ -60,6 +62,26 @@ def mlflow_children(tmp_path: Path, experiment: str, parent: str) -> list:
 
 def study_trials(tmp_path: Path, name: str) -> list:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials
+
+
+def mid_trial(tmp_path: Path, name: str, number: int | None = None) -> bool:
+    """A trial of the study (trial `number`, if given) is running and has recorded an epoch: the
+    moment to interrupt it. Its intermediate values are written as each epoch ends, unlike Tune's
+    result.json (flushed late) or the progress line (every few seconds: a short trial can run
+    every epoch between two lines, and then nothing is interrupted). Read-only SQL on Optuna's
+    tables: `optuna.load_study` would create the schema, racing the driver that creates it."""
+    db = tmp_path / "optuna.db"
+    if not db.is_file():
+        return False
+    query = """
+        SELECT 1 FROM trials t JOIN studies s ON s.study_id = t.study_id
+        WHERE s.study_name = ? AND t.state = 'RUNNING' AND (? IS NULL OR t.number = ?)
+        AND EXISTS (SELECT 1 FROM trial_intermediate_values v WHERE v.trial_id = t.trial_id)"""
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as conn:
+            return conn.execute(query, (name, number, number)).fetchone() is not None
+    except sqlite3.OperationalError:  # no tables yet, or locked: ask again
+        return False
 
 
 def quiet_env(**extra: str) -> dict:

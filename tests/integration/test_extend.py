@@ -17,7 +17,7 @@ from asha_tune.api import extend, launch
 from asha_tune.sweep.settings import SWEEP_FILE, SweepSettings
 from asha_tune.tracking.tags import EXTENSION_TAG, EXTENSIONS_TAG, STATUS_TAG, TRIAL_NUMBER_TAG
 from tests.helpers.processes import driver_process, kill_tagged, wait_for
-from tests.helpers.sweeps import mlflow_children, quiet_env, settings_for, space_file, study_trials
+from tests.helpers.sweeps import mid_trial, mlflow_children, quiet_env, settings_for, space_file, study_trials
 
 CLI = [sys.executable, "-m", "asha_tune.cli"]
 
@@ -180,7 +180,7 @@ def test_extending_an_interrupted_sweep_finishes_its_own_trials_once_then_the_ne
     """Interrupted in its first trial (of 2, one at a time): extend by 1 resumes the sweep first
     (that trial goes on in its own Tune trial), runs the second as the sweep's own, and only
     then its own trial 2; each epoch once."""
-    path = small_space(tmp_path, epochs=8)
+    path = small_space(tmp_path, epochs=16)  # trial 0 runs on for seconds after its first epoch
     env = quiet_env(ASHA_TUNE_CACHE_DIR=str(shared_cache), RAY_AUTH_TOKEN_PATH=str(tmp_path / "token"))
     log = tmp_path / "launch.log"
     launch_cmd = [*CLI, "launch", "--space", str(path), "--name", "int", "--num-cpus", "2"]
@@ -190,7 +190,7 @@ def test_extending_an_interrupted_sweep_finishes_its_own_trials_once_then_the_ne
         env,
         log,
     ) as driver:
-        wait_for(lambda: "best epoch so far" in log.read_text(), 300, "a first epoch")
+        wait_for(lambda: mid_trial(tmp_path, "int", 0), 300, "trial 0's first epoch", poll=0.1)
         driver.send_signal(signal.SIGINT)
         assert driver.wait(timeout=180) == 130
     assert [t.state for t in study_trials(tmp_path, "int")] == [TrialState.WAITING]  # parked

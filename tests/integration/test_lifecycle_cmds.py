@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from tests.helpers.processes import driver_process, wait_for
-from tests.helpers.sweeps import quiet_env, space_file, study_trials
+from tests.helpers.sweeps import mid_trial, quiet_env, space_file, study_trials
 
 CLI = [sys.executable, "-m", "asha_tune.cli"]
 
@@ -54,7 +54,7 @@ def test_status_list_and_stop_a_running_sweep_from_another_terminal(tmp_path, pa
         env,
         log,
     ) as driver:
-        wait_for(lambda: "best epoch so far" in log.read_text(), 300, "a first epoch")
+        wait_for(lambda: mid_trial(tmp_path, "lc"), 300, "a trial's first epoch", poll=0.1)
 
         # status, while it runs: found through sweep.json (no --tracking-uri), its driver by pid
         running = cli("status", "lc")
@@ -137,7 +137,7 @@ def test_stop_a_replicated_search_by_its_name_stops_the_running_replicate(tmp_pa
         env,
         log,
     ) as driver:
-        wait_for(lambda: "best epoch so far" in log.read_text(), 300, "a first epoch")
+        wait_for(lambda: mid_trial(tmp_path, "rs.r0"), 300, "a trial's first epoch", poll=0.1)
         stopped = subprocess.run(
             [*CLI, "stop", "rs"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
         )

@@ -27,7 +27,15 @@ from asha_tune.tracking.records import sweep_trials
 from benchmarks.scale import ended_trials
 from tests.helpers.mlflow import mlflow_store
 from tests.helpers.processes import driver_process, kill_tagged, stop_group, tagged_processes, wait_for
-from tests.helpers.sweeps import TINY, mlflow_children, quiet_env, settings_for, space_file, study_trials
+from tests.helpers.sweeps import (
+    TINY,
+    mid_trial,
+    mlflow_children,
+    quiet_env,
+    settings_for,
+    space_file,
+    study_trials,
+)
 
 
 def test_sweep_end_to_end_with_asha_pruning(tmp_path, pacs_runtime, capsys):
@@ -657,7 +665,7 @@ def test_a_stopped_driver_leaves_nothing_running_and_resumes(
         env,
         log,
     ) as driver:
-        wait_for(lambda: "best epoch so far" in log.read_text(), 300, "a first epoch")
+        wait_for(lambda: mid_trial(tmp_path, "st"), 300, "a trial's first epoch", poll=0.1)
         driver.send_signal(signum)  # the driver only, as `kill` or Ctrl-C would
         assert driver.wait(timeout=180) == 130
     text = log.read_text()
