@@ -66,6 +66,17 @@ def test_best_trial_prefers_full_budget_trials_and_ignores_the_unfinished():
     assert best_trial([record(8, 50.0), record(7, 50.0)], "val_acc", "max").number == 7
 
 
+def test_no_answer_until_a_trial_has_ended_with_a_result():
+    """A sweep interrupted in its first trial has epochs on record, but no answer to give."""
+    records = [record(0, 61.2, status="interrupted"), record(1, 50.0, status="failed")]
+    assert describe_best(records, "val_acc", "max", "source_val") == (
+        "no answer yet: no trial has ended with a result (running, interrupted and failed trials are not ranked)"
+    )
+    assert describe_best(
+        [*records, record(2, 40.0, status="pruned")], "val_acc", "max", "source_val"
+    ).startswith("best trial 2: val_acc 40.0")
+
+
 def test_the_best_shows_its_standard_error_size_chance_and_protocol():
     records = [record(0, 61.2), record(1, 50.0), record(2, 70.0, status="pruned")]
     text = describe_best(records, "val_acc", "max", "source_val", "asha-tune confirm sw")
