@@ -51,7 +51,10 @@ def describe_best(
     """
     verdict = judge(records, metric, mode)
     if verdict is None:  # e.g. interrupted in its first trial: that trial's epochs are no answer
-        return "no answer yet: no trial has ended with a result (running, interrupted and failed trials are not ranked)"
+        return (
+            "no answer yet: no trial has ended with a result "
+            "(running, interrupted and failed trials are not ranked)"
+        )
     best = verdict.best
     rule = (
         "last epoch, among trials that ran every epoch"
