@@ -2,9 +2,15 @@
 
 The records writer (writer.py) keeps its thread, its queue and its order; only the MLflow client
 and the Optuna storage it calls live in a child process, reached through `multiprocessing`'s
-managers: each call is sent there and waited for, and its error is raised on the writer's thread
-as before. The driver keeps its CPU and its one GIL for Tune's event loop; the child spends the
+managers. The driver keeps its CPU and its one GIL for Tune's event loop; the child spends the
 records' CPU beside it (about 2 s to start: MLflow's import and store).
+
+Calls travel in batches: a write that returns nothing (DEFERRED) waits in the driver until a call
+that returns something, or the writer's `sync`, sends every waiting call in one message, run there
+in order; the first error is raised on the writer's thread as before. One message per call cost
+a round trip each, and on a busy machine (2 cores, 32 trials at once) each round trip waited for
+the scheduler: the records fell behind Tune, and Tune's snapshot, which waits for them, held the
+sweep at a quarter of Ray Tune's trial rate (benchmarks/RESULTS.md).
 
 The child exits within 0.2 s of the driver (a SIGKILL included), so it never writes after a
 resume has started. It ignores the terminal's Ctrl-C and a job's SIGTERM, which the driver
@@ -31,6 +37,9 @@ EXPOSED: dict[type, tuple[str, ...]] = {
     Tracker: ("start_run", "logged_steps", "reopen", "write"),
     StudyHandle: ("write", "tell"),
 }
+# Of those, the writes that return nothing: they wait in the driver for the next message.
+DEFERRED: dict[type, tuple[str, ...]] = {Tracker: ("write",), StudyHandle: ("write", "tell")}
+MAX_BATCH = 256  # calls waiting in the driver before they are sent regardless
 PARENT_WATCH_S = 0.2  # how often the child looks for its driver
 
 
@@ -38,38 +47,47 @@ class RecordsProcessLostError(AshaTuneError):
     """The records process ended before the sweep did (killed, out of memory)."""
 
 
-class _Served:
-    """In the child: one object of an exposed class; `call` runs one of its exposed methods."""
+class _Hub:
+    """In the child: the objects made there, by key; `run` makes one or calls their exposed
+    methods, a batch of calls in order."""
 
-    def __init__(self, cls: type, *args: Any):
-        self._methods = EXPOSED[cls]
-        self._obj = cls(*args)
+    def __init__(self) -> None:
+        self._objects: dict[int, tuple[Any, tuple[str, ...]]] = {}
 
-    def call(self, method: str, args: tuple, kwargs: dict) -> Any:
-        if method not in self._methods:
-            raise AttributeError(f"{method} is not written from the records process")
-        try:
-            return getattr(self._obj, method)(*args, **kwargs)
-        except Exception as err:
-            try:  # raised in the driver as itself where it survives the trip
-                pickle.loads(pickle.dumps(err))
-            except Exception:
-                raise RuntimeError(f"{type(err).__name__}: {first_line(err)}") from None
-            raise
+    def make(self, key: int, cls: type, args: tuple) -> None:
+        self._objects[key] = (cls(*args), EXPOSED[cls])
+
+    def run(self, calls: list[tuple[int, str, tuple, dict]]) -> Any:
+        """Each call in order; the last one's result. The first error stops the batch."""
+        result = None
+        for key, method, args, kwargs in calls:
+            obj, methods = self._objects[key]
+            if method not in methods:
+                raise AttributeError(f"{method} is not written from the records process")
+            try:
+                result = getattr(obj, method)(*args, **kwargs)
+            except Exception as err:
+                try:  # raised in the driver as itself where it survives the trip
+                    pickle.loads(pickle.dumps(err))
+                except Exception:
+                    raise RuntimeError(f"{type(err).__name__}: {first_line(err)}") from None
+                raise
+        return result
 
 
 class _Remote:
-    """In the driver: the exposed methods of a `_Served`, called in the child and waited for."""
+    """In the driver: the exposed methods of an object made in the child. A DEFERRED one waits
+    for the next message; any other sends the waiting calls with it and returns its result."""
 
-    def __init__(self, proxy: Any, process: RecordsProcess):
-        self._proxy, self._process = proxy, process
+    def __init__(self, key: int, cls: type, process: RecordsProcess):
+        self._key, self._deferred, self._process = key, DEFERRED.get(cls, ()), process
 
     def __getattr__(self, method: str) -> Any:
         def call(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return self._proxy.call(method, args, kwargs)
-            except (EOFError, OSError) as err:  # the child is gone, or its connection
-                raise self._process.lost(err) from None
+            if method in self._deferred:
+                self._process.defer((self._key, method, args, kwargs))
+                return None
+            return self._process.send((self._key, method, args, kwargs))
 
         return call
 
@@ -83,7 +101,7 @@ class _Manager(BaseManager):
     pass
 
 
-_Manager.register("served", _Served)
+_Manager.register("hub", _Hub)
 _Manager.register("cpu_s", _cpu_s)
 
 
@@ -108,7 +126,11 @@ class RecordsProcess:
 
     def __init__(self) -> None:
         self._manager: _Manager | None = None
+        self._hub: Any = None
         self._starting = threading.Lock()
+        self._calls: list[tuple[int, str, tuple, dict]] = []  # waiting for the next message
+        self._sending = threading.Lock()
+        self._made = 0
         self.cpu_s = 0.0  # the child's CPU time, read at `close`
 
     def start_soon(self) -> None:
@@ -126,9 +148,41 @@ class RecordsProcess:
 
     def make(self, cls: type, *args: Any) -> Any:
         """`cls(*args)` made in the child: an object whose exposed methods (EXPOSED) run there."""
+        with self._sending:
+            if self._hub is None:
+                try:
+                    self._hub = self._started().hub()  # type: ignore[attr-defined]
+                except (EOFError, OSError) as err:
+                    raise self.lost(err) from None
+            self._made += 1
+            key = self._made
+        self._call(lambda: self._hub.make(key, cls, args))
+        return _Remote(key, cls, self)
+
+    def defer(self, call: tuple[int, str, tuple, dict]) -> None:
+        """A call that returns nothing, sent with the next message (at once past MAX_BATCH)."""
+        with self._sending:
+            self._calls.append(call)
+            full = len(self._calls) >= MAX_BATCH
+        if full:
+            self.sync()
+
+    def send(self, call: tuple[int, str, tuple, dict] | None = None) -> Any:
+        """The waiting calls, then `call`, in one message; `call`'s result."""
+        with self._sending:
+            calls, self._calls = self._calls, []
+        if call is not None:
+            calls.append(call)
+        return self._call(lambda: self._hub.run(calls)) if calls else None
+
+    def sync(self) -> None:
+        """Every waiting call run in the child (the writer's: before what must follow them)."""
+        self.send()
+
+    def _call(self, call: Any) -> Any:
         try:
-            return _Remote(self._started().served(cls, *args), self)  # type: ignore[attr-defined]
-        except (EOFError, OSError) as err:
+            return call()
+        except (EOFError, OSError) as err:  # the child is gone, or its connection
             raise self.lost(err) from None
 
     def lost(self, err: BaseException) -> RecordsProcessLostError:

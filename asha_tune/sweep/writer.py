@@ -20,7 +20,9 @@ queue is bounded: when `max_pending` trials wait to be written, the event loop w
 
 A sweep of `RECORDS_PROCESS_FROM` trials or more (or any, or none, as `$ASHA_TUNE_RECORDS_PROCESS`
 says) calls MLflow and Optuna from a process of its own (records_process.py): the same writes, in
-the same order, off the driver's CPU and GIL.
+the same order, off the driver's CPU and GIL. Jobs due together go there as one batch: the writer
+syncs (waits for the process to have run them) when no other job is due, every `MAX_BATCH`
+jobs, and before a job's actions.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING = 2000  # trials with records waiting to be written before the event loop waits
 WRITE_EVERY_S = 5.0  # how long a running trial's reports may wait to be written in one batch
+MAX_BATCH = 64  # jobs written before their records-process calls are run, when more are due
 
 
 @dataclass
@@ -127,6 +130,7 @@ class RecordWriter:
         return None
 
     def _run(self) -> None:
+        batched = 0  # jobs written since the records process last ran what they sent
         while True:
             found = self._claim()
             if found is None:
@@ -134,6 +138,10 @@ class RecordWriter:
             trial, job = found
             try:
                 self._write(trial, job)
+                batched += 1
+                if batched >= MAX_BATCH or not self._due():  # else the next job joins the batch
+                    self._sync()
+                    batched = 0
             except BaseException as err:  # kept for the event loop to raise
                 with self._cond:
                     self._error = err
@@ -143,6 +151,17 @@ class RecordWriter:
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
+
+    def _due(self) -> bool:
+        """Whether a job is due now (the writer's thread then writes it before syncing)."""
+        now = time.monotonic()
+        with self._cond:
+            return self._error is None and any(job.due <= now for job in self._jobs.values())
+
+    def _sync(self) -> None:
+        """What the writes sent the records process, run there (no-op without one)."""
+        if self._process is not None:
+            self._process.sync()
 
     def _claim(self) -> tuple[Hashable, _Job] | None:
         """Wait for the next due job and mark the writer busy; None once it is to stop."""
@@ -169,6 +188,8 @@ class RecordWriter:
                 later = self._job(trial, float("inf"))
                 for owner, write in job.held.items():
                     later.held.setdefault(owner, write)
+        if job.then:
+            self._sync()  # the actions follow the trial's records, written
         for action in job.then:
             action()
 
